@@ -1,0 +1,326 @@
+//! A simulated AKS cluster running the managed Istio add-on, served over HTTPS on loopback.
+//!
+//! It stands in for three real services, closely enough that clients written for them work
+//! against it unchanged:
+//!
+//! ```text
+//!   ARM listener  (arm_endpoint == authority_host)
+//!     ├── Entra ID token endpoint     POST /{tenant}/oauth2/v2.0/token        (token)
+//!     ├── Microsoft.ContainerService  managedClusters, mesh profiles, LROs   (arm)
+//!     └── introspection               /_sim/state, /_sim/requests           (introspect)
+//!   Kubernetes listener (kube_server)
+//!     └── API server: discovery, CRUD, watch, patch, port-forward           (kube)
+//!
+//!   Shared state: the scenario, a scaled clock, the mesh spec ARM has applied, the log of
+//!   mutating requests. The add-on controllers (addon) turn the mesh spec into istiod,
+//!   webhooks, gateways and proxies inside the Kubernetes store.
+//! ```
+//!
+//! The simulator knows nothing of the asm-canary engine: it only speaks the wire protocols.
+
+#![forbid(unsafe_code)]
+
+pub mod arm;
+pub mod clock;
+pub mod kube;
+pub mod scenario;
+mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use clock::Clock;
+pub use scenario::{Scenario, ScenarioError};
+
+/// The mesh as ARM last applied it: what the add-on must run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MeshSpec {
+    /// Installed revisions, e.g. `["asm-1-27", "asm-1-28"]`.
+    pub revisions: Vec<String>,
+    /// Enabled ingress gateway modes (`External`, `Internal`).
+    pub ingress_gateways: Vec<String>,
+}
+
+/// One mutating request, as `/_sim/requests` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    pub seq: u64,
+    /// `arm`, `token` or `kube`.
+    pub api: &'static str,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// RFC 3339, wall clock.
+    pub time: String,
+}
+
+/// Append-only log of mutating requests (never reads: GET, LIST and WATCH are not logged).
+#[derive(Default)]
+pub struct RequestLog {
+    inner: Mutex<Vec<RequestRecord>>,
+}
+
+impl RequestLog {
+    pub fn record(&self, api: &'static str, method: &str, path: &str, status: u16) {
+        let mut log = self.inner.lock().expect("request log poisoned");
+        let seq = log.len() as u64 + 1;
+        log.push(RequestRecord {
+            seq,
+            api,
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+    }
+
+    pub fn snapshot(&self) -> Vec<RequestRecord> {
+        self.inner.lock().expect("request log poisoned").clone()
+    }
+}
+
+/// What a client needs to reach the simulator; `sim serve` prints it and writes it as an
+/// env file (the names are the ones the asm-canary cluster flags read).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionInfo {
+    pub arm_endpoint: String,
+    pub authority_host: String,
+    pub kube_server: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub subscription: String,
+    pub resource_group: String,
+    pub cluster: String,
+    pub location: String,
+    /// PEM of the CA that signed both listeners' certificates.
+    pub ca_pem: String,
+    /// Where the CA PEM was written, if anywhere.
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token accepted by `/_sim/*` (and by the Kubernetes API).
+    pub sim_token: String,
+}
+
+impl ConnectionInfo {
+    /// `KEY=value` lines, in the order a person reads them.
+    pub fn env_lines(&self) -> Vec<(String, String)> {
+        let mut lines = vec![
+            ("ASM_CANARY_SUBSCRIPTION", self.subscription.clone()),
+            ("ASM_CANARY_RESOURCE_GROUP", self.resource_group.clone()),
+            ("ASM_CANARY_CLUSTER", self.cluster.clone()),
+            ("ASM_CANARY_ARM_ENDPOINT", self.arm_endpoint.clone()),
+            ("AZURE_AUTHORITY_HOST", self.authority_host.clone()),
+            ("AZURE_TENANT_ID", self.tenant_id.clone()),
+            ("AZURE_CLIENT_ID", self.client_id.clone()),
+            ("AZURE_CLIENT_SECRET", self.client_secret.clone()),
+        ];
+        if let Some(ca) = &self.ca_file {
+            lines.push(("ASM_CANARY_CA_FILE", ca.display().to_string()));
+        }
+        lines.push(("ASM_CANARY_SIM_TOKEN", self.sim_token.clone()));
+        lines
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    /// The cluster's ARM resource id.
+    pub fn cluster_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
+            self.subscription, self.resource_group, self.cluster
+        )
+    }
+}
+
+/// State shared by every part of the simulator.
+pub struct Shared {
+    pub scenario: Scenario,
+    pub clock: Clock,
+    pub info: ConnectionInfo,
+    /// ARM publishes the applied mesh here; the add-on controllers follow it.
+    pub mesh: watch::Sender<MeshSpec>,
+    pub requests: RequestLog,
+    pub arm: arm::ArmState,
+    pub kube: kube::KubeState,
+}
+
+/// How to start the simulator.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub scenario: Scenario,
+    /// ARM, token endpoint and introspection. Port 0 picks a free port.
+    pub arm_listen: SocketAddr,
+    /// Kubernetes API server. Port 0 picks a free port.
+    pub kube_listen: SocketAddr,
+    /// Where to write `ca.pem`; nothing is written when `None`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl SimOptions {
+    pub fn new(scenario: Scenario) -> Self {
+        Self {
+            scenario,
+            arm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kube_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the CA certificate to {path}: {source}")]
+    WriteCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running simulator. Dropping it stops the listeners.
+pub struct SimHandle {
+    pub info: ConnectionInfo,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Stops accepting, lets open connections finish their current request, and waits.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Starts the simulator: generates the CA, binds both listeners, starts the controllers.
+pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
+    let tls = tls::SimTls::generate()?;
+    let arm_listener = TcpListener::bind(opts.arm_listen)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: opts.arm_listen,
+            source,
+        })?;
+    let kube_listener = TcpListener::bind(opts.kube_listen)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: opts.kube_listen,
+            source,
+        })?;
+    let arm_addr = arm_listener.local_addr().map_err(|source| SimError::Bind {
+        addr: opts.arm_listen,
+        source,
+    })?;
+    let kube_addr = kube_listener.local_addr().map_err(|source| SimError::Bind {
+        addr: opts.kube_listen,
+        source,
+    })?;
+    if let Some(path) = &opts.ca_file {
+        write_private(path, tls.ca_pem.as_bytes()).map_err(|source| SimError::WriteCa {
+            path: path.clone(),
+            source,
+        })?;
+    }
+
+    let scenario = opts.scenario;
+    let shape = &scenario.cluster;
+    let info = ConnectionInfo {
+        arm_endpoint: format!("https://{}", host_port(arm_addr)),
+        authority_host: format!("https://{}", host_port(arm_addr)),
+        kube_server: format!("https://{}", host_port(kube_addr)),
+        tenant_id: shape.tenant_id.clone(),
+        client_id: shape.client_id.clone(),
+        client_secret: shape.client_secret.clone(),
+        subscription: shape.subscription.clone(),
+        resource_group: shape.resource_group.clone(),
+        cluster: shape.name.clone(),
+        location: shape.location.clone(),
+        ca_pem: tls.ca_pem.clone(),
+        ca_file: opts.ca_file.clone(),
+        sim_token: format!("sim-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let (mesh, _) = watch::channel(MeshSpec {
+        revisions: shape.revisions.clone(),
+        ingress_gateways: shape.ingress_gateways.clone(),
+    });
+    let clock = Clock::new(scenario.time_scale);
+    let arm_state = arm::ArmState::new(&scenario);
+    let kube_state = kube::KubeState::new(&scenario);
+    let shared = Arc::new(Shared {
+        scenario,
+        clock,
+        info: info.clone(),
+        mesh,
+        requests: RequestLog::default(),
+        arm: arm_state,
+        kube: kube_state,
+    });
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(server::serve_tls(
+        arm_listener,
+        tls.server_config.clone(),
+        arm::router(shared.clone()),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(server::serve_tls(
+        kube_listener,
+        tls.server_config.clone(),
+        kube::router(shared.clone()),
+        shutdown_rx.clone(),
+    )));
+    tasks.extend(kube::start_controllers(shared.clone(), shutdown_rx));
+    Ok(SimHandle {
+        info,
+        shared,
+        shutdown,
+        tasks,
+    })
+}
+
+fn host_port(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => format!("localhost:{}", v4.port()),
+        SocketAddr::V6(v6) if v6.ip().is_loopback() => format!("localhost:{}", v6.port()),
+        other => other.to_string(),
+    }
+}
+
+/// Writes a file readable only by its owner (the CA is public, but the env file is not).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut file = opts.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
