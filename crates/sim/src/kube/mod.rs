@@ -38,3 +38,8 @@ pub fn start_controllers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     Vec::new()
 }
+
+/// The Kubernetes side of `/_sim/state`: namespaces, workloads, pods by revision, webhooks, tags.
+pub fn state_summary(_shared: &Shared) -> serde_json::Value {
+    serde_json::Value::Null
+}
