@@ -197,10 +197,12 @@ impl Scenario {
                 message: first_line(&err.to_string()),
             }
         })?;
-        scenario.validate().map_err(|message| ScenarioError::Invalid {
-            path: origin.to_string(),
-            message,
-        })?;
+        scenario
+            .validate()
+            .map_err(|message| ScenarioError::Invalid {
+                path: origin.to_string(),
+                message,
+            })?;
         Ok(scenario)
     }
 
@@ -227,10 +229,14 @@ fn describe(name: &str) -> &'static str {
         "healthy" => "A healthy cluster on asm-1-27 with asm-1-28 and asm-1-29 offered.",
         "stale-proxies" => "Proxies on the new revision never acknowledge their configuration.",
         "crashloop-istiod" => "The new revision's istiod never becomes ready.",
-        "arm-throttling" => "ARM answers 429 with Retry-After and transient 409 OperationNotAllowed.",
+        "arm-throttling" => {
+            "ARM answers 429 with Retry-After and transient 409 OperationNotAllowed."
+        }
         "lro-failure" => "The start operation ends Failed with an error body.",
         "slow-rollout" => "Pods take a long time to become ready.",
-        "stuck-rollout" => "A Deployment never finishes rolling out and hits its progress deadline.",
+        "stuck-rollout" => {
+            "A Deployment never finishes rolling out and hits its progress deadline."
+        }
         "legacy-labels" => {
             "Namespaces labelled istio-injection=enabled and with a revision that is not installed."
         }
