@@ -9,7 +9,6 @@
 //! ```
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -759,6 +758,7 @@ impl Run {
                 prompt,
             };
             let decision = tokio::select! {
+                biased;
                 d = self.approver.decide(&req) => d,
                 _ = self.cancel.cancelled() => return Ok(StepEnd::Interrupted),
             };
@@ -926,6 +926,7 @@ impl Run {
             cancel: self.cancel.child_token(),
         };
         let result = tokio::select! {
+                biased;
             r = action.run(&ctx) => r,
             _ = self.cancel.cancelled() => Err(StepError::Cancelled),
         };
@@ -1016,6 +1017,17 @@ impl Run {
             }
         };
         let cp = self.snapshot();
+        let durations = (|| {
+            Ok::<_, String>((
+                gs.timeout.resolve(&cp.params)?,
+                gs.poll_interval.resolve(&cp.params)?,
+                gs.stable_for.resolve(&cp.params)?,
+            ))
+        })();
+        let (timeout, poll_interval, stable_for) = match durations {
+            Ok(d) => d,
+            Err(reason) => return GateEnd::Failed { reason },
+        };
         let outputs = self.record(phase, &id).outputs.unwrap_or_default();
         let mut ctx = GateCtx::new(
             cp.run_id.clone(),
@@ -1027,16 +1039,16 @@ impl Run {
             outputs,
             self.emitter.for_step(&id),
             self.cancel.child_token(),
-            gs.timeout,
+            timeout,
         );
         self.emitter.emit(Event::GateStarted {
             step: id.clone(),
             check: gs.check.clone(),
-            timeout_ms: gs.timeout.as_millis() as u64,
-            stable_for_ms: gs.stable_for.as_millis() as u64,
+            timeout_ms: timeout.as_millis() as u64,
+            stable_for_ms: stable_for.as_millis() as u64,
         });
         let start = Instant::now();
-        let deadline = start + gs.timeout;
+        let deadline = start + timeout;
         let mut passing_since: Option<Instant> = None;
         let mut last_detail = String::from("no check completed");
         let mut last_emitted: Option<(String, Option<Progress>)> = None;
@@ -1057,6 +1069,7 @@ impl Run {
             ctx.elapsed = Instant::now() - start;
             ctx.check_count += 1;
             let status = tokio::select! {
+                biased;
                 s = gate.check(&mut ctx) => Some(s),
                 _ = self.cancel.cancelled() => return GateEnd::Cancelled,
                 _ = tokio::time::sleep_until(deadline) => None,
@@ -1066,7 +1079,7 @@ impl Run {
                 None => {}
                 Some(Ok(GateStatus::Passed { detail })) => {
                     let since = *passing_since.get_or_insert(now);
-                    if now - since >= gs.stable_for {
+                    if now - since >= stable_for {
                         self.emitter.emit(Event::GatePassed {
                             step: id.clone(),
                             check: gs.check.clone(),
@@ -1077,13 +1090,10 @@ impl Run {
                     last_detail = format!(
                         "passing, stable for {} of {}",
                         format_duration(now - since),
-                        format_duration(gs.stable_for)
+                        format_duration(stable_for)
                     );
                     progress(
-                        format!(
-                            "passing; must stay so for {}",
-                            format_duration(gs.stable_for)
-                        ),
+                        format!("passing; must stay so for {}", format_duration(stable_for)),
                         None,
                         &mut last_emitted,
                     );
@@ -1118,7 +1128,7 @@ impl Run {
             if Instant::now() >= deadline {
                 let reason = format!(
                     "timed out after {}: {last_detail}",
-                    format_duration(gs.timeout)
+                    format_duration(timeout)
                 );
                 self.emitter.emit(Event::GateFailed {
                     step: id.clone(),
@@ -1128,18 +1138,20 @@ impl Run {
                 });
                 return GateEnd::Failed { reason };
             }
-            let mut wake = (Instant::now() + gs.poll_interval).min(deadline);
+            let mut wake = (Instant::now() + poll_interval).min(deadline);
             if let Some(since) = passing_since {
-                wake = wake.min(since + gs.stable_for);
+                wake = wake.min(since + stable_for);
             }
             if gs.watch {
                 tokio::select! {
+                biased;
                     _ = tokio::time::sleep_until(wake) => {}
                     _ = gate.wait_for_change(&mut ctx) => {}
                     _ = self.cancel.cancelled() => return GateEnd::Cancelled,
                 }
             } else {
                 tokio::select! {
+                biased;
                     _ = tokio::time::sleep_until(wake) => {}
                     _ = self.cancel.cancelled() => return GateEnd::Cancelled,
                 }
@@ -1225,6 +1237,3 @@ pub async fn read_checkpoint(store: &dyn CheckpointStore) -> Result<Checkpoint, 
         .into()
     })
 }
-
-/// The default poll interval for gates that do not say.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);

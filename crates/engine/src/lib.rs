@@ -101,8 +101,8 @@ pub use events::{
 pub use executor::{EngineError, Executor, ResumeOptions, RunReport, RunRequest, read_checkpoint};
 pub use journal::{EntryId, EntryStatus, Journal, JournalEntry};
 pub use runbook::{
-    ApprovalMode, GateSpec, OnFailure, ParamSpec, ParamType, Pos, Problem, Runbook, RunbookError,
-    StepSpec,
+    ApprovalMode, DurationSpec, GateSpec, OnFailure, ParamSpec, ParamType, Pos, Problem, Runbook,
+    RunbookError, StepSpec,
 };
 pub use step::{
     Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, NotImplemented, Outputs, Registry,

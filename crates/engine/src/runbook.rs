@@ -206,10 +206,37 @@ pub struct StepSpec {
 pub struct GateSpec {
     pub check: String,
     pub inputs: Map<String, Value>,
-    pub timeout: Duration,
-    pub poll_interval: Duration,
+    pub timeout: DurationSpec,
+    pub poll_interval: DurationSpec,
     pub watch: bool,
-    pub stable_for: Duration,
+    pub stable_for: DurationSpec,
+}
+
+/// A duration in a runbook: literal (`10m`) or a `duration` param (`${params.soak}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationSpec {
+    Fixed(Duration),
+    Param(String),
+}
+
+impl DurationSpec {
+    /// The duration, reading a param from the run's `params`.
+    pub fn resolve(&self, params: &Map<String, Value>) -> Result<Duration, String> {
+        match self {
+            DurationSpec::Fixed(d) => Ok(*d),
+            DurationSpec::Param(p) => match params.get(p) {
+                Some(Value::String(s)) => {
+                    parse_duration(s).map_err(|e| format!("param {p:?}: {e}"))
+                }
+                other => Err(format!(
+                    "param {p:?} must be a duration such as 10m, not {}",
+                    other
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "missing".into())
+                )),
+            },
+        }
+    }
 }
 
 /// One problem in a runbook, at a position.
@@ -371,6 +398,7 @@ impl Runbook {
         let mut v = Validator {
             problems: Vec::new(),
             registry,
+            param_types: HashMap::new(),
         };
         let rb = v.build(raw, origin, sha256);
         if v.problems.is_empty() {
@@ -457,8 +485,20 @@ impl Runbook {
     }
 }
 
+/// The first line of a YAML error, without the `error: line L column C:` prefix (the
+/// position is rendered by [`RunbookError`]).
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim().to_string()
+    let line = s.lines().next().unwrap_or(s).trim();
+    let rest = line.strip_prefix("error: ").unwrap_or(line);
+    if let Some(after) = rest.strip_prefix("line ")
+        && let Some((_, msg)) = after.split_once(": ")
+        && after
+            .split_once(": ")
+            .is_some_and(|(pos, _)| pos.contains(" column "))
+    {
+        return msg.to_string();
+    }
+    rest.to_string()
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -469,6 +509,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 struct Validator<'a> {
     problems: Vec<Problem>,
     registry: &'a Registry,
+    param_types: HashMap<String, ParamType>,
 }
 
 /// Where references may point, for one value.
@@ -493,12 +534,51 @@ impl Validator<'_> {
         });
     }
 
-    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Duration {
-        match parse_duration(&s.value) {
-            Ok(d) => d,
+    /// A literal duration, or `${params.<name>}` naming a `duration` param.
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> DurationSpec {
+        let text = s.value.trim();
+        if let Some(body) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+            return match template::references(&Value::String(text.to_string())) {
+                Ok(refs) => match refs.as_slice() {
+                    [Ref::Param(p)] => match self.param_types.get(p) {
+                        Some(ParamType::Duration) => DurationSpec::Param(p.clone()),
+                        Some(other) => {
+                            self.problem(
+                                Pos::from(s),
+                                format!(
+                                    "{what}: param {p:?} has type {}, not duration",
+                                    other.name()
+                                ),
+                            );
+                            DurationSpec::Fixed(Duration::ZERO)
+                        }
+                        None => {
+                            self.problem(
+                                Pos::from(s),
+                                format!("{what}: ${{{body}}} names an unknown param"),
+                            );
+                            DurationSpec::Fixed(Duration::ZERO)
+                        }
+                    },
+                    _ => {
+                        self.problem(
+                            Pos::from(s),
+                            format!("{what}: only a duration param (${{params.<name>}}) may stand for a duration"),
+                        );
+                        DurationSpec::Fixed(Duration::ZERO)
+                    }
+                },
+                Err(e) => {
+                    self.problem(Pos::from(s), format!("{what}: {e}"));
+                    DurationSpec::Fixed(Duration::ZERO)
+                }
+            };
+        }
+        match parse_duration(text) {
+            Ok(d) => DurationSpec::Fixed(d),
             Err(e) => {
                 self.problem(Pos::from(s), format!("{what}: {e}"));
-                Duration::ZERO
+                DurationSpec::Fixed(Duration::from_secs(1))
             }
         }
     }
@@ -615,6 +695,7 @@ impl Validator<'_> {
             });
         }
         let param_names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+        self.param_types = params.iter().map(|p| (p.name.clone(), p.kind)).collect();
 
         // Ids: unique across both sequences.
         let mut seen: HashMap<String, Pos> = HashMap::new();
@@ -772,40 +853,41 @@ impl Validator<'_> {
                 ginputs.insert(k.clone(), v.value.clone());
             }
             let timeout = self.duration(&gr.timeout, &format!("step {id:?} gate timeout"));
-            if timeout.is_zero() && parse_duration(&gr.timeout.value).is_ok() {
+            if timeout == DurationSpec::Fixed(Duration::ZERO) {
                 self.problem(
                     Pos::from(&gr.timeout),
                     format!("step {id:?} gate timeout must be more than 0s"),
                 );
             }
-            let poll_interval = gr
-                .poll_interval
-                .as_ref()
-                .map(|p| self.duration(p, &format!("step {id:?} gate poll_interval")))
-                .unwrap_or(DEFAULT_POLL);
-            if let Some(p) = &gr.poll_interval
-                && poll_interval.is_zero()
-                && parse_duration(&p.value).is_ok()
-            {
-                self.problem(
-                    Pos::from(p),
-                    format!("step {id:?} gate poll_interval must be more than 0s"),
-                );
-            }
-            let stable_for = gr
-                .stable_for
-                .as_ref()
-                .map(|p| self.duration(p, &format!("step {id:?} gate stable_for")))
-                .unwrap_or(Duration::ZERO);
-            if let Some(sf) = &gr.stable_for
-                && stable_for >= timeout
-                && !timeout.is_zero()
-            {
-                self.problem(
-                    Pos::from(sf),
-                    format!("step {id:?} gate stable_for must be shorter than its timeout"),
-                );
-            }
+            let poll_interval = match &gr.poll_interval {
+                Some(p) => {
+                    let d = self.duration(p, &format!("step {id:?} gate poll_interval"));
+                    if d == DurationSpec::Fixed(Duration::ZERO) {
+                        self.problem(
+                            Pos::from(p),
+                            format!("step {id:?} gate poll_interval must be more than 0s"),
+                        );
+                    }
+                    d
+                }
+                None => DurationSpec::Fixed(DEFAULT_POLL),
+            };
+            let stable_for = match &gr.stable_for {
+                Some(sf) => {
+                    let d = self.duration(sf, &format!("step {id:?} gate stable_for"));
+                    if let (DurationSpec::Fixed(s), DurationSpec::Fixed(t)) = (&d, &timeout)
+                        && s >= t
+                        && !t.is_zero()
+                    {
+                        self.problem(
+                            Pos::from(sf),
+                            format!("step {id:?} gate stable_for must be shorter than its timeout"),
+                        );
+                    }
+                    d
+                }
+                None => DurationSpec::Fixed(Duration::ZERO),
+            };
             GateSpec {
                 check: gr.check.value.clone(),
                 inputs: ginputs,
