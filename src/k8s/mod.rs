@@ -1,0 +1,1 @@
+//! Kubernetes operations (placeholder).
