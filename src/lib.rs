@@ -8,5 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod azure;
 pub mod cli;
 pub mod exit;
+pub mod istio;
+pub mod k8s;
