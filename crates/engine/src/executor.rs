@@ -795,8 +795,10 @@ impl Run {
             }
         }
 
+        // A step that failed re-runs its action (which observes first); a step interrupted
+        // while gating only re-runs its gate.
         let rec = self.record(phase, &id);
-        if !rec.action_done {
+        if !rec.action_done || rec.status == StepStatus::Failed {
             if let Some(end) = self.act(spec, phase, &rec).await? {
                 return Ok(end);
             }

@@ -107,23 +107,35 @@ impl Action for Effect {
         let mut out = Outputs::new();
         out.insert("effect".into(), json!(name));
         out.insert("attempt".into(), json!(ctx.attempt));
-        // Re-observe an in-flight entry from an earlier attempt.
-        for e in ctx.journal.in_flight() {
-            if self.world.has(&e.target) {
-                ctx.journal
-                    .done(EntryId(e.seq), Some(json!("observed")))
-                    .await?;
-            }
+        // An entry in flight from an earlier attempt: re-observe, and finish it.
+        let in_flight = ctx
+            .journal
+            .in_flight()
+            .into_iter()
+            .find(|e| e.target == name);
+        if let Some(e) = &in_flight
+            && self.world.has(&name)
+        {
+            ctx.journal
+                .done(EntryId(e.seq), Some(json!("observed")))
+                .await?;
+            return Ok(ActionOutcome::done(out));
         }
-        if self.world.has(&name) {
+        if in_flight.is_none() && self.world.has(&name) {
             return Ok(ActionOutcome::already_done(
                 out,
                 format!("{name} already applied"),
             ));
         }
-        self.hook(&ctx.step, Point::BeforeIntent).await;
-        let id = ctx.journal.intent("effect", &name, json!({"n": 1})).await?;
-        self.hook(&ctx.step, Point::AfterIntent).await;
+        let id = match in_flight {
+            Some(e) => EntryId(e.seq),
+            None => {
+                self.hook(&ctx.step, Point::BeforeIntent).await;
+                let id = ctx.journal.intent("effect", &name, json!({"n": 1})).await?;
+                self.hook(&ctx.step, Point::AfterIntent).await;
+                id
+            }
+        };
         self.world.apply(&name);
         ctx.events.info(format!("applied {name}"));
         self.hook(&ctx.step, Point::AfterEffect).await;
