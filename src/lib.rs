@@ -11,5 +11,6 @@
 pub mod azure;
 pub mod cli;
 pub mod exit;
+pub mod steps;
 pub mod istio;
 pub mod k8s;

@@ -177,6 +177,7 @@ impl Action for RestartWorkloads {
             .filter_map(|e| serde_json::from_value(e.details.clone()).ok())
             .collect();
         let mut acted = false;
+        let n_waves = waves.len();
         for (i, wave) in waves.iter().enumerate() {
             let mut plan = MovePlan::default();
             for ns in wave {
@@ -198,7 +199,7 @@ impl Action for RestartWorkloads {
             ctx.events.info(format!(
                 "wave {}/{}: {} workload(s) in {}",
                 i + 1,
-                waves.len(),
+                n_waves,
                 total,
                 wave.join(", ")
             ));
@@ -211,7 +212,7 @@ impl Action for RestartWorkloads {
                     let n = done_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                     ctx.events.emit(Event::GateProgress {
                         step: ctx.step.clone(),
-                        check: format!("wave {}/{}", i + 1, waves.len()),
+                        check: format!("wave {}/{}", i + 1, n_waves),
                         detail: format!("{n}/{total} workloads rolled out ({w} done)"),
                         progress: Some(Progress::of(n, total)),
                     });
@@ -386,9 +387,15 @@ impl Action for RestartBack {
         let mut namespaces: Vec<String> = moved.iter().map(|m| m.namespace.clone()).collect();
         namespaces.sort();
         namespaces.dedup();
-        let results: Vec<Restarted> = stream::iter(moved.iter().map(|m| {
-            let w = m.workload();
-            let earlier = earlier.get(&journal_target(&w)).cloned();
+        let tasks: Vec<(WorkloadRef, Option<asm_canary_engine::JournalEntry>)> = moved
+            .iter()
+            .map(|m| {
+                let w = m.workload();
+                let e = earlier.get(&journal_target(&w)).cloned();
+                (w, e)
+            })
+            .collect();
+        let results: Vec<Restarted> = stream::iter(tasks.into_iter().map(|(w, earlier)| {
             async move {
                 // A workload deleted since is nothing to move back.
                 match get_workload(&env.kube, &w).await {
