@@ -240,6 +240,20 @@ impl ArmClient {
         })
     }
 
+    /// Everything from settings: the shared HTTPS client (with `extra_ca` as `(origin, PEM)`),
+    /// the credential (resolving `--auth auto` by `env`), and the client. Returns which
+    /// credential was chosen and why, for the caller to show.
+    pub fn connect(
+        options: ArmClientOptions,
+        auth: &super::AuthSettings,
+        extra_ca: Option<(&str, &[u8])>,
+        env: super::auth::EnvLookup<'_>,
+    ) -> Result<(Self, super::CredentialChoice), ArmError> {
+        let http = super::build_http_client(extra_ca)?;
+        let (credential, choice) = super::build_credential(auth, &http, env)?;
+        Ok((Self::new(options, credential, http)?, choice))
+    }
+
     pub fn endpoint(&self) -> &str {
         self.endpoint.as_str().trim_end_matches('/')
     }

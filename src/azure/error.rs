@@ -103,6 +103,8 @@ pub enum ArmError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
+    Http(#[from] super::HttpSetupError),
+    #[error(transparent)]
     ClusterId(#[from] ClusterIdError),
 }
 

@@ -9,12 +9,14 @@
 //!   configmap   copy istio-shared-configmap-<src> -> -<dst> (observe, refuse to clobber)
 //!   pods        namespaces by label, pods with their injecting revision and owner
 //!   portforward HTTP/1.1 GET through a pod port-forward (istiod /debug/syncz on 15014)
+//!   mesh        proxy status of a revision: every running istiod's syncz, as rows
 //!   lease       delete the gateway leader-election Leases AKS leaves behind
 //! ```
 
 pub mod client;
 pub mod configmap;
 pub mod lease;
+pub mod mesh;
 pub mod pods;
 pub mod portforward;
 pub mod rollout;
@@ -22,6 +24,7 @@ pub mod rollout;
 pub use client::{client_from_kubeconfig, client_from_kubeconfig_bytes};
 pub use configmap::{CopyOutcome, CopyPlan, copy_configmap, plan_copy};
 pub use lease::{LeaseDeletion, delete_leases};
+pub use mesh::{istiod_pods, proxy_status};
 pub use pods::{Owner, PodInfo, list_pods_with_revision, namespaces_by_label, owner_of};
 pub use portforward::{HttpResponse, http_get_via_portforward};
 pub use rollout::{

@@ -340,6 +340,8 @@ impl Executor {
             cp.steps = take(&cp.steps, &self.runbook.steps);
             cp.rollback = take(&cp.rollback, &self.runbook.rollback);
         }
+        // A newer minor without unknown fields was accepted: it is rewritten in this format.
+        cp.schema_version = SCHEMA_VERSION.to_string();
         // Params the runbook declares now but the checkpoint lacks get their defaults.
         for p in &self.runbook.params {
             if !cp.params.contains_key(&p.name) {
