@@ -11,6 +11,7 @@
 pub mod azure;
 pub mod cli;
 pub mod exit;
-pub mod steps;
 pub mod istio;
 pub mod k8s;
+pub mod steps;
+pub mod ui;
