@@ -254,7 +254,19 @@ fn gate_lines(runbook: &asm_canary_engine::Runbook) -> Vec<GateLine> {
             timeout: s
                 .gate
                 .as_ref()
-                .map(|g| format!("{}", g.timeout))
+                .map(|g| match &g.timeout {
+                    asm_canary_engine::DurationSpec::Fixed(d) => {
+                        asm_canary_engine::duration::format_duration(*d)
+                    }
+                    asm_canary_engine::DurationSpec::Param(p) => runbook
+                        .params
+                        .iter()
+                        .find(|spec| spec.name == *p)
+                        .and_then(|spec| spec.default.as_ref())
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("${{params.{p}}}")),
+                })
                 .unwrap_or_default(),
             approval: matches!(s.approval, asm_canary_engine::ApprovalMode::Required),
         })
