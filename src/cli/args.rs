@@ -36,6 +36,10 @@ pub struct ClusterArgs {
     #[arg(long, env = "ASM_CANARY_AUTH", value_enum, default_value_t = AuthArg::Auto,
           help_heading = "Cluster")]
     pub auth: AuthArg,
+    /// How often to poll an ARM operation when ARM sends no Retry-After (e.g. 15s, 500ms).
+    #[arg(long, env = "ASM_CANARY_ARM_POLL_INTERVAL", value_name = "DURATION",
+          help_heading = "Cluster")]
+    pub arm_poll_interval: Option<String>,
     /// Kubeconfig to use instead of fetching the cluster user credential from ARM.
     #[arg(long, env = "ASM_CANARY_KUBECONFIG", help_heading = "Cluster")]
     pub kubeconfig: Option<PathBuf>,

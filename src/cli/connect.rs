@@ -109,6 +109,13 @@ async fn connect_inner(
         options.retry.base_delay = Duration::from_millis(50);
         options.retry.max_delay = Duration::from_secs(2);
     }
+    if let Some(raw) = &args.arm_poll_interval {
+        let d = asm_canary_engine::duration::parse_duration(raw)
+            .map_err(|e| CliError::bad(format!("--arm-poll-interval {raw:?}: {e}")))?;
+        options.poll.default_interval = d;
+        options.poll.min_interval = options.poll.min_interval.min(d);
+        options.retry.base_delay = options.retry.base_delay.min(d);
+    }
     let mut auth = AuthSettings {
         mode: auth_mode(args.auth),
         authority_host: args.authority_host.clone(),

@@ -86,6 +86,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         authority_host: Some(info.authority_host.clone()),
         ca_file: Some(ca_file.clone()),
         auth: AuthArg::ClientSecret,
+        arm_poll_interval: None,
         kubeconfig: None,
     };
     let connected = super::connect::connect_with_secret(
