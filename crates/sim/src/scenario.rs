@@ -57,22 +57,12 @@ pub struct ClusterShape {
     pub mesh_revisions: Vec<MeshRevisionShape>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MeshRevisionShape {
     pub revision: String,
     pub upgrades: Vec<String>,
     pub kubernetes: Vec<String>,
-}
-
-impl Default for MeshRevisionShape {
-    fn default() -> Self {
-        Self {
-            revision: String::new(),
-            upgrades: Vec::new(),
-            kubernetes: Vec::new(),
-        }
-    }
 }
 
 impl Default for ClusterShape {
@@ -197,10 +187,12 @@ impl Scenario {
                 message: first_line(&err.to_string()),
             }
         })?;
-        scenario.validate().map_err(|message| ScenarioError::Invalid {
-            path: origin.to_string(),
-            message,
-        })?;
+        scenario
+            .validate()
+            .map_err(|message| ScenarioError::Invalid {
+                path: origin.to_string(),
+                message,
+            })?;
         Ok(scenario)
     }
 
@@ -227,10 +219,14 @@ fn describe(name: &str) -> &'static str {
         "healthy" => "A healthy cluster on asm-1-27 with asm-1-28 and asm-1-29 offered.",
         "stale-proxies" => "Proxies on the new revision never acknowledge their configuration.",
         "crashloop-istiod" => "The new revision's istiod never becomes ready.",
-        "arm-throttling" => "ARM answers 429 with Retry-After and transient 409 OperationNotAllowed.",
+        "arm-throttling" => {
+            "ARM answers 429 with Retry-After and transient 409 OperationNotAllowed."
+        }
         "lro-failure" => "The start operation ends Failed with an error body.",
         "slow-rollout" => "Pods take a long time to become ready.",
-        "stuck-rollout" => "A Deployment never finishes rolling out and hits its progress deadline.",
+        "stuck-rollout" => {
+            "A Deployment never finishes rolling out and hits its progress deadline."
+        }
         "legacy-labels" => {
             "Namespaces labelled istio-injection=enabled and with a revision that is not installed."
         }
