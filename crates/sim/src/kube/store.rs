@@ -386,8 +386,18 @@ impl Store {
         }
         if rt.generation {
             let spec_changed = old.get("spec") != new.get("spec");
-            let ann_changed = rt.kind == "Deployment"
-                && old["metadata"].get("annotations") != new["metadata"].get("annotations");
+            // the controller's own revision annotation does not count (a fresh Deployment
+            // reads generation 1 with revision "1" on a real server)
+            let ann = |o: &Value| {
+                let mut a = o["metadata"]
+                    .get("annotations")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                a.remove("deployment.kubernetes.io/revision");
+                a
+            };
+            let ann_changed = rt.kind == "Deployment" && ann(&old) != ann(&new);
             if spec_changed || ann_changed {
                 let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
                 metadata_mut(&mut new).insert("generation".into(), json!(g));
