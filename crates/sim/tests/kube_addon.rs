@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::{eventually, start};
+use common::{eventually, istiod_get, start};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ISTIO: &str = "aks-istio-system";
 
@@ -38,46 +37,6 @@ async fn make_ns(client: &kube::Client, name: &str, labels: Value) {
     let ns: Namespace =
         serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
     api.create(&PostParams::default(), &ns).await.unwrap();
-}
-
-/// GET `path` on an istiod pod's port 15014 through `pods/portforward`.
-pub async fn istiod_get(client: &kube::Client, pod: &str, path: &str) -> (u16, String) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ISTIO);
-    let mut pf = pods.portforward(pod, &[15014]).await.unwrap();
-    let mut stream = pf.take_stream(15014).unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let (head_end, length) = loop {
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed before the response");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..pos]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            break (pos + 4, len);
-        }
-    };
-    while buf.len() < head_end + length {
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0);
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let code: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
-    drop(stream);
-    pf.abort();
-    (code, body)
 }
 
 async fn istiod_pods(client: &kube::Client, rev: &str) -> Vec<String> {
