@@ -159,7 +159,6 @@ impl Default for LroFailure {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[derive(Default)]
 pub struct MeshRevisionShape {
     pub revision: String,
     pub upgrades: Vec<String>,
