@@ -12,7 +12,9 @@ fn code(out: &std::process::Output) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_upgrade_completes_on_the_newest_revision() {
     let sim = TestSim::start("healthy").await;
-    let out = sim.upgrade(&["--approve", "start", "--approve", "complete"]).await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let last = last_event(&out);
     assert_eq!(last["event"], "run_finished");
@@ -22,14 +24,25 @@ async fn healthy_upgrade_completes_on_the_newest_revision() {
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
     let pods = sim.pods_by_revision().await;
     assert!(pods.get("asm-1-29").copied().unwrap_or(0) > 0, "{pods:?}");
-    assert_eq!(pods.get("asm-1-27"), None, "no pod left on the source: {pods:?}");
+    assert_eq!(
+        pods.get("asm-1-27"),
+        None,
+        "no pod left on the source: {pods:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stdout_line_is_a_json_event_with_the_contract_fields() {
     let sim = TestSim::start("healthy").await;
     let out = sim
-        .upgrade(&["--to", "asm-1-28", "--approve", "start", "--approve", "complete"])
+        .upgrade(&[
+            "--to",
+            "asm-1-28",
+            "--approve",
+            "start",
+            "--approve",
+            "complete",
+        ])
         .await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let evs = events(&out);

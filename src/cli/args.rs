@@ -23,8 +23,12 @@ pub struct ClusterArgs {
           conflicts_with_all = ["subscription", "resource_group", "cluster"])]
     pub cluster_id: Option<String>,
     /// ARM endpoint (sovereign clouds, the simulator).
-    #[arg(long, env = "ASM_CANARY_ARM_ENDPOINT", default_value = "https://management.azure.com",
-          help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "ASM_CANARY_ARM_ENDPOINT",
+        default_value = "https://management.azure.com",
+        help_heading = "Cluster"
+    )]
     pub arm_endpoint: String,
     /// Entra ID authority host.
     #[arg(long, env = "AZURE_AUTHORITY_HOST", help_heading = "Cluster")]
@@ -37,8 +41,12 @@ pub struct ClusterArgs {
           help_heading = "Cluster")]
     pub auth: AuthArg,
     /// How often to poll an ARM operation when ARM sends no Retry-After (e.g. 15s, 500ms).
-    #[arg(long, env = "ASM_CANARY_ARM_POLL_INTERVAL", value_name = "DURATION",
-          help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "ASM_CANARY_ARM_POLL_INTERVAL",
+        value_name = "DURATION",
+        help_heading = "Cluster"
+    )]
     pub arm_poll_interval: Option<String>,
     /// Kubeconfig to use instead of fetching the cluster user credential from ARM.
     #[arg(long, env = "ASM_CANARY_KUBECONFIG", help_heading = "Cluster")]

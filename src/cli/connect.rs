@@ -148,7 +148,9 @@ async fn connect_inner(
             })?;
             crate::k8s::client_from_kubeconfig_bytes(&bytes, ca_pem.as_deref())
                 .await
-                .map_err(|e| CliError::Connect(format!("the kubeconfig ARM returned for {cluster}: {e}")))?
+                .map_err(|e| {
+                    CliError::Connect(format!("the kubeconfig ARM returned for {cluster}: {e}"))
+                })?
         }
     };
     Ok(Connected {

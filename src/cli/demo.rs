@@ -31,7 +31,9 @@ pub struct DemoArgs {
 }
 
 /// Gate timings that suit the simulator's scaled clock; `--soak`/`--param` still win.
-fn demo_params(upgrade: &UpgradeOptions) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+fn demo_params(
+    upgrade: &UpgradeOptions,
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
     let mut params = serde_json::Map::new();
     params.insert("soak".into(), json!("2s"));
     params.insert("poll_interval".into(), json!("250ms"));
@@ -50,7 +52,8 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         upgrade,
         mut run,
     } = args;
-    let scenario = asm_canary_sim::Scenario::load(&scenario).map_err(|e| CliError::bad(e.to_string()))?;
+    let scenario =
+        asm_canary_sim::Scenario::load(&scenario).map_err(|e| CliError::bad(e.to_string()))?;
     let dir = tempfile::tempdir()
         .map_err(|e| CliError::Internal(format!("cannot create a temporary directory: {e}")))?;
     let ca_file = dir.path().join("sim-ca.pem");
@@ -112,7 +115,13 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(dir.path()).join("demo-run.json"));
     let env = connected.env.clone();
-    let report = execute(connected.env, &run, Mode::Run(demo_params(&upgrade)?), state).await?;
+    let report = execute(
+        connected.env,
+        &run,
+        Mode::Run(demo_params(&upgrade)?),
+        state,
+    )
+    .await?;
 
     // What the cluster says now, read back over the same APIs.
     if let Ok(doc) = env.arm.get_cluster(&env.cluster).await {
@@ -127,7 +136,10 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             if ns.starts_with("aks-istio-") || ns == "kube-system" {
                 continue;
             }
-            let rev = pod_revision(p).revision().unwrap_or("no sidecar").to_string();
+            let rev = pod_revision(p)
+                .revision()
+                .unwrap_or("no sidecar")
+                .to_string();
             *by_rev.entry(rev).or_default() += 1;
         }
         let pods_line = by_rev
@@ -138,7 +150,11 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         say(format!(
             "cluster now: revisions [{}], application pods: {}",
             doc.revisions().join(", "),
-            if pods_line.is_empty() { "none".to_string() } else { pods_line }
+            if pods_line.is_empty() {
+                "none".to_string()
+            } else {
+                pods_line
+            }
         ));
     }
     sim.shutdown().await;

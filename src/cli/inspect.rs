@@ -145,7 +145,11 @@ pub async fn build_plan(env: &Env, upgrade: &UpgradeOptions) -> Result<Plan, Cli
         for ns in &w {
             let p = plan_namespace(env, ns, &target).await.map_err(step)?;
             count += p.workloads.len();
-            warnings.extend(p.unmovable.into_iter().map(|u| format!("will not move {u}")));
+            warnings.extend(
+                p.unmovable
+                    .into_iter()
+                    .map(|u| format!("will not move {u}")),
+            );
         }
         plan.waves.push(Wave {
             namespaces: w,
@@ -190,7 +194,10 @@ pub fn render_plan(plan: &Plan) -> String {
             line(&mut s, format!("Injection   {t}"));
         }
         if plan.waves.is_empty() {
-            line(&mut s, "Waves       none: no namespace uses the tag".to_string());
+            line(
+                &mut s,
+                "Waves       none: no namespace uses the tag".to_string(),
+            );
         }
         for (i, w) in plan.waves.iter().enumerate() {
             line(
@@ -211,7 +218,11 @@ pub fn render_plan(plan: &Plan) -> String {
                     g.step,
                     g.gate,
                     g.timeout,
-                    if g.approval { "  (asks approval first)" } else { "" }
+                    if g.approval {
+                        "  (asks approval first)"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -290,7 +301,9 @@ pub struct StatusArgs {
 fn next_command(cp: &Checkpoint, state: &str) -> String {
     match cp.state {
         RunState::Completed => "nothing: the run completed".into(),
-        RunState::RolledBack => "nothing: the run was rolled back; start a new upgrade when ready".into(),
+        RunState::RolledBack => {
+            "nothing: the run was rolled back; start a new upgrade when ready".into()
+        }
         RunState::Paused => {
             let waiting = cp
                 .steps
@@ -298,14 +311,20 @@ fn next_command(cp: &Checkpoint, state: &str) -> String {
                 .find(|s| s.status == StepStatus::AwaitingApproval)
                 .map(|s| s.id.clone());
             match waiting {
-                Some(step) => format!("asm-canary resume --state {state} --approve {step}   (or: asm-canary rollback --state {state})"),
-                None => format!("asm-canary resume --state {state}   (or: asm-canary rollback --state {state})"),
+                Some(step) => format!(
+                    "asm-canary resume --state {state} --approve {step}   (or: asm-canary rollback --state {state})"
+                ),
+                None => format!(
+                    "asm-canary resume --state {state}   (or: asm-canary rollback --state {state})"
+                ),
             }
         }
-        RunState::Running | RunState::RollingBack => format!(
-            "if no process is running it: asm-canary resume --state {state}"
-        ),
-        RunState::Failed => format!("a person must look (see the reason); then asm-canary rollback --state {state}"),
+        RunState::Running | RunState::RollingBack => {
+            format!("if no process is running it: asm-canary resume --state {state}")
+        }
+        RunState::Failed => {
+            format!("a person must look (see the reason); then asm-canary rollback --state {state}")
+        }
     }
 }
 
@@ -349,13 +368,21 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
                 "cluster_now": now,
                 "next": next,
             });
-            println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| CliError::Internal(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc)
+                    .map_err(|e| CliError::Internal(e.to_string()))?
+            );
         }
         OutputArg::Text => {
             println!("Run        {} ({:?})", cp.run_id, cp.state);
             println!("Cluster    {}", cp.target);
             if let (Some(s), Some(t)) = (cp.summary.get("source"), cp.summary.get("target")) {
-                println!("Upgrade    {} → {}", s.as_str().unwrap_or("?"), t.as_str().unwrap_or("?"));
+                println!(
+                    "Upgrade    {} → {}",
+                    s.as_str().unwrap_or("?"),
+                    t.as_str().unwrap_or("?")
+                );
             }
             if let Some(r) = &cp.reason {
                 println!("Reason     {r}");
@@ -365,15 +392,25 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
                     "  {:<16} {:<18}{}",
                     s.id,
                     format!("{:?}", s.status),
-                    s.error.as_deref().map(|e| format!(" {e}")).unwrap_or_default()
+                    s.error
+                        .as_deref()
+                        .map(|e| format!(" {e}"))
+                        .unwrap_or_default()
                 );
             }
-            for s in cp.rollback.iter().filter(|s| s.status != StepStatus::Pending) {
+            for s in cp
+                .rollback
+                .iter()
+                .filter(|s| s.status != StepStatus::Pending)
+            {
                 println!("  ↩ {:<14} {:?}", s.id, s.status);
             }
             match &now {
                 serde_json::Value::Null => {}
-                v if v.get("error").is_some() => println!("Cluster now: cannot read it: {}", v["error"].as_str().unwrap_or("")),
+                v if v.get("error").is_some() => println!(
+                    "Cluster now: cannot read it: {}",
+                    v["error"].as_str().unwrap_or("")
+                ),
                 v => println!(
                     "Cluster now: {} with revisions {}",
                     v["provisioning_state"].as_str().unwrap_or("?"),
@@ -425,8 +462,15 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
         rows.append(&mut r);
     }
     match output {
-        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| CliError::Internal(e.to_string()))?),
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| CliError::Internal(e.to_string()))?
+        ),
         OutputArg::Text => print!("{}", crate::istio::syncz::render_table(&rows)),
     }
-    Ok(if rows.iter().all(|r| r.is_synced()) { crate::exit::OK } else { crate::exit::PAUSED })
+    Ok(if rows.iter().all(|r| r.is_synced()) {
+        crate::exit::OK
+    } else {
+        crate::exit::PAUSED
+    })
 }

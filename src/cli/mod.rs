@@ -62,7 +62,12 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Sim(SimCommand::Serve(args)) => sim::serve(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "asm-canary", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "asm-canary",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
         command => {
@@ -100,7 +105,8 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ASM_CANARY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_env("ASM_CANARY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

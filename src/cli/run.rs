@@ -129,7 +129,10 @@ impl UpgradeOptions {
 }
 
 /// Loads the runbook (embedded or `--runbook`) against the canary registry.
-pub fn load_runbook(path: Option<&Path>, env: Arc<Env>) -> Result<(Runbook, asm_canary_engine::Registry), CliError> {
+pub fn load_runbook(
+    path: Option<&Path>,
+    env: Arc<Env>,
+) -> Result<(Runbook, asm_canary_engine::Registry), CliError> {
     let registry = crate::steps::registry(env);
     let runbook = match path {
         Some(p) => Runbook::load(p, &registry).map_err(|e| CliError::bad(e.to_string()))?,
@@ -285,7 +288,10 @@ pub fn checkpoint_cluster(state: &Path) -> Result<crate::azure::ClusterId, CliEr
         ))
     })?;
     let target = doc["target"].as_str().ok_or_else(|| {
-        CliError::bad(format!("--state {}: no target cluster recorded in it", state.display()))
+        CliError::bad(format!(
+            "--state {}: no target cluster recorded in it",
+            state.display()
+        ))
     })?;
     target
         .parse()
@@ -308,10 +314,9 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         run,
         force,
     } = args;
-    let state = run
-        .state
-        .clone()
-        .ok_or_else(|| CliError::bad("--state FILE is required: the checkpoint of the run to continue"))?;
+    let state = run.state.clone().ok_or_else(|| {
+        CliError::bad("--state FILE is required: the checkpoint of the run to continue")
+    })?;
     cluster_from_checkpoint(&mut cluster, &state)?;
     let connected = connect(&cluster, Pace::Real).await?;
     let mode = if rollback {

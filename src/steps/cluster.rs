@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use asm_canary_engine::{
     Action, ActionCtx, ActionOutcome, EntryId, Gate, GateCtx, GateStatus, StepError,
 };
+use async_trait::async_trait;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
@@ -23,8 +23,8 @@ use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::azure::ClusterDoc;
 use crate::istio::tag::tag_revision;
 use crate::istio::{
-    INJECTION_LABEL, ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, choose_target, pod_revision,
-    orphaned_lease_names, shared_configmap_name,
+    INJECTION_LABEL, ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, choose_target,
+    orphaned_lease_names, pod_revision, shared_configmap_name,
 };
 use crate::k8s::delete_leases;
 
@@ -48,16 +48,27 @@ pub enum MeshState {
     /// Only the requested target is installed: nothing to do.
     AlreadyAtTarget,
     /// The cluster is not `Succeeded` (an operation runs, or the last one failed).
-    NotReady { provisioning_state: String },
+    NotReady {
+        provisioning_state: String,
+    },
     /// The add-on is not enabled.
     MeshDisabled,
     /// Two revisions, one of them the requested target: an upgrade is in progress.
-    MidUpgrade { revisions: Vec<String> },
+    MidUpgrade {
+        revisions: Vec<String>,
+    },
     /// Two revisions, neither the target: a canary left behind.
-    StaleCanary { revisions: Vec<String> },
-    TooManyRevisions { revisions: Vec<String> },
+    StaleCanary {
+        revisions: Vec<String>,
+    },
+    TooManyRevisions {
+        revisions: Vec<String>,
+    },
     /// The requested target is older than (or the same as) the source.
-    Downgrade { source: String, target: String },
+    Downgrade {
+        source: String,
+        target: String,
+    },
 }
 
 impl MeshState {
@@ -65,7 +76,9 @@ impl MeshState {
     pub fn explain(&self, cluster: &str) -> String {
         match self {
             MeshState::Ready => format!("{cluster} is ready for a canary upgrade"),
-            MeshState::AlreadyAtTarget => format!("{cluster} already runs only the target revision: nothing to do"),
+            MeshState::AlreadyAtTarget => {
+                format!("{cluster} already runs only the target revision: nothing to do")
+            }
             MeshState::NotReady { provisioning_state } => format!(
                 "{cluster} is {provisioning_state}, not Succeeded: wait for the running operation to end (or fix the failed one) and run again"
             ),
@@ -210,7 +223,10 @@ impl Action for Preflight {
             MeshState::AlreadyAtTarget => {
                 out.insert("source".into(), json!(revisions[0]));
                 ctx.events.info(state.explain(&self.0.cluster.name));
-                return Ok(ActionOutcome::already_done(out, state.explain(&self.0.cluster.name)));
+                return Ok(ActionOutcome::already_done(
+                    out,
+                    state.explain(&self.0.cluster.name),
+                ));
             }
             // Waiting for an operation to end is the gate's job.
             MeshState::NotReady { .. } if revisions.len() == 1 => {
@@ -302,7 +318,11 @@ impl Action for GetUpgrades {
         };
         ctx.events.info(format!(
             "upgrades offered for {source}: {}; target {target} ({why})",
-            if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(", ")
+            }
         ));
         Ok(ActionOutcome::done(outputs([
             ("target", json!(target.to_string())),
@@ -340,12 +360,16 @@ impl Gate for TargetAvailable {
             .await
             .map_err(|e| arm_err("reading meshRevisionProfiles/istio", e))?;
         match profile.revision(&target) {
-            Some(rev) if !k8s.is_empty() && !rev.supports_kubernetes(&k8s) => Ok(GateStatus::failed(format!(
-                "{target} is not compatible with Kubernetes {k8s} (it supports {}); upgrade the cluster first",
-                rev.kubernetes_versions().join(", ")
-            ))),
+            Some(rev) if !k8s.is_empty() && !rev.supports_kubernetes(&k8s) => {
+                Ok(GateStatus::failed(format!(
+                    "{target} is not compatible with Kubernetes {k8s} (it supports {}); upgrade the cluster first",
+                    rev.kubernetes_versions().join(", ")
+                )))
+            }
             _ => Ok(GateStatus::Passed {
-                detail: Some(format!("{target} is offered and compatible with Kubernetes {k8s}")),
+                detail: Some(format!(
+                    "{target} is offered and compatible with Kubernetes {k8s}"
+                )),
             }),
         }
     }
@@ -373,12 +397,20 @@ async fn put_revisions(
     let acted;
     match earlier {
         Some(e) if e.is_done() => {
-            operation = e.result.as_ref().and_then(|r| r["operation_url"].as_str().map(str::to_string));
+            operation = e
+                .result
+                .as_ref()
+                .and_then(|r| r["operation_url"].as_str().map(str::to_string));
             acted = true;
         }
         Some(e) if applied => {
             // The PUT landed before the crash; we just lost its answer.
-            ctx.journal.done(EntryId(e.seq), Some(json!({ "operation_url": null, "recovered": true }))).await?;
+            ctx.journal
+                .done(
+                    EntryId(e.seq),
+                    Some(json!({ "operation_url": null, "recovered": true })),
+                )
+                .await?;
             acted = true;
         }
         _ if applied && doc.is_idle() => {
@@ -389,17 +421,28 @@ async fn put_revisions(
                 Some(e) => EntryId(e.seq),
                 None => {
                     ctx.journal
-                        .intent(KIND_PUT, &target, json!({ "revisions": revisions, "from": now }))
+                        .intent(
+                            KIND_PUT,
+                            &target,
+                            json!({ "revisions": revisions, "from": now }),
+                        )
                         .await?
                 }
             };
             let want = revisions.clone();
             let expected = move |d: &ClusterDoc| {
                 let r = d.revisions();
-                if crate::azure::same_revisions(&r, &want) || allowed_before.iter().any(|a| crate::azure::same_revisions(&r, a)) {
+                if crate::azure::same_revisions(&r, &want)
+                    || allowed_before
+                        .iter()
+                        .any(|a| crate::azure::same_revisions(&r, a))
+                {
                     Ok(())
                 } else {
-                    Err(format!("revisions are [{}], which this step did not expect", r.join(", ")))
+                    Err(format!(
+                        "revisions are [{}], which this step did not expect",
+                        r.join(", ")
+                    ))
                 }
             };
             let accepted = env
@@ -430,7 +473,10 @@ async fn put_revisions(
         .confirm_revisions(&env.cluster, &revisions)
         .await
         .map_err(|e| arm_err("confirming the cluster's revisions", e))?;
-    Ok((json!({ "revisions": doc.revisions(), "operation_url": operation }), acted))
+    Ok((
+        json!({ "revisions": doc.revisions(), "operation_url": operation }),
+        acted,
+    ))
 }
 
 #[async_trait]
@@ -445,11 +491,17 @@ impl Action for StartCanary {
             vec![vec![source.clone()]],
         )
         .await?;
-        let out = outputs([("revisions", result["revisions"].clone()), ("operation_url", result["operation_url"].clone())]);
+        let out = outputs([
+            ("revisions", result["revisions"].clone()),
+            ("operation_url", result["operation_url"].clone()),
+        ]);
         if acted {
             Ok(ActionOutcome::done(out))
         } else {
-            Ok(ActionOutcome::already_done(out, format!("{source} and {target} are already installed")))
+            Ok(ActionOutcome::already_done(
+                out,
+                format!("{source} and {target} are already installed"),
+            ))
         }
     }
 }
@@ -469,7 +521,13 @@ pub async fn users_of_revision(env: &Env, revision: &str) -> Result<Vec<String>,
         .filter(|p| pod_revision(p).revision() == Some(revision))
         .filter(|p| p.metadata.namespace.as_deref() != Some(ISTIO_NAMESPACE))
         .filter(|p| p.metadata.namespace.as_deref() != Some(crate::istio::INGRESS_NAMESPACE))
-        .map(|p| format!("pod {}/{}", p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default()))
+        .map(|p| {
+            format!(
+                "pod {}/{}",
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default()
+            )
+        })
         .collect();
     stuck.sort();
     users.extend(stuck);
@@ -478,14 +536,22 @@ pub async fn users_of_revision(env: &Env, revision: &str) -> Result<Vec<String>,
         .list(&ListParams::default().labels(&sel))
         .await
         .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))?;
-    users.extend(nss.items.iter().filter_map(|n| n.metadata.name.clone()).map(|n| format!("namespace {n} (label {sel})")));
+    users.extend(
+        nss.items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .map(|n| format!("namespace {n} (label {sel})")),
+    );
     let tags = Api::<MutatingWebhookConfiguration>::all(env.kube.clone())
         .list(&ListParams::default().labels(TAG_LABEL))
         .await
         .map_err(|e| kube_err("listing tag webhooks", e))?;
     for wh in &tags.items {
         if tag_revision(wh).as_deref() == Some(revision) {
-            users.push(format!("tag webhook {}", wh.metadata.name.clone().unwrap_or_default()));
+            users.push(format!(
+                "tag webhook {}",
+                wh.metadata.name.clone().unwrap_or_default()
+            ));
         }
     }
     Ok(users)
@@ -504,19 +570,35 @@ fn refuse_if_used(revision: &str, users: &[String], action: &str) -> Result<(), 
     )))
 }
 
-async fn delete_orphans(env: &Env, ctx: &ActionCtx, revision: &str) -> Result<Vec<String>, StepError> {
+async fn delete_orphans(
+    env: &Env,
+    ctx: &ActionCtx,
+    revision: &str,
+) -> Result<Vec<String>, StepError> {
     let mut removed = Vec::new();
     let cm = shared_configmap_name(revision);
     if let ActionOutcome::Done { .. } = super::configmap::delete_configmap(env, ctx, &cm).await? {
         removed.push(format!("configmap/{cm}"));
     }
     let names = orphaned_lease_names(revision).to_vec();
-    let id = ctx.journal.intent("lease-delete", &names.join(","), json!({ "revision": revision })).await?;
+    let id = ctx
+        .journal
+        .intent(
+            "lease-delete",
+            &names.join(","),
+            json!({ "revision": revision }),
+        )
+        .await?;
     let deleted = delete_leases(&env.kube, ISTIO_NAMESPACE, &names)
         .await
         .map_err(|e| k8s_err("deleting the orphaned gateway Leases", e))?;
     ctx.journal.done(id, Some(json!(deleted))).await?;
-    removed.extend(deleted.into_iter().filter(|d| d.deleted).map(|d| format!("lease/{}", d.name)));
+    removed.extend(
+        deleted
+            .into_iter()
+            .filter(|d| d.deleted)
+            .map(|d| format!("lease/{}", d.name)),
+    );
     Ok(removed)
 }
 
@@ -538,11 +620,17 @@ impl Action for CompleteUpgrade {
         )
         .await?;
         let removed = delete_orphans(&self.0, ctx, &source).await?;
-        let out = outputs([("revisions", result["revisions"].clone()), ("removed", json!(removed))]);
+        let out = outputs([
+            ("revisions", result["revisions"].clone()),
+            ("removed", json!(removed)),
+        ]);
         if acted {
             Ok(ActionOutcome::done(out))
         } else {
-            Ok(ActionOutcome::already_done(out, format!("only {target} is installed")))
+            Ok(ActionOutcome::already_done(
+                out,
+                format!("only {target} is installed"),
+            ))
         }
     }
 }
@@ -556,15 +644,25 @@ impl Action for RemoveCanary {
         let Some(target) = target.filter(|t| doc.revisions().contains(t)) else {
             if !doc.is_idle() {
                 // An LRO of this run may still be running: let it end, then look again.
-                self.0.arm.wait_idle(&self.0.cluster).await.map_err(|e| arm_err("waiting for the cluster", e))?;
+                self.0
+                    .arm
+                    .wait_idle(&self.0.cluster)
+                    .await
+                    .map_err(|e| arm_err("waiting for the cluster", e))?;
                 let again = get_cluster(&self.0).await?;
                 if !again.revisions().iter().any(|r| *r != source) {
-                    return Ok(ActionOutcome::skipped("the canary revision is not installed"));
+                    return Ok(ActionOutcome::skipped(
+                        "the canary revision is not installed",
+                    ));
                 }
             } else {
-                return Ok(ActionOutcome::skipped("the canary revision is not installed"));
+                return Ok(ActionOutcome::skipped(
+                    "the canary revision is not installed",
+                ));
             }
-            return Err(StepError::msg("the cluster changed while waiting; run rollback again"));
+            return Err(StepError::msg(
+                "the cluster changed while waiting; run rollback again",
+            ));
         };
         let users = users_of_revision(&self.0, &target).await?;
         refuse_if_used(&target, &users, &format!("roll back (remove {target})"))?;
@@ -577,7 +675,10 @@ impl Action for RemoveCanary {
         .await?;
         let names = orphaned_lease_names(&target).to_vec();
         let _ = delete_leases(&self.0.kube, ISTIO_NAMESPACE, &names).await;
-        Ok(ActionOutcome::done(outputs([("revisions", result["revisions"].clone())])))
+        Ok(ActionOutcome::done(outputs([(
+            "revisions",
+            result["revisions"].clone(),
+        )])))
     }
 }
 
@@ -600,4 +701,3 @@ impl Gate for SingleRevision {
         }
     }
 }
-

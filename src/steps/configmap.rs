@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use asm_canary_engine::{Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, StepError};
+use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -81,7 +81,9 @@ impl Action for CopySharedConfigMap {
             ))),
             CopyPlan::Create(cm) | CopyPlan::Overwrite(cm) => {
                 let overwrite = dst.is_some();
-                let previous = dst.as_ref().map(|d| json!({"data": d.data, "binaryData": d.binary_data}));
+                let previous = dst
+                    .as_ref()
+                    .map(|d| json!({"data": d.data, "binaryData": d.binary_data}));
                 let id = ctx
                     .journal
                     .intent(
@@ -105,7 +107,11 @@ impl Action for CopySharedConfigMap {
                 ctx.journal.done(id, None).await?;
                 ctx.events.info(format!(
                     "copied {ISTIO_NAMESPACE}/{from} to {to}{}",
-                    if overwrite { " (overwrote, --force)" } else { "" }
+                    if overwrite {
+                        " (overwrote, --force)"
+                    } else {
+                        ""
+                    }
                 ));
                 Ok(ActionOutcome::done(out))
             }
@@ -124,7 +130,9 @@ impl Gate for ConfigMapCopied {
             (None, _) => GateStatus::Passed {
                 detail: Some("no source ConfigMap: nothing to copy".into()),
             },
-            (Some(_), None) => GateStatus::waiting(format!("{ISTIO_NAMESPACE}/{to} does not exist yet")),
+            (Some(_), None) => {
+                GateStatus::waiting(format!("{ISTIO_NAMESPACE}/{to} does not exist yet"))
+            }
             (Some(s), Some(d)) if s.data == d.data && s.binary_data == d.binary_data => {
                 GateStatus::Passed {
                     detail: Some(format!("{ISTIO_NAMESPACE}/{to} holds the source's data")),
@@ -185,7 +193,12 @@ pub(crate) async fn delete_configmap(
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(kube_err(format!("deleting ConfigMap {ISTIO_NAMESPACE}/{name}"), e)),
+        Err(e) => {
+            return Err(kube_err(
+                format!("deleting ConfigMap {ISTIO_NAMESPACE}/{name}"),
+                e,
+            ));
+        }
     }
     ctx.journal.done(id, None).await?;
     ctx.events

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use asm_canary_engine::{Gate, GateCtx, GateStatus, StepError};
+use async_trait::async_trait;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -126,7 +126,11 @@ impl Gate for ControlPlanesReady {
                 detail: Some(format!(
                     "istiod {} available, injectors registered{}",
                     revisions.join(" and "),
-                    if modes.is_empty() { String::new() } else { ", gateways ready".to_string() }
+                    if modes.is_empty() {
+                        String::new()
+                    } else {
+                        ", gateways ready".to_string()
+                    }
                 )),
             })
         } else {

@@ -47,7 +47,10 @@ pub fn registry(env: Arc<Env>) -> Registry {
         .action("copy-shared-configmap", configmap::CopySharedConfigMap(e()))
         .gate("configmap-copied", configmap::ConfigMapCopied(e()))
         .action("start-canary", cluster::StartCanary(e()))
-        .gate("control-planes-ready", controlplane::ControlPlanesReady(e()))
+        .gate(
+            "control-planes-ready",
+            controlplane::ControlPlanesReady(e()),
+        )
         .action("repoint-tag", tag::RepointTag(e()))
         .gate("tag-points-at", tag::TagPointsAt(e()))
         .action("restart-workloads", restart::RestartWorkloads(e()))
@@ -59,7 +62,10 @@ pub fn registry(env: Arc<Env>) -> Registry {
         .action("restore-tag", tag::RestoreTag(e()))
         .action("restart-back", restart::RestartBack(e()))
         .action("remove-canary", cluster::RemoveCanary(e()))
-        .action("delete-target-configmap", configmap::DeleteTargetConfigMap(e()))
+        .action(
+            "delete-target-configmap",
+            configmap::DeleteTargetConfigMap(e()),
+        )
 }
 
 /// Outputs from `(key, value)` pairs.

@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use asm_canary_engine::duration::parse_duration;
 use asm_canary_engine::{
     Action, ActionCtx, ActionOutcome, EntryId, Event, Gate, GateCtx, GateStatus, Progress,
     StepError,
 };
+use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
@@ -81,10 +81,17 @@ pub struct MovePlan {
 }
 
 /// Pods injected by anything but `target` in `namespace`, grouped by their workload.
-pub async fn plan_namespace(env: &Env, namespace: &str, target: &str) -> Result<MovePlan, StepError> {
+pub async fn plan_namespace(
+    env: &Env,
+    namespace: &str,
+    target: &str,
+) -> Result<MovePlan, StepError> {
     let pods = list_pods(env, namespace).await?;
     let mut plan = MovePlan::default();
-    for pod in pods.iter().filter(|p| !p.terminating && p.revision.is_injected()) {
+    for pod in pods
+        .iter()
+        .filter(|p| !p.terminating && p.revision.is_injected())
+    {
         if pod.revision.revision() == Some(target) {
             continue;
         }
@@ -142,7 +149,10 @@ pub async fn mesh_namespaces(
 pub fn waves(namespaces: &[String], canary: &[String]) -> Vec<Vec<String>> {
     let (first, rest): (Vec<String>, Vec<String>) =
         namespaces.iter().cloned().partition(|n| canary.contains(n));
-    [first, rest].into_iter().filter(|w| !w.is_empty()).collect()
+    [first, rest]
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 #[async_trait]
@@ -208,7 +218,8 @@ impl Action for RestartWorkloads {
                 let earlier = earlier.get(&journal_target(&w)).cloned();
                 let done_count = &done_count;
                 async move {
-                    let r = restart_one(env, ctx, &w, earlier, KIND_RESTART, i + 1, timeout).await?;
+                    let r =
+                        restart_one(env, ctx, &w, earlier, KIND_RESTART, i + 1, timeout).await?;
                     let n = done_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                     ctx.events.emit(Event::GateProgress {
                         step: ctx.step.clone(),
@@ -276,23 +287,30 @@ async fn restart_one(
     let min_generation = match earlier {
         Some(e) if e.is_done() => {
             record.restarted_at = e.details["restarted_at"].as_str().map(str::to_string);
-            e.result
-                .as_ref()
-                .and_then(|r| r["generation"].as_i64())
+            e.result.as_ref().and_then(|r| r["generation"].as_i64())
         }
         Some(e) => {
             // In flight: did the patch land before the crash?
-            let stamp = e.details["restarted_at"].as_str().unwrap_or_default().to_string();
+            let stamp = e.details["restarted_at"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if current.restarted_at() == Some(stamp.as_str()) {
                 ctx.journal
-                    .done(EntryId(e.seq), Some(json!({ "generation": current.generation() })))
+                    .done(
+                        EntryId(e.seq),
+                        Some(json!({ "generation": current.generation() })),
+                    )
                     .await?;
                 record.restarted_at = Some(stamp);
                 current.generation()
             } else {
                 let (stamp, generation) = patch(env, w).await?;
                 ctx.journal
-                    .done(EntryId(e.seq), Some(json!({ "generation": generation, "restamped": stamp })))
+                    .done(
+                        EntryId(e.seq),
+                        Some(json!({ "generation": generation, "restamped": stamp })),
+                    )
                     .await?;
                 record.restarted_at = Some(stamp);
                 generation
@@ -367,11 +385,16 @@ impl Action for RestartBack {
         // Exactly the workloads the forward restart touched (done, or in flight: the patch
         // may have landed), once each.
         let mut moved: Vec<Restarted> = Vec::new();
-        for e in ctx.journal.all().into_iter().filter(|e| e.kind == KIND_RESTART) {
-            if let Ok(r) = serde_json::from_value::<Restarted>(e.details.clone()) {
-                if !moved.iter().any(|m| m.workload() == r.workload()) {
-                    moved.push(r);
-                }
+        for e in ctx
+            .journal
+            .all()
+            .into_iter()
+            .filter(|e| e.kind == KIND_RESTART)
+        {
+            if let Ok(r) = serde_json::from_value::<Restarted>(e.details.clone())
+                && !moved.iter().any(|m| m.workload() == r.workload())
+            {
+                moved.push(r);
             }
         }
         if moved.is_empty() {
@@ -399,8 +422,12 @@ impl Action for RestartBack {
             async move {
                 // A workload deleted since is nothing to move back.
                 match get_workload(&env.kube, &w).await {
-                    Err(K8sError::Api { source: kube::Error::Api(s), .. }) if s.code == 404 => {
-                        ctx.events.warn(format!("{w} no longer exists; not restarted back"));
+                    Err(K8sError::Api {
+                        source: kube::Error::Api(s),
+                        ..
+                    }) if s.code == 404 => {
+                        ctx.events
+                            .warn(format!("{w} no longer exists; not restarted back"));
                         return Ok(None);
                     }
                     _ => {}
@@ -449,7 +476,9 @@ impl Gate for WorkloadsOnRevision {
         let mut behind: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for ns in namespaces {
             for pod in list_pods(&self.0, ns).await? {
-                let Owner::Workload(w) = &pod.owner else { continue };
+                let Owner::Workload(w) = &pod.owner else {
+                    continue;
+                };
                 if !wanted.contains(w) || pod.terminating {
                     continue;
                 }
@@ -478,7 +507,12 @@ impl Gate for WorkloadsOnRevision {
         let summary = behind
             .iter()
             .map(|(ns, pods)| {
-                format!("{} pods in {ns} not yet on {revision} ({}{})", pods.len(), pods[0], if pods.len() > 1 { ", …" } else { "" })
+                format!(
+                    "{} pods in {ns} not yet on {revision} ({}{})",
+                    pods.len(),
+                    pods[0],
+                    if pods.len() > 1 { ", …" } else { "" }
+                )
             })
             .collect::<Vec<_>>()
             .join("; ");

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use asm_canary_engine::{
     Action, ActionCtx, ActionOutcome, EntryId, Gate, GateCtx, GateStatus, StepError,
 };
+use async_trait::async_trait;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -151,7 +151,11 @@ async fn move_tag(
 ) -> Result<ActionOutcome, StepError> {
     let name = tag_webhook_name(tag, ISTIO_NAMESPACE);
     let now = current_tag_revision(env, tag).await?;
-    let out = outputs([("tag", json!(tag)), ("webhook", json!(name)), ("previous", json!(now))]);
+    let out = outputs([
+        ("tag", json!(tag)),
+        ("webhook", json!(name)),
+        ("previous", json!(now)),
+    ]);
     if now.as_deref() == Some(to) {
         if let Some(e) = ctx.journal.find(KIND_TAG, &name).filter(|e| !e.is_done()) {
             ctx.journal.done(EntryId(e.seq), None).await?;
@@ -174,7 +178,11 @@ async fn move_tag(
     }
     let id = ctx
         .journal
-        .intent(KIND_TAG, &name, json!({ "tag": tag, "from": now, "to": to }))
+        .intent(
+            KIND_TAG,
+            &name,
+            json!({ "tag": tag, "from": now, "to": to }),
+        )
         .await?;
     apply_tag(env, tag, to).await?;
     ctx.journal.done(id, None).await?;
@@ -251,7 +259,8 @@ impl Action for RestoreTag {
                 .await?;
             apply_tag(&self.0, &tag, &back_to).await?;
             ctx.journal.done(id, None).await?;
-            ctx.events.info(format!("tag {tag} points at {back_to} again"));
+            ctx.events
+                .info(format!("tag {tag} points at {back_to} again"));
             restored.push(name);
         }
         for e in relabels {
@@ -264,7 +273,10 @@ impl Action for RestoreTag {
             ctx.journal.done(id, None).await?;
             restored.push(format!("namespace/{}", e.target));
         }
-        Ok(ActionOutcome::done(outputs([("restored", json!(restored))])))
+        Ok(ActionOutcome::done(outputs([(
+            "restored",
+            json!(restored),
+        )])))
     }
 }
 
@@ -320,4 +332,3 @@ impl Gate for TagPointsAt {
         }
     }
 }
-

@@ -5,22 +5,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use asm_canary_engine::{Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, StepError};
+use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
 
 use super::{Env, k8s_err, kube_err, outputs};
-use crate::istio::{ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector, parse_syncz};
+use crate::istio::{
+    ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector, parse_syncz,
+};
 use crate::k8s::{PodInfo, http_get_via_portforward};
 
 pub struct VerifyProxies(pub Arc<Env>);
 pub struct ProxiesSynced(pub Arc<Env>);
 
 /// The proxy-status rows of every istiod pod of `revision` (all revisions when `None`).
-pub async fn proxy_status(env: &Env, revision: Option<&str>) -> Result<Vec<ProxyStatus>, StepError> {
+pub async fn proxy_status(
+    env: &Env,
+    revision: Option<&str>,
+) -> Result<Vec<ProxyStatus>, StepError> {
     let selector = match revision {
         Some(r) => istiod_selector(r),
         None => crate::istio::ISTIOD_APP_SELECTOR.to_string(),
@@ -43,9 +48,20 @@ pub async fn proxy_status(env: &Env, revision: Option<&str>) -> Result<Vec<Proxy
             .as_ref()
             .and_then(|l| l.get(crate::istio::REV_LABEL))
             .cloned();
-        let resp = http_get_via_portforward(&env.kube, ISTIO_NAMESPACE, &name, ISTIOD_MONITORING_PORT, "/debug/syncz")
-            .await
-            .map_err(|e| k8s_err(format!("reading /debug/syncz from {ISTIO_NAMESPACE}/{name}"), e))?;
+        let resp = http_get_via_portforward(
+            &env.kube,
+            ISTIO_NAMESPACE,
+            &name,
+            ISTIOD_MONITORING_PORT,
+            "/debug/syncz",
+        )
+        .await
+        .map_err(|e| {
+            k8s_err(
+                format!("reading /debug/syncz from {ISTIO_NAMESPACE}/{name}"),
+                e,
+            )
+        })?;
         if resp.status != 200 {
             return Err(StepError::msg(format!(
                 "{ISTIO_NAMESPACE}/{name} answered /debug/syncz with HTTP {}",
@@ -88,12 +104,19 @@ impl Action for VerifyProxies {
 impl Gate for ProxiesSynced {
     async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
         let revision: String = ctx.input("revision")?;
-        let namespaces: BTreeSet<String> = ctx.input_opt::<Vec<String>>("namespaces")?.unwrap_or_default().into_iter().collect();
+        let namespaces: BTreeSet<String> = ctx
+            .input_opt::<Vec<String>>("namespaces")?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         if namespaces.is_empty() {
-            return Ok(GateStatus::Passed { detail: Some("no migrated namespace to verify".into()) });
+            return Ok(GateStatus::Passed {
+                detail: Some("no migrated namespace to verify".into()),
+            });
         }
         let rows = proxy_status(&self.0, Some(&revision)).await?;
-        let by_proxy: BTreeMap<&str, &ProxyStatus> = rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
+        let by_proxy: BTreeMap<&str, &ProxyStatus> =
+            rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
         // Every running, injected pod of the migrated namespaces must be connected and synced.
         let mut expected = Vec::new();
         for ns in &namespaces {
@@ -102,7 +125,10 @@ impl Gate for ProxiesSynced {
                 .await
                 .map_err(|e| kube_err(format!("listing pods in {ns}"), e))?;
             for p in pods.items.iter().map(PodInfo::from_pod) {
-                if p.terminating || !p.revision.is_injected() || p.phase.as_deref() != Some("Running") {
+                if p.terminating
+                    || !p.revision.is_injected()
+                    || p.phase.as_deref() != Some("Running")
+                {
                     continue;
                 }
                 expected.push(p);
@@ -113,9 +139,17 @@ impl Gate for ProxiesSynced {
         for p in &expected {
             let key = format!("{}.{}", p.name, p.namespace);
             match by_proxy.get(key.as_str()) {
-                None => problems.push(format!("{}/{} not connected to istiod {revision}", p.namespace, p.name)),
+                None => problems.push(format!(
+                    "{}/{} not connected to istiod {revision}",
+                    p.namespace, p.name
+                )),
                 Some(row) if row.is_synced() => synced += 1,
-                Some(row) => problems.push(format!("{}/{} {}", p.namespace, p.name, row.unsynced().join(", "))),
+                Some(row) => problems.push(format!(
+                    "{}/{} {}",
+                    p.namespace,
+                    p.name,
+                    row.unsynced().join(", ")
+                )),
             }
         }
         let total = expected.len() as u64;
@@ -127,8 +161,17 @@ impl Gate for ProxiesSynced {
         Ok(GateStatus::waiting_progress(
             format!(
                 "{synced}/{total} proxies SYNCED; {}{}",
-                problems.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
-                if problems.len() > 3 { format!("; {} more", problems.len() - 3) } else { String::new() }
+                problems
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                if problems.len() > 3 {
+                    format!("; {} more", problems.len() - 3)
+                } else {
+                    String::new()
+                }
             ),
             synced,
             Some(total),

@@ -21,11 +21,16 @@ pub struct TestSim {
 
 /// Gate timings for the simulator's scaled clock.
 pub const FAST: &[&str] = &[
-    "--param", "soak=1s",
-    "--param", "poll_interval=200ms",
-    "--param", "control_plane_timeout=30s",
-    "--param", "rollout_timeout=60s",
-    "--param", "verify_timeout=20s",
+    "--param",
+    "soak=1s",
+    "--param",
+    "poll_interval=200ms",
+    "--param",
+    "control_plane_timeout=30s",
+    "--param",
+    "rollout_timeout=60s",
+    "--param",
+    "verify_timeout=20s",
 ];
 
 impl TestSim {
@@ -132,7 +137,10 @@ impl TestSim {
         let mut out = BTreeMap::new();
         for p in &pods.items {
             let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            if ns.starts_with("aks-istio-") || ns.starts_with("kube-") || p.metadata.deletion_timestamp.is_some() {
+            if ns.starts_with("aks-istio-")
+                || ns.starts_with("kube-")
+                || p.metadata.deletion_timestamp.is_some()
+            {
                 continue;
             }
             let rev = asm_canary::istio::pod_revision(p)
