@@ -91,6 +91,11 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             detail,
             progress,
             ..
+        }
+        | Event::StepProgress {
+            step,
+            detail,
+            progress,
         } => match progress.and_then(|p| p.total.map(|t| (p.done, t))) {
             Some((d, t)) => format!("  {step}: {detail} [{d}/{t}]"),
             None => format!("  {step}: {detail}"),

@@ -257,6 +257,11 @@ impl Executor {
             RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
             RunState::RolledBack => Ok(run.finish(Outcome::RolledBack).await?),
             RunState::RollingBack | RunState::Failed => run.rollback_sequence().await,
+            // The process died between recording a failed `on_failure: rollback` step and
+            // starting the rollback: start it now rather than retrying the step.
+            RunState::Running | RunState::Paused if run.crashed_before_rollback() => {
+                run.rollback_sequence().await
+            }
             RunState::Running | RunState::Paused => run.forward().await,
         };
         run.guard(result).await
@@ -428,6 +433,33 @@ impl Run {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// A forward step failed with `on_failure: rollback` but the state never became
+    /// `rolling_back` (a crash in between); records the rollback state if so.
+    fn crashed_before_rollback(&self) -> bool {
+        let cp = self.snapshot();
+        if cp.state != RunState::Running {
+            return false;
+        }
+        let Some(step) = cp.steps.iter().find(|r| r.status == StepStatus::Failed) else {
+            return false;
+        };
+        let rollback = self
+            .runbook
+            .steps
+            .iter()
+            .any(|s| s.id == step.id && s.on_failure == OnFailure::Rollback);
+        if rollback && let Ok(mut g) = self.cp.lock() {
+            g.state = RunState::RollingBack;
+            g.failed_step = Some(step.id.clone());
+            g.reason = Some(format!(
+                "step {:?} failed: {}",
+                step.id,
+                step.error.clone().unwrap_or_default()
+            ));
+        }
+        rollback
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -973,10 +1005,37 @@ impl Run {
         already_done: bool,
         detail: Option<String>,
     ) -> Result<(), EngineError> {
-        self.update_step(phase, id, |r| {
-            r.action_done = true;
-            r.already_done = already_done;
-            r.outputs = Some(outputs);
+        let phase_list = phase;
+        let summary_specs = self.runbook.summary.clone();
+        self.update(|cp| {
+            let list = match phase_list {
+                Phase::Forward => &mut cp.steps,
+                Phase::Rollback => &mut cp.rollback,
+            };
+            if let Some(r) = list.iter_mut().find(|r| r.id == id) {
+                r.action_done = true;
+                r.already_done = already_done;
+                r.outputs = Some(outputs);
+            }
+            // Keep the summary (e.g. source and target revision) current for `status`.
+            let outputs = cp.outputs_by_step();
+            let scope = Scope {
+                run_id: &cp.run_id,
+                target: &cp.target,
+                params: &cp.params,
+                outputs: &outputs,
+                lenient: true,
+            };
+            let summary: Map<String, Value> = summary_specs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        template::resolve(v, &scope).unwrap_or(Value::Null),
+                    )
+                })
+                .collect();
+            cp.summary = summary;
         })
         .await?;
         self.emitter.emit(Event::ActionFinished {
