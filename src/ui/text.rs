@@ -344,7 +344,7 @@ pub fn status(cp: &asm_canary_engine::Checkpoint, state_path: &str) -> String {
         .map(|s| s.id.len())
         .max()
         .unwrap_or(0);
-    let mut rows = |list: &[asm_canary_engine::StepRecord], out: &mut String| {
+    let rows = |list: &[asm_canary_engine::StepRecord], out: &mut String| {
         for s in list {
             let mut line = format!(" {} {:<width$}  {}", mark(s.status), s.id, name(s.status));
             if s.already_done {
