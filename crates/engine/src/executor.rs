@@ -8,6 +8,7 @@
 //!                                                                                   └─▶ rollback sequence
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -374,6 +375,8 @@ impl Executor {
             emitter,
             cp: Mutex::new(cp),
             write_gate: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             _lock: lock,
         });
         // Record that a process owns the run now (also proves the file is writable).
@@ -408,6 +411,10 @@ struct Run {
     cp: Mutex<Checkpoint>,
     /// Serializes checkpoint writes so the file always reflects the latest change.
     write_gate: tokio::sync::Mutex<()>,
+    /// Bumped (under `cp`'s lock) by every change.
+    version: AtomicU64,
+    /// The highest version durably written.
+    written: AtomicU64,
     _lock: Box<dyn crate::checkpoint::StoreLock>,
 }
 
@@ -467,18 +474,27 @@ impl Run {
     }
 
     /// Applies `f` to the checkpoint and writes it (atomic, durable) before returning.
+    /// Applies `f` to the checkpoint and returns once a checkpoint containing the change is
+    /// durably written. Concurrent updates (an action journaling from parallel tasks) are
+    /// group-committed: one write covers every change made before it started.
     async fn update<R>(&self, f: impl FnOnce(&mut Checkpoint) -> R) -> Result<R, EngineError> {
-        let _w = self.write_gate.lock().await;
-        let (r, bytes) = {
-            let mut g = self
-                .cp
-                .lock()
-                .map_err(|_| EngineError::Internal("checkpoint mutex poisoned".into()))?;
+        let poisoned = || EngineError::Internal("checkpoint mutex poisoned".into());
+        let (r, mine) = {
+            let mut g = self.cp.lock().map_err(|_| poisoned())?;
             let r = f(&mut g);
             g.updated_at = (self.clock)();
-            (r, g.to_json())
+            (r, self.version.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        let _w = self.write_gate.lock().await;
+        if self.written.load(Ordering::SeqCst) >= mine {
+            return Ok(r);
+        }
+        let (bytes, version) = {
+            let g = self.cp.lock().map_err(|_| poisoned())?;
+            (g.to_json(), self.version.load(Ordering::SeqCst))
         };
         self.store.write(&bytes).await?;
+        self.written.store(version, Ordering::SeqCst);
         Ok(r)
     }
 

@@ -1039,3 +1039,49 @@ steps:
         }
     );
 }
+
+#[tokio::test]
+async fn concurrent_journaling_from_parallel_tasks_is_complete_and_durable() {
+    struct Parallel;
+    #[async_trait]
+    impl Action for Parallel {
+        async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..40 {
+                let journal = ctx.journal.clone();
+                tasks.spawn(async move {
+                    let id = journal
+                        .intent("restart", &format!("ns/w{i}"), json!({"i": i}))
+                        .await?;
+                    tokio::task::yield_now().await;
+                    journal.done(id, Some(json!({"ok": i}))).await
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.map_err(|e| StepError::msg(e.to_string()))??;
+            }
+            Ok(ActionOutcome::done(Outputs::new()))
+        }
+    }
+    let yaml =
+        "apiVersion: asm-canary.runbook/v1\nname: p\nsteps:\n  - id: wave\n    action: parallel\n";
+    let reg = Registry::new().action("parallel", Parallel);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.json");
+    let rb = Runbook::parse(yaml, "p.yaml", &reg).unwrap();
+    let r = Executor::new(rb, reg, FileStore::new(&state))
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    let cp = load(&state);
+    assert_eq!(cp.journal.len(), 40);
+    let mut seqs: Vec<u64> = cp.journal.iter().map(|e| e.seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert!(cp.journal.iter().all(|e| e.is_done() && e.result.is_some()));
+    let mut targets: Vec<&str> = cp.journal.iter().map(|e| e.target.as_str()).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), 40);
+}
