@@ -84,6 +84,7 @@ pub mod executor;
 pub mod exit;
 pub mod journal;
 pub mod runbook;
+pub mod signals;
 pub mod step;
 pub mod template;
 
