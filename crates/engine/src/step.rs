@@ -34,6 +34,18 @@ pub trait Action: Send + Sync + 'static {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError>;
 }
 
+/// Outputs from a JSON value: an object as is, anything else under the key `value`.
+pub fn json_outputs(value: Value) -> Outputs {
+    match value {
+        Value::Object(m) => m,
+        other => {
+            let mut m = Outputs::new();
+            m.insert("value".into(), other);
+            m
+        }
+    }
+}
+
 /// What an action reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionOutcome {
@@ -48,6 +60,13 @@ pub enum ActionOutcome {
 impl ActionOutcome {
     pub fn done(outputs: Outputs) -> Self {
         ActionOutcome::Done { outputs }
+    }
+    /// `Done` with the outputs given as a JSON object (`json!({"target": "asm-1-28"})`); a
+    /// non-object value is stored under the key `value`.
+    pub fn done_json(value: Value) -> Self {
+        ActionOutcome::Done {
+            outputs: json_outputs(value),
+        }
     }
     pub fn already_done(outputs: Outputs, detail: impl Into<String>) -> Self {
         ActionOutcome::AlreadyDone {
