@@ -308,6 +308,11 @@ impl Emitter {
         }
     }
 
+    /// An emitter stamping the wall clock (tests of actions and gates: pass a [`MemorySink`]).
+    pub fn to_sink(run_id: impl Into<String>, sink: Arc<dyn EventSink>) -> Self {
+        Emitter::new(run_id, sink, Arc::new(Utc::now))
+    }
+
     /// The same emitter, with `step` attached to `info`/`warn` lines.
     pub fn for_step(&self, step: &str) -> Self {
         Emitter {

@@ -201,6 +201,31 @@ pub struct ActionCtx {
 }
 
 impl ActionCtx {
+    /// A context outside the executor, for unit tests of actions: run `r`, target `t`, an
+    /// in-memory journal pre-filled with `journal` (to test resume), events to `events`.
+    pub fn standalone(
+        step: &str,
+        inputs: Map<String, Value>,
+        journal: Vec<crate::journal::JournalEntry>,
+        events: Emitter,
+    ) -> Self {
+        let resumed = !journal.is_empty();
+        ActionCtx {
+            run_id: "r".into(),
+            target: "t".into(),
+            step: step.into(),
+            phase: Phase::Forward,
+            attempt: if resumed { 2 } else { 1 },
+            resumed,
+            inputs,
+            params: Map::new(),
+            step_outputs: Map::new(),
+            journal: Journal::in_memory(step, Phase::Forward, journal),
+            events,
+            cancel: CancellationToken::new(),
+        }
+    }
+
     /// The input `key`, deserialized. Errors name the step and the key.
     pub fn input<T: DeserializeOwned>(&self, key: &str) -> Result<T, StepError> {
         input_of(&self.step, &self.inputs, key)
@@ -263,6 +288,29 @@ impl GateCtx {
             check_count: 0,
             scratch: None,
         }
+    }
+
+    /// A context outside the executor, for unit tests of gates: run `r`, target `t`, no params,
+    /// a 10m timeout, events to `events`.
+    pub fn standalone(
+        step: &str,
+        check: &str,
+        inputs: Map<String, Value>,
+        outputs: Outputs,
+        events: Emitter,
+    ) -> Self {
+        GateCtx::new(
+            "r".into(),
+            "t".into(),
+            step.into(),
+            check.into(),
+            inputs,
+            Map::new(),
+            outputs,
+            events,
+            CancellationToken::new(),
+            Duration::from_secs(600),
+        )
     }
 
     /// The input `key`, deserialized. Errors name the step and the key.

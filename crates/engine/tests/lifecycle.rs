@@ -1085,3 +1085,41 @@ async fn concurrent_journaling_from_parallel_tasks_is_complete_and_durable() {
     targets.dedup();
     assert_eq!(targets.len(), 40);
 }
+
+#[tokio::test]
+async fn actions_and_gates_can_be_unit_tested_with_standalone_contexts() {
+    let f = Fakes::new();
+    let sink = Arc::new(MemorySink::new());
+    let events = Emitter::to_sink("r", sink.clone());
+    // A resumed action sees its in-flight entry and finishes it without a second intent.
+    let prior = vec![JournalEntry {
+        seq: 7,
+        step: "a".into(),
+        phase: Phase::Forward,
+        attempt: 1,
+        kind: "effect".into(),
+        target: "a".into(),
+        details: json!({}),
+        status: EntryStatus::Intent,
+        result: None,
+        recorded_at: chrono::Utc::now(),
+        done_at: None,
+    }];
+    let ctx = ActionCtx::standalone("a", Default::default(), prior, events.for_step("a"));
+    assert!(ctx.resumed);
+    let out = f.effect.run(&ctx).await.unwrap();
+    assert!(matches!(out, ActionOutcome::Done { .. }));
+    assert_eq!(f.world.count("a"), 1);
+    let entries = ctx.journal.all();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].is_done());
+
+    let mut gctx = GateCtx::standalone(
+        "a",
+        "scripted",
+        Default::default(),
+        Default::default(),
+        events,
+    );
+    assert_eq!(f.gate.check(&mut gctx).await.unwrap(), GateStatus::passed());
+}
