@@ -328,8 +328,18 @@ impl Scenario {
     }
 }
 
+/// The parser's message without its own "error: line L column C: " prefix (the location is
+/// already in front of it).
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
+    let line = s.lines().next().unwrap_or(s);
+    let trimmed = line.strip_prefix("error: ").unwrap_or(line);
+    match trimmed
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((location, message)) if location.contains("column") => message.to_string(),
+        _ => trimmed.to_string(),
+    }
 }
 
 fn describe(name: &str) -> &'static str {
@@ -395,9 +405,17 @@ mod tests {
     fn a_bad_yaml_file_names_line_and_column() {
         let yaml = "name: x\narm:\n  throttle_evry: 3\n";
         match Scenario::from_yaml("bad.yaml", yaml) {
-            Err(ScenarioError::Parse { line, column, .. }) => {
-                assert_eq!(line, 3);
-                assert!(column >= 1);
+            Err(ScenarioError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (3, 3));
+                assert!(
+                    message.starts_with("unknown field `throttle_evry`"),
+                    "{message}"
+                );
             }
             other => panic!("expected a parse error, got {other:?}"),
         }
