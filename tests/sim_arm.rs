@@ -452,9 +452,9 @@ async fn put_with_a_stale_etag_is_412_and_the_body_round_trips() {
 #[tokio::test]
 async fn the_start_operation_runs_to_succeeded_and_publishes_the_mesh() {
     let mut scenario = fast("healthy");
-    // 1 s real, applied at 0.5 s: the checks right after the PUT land well before that,
+    // 0.6 s real, applied at 0.3 s: the checks right after the PUT land well before that,
     // even on a loaded machine.
-    scenario.arm.lro_seconds = 500.0;
+    scenario.arm.lro_seconds = 300.0;
     scenario.arm.apply_at = 0.5;
     let sim = Sim::start(scenario).await;
     let mut mesh = sim.handle.shared.mesh.subscribe();
@@ -1053,5 +1053,123 @@ async fn sim_serve_exits_2_when_the_port_is_in_use() {
     assert!(
         stderr.contains(&format!("cannot listen on {addr}")),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_rejects_unknown_tenant_client_grant_and_scope() {
+    let sim = Sim::start(fast("healthy")).await;
+    let info = &sim.handle.info;
+    let post = |tenant: &str, fields: Vec<(&'static str, String)>| {
+        sim.http
+            .post(format!(
+                "{}/{tenant}/oauth2/v2.0/token",
+                info.authority_host
+            ))
+            .form(&fields)
+    };
+    let good = |k: &'static str, v: &str| {
+        let mut f = vec![
+            ("client_id", info.client_id.clone()),
+            ("client_secret", info.client_secret.clone()),
+            ("grant_type", "client_credentials".to_string()),
+            ("scope", "https://management.azure.com/.default".to_string()),
+        ];
+        for (key, value) in f.iter_mut() {
+            if *key == k {
+                *value = v.to_string();
+            }
+        }
+        f
+    };
+    let cases = [
+        (
+            post("not-our-tenant", good("", "")),
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            post(&info.tenant_id, good("client_id", "someone-else")),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            post(&info.tenant_id, good("grant_type", "password")),
+            400,
+            "unsupported_grant_type",
+            70003,
+        ),
+        (
+            post(
+                &info.tenant_id,
+                good("scope", "https://management.azure.com/user_impersonation"),
+            ),
+            400,
+            "invalid_scope",
+            70011,
+        ),
+    ];
+    for (req, status, error, code) in cases {
+        let r = sim.send(req).await;
+        assert_eq!(r.status.as_u16(), status, "{}", r.body);
+        assert_eq!(r.body["error"], error);
+        assert_eq!(r.body["error_codes"], json!([code]));
+        assert!(
+            r.body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("AADSTS{code}: "))
+        );
+    }
+    let state = sim.sim_get("/_sim/state").await;
+    assert_eq!(state.body["arm"]["counters"]["token_errors"], 4);
+}
+
+#[tokio::test]
+async fn patch_updates_tags_only_and_requests_can_be_read_since_a_seq() {
+    let mut scenario = fast("healthy");
+    scenario.arm.etag_mismatch_409 = true;
+    let sim = Sim::start(scenario).await;
+    let doc = sim.cluster().await;
+    let etag = doc["eTag"].as_str().unwrap();
+    let r = sim
+        .send(
+            sim.http
+                .patch(sim.cluster_url(""))
+                .bearer_auth(&sim.token)
+                .json(&json!({"tags": {"team": "mesh"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["tags"], json!({"team": "mesh"}));
+    assert_ne!(r.body["eTag"].as_str().unwrap(), etag);
+    let r = sim
+        .send(
+            sim.http
+                .patch(sim.cluster_url(""))
+                .bearer_auth(&sim.token)
+                .json(&json!({"properties": {}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // This scenario answers a stale eTag the way AKS has been seen to: 409 EtagMismatch.
+    let r = sim.put(&sim.cluster_url(""), &doc, Some(etag)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "EtagMismatch");
+
+    let all = sim.sim_get("/_sim/requests").await.body["requests"].clone();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 4, "token, 2 PATCH, PUT: {all:?}");
+    let statuses: Vec<u64> = all.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![200, 200, 400, 409]);
+    let since = all[1]["seq"].as_u64().unwrap();
+    let later = sim.sim_get(&format!("/_sim/requests?since={since}")).await;
+    assert_eq!(later.body["requests"].as_array().unwrap().len(), 2);
+    assert!(
+        all.iter()
+            .all(|r| r["time"].as_str().is_some_and(|t| t.ends_with('Z')))
     );
 }

@@ -79,6 +79,9 @@ pub struct ArmFaults {
     pub conflict_every: u32,
     /// Operations that end Failed or Canceled instead of Succeeded.
     pub lro_failures: Vec<LroFailure>,
+    /// Answer an `If-Match` mismatch with 409 `EtagMismatch` (seen from AKS) instead of the
+    /// documented 412.
+    pub etag_mismatch_409: bool,
 }
 
 impl Default for ArmFaults {
@@ -91,6 +94,7 @@ impl Default for ArmFaults {
             retry_after_secs: 1,
             conflict_every: 0,
             lro_failures: Vec::new(),
+            etag_mismatch_409: false,
         }
     }
 }
