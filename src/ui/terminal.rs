@@ -110,14 +110,20 @@ impl Terminal {
                     old.finish_and_clear();
                 }
             }
-            Event::GateStarted { step, .. } | Event::GateProgress { step, .. } => {
+            Event::GateStarted { step, .. }
+            | Event::GateProgress { step, .. }
+            | Event::StepProgress { step, .. } => {
                 let Some(pb) = bars.get(step) else {
                     let _ = multi.println(text::line(event, hint).unwrap_or_default());
                     return;
                 };
-                if let Event::GateProgress {
-                    progress: Some(p), ..
-                } = event
+                let p = match event {
+                    Event::GateProgress { progress, .. } | Event::StepProgress { progress, .. } => {
+                        *progress
+                    }
+                    _ => None,
+                };
+                if let Some(p) = p
                     && let Some(total) = p.total
                 {
                     pb.set_style(bar_style());

@@ -111,6 +111,13 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         detail: Option<String>,
     },
+    /// Progress of a long action (e.g. workloads restarted so far).
+    StepProgress {
+        step: String,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        progress: Option<Progress>,
+    },
     /// A side effect is about to be made (journaled and checkpointed first) or was made.
     SideEffect {
         step: String,
@@ -301,6 +308,11 @@ impl Emitter {
         }
     }
 
+    /// An emitter stamping the wall clock (tests of actions and gates: pass a [`MemorySink`]).
+    pub fn to_sink(run_id: impl Into<String>, sink: Arc<dyn EventSink>) -> Self {
+        Emitter::new(run_id, sink, Arc::new(Utc::now))
+    }
+
     /// The same emitter, with `step` attached to `info`/`warn` lines.
     pub fn for_step(&self, step: &str) -> Self {
         Emitter {
@@ -330,6 +342,15 @@ impl Emitter {
             step: self.step.clone(),
             level: Level::Info,
             text: text.into(),
+        });
+    }
+
+    /// Progress of the current step's action: `done` of `total` (`None`: unknown total).
+    pub fn progress(&self, detail: impl Into<String>, done: u64, total: Option<u64>) {
+        self.emit(Event::StepProgress {
+            step: self.step.clone().unwrap_or_default(),
+            detail: detail.into(),
+            progress: Some(Progress { done, total }),
         });
     }
 

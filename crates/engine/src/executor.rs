@@ -8,6 +8,7 @@
 //!                                                                                   └─▶ rollback sequence
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -257,6 +258,11 @@ impl Executor {
             RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
             RunState::RolledBack => Ok(run.finish(Outcome::RolledBack).await?),
             RunState::RollingBack | RunState::Failed => run.rollback_sequence().await,
+            // The process died between recording a failed `on_failure: rollback` step and
+            // starting the rollback: start it now rather than retrying the step.
+            RunState::Running | RunState::Paused if run.crashed_before_rollback() => {
+                run.rollback_sequence().await
+            }
             RunState::Running | RunState::Paused => run.forward().await,
         };
         run.guard(result).await
@@ -369,6 +375,8 @@ impl Executor {
             emitter,
             cp: Mutex::new(cp),
             write_gate: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             _lock: lock,
         });
         // Record that a process owns the run now (also proves the file is writable).
@@ -403,6 +411,10 @@ struct Run {
     cp: Mutex<Checkpoint>,
     /// Serializes checkpoint writes so the file always reflects the latest change.
     write_gate: tokio::sync::Mutex<()>,
+    /// Bumped (under `cp`'s lock) by every change.
+    version: AtomicU64,
+    /// The highest version durably written.
+    written: AtomicU64,
     _lock: Box<dyn crate::checkpoint::StoreLock>,
 }
 
@@ -430,23 +442,59 @@ impl Run {
         }
     }
 
+    /// A forward step failed with `on_failure: rollback` but the state never became
+    /// `rolling_back` (a crash in between); records the rollback state if so.
+    fn crashed_before_rollback(&self) -> bool {
+        let cp = self.snapshot();
+        if cp.state != RunState::Running {
+            return false;
+        }
+        let Some(step) = cp.steps.iter().find(|r| r.status == StepStatus::Failed) else {
+            return false;
+        };
+        let rollback = self
+            .runbook
+            .steps
+            .iter()
+            .any(|s| s.id == step.id && s.on_failure == OnFailure::Rollback);
+        if rollback && let Ok(mut g) = self.cp.lock() {
+            g.state = RunState::RollingBack;
+            g.failed_step = Some(step.id.clone());
+            g.reason = Some(format!(
+                "step {:?} failed: {}",
+                step.id,
+                step.error.clone().unwrap_or_default()
+            ));
+        }
+        rollback
+    }
+
     fn now(&self) -> DateTime<Utc> {
         (self.clock)()
     }
 
     /// Applies `f` to the checkpoint and writes it (atomic, durable) before returning.
+    /// Applies `f` to the checkpoint and returns once a checkpoint containing the change is
+    /// durably written. Concurrent updates (an action journaling from parallel tasks) are
+    /// group-committed: one write covers every change made before it started.
     async fn update<R>(&self, f: impl FnOnce(&mut Checkpoint) -> R) -> Result<R, EngineError> {
-        let _w = self.write_gate.lock().await;
-        let (r, bytes) = {
-            let mut g = self
-                .cp
-                .lock()
-                .map_err(|_| EngineError::Internal("checkpoint mutex poisoned".into()))?;
+        let poisoned = || EngineError::Internal("checkpoint mutex poisoned".into());
+        let (r, mine) = {
+            let mut g = self.cp.lock().map_err(|_| poisoned())?;
             let r = f(&mut g);
             g.updated_at = (self.clock)();
-            (r, g.to_json())
+            (r, self.version.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        let _w = self.write_gate.lock().await;
+        if self.written.load(Ordering::SeqCst) >= mine {
+            return Ok(r);
+        }
+        let (bytes, version) = {
+            let g = self.cp.lock().map_err(|_| poisoned())?;
+            (g.to_json(), self.version.load(Ordering::SeqCst))
         };
         self.store.write(&bytes).await?;
+        self.written.store(version, Ordering::SeqCst);
         Ok(r)
     }
 
@@ -973,10 +1021,37 @@ impl Run {
         already_done: bool,
         detail: Option<String>,
     ) -> Result<(), EngineError> {
-        self.update_step(phase, id, |r| {
-            r.action_done = true;
-            r.already_done = already_done;
-            r.outputs = Some(outputs);
+        let phase_list = phase;
+        let summary_specs = self.runbook.summary.clone();
+        self.update(|cp| {
+            let list = match phase_list {
+                Phase::Forward => &mut cp.steps,
+                Phase::Rollback => &mut cp.rollback,
+            };
+            if let Some(r) = list.iter_mut().find(|r| r.id == id) {
+                r.action_done = true;
+                r.already_done = already_done;
+                r.outputs = Some(outputs);
+            }
+            // Keep the summary (e.g. source and target revision) current for `status`.
+            let outputs = cp.outputs_by_step();
+            let scope = Scope {
+                run_id: &cp.run_id,
+                target: &cp.target,
+                params: &cp.params,
+                outputs: &outputs,
+                lenient: true,
+            };
+            let summary: Map<String, Value> = summary_specs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        template::resolve(v, &scope).unwrap_or(Value::Null),
+                    )
+                })
+                .collect();
+            cp.summary = summary;
         })
         .await?;
         self.emitter.emit(Event::ActionFinished {

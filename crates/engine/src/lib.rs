@@ -73,6 +73,10 @@
 //! // resume, rollback: executor.resume(ResumeOptions::default()).await, executor.rollback(...)
 //! # });
 //! ```
+//!
+//! The CLI wires Ctrl-C with [`signals::cancel_on_signals`]`(executor.cancellation())`, maps
+//! [`RunReport::exit_code`] / [`EngineError::exit_code`] to the process exit code, and renders
+//! events with the root crate's `ui` module. Formats: `docs/runbooks.md`, `docs/events.md`.
 
 #![forbid(unsafe_code)]
 
@@ -84,6 +88,7 @@ pub mod executor;
 pub mod exit;
 pub mod journal;
 pub mod runbook;
+pub mod signals;
 pub mod step;
 pub mod template;
 

@@ -34,6 +34,18 @@ pub trait Action: Send + Sync + 'static {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError>;
 }
 
+/// Outputs from a JSON value: an object as is, anything else under the key `value`.
+pub fn json_outputs(value: Value) -> Outputs {
+    match value {
+        Value::Object(m) => m,
+        other => {
+            let mut m = Outputs::new();
+            m.insert("value".into(), other);
+            m
+        }
+    }
+}
+
 /// What an action reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionOutcome {
@@ -48,6 +60,13 @@ pub enum ActionOutcome {
 impl ActionOutcome {
     pub fn done(outputs: Outputs) -> Self {
         ActionOutcome::Done { outputs }
+    }
+    /// `Done` with the outputs given as a JSON object (`json!({"target": "asm-1-28"})`); a
+    /// non-object value is stored under the key `value`.
+    pub fn done_json(value: Value) -> Self {
+        ActionOutcome::Done {
+            outputs: json_outputs(value),
+        }
     }
     pub fn already_done(outputs: Outputs, detail: impl Into<String>) -> Self {
         ActionOutcome::AlreadyDone {
@@ -182,6 +201,31 @@ pub struct ActionCtx {
 }
 
 impl ActionCtx {
+    /// A context outside the executor, for unit tests of actions: run `r`, target `t`, an
+    /// in-memory journal pre-filled with `journal` (to test resume), events to `events`.
+    pub fn standalone(
+        step: &str,
+        inputs: Map<String, Value>,
+        journal: Vec<crate::journal::JournalEntry>,
+        events: Emitter,
+    ) -> Self {
+        let resumed = !journal.is_empty();
+        ActionCtx {
+            run_id: "r".into(),
+            target: "t".into(),
+            step: step.into(),
+            phase: Phase::Forward,
+            attempt: if resumed { 2 } else { 1 },
+            resumed,
+            inputs,
+            params: Map::new(),
+            step_outputs: Map::new(),
+            journal: Journal::in_memory(step, Phase::Forward, journal),
+            events,
+            cancel: CancellationToken::new(),
+        }
+    }
+
     /// The input `key`, deserialized. Errors name the step and the key.
     pub fn input<T: DeserializeOwned>(&self, key: &str) -> Result<T, StepError> {
         input_of(&self.step, &self.inputs, key)
@@ -244,6 +288,29 @@ impl GateCtx {
             check_count: 0,
             scratch: None,
         }
+    }
+
+    /// A context outside the executor, for unit tests of gates: run `r`, target `t`, no params,
+    /// a 10m timeout, events to `events`.
+    pub fn standalone(
+        step: &str,
+        check: &str,
+        inputs: Map<String, Value>,
+        outputs: Outputs,
+        events: Emitter,
+    ) -> Self {
+        GateCtx::new(
+            "r".into(),
+            "t".into(),
+            step.into(),
+            check.into(),
+            inputs,
+            Map::new(),
+            outputs,
+            events,
+            CancellationToken::new(),
+            Duration::from_secs(600),
+        )
     }
 
     /// The input `key`, deserialized. Errors name the step and the key.

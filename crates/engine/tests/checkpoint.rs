@@ -283,3 +283,25 @@ async fn resume_without_a_checkpoint_says_so() {
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("no checkpoint at"), "{e}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn checkpoint_format_snapshot() {
+    // The checkpoint is a contract (resume across versions, `status`): a change to its shape
+    // is a reviewed change.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let yaml = three_steps("rollback", true);
+    let f = Fakes::new();
+    f.gate.set(
+        "a",
+        vec![GateStatus::waiting("warming up"), GateStatus::passed()],
+    );
+    let ev = Arc::new(MemorySink::new());
+    let r = executor(&yaml, &f, &state, &ev)
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    let text = String::from_utf8(std::fs::read(&state).unwrap()).unwrap();
+    insta::assert_snapshot!(text);
+}

@@ -169,6 +169,113 @@ fn request() -> RunRequest {
     }
 }
 
+/// A gate that never passes (the signal tests interrupt it).
+struct Forever(FileWorld);
+
+#[async_trait]
+impl Gate for Forever {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        if ctx.check_count == 1 {
+            std::fs::write(self.0.dir.join("reached"), b"1").unwrap();
+        }
+        Ok(GateStatus::waiting("rolling out"))
+    }
+}
+
+/// The child of the signal tests: Ctrl-C handling as the CLI wires it.
+#[test]
+#[ignore = "entry point of the child process spawned by the signal tests"]
+fn signal_child_entry() {
+    let Ok(dir) = std::env::var("SIGNAL_DIR") else {
+        return;
+    };
+    let world = FileWorld {
+        dir: PathBuf::from(dir),
+        crash_at: None,
+        fail: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let code = rt.block_on(async {
+        let token = CancellationToken::new();
+        asm_canary_engine::signals::cancel_on_signals(token.clone()).unwrap();
+        if std::env::var("SIGNAL_IGNORE_FIRST").is_ok() {
+            // Something that does not stop on the first signal: only the second one ends it.
+            std::fs::write(world.dir.join("reached"), b"1").unwrap();
+            std::future::pending::<()>().await;
+        }
+        let reg = Registry::new()
+            .action("effect", EffectA(world.clone()))
+            .action("undo", UndoA(world.clone()))
+            .gate("hookgate", Forever(world.clone()));
+        let rb = Runbook::parse(RUNBOOK, "crash.yaml", &reg).unwrap();
+        let r = Executor::new(rb, reg, FileStore::new(world.dir.join("run.json")))
+            .with_cancellation(token)
+            .run(request())
+            .await
+            .unwrap();
+        r.exit_code()
+    });
+    std::process::exit(code as i32);
+}
+
+fn spawn_signal_child(dir: &Path, ignore_first: bool) -> std::process::Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["signal_child_entry", "--exact", "--ignored", "--nocapture"])
+        .env("SIGNAL_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if ignore_first {
+        cmd.env("SIGNAL_IGNORE_FIRST", "1");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("reached").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "child exited early");
+        assert!(Instant::now() < deadline, "child never reached its gate");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn send(child: &std::process::Child, sig: &str) {
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn first_ctrl_c_pauses_with_exit_4_and_a_resumable_checkpoint() {
+    for sig in ["INT", "TERM"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut child = spawn_signal_child(dir, false);
+        send(&child, sig);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(4), "SIG{sig}");
+        let cp = checkpoint(dir);
+        assert_eq!(cp.state, RunState::Paused);
+        assert_eq!(cp.step("a").unwrap().status, StepStatus::Interrupted);
+        assert!(cp.step("a").unwrap().action_done);
+        assert_eq!(effects(dir), ["a"]);
+    }
+}
+
+#[test]
+fn second_ctrl_c_aborts_with_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = spawn_signal_child(tmp.path(), true);
+    send(&child, "INT");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first signal does not abort"
+    );
+    send(&child, "INT");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
 /// The child: runs (or resumes) the runbook until killed at `CRASH_AT`.
 #[test]
 #[ignore = "entry point of the child process spawned by the crash tests"]

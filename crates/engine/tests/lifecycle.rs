@@ -953,3 +953,173 @@ async fn interrupted_during_rollback_resume_continues_the_rollback() {
     );
     assert_eq!(f.effect.calls("undo-more"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn crash_between_a_failed_step_and_the_rollback_starts_the_rollback_on_resume() {
+    let yaml = three_steps("rollback", false);
+    let (f, _d, state, ev) = setup(&yaml);
+    f.effect.fail_step("c", "boom");
+    executor(&yaml, &f, &state, &ev)
+        .run(request())
+        .await
+        .unwrap();
+    // Rewind the checkpoint to the moment after `c` was recorded failed, before the rollback.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    v["state"] = json!("running");
+    v["reason"] = serde_json::Value::Null;
+    v["failed_step"] = serde_json::Value::Null;
+    v["rollback"][0] = json!({"id": "undo-all", "status": "pending"});
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let r = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::RolledBack);
+    assert_eq!(r.failed_step.as_deref(), Some("c"));
+    assert_eq!(r.reason.as_deref(), Some("step \"c\" failed: boom"));
+    assert_eq!(f.effect.calls("c"), 1, "the failed step is not retried");
+    assert_eq!(f.world.count("undo:a"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn summary_is_kept_current_in_the_checkpoint_and_actions_report_progress() {
+    struct Waves;
+    #[async_trait]
+    impl Action for Waves {
+        async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+            for i in 1..=3 {
+                ctx.events.progress(format!("wave {i} of 3"), i, Some(3));
+            }
+            Ok(ActionOutcome::done(
+                json!({"target": "asm-1-28"}).as_object().unwrap().clone(),
+            ))
+        }
+    }
+    let yaml = r#"apiVersion: asm-canary.runbook/v1
+name: t
+summary:
+  target: ${steps.pick.outputs.target}
+  never: ${steps.later.outputs.x}
+steps:
+  - id: pick
+    action: waves
+  - id: later
+    action: echo
+    approval: required
+"#;
+    let f = Fakes::new();
+    let reg = f.registry().action("waves", Waves);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.json");
+    let ev = Arc::new(MemorySink::new());
+    let rb = Runbook::parse(yaml, "t.yaml", &reg).unwrap();
+    let r = Executor::new(rb, reg, FileStore::new(&state))
+        .with_events(ev.clone())
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    assert_eq!(
+        serde_json::Value::Object(r.summary),
+        json!({"never": null, "target": "asm-1-28"})
+    );
+    assert_eq!(load(&state).summary["target"], "asm-1-28");
+    let progress: Vec<_> = ev
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::StepProgress { .. }))
+        .collect();
+    assert_eq!(progress.len(), 3);
+    assert_eq!(
+        progress[2],
+        Event::StepProgress {
+            step: "pick".into(),
+            detail: "wave 3 of 3".into(),
+            progress: Some(Progress::of(3, 3))
+        }
+    );
+}
+
+#[tokio::test]
+async fn concurrent_journaling_from_parallel_tasks_is_complete_and_durable() {
+    struct Parallel;
+    #[async_trait]
+    impl Action for Parallel {
+        async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..40 {
+                let journal = ctx.journal.clone();
+                tasks.spawn(async move {
+                    let id = journal
+                        .intent("restart", &format!("ns/w{i}"), json!({"i": i}))
+                        .await?;
+                    tokio::task::yield_now().await;
+                    journal.done(id, Some(json!({"ok": i}))).await
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.map_err(|e| StepError::msg(e.to_string()))??;
+            }
+            Ok(ActionOutcome::done(Outputs::new()))
+        }
+    }
+    let yaml =
+        "apiVersion: asm-canary.runbook/v1\nname: p\nsteps:\n  - id: wave\n    action: parallel\n";
+    let reg = Registry::new().action("parallel", Parallel);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.json");
+    let rb = Runbook::parse(yaml, "p.yaml", &reg).unwrap();
+    let r = Executor::new(rb, reg, FileStore::new(&state))
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    let cp = load(&state);
+    assert_eq!(cp.journal.len(), 40);
+    let mut seqs: Vec<u64> = cp.journal.iter().map(|e| e.seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert!(cp.journal.iter().all(|e| e.is_done() && e.result.is_some()));
+    let mut targets: Vec<&str> = cp.journal.iter().map(|e| e.target.as_str()).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), 40);
+}
+
+#[tokio::test]
+async fn actions_and_gates_can_be_unit_tested_with_standalone_contexts() {
+    let f = Fakes::new();
+    let sink = Arc::new(MemorySink::new());
+    let events = Emitter::to_sink("r", sink.clone());
+    // A resumed action sees its in-flight entry and finishes it without a second intent.
+    let prior = vec![JournalEntry {
+        seq: 7,
+        step: "a".into(),
+        phase: Phase::Forward,
+        attempt: 1,
+        kind: "effect".into(),
+        target: "a".into(),
+        details: json!({}),
+        status: EntryStatus::Intent,
+        result: None,
+        recorded_at: chrono::Utc::now(),
+        done_at: None,
+    }];
+    let ctx = ActionCtx::standalone("a", Default::default(), prior, events.for_step("a"));
+    assert!(ctx.resumed);
+    let out = f.effect.run(&ctx).await.unwrap();
+    assert!(matches!(out, ActionOutcome::Done { .. }));
+    assert_eq!(f.world.count("a"), 1);
+    let entries = ctx.journal.all();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].is_done());
+
+    let mut gctx = GateCtx::standalone(
+        "a",
+        "scripted",
+        Default::default(),
+        Default::default(),
+        events,
+    );
+    assert_eq!(f.gate.check(&mut gctx).await.unwrap(), GateStatus::passed());
+}
