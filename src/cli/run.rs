@@ -154,48 +154,6 @@ fn default_state(cluster: &str) -> PathBuf {
     PathBuf::from(format!("asm-canary-{cluster}.json"))
 }
 
-/// Cancels `token` on the first Ctrl-C or SIGTERM; a second one ends the process at once.
-pub fn wire_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let mut count = 0;
-        loop {
-            wait_signal().await;
-            count += 1;
-            if count == 1 {
-                eprintln!(
-                    "asm-canary: interrupted; finishing the current write and checkpointing (press Ctrl-C again to abort now)"
-                );
-                token.cancel();
-            } else {
-                eprintln!("asm-canary: aborted");
-                std::process::exit(130);
-            }
-        }
-    });
-}
-
-async fn wait_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// What a run is asked to do.
 pub enum Mode {
     Run(Map<String, Value>),
@@ -224,7 +182,8 @@ pub async fn execute(
         Arc::new(PreApproved::new(run.approve.iter().cloned()))
     };
     let token = CancellationToken::new();
-    wire_signals(token.clone());
+    asm_canary_engine::signals::cancel_on_signals(token.clone())
+        .map_err(|e| CliError::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
     let executor = Executor::new(runbook, registry, FileStore::new(&state))
         .with_events(sink)
         .with_approver(approver)

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use asm_canary_engine::duration::parse_duration;
 use asm_canary_engine::{
-    Action, ActionCtx, ActionOutcome, EntryId, Event, Gate, GateCtx, GateStatus, Progress,
-    StepError,
+    Action, ActionCtx, ActionOutcome, EntryId, Gate, GateCtx, GateStatus, StepError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
@@ -221,12 +220,15 @@ impl Action for RestartWorkloads {
                     let r =
                         restart_one(env, ctx, &w, earlier, KIND_RESTART, i + 1, timeout).await?;
                     let n = done_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    ctx.events.emit(Event::GateProgress {
-                        step: ctx.step.clone(),
-                        check: format!("wave {}/{}", i + 1, n_waves),
-                        detail: format!("{n}/{total} workloads rolled out ({w} done)"),
-                        progress: Some(Progress::of(n, total)),
-                    });
+                    ctx.events.progress(
+                        format!(
+                            "wave {}/{}: {n}/{total} workloads rolled out ({w} done)",
+                            i + 1,
+                            n_waves
+                        ),
+                        n,
+                        Some(total),
+                    );
                     Ok::<_, StepError>(r)
                 }
             }))
