@@ -8,5 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod azure;
 pub mod cli;
 pub mod exit;
+pub mod istio;
+pub mod k8s;
+pub mod steps;
+pub mod ui;

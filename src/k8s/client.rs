@@ -1,0 +1,138 @@
+//! Building a kube `Client`: from kubeconfig bytes (as ARM's listClusterUserCredential
+//! returns them), or from `--kubeconfig` / `$KUBECONFIG` / `~/.kube/config`, optionally
+//! trusting an extra CA (PEM) on top of the kubeconfig's own.
+
+use std::path::Path;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::K8sError;
+
+/// Parses PEM certificates into DER; an input with no certificate is an error.
+pub fn pem_to_der(pem: &[u8]) -> Result<Vec<Vec<u8>>, K8sError> {
+    let mut out = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| K8sError::ExtraCa {
+            message: format!("not valid PEM: {e}"),
+        })?;
+        out.push(cert.as_ref().to_vec());
+    }
+    if out.is_empty() {
+        return Err(K8sError::ExtraCa {
+            message: "contains no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn add_extra_ca(config: &mut Config, extra_ca_pem: Option<&[u8]>) -> Result<(), K8sError> {
+    if let Some(pem) = extra_ca_pem {
+        let extra = pem_to_der(pem)?;
+        config.root_cert.get_or_insert_with(Vec::new).extend(extra);
+    }
+    Ok(())
+}
+
+/// A client from kubeconfig YAML bytes, using its current context.
+pub async fn client_from_kubeconfig_bytes(
+    bytes: &[u8],
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<Client, K8sError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| K8sError::Kubeconfig {
+        message: format!("not UTF-8: {e}"),
+    })?;
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| K8sError::Kubeconfig {
+        message: format!("cannot parse: {e}"),
+    })?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| K8sError::Kubeconfig {
+            message: format!("unusable: {e}"),
+        })?;
+    add_extra_ca(&mut config, extra_ca_pem)?;
+    Client::try_from(config).map_err(|source| K8sError::Client { source })
+}
+
+/// A client from a kubeconfig file, or (with `None`) from `$KUBECONFIG` / `~/.kube/config`.
+pub async fn client_from_kubeconfig(
+    path: Option<&Path>,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<Client, K8sError> {
+    let mut config = match path {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| K8sError::Kubeconfig {
+                    message: format!("{} is unusable: {e}", path.display()),
+                })?
+        }
+        None => Config::from_kubeconfig(&KubeConfigOptions::default())
+            .await
+            .map_err(|e| K8sError::Kubeconfig {
+                message: format!("no usable kubeconfig in $KUBECONFIG or ~/.kube/config: {e}"),
+            })?,
+    };
+    add_extra_ca(&mut config, extra_ca_pem)?;
+    Client::try_from(config).map_err(|source| K8sError::Client { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_without_certificates_is_refused() {
+        let err = pem_to_der(b"hello").unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_kubeconfig_says_why() {
+        let Err(err) = client_from_kubeconfig_bytes(b"clusters: [", None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        assert!(
+            err.to_string().starts_with("kubeconfig: cannot parse"),
+            "{err}"
+        );
+        let Err(err) = client_from_kubeconfig_bytes(&[0xff, 0xfe], None).await else {
+            panic!("a non-UTF-8 kubeconfig was accepted");
+        };
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn valid_kubeconfig_with_extra_ca_builds_a_client() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = asm_canary_sim::tls::SimTls::generate().unwrap().ca_pem;
+        let kubeconfig = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: ctx
+  context: {cluster: c, user: u, namespace: shop}
+current-context: ctx
+users:
+- name: u
+  user: {token: abc}
+"#;
+        let Ok(client) =
+            client_from_kubeconfig_bytes(kubeconfig.as_bytes(), Some(ca.as_bytes())).await
+        else {
+            panic!("a valid kubeconfig was refused");
+        };
+        assert_eq!(client.default_namespace(), "shop");
+        let der = pem_to_der(ca.as_bytes()).unwrap();
+        assert_eq!(der.len(), 1);
+    }
+}

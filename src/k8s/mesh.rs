@@ -1,0 +1,121 @@
+//! Live mesh reads that combine the `istio` rules with the cluster: the proxy-status table
+//! from every running istiod of a revision, fetched through port-forwards.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams};
+
+use super::portforward::http_get_via_portforward;
+use super::{K8sError, target};
+use crate::istio::{
+    ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector, parse_syncz,
+};
+
+/// The monitoring port of an istiod pod: its `prometheus.io/port` annotation, else 15014
+/// (istioctl's `FindIstiodMonitoringPort`).
+pub fn monitoring_port(pod: &Pod) -> u16 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("prometheus.io/port"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(ISTIOD_MONITORING_PORT)
+}
+
+/// Running istiod pods of `revision` in `aks-istio-system`, sorted by name.
+pub async fn istiod_pods(client: &Client, revision: &str) -> Result<Vec<Pod>, K8sError> {
+    let selector = istiod_selector(revision);
+    let list = Api::<Pod>::namespaced(client.clone(), ISTIO_NAMESPACE)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| K8sError::Api {
+            action: "list",
+            kind: "Pod",
+            target: target(ISTIO_NAMESPACE, &selector),
+            source,
+        })?;
+    let mut pods: Vec<Pod> = list
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .collect();
+    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(pods)
+}
+
+/// The proxy-status rows of every running istiod of `revision` (each proxy is connected to
+/// one istiod, so rows do not repeat), sorted by proxy. `namespace` narrows the syncz query
+/// (`/debug/syncz?namespace=<ns>`) as istioctl does.
+pub async fn proxy_status(
+    client: &Client,
+    revision: &str,
+    namespace: Option<&str>,
+) -> Result<Vec<ProxyStatus>, K8sError> {
+    let pods = istiod_pods(client, revision).await?;
+    if pods.is_empty() {
+        return Err(K8sError::Refused {
+            kind: "Pod",
+            target: target(ISTIO_NAMESPACE, &istiod_selector(revision)),
+            message: format!(
+                "no running istiod of {revision}: is the {revision} control plane installed and healthy?"
+            ),
+        });
+    }
+    let path = match namespace {
+        Some(ns) => format!("/debug/syncz?namespace={ns}"),
+        None => "/debug/syncz".to_string(),
+    };
+    let mut rows = Vec::new();
+    for pod in &pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let port = monitoring_port(pod);
+        let resp = http_get_via_portforward(client, ISTIO_NAMESPACE, &name, port, &path).await?;
+        if resp.status != 200 {
+            return Err(K8sError::PortForward {
+                target: target(ISTIO_NAMESPACE, &name),
+                port,
+                message: format!(
+                    "GET {path} answered {}: {}",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.body)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                ),
+            });
+        }
+        let parsed =
+            parse_syncz(&resp.body, &name, Some(revision)).map_err(|e| K8sError::PortForward {
+                target: target(ISTIO_NAMESPACE, &name),
+                port,
+                message: e.to_string(),
+            })?;
+        rows.extend(parsed);
+    }
+    rows.sort_by(|a, b| a.proxy.cmp(&b.proxy));
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn monitoring_port_follows_the_annotation() {
+        let mut pod = Pod {
+            metadata: ObjectMeta::default(),
+            ..Default::default()
+        };
+        assert_eq!(monitoring_port(&pod), 15014);
+        pod.metadata.annotations =
+            Some([("prometheus.io/port".to_string(), "15099".to_string())].into());
+        assert_eq!(monitoring_port(&pod), 15099);
+        pod.metadata.annotations =
+            Some([("prometheus.io/port".to_string(), "x".to_string())].into());
+        assert_eq!(monitoring_port(&pod), 15014);
+    }
+}

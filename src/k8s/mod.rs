@@ -1,0 +1,79 @@
+//! Kubernetes operations the canary steps need, each observing before it acts, built on
+//! kube-rs. Pure rules (kubectl's rollout status, the restart patch, the ConfigMap copy
+//! decision, which workload owns a pod) are separate functions so they can be tested
+//! without a cluster; the async functions wrap them around API calls and watches.
+//!
+//! ```text
+//!   client      kubeconfig bytes / --kubeconfig / env  (+ extra CA)  -> kube::Client
+//!   rollout     restart patch (kubectl's), rollout-status rules, wait by watch
+//!   configmap   copy istio-shared-configmap-<src> -> -<dst> (observe, refuse to clobber)
+//!   pods        namespaces by label, pods with their injecting revision and owner
+//!   portforward HTTP/1.1 GET through a pod port-forward (istiod /debug/syncz on 15014)
+//!   mesh        proxy status of a revision: every running istiod's syncz, as rows
+//!   lease       delete the gateway leader-election Leases AKS leaves behind
+//! ```
+
+pub mod client;
+pub mod configmap;
+pub mod lease;
+pub mod mesh;
+pub mod pods;
+pub mod portforward;
+pub mod rollout;
+
+pub use client::{client_from_kubeconfig, client_from_kubeconfig_bytes};
+pub use configmap::{CopyOutcome, CopyPlan, copy_configmap, plan_copy};
+pub use lease::{LeaseDeletion, delete_leases};
+pub use mesh::{istiod_pods, proxy_status};
+pub use pods::{Owner, PodInfo, list_pods_with_revision, namespaces_by_label, owner_of};
+pub use portforward::{HttpResponse, http_get_via_portforward};
+pub use rollout::{
+    RestartOutcome, RolloutError, RolloutProgress, WorkloadKind, WorkloadRef, daemonset_status,
+    deployment_status, restart_patch, restart_timestamp, restart_workload, rollout_status,
+    statefulset_status, wait_rollout,
+};
+
+/// What went wrong talking to Kubernetes, with the object it concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("cannot {action} {kind} {target}: {source}")]
+    Api {
+        action: &'static str,
+        kind: &'static str,
+        /// `namespace/name`, or just `name` for cluster-scoped objects.
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("kubeconfig: {message}")]
+    Kubeconfig { message: String },
+    #[error("extra CA file: {message}")]
+    ExtraCa { message: String },
+    #[error("cannot build the Kubernetes client: {source}")]
+    Client {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{kind} {target}: {message}")]
+    Refused {
+        kind: &'static str,
+        target: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
+    #[error("port-forward to pod {target} port {port}: {message}")]
+    PortForward {
+        target: String,
+        port: u16,
+        message: String,
+    },
+}
+
+pub(crate) fn target(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}

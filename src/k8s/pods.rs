@@ -1,0 +1,247 @@
+//! Namespaces by label, and the pods of a namespace with their injecting revision and the
+//! workload that owns them (which a restart can move) or the lack of one (which it cannot).
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use super::rollout::{WorkloadKind, WorkloadRef};
+use super::{K8sError, target};
+use crate::istio::{PodRevision, pod_revision};
+
+/// Who controls a pod, resolved to the object a restart would act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name")]
+pub enum Owner {
+    /// Restartable: Deployment (via its ReplicaSet), StatefulSet or DaemonSet.
+    Workload(WorkloadRef),
+    /// A ReplicaSet not owned by a Deployment (the pod-template-hash did not match).
+    ReplicaSet(String),
+    /// A Job's pod: a restart does not move it.
+    Job(String),
+    /// Any other controller kind.
+    Other { kind: String, name: String },
+    /// A bare pod: nothing recreates it.
+    None,
+}
+
+/// Resolves the controller of a pod. A ReplicaSet `<deploy>-<hash>` whose hash is the pod's
+/// `pod-template-hash` label is taken as owned by Deployment `<deploy>` (the Deployment
+/// controller names ReplicaSets that way), saving a read per pod.
+pub fn owner_of(pod: &Pod) -> Owner {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let Some(controller) = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+    else {
+        return Owner::None;
+    };
+    let name = controller.name.clone();
+    match controller.kind.as_str() {
+        "ReplicaSet" => {
+            let hash = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("pod-template-hash"));
+            match hash.and_then(|h| name.strip_suffix(&format!("-{h}"))) {
+                Some(deploy) if !deploy.is_empty() => Owner::Workload(WorkloadRef::new(
+                    WorkloadKind::Deployment,
+                    namespace,
+                    deploy,
+                )),
+                _ => Owner::ReplicaSet(name),
+            }
+        }
+        "StatefulSet" => {
+            Owner::Workload(WorkloadRef::new(WorkloadKind::StatefulSet, namespace, name))
+        }
+        "DaemonSet" => Owner::Workload(WorkloadRef::new(WorkloadKind::DaemonSet, namespace, name)),
+        "Job" => Owner::Job(name),
+        other => Owner::Other {
+            kind: other.to_string(),
+            name,
+        },
+    }
+}
+
+/// A pod as the canary steps see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub phase: Option<String>,
+    /// `Ready` condition is True.
+    pub ready: bool,
+    /// Being deleted (`deletionTimestamp` set).
+    pub terminating: bool,
+    pub revision: PodRevision,
+    pub owner: Owner,
+}
+
+impl PodInfo {
+    pub fn from_pod(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        Self {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone(),
+            phase: status.and_then(|s| s.phase.clone()),
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            revision: pod_revision(pod),
+            owner: owner_of(pod),
+        }
+    }
+}
+
+/// Pods of `namespace` (optionally filtered by a label selector) with revision and owner.
+pub async fn list_pods_with_revision(
+    client: &Client,
+    namespace: &str,
+    label_selector: Option<&str>,
+) -> Result<Vec<PodInfo>, K8sError> {
+    let mut params = ListParams::default();
+    if let Some(sel) = label_selector {
+        params = params.labels(sel);
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+        .map_err(|source| K8sError::Api {
+            action: "list",
+            kind: "Pod",
+            target: target(namespace, label_selector.unwrap_or("*")),
+            source,
+        })?;
+    let mut out: Vec<PodInfo> = pods.items.iter().map(PodInfo::from_pod).collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Namespaces matching a label selector (e.g. `istio.io/rev=prod`), sorted by name.
+pub async fn namespaces_by_label(
+    client: &Client,
+    label_selector: &str,
+) -> Result<Vec<Namespace>, K8sError> {
+    let list = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default().labels(label_selector))
+        .await
+        .map_err(|source| K8sError::Api {
+            action: "list",
+            kind: "Namespace",
+            target: label_selector.to_string(),
+            source,
+        })?;
+    let mut items = list.items;
+    items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn mk_owned(kind: &str, name: &str, hash: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("shop".into()),
+                labels: hash.map(|h| [("pod-template-hash".to_string(), h.to_string())].into()),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: kind.into(),
+                    name: name.into(),
+                    uid: "u".into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replicaset_resolves_to_its_deployment() {
+        assert_eq!(
+            owner_of(&mk_owned(
+                "ReplicaSet",
+                "web-api-7c5ddbdf54",
+                Some("7c5ddbdf54")
+            )),
+            Owner::Workload(WorkloadRef::new(
+                WorkloadKind::Deployment,
+                "shop",
+                "web-api"
+            ))
+        );
+        assert_eq!(
+            owner_of(&mk_owned("ReplicaSet", "standalone", None)),
+            Owner::ReplicaSet("standalone".into())
+        );
+    }
+
+    #[test]
+    fn other_owners() {
+        assert_eq!(
+            owner_of(&mk_owned("StatefulSet", "db", None)),
+            Owner::Workload(WorkloadRef::new(WorkloadKind::StatefulSet, "shop", "db"))
+        );
+        assert_eq!(
+            owner_of(&mk_owned("DaemonSet", "agent", None)),
+            Owner::Workload(WorkloadRef::new(WorkloadKind::DaemonSet, "shop", "agent"))
+        );
+        assert_eq!(
+            owner_of(&mk_owned("Job", "migrate-1", None)),
+            Owner::Job("migrate-1".into())
+        );
+        assert_eq!(
+            owner_of(&mk_owned("Rollout", "r", None)),
+            Owner::Other {
+                kind: "Rollout".into(),
+                name: "r".into()
+            }
+        );
+        let mut bare = mk_owned("ReplicaSet", "x", None);
+        bare.metadata.owner_references = None;
+        assert_eq!(owner_of(&bare), Owner::None);
+    }
+
+    #[test]
+    fn pod_info_reads_readiness_and_revision() {
+        use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+        let mut pod = mk_owned("StatefulSet", "db", None);
+        pod.metadata.annotations = Some(
+            [(
+                "sidecar.istio.io/status".to_string(),
+                r#"{"revision":"asm-1-28"}"#.to_string(),
+            )]
+            .into(),
+        );
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let info = PodInfo::from_pod(&pod);
+        assert!(info.ready);
+        assert!(!info.terminating);
+        assert_eq!(info.revision.revision(), Some("asm-1-28"));
+        assert_eq!(info.phase.as_deref(), Some("Running"));
+    }
+}
