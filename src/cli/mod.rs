@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod sim;
+
 /// Canary upgrades of the AKS managed Istio add-on (Azure Service Mesh), with a gate after
 /// every step, a checkpoint after every change, and a rollback that can always be resumed.
 #[derive(Debug, Parser)]
@@ -24,15 +26,12 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// Serve the simulated cluster (ARM, token endpoint, Kubernetes API) until stopped.
-    Serve {},
+    Serve(sim::ServeArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Sim(SimCommand::Serve {}) => {
-            eprintln!("asm-canary: `sim serve` is not built yet");
-            ExitCode::from(crate::exit::INTERNAL)
-        }
+        Command::Sim(SimCommand::Serve(args)) => sim::serve(args),
     }
 }

@@ -124,10 +124,7 @@ impl ConnectionInfo {
             lines.push(("ASM_CANARY_CA_FILE", ca.display().to_string()));
         }
         lines.push(("ASM_CANARY_SIM_TOKEN", self.sim_token.clone()));
-        lines
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     /// The cluster's ARM resource id.
@@ -219,12 +216,13 @@ impl Drop for SimHandle {
 /// Starts the simulator: generates the CA, binds both listeners, starts the controllers.
 pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
     let tls = tls::SimTls::generate()?;
-    let arm_listener = TcpListener::bind(opts.arm_listen)
-        .await
-        .map_err(|source| SimError::Bind {
-            addr: opts.arm_listen,
-            source,
-        })?;
+    let arm_listener =
+        TcpListener::bind(opts.arm_listen)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: opts.arm_listen,
+                source,
+            })?;
     let kube_listener = TcpListener::bind(opts.kube_listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -235,10 +233,12 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
         addr: opts.arm_listen,
         source,
     })?;
-    let kube_addr = kube_listener.local_addr().map_err(|source| SimError::Bind {
-        addr: opts.kube_listen,
-        source,
-    })?;
+    let kube_addr = kube_listener
+        .local_addr()
+        .map_err(|source| SimError::Bind {
+            addr: opts.kube_listen,
+            source,
+        })?;
     if let Some(path) = &opts.ca_file {
         write_private(path, tls.ca_pem.as_bytes()).map_err(|source| SimError::WriteCa {
             path: path.clone(),

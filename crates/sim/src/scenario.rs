@@ -7,7 +7,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::arm::ArmFaults;
 use crate::kube::KubeScenario;
 
 /// The names `--scenario` accepts besides a file path.
@@ -55,24 +54,116 @@ pub struct ClusterShape {
     pub ingress_gateways: Vec<String>,
     /// The region's mesh revision profile: revision → upgrades and compatible Kubernetes versions.
     pub mesh_revisions: Vec<MeshRevisionShape>,
+    /// Show `serviceMeshProfile.istio.certificateAuthority.plugin` (a Key Vault plug-in CA).
+    pub plugin_ca: bool,
+}
+
+/// ARM and Entra ID behaviour: durations and faults. Durations marked "simulated" are scaled
+/// by `time_scale`; `Retry-After` and token lifetimes are real seconds, because clients read
+/// them off the wire and wait that long themselves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArmFaults {
+    /// Simulated seconds an update of the cluster (a PUT) runs before it ends.
+    pub lro_seconds: f64,
+    /// Fraction of `lro_seconds` after which the add-on applies the new revisions.
+    pub apply_at: f64,
+    /// Lifetime of issued access tokens, in real seconds (`expires_in`).
+    pub token_lifetime_secs: u64,
+    /// Every Nth ARM request (1st, N+1th, …) answers 429; 0 = never.
+    pub throttle_every: u32,
+    /// `Retry-After` on a 429, in real seconds.
+    pub retry_after_secs: u64,
+    /// Every Nth PUT (1st, N+1th, …) answers 409 `OperationNotAllowed` although no
+    /// operation runs (a transient conflict, as from an agent-pool operation); 0 = never.
+    pub conflict_every: u32,
+    /// Operations that end Failed or Canceled instead of Succeeded.
+    pub lro_failures: Vec<LroFailure>,
+}
+
+impl Default for ArmFaults {
+    fn default() -> Self {
+        Self {
+            lro_seconds: 60.0,
+            apply_at: 0.3,
+            token_lifetime_secs: 3599,
+            throttle_every: 0,
+            retry_after_secs: 1,
+            conflict_every: 0,
+            lro_failures: Vec::new(),
+        }
+    }
+}
+
+impl ArmFaults {
+    /// The ARM side of a built-in scenario.
+    pub fn builtin(name: &str) -> Self {
+        match name {
+            "arm-throttling" => Self {
+                throttle_every: 3,
+                conflict_every: 2,
+                ..Self::default()
+            },
+            "lro-failure" => Self {
+                lro_failures: vec![LroFailure::default()],
+                ..Self::default()
+            },
+            _ => Self::default(),
+        }
+    }
+}
+
+/// Which update operations a failure applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationKind {
+    /// A PUT that adds a revision (the canary start).
+    Start,
+    /// A PUT that removes a revision (complete or rollback).
+    Remove,
+    /// Any update.
+    Any,
+}
+
+/// Terminal status of a failing operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailStatus {
+    Failed,
+    Canceled,
+}
+
+/// An operation that ends badly: the revisions it asked for are rolled back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LroFailure {
+    pub on: OperationKind,
+    /// How many matching operations fail before later ones succeed (0 = all of them).
+    pub times: u32,
+    pub status: FailStatus,
+    /// The inner error (`error.details[0]`) of the operation.
+    pub code: String,
+    pub message: String,
+}
+
+impl Default for LroFailure {
+    fn default() -> Self {
+        Self {
+            on: OperationKind::Start,
+            times: 1,
+            status: FailStatus::Failed,
+            code: "ServiceMeshRevisionInstallFailed".into(),
+            message: "The control plane of the new revision did not become ready in time; the service mesh add-on rolled the change back.".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct MeshRevisionShape {
     pub revision: String,
     pub upgrades: Vec<String>,
     pub kubernetes: Vec<String>,
-}
-
-impl Default for MeshRevisionShape {
-    fn default() -> Self {
-        Self {
-            revision: String::new(),
-            upgrades: Vec::new(),
-            kubernetes: Vec::new(),
-        }
-    }
 }
 
 impl Default for ClusterShape {
@@ -107,6 +198,7 @@ impl Default for ClusterShape {
                     kubernetes: k8s(&["1.33", "1.34", "1.35"]),
                 },
             ],
+            plugin_ca: true,
         }
     }
 }
@@ -197,10 +289,12 @@ impl Scenario {
                 message: first_line(&err.to_string()),
             }
         })?;
-        scenario.validate().map_err(|message| ScenarioError::Invalid {
-            path: origin.to_string(),
-            message,
-        })?;
+        scenario
+            .validate()
+            .map_err(|message| ScenarioError::Invalid {
+                path: origin.to_string(),
+                message,
+            })?;
         Ok(scenario)
     }
 
@@ -210,6 +304,22 @@ impl Scenario {
                 "time_scale must be a positive number, not {}",
                 self.time_scale
             ));
+        }
+        let arm = &self.arm;
+        if !(arm.lro_seconds.is_finite() && arm.lro_seconds >= 0.0) {
+            return Err(format!(
+                "arm.lro_seconds must be zero or more, not {}",
+                arm.lro_seconds
+            ));
+        }
+        if !(arm.apply_at.is_finite() && (0.0..=1.0).contains(&arm.apply_at)) {
+            return Err(format!(
+                "arm.apply_at must be between 0 and 1, not {}",
+                arm.apply_at
+            ));
+        }
+        if self.cluster.revisions.len() > 2 {
+            return Err("cluster.revisions may name at most two revisions".into());
         }
         if self.cluster.revisions.is_empty() {
             return Err("cluster.revisions must name at least one installed revision".into());
@@ -227,15 +337,71 @@ fn describe(name: &str) -> &'static str {
         "healthy" => "A healthy cluster on asm-1-27 with asm-1-28 and asm-1-29 offered.",
         "stale-proxies" => "Proxies on the new revision never acknowledge their configuration.",
         "crashloop-istiod" => "The new revision's istiod never becomes ready.",
-        "arm-throttling" => "ARM answers 429 with Retry-After and transient 409 OperationNotAllowed.",
+        "arm-throttling" => {
+            "ARM answers 429 with Retry-After and transient 409 OperationNotAllowed."
+        }
         "lro-failure" => "The start operation ends Failed with an error body.",
         "slow-rollout" => "Pods take a long time to become ready.",
-        "stuck-rollout" => "A Deployment never finishes rolling out and hits its progress deadline.",
+        "stuck-rollout" => {
+            "A Deployment never finishes rolling out and hits its progress deadline."
+        }
         "legacy-labels" => {
             "Namespaces labelled istio-injection=enabled and with a revision that is not installed."
         }
         "native-sidecars" => "Proxies are injected as native sidecars (init containers).",
         "large" => "200 namespaces, 2,000 Deployments, 10,000 pods.",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_set_their_arm_faults() {
+        assert_eq!(Scenario::builtin("healthy").unwrap().arm.throttle_every, 0);
+        let throttling = Scenario::builtin("arm-throttling").unwrap();
+        assert!(throttling.arm.throttle_every > 1 && throttling.arm.conflict_every > 1);
+        let failing = Scenario::builtin("lro-failure").unwrap();
+        assert_eq!(failing.arm.lro_failures.len(), 1);
+        assert_eq!(failing.arm.lro_failures[0].on, OperationKind::Start);
+        for name in BUILTIN {
+            assert_eq!(Scenario::builtin(name).unwrap().name, *name);
+        }
+        assert!(matches!(
+            Scenario::builtin("nope"),
+            Err(ScenarioError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn a_yaml_file_sets_every_arm_knob() {
+        let yaml = "name: custom\ntime_scale: 0.001\narm:\n  lro_seconds: 10\n  apply_at: 0.5\n  token_lifetime_secs: 2\n  throttle_every: 4\n  retry_after_secs: 3\n  conflict_every: 5\n  lro_failures:\n    - on: remove\n      times: 0\n      status: Canceled\n      code: X\n      message: y\ncluster:\n  revisions: [asm-1-28]\n  plugin_ca: false\n";
+        let s = Scenario::from_yaml("t.yaml", yaml).unwrap();
+        assert_eq!(s.arm.lro_seconds, 10.0);
+        assert_eq!(s.arm.token_lifetime_secs, 2);
+        assert_eq!(s.arm.throttle_every, 4);
+        assert_eq!(s.arm.conflict_every, 5);
+        assert_eq!(s.arm.lro_failures[0].on, OperationKind::Remove);
+        assert_eq!(s.arm.lro_failures[0].status, FailStatus::Canceled);
+        assert_eq!(s.cluster.revisions, vec!["asm-1-28".to_string()]);
+        assert!(!s.cluster.plugin_ca);
+        // unspecified fields keep their defaults
+        assert_eq!(s.cluster.name, "aks-sim");
+    }
+
+    #[test]
+    fn a_bad_yaml_file_names_line_and_column() {
+        let yaml = "name: x\narm:\n  throttle_evry: 3\n";
+        match Scenario::from_yaml("bad.yaml", yaml) {
+            Err(ScenarioError::Parse { line, column, .. }) => {
+                assert_eq!(line, 3);
+                assert!(column >= 1);
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+        let err = Scenario::from_yaml("bad.yaml", "arm:\n  apply_at: 2\n").unwrap_err();
+        assert!(err.to_string().contains("apply_at"), "{err}");
     }
 }

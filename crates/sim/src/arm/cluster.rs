@@ -1,0 +1,747 @@
+//! The managed cluster resource: its JSON document, GET, PUT (round-trip, eTag, validation,
+//! LRO start), PATCH of tags, and the kubeconfig from `listClusterUserCredential`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use super::errors::ArmError;
+use super::lro;
+use crate::scenario::{MeshRevisionShape, OperationKind};
+use crate::{MeshSpec, Scenario, Shared};
+
+/// The cluster as a fresh GET shows it: the fields a real AKS cluster carries.
+pub(crate) fn initial_document(scenario: &Scenario) -> Value {
+    let c = &scenario.cluster;
+    let id = format!(
+        "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
+        c.subscription, c.resource_group, c.name
+    );
+    let dns_prefix = format!("{}-dns", c.name);
+    let fqdn = format!("{dns_prefix}-a1b2c3d4.hcp.{}.azmk8s.io", c.location);
+    let portal_fqdn = format!("{dns_prefix}-a1b2c3d4.portal.hcp.{}.azmk8s.io", c.location);
+    let node_rg = format!("MC_{}_{}_{}", c.resource_group, c.name, c.location);
+    let ingress: Vec<Value> = ["External", "Internal"]
+        .iter()
+        .map(|mode| {
+            json!({"mode": mode, "enabled": c.ingress_gateways.iter().any(|g| g.eq_ignore_ascii_case(mode))})
+        })
+        .collect();
+    let mut istio = json!({
+        "components": {"ingressGateways": ingress},
+        "revisions": c.revisions,
+    });
+    if c.plugin_ca {
+        istio["certificateAuthority"] = json!({
+            "plugin": {
+                "keyVaultId": format!(
+                    "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/kv-{}",
+                    c.subscription, c.resource_group, c.name
+                ),
+                "certObjectName": "ca-cert",
+                "keyObjectName": "ca-key",
+                "rootCertObjectName": "root-cert",
+                "certChainObjectName": "cert-chain"
+            }
+        });
+    }
+    json!({
+        "id": id,
+        "location": c.location,
+        "name": c.name,
+        "tags": {"environment": "sim"},
+        "type": "Microsoft.ContainerService/ManagedClusters",
+        "eTag": new_etag(),
+        "sku": {"name": "Base", "tier": "Standard"},
+        "kind": "Base",
+        "identity": {
+            "type": "SystemAssigned",
+            "principalId": "33333333-3333-3333-3333-333333333333",
+            "tenantId": c.tenant_id,
+        },
+        "properties": {
+            "provisioningState": "Succeeded",
+            "powerState": {"code": "Running"},
+            "kubernetesVersion": c.kubernetes_version,
+            "currentKubernetesVersion": c.current_kubernetes_version,
+            "dnsPrefix": dns_prefix,
+            "fqdn": fqdn,
+            "azurePortalFQDN": portal_fqdn,
+            "agentPoolProfiles": [{
+                "name": "system",
+                "count": 3,
+                "vmSize": "Standard_D4ds_v5",
+                "osDiskSizeGB": 128,
+                "osDiskType": "Ephemeral",
+                "kubeletDiskType": "OS",
+                "maxPods": 110,
+                "type": "VirtualMachineScaleSets",
+                "enableAutoScaling": false,
+                "scaleDownMode": "Delete",
+                "provisioningState": "Succeeded",
+                "powerState": {"code": "Running"},
+                "orchestratorVersion": c.kubernetes_version,
+                "currentOrchestratorVersion": c.current_kubernetes_version,
+                "mode": "System",
+                "osType": "Linux",
+                "osSKU": "AzureLinux",
+                "nodeImageVersion": "AKSAzureLinux-V3gen2-202611.10.0",
+                "upgradeSettings": {"maxSurge": "10%"},
+                "enableFIPS": false,
+                "eTag": new_etag(),
+            }],
+            "nodeResourceGroup": node_rg,
+            "enableRBAC": true,
+            "supportPlan": "KubernetesOfficial",
+            "networkProfile": {
+                "networkPlugin": "azure",
+                "networkPluginMode": "overlay",
+                "networkPolicy": "none",
+                "networkDataplane": "azure",
+                "loadBalancerSku": "standard",
+                "podCidr": "10.244.0.0/16",
+                "serviceCidr": "10.0.0.0/16",
+                "dnsServiceIP": "10.0.0.10",
+                "outboundType": "loadBalancer",
+                "podCidrs": ["10.244.0.0/16"],
+                "serviceCidrs": ["10.0.0.0/16"],
+                "ipFamilies": ["IPv4"],
+            },
+            "maxAgentPools": 100,
+            "autoUpgradeProfile": {"upgradeChannel": "none", "nodeOSUpgradeChannel": "NodeImage"},
+            "disableLocalAccounts": false,
+            "securityProfile": {},
+            "storageProfile": {
+                "diskCSIDriver": {"enabled": true},
+                "fileCSIDriver": {"enabled": true},
+                "snapshotController": {"enabled": true},
+            },
+            "oidcIssuerProfile": {"enabled": true, "issuerURL": format!("https://{}.oic.prod-aks.azure.com/{}/", c.location, c.tenant_id)},
+            "workloadAutoScalerProfile": {},
+            "serviceMeshProfile": {"mode": "Istio", "istio": istio},
+            "resourceUID": "6745a3d2c1b0a9f8e7d6c5b4",
+        }
+    })
+}
+
+/// Top-level fields the service owns: a PUT cannot change them.
+const READ_ONLY_TOP: &[&str] = &["id", "name", "type", "eTag", "systemData"];
+/// Fields under `properties` the service owns.
+const READ_ONLY_PROPERTIES: &[&str] = &[
+    "provisioningState",
+    "powerState",
+    "currentKubernetesVersion",
+    "fqdn",
+    "privateFQDN",
+    "azurePortalFQDN",
+    "maxAgentPools",
+    "resourceUID",
+    "status",
+];
+
+pub(crate) fn new_etag() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) fn revisions_of(doc: &Value) -> Vec<String> {
+    doc.pointer("/properties/serviceMeshProfile/istio/revisions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn provisioning_state(doc: &Value) -> String {
+    doc.pointer("/properties/provisioningState")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub(crate) fn set_provisioning_state(doc: &mut Value, state: &str) {
+    if let Some(props) = doc.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("provisioningState".into(), json!(state));
+    }
+}
+
+pub(crate) fn etag(doc: &Value) -> String {
+    doc.get("eTag")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The mesh the add-on must run for this document.
+pub(crate) fn mesh_spec(doc: &Value) -> MeshSpec {
+    let enabled = doc
+        .pointer("/properties/serviceMeshProfile/mode")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.eq_ignore_ascii_case("Istio"));
+    if !enabled {
+        return MeshSpec::default();
+    }
+    let ingress_gateways = doc
+        .pointer("/properties/serviceMeshProfile/istio/components/ingressGateways")
+        .and_then(Value::as_array)
+        .map(|gws| {
+            gws.iter()
+                .filter(|g| g.get("enabled").and_then(Value::as_bool).unwrap_or(false))
+                .filter_map(|g| g.get("mode").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    MeshSpec {
+        revisions: revisions_of(doc),
+        ingress_gateways,
+    }
+}
+
+pub(crate) fn get(shared: &Shared) -> Response {
+    let doc = shared.arm.lock().cluster.clone();
+    (StatusCode::OK, axum::Json(doc)).into_response()
+}
+
+/// `If-Match` / `If-None-Match` as AKS applies them (reference §1.5).
+fn check_preconditions(headers: &HeaderMap, current: &str) -> Result<(), ArmError> {
+    let get = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_string())
+    };
+    let if_match = get(header::IF_MATCH).filter(|v| !v.is_empty());
+    let if_none_match = get(header::IF_NONE_MATCH).filter(|v| !v.is_empty());
+    if if_match.is_some() && if_none_match.is_some() {
+        return Err(ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "The If-Match and If-None-Match headers cannot be used together; send If-Match with the eTag you read.",
+        ));
+    }
+    if let Some(inm) = if_none_match {
+        if inm != "*" {
+            return Err(ArmError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                format!("If-None-Match must be empty or '*', not '{inm}'."),
+            ));
+        }
+        return Err(ArmError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "The managed cluster already exists and If-None-Match is '*'.",
+        ));
+    }
+    if let Some(im) = if_match {
+        let given = im.trim_start_matches("W/").trim_matches('"').to_string();
+        if given != "*" && given != current {
+            return Err(ArmError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                format!(
+                    "Operation failed: the eTag '{given}' in the If-Match header does not match the current eTag '{current}' of the managed cluster; get the cluster again and retry."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, ArmError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ArmError::invalid_request_content(&format!(
+            "{e}. Path '', line {}, position {}.",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(ArmError::invalid_request_content(&format!(
+            "Error converting value {other} to type 'ManagedCluster'. Path '', line 1, position 1."
+        ))),
+    }
+}
+
+pub(crate) fn put(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ArmError> {
+    let faults = &shared.scenario.arm;
+    let mut inner = shared.arm.lock();
+    if inner.running.is_some() {
+        return Err(ArmError::operation_not_allowed());
+    }
+    let seen = inner.puts_seen;
+    inner.puts_seen += 1;
+    if faults.conflict_every > 0 && seen.is_multiple_of(u64::from(faults.conflict_every)) {
+        return Err(ArmError::operation_not_allowed());
+    }
+    check_preconditions(headers, &etag(&inner.cluster))?;
+    let mut body = parse_body(body)?;
+
+    let old = inner.cluster.clone();
+    if body.get("location").and_then(Value::as_str).is_none() {
+        return Err(ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "LocationRequired",
+            "The location property is required for this definition.",
+        ));
+    }
+    let props = body
+        .entry("properties")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| {
+            ArmError::invalid_request_content(
+                "Error converting value to type 'ManagedClusterProperties'. Path 'properties'.",
+            )
+        })?;
+    if let Some(kv) = props.get("kubernetesVersion").and_then(Value::as_str) {
+        let cur = old
+            .pointer("/properties/kubernetesVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let running = old
+            .pointer("/properties/currentKubernetesVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if kv != cur && kv != running {
+            return Err(ArmError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "Changing kubernetesVersion from {cur} to {kv} is not modelled by the simulator; send the version the cluster reports."
+                ),
+            ));
+        }
+    }
+
+    // The mesh: omitted profile or revisions keep what is installed (reference §1.5).
+    let old_revisions = revisions_of(&old);
+    let old_profile = old
+        .pointer("/properties/serviceMeshProfile")
+        .cloned()
+        .unwrap_or(json!({"mode": "Disabled"}));
+    let profile = props
+        .entry("serviceMeshProfile")
+        .or_insert_with(|| old_profile.clone());
+    let Some(profile_obj) = profile.as_object_mut() else {
+        return Err(ArmError::invalid_request_content(
+            "Error converting value to type 'ServiceMeshProfile'. Path 'properties.serviceMeshProfile'.",
+        ));
+    };
+    let mode = match profile_obj.get("mode").and_then(Value::as_str) {
+        Some(m) if m.eq_ignore_ascii_case("Istio") => "Istio",
+        Some(m) if m.eq_ignore_ascii_case("Disabled") => "Disabled",
+        Some(m) => {
+            return Err(ArmError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                format!(
+                    "The value '{m}' of serviceMeshProfile.mode is invalid; use Istio or Disabled."
+                ),
+            ));
+        }
+        None => {
+            return Err(ArmError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameter",
+                "serviceMeshProfile.mode is required: use Istio or Disabled.",
+            ));
+        }
+    };
+    let new_revisions: Vec<String> = if mode == "Disabled" {
+        profile_obj.remove("istio");
+        Vec::new()
+    } else {
+        let istio = profile_obj
+            .entry("istio")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .ok_or_else(|| {
+                ArmError::invalid_request_content(
+                    "Error converting value to type 'IstioServiceMesh'. Path 'properties.serviceMeshProfile.istio'.",
+                )
+            })?;
+        let revisions = match istio.get("revisions") {
+            None | Some(Value::Null) => old_revisions.clone(),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let Some(s) = item.as_str() else {
+                        return Err(ArmError::invalid_request_content(&format!(
+                            "Error converting value {item} to type 'System.String'. Path 'properties.serviceMeshProfile.istio.revisions'."
+                        )));
+                    };
+                    out.push(s.to_string());
+                }
+                out
+            }
+            Some(other) => {
+                return Err(ArmError::invalid_request_content(&format!(
+                    "Error converting value {other} to type 'System.String[]'. Path 'properties.serviceMeshProfile.istio.revisions'."
+                )));
+            }
+        };
+        istio.insert("revisions".into(), json!(revisions));
+        let k8s = old
+            .pointer("/properties/currentKubernetesVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        validate_revisions(
+            &old_revisions,
+            &revisions,
+            &shared.scenario.cluster.mesh_revisions,
+            k8s,
+        )
+        .map_err(ArmError::revisions_not_allowed)?;
+        revisions
+    };
+
+    // The new document: what the client sent, with the service's own fields restored.
+    let mut doc = Value::Object(body);
+    for key in READ_ONLY_TOP {
+        match old.get(*key) {
+            Some(v) => doc[*key] = v.clone(),
+            None => {
+                if let Some(o) = doc.as_object_mut() {
+                    o.remove(*key);
+                }
+            }
+        }
+    }
+    for key in READ_ONLY_PROPERTIES {
+        let old_v = old.pointer(&format!("/properties/{key}")).cloned();
+        if let Some(props) = doc.get_mut("properties").and_then(Value::as_object_mut) {
+            match old_v {
+                Some(v) if *key != "status" => {
+                    props.insert((*key).to_string(), v);
+                }
+                _ => {
+                    props.remove(*key);
+                }
+            }
+        }
+    }
+    doc["eTag"] = json!(new_etag());
+    set_provisioning_state(&mut doc, "Updating");
+
+    let kind = if new_revisions.iter().any(|r| !old_revisions.contains(r)) {
+        OperationKind::Start
+    } else if new_revisions.len() < old_revisions.len() {
+        OperationKind::Remove
+    } else {
+        OperationKind::Any
+    };
+    let failure = lro::planned_failure(&mut inner, &shared.scenario.arm.lro_failures, kind);
+    let op = lro::Operation::new(kind, old.clone(), new_revisions, failure);
+    let op_id = op.id.clone();
+    inner.operations.push(op);
+    inner.running = Some(op_id.clone());
+    inner.counters.operations_started += 1;
+    inner.cluster = doc.clone();
+    drop(inner);
+
+    lro::spawn(shared.clone(), op_id.clone());
+    let mut response = (StatusCode::OK, axum::Json(doc)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&lro::operation_url(shared, &op_id)) {
+        response.headers_mut().insert("azure-asyncoperation", v);
+    }
+    Ok(response)
+}
+
+/// The add-on's rules for a change of revisions (reference §2.4).
+pub(crate) fn validate_revisions(
+    old: &[String],
+    new: &[String],
+    profile: &[MeshRevisionShape],
+    kubernetes_version: &str,
+) -> Result<(), String> {
+    if new.is_empty() {
+        return Err(
+            "at least one revision is required while the mesh mode is Istio; set the mode to Disabled to remove the mesh."
+                .into(),
+        );
+    }
+    if new.len() > 2 {
+        return Err(format!(
+            "at most two revisions can be installed at a time (one during normal operation, two during a canary upgrade); got {}: {}.",
+            new.len(),
+            new.join(", ")
+        ));
+    }
+    for r in new {
+        if parse_revision(r).is_none() {
+            return Err(format!(
+                "'{r}' is not a valid revision; revisions have the form asm-X-Y, e.g. asm-1-27."
+            ));
+        }
+    }
+    if new.len() == 2 && new[0] == new[1] {
+        return Err(format!("revision {} is listed more than once.", new[0]));
+    }
+    let minor = kubernetes_minor(kubernetes_version);
+    for r in new.iter().filter(|r| !old.contains(r)) {
+        let Some(entry) = profile.iter().find(|p| &p.revision == r) else {
+            return Err(format!(
+                "Revision {r} is not supported by the service mesh add-on."
+            ));
+        };
+        if old.len() >= 2 {
+            return Err(format!(
+                "a canary upgrade is already in progress with revisions {}; complete or roll it back before adding {r}.",
+                old.join(" and ")
+            ));
+        }
+        if !old.is_empty() {
+            let offered = old.iter().any(|o| {
+                profile
+                    .iter()
+                    .any(|p| &p.revision == o && p.upgrades.contains(r))
+            });
+            if !offered {
+                let targets: Vec<&str> = old
+                    .iter()
+                    .flat_map(|o| {
+                        profile
+                            .iter()
+                            .filter(move |p| &p.revision == o)
+                            .flat_map(|p| p.upgrades.iter().map(String::as_str))
+                    })
+                    .collect();
+                return Err(format!(
+                    "Revision {r} is not an available upgrade from {}; available upgrades: {}. Use 'az aks mesh get-upgrades' to list them.",
+                    old.join(", "),
+                    if targets.is_empty() {
+                        "none".to_string()
+                    } else {
+                        targets.join(", ")
+                    }
+                ));
+            }
+        }
+        if !minor.is_empty() && !entry.kubernetes.iter().any(|k| k == &minor) {
+            return Err(format!(
+                "Service mesh revision {r} is not compatible with cluster version {kubernetes_version}. To find information about mesh-cluster compatibility, use 'az aks mesh get-upgrades'."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `asm-X-Y` → (X, Y).
+pub(crate) fn parse_revision(r: &str) -> Option<(u32, u32)> {
+    let rest = r.strip_prefix("asm-")?;
+    let (major, minor) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(major) || !digits(minor) {
+        return None;
+    }
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// `1.33.5` → `1.33`.
+pub(crate) fn kubernetes_minor(version: &str) -> String {
+    let mut parts = version.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => format!("{a}.{b}"),
+        _ => version.to_string(),
+    }
+}
+
+/// `PATCH` of the cluster: tags only (`ManagedClusters_UpdateTags`).
+pub(crate) fn patch_tags(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ArmError> {
+    let mut inner = shared.arm.lock();
+    if inner.running.is_some() {
+        return Err(ArmError::operation_not_allowed());
+    }
+    check_preconditions(headers, &etag(&inner.cluster))?;
+    let body = parse_body(body)?;
+    if let Some(other) = body.keys().find(|k| k.as_str() != "tags") {
+        return Err(ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!(
+                "PATCH of a managed cluster updates tags only; '{other}' cannot be patched. Use PUT with the whole cluster."
+            ),
+        ));
+    }
+    let tags = body.get("tags").cloned().unwrap_or(json!({}));
+    if !tags.is_object() {
+        return Err(ArmError::invalid_request_content(
+            "Error converting value to type 'TagsObject'. Path 'tags'.",
+        ));
+    }
+    inner.cluster["tags"] = tags;
+    inner.cluster["eTag"] = json!(new_etag());
+    let doc = inner.cluster.clone();
+    Ok((StatusCode::OK, axum::Json(doc)).into_response())
+}
+
+/// `listClusterUserCredential` / `listClusterAdminCredential`: a kubeconfig for the
+/// simulated Kubernetes API server.
+pub(crate) fn credentials(shared: &Shared, admin: bool) -> Response {
+    let info = &shared.info;
+    let (name, user) = if admin {
+        (
+            "clusterAdmin",
+            format!("clusterAdmin_{}_{}", info.resource_group, info.cluster),
+        )
+    } else {
+        (
+            "clusterUser",
+            format!("clusterUser_{}_{}", info.resource_group, info.cluster),
+        )
+    };
+    let kubeconfig = kubeconfig_yaml(
+        &info.cluster,
+        &info.kube_server,
+        &STANDARD.encode(info.ca_pem.as_bytes()),
+        &user,
+        &info.sim_token,
+    );
+    let body = json!({
+        "kubeconfigs": [{"name": name, "value": STANDARD.encode(kubeconfig.as_bytes())}]
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn kubeconfig_yaml(cluster: &str, server: &str, ca_b64: &str, user: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca_b64}\n    server: {server}\n  name: {cluster}\ncontexts:\n- context:\n    cluster: {cluster}\n    user: {user}\n  name: {cluster}\ncurrent-context: {cluster}\nkind: Config\npreferences: {{}}\nusers:\n- name: {user}\n  user:\n    token: {token}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> Vec<MeshRevisionShape> {
+        crate::scenario::ClusterShape::default().mesh_revisions
+    }
+
+    fn revs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn start_to_an_offered_revision_is_allowed() {
+        let p = profile();
+        assert!(
+            validate_revisions(
+                &revs(&["asm-1-27"]),
+                &revs(&["asm-1-27", "asm-1-28"]),
+                &p,
+                "1.33.5"
+            )
+            .is_ok()
+        );
+        // a skip of one minor, as the profile offers it
+        assert!(
+            validate_revisions(
+                &revs(&["asm-1-27"]),
+                &revs(&["asm-1-27", "asm-1-29"]),
+                &p,
+                "1.33.5"
+            )
+            .is_ok()
+        );
+        // complete and rollback
+        assert!(
+            validate_revisions(
+                &revs(&["asm-1-27", "asm-1-28"]),
+                &revs(&["asm-1-28"]),
+                &p,
+                "1.33.5"
+            )
+            .is_ok()
+        );
+        assert!(
+            validate_revisions(
+                &revs(&["asm-1-27", "asm-1-28"]),
+                &revs(&["asm-1-27"]),
+                &p,
+                "1.33.5"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_add_on_rejects() {
+        let p = profile();
+        let one = revs(&["asm-1-27"]);
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "at least one revision"),
+            (
+                &["asm-1-27", "asm-1-28", "asm-1-29"],
+                "at most two revisions",
+            ),
+            (&["asm-1-27", "asm-1.28"], "not a valid revision"),
+            (&["asm-1-27", "asm-1-27"], "listed more than once"),
+            (
+                &["asm-1-27", "asm-1-99"],
+                "Revision asm-1-99 is not supported",
+            ),
+            (&["asm-1-27", "asm-1-26"], "not supported"),
+        ];
+        for (new, want) in cases {
+            let err = validate_revisions(&one, &revs(new), &p, "1.33.5").unwrap_err();
+            assert!(err.contains(want), "{new:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_a_revision_not_offered_or_incompatible() {
+        let mut p = profile();
+        p.push(MeshRevisionShape {
+            revision: "asm-1-26".into(),
+            upgrades: vec!["asm-1-27".into()],
+            kubernetes: vec!["1.30".into()],
+        });
+        let err = validate_revisions(
+            &revs(&["asm-1-28"]),
+            &revs(&["asm-1-28", "asm-1-26"]),
+            &p,
+            "1.33.5",
+        )
+        .unwrap_err();
+        assert!(err.contains("not an available upgrade"), "{err}");
+        let err = validate_revisions(
+            &revs(&["asm-1-27", "asm-1-28"]),
+            &revs(&["asm-1-28", "asm-1-29"]),
+            &p,
+            "1.33.5",
+        )
+        .unwrap_err();
+        assert!(err.contains("already in progress"), "{err}");
+        // enabling a revision the cluster's Kubernetes cannot run
+        let err = validate_revisions(&[], &revs(&["asm-1-26"]), &p, "1.33.5").unwrap_err();
+        assert!(
+            err.contains("not compatible with cluster version 1.33.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parses_revisions_numerically() {
+        assert_eq!(parse_revision("asm-1-9"), Some((1, 9)));
+        assert_eq!(parse_revision("asm-1-28"), Some((1, 28)));
+        assert_eq!(parse_revision("asm-1-"), None);
+        assert_eq!(parse_revision("istio-1-28"), None);
+        assert_eq!(kubernetes_minor("1.33.5"), "1.33");
+    }
+}

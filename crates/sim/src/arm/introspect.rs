@@ -1,0 +1,81 @@
+//! `/_sim/state` and `/_sim/requests`: what tests read to check the simulator's side of a run.
+//! Bearer-authenticated with the simulator's token (`ASM_CANARY_SIM_TOKEN`) or a valid ARM token.
+
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::cluster::{etag, provisioning_state, revisions_of};
+use super::errors::ArmError;
+use super::token::TokenCheck;
+use crate::Shared;
+
+pub(crate) fn handle(
+    shared: &Shared,
+    method: &Method,
+    segs: &[&str],
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    if let Err(err) = authorize(shared, headers) {
+        return err.into_response();
+    }
+    if method != Method::GET {
+        return ArmError::method_not_allowed(method.as_str(), uri.path()).into_response();
+    }
+    match segs {
+        [_, "state"] => (StatusCode::OK, axum::Json(state(shared))).into_response(),
+        [_, "requests"] => {
+            let since: u64 = uri
+                .query()
+                .and_then(|q| {
+                    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                        .ok()?
+                        .into_iter()
+                        .find(|(k, _)| k == "since")
+                        .and_then(|(_, v)| v.parse().ok())
+                })
+                .unwrap_or(0);
+            let requests: Vec<_> = shared
+                .requests
+                .snapshot()
+                .into_iter()
+                .filter(|r| r.seq > since)
+                .collect();
+            (StatusCode::OK, axum::Json(json!({ "requests": requests }))).into_response()
+        }
+        _ => ArmError::no_route(method.as_str(), uri.path()).into_response(),
+    }
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ArmError> {
+    match super::bearer(headers) {
+        None => Err(ArmError::missing_token()),
+        Some(Err(())) => Err(ArmError::invalid_token()),
+        Some(Ok(token)) if token == shared.info.sim_token => Ok(()),
+        Some(Ok(token)) => match shared.arm.check_token(token) {
+            TokenCheck::Valid => Ok(()),
+            TokenCheck::Expired(at) => Err(ArmError::expired_token(at)),
+            TokenCheck::Unknown => Err(ArmError::invalid_token()),
+        },
+    }
+}
+
+/// `{"arm": {...}, "kube": {...}}`.
+pub fn state(shared: &Shared) -> serde_json::Value {
+    let arm = {
+        let inner = shared.arm.lock();
+        json!({
+            "cluster": shared.info.cluster,
+            "revisions": revisions_of(&inner.cluster),
+            "provisioningState": provisioning_state(&inner.cluster),
+            "eTag": etag(&inner.cluster),
+            "mesh": *shared.mesh.borrow(),
+            "runningOperation": inner.running,
+            "operations": inner.operations,
+            "counters": inner.counters,
+            "scenario": shared.scenario.name,
+        })
+    };
+    json!({ "arm": arm, "kube": crate::kube::state_summary(shared) })
+}

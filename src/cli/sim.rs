@@ -1,0 +1,197 @@
+//! `asm-canary sim serve`: the simulated AKS cluster on its own, until Ctrl-C or SIGTERM.
+//!
+//! stdout gets only the `KEY=value` connection lines (so `eval`/`source` and scripts can use
+//! them); everything a person reads goes to stderr.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use asm_canary_sim::{Scenario, ScenarioError, SimError, SimOptions};
+use clap::Args;
+
+use crate::exit;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A built-in scenario (healthy, arm-throttling, lro-failure, …) or the path of a scenario YAML file.
+    #[arg(long, value_name = "NAME|FILE", default_value = "healthy")]
+    pub scenario: String,
+    /// Address of the ARM, token-endpoint and `/_sim` listener (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Address of the Kubernetes API listener (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub kube_listen: SocketAddr,
+    /// Also write the connection settings to FILE as `KEY=value` lines (mode 0600); the CA
+    /// certificate goes next to it as `<stem>-ca.pem`.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("bad scenario: {0}")]
+    Scenario(#[from] ScenarioError),
+    #[error("cannot start the simulator: {0}")]
+    Start(#[from] SimError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ServeError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Scenario(_) => exit::BAD_INPUT,
+            ServeError::Start(SimError::Bind { .. }) => exit::BAD_INPUT,
+            _ => exit::INTERNAL,
+        }
+    }
+}
+
+pub fn serve(args: ServeArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    match run(args) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => {
+            eprintln!("asm-canary sim serve: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let ServeArgs {
+        scenario,
+        listen,
+        kube_listen,
+        env_file,
+    } = args;
+    let scenario = Scenario::load(&scenario)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(serve_async(scenario, listen, kube_listen, env_file))
+}
+
+/// Where the CA goes: next to the env file, else in a directory of our own under the temp dir.
+fn ca_path(env_file: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), ServeError> {
+    if let Some(env) = env_file {
+        // Absolute, so the env file works from any directory.
+        let env = std::path::absolute(env).map_err(|source| ServeError::Write {
+            path: env.to_path_buf(),
+            source,
+        })?;
+        let stem = env
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "asm-canary-sim".into());
+        let dir = env.parent().unwrap_or(Path::new(".")).to_path_buf();
+        return Ok((dir.join(format!("{stem}-ca.pem")), None));
+    }
+    let dir = std::env::temp_dir().join(format!("asm-canary-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| ServeError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok((dir.join("ca.pem"), Some(dir)))
+}
+
+async fn serve_async(
+    scenario: Scenario,
+    listen: SocketAddr,
+    kube_listen: SocketAddr,
+    env_file: Option<PathBuf>,
+) -> Result<(), ServeError> {
+    let (ca_file, temp_dir) = ca_path(env_file.as_deref())?;
+    let name = scenario.name.clone();
+    let mut opts = SimOptions::new(scenario);
+    opts.arm_listen = listen;
+    opts.kube_listen = kube_listen;
+    opts.ca_file = Some(ca_file);
+    let result = serve_until_stopped(opts, &name, env_file.as_deref()).await;
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+async fn serve_until_stopped(
+    opts: SimOptions,
+    scenario: &str,
+    env_file: Option<&Path>,
+) -> Result<(), ServeError> {
+    let handle = asm_canary_sim::start(opts).await?;
+    let info = handle.info.clone();
+    let text: String = info
+        .env_lines()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    if let Some(path) = env_file {
+        asm_canary_sim::write_private(path, text.as_bytes()).map_err(|source| {
+            ServeError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+    eprintln!(
+        "asm-canary sim: scenario {scenario}; ARM and token endpoint {}, Kubernetes API {}, CA {}{}",
+        info.arm_endpoint,
+        info.kube_server,
+        info.ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        env_file
+            .map(|p| format!(", settings in {}", p.display()))
+            .unwrap_or_default()
+    );
+    eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
+    wait_for_stop().await;
+    eprintln!("asm-canary sim: stopping");
+    handle.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
