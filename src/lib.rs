@@ -13,3 +13,5 @@ pub mod cli;
 pub mod exit;
 pub mod istio;
 pub mod k8s;
+pub mod steps;
+pub mod ui;

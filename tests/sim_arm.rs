@@ -452,9 +452,9 @@ async fn put_with_a_stale_etag_is_412_and_the_body_round_trips() {
 #[tokio::test]
 async fn the_start_operation_runs_to_succeeded_and_publishes_the_mesh() {
     let mut scenario = fast("healthy");
-    // 1 s real, applied at 0.5 s: the checks right after the PUT land well before that,
+    // 0.6 s real, applied at 0.3 s: the checks right after the PUT land well before that,
     // even on a loaded machine.
-    scenario.arm.lro_seconds = 500.0;
+    scenario.arm.lro_seconds = 300.0;
     scenario.arm.apply_at = 0.5;
     let sim = Sim::start(scenario).await;
     let mut mesh = sim.handle.shared.mesh.subscribe();
@@ -895,4 +895,281 @@ async fn list_cluster_user_credential_gives_a_kubeconfig_for_the_sim() {
         .get(&sim.cluster_url("/listClusterUserCredential"))
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+// ---------------------------------------------------------------------------------------
+// `asm-canary sim serve` as a child process
+
+fn serve_command() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
+    cmd.args(["sim", "serve"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn sim_serve_prints_and_writes_the_settings_and_stops_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("sim.env");
+    let mut child = serve_command()
+        .args(["--scenario", "healthy", "--env-file"])
+        .arg(&env_file)
+        .spawn()
+        .expect("spawn asm-canary sim serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let last = line.starts_with("ASM_CANARY_SIM_TOKEN=");
+            printed.push(line);
+            if last {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("sim serve prints its settings");
+
+    let written = std::fs::read_to_string(&env_file).expect("env file written");
+    assert_eq!(written.lines().collect::<Vec<_>>(), printed);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&env_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let vars: std::collections::HashMap<&str, &str> =
+        printed.iter().filter_map(|l| l.split_once('=')).collect();
+    for key in [
+        "ASM_CANARY_SUBSCRIPTION",
+        "ASM_CANARY_RESOURCE_GROUP",
+        "ASM_CANARY_CLUSTER",
+        "ASM_CANARY_ARM_ENDPOINT",
+        "AZURE_AUTHORITY_HOST",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "ASM_CANARY_CA_FILE",
+    ] {
+        assert!(vars.contains_key(key), "{key} missing from {printed:?}");
+    }
+    let ca_file = std::path::Path::new(vars["ASM_CANARY_CA_FILE"]);
+    assert!(
+        ca_file.is_absolute() && ca_file.starts_with(dir.path()),
+        "{ca_file:?}"
+    );
+    let ca = std::fs::read_to_string(ca_file).expect("CA file");
+
+    // A client that trusts only that CA file gets a token and reaches ARM.
+    let http = http_client(&ca);
+    let token: Value = http
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            vars["AZURE_AUTHORITY_HOST"], vars["AZURE_TENANT_ID"]
+        ))
+        .form(&[
+            ("client_id", vars["AZURE_CLIENT_ID"]),
+            ("client_secret", vars["AZURE_CLIENT_SECRET"]),
+            ("grant_type", "client_credentials"),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token over HTTPS")
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}?api-version={API}",
+        vars["ASM_CANARY_ARM_ENDPOINT"],
+        vars["ASM_CANARY_SUBSCRIPTION"],
+        vars["ASM_CANARY_RESOURCE_GROUP"],
+        vars["ASM_CANARY_CLUSTER"]
+    );
+    let r = http
+        .get(url)
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let pid = child.id().expect("child pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("sim serve stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "clean stop");
+}
+
+#[tokio::test]
+async fn sim_serve_exits_2_on_a_bad_scenario_file_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "name: bad\narm:\n  throttle_evry: 3\n").unwrap();
+    let out = serve_command()
+        .arg("--scenario")
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:", path.display())),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = serve_command()
+        .args(["--scenario", "no-such-scenario"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
+}
+
+#[tokio::test]
+async fn sim_serve_exits_2_when_the_port_is_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = serve_command()
+        .args(["--listen", &addr])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_rejects_unknown_tenant_client_grant_and_scope() {
+    let sim = Sim::start(fast("healthy")).await;
+    let info = &sim.handle.info;
+    let post = |tenant: &str, fields: Vec<(&'static str, String)>| {
+        sim.http
+            .post(format!(
+                "{}/{tenant}/oauth2/v2.0/token",
+                info.authority_host
+            ))
+            .form(&fields)
+    };
+    let good = |k: &'static str, v: &str| {
+        let mut f = vec![
+            ("client_id", info.client_id.clone()),
+            ("client_secret", info.client_secret.clone()),
+            ("grant_type", "client_credentials".to_string()),
+            ("scope", "https://management.azure.com/.default".to_string()),
+        ];
+        for (key, value) in f.iter_mut() {
+            if *key == k {
+                *value = v.to_string();
+            }
+        }
+        f
+    };
+    let cases = [
+        (
+            post("not-our-tenant", good("", "")),
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            post(&info.tenant_id, good("client_id", "someone-else")),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            post(&info.tenant_id, good("grant_type", "password")),
+            400,
+            "unsupported_grant_type",
+            70003,
+        ),
+        (
+            post(
+                &info.tenant_id,
+                good("scope", "https://management.azure.com/user_impersonation"),
+            ),
+            400,
+            "invalid_scope",
+            70011,
+        ),
+    ];
+    for (req, status, error, code) in cases {
+        let r = sim.send(req).await;
+        assert_eq!(r.status.as_u16(), status, "{}", r.body);
+        assert_eq!(r.body["error"], error);
+        assert_eq!(r.body["error_codes"], json!([code]));
+        assert!(
+            r.body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("AADSTS{code}: "))
+        );
+    }
+    let state = sim.sim_get("/_sim/state").await;
+    assert_eq!(state.body["arm"]["counters"]["token_errors"], 4);
+}
+
+#[tokio::test]
+async fn patch_updates_tags_only_and_requests_can_be_read_since_a_seq() {
+    let mut scenario = fast("healthy");
+    scenario.arm.etag_mismatch_409 = true;
+    let sim = Sim::start(scenario).await;
+    let doc = sim.cluster().await;
+    let etag = doc["eTag"].as_str().unwrap();
+    let r = sim
+        .send(
+            sim.http
+                .patch(sim.cluster_url(""))
+                .bearer_auth(&sim.token)
+                .json(&json!({"tags": {"team": "mesh"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["tags"], json!({"team": "mesh"}));
+    assert_ne!(r.body["eTag"].as_str().unwrap(), etag);
+    let r = sim
+        .send(
+            sim.http
+                .patch(sim.cluster_url(""))
+                .bearer_auth(&sim.token)
+                .json(&json!({"properties": {}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // This scenario answers a stale eTag the way AKS has been seen to: 409 EtagMismatch.
+    let r = sim.put(&sim.cluster_url(""), &doc, Some(etag)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "EtagMismatch");
+
+    let all = sim.sim_get("/_sim/requests").await.body["requests"].clone();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 4, "token, 2 PATCH, PUT: {all:?}");
+    let statuses: Vec<u64> = all.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![200, 200, 400, 409]);
+    let since = all[1]["seq"].as_u64().unwrap();
+    let later = sim.sim_get(&format!("/_sim/requests?since={since}")).await;
+    assert_eq!(later.body["requests"].as_array().unwrap().len(), 2);
+    assert!(
+        all.iter()
+            .all(|r| r["time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
 }

@@ -3,9 +3,17 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+pub mod args;
+pub mod connect;
+pub mod demo;
+pub mod error;
+pub mod inspect;
+pub mod run;
 pub mod sim;
+
+use error::CliError;
 
 /// Canary upgrades of the AKS managed Istio add-on (Azure Service Mesh), with a gate after
 /// every step, a checkpoint after every change, and a rollback that can always be resumed.
@@ -18,9 +26,28 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the canary upgrade against a simulated AKS cluster started in-process.
+    Demo(demo::DemoArgs),
+    /// Preflight and the step plan; changes nothing.
+    Plan(inspect::PlanArgs),
+    /// Run the canary upgrade.
+    Upgrade(run::UpgradeArgs),
+    /// Continue a run from its checkpoint.
+    Resume(run::ResumeArgs),
+    /// Roll a run back from wherever it stands (itself resumable).
+    Rollback(run::ResumeArgs),
+    /// What the checkpoint says, what the cluster says now, and the next command to run.
+    Status(inspect::StatusArgs),
+    /// The proxy sync table, like `istioctl proxy-status`.
+    ProxyStatus(inspect::ProxyStatusArgs),
     /// Run the simulated AKS cluster.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,7 +58,58 @@ pub enum SimCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     match cli.command {
         Command::Sim(SimCommand::Serve(args)) => sim::serve(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "asm-canary",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        command => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("asm-canary: cannot start the async runtime: {e}");
+                    return ExitCode::from(crate::exit::INTERNAL);
+                }
+            };
+            match runtime.block_on(dispatch(command)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("asm-canary: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
     }
+}
+
+async fn dispatch(command: Command) -> Result<u8, CliError> {
+    crate::azure::ensure_ring_provider();
+    match command {
+        Command::Demo(a) => demo::demo(a).await,
+        Command::Plan(a) => inspect::plan(a).await,
+        Command::Upgrade(a) => run::upgrade(a).await,
+        Command::Resume(a) => run::resume(a, false).await,
+        Command::Rollback(a) => run::resume(a, true).await,
+        Command::Status(a) => inspect::status(a).await,
+        Command::ProxyStatus(a) => inspect::proxy_status(a).await,
+        Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("ASM_CANARY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

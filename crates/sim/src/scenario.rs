@@ -79,6 +79,9 @@ pub struct ArmFaults {
     pub conflict_every: u32,
     /// Operations that end Failed or Canceled instead of Succeeded.
     pub lro_failures: Vec<LroFailure>,
+    /// Answer an `If-Match` mismatch with 409 `EtagMismatch` (seen from AKS) instead of the
+    /// documented 412.
+    pub etag_mismatch_409: bool,
 }
 
 impl Default for ArmFaults {
@@ -91,6 +94,7 @@ impl Default for ArmFaults {
             retry_after_secs: 1,
             conflict_every: 0,
             lro_failures: Vec::new(),
+            etag_mismatch_409: false,
         }
     }
 }
@@ -157,9 +161,8 @@ impl Default for LroFailure {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[derive(Default)]
 pub struct MeshRevisionShape {
     pub revision: String,
     pub upgrades: Vec<String>,
@@ -328,8 +331,18 @@ impl Scenario {
     }
 }
 
+/// The parser's message without its own "error: line L column C: " prefix (the location is
+/// already in front of it).
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
+    let line = s.lines().next().unwrap_or(s);
+    let trimmed = line.strip_prefix("error: ").unwrap_or(line);
+    match trimmed
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((location, message)) if location.contains("column") => message.to_string(),
+        _ => trimmed.to_string(),
+    }
 }
 
 fn describe(name: &str) -> &'static str {
@@ -395,9 +408,17 @@ mod tests {
     fn a_bad_yaml_file_names_line_and_column() {
         let yaml = "name: x\narm:\n  throttle_evry: 3\n";
         match Scenario::from_yaml("bad.yaml", yaml) {
-            Err(ScenarioError::Parse { line, column, .. }) => {
-                assert_eq!(line, 3);
-                assert!(column >= 1);
+            Err(ScenarioError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (3, 3));
+                assert!(
+                    message.starts_with("unknown field `throttle_evry`"),
+                    "{message}"
+                );
             }
             other => panic!("expected a parse error, got {other:?}"),
         }

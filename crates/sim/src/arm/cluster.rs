@@ -210,7 +210,11 @@ pub(crate) fn get(shared: &Shared) -> Response {
 }
 
 /// `If-Match` / `If-None-Match` as AKS applies them (reference §1.5).
-fn check_preconditions(headers: &HeaderMap, current: &str) -> Result<(), ArmError> {
+fn check_preconditions(
+    headers: &HeaderMap,
+    current: &str,
+    mismatch_409: bool,
+) -> Result<(), ArmError> {
     let get = |name: header::HeaderName| {
         headers
             .get(name)
@@ -241,6 +245,19 @@ fn check_preconditions(headers: &HeaderMap, current: &str) -> Result<(), ArmErro
     }
     if let Some(im) = if_match {
         let given = im.trim_start_matches("W/").trim_matches('"').to_string();
+        if given != "*" && given != current && mismatch_409 {
+            // What AKS has been seen answering (reference §1.5).
+            let mut err = ArmError::new(
+                StatusCode::CONFLICT,
+                "EtagMismatch",
+                "Operation is not allowed: Another operation is in progress",
+            );
+            err.details.push(json!({
+                "code": "EtagMismatch",
+                "message": "rpc error: code = FailedPrecondition desc = Etag mismatched",
+            }));
+            return Err(err);
+        }
         if given != "*" && given != current {
             return Err(ArmError::new(
                 StatusCode::PRECONDITION_FAILED,
@@ -285,7 +302,7 @@ pub(crate) fn put(
     if faults.conflict_every > 0 && seen.is_multiple_of(u64::from(faults.conflict_every)) {
         return Err(ArmError::operation_not_allowed());
     }
-    check_preconditions(headers, &etag(&inner.cluster))?;
+    check_preconditions(headers, &etag(&inner.cluster), faults.etag_mismatch_409)?;
     let mut body = parse_body(body)?;
 
     let old = inner.cluster.clone();
@@ -564,11 +581,12 @@ pub(crate) fn patch_tags(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ArmError> {
+    let faults = &shared.scenario.arm;
     let mut inner = shared.arm.lock();
     if inner.running.is_some() {
         return Err(ArmError::operation_not_allowed());
     }
-    check_preconditions(headers, &etag(&inner.cluster))?;
+    check_preconditions(headers, &etag(&inner.cluster), faults.etag_mismatch_409)?;
     let body = parse_body(body)?;
     if let Some(other) = body.keys().find(|k| k.as_str() != "tags") {
         return Err(ArmError::new(

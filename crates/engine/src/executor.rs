@@ -1,0 +1,1318 @@
+//! The executor: runs a runbook's steps in order (approval → action → gate), checkpoints every
+//! transition, pauses, resumes, and runs the rollback sequence.
+//!
+//! ```text
+//!  for each forward step:  pending ─▶ [awaiting_approval] ─▶ acting ─▶ gating ─▶ succeeded
+//!                                │                              │         │
+//!                                └─ when: false / Skipped ─▶ skipped      └─▶ failed ─▶ halt: paused
+//!                                                                                   └─▶ rollback sequence
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::approval::{ApprovalDecision, ApprovalRecord, ApprovalRequest, Approver, PreApproved};
+use crate::checkpoint::{
+    Access, CHECKPOINT_KIND, Checkpoint, CheckpointError, CheckpointStore, RunState, RunbookRef,
+    SCHEMA_VERSION, StepRecord, StepStatus,
+};
+use crate::duration::format_duration;
+use crate::events::{Emitter, Event, EventSink, NullSink, Outcome, Phase, Progress};
+use crate::exit;
+use crate::journal::{
+    EntryId, Journal, JournalBackend, JournalEntry, mark_entry_done, push_intent,
+};
+use crate::runbook::{ApprovalMode, GateSpec, OnFailure, Runbook, RunbookError, StepSpec};
+use crate::step::{ActionCtx, ActionOutcome, GateCtx, GateStatus, Registry, StepError};
+use crate::template::{self, Scope};
+
+/// A fresh run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// The run's target identity (for asm-canary the cluster's ARM id).
+    pub target: String,
+    /// Param values; strings are converted to the declared types, defaults fill the rest.
+    pub params: Map<String, Value>,
+    /// A run id; a UUID v4 when `None`.
+    pub run_id: Option<String>,
+}
+
+/// How to pick up an existing checkpoint (`resume`, `rollback`).
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Refuse a checkpoint of another target (when the caller knows the target).
+    pub expect_target: Option<String>,
+    /// Continue even though the runbook changed since the checkpoint was written.
+    pub force: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    pub run_id: String,
+    pub outcome: Outcome,
+    /// The sentence that explains a pause, a rollback or a failure.
+    pub reason: Option<String>,
+    /// The runbook's summary values (e.g. `source`, `target`).
+    pub summary: Map<String, Value>,
+    pub state: RunState,
+    /// The forward step whose failure started the rollback (or paused the run).
+    pub failed_step: Option<String>,
+    /// True when the rollback was asked for (then `rolled_back` exits 0).
+    pub rollback_requested: bool,
+}
+
+impl RunReport {
+    /// The process exit code (design.md): completed 0, rolled back 3 (0 when the rollback was
+    /// what was asked), paused 4, failed (rollback failed) 6.
+    pub fn exit_code(&self) -> u8 {
+        outcome_exit_code(self.outcome, self.rollback_requested)
+    }
+}
+
+fn outcome_exit_code(outcome: Outcome, rollback_requested: bool) -> u8 {
+    match outcome {
+        Outcome::Completed => exit::OK,
+        Outcome::RolledBack if rollback_requested => exit::OK,
+        Outcome::RolledBack => exit::ROLLED_BACK,
+        Outcome::Paused => exit::PAUSED,
+        Outcome::Failed => exit::ROLLBACK_FAILED,
+    }
+}
+
+impl Outcome {
+    /// The exit code of a run that ended this way (a requested rollback exits 0: see
+    /// [`RunReport::exit_code`]).
+    pub fn exit_code(self) -> u8 {
+        outcome_exit_code(self, false)
+    }
+}
+
+/// Errors that stop the executor before or outside the normal outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Runbook(#[from] RunbookError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("bad params for runbook {runbook}: {detail}")]
+    Params { runbook: String, detail: String },
+    #[error(
+        "run {run_id} has completed; there is nothing to resume or roll back with this checkpoint ({path})"
+    )]
+    AlreadyCompleted { run_id: String, path: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// The process exit code: 2 bad input, 5 locked, 1 internal.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::Runbook(_) | EngineError::Params { .. } => exit::BAD_INPUT,
+            EngineError::AlreadyCompleted { .. } => exit::BAD_INPUT,
+            EngineError::Checkpoint(e) => e.exit_code(),
+            EngineError::Internal(_) => exit::INTERNAL,
+        }
+    }
+}
+
+type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Runs a runbook. Build it once per command; `run`, `resume` and `rollback` each take the
+/// store's lock for their whole duration.
+pub struct Executor {
+    runbook: Arc<Runbook>,
+    registry: Arc<Registry>,
+    store: Arc<dyn CheckpointStore>,
+    events: Arc<dyn EventSink>,
+    approver: Arc<dyn Approver>,
+    cancel: CancellationToken,
+    clock: Clock,
+}
+
+impl Executor {
+    /// An executor with no event sink, no approvals (approval steps pause) and its own
+    /// cancellation token. Use the `with_*` methods to change those.
+    pub fn new(
+        runbook: Runbook,
+        registry: Registry,
+        store: impl CheckpointStore + 'static,
+    ) -> Self {
+        Executor {
+            runbook: Arc::new(runbook),
+            registry: Arc::new(registry),
+            store: Arc::new(store),
+            events: Arc::new(NullSink),
+            approver: Arc::new(PreApproved::none()),
+            cancel: CancellationToken::new(),
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// Where events go (renderers).
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// Who approves `approval: required` steps.
+    pub fn with_approver(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approver = approver;
+        self
+    }
+
+    /// The token the CLI cancels on the first Ctrl-C/SIGTERM.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// The wall clock for timestamps (events, checkpoint); tests fix it for snapshots.
+    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    pub fn runbook(&self) -> &Runbook {
+        &self.runbook
+    }
+
+    /// Starts a new run. Refuses if the store already holds a checkpoint (never overwrites).
+    pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
+        let lock = self.store.lock().await?;
+        if let Some(bytes) = self.store.read().await? {
+            let cp = Checkpoint::from_json(&bytes, &self.store.location(), Access::ReadOnly)?;
+            return Err(CheckpointError::AlreadyExists {
+                path: self.store.location(),
+                run_id: cp.run_id,
+            }
+            .into());
+        }
+        let params =
+            self.runbook
+                .bind_params(&req.params)
+                .map_err(|detail| EngineError::Params {
+                    runbook: self.runbook.name.clone(),
+                    detail,
+                })?;
+        let now = (self.clock)();
+        let run_id = req
+            .run_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let cp = Checkpoint {
+            schema_version: SCHEMA_VERSION.to_string(),
+            kind: CHECKPOINT_KIND.to_string(),
+            run_id,
+            target: req.target,
+            runbook: RunbookRef {
+                name: self.runbook.name.clone(),
+                sha256: self.runbook.sha256.clone(),
+                origin: Some(self.runbook.origin.clone()),
+            },
+            params,
+            state: RunState::Running,
+            reason: None,
+            failed_step: None,
+            rollback_requested: false,
+            created_at: now,
+            updated_at: now,
+            steps: self
+                .runbook
+                .steps
+                .iter()
+                .map(|s| StepRecord::pending(&s.id))
+                .collect(),
+            rollback: self
+                .runbook
+                .rollback
+                .iter()
+                .map(|s| StepRecord::pending(&s.id))
+                .collect(),
+            journal: Vec::new(),
+            approvals: Vec::new(),
+            summary: Map::new(),
+        };
+        let run = self.start(cp, lock, false).await?;
+        run.guard(run.forward().await).await
+    }
+
+    /// Continues a run from its checkpoint: the forward steps where they stopped, or an
+    /// interrupted rollback. A completed or rolled-back run just reports its outcome again.
+    pub async fn resume(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
+        let lock = self.store.lock().await?;
+        let cp = self.load_checked(&opts).await?;
+        let run = self.start(cp, lock, true).await?;
+        let state = run.snapshot().state;
+        let result = match state {
+            RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
+            RunState::RolledBack => Ok(run.finish(Outcome::RolledBack).await?),
+            RunState::RollingBack | RunState::Failed => run.rollback_sequence().await,
+            // The process died between recording a failed `on_failure: rollback` step and
+            // starting the rollback: start it now rather than retrying the step.
+            RunState::Running | RunState::Paused if run.crashed_before_rollback() => {
+                run.rollback_sequence().await
+            }
+            RunState::Running | RunState::Paused => run.forward().await,
+        };
+        run.guard(result).await
+    }
+
+    /// Rolls the run back from wherever it stands (resumable itself). Refuses a completed run.
+    pub async fn rollback(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
+        let lock = self.store.lock().await?;
+        let cp = self.load_checked(&opts).await?;
+        if cp.state == RunState::Completed {
+            return Err(EngineError::AlreadyCompleted {
+                run_id: cp.run_id,
+                path: self.store.location(),
+            });
+        }
+        let run = self.start(cp, lock, true).await?;
+        if run.snapshot().state == RunState::RolledBack {
+            return run.guard(run.finish(Outcome::RolledBack).await).await;
+        }
+        let r = run
+            .update(|cp| {
+                cp.rollback_requested = true;
+                if cp.state != RunState::RollingBack && cp.state != RunState::Failed {
+                    cp.reason = Some("rollback requested".into());
+                }
+                cp.state = RunState::RollingBack;
+            })
+            .await;
+        if let Err(e) = r {
+            return run.guard(Err(e)).await;
+        }
+        run.guard(run.rollback_sequence().await).await
+    }
+
+    async fn load_checked(&self, opts: &ResumeOptions) -> Result<Checkpoint, EngineError> {
+        let path = self.store.location();
+        let mut cp = self
+            .store
+            .load(Access::ReadWrite)
+            .await?
+            .ok_or_else(|| CheckpointError::Missing { path: path.clone() })?;
+        if let Some(expected) = &opts.expect_target
+            && expected != &cp.target
+        {
+            return Err(CheckpointError::ForeignTarget {
+                path,
+                found: cp.target,
+                expected: expected.clone(),
+            }
+            .into());
+        }
+        let same = cp.runbook.name == self.runbook.name && cp.runbook.sha256 == self.runbook.sha256;
+        if !same {
+            if !opts.force {
+                return Err(CheckpointError::RunbookChanged {
+                    path,
+                    found_name: cp.runbook.name,
+                    found_sha: cp.runbook.sha256,
+                    name: self.runbook.name.clone(),
+                    sha: self.runbook.sha256.clone(),
+                }
+                .into());
+            }
+            // --force: adopt the new runbook, keeping the records of steps that still exist.
+            cp.runbook = RunbookRef {
+                name: self.runbook.name.clone(),
+                sha256: self.runbook.sha256.clone(),
+                origin: Some(self.runbook.origin.clone()),
+            };
+            let take = |old: &[StepRecord], specs: &[StepSpec]| -> Vec<StepRecord> {
+                specs
+                    .iter()
+                    .map(|s| {
+                        old.iter()
+                            .find(|r| r.id == s.id)
+                            .cloned()
+                            .unwrap_or_else(|| StepRecord::pending(&s.id))
+                    })
+                    .collect()
+            };
+            cp.steps = take(&cp.steps, &self.runbook.steps);
+            cp.rollback = take(&cp.rollback, &self.runbook.rollback);
+        }
+        // A newer minor without unknown fields was accepted: it is rewritten in this format.
+        cp.schema_version = SCHEMA_VERSION.to_string();
+        // Params the runbook declares now but the checkpoint lacks get their defaults.
+        for p in &self.runbook.params {
+            if !cp.params.contains_key(&p.name) {
+                cp.params
+                    .insert(p.name.clone(), p.default.clone().unwrap_or(Value::Null));
+            }
+        }
+        Ok(cp)
+    }
+
+    async fn start(
+        &self,
+        cp: Checkpoint,
+        lock: Box<dyn crate::checkpoint::StoreLock>,
+        resumed: bool,
+    ) -> Result<Arc<Run>, EngineError> {
+        let emitter = Emitter::new(cp.run_id.clone(), self.events.clone(), self.clock.clone());
+        let run = Arc::new(Run {
+            runbook: self.runbook.clone(),
+            registry: self.registry.clone(),
+            store: self.store.clone(),
+            approver: self.approver.clone(),
+            cancel: self.cancel.clone(),
+            clock: self.clock.clone(),
+            emitter,
+            cp: Mutex::new(cp),
+            write_gate: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            _lock: lock,
+        });
+        // Record that a process owns the run now (also proves the file is writable).
+        run.update(|cp| {
+            if cp.state == RunState::Paused {
+                cp.state = RunState::Running;
+            }
+        })
+        .await?;
+        let cp = run.snapshot();
+        run.emitter.emit(Event::RunStarted {
+            runbook: cp.runbook.name.clone(),
+            runbook_sha256: cp.runbook.sha256.clone(),
+            target: cp.target.clone(),
+            resumed,
+            params: cp.params.clone(),
+            steps: cp.steps.iter().map(|s| s.id.clone()).collect(),
+        });
+        Ok(run)
+    }
+}
+
+/// One run in progress: the checkpoint in memory, the store, the lock.
+struct Run {
+    runbook: Arc<Runbook>,
+    registry: Arc<Registry>,
+    store: Arc<dyn CheckpointStore>,
+    approver: Arc<dyn Approver>,
+    cancel: CancellationToken,
+    clock: Clock,
+    emitter: Emitter,
+    cp: Mutex<Checkpoint>,
+    /// Serializes checkpoint writes so the file always reflects the latest change.
+    write_gate: tokio::sync::Mutex<()>,
+    /// Bumped (under `cp`'s lock) by every change.
+    version: AtomicU64,
+    /// The highest version durably written.
+    written: AtomicU64,
+    _lock: Box<dyn crate::checkpoint::StoreLock>,
+}
+
+/// What a gate ended with.
+enum GateEnd {
+    Passed,
+    Failed { reason: String },
+    Cancelled,
+}
+
+/// What one step ended with.
+enum StepEnd {
+    Finished,
+    Failed(String),
+    Interrupted,
+    /// A pause that is not a failure (approval).
+    Paused(String),
+}
+
+impl Run {
+    fn snapshot(&self) -> Checkpoint {
+        match self.cp.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// A forward step failed with `on_failure: rollback` but the state never became
+    /// `rolling_back` (a crash in between); records the rollback state if so.
+    fn crashed_before_rollback(&self) -> bool {
+        let cp = self.snapshot();
+        if cp.state != RunState::Running {
+            return false;
+        }
+        let Some(step) = cp.steps.iter().find(|r| r.status == StepStatus::Failed) else {
+            return false;
+        };
+        let rollback = self
+            .runbook
+            .steps
+            .iter()
+            .any(|s| s.id == step.id && s.on_failure == OnFailure::Rollback);
+        if rollback && let Ok(mut g) = self.cp.lock() {
+            g.state = RunState::RollingBack;
+            g.failed_step = Some(step.id.clone());
+            g.reason = Some(format!(
+                "step {:?} failed: {}",
+                step.id,
+                step.error.clone().unwrap_or_default()
+            ));
+        }
+        rollback
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Applies `f` to the checkpoint and writes it (atomic, durable) before returning.
+    /// Applies `f` to the checkpoint and returns once a checkpoint containing the change is
+    /// durably written. Concurrent updates (an action journaling from parallel tasks) are
+    /// group-committed: one write covers every change made before it started.
+    async fn update<R>(&self, f: impl FnOnce(&mut Checkpoint) -> R) -> Result<R, EngineError> {
+        let poisoned = || EngineError::Internal("checkpoint mutex poisoned".into());
+        let (r, mine) = {
+            let mut g = self.cp.lock().map_err(|_| poisoned())?;
+            let r = f(&mut g);
+            g.updated_at = (self.clock)();
+            (r, self.version.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        let _w = self.write_gate.lock().await;
+        if self.written.load(Ordering::SeqCst) >= mine {
+            return Ok(r);
+        }
+        let (bytes, version) = {
+            let g = self.cp.lock().map_err(|_| poisoned())?;
+            (g.to_json(), self.version.load(Ordering::SeqCst))
+        };
+        self.store.write(&bytes).await?;
+        self.written.store(version, Ordering::SeqCst);
+        Ok(r)
+    }
+
+    async fn update_step(
+        &self,
+        phase: Phase,
+        id: &str,
+        f: impl FnOnce(&mut StepRecord),
+    ) -> Result<(), EngineError> {
+        self.update(|cp| {
+            let list = match phase {
+                Phase::Forward => &mut cp.steps,
+                Phase::Rollback => &mut cp.rollback,
+            };
+            if let Some(r) = list.iter_mut().find(|r| r.id == id) {
+                f(r);
+            }
+        })
+        .await
+    }
+
+    fn record(&self, phase: Phase, id: &str) -> StepRecord {
+        let cp = self.snapshot();
+        let list = match phase {
+            Phase::Forward => &cp.steps,
+            Phase::Rollback => &cp.rollback,
+        };
+        list.iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .unwrap_or_else(|| StepRecord::pending(id))
+    }
+
+    /// On an engine error after the run started, still end the event stream with run_finished.
+    async fn guard(&self, r: Result<RunReport, EngineError>) -> Result<RunReport, EngineError> {
+        if let Err(e) = &r {
+            let cp = self.snapshot();
+            self.emitter.emit(Event::RunFinished {
+                outcome: Outcome::Failed,
+                reason: Some(e.to_string()),
+                exit_code: e.exit_code(),
+                summary: cp.summary,
+            });
+        }
+        r
+    }
+
+    fn scope_values(&self) -> (String, String, Map<String, Value>, Map<String, Value>) {
+        let cp = self.snapshot();
+        (
+            cp.run_id.clone(),
+            cp.target.clone(),
+            cp.params.clone(),
+            cp.outputs_by_step(),
+        )
+    }
+
+    fn resolve(&self, v: &Value, lenient: bool) -> Result<Value, String> {
+        let (run_id, target, params, outputs) = self.scope_values();
+        template::resolve(
+            v,
+            &Scope {
+                run_id: &run_id,
+                target: &target,
+                params: &params,
+                outputs: &outputs,
+                lenient,
+            },
+        )
+    }
+
+    fn resolve_map(
+        &self,
+        m: &Map<String, Value>,
+        lenient: bool,
+    ) -> Result<Map<String, Value>, String> {
+        match self.resolve(&Value::Object(m.clone()), lenient)? {
+            Value::Object(o) => Ok(o),
+            _ => Ok(Map::new()),
+        }
+    }
+
+    async fn finish(&self, outcome: Outcome) -> Result<RunReport, EngineError> {
+        let summary: Map<String, Value> = self
+            .runbook
+            .summary
+            .iter()
+            .map(|(k, v)| (k.clone(), self.resolve(v, true).unwrap_or(Value::Null)))
+            .collect();
+        let cp = self
+            .update(|cp| {
+                cp.summary = summary;
+                cp.clone()
+            })
+            .await?;
+        let report = RunReport {
+            run_id: cp.run_id.clone(),
+            outcome,
+            reason: cp.reason.clone(),
+            summary: cp.summary.clone(),
+            state: cp.state,
+            failed_step: cp.failed_step.clone(),
+            rollback_requested: cp.rollback_requested,
+        };
+        self.emitter.emit(Event::RunFinished {
+            outcome,
+            reason: report.reason.clone(),
+            exit_code: report.exit_code(),
+            summary: report.summary.clone(),
+        });
+        Ok(report)
+    }
+
+    async fn pause(&self, reason: String) -> Result<RunReport, EngineError> {
+        self.update(|cp| {
+            cp.state = RunState::Paused;
+            cp.reason = Some(reason);
+        })
+        .await?;
+        self.finish(Outcome::Paused).await
+    }
+
+    async fn forward(self: &Arc<Self>) -> Result<RunReport, EngineError> {
+        let specs = self.runbook.steps.clone();
+        for spec in &specs {
+            if self.record(Phase::Forward, &spec.id).is_finished() {
+                continue;
+            }
+            if self.cancel.is_cancelled() {
+                return self
+                    .pause(format!(
+                        "interrupted before step {:?}; resume to continue",
+                        spec.id
+                    ))
+                    .await;
+            }
+            match self.step(spec, Phase::Forward).await? {
+                StepEnd::Finished => {}
+                StepEnd::Interrupted => {
+                    return self
+                        .pause(format!(
+                            "interrupted during step {:?}; resume to continue",
+                            spec.id
+                        ))
+                        .await;
+                }
+                StepEnd::Paused(reason) => return self.pause(reason).await,
+                StepEnd::Failed(error) => {
+                    self.emitter.emit(Event::StepFailed {
+                        step: spec.id.clone(),
+                        phase: Phase::Forward,
+                        error: error.clone(),
+                        on_failure: Some(spec.on_failure.as_str().into()),
+                    });
+                    match spec.on_failure {
+                        OnFailure::Halt => {
+                            self.update(|cp| cp.failed_step = Some(spec.id.clone()))
+                                .await?;
+                            return self
+                                .pause(format!(
+                                    "step {:?} failed: {error}; halted (on_failure: halt) — fix the cause and resume, or roll back",
+                                    spec.id
+                                ))
+                                .await;
+                        }
+                        OnFailure::Rollback => {
+                            self.update(|cp| {
+                                cp.state = RunState::RollingBack;
+                                cp.failed_step = Some(spec.id.clone());
+                                cp.reason = Some(format!("step {:?} failed: {error}", spec.id));
+                            })
+                            .await?;
+                            return self.rollback_sequence().await;
+                        }
+                    }
+                }
+            }
+        }
+        self.update(|cp| {
+            cp.state = RunState::Completed;
+            cp.reason = None;
+        })
+        .await?;
+        self.finish(Outcome::Completed).await
+    }
+
+    async fn rollback_sequence(self: &Arc<Self>) -> Result<RunReport, EngineError> {
+        let cp = self.snapshot();
+        self.emitter.emit(Event::RollbackStarted {
+            reason: cp.reason.clone().unwrap_or_else(|| "rollback".into()),
+            failed_step: cp.failed_step.clone(),
+        });
+        if cp.state == RunState::Failed {
+            self.update(|cp| cp.state = RunState::RollingBack).await?;
+        }
+        let nothing_done =
+            cp.journal.is_empty() && cp.rollback.iter().all(|r| r.status == StepStatus::Pending);
+        let specs = self.runbook.rollback.clone();
+        for spec in &specs {
+            if self.record(Phase::Rollback, &spec.id).is_finished() {
+                continue;
+            }
+            if nothing_done {
+                let reason = "nothing to undo: the journal records no side effect".to_string();
+                let now = self.now();
+                self.update_step(Phase::Rollback, &spec.id, |r| {
+                    r.status = StepStatus::Skipped;
+                    r.skip_reason = Some(reason.clone());
+                    r.finished_at = Some(now);
+                })
+                .await?;
+                self.emitter.emit(Event::StepSkipped {
+                    step: spec.id.clone(),
+                    phase: Phase::Rollback,
+                    reason,
+                });
+                continue;
+            }
+            if self.cancel.is_cancelled() {
+                return self.rollback_paused(&spec.id).await;
+            }
+            match self.step(spec, Phase::Rollback).await? {
+                StepEnd::Finished => {}
+                StepEnd::Interrupted | StepEnd::Paused(_) => {
+                    return self.rollback_paused(&spec.id).await;
+                }
+                StepEnd::Failed(error) => {
+                    self.emitter.emit(Event::StepFailed {
+                        step: spec.id.clone(),
+                        phase: Phase::Rollback,
+                        error: error.clone(),
+                        on_failure: None,
+                    });
+                    let reason = format!(
+                        "rollback step {:?} failed: {error}; a person must look — after fixing the cause, `rollback` continues from this step",
+                        spec.id
+                    );
+                    self.update(|cp| {
+                        cp.state = RunState::Failed;
+                        cp.reason = Some(reason.clone());
+                    })
+                    .await?;
+                    self.emitter.emit(Event::RollbackFinished {
+                        ok: false,
+                        error: Some(error),
+                    });
+                    return self.finish(Outcome::Failed).await;
+                }
+            }
+        }
+        self.update(|cp| cp.state = RunState::RolledBack).await?;
+        self.emitter.emit(Event::RollbackFinished {
+            ok: true,
+            error: None,
+        });
+        self.finish(Outcome::RolledBack).await
+    }
+
+    /// Interrupted during the rollback: the state stays `rolling_back` so a resume continues it.
+    async fn rollback_paused(&self, step: &str) -> Result<RunReport, EngineError> {
+        self.update(|cp| {
+            cp.reason = Some(format!(
+                "rollback interrupted at step {step:?}; resume or rollback continues it"
+            ));
+        })
+        .await?;
+        self.finish(Outcome::Paused).await
+    }
+
+    /// Runs one step through approval, action and gate. Returns how it ended; engine errors
+    /// (checkpoint writes) propagate.
+    async fn step(self: &Arc<Self>, spec: &StepSpec, phase: Phase) -> Result<StepEnd, EngineError> {
+        let id = spec.id.clone();
+        let rec = self.record(phase, &id);
+
+        // `when`: evaluated once, before the step first starts.
+        if let Some(when) = &spec.when
+            && rec.status == StepStatus::Pending
+        {
+            match self.resolve(when, phase == Phase::Rollback) {
+                Ok(v) if !template::truthy(&v) => {
+                    let reason = format!("when {} is false", value_text(when));
+                    return self.skip(phase, &id, reason).await;
+                }
+                Ok(_) => {}
+                Err(e) => return Ok(StepEnd::Failed(format!("when: {e}"))),
+            }
+        }
+
+        // Approval.
+        if spec.approval == ApprovalMode::Required
+            && !self.snapshot().approvals.iter().any(|a| a.step == id)
+        {
+            let prompt = spec.approval_prompt.as_ref().map(|p| {
+                self.resolve(&Value::String(p.clone()), true)
+                    .map(|v| value_text(&v))
+                    .unwrap_or_else(|_| p.clone())
+            });
+            self.update_step(phase, &id, |r| r.status = StepStatus::AwaitingApproval)
+                .await?;
+            self.emitter.emit(Event::ApprovalNeeded {
+                step: id.clone(),
+                prompt: prompt.clone(),
+            });
+            let cp = self.snapshot();
+            let req = ApprovalRequest {
+                run_id: cp.run_id.clone(),
+                target: cp.target.clone(),
+                step: id.clone(),
+                description: spec.description.clone(),
+                prompt,
+            };
+            let decision = tokio::select! {
+                biased;
+                d = self.approver.decide(&req) => d,
+                _ = self.cancel.cancelled() => return Ok(StepEnd::Interrupted),
+            };
+            match decision {
+                ApprovalDecision::Approved { by } => {
+                    let at = self.now();
+                    self.update(|cp| {
+                        cp.approvals.push(ApprovalRecord {
+                            step: id.clone(),
+                            by: by.clone(),
+                            at,
+                        })
+                    })
+                    .await?;
+                    self.emitter.emit(Event::ApprovalGiven {
+                        step: id.clone(),
+                        by,
+                    });
+                }
+                ApprovalDecision::Denied { reason } => {
+                    self.emitter.emit(Event::ApprovalDenied {
+                        step: id.clone(),
+                        reason: reason.clone(),
+                    });
+                    return Ok(StepEnd::Paused(format!(
+                        "approval for step {id:?} was denied ({reason}); resume to be asked again, or roll back"
+                    )));
+                }
+                ApprovalDecision::Defer => {
+                    return Ok(StepEnd::Paused(format!(
+                        "step {id:?} awaits approval; resume with --approve {id} to continue"
+                    )));
+                }
+            }
+        }
+
+        // A step that failed re-runs its action (which observes first); a step interrupted
+        // while gating only re-runs its gate.
+        let rec = self.record(phase, &id);
+        if !rec.action_done || rec.status == StepStatus::Failed {
+            if let Some(end) = self.act(spec, phase, &rec).await? {
+                return Ok(end);
+            }
+        } else {
+            self.emitter.emit(Event::StepStarted {
+                step: id.clone(),
+                phase,
+                attempt: rec.attempts.max(1),
+                description: spec.description.clone(),
+            });
+        }
+        if self.record(phase, &id).status == StepStatus::Skipped {
+            return Ok(StepEnd::Finished);
+        }
+
+        // Gate.
+        if let Some(gate) = &spec.gate {
+            self.update_step(phase, &id, |r| r.status = StepStatus::Gating)
+                .await?;
+            match self.gate(spec, gate, phase).await {
+                GateEnd::Passed => {}
+                GateEnd::Cancelled => {
+                    self.update_step(phase, &id, |r| r.status = StepStatus::Interrupted)
+                        .await?;
+                    self.emitter.emit(Event::StepInterrupted {
+                        step: id.clone(),
+                        phase,
+                    });
+                    return Ok(StepEnd::Interrupted);
+                }
+                GateEnd::Failed { reason } => {
+                    let error = format!("gate {:?} failed: {reason}", gate.check);
+                    let now = self.now();
+                    let e2 = error.clone();
+                    self.update_step(phase, &id, |r| {
+                        r.status = StepStatus::Failed;
+                        r.error = Some(e2);
+                        r.finished_at = Some(now);
+                    })
+                    .await?;
+                    return Ok(StepEnd::Failed(error));
+                }
+            }
+        }
+        let now = self.now();
+        self.update_step(phase, &id, |r| {
+            r.status = StepStatus::Succeeded;
+            r.error = None;
+            r.finished_at = Some(now);
+        })
+        .await?;
+        let already_done = self.record(phase, &id).already_done;
+        self.emitter.emit(Event::StepSucceeded {
+            step: id,
+            phase,
+            already_done,
+        });
+        Ok(StepEnd::Finished)
+    }
+
+    async fn skip(&self, phase: Phase, id: &str, reason: String) -> Result<StepEnd, EngineError> {
+        let now = self.now();
+        let r2 = reason.clone();
+        self.update_step(phase, id, |r| {
+            r.status = StepStatus::Skipped;
+            r.skip_reason = Some(r2);
+            r.finished_at = Some(now);
+        })
+        .await?;
+        self.emitter.emit(Event::StepSkipped {
+            step: id.to_string(),
+            phase,
+            reason,
+        });
+        Ok(StepEnd::Finished)
+    }
+
+    /// The action part. `Ok(None)`: go on to the gate (or the step was skipped).
+    async fn act(
+        self: &Arc<Self>,
+        spec: &StepSpec,
+        phase: Phase,
+        rec: &StepRecord,
+    ) -> Result<Option<StepEnd>, EngineError> {
+        let id = spec.id.clone();
+        let resumed = rec.attempts > 0;
+        let attempt = rec.attempts + 1;
+        let now = self.now();
+        self.update_step(phase, &id, |r| {
+            r.attempts = attempt;
+            r.status = StepStatus::Acting;
+            r.error = None;
+            if r.started_at.is_none() {
+                r.started_at = Some(now);
+            }
+        })
+        .await?;
+        self.emitter.emit(Event::StepStarted {
+            step: id.clone(),
+            phase,
+            attempt,
+            description: spec.description.clone(),
+        });
+        let Some(action) = self.registry.get_action(&spec.action) else {
+            return Err(EngineError::Internal(format!(
+                "action {:?} of step {id:?} is not registered (the runbook was validated against another registry)",
+                spec.action
+            )));
+        };
+        let inputs = match self.resolve_map(&spec.inputs, phase == Phase::Rollback) {
+            Ok(i) => i,
+            Err(e) => return self.fail_action(phase, &id, format!("inputs: {e}")).await,
+        };
+        let cp = self.snapshot();
+        let ctx = ActionCtx {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: id.clone(),
+            phase,
+            attempt,
+            resumed,
+            inputs,
+            params: cp.params.clone(),
+            step_outputs: cp.outputs_by_step(),
+            journal: Journal::new(self.clone() as Arc<dyn JournalBackend>, &id, phase, attempt),
+            events: self.emitter.for_step(&id),
+            cancel: self.cancel.child_token(),
+        };
+        let result = tokio::select! {
+                biased;
+            r = action.run(&ctx) => r,
+            _ = self.cancel.cancelled() => Err(StepError::Cancelled),
+        };
+        match result {
+            Err(StepError::Cancelled) => {
+                self.update_step(phase, &id, |r| r.status = StepStatus::Interrupted)
+                    .await?;
+                self.emitter.emit(Event::StepInterrupted {
+                    step: id.clone(),
+                    phase,
+                });
+                Ok(Some(StepEnd::Interrupted))
+            }
+            Err(StepError::Checkpoint(e)) => Err(EngineError::Internal(format!(
+                "step {id:?}: could not write the checkpoint: {e}"
+            ))),
+            Err(e) => self.fail_action(phase, &id, e.to_string()).await,
+            Ok(ActionOutcome::Skipped { reason }) => {
+                self.skip(phase, &id, reason).await?;
+                Ok(None)
+            }
+            Ok(ActionOutcome::Done { outputs }) => {
+                self.action_finished(phase, &id, outputs, false, None)
+                    .await?;
+                Ok(None)
+            }
+            Ok(ActionOutcome::AlreadyDone { outputs, detail }) => {
+                self.action_finished(phase, &id, outputs, true, Some(detail))
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn action_finished(
+        &self,
+        phase: Phase,
+        id: &str,
+        outputs: Map<String, Value>,
+        already_done: bool,
+        detail: Option<String>,
+    ) -> Result<(), EngineError> {
+        let phase_list = phase;
+        let summary_specs = self.runbook.summary.clone();
+        self.update(|cp| {
+            let list = match phase_list {
+                Phase::Forward => &mut cp.steps,
+                Phase::Rollback => &mut cp.rollback,
+            };
+            if let Some(r) = list.iter_mut().find(|r| r.id == id) {
+                r.action_done = true;
+                r.already_done = already_done;
+                r.outputs = Some(outputs);
+            }
+            // Keep the summary (e.g. source and target revision) current for `status`.
+            let outputs = cp.outputs_by_step();
+            let scope = Scope {
+                run_id: &cp.run_id,
+                target: &cp.target,
+                params: &cp.params,
+                outputs: &outputs,
+                lenient: true,
+            };
+            let summary: Map<String, Value> = summary_specs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        template::resolve(v, &scope).unwrap_or(Value::Null),
+                    )
+                })
+                .collect();
+            cp.summary = summary;
+        })
+        .await?;
+        self.emitter.emit(Event::ActionFinished {
+            step: id.to_string(),
+            phase,
+            already_done,
+            detail,
+        });
+        Ok(())
+    }
+
+    async fn fail_action(
+        &self,
+        phase: Phase,
+        id: &str,
+        error: String,
+    ) -> Result<Option<StepEnd>, EngineError> {
+        let now = self.now();
+        let e2 = error.clone();
+        self.update_step(phase, id, |r| {
+            r.status = StepStatus::Failed;
+            r.error = Some(e2);
+            r.finished_at = Some(now);
+        })
+        .await?;
+        Ok(Some(StepEnd::Failed(error)))
+    }
+
+    async fn gate(&self, spec: &StepSpec, gs: &GateSpec, phase: Phase) -> GateEnd {
+        let id = spec.id.clone();
+        let Some(gate) = self.registry.get_gate(&gs.check) else {
+            return GateEnd::Failed {
+                reason: format!("gate {:?} is not registered", gs.check),
+            };
+        };
+        let inputs = match self.resolve_map(&gs.inputs, phase == Phase::Rollback) {
+            Ok(i) => i,
+            Err(e) => {
+                return GateEnd::Failed {
+                    reason: format!("inputs: {e}"),
+                };
+            }
+        };
+        let cp = self.snapshot();
+        let durations = (|| {
+            Ok::<_, String>((
+                gs.timeout.resolve(&cp.params)?,
+                gs.poll_interval.resolve(&cp.params)?,
+                gs.stable_for.resolve(&cp.params)?,
+            ))
+        })();
+        let (timeout, poll_interval, stable_for) = match durations {
+            Ok(d) => d,
+            Err(reason) => return GateEnd::Failed { reason },
+        };
+        let outputs = self.record(phase, &id).outputs.unwrap_or_default();
+        let mut ctx = GateCtx::new(
+            cp.run_id.clone(),
+            cp.target.clone(),
+            id.clone(),
+            gs.check.clone(),
+            inputs,
+            cp.params.clone(),
+            outputs,
+            self.emitter.for_step(&id),
+            self.cancel.child_token(),
+            timeout,
+        );
+        self.emitter.emit(Event::GateStarted {
+            step: id.clone(),
+            check: gs.check.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+            stable_for_ms: stable_for.as_millis() as u64,
+        });
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut passing_since: Option<Instant> = None;
+        let mut last_detail = String::from("no check completed");
+        let mut last_emitted: Option<(String, Option<Progress>)> = None;
+        let progress =
+            |detail: String, p: Option<Progress>, last: &mut Option<(String, Option<Progress>)>| {
+                let key = (detail.clone(), p);
+                if last.as_ref() != Some(&key) {
+                    self.emitter.emit(Event::GateProgress {
+                        step: id.clone(),
+                        check: gs.check.clone(),
+                        detail,
+                        progress: p,
+                    });
+                    *last = Some(key);
+                }
+            };
+        loop {
+            ctx.elapsed = Instant::now() - start;
+            ctx.check_count += 1;
+            let status = tokio::select! {
+                biased;
+                s = gate.check(&mut ctx) => Some(s),
+                _ = self.cancel.cancelled() => return GateEnd::Cancelled,
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            let now = Instant::now();
+            match status {
+                None => {}
+                Some(Ok(GateStatus::Passed { detail })) => {
+                    let since = *passing_since.get_or_insert(now);
+                    if now - since >= stable_for {
+                        self.emitter.emit(Event::GatePassed {
+                            step: id.clone(),
+                            check: gs.check.clone(),
+                            detail,
+                        });
+                        return GateEnd::Passed;
+                    }
+                    last_detail = format!(
+                        "passing, stable for {} of {}",
+                        format_duration(now - since),
+                        format_duration(stable_for)
+                    );
+                    progress(
+                        format!("passing; must stay so for {}", format_duration(stable_for)),
+                        None,
+                        &mut last_emitted,
+                    );
+                }
+                Some(Ok(GateStatus::Waiting {
+                    detail,
+                    progress: p,
+                })) => {
+                    passing_since = None;
+                    last_detail = detail.clone();
+                    progress(detail, p, &mut last_emitted);
+                }
+                Some(Ok(GateStatus::Failed { reason })) => {
+                    self.emitter.emit(Event::GateFailed {
+                        step: id.clone(),
+                        check: gs.check.clone(),
+                        reason: reason.clone(),
+                        timed_out: false,
+                    });
+                    return GateEnd::Failed { reason };
+                }
+                Some(Err(StepError::Cancelled)) => return GateEnd::Cancelled,
+                Some(Err(e)) => {
+                    passing_since = None;
+                    last_detail = format!("check error: {e}");
+                    ctx.events.warn(format!(
+                        "gate {:?} could not check: {e}; retrying",
+                        gs.check
+                    ));
+                }
+            }
+            if Instant::now() >= deadline {
+                let reason = format!(
+                    "timed out after {}: {last_detail}",
+                    format_duration(timeout)
+                );
+                self.emitter.emit(Event::GateFailed {
+                    step: id.clone(),
+                    check: gs.check.clone(),
+                    reason: reason.clone(),
+                    timed_out: true,
+                });
+                return GateEnd::Failed { reason };
+            }
+            let mut wake = (Instant::now() + poll_interval).min(deadline);
+            if let Some(since) = passing_since {
+                wake = wake.min(since + stable_for);
+            }
+            if gs.watch {
+                tokio::select! {
+                biased;
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = gate.wait_for_change(&mut ctx) => {}
+                    _ = self.cancel.cancelled() => return GateEnd::Cancelled,
+                }
+            } else {
+                tokio::select! {
+                biased;
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = self.cancel.cancelled() => return GateEnd::Cancelled,
+                }
+            }
+        }
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl JournalBackend for Run {
+    async fn record(
+        &self,
+        step: &str,
+        phase: Phase,
+        attempt: u32,
+        kind: &str,
+        target: &str,
+        details: Value,
+    ) -> Result<EntryId, StepError> {
+        let now = self.now();
+        let id = self
+            .update(|cp| {
+                push_intent(
+                    &mut cp.journal,
+                    step,
+                    phase,
+                    attempt,
+                    kind,
+                    target,
+                    details,
+                    now,
+                )
+            })
+            .await
+            .map_err(|e| StepError::Checkpoint(e.to_string()))?;
+        self.emitter.emit(Event::SideEffect {
+            step: step.to_string(),
+            kind: kind.to_string(),
+            target: target.to_string(),
+            done: false,
+        });
+        Ok(id)
+    }
+
+    async fn mark_done(&self, id: EntryId, result: Option<Value>) -> Result<(), StepError> {
+        let now = self.now();
+        let entry = self
+            .update(|cp| {
+                mark_entry_done(&mut cp.journal, id, result, now)?;
+                Ok::<_, StepError>(cp.journal.iter().find(|e| e.seq == id.0).cloned())
+            })
+            .await
+            .map_err(|e| StepError::Checkpoint(e.to_string()))??;
+        if let Some(e) = entry {
+            self.emitter.emit(Event::SideEffect {
+                step: e.step,
+                kind: e.kind,
+                target: e.target,
+                done: true,
+            });
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<JournalEntry> {
+        self.snapshot().journal
+    }
+}
+
+/// Reports what a checkpoint says without taking the lock (for `status`).
+pub async fn read_checkpoint(store: &dyn CheckpointStore) -> Result<Checkpoint, EngineError> {
+    store.load(Access::ReadOnly).await?.ok_or_else(|| {
+        CheckpointError::Missing {
+            path: store.location(),
+        }
+        .into()
+    })
+}

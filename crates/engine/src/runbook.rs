@@ -1,0 +1,961 @@
+//! Runbook files: the model, the YAML loader and the up-front validation.
+//!
+//! ```yaml
+//! apiVersion: asm-canary.runbook/v1
+//! name: example
+//! description: what it does
+//! params:
+//!   tag: { type: string, default: prod, description: the revision tag to move }
+//! summary:                      # values copied into run_finished (and the checkpoint)
+//!   target: ${steps.pick.outputs.target}
+//! steps:
+//!   - id: pick
+//!     action: pick-target       # a name in the Registry
+//!     inputs: { tag: "${params.tag}" }
+//!     gate:
+//!       check: target-ok        # a gate name in the Registry
+//!       inputs: { target: "${steps.pick.outputs.target}" }
+//!       timeout: 10m
+//!       poll_interval: 5s       # default 5s
+//!       watch: false            # true: the gate's wait_for_change may wake it early
+//!       stable_for: 30s         # default 0s
+//!     approval: required        # or none (default)
+//!     on_failure: rollback      # or halt (default rollback)
+//!     when: ${params.enabled}   # optional: skipped when false
+//! rollback:                     # run in order when a step fails with on_failure: rollback
+//!   - id: undo
+//!     action: undo-pick
+//! ```
+//!
+//! Steps form a list and references only point backwards, so there are no cycles to detect.
+//! Every problem found is reported at once, each as `file:line:column: message`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+
+use crate::duration::parse_duration;
+use crate::step::Registry;
+use crate::template::{self, Ref};
+
+/// The `apiVersion` a runbook must declare.
+pub const RUNBOOK_API_VERSION: &str = "asm-canary.runbook/v1";
+
+const DEFAULT_POLL: Duration = Duration::from_secs(5);
+
+/// A 1-based position in the runbook file (0 when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl<T> From<&Spanned<T>> for Pos {
+    fn from(s: &Spanned<T>) -> Self {
+        Pos {
+            line: s.referenced.line() as u32,
+            column: s.referenced.column() as u32,
+        }
+    }
+}
+
+/// A validated runbook.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub name: String,
+    pub description: Option<String>,
+    pub params: Vec<ParamSpec>,
+    pub steps: Vec<StepSpec>,
+    pub rollback: Vec<StepSpec>,
+    /// Values (with references) resolved at the end of a run into `run_finished`.
+    pub summary: Vec<(String, Value)>,
+    /// Where it was loaded from (file path or a label).
+    pub origin: String,
+    /// sha256 of the file's bytes, hex.
+    pub sha256: String,
+}
+
+/// A typed parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub kind: ParamType,
+    /// `None` and `required: false` → the param is `null` unless given.
+    pub default: Option<Value>,
+    pub required: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Integer,
+    Boolean,
+    /// A string such as `10m`, validated.
+    Duration,
+    /// A list of strings (`--set x=a,b` gives `["a","b"]`).
+    StringList,
+}
+
+impl ParamType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "string" => ParamType::String,
+            "integer" | "int" => ParamType::Integer,
+            "boolean" | "bool" => ParamType::Boolean,
+            "duration" => ParamType::Duration,
+            "string_list" | "list" => ParamType::StringList,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Integer => "integer",
+            ParamType::Boolean => "boolean",
+            ParamType::Duration => "duration",
+            ParamType::StringList => "string_list",
+        }
+    }
+
+    /// Checks `v` against the type, converting strings given on a command line.
+    pub fn coerce(self, v: &Value) -> Result<Value, String> {
+        match (self, v) {
+            (_, Value::Null) => Ok(Value::Null),
+            (ParamType::String, Value::String(_)) => Ok(v.clone()),
+            (ParamType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(v.clone()),
+            (ParamType::Integer, Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| format!("{s:?} is not an integer")),
+            (ParamType::Boolean, Value::Bool(_)) => Ok(v.clone()),
+            (ParamType::Boolean, Value::String(s)) => match s.as_str() {
+                "true" | "yes" => Ok(Value::Bool(true)),
+                "false" | "no" => Ok(Value::Bool(false)),
+                _ => Err(format!("{s:?} is not a boolean (true or false)")),
+            },
+            (ParamType::Duration, Value::String(s)) => parse_duration(s)
+                .map(|_| v.clone())
+                .map_err(|e| e.to_string()),
+            (ParamType::StringList, Value::Array(a)) if a.iter().all(Value::is_string) => {
+                Ok(v.clone())
+            }
+            (ParamType::StringList, Value::String(s)) => Ok(Value::Array(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(|x| Value::String(x.to_string()))
+                    .collect(),
+            )),
+            (t, other) => Err(format!("{other} is not a {}", t.name())),
+        }
+    }
+}
+
+/// Does a step need approval before its action runs?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApprovalMode {
+    #[default]
+    None,
+    Required,
+}
+
+/// What a failed forward step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Run the runbook's rollback sequence (exit 3 when it finishes, 6 when it fails).
+    #[default]
+    Rollback,
+    /// Pause, resumable (exit 4).
+    Halt,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Rollback => "rollback",
+            OnFailure::Halt => "halt",
+        }
+    }
+}
+
+/// One step of the forward or rollback sequence.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    pub id: String,
+    pub description: Option<String>,
+    pub action: String,
+    /// Inputs with references (resolved when the step runs).
+    pub inputs: Map<String, Value>,
+    pub gate: Option<GateSpec>,
+    pub approval: ApprovalMode,
+    pub approval_prompt: Option<String>,
+    pub on_failure: OnFailure,
+    pub when: Option<Value>,
+    pub pos: Pos,
+}
+
+/// A step's gate.
+#[derive(Debug, Clone)]
+pub struct GateSpec {
+    pub check: String,
+    pub inputs: Map<String, Value>,
+    pub timeout: DurationSpec,
+    pub poll_interval: DurationSpec,
+    pub watch: bool,
+    pub stable_for: DurationSpec,
+}
+
+/// A duration in a runbook: literal (`10m`) or a `duration` param (`${params.soak}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationSpec {
+    Fixed(Duration),
+    Param(String),
+}
+
+impl DurationSpec {
+    /// The duration, reading a param from the run's `params`.
+    pub fn resolve(&self, params: &Map<String, Value>) -> Result<Duration, String> {
+        match self {
+            DurationSpec::Fixed(d) => Ok(*d),
+            DurationSpec::Param(p) => match params.get(p) {
+                Some(Value::String(s)) => {
+                    parse_duration(s).map_err(|e| format!("param {p:?}: {e}"))
+                }
+                other => Err(format!(
+                    "param {p:?} must be a duration such as 10m, not {}",
+                    other
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "missing".into())
+                )),
+            },
+        }
+    }
+}
+
+/// One problem in a runbook, at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Why a runbook could not be loaded. Maps to exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunbookError {
+    #[error("cannot read runbook {path}: {source}; check the path")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(origin, problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(origin: &str, problems: &[Problem]) -> String {
+    let mut lines = Vec::new();
+    for p in problems {
+        lines.push(format!(
+            "{origin}:{}:{}: {}",
+            p.pos.line, p.pos.column, p.message
+        ));
+    }
+    if problems.len() > 1 {
+        format!(
+            "runbook {origin} has {} problems:\n{}",
+            problems.len(),
+            lines.join("\n")
+        )
+    } else {
+        lines.join("\n")
+    }
+}
+
+impl RunbookError {
+    /// The problems found (empty for a read error).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            RunbookError::Invalid { problems, .. } => problems,
+            RunbookError::Read { .. } => &[],
+        }
+    }
+}
+
+// ---- raw YAML shape ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRunbook {
+    api_version: Spanned<String>,
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<RawParam>>,
+    #[serde(default)]
+    summary: BTreeMap<String, Spanned<Value>>,
+    steps: Spanned<Vec<Spanned<RawStep>>>,
+    #[serde(default)]
+    rollback: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    #[serde(default)]
+    default: Option<Spanned<Value>>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    action: Spanned<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<Value>>,
+    #[serde(default)]
+    gate: Option<Spanned<RawGate>>,
+    #[serde(default)]
+    approval: Option<Spanned<String>>,
+    #[serde(default)]
+    approval_prompt: Option<Spanned<String>>,
+    #[serde(default)]
+    on_failure: Option<Spanned<String>>,
+    #[serde(default)]
+    when: Option<Spanned<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    check: Spanned<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<Value>>,
+    timeout: Spanned<String>,
+    #[serde(default)]
+    poll_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    watch: bool,
+    #[serde(default)]
+    stable_for: Option<Spanned<String>>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+}
+
+impl Runbook {
+    /// Reads and validates the runbook at `path` against `registry`.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Runbook, RunbookError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunbookError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Runbook::parse(&text, &path.display().to_string(), registry)
+    }
+
+    /// Parses and validates runbook text; `origin` names it in errors (a file path).
+    pub fn parse(text: &str, origin: &str, registry: &Registry) -> Result<Runbook, RunbookError> {
+        let sha256 = sha256_hex(text.as_bytes());
+        let raw: RawRunbook = serde_saphyr::from_str(text).map_err(|e| {
+            let pos = e
+                .location()
+                .map(|l| Pos {
+                    line: l.line() as u32,
+                    column: l.column() as u32,
+                })
+                .unwrap_or_default();
+            RunbookError::Invalid {
+                origin: origin.to_string(),
+                problems: vec![Problem {
+                    pos,
+                    message: first_line(&e.to_string()),
+                }],
+            }
+        })?;
+        let mut v = Validator {
+            problems: Vec::new(),
+            registry,
+            param_types: HashMap::new(),
+        };
+        let rb = v.build(raw, origin, sha256);
+        if v.problems.is_empty() {
+            Ok(rb)
+        } else {
+            v.problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+            Err(RunbookError::Invalid {
+                origin: origin.to_string(),
+                problems: v.problems,
+            })
+        }
+    }
+
+    /// Forward steps, then rollback steps.
+    pub fn all_steps(&self) -> impl Iterator<Item = &StepSpec> {
+        self.steps.iter().chain(self.rollback.iter())
+    }
+
+    pub fn step(&self, id: &str) -> Option<&StepSpec> {
+        self.all_steps().find(|s| s.id == id)
+    }
+
+    /// Every action and gate name the runbook uses (for registry coverage checks).
+    pub fn action_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.all_steps().map(|s| s.action.as_str()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    pub fn gate_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .all_steps()
+            .filter_map(|s| s.gate.as_ref().map(|g| g.check.as_str()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Checks `given` against the declared params: unknown names and type errors are refused,
+    /// defaults fill the rest, strings are converted to the declared type. Errors map to exit 2.
+    pub fn bind_params(&self, given: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let mut problems = Vec::new();
+        for k in given.keys() {
+            if !self.params.iter().any(|p| &p.name == k) {
+                problems.push(format!(
+                    "unknown param {k:?} (runbook {} has: {})",
+                    self.name,
+                    self.params
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let mut out = Map::new();
+        for p in &self.params {
+            let v = match given.get(&p.name) {
+                Some(v) => match p.kind.coerce(v) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        problems.push(format!("param {:?}: {e}", p.name));
+                        continue;
+                    }
+                },
+                None => p.default.clone().unwrap_or(Value::Null),
+            };
+            if p.required && v.is_null() {
+                problems.push(format!(
+                    "param {:?} is required: give it a value ({})",
+                    p.name,
+                    p.description.as_deref().unwrap_or(p.kind.name())
+                ));
+            }
+            out.insert(p.name.clone(), v);
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// The first line of a YAML error, without the `error: line L column C:` prefix (the
+/// position is rendered by [`RunbookError`]).
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s).trim();
+    let rest = line.strip_prefix("error: ").unwrap_or(line);
+    if let Some(after) = rest.strip_prefix("line ")
+        && let Some((_, msg)) = after.split_once(": ")
+        && after
+            .split_once(": ")
+            .is_some_and(|(pos, _)| pos.contains(" column "))
+    {
+        return msg.to_string();
+    }
+    rest.to_string()
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    registry: &'a Registry,
+    param_types: HashMap<String, ParamType>,
+}
+
+/// Where references may point, for one value.
+struct RefScope<'a> {
+    /// Forward step ids, in order.
+    forward: &'a [String],
+    /// Rollback step ids, in order.
+    rollback: &'a [String],
+    /// Which phase the value is in, and the index of the step it belongs to.
+    in_rollback: bool,
+    index: usize,
+    /// Whether the step's own outputs may be referenced (its gate).
+    self_ok: bool,
+    params: &'a [String],
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, pos: Pos, message: impl Into<String>) {
+        self.problems.push(Problem {
+            pos,
+            message: message.into(),
+        });
+    }
+
+    /// A literal duration, or `${params.<name>}` naming a `duration` param.
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> DurationSpec {
+        let text = s.value.trim();
+        if let Some(body) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+            return match template::references(&Value::String(text.to_string())) {
+                Ok(refs) => match refs.as_slice() {
+                    [Ref::Param(p)] => match self.param_types.get(p) {
+                        Some(ParamType::Duration) => DurationSpec::Param(p.clone()),
+                        Some(other) => {
+                            self.problem(
+                                Pos::from(s),
+                                format!(
+                                    "{what}: param {p:?} has type {}, not duration",
+                                    other.name()
+                                ),
+                            );
+                            DurationSpec::Fixed(Duration::ZERO)
+                        }
+                        None => {
+                            self.problem(
+                                Pos::from(s),
+                                format!("{what}: ${{{body}}} names an unknown param"),
+                            );
+                            DurationSpec::Fixed(Duration::ZERO)
+                        }
+                    },
+                    _ => {
+                        self.problem(
+                            Pos::from(s),
+                            format!("{what}: only a duration param (${{params.<name>}}) may stand for a duration"),
+                        );
+                        DurationSpec::Fixed(Duration::ZERO)
+                    }
+                },
+                Err(e) => {
+                    self.problem(Pos::from(s), format!("{what}: {e}"));
+                    DurationSpec::Fixed(Duration::ZERO)
+                }
+            };
+        }
+        match parse_duration(text) {
+            Ok(d) => DurationSpec::Fixed(d),
+            Err(e) => {
+                self.problem(Pos::from(s), format!("{what}: {e}"));
+                DurationSpec::Fixed(Duration::from_secs(1))
+            }
+        }
+    }
+
+    fn check_refs(&mut self, value: &Value, pos: Pos, scope: &RefScope<'_>, what: &str) {
+        let refs = match template::references(value) {
+            Ok(r) => r,
+            Err(e) => {
+                self.problem(pos, format!("{what}: {e}"));
+                return;
+            }
+        };
+        for r in refs {
+            match &r {
+                Ref::Param(p) => {
+                    if !scope.params.iter().any(|x| x == p) {
+                        self.problem(
+                            pos,
+                            format!(
+                                "{what}: {r} names an unknown param (declared: {})",
+                                if scope.params.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    scope.params.join(", ")
+                                }
+                            ),
+                        );
+                    }
+                }
+                Ref::StepOutput { step, .. } => {
+                    let fwd = scope.forward.iter().position(|s| s == step);
+                    let rb = scope.rollback.iter().position(|s| s == step);
+                    let ok = match (fwd, rb, scope.in_rollback) {
+                        (None, None, _) => {
+                            self.problem(pos, format!("{what}: {r} names an unknown step"));
+                            continue;
+                        }
+                        // Rollback steps may read any forward step (missing outputs → null).
+                        (Some(_), _, true) => true,
+                        (Some(i), _, false) => {
+                            i < scope.index || (scope.self_ok && i == scope.index)
+                        }
+                        (None, Some(i), true) => {
+                            i < scope.index || (scope.self_ok && i == scope.index)
+                        }
+                        (None, Some(_), false) => false,
+                    };
+                    if !ok {
+                        self.problem(
+                            pos,
+                            format!(
+                                "{what}: {r} refers to step {step:?}, which runs later (or is this step); a step can only use the outputs of earlier steps"
+                            ),
+                        );
+                    }
+                }
+                Ref::RunId | Ref::RunTarget => {}
+            }
+        }
+    }
+
+    fn build(&mut self, raw: RawRunbook, origin: &str, sha256: String) -> Runbook {
+        if raw.api_version.value != RUNBOOK_API_VERSION {
+            self.problem(
+                Pos::from(&raw.api_version),
+                format!(
+                    "apiVersion {:?} is not supported; this asm-canary reads {RUNBOOK_API_VERSION:?}",
+                    raw.api_version.value
+                ),
+            );
+        }
+        if raw.steps.value.is_empty() {
+            self.problem(Pos::from(&raw.steps), "a runbook needs at least one step");
+        }
+        // Params.
+        let mut params = Vec::new();
+        for (name, p) in &raw.params {
+            let pos = Pos::from(p);
+            if !valid_id(name) {
+                self.problem(
+                    pos,
+                    format!("param name {name:?} must be lowercase letters, digits, - or _"),
+                );
+            }
+            let kind = match ParamType::parse(&p.value.kind.value) {
+                Some(k) => k,
+                None => {
+                    self.problem(
+                        Pos::from(&p.value.kind),
+                        format!(
+                            "param {name:?}: unknown type {:?} (use string, integer, boolean, duration or string_list)",
+                            p.value.kind.value
+                        ),
+                    );
+                    ParamType::String
+                }
+            };
+            let default = match &p.value.default {
+                Some(d) => match kind.coerce(&d.value) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.problem(Pos::from(d), format!("param {name:?}: default {e}"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            params.push(ParamSpec {
+                name: name.clone(),
+                kind,
+                default,
+                required: p.value.required,
+                description: p.value.description.clone(),
+            });
+        }
+        let param_names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+        self.param_types = params.iter().map(|p| (p.name.clone(), p.kind)).collect();
+
+        // Ids: unique across both sequences.
+        let mut seen: HashMap<String, Pos> = HashMap::new();
+        for s in raw.steps.value.iter().chain(raw.rollback.iter()) {
+            let id = &s.value.id;
+            if !valid_id(&id.value) {
+                self.problem(
+                    Pos::from(id),
+                    format!(
+                        "step id {:?} must start with a lowercase letter and use only lowercase letters, digits, - or _",
+                        id.value
+                    ),
+                );
+            }
+            if let Some(first) = seen.get(&id.value) {
+                self.problem(
+                    Pos::from(id),
+                    format!(
+                        "duplicate step id {:?} (first defined at line {}, column {})",
+                        id.value, first.line, first.column
+                    ),
+                );
+            } else {
+                seen.insert(id.value.clone(), Pos::from(id));
+            }
+        }
+        let forward: Vec<String> = raw
+            .steps
+            .value
+            .iter()
+            .map(|s| s.value.id.value.clone())
+            .collect();
+        let rollback_ids: Vec<String> = raw
+            .rollback
+            .iter()
+            .map(|s| s.value.id.value.clone())
+            .collect();
+
+        let mut steps = Vec::new();
+        for (i, s) in raw.steps.value.iter().enumerate() {
+            let scope = RefScope {
+                forward: &forward,
+                rollback: &rollback_ids,
+                in_rollback: false,
+                index: i,
+                self_ok: false,
+                params: &param_names,
+            };
+            steps.push(self.step(s, &scope));
+        }
+        let mut rollback = Vec::new();
+        for (i, s) in raw.rollback.iter().enumerate() {
+            let scope = RefScope {
+                forward: &forward,
+                rollback: &rollback_ids,
+                in_rollback: true,
+                index: i,
+                self_ok: false,
+                params: &param_names,
+            };
+            let spec = self.step(s, &scope);
+            if let Some(a) = &s.value.approval
+                && spec.approval == ApprovalMode::Required
+            {
+                self.problem(
+                    Pos::from(a),
+                    "rollback steps cannot require approval: a rollback must be able to run unattended",
+                );
+            }
+            if let Some(f) = &s.value.on_failure {
+                self.problem(
+                    Pos::from(f),
+                    "on_failure has no meaning in the rollback sequence (a failed rollback step stops the rollback, exit 6)",
+                );
+            }
+            rollback.push(spec);
+        }
+        // Summary: may read any step (resolved leniently at the end of the run).
+        let mut summary = Vec::new();
+        for (k, v) in &raw.summary {
+            let scope = RefScope {
+                forward: &forward,
+                rollback: &rollback_ids,
+                in_rollback: true,
+                index: rollback_ids.len(),
+                self_ok: false,
+                params: &param_names,
+            };
+            self.check_refs(&v.value, Pos::from(v), &scope, &format!("summary {k:?}"));
+            summary.push((k.clone(), v.value.clone()));
+        }
+        Runbook {
+            name: raw.name.value,
+            description: raw.description,
+            params,
+            steps,
+            rollback,
+            summary,
+            origin: origin.to_string(),
+            sha256,
+        }
+    }
+
+    fn step(&mut self, s: &Spanned<RawStep>, scope: &RefScope<'_>) -> StepSpec {
+        let raw = &s.value;
+        let id = raw.id.value.clone();
+        if self.registry.get_action(&raw.action.value).is_none() {
+            self.problem(
+                Pos::from(&raw.action),
+                format!(
+                    "step {id:?}: unknown action {:?} (known: {})",
+                    raw.action.value,
+                    join_or_none(self.registry.action_names())
+                ),
+            );
+        }
+        let mut inputs = Map::new();
+        for (k, v) in &raw.inputs {
+            self.check_refs(
+                &v.value,
+                Pos::from(v),
+                scope,
+                &format!("step {id:?} input {k:?}"),
+            );
+            inputs.insert(k.clone(), v.value.clone());
+        }
+        let when = raw.when.as_ref().map(|w| {
+            self.check_refs(&w.value, Pos::from(w), scope, &format!("step {id:?} when"));
+            w.value.clone()
+        });
+        let gate = raw.gate.as_ref().map(|g| {
+            let gr = &g.value;
+            if self.registry.get_gate(&gr.check.value).is_none() {
+                self.problem(
+                    Pos::from(&gr.check),
+                    format!(
+                        "step {id:?}: unknown gate {:?} (known: {})",
+                        gr.check.value,
+                        join_or_none(self.registry.gate_names())
+                    ),
+                );
+            }
+            let gate_scope = RefScope {
+                self_ok: true,
+                ..*scope
+            };
+            let mut ginputs = Map::new();
+            for (k, v) in &gr.inputs {
+                self.check_refs(
+                    &v.value,
+                    Pos::from(v),
+                    &gate_scope,
+                    &format!("step {id:?} gate input {k:?}"),
+                );
+                ginputs.insert(k.clone(), v.value.clone());
+            }
+            let timeout = self.duration(&gr.timeout, &format!("step {id:?} gate timeout"));
+            if timeout == DurationSpec::Fixed(Duration::ZERO) {
+                self.problem(
+                    Pos::from(&gr.timeout),
+                    format!("step {id:?} gate timeout must be more than 0s"),
+                );
+            }
+            let poll_interval = match &gr.poll_interval {
+                Some(p) => {
+                    let d = self.duration(p, &format!("step {id:?} gate poll_interval"));
+                    if d == DurationSpec::Fixed(Duration::ZERO) {
+                        self.problem(
+                            Pos::from(p),
+                            format!("step {id:?} gate poll_interval must be more than 0s"),
+                        );
+                    }
+                    d
+                }
+                None => DurationSpec::Fixed(DEFAULT_POLL),
+            };
+            let stable_for = match &gr.stable_for {
+                Some(sf) => {
+                    let d = self.duration(sf, &format!("step {id:?} gate stable_for"));
+                    if let (DurationSpec::Fixed(s), DurationSpec::Fixed(t)) = (&d, &timeout)
+                        && s >= t
+                        && !t.is_zero()
+                    {
+                        self.problem(
+                            Pos::from(sf),
+                            format!("step {id:?} gate stable_for must be shorter than its timeout"),
+                        );
+                    }
+                    d
+                }
+                None => DurationSpec::Fixed(Duration::ZERO),
+            };
+            GateSpec {
+                check: gr.check.value.clone(),
+                inputs: ginputs,
+                timeout,
+                poll_interval,
+                watch: gr.watch,
+                stable_for,
+            }
+        });
+        let approval = match &raw.approval {
+            None => ApprovalMode::None,
+            Some(a) => match a.value.as_str() {
+                "required" => ApprovalMode::Required,
+                "none" => ApprovalMode::None,
+                other => {
+                    self.problem(
+                        Pos::from(a),
+                        format!("step {id:?}: approval {other:?} must be \"required\" or \"none\""),
+                    );
+                    ApprovalMode::None
+                }
+            },
+        };
+        let approval_prompt = raw.approval_prompt.as_ref().map(|p| {
+            self.check_refs(
+                &Value::String(p.value.clone()),
+                Pos::from(p),
+                scope,
+                &format!("step {id:?} approval_prompt"),
+            );
+            p.value.clone()
+        });
+        let on_failure = match &raw.on_failure {
+            None => OnFailure::Rollback,
+            Some(f) => match f.value.as_str() {
+                "rollback" => OnFailure::Rollback,
+                "halt" => OnFailure::Halt,
+                other => {
+                    self.problem(
+                        Pos::from(f),
+                        format!(
+                            "step {id:?}: on_failure {other:?} must be \"rollback\" or \"halt\""
+                        ),
+                    );
+                    OnFailure::Rollback
+                }
+            },
+        };
+        StepSpec {
+            id,
+            description: raw.description.clone(),
+            action: raw.action.value.clone(),
+            inputs,
+            gate,
+            approval,
+            approval_prompt,
+            on_failure,
+            when,
+            pos: Pos::from(s),
+        }
+    }
+}
+
+fn join_or_none<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = it.collect();
+    if v.is_empty() {
+        "none registered".into()
+    } else {
+        v.join(", ")
+    }
+}

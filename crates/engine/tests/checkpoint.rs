@@ -1,0 +1,307 @@
+//! Checkpoint files: atomic 0600 writes, the lock (exit 5, names the holder), and refusal of
+//! corrupt, truncated, foreign, newer and changed-runbook checkpoints — never overwriting them.
+
+mod common;
+
+use std::sync::Arc;
+
+use asm_canary_engine::*;
+use common::*;
+use serde_json::{Value, json};
+
+async fn paused_run(state: &std::path::Path) -> (Fakes, String) {
+    let yaml = three_steps("rollback", true);
+    let f = Fakes::new();
+    let ev = Arc::new(MemorySink::new());
+    let r = executor(&yaml, &f, state, &ev)
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    (f, yaml)
+}
+
+#[tokio::test]
+async fn checkpoint_is_written_0600_atomically_with_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    paused_run(&state).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names,
+        ["run.json", "run.json.lock"],
+        "no temp file left behind"
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], "1.0");
+    assert_eq!(v["kind"], "asm-canary/checkpoint");
+    assert_eq!(v["run_id"], "run-1");
+    assert_eq!(v["runbook"]["name"], "three");
+    assert_eq!(v["runbook"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(v["params"], json!({"tag": "prod"}));
+    assert_eq!(v["state"], "paused");
+    assert_eq!(v["steps"][0]["status"], "succeeded");
+    assert_eq!(v["steps"][0]["attempts"], 1);
+    assert_eq!(v["steps"][2]["status"], "awaiting_approval");
+    assert_eq!(v["journal"][0]["kind"], "effect");
+    assert_eq!(v["journal"][0]["status"], "done");
+    assert!(v["journal"][0]["recorded_at"].is_string());
+    let lock = std::fs::read_to_string(dir.path().join("run.json.lock")).unwrap();
+    assert!(
+        lock.starts_with(&format!("pid {}, started ", std::process::id())),
+        "{lock}"
+    );
+}
+
+#[tokio::test]
+async fn a_held_lock_refuses_a_second_run_with_exit_5_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let (f, yaml) = paused_run(&state).await;
+    let held = FileStore::new(&state).lock_sync().unwrap();
+    let ev = Arc::new(MemorySink::new());
+    let err = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 5);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "locked by another asm-canary run (pid {}, started ",
+            std::process::id()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("host "), "{msg}");
+    drop(held);
+    let r = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.outcome,
+        Outcome::Paused,
+        "the lock is free again once dropped"
+    );
+}
+
+async fn refuse(
+    state: &std::path::Path,
+    yaml: &str,
+    f: &Fakes,
+    opts: ResumeOptions,
+) -> EngineError {
+    let before = std::fs::read(state).unwrap();
+    let ev = Arc::new(MemorySink::new());
+    let err = executor(yaml, f, state, &ev)
+        .resume(opts.clone())
+        .await
+        .unwrap_err();
+    let err2 = executor(yaml, f, state, &ev)
+        .rollback(opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), err2.to_string());
+    assert_eq!(
+        std::fs::read(state).unwrap(),
+        before,
+        "the checkpoint is never overwritten"
+    );
+    assert!(ev.events().is_empty(), "nothing ran");
+    err
+}
+
+#[tokio::test]
+async fn corrupt_truncated_and_foreign_files_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let (f, yaml) = paused_run(&state).await;
+    let good = std::fs::read(&state).unwrap();
+
+    std::fs::write(&state, &good[..good.len() / 2]).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string().contains("is corrupt: the file is truncated"),
+        "{e}"
+    );
+
+    std::fs::write(&state, b"{not json").unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert!(
+        e.to_string()
+            .contains("is corrupt: key must be a string at line 1"),
+        "{e}"
+    );
+
+    std::fs::write(&state, br#"{"apiVersion": "v1", "kind": "ConfigMap"}"#).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string().contains("is not an asm-canary checkpoint"),
+        "{e}"
+    );
+
+    let mut v: Value = serde_json::from_slice(&good).unwrap();
+    v["steps"] = json!("nope");
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert!(e.to_string().contains("is corrupt: invalid type"), "{e}");
+
+    // A fresh run refuses to overwrite even a corrupt file.
+    std::fs::write(&state, b"garbage").unwrap();
+    let ev = Arc::new(MemorySink::new());
+    let e = executor(&yaml, &f, &state, &ev)
+        .run(request())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert_eq!(std::fs::read(&state).unwrap(), b"garbage");
+}
+
+#[tokio::test]
+async fn another_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let (f, yaml) = paused_run(&state).await;
+    let e = refuse(
+        &state,
+        &yaml,
+        &f,
+        ResumeOptions {
+            expect_target: Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/other".into()),
+            force: true,
+        },
+    )
+    .await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("belongs to target \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c\", not \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/other\""), "{e}");
+}
+
+#[tokio::test]
+async fn newer_schema_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let (f, yaml) = paused_run(&state).await;
+    let good: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+
+    // Newer major: refused.
+    let mut v = good.clone();
+    v["schema_version"] = json!("2.0");
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string()
+            .contains("has schema 2.0, newer than this asm-canary supports (1.0)"),
+        "{e}"
+    );
+
+    // Newer minor with a field this build would drop: refused for writing, readable for status.
+    let mut v = good.clone();
+    v["schema_version"] = json!("1.3");
+    v["steps"][0]["retries_left"] = json!(2);
+    let bytes = serde_json::to_vec(&v).unwrap();
+    std::fs::write(&state, &bytes).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert!(
+        e.to_string()
+            .contains("has schema 1.3 (with fields steps[0].retries_left)"),
+        "{e}"
+    );
+    let cp = read_checkpoint(&FileStore::new(&state)).await.unwrap();
+    assert_eq!(cp.run_id, "run-1");
+
+    // Newer minor without unknown fields: accepted (nothing would be lost).
+    let mut v = good.clone();
+    v["schema_version"] = json!("1.3");
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let ev = Arc::new(MemorySink::new());
+    let r = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    assert_eq!(load(&state).schema_version, "1.0");
+}
+
+#[tokio::test]
+async fn a_changed_runbook_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let (f, yaml) = paused_run(&state).await;
+    let changed = yaml.replace("default: prod", "default: canary");
+    let e = refuse(&state, &changed, &f, ResumeOptions::default()).await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string()
+            .contains("the runbook changed since — use the same runbook, or --force"),
+        "{e}"
+    );
+
+    let ev = Arc::new(MemorySink::new());
+    let r = executor(&changed, &f, &state, &ev)
+        .with_approver(Arc::new(PreApproved::new(["c"])))
+        .resume(ResumeOptions {
+            expect_target: None,
+            force: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    let cp = load(&state);
+    assert_ne!(
+        cp.runbook.sha256,
+        Runbook::parse(&yaml, "x", &f.registry()).unwrap().sha256
+    );
+    assert_eq!(cp.params["tag"], "prod", "params stay as the run started");
+}
+
+#[tokio::test]
+async fn resume_without_a_checkpoint_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("none.json");
+    let yaml = three_steps("rollback", false);
+    let f = Fakes::new();
+    let ev = Arc::new(MemorySink::new());
+    let e = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("no checkpoint at"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkpoint_format_snapshot() {
+    // The checkpoint is a contract (resume across versions, `status`): a change to its shape
+    // is a reviewed change.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let yaml = three_steps("rollback", true);
+    let f = Fakes::new();
+    f.gate.set(
+        "a",
+        vec![GateStatus::waiting("warming up"), GateStatus::passed()],
+    );
+    let ev = Arc::new(MemorySink::new());
+    let r = executor(&yaml, &f, &state, &ev)
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    let text = String::from_utf8(std::fs::read(&state).unwrap()).unwrap();
+    insta::assert_snapshot!(text);
+}

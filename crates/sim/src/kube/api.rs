@@ -1,0 +1,808 @@
+//! HTTP routing of the API server: authentication, discovery, and the verbs on every
+//! resource path (`/api/v1/...`, `/apis/{group}/{version}/...`), with the real Status errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::admission;
+use super::discovery;
+use super::gc::{self, Propagation};
+use super::patch::{self, PatchType};
+use super::resources::{self, ResourceType};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::{ApiError, json_response};
+use super::store::{Obj, meta_str, metadata_mut, name_of, ns_of, rv_of, uid_of};
+use super::watch::{self, WatchRequest};
+use crate::Shared;
+
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match dispatch(&shared, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        shared
+            .requests
+            .record("kube", method.as_str(), &path, resp.status().as_u16());
+    }
+    resp
+}
+
+pub struct Target {
+    pub rt: &'static ResourceType,
+    pub ns: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+fn parse_target(path: &str) -> Result<Option<Target>, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return Ok(None),
+    };
+    let (ns, rest): (Option<String>, &[&str]) = match rest {
+        ["namespaces", ns, r @ ..]
+            if !r.is_empty() && !(r.len() == 1 && (r[0] == "status" || r[0] == "finalize")) =>
+        {
+            (Some(ns.to_string()), r)
+        }
+        r => (None, r),
+    };
+    let rt = resources::find(group, version, rest[0]).ok_or_else(ApiError::no_such_path)?;
+    if ns.is_some() && !rt.namespaced {
+        return Err(ApiError::no_such_path());
+    }
+    let name = rest.get(1).map(|s| s.to_string());
+    let sub = rest.get(2).map(|s| s.to_string());
+    if rest.len() > 3 {
+        return Err(ApiError::no_such_path());
+    }
+    if let Some(s) = &sub
+        && !rt.subresources.contains(&s.as_str())
+    {
+        return Err(ApiError::no_such_path());
+    }
+    Ok(Some(Target { rt, ns, name, sub }))
+}
+
+pub fn query_map(req: &Request) -> HashMap<String, String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn authorized(shared: &Shared, req: &Request) -> bool {
+    let want = format!("Bearer {}", shared.info.sim_token);
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == want)
+}
+
+fn ok_json(v: &Value) -> Response {
+    json_response(StatusCode::OK, v)
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    match path.as_str() {
+        "/version" => {
+            return Ok(ok_json(&discovery::version(
+                &shared.scenario.cluster.current_kubernetes_version,
+            )));
+        }
+        "/healthz" | "/livez" | "/readyz" => {
+            return Ok((StatusCode::OK, "ok").into_response());
+        }
+        _ => {}
+    }
+    if !authorized(shared, &req) {
+        return Err(ApiError::unauthorized());
+    }
+    match path.as_str() {
+        "/api" => {
+            let server = shared
+                .info
+                .kube_server
+                .trim_start_matches("https://")
+                .to_string();
+            return Ok(ok_json(&discovery::api_versions(&server)));
+        }
+        "/apis" => return Ok(ok_json(&discovery::api_groups())),
+        _ => {}
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", v] => {
+            return discovery::resource_list("", v)
+                .map(|d| ok_json(&d))
+                .ok_or_else(ApiError::no_such_path);
+        }
+        ["apis", g, v] => {
+            return discovery::resource_list(g, v)
+                .map(|d| ok_json(&d))
+                .ok_or_else(ApiError::no_such_path);
+        }
+        ["apis", g] => {
+            let groups = discovery::api_groups();
+            return groups["groups"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == *g))
+                .map(|x| {
+                    let mut x = x.clone();
+                    x["kind"] = json!("APIGroup");
+                    x["apiVersion"] = json!("v1");
+                    ok_json(&x)
+                })
+                .ok_or_else(ApiError::no_such_path);
+        }
+        _ => {}
+    }
+    let Some(t) = parse_target(&path)? else {
+        return Err(ApiError::no_such_path());
+    };
+    let q = query_map(&req);
+    let method = req.method().clone();
+    match (&method, &t.name, t.sub.as_deref()) {
+        (&Method::GET, None, _) => {
+            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                watch_resource(shared, &t, &q)
+            } else {
+                list(shared, &t, &q)
+            }
+        }
+        (&Method::GET, Some(name), Some("portforward"))
+        | (&Method::POST, Some(name), Some("portforward")) => {
+            let ns = t.ns.clone().unwrap_or_default();
+            Ok(super::portforward::handle(shared.clone(), ns, name.clone(), q, req).await)
+        }
+        (&Method::GET, Some(name), Some("log")) => {
+            let ns = t.ns.clone().unwrap_or_default();
+            shared
+                .kube
+                .store
+                .get(t.rt, &ns, name)
+                .ok_or_else(|| ApiError::not_found(t.rt, name))?;
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response())
+        }
+        (&Method::GET, Some(name), sub) => {
+            let obj = get(shared, &t, name)?;
+            if sub == Some("scale") {
+                return Ok(ok_json(&scale_of(&obj)));
+            }
+            Ok(ok_json(&obj))
+        }
+        (&Method::POST, None, None) => {
+            let body = read_json(req).await?;
+            create(shared, &t, body, &q)
+        }
+        (&Method::PUT, Some(name), sub) => {
+            let name = name.clone();
+            let body = read_json(req).await?;
+            update(shared, &t, &name, sub, body, &q)
+        }
+        (&Method::PATCH, Some(name), sub) => {
+            let name = name.clone();
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let ptype = PatchType::from_content_type(&ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
+            let bytes = read_bytes(req).await?;
+            patch_resource(shared, &t, &name, sub, ptype, &bytes, &q)
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let name = name.clone();
+            let bytes = read_bytes(req).await?;
+            delete(shared, &t, &name, &bytes, &q)
+        }
+        (&Method::DELETE, None, None) => {
+            let bytes = read_bytes(req).await?;
+            delete_collection(shared, &t, &bytes, &q)
+        }
+        _ => Err(ApiError::method_not_allowed(t.rt)),
+    }
+}
+
+async fn read_bytes(req: Request) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+}
+
+async fn read_json(req: Request) -> Result<Value, ApiError> {
+    let bytes = read_bytes(req).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized or malformed: {e}"
+        ))
+    })
+}
+
+fn get(shared: &Shared, t: &Target, name: &str) -> Result<Obj, ApiError> {
+    let ns = t.ns.clone().unwrap_or_default();
+    shared
+        .kube
+        .store
+        .get(t.rt, &ns, name)
+        .ok_or_else(|| ApiError::not_found(t.rt, name))
+}
+
+fn selectors(
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        t.rt.kind,
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((labels, fields))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: String,
+}
+
+fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let (labels, fields) = selectors(t, q)?;
+    if q.contains_key("sendInitialEvents") {
+        return Err(ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list".into(),
+            details: json!({"group":"meta.k8s.io","kind":"ListOptions","causes":[{"reason":"FieldValueForbidden","message":"Forbidden: sendInitialEvents is forbidden for list","field":"sendInitialEvents"}]}),
+        });
+    }
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let start = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c.trim_end_matches('='))
+                .map_err(|_| {
+                    ApiError::bad_request("continue key is not valid: illegal base64 data")
+                })?;
+            let tok: ContinueToken = serde_json::from_slice(&raw)
+                .map_err(|_| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+            Some(tok.start)
+        }
+        None => None,
+    };
+    let (items, rv) = shared.kube.store.list(t.rt, t.ns.as_deref());
+    let key = |o: &Value| format!("{}/{}", ns_of(o), name_of(o));
+    let mut out: Vec<&Obj> = Vec::new();
+    let mut remaining = 0usize;
+    let mut next: Option<String> = None;
+    for o in &items {
+        if let Some(s) = &start
+            && key(o).as_str() < s.as_str()
+        {
+            continue;
+        }
+        if !labels.matches(super::store::labels_of(o)) || !fields.matches(o) {
+            continue;
+        }
+        if out.len() < limit {
+            out.push(o);
+        } else {
+            if next.is_none() {
+                next = Some(key(o));
+            }
+            remaining += 1;
+        }
+    }
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(n) = next {
+        let tok = serde_json::to_vec(&ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv,
+            start: n,
+        })
+        .unwrap_or_default();
+        meta["continue"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok));
+        if labels.is_empty() && fields.is_empty() {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    // written by hand so that ten thousand pods are not cloned to be listed
+    let mut buf = Vec::with_capacity(out.len() * 2048 + 128);
+    buf.extend_from_slice(b"{\"kind\":");
+    let _ = serde_json::to_writer(&mut buf, &t.rt.list_kind());
+    buf.extend_from_slice(b",\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut buf, &t.rt.api_version());
+    buf.extend_from_slice(b",\"metadata\":");
+    let _ = serde_json::to_writer(&mut buf, &meta);
+    buf.extend_from_slice(b",\"items\":[");
+    for (i, o) in out.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut buf, o.as_ref());
+    }
+    buf.extend_from_slice(b"]}");
+    let mut resp = Response::new(Body::from(buf));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+fn watch_resource(
+    shared: &Shared,
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let (labels, fields) = selectors(t, q)?;
+    let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    if send_initial && q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+        return Err(ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+            details: json!({"group":"meta.k8s.io","kind":"ListOptions","causes":[{"reason":"FieldValueForbidden","message":"Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan","field":"resourceVersionMatch"}]}),
+        });
+    }
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
+    Ok(watch::serve(
+        &shared.kube.store,
+        WatchRequest {
+            rt: t.rt,
+            namespace: t.ns.clone(),
+            labels,
+            fields,
+            resource_version: q.get("resourceVersion").cloned(),
+            bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+            send_initial_events: send_initial,
+            timeout: Duration::from_secs(timeout),
+            bookmark_every: shared.kube.bookmark_every,
+        },
+    ))
+}
+
+fn manager(q: &HashMap<String, String>) -> String {
+    q.get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn check_kind(t: &Target, body: &Value) -> Result<(), ApiError> {
+    if let Some(k) = body.get("kind").and_then(Value::as_str)
+        && !k.is_empty()
+        && k != t.rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({})",
+            body["apiVersion"].as_str().unwrap_or(""),
+            t.rt.api_version()
+        )));
+    }
+    Ok(())
+}
+
+fn create(
+    shared: &Shared,
+    t: &Target,
+    mut body: Value,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    check_kind(t, &body)?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request is not an object",
+        ));
+    }
+    if t.rt.namespaced {
+        let ns =
+            t.ns.clone()
+                .ok_or_else(|| ApiError::method_not_allowed(t.rt))?;
+        let body_ns = ns_of(&body);
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        metadata_mut(&mut body).insert("namespace".into(), json!(ns));
+        if shared
+            .kube
+            .store
+            .get(resources::by_plural("namespaces"), "", &ns)
+            .is_none()
+        {
+            return Err(ApiError::not_found(resources::by_plural("namespaces"), &ns));
+        }
+    }
+    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
+    let obj = create_object(&shared.kube, t.rt, body, &manager(q), dry_run)?;
+    Ok(json_response(StatusCode::CREATED, &obj))
+}
+
+/// Admission, defaults, ownership, then the store: the path every create takes, from the API
+/// and from the controllers (so that pods get injected whoever creates them).
+pub fn create_object(
+    kube: &super::KubeState,
+    rt: &'static ResourceType,
+    mut body: Value,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Obj, ApiError> {
+    if rt.has_status
+        && let Some(m) = body.as_object_mut()
+    {
+        m.insert("status".into(), json!({}));
+    }
+    admission::on_create(kube, rt, &mut body)?;
+    patch::record_update(None, &mut body, manager, rt, None);
+    if dry_run {
+        return Ok(Arc::new(body));
+    }
+    kube.store.create(rt, body)
+}
+
+fn check_rv(rt: &ResourceType, name: &str, cur: &Value, new: &Value) -> Result<(), ApiError> {
+    let want = meta_str(new, "resourceVersion");
+    if !want.is_empty() && want != meta_str(cur, "resourceVersion") {
+        return Err(ApiError::conflict(rt, name));
+    }
+    Ok(())
+}
+
+fn update(
+    shared: &Shared,
+    t: &Target,
+    name: &str,
+    sub: Option<&str>,
+    body: Value,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    check_kind(t, &body).or_else(|e| if sub == Some("scale") { Ok(()) } else { Err(e) })?;
+    let body_name = name_of(&body);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let ns = t.ns.clone().unwrap_or_default();
+    let rt = t.rt;
+    let mgr = manager(q);
+    let obj = shared.kube.store.update_with(rt, &ns, name, |cur| {
+        check_rv(rt, name, cur, &body)?;
+        let mut new = match sub {
+            Some("status") => {
+                let mut n = cur.clone();
+                n["status"] = body.get("status").cloned().unwrap_or(json!({}));
+                n
+            }
+            Some("scale") => {
+                let mut n = cur.clone();
+                n["spec"]["replicas"] = body["spec"]["replicas"].clone();
+                n
+            }
+            _ => {
+                let mut n = body.clone();
+                if rt.has_status {
+                    n["status"] = cur.get("status").cloned().unwrap_or(json!({}));
+                }
+                n
+            }
+        };
+        admission::on_update(&shared.kube, rt, cur, &mut new)?;
+        patch::record_update(
+            Some(cur),
+            &mut new,
+            &mgr,
+            rt,
+            sub.filter(|s| *s == "status"),
+        );
+        Ok(Some(new))
+    })?;
+    if sub == Some("scale") {
+        return Ok(ok_json(&scale_of(&obj)));
+    }
+    Ok(ok_json(&obj))
+}
+
+fn patch_resource(
+    shared: &Shared,
+    t: &Target,
+    name: &str,
+    sub: Option<&str>,
+    ptype: PatchType,
+    bytes: &[u8],
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let force = q.get("force").is_some_and(|f| f == "true");
+    if force && ptype != PatchType::Apply {
+        return Err(ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch".into(),
+            details: json!({"group":"meta.k8s.io","kind":"PatchOptions","causes":[{"reason":"FieldValueForbidden","message":"Forbidden: may not be specified for non-apply patch","field":"force"}]}),
+        });
+    }
+    let field_manager = q.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+    if ptype == PatchType::Apply && field_manager.is_none() {
+        return Err(ApiError {
+            code: 422,
+            reason: "Invalid",
+            message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            details: json!({"group":"meta.k8s.io","kind":"PatchOptions","causes":[{"reason":"FieldValueRequired","message":"Required value: is required for apply patch","field":"fieldManager"}]}),
+        });
+    }
+    let body: Value = if ptype == PatchType::Apply {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(_) => {
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
+                serde_saphyr::from_str::<Value>(text)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+            }
+        }
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+    };
+    let ns = t.ns.clone().unwrap_or_default();
+    let rt = t.rt;
+    let mgr = field_manager.unwrap_or_else(|| "unknown".into());
+    if ptype == PatchType::Apply && sub.is_none() && shared.kube.store.get(rt, &ns, name).is_none()
+    {
+        check_kind(t, &body)?;
+        let body_name = name_of(&body);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let mut obj = patch::apply(None, &body, &mgr, force, rt)?;
+        {
+            let meta = metadata_mut(&mut obj);
+            meta.insert("name".into(), json!(name));
+            if rt.namespaced {
+                meta.insert("namespace".into(), json!(ns));
+            }
+        }
+        if rt.has_status
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.insert("status".into(), json!({}));
+        }
+        admission::on_create(&shared.kube, rt, &mut obj)?;
+        let created = shared.kube.store.create(rt, obj)?;
+        return Ok(json_response(StatusCode::CREATED, &created));
+    }
+    let obj = shared.kube.store.update_with(rt, &ns, name, |cur| {
+        let base = if sub == Some("scale") {
+            scale_of(cur)
+        } else {
+            cur.clone()
+        };
+        let patched = match ptype {
+            PatchType::Merge => patch::merge_patch(&base, &body),
+            PatchType::Json => patch::json_patch(&base, &body)?,
+            PatchType::Strategic => patch::strategic_merge(&base, &body)?,
+            PatchType::Apply => patch::apply(Some(&base), &body, &mgr, force, rt)?,
+        };
+        check_rv(rt, name, &base, &patched)?;
+        let mut new = match sub {
+            Some("status") => {
+                let mut n = cur.clone();
+                n["status"] = patched.get("status").cloned().unwrap_or(json!({}));
+                n
+            }
+            Some("scale") => {
+                let mut n = cur.clone();
+                n["spec"]["replicas"] = patched["spec"]["replicas"].clone();
+                n
+            }
+            _ => {
+                let mut n = patched;
+                if rt.has_status {
+                    n["status"] = cur.get("status").cloned().unwrap_or(json!({}));
+                }
+                n
+            }
+        };
+        admission::on_update(&shared.kube, rt, cur, &mut new)?;
+        if ptype != PatchType::Apply {
+            patch::record_update(
+                Some(cur),
+                &mut new,
+                &mgr,
+                rt,
+                sub.filter(|s| *s == "status"),
+            );
+        }
+        Ok(Some(new))
+    })?;
+    if sub == Some("scale") {
+        return Ok(ok_json(&scale_of(&obj)));
+    }
+    Ok(ok_json(&obj))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteOptions {
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
+    preconditions: Option<Preconditions>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Preconditions {
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+fn delete_options(
+    bytes: &[u8],
+    q: &HashMap<String, String>,
+) -> Result<(Propagation, DeleteOptions), ApiError> {
+    let opts: DeleteOptions = if bytes.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+    };
+    let policy_s = opts
+        .propagation_policy
+        .clone()
+        .or_else(|| q.get("propagationPolicy").cloned());
+    let policy = match policy_s {
+        Some(p) => Propagation::parse(&p).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))
+        })?,
+        None if opts.orphan_dependents == Some(true) => Propagation::Orphan,
+        None => Propagation::Background,
+    };
+    Ok((policy, opts))
+}
+
+fn delete(
+    shared: &Shared,
+    t: &Target,
+    name: &str,
+    bytes: &[u8],
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let (policy, opts) = delete_options(bytes, q)?;
+    let ns = t.ns.clone().unwrap_or_default();
+    let store = &shared.kube.store;
+    if t.rt.plural == "namespaces" {
+        store
+            .get(t.rt, "", name)
+            .ok_or_else(|| ApiError::not_found(t.rt, name))?;
+        for rt in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+            let (items, _) = store.list(rt, Some(name));
+            for o in items {
+                let _ = store.delete(rt, name, name_of(&o), None, None);
+            }
+        }
+    }
+    let pre = opts.preconditions.unwrap_or_default();
+    let (obj, gone) = store.delete(
+        t.rt,
+        &ns,
+        name,
+        pre.uid.as_deref(),
+        pre.resource_version.as_deref(),
+    )?;
+    if gone {
+        gc::collect(store, &obj, policy);
+    }
+    if matches!(
+        t.rt.plural,
+        "pods" | "services" | "serviceaccounts" | "namespaces"
+    ) || !gone
+    {
+        return Ok(ok_json(&obj));
+    }
+    let mut details = json!({"name": name, "kind": t.rt.plural, "uid": uid_of(&obj)});
+    if !t.rt.group.is_empty() {
+        details["group"] = json!(t.rt.group);
+    }
+    Ok(ok_json(&json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    })))
+}
+
+fn delete_collection(
+    shared: &Shared,
+    t: &Target,
+    bytes: &[u8],
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let (policy, _) = delete_options(bytes, q)?;
+    let (labels, fields) = selectors(t, q)?;
+    let store = &shared.kube.store;
+    let (items, _) = store.list(t.rt, t.ns.as_deref());
+    let mut deleted = Vec::new();
+    for o in items {
+        if !labels.matches(super::store::labels_of(&o)) || !fields.matches(&o) {
+            continue;
+        }
+        if let Ok((obj, gone)) = store.delete(t.rt, ns_of(&o), name_of(&o), None, None) {
+            if gone {
+                gc::collect(store, &obj, policy);
+            }
+            deleted.push(obj);
+        }
+    }
+    let body = json!({
+        "kind": t.rt.list_kind(),
+        "apiVersion": t.rt.api_version(),
+        "metadata": {"resourceVersion": store.current_rv().to_string()},
+        "items": deleted.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+    });
+    Ok(ok_json(&body))
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": name_of(obj),
+            "namespace": ns_of(obj),
+            "uid": uid_of(obj),
+            "resourceVersion": rv_of(obj).to_string(),
+            "creationTimestamp": meta_str(obj, "creationTimestamp"),
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}

@@ -1,0 +1,199 @@
+//! The Kubernetes side of a scenario: the cluster's starting workloads and the faults of the
+//! add-on and the workload controllers. Every field has a default (the `healthy` cluster).
+
+use serde::{Deserialize, Serialize};
+
+/// Namespaces, workloads, tags and faults. Times are simulated seconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubeScenario {
+    /// Application namespaces and their workloads.
+    pub namespaces: Vec<NamespaceShape>,
+    /// Extra generated namespaces (the `large` scenario).
+    pub generated: Option<GeneratedShape>,
+    /// Revision tags at start, written as `istioctl tag set` writes them.
+    pub tags: Vec<TagShape>,
+    /// `data.mesh` of `istio-shared-configmap-<rev>` for the installed revisions (`None`: no ConfigMap).
+    pub shared_mesh_config: Option<String>,
+    /// Number of nodes (one DaemonSet pod per node).
+    pub nodes: u32,
+    /// Seconds from a pod's creation to Ready.
+    pub pod_ready_seconds: f64,
+    /// Seconds from an istiod pod's creation to Ready.
+    pub istiod_ready_seconds: f64,
+    /// Seconds from a proxy's connection to its first ACK of every type.
+    pub proxy_ack_seconds: f64,
+    /// Revisions whose istiod never becomes ready (CrashLoopBackOff).
+    pub crashloop_revisions: Vec<String>,
+    /// Revisions whose proxies never acknowledge what istiod sends.
+    pub stale_revisions: Vec<String>,
+    /// Revisions that inject `istio-proxy` as a native sidecar (an init container).
+    pub native_sidecar_revisions: Vec<String>,
+    /// Workloads (`namespace/name`) whose pods created after start never become ready.
+    pub never_ready: Vec<String>,
+    /// istiod replicas per revision.
+    pub istiod_replicas: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceShape {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub deployments: Vec<WorkloadShape>,
+    pub statefulsets: Vec<WorkloadShape>,
+    pub daemonsets: Vec<WorkloadShape>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkloadShape {
+    pub name: String,
+    pub replicas: u32,
+    pub image: String,
+    /// `progressDeadlineSeconds` for Deployments.
+    pub progress_deadline_seconds: Option<u32>,
+    /// StatefulSet/DaemonSet `updateStrategy.type` (`RollingUpdate` or `OnDelete`).
+    pub update_strategy: Option<String>,
+    pub paused: bool,
+}
+
+impl Default for WorkloadShape {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            replicas: 2,
+            image: "mcr.microsoft.com/azurelinux/base/nginx:1.25".into(),
+            progress_deadline_seconds: None,
+            update_strategy: None,
+            paused: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratedShape {
+    pub namespaces: u32,
+    pub deployments_per_namespace: u32,
+    pub replicas: u32,
+    /// The `istio.io/rev` label of the generated namespaces.
+    pub revision_label: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TagShape {
+    pub name: String,
+    pub revision: String,
+}
+
+fn ns(name: &str, rev: &str) -> NamespaceShape {
+    let mut labels = std::collections::BTreeMap::new();
+    if !rev.is_empty() {
+        labels.insert("istio.io/rev".to_string(), rev.to_string());
+    }
+    NamespaceShape {
+        name: name.into(),
+        labels,
+        ..Default::default()
+    }
+}
+
+fn wl(name: &str, replicas: u32) -> WorkloadShape {
+    WorkloadShape {
+        name: name.into(),
+        replicas,
+        ..Default::default()
+    }
+}
+
+impl Default for KubeScenario {
+    fn default() -> Self {
+        let mut payments = ns("payments", "prod");
+        payments.deployments = vec![wl("api", 3), wl("worker", 2)];
+        let mut orders = ns("orders", "prod");
+        orders.deployments = vec![wl("web", 2)];
+        orders.statefulsets = vec![WorkloadShape {
+            image: "mcr.microsoft.com/azurelinux/base/postgres:16".into(),
+            ..wl("db", 2)
+        }];
+        let mut frontend = ns("frontend", "prod");
+        frontend.deployments = vec![wl("web", 3)];
+        let mut logging = ns("logging", "prod");
+        logging.daemonsets = vec![WorkloadShape {
+            image: "mcr.microsoft.com/oss/fluent/fluent-bit:3.1".into(),
+            ..wl("node-agent", 0)
+        }];
+        Self {
+            namespaces: vec![payments, orders, frontend, logging],
+            generated: None,
+            tags: vec![TagShape {
+                name: "prod".into(),
+                revision: "asm-1-27".into(),
+            }],
+            shared_mesh_config: Some(
+                "accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"
+                    .into(),
+            ),
+            nodes: 3,
+            pod_ready_seconds: 3.0,
+            istiod_ready_seconds: 5.0,
+            proxy_ack_seconds: 2.0,
+            crashloop_revisions: Vec::new(),
+            stale_revisions: Vec::new(),
+            native_sidecar_revisions: vec!["asm-1-29".into()],
+            never_ready: Vec::new(),
+            istiod_replicas: 2,
+        }
+    }
+}
+
+impl KubeScenario {
+    /// The Kubernetes side of a built-in scenario (`healthy` for names that only concern ARM).
+    pub fn builtin(name: &str) -> Self {
+        let mut s = Self::default();
+        let new_revisions = vec!["asm-1-28".to_string(), "asm-1-29".to_string()];
+        match name {
+            "stale-proxies" => s.stale_revisions = new_revisions,
+            "crashloop-istiod" => s.crashloop_revisions = new_revisions,
+            "slow-rollout" => s.pod_ready_seconds = 30.0,
+            "stuck-rollout" => {
+                // payments/api's new pods never turn ready; its deadline is short
+                s.never_ready = vec!["payments/api".into()];
+                if let Some(d) = s.namespaces[0].deployments.first_mut() {
+                    d.progress_deadline_seconds = Some(60);
+                }
+            }
+            "legacy-labels" => {
+                let mut legacy = NamespaceShape {
+                    name: "legacy".into(),
+                    ..Default::default()
+                };
+                legacy
+                    .labels
+                    .insert("istio-injection".into(), "enabled".into());
+                legacy.deployments = vec![wl("app", 1)];
+                let mut orphan = ns("inventory", "asm-1-25");
+                orphan.deployments = vec![wl("app", 1)];
+                s.namespaces.push(legacy);
+                s.namespaces.push(orphan);
+            }
+            "native-sidecars" => {
+                s.native_sidecar_revisions =
+                    vec!["asm-1-27".into(), "asm-1-28".into(), "asm-1-29".into()];
+            }
+            "large" => {
+                s.generated = Some(GeneratedShape {
+                    namespaces: 200,
+                    deployments_per_namespace: 10,
+                    replicas: 5,
+                    revision_label: "prod".into(),
+                });
+                s.namespaces.clear();
+            }
+            _ => {}
+        }
+        s
+    }
+}

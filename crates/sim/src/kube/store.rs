@@ -1,0 +1,621 @@
+//! The object store: every object as JSON, one global resourceVersion counter (as etcd's
+//! revision), a bounded event history for watch resumption, and a broadcast of live events.
+//!
+//! Writers go through [`Store::create`], [`Store::update_with`] and [`Store::delete`], which
+//! set what the real API server sets (uid, resourceVersion, generation, creationTimestamp) and
+//! publish ADDED/MODIFIED/DELETED events. The API handlers and the controllers share it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::resources::{RESOURCES, ResourceType};
+use super::status::ApiError;
+
+pub type Obj = Arc<Value>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub kind: EventType,
+    pub resource: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub object: Obj,
+    /// The state before the change (MODIFIED only), for filtered watches.
+    pub old: Option<Obj>,
+}
+
+/// How many events the store remembers for watches that resume from a resourceVersion.
+const HISTORY: usize = 20_000;
+
+struct Inner {
+    rv: u64,
+    tables: HashMap<&'static str, BTreeMap<(String, String), Obj>>,
+    history: VecDeque<Arc<Event>>,
+    /// Watches may resume from any resourceVersion >= this.
+    oldest_resumable: u64,
+}
+
+/// Remembered events after a resourceVersion, and the live subscription.
+pub type Resume = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
+pub struct Store {
+    inner: RwLock<Inner>,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub fn now_micro() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Five characters of the alphabet the API server uses for `generateName`.
+pub fn random_suffix(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
+        .collect()
+}
+
+pub fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
+    obj.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+pub fn name_of(obj: &Value) -> &str {
+    meta_str(obj, "name")
+}
+
+pub fn ns_of(obj: &Value) -> &str {
+    meta_str(obj, "namespace")
+}
+
+pub fn uid_of(obj: &Value) -> &str {
+    meta_str(obj, "uid")
+}
+
+pub fn labels_of(obj: &Value) -> Option<&serde_json::Map<String, Value>> {
+    obj.get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+}
+
+pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    labels_of(obj)
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+}
+
+pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
+pub fn metadata_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    let map = obj.as_object_mut().expect("object");
+    let meta = map.entry("metadata").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    meta.as_object_mut().expect("metadata object")
+}
+
+pub fn rv_of(obj: &Value) -> u64 {
+    meta_str(obj, "resourceVersion").parse().unwrap_or(0)
+}
+
+fn set_rv(obj: &mut Value, rv: u64) {
+    metadata_mut(obj).insert("resourceVersion".into(), json!(rv.to_string()));
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(65_536);
+        let mut tables = HashMap::new();
+        for r in RESOURCES {
+            tables.insert(r.plural, BTreeMap::new());
+        }
+        Self {
+            inner: RwLock::new(Inner {
+                rv: 1,
+                tables,
+                history: VecDeque::new(),
+                oldest_resumable: 1,
+            }),
+            tx,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.read().rv
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<Obj> {
+        let inner = self.read();
+        inner
+            .tables
+            .get(rt.plural)
+            .and_then(|t| t.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+    }
+
+    /// All objects of a type (in one namespace, or all), sorted by namespace and name,
+    /// with the store's current resourceVersion.
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Obj>, u64) {
+        let inner = self.read();
+        let table = &inner.tables[rt.plural];
+        let items = match ns {
+            Some(ns) => table
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => table.values().cloned().collect(),
+        };
+        (items, inner.rv)
+    }
+
+    pub fn count(&self, rt: &ResourceType) -> usize {
+        self.read().tables[rt.plural].len()
+    }
+
+    fn publish(&self, inner: &mut Inner, ev: Event) {
+        let ev = Arc::new(ev);
+        inner.history.push_back(ev.clone());
+        while inner.history.len() > HISTORY {
+            if let Some(old) = inner.history.pop_front() {
+                inner.oldest_resumable = old.rv;
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// Creates an object as the API server does: name from `generateName`, uid, resourceVersion,
+    /// creationTimestamp, generation 1. `quiet` skips the event (initial seeding only).
+    pub fn create_inner(
+        &self,
+        rt: &'static ResourceType,
+        mut obj: Value,
+        quiet: bool,
+    ) -> Result<Obj, ApiError> {
+        if let Some(map) = obj.as_object_mut() {
+            map.insert("apiVersion".into(), json!(rt.api_version()));
+            map.insert("kind".into(), json!(rt.kind));
+            // keep apiVersion/kind first, as real objects print them
+            let mut ordered = serde_json::Map::new();
+            ordered.insert("apiVersion".into(), json!(rt.api_version()));
+            ordered.insert("kind".into(), json!(rt.kind));
+            for (k, v) in std::mem::take(map) {
+                if k != "apiVersion" && k != "kind" {
+                    ordered.insert(k, v);
+                }
+            }
+            *map = ordered;
+        } else {
+            return Err(ApiError::bad_request(
+                "the body of the request is not an object",
+            ));
+        }
+        let mut inner = self.write();
+        let ns = if rt.namespaced {
+            ns_of(&obj).to_string()
+        } else {
+            String::new()
+        };
+        let mut name = name_of(&obj).to_string();
+        if name.is_empty() {
+            let prefix = meta_str(&obj, "generateName").to_string();
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    rt,
+                    "",
+                    "metadata.name",
+                    "FieldValueRequired",
+                    "Required value: name or generateName is required",
+                ));
+            }
+            let prefix: String = prefix.chars().take(58).collect();
+            loop {
+                let candidate = format!("{prefix}{}", random_suffix(5));
+                if !inner.tables[rt.plural].contains_key(&(ns.clone(), candidate.clone())) {
+                    name = candidate;
+                    break;
+                }
+            }
+        }
+        validate_name(rt, &name)?;
+        if inner.tables[rt.plural].contains_key(&(ns.clone(), name.clone())) {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        {
+            let meta = metadata_mut(&mut obj);
+            meta.insert("name".into(), json!(name));
+            if rt.namespaced {
+                meta.insert("namespace".into(), json!(ns));
+            } else {
+                meta.remove("namespace");
+            }
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            if rt.generation {
+                meta.insert("generation".into(), json!(1));
+            } else {
+                meta.remove("generation");
+            }
+            meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+            meta.remove("deletionTimestamp");
+        }
+        let obj = Arc::new(obj);
+        inner
+            .tables
+            .get_mut(rt.plural)
+            .expect("table")
+            .insert((ns.clone(), name.clone()), obj.clone());
+        if quiet {
+            inner.oldest_resumable = inner.rv;
+        } else {
+            self.publish(
+                &mut inner,
+                Event {
+                    rv,
+                    kind: EventType::Added,
+                    resource: rt.plural,
+                    namespace: ns,
+                    name,
+                    object: obj.clone(),
+                    old: None,
+                },
+            );
+        }
+        Ok(obj)
+    }
+
+    pub fn create(&self, rt: &'static ResourceType, obj: Value) -> Result<Obj, ApiError> {
+        self.create_inner(rt, obj, false)
+    }
+
+    /// Read-modify-write under the store's lock. `f` gets the current object and returns the
+    /// new one (or `None` for "no change"). The store keeps identity fields, sets the new
+    /// resourceVersion and bumps `generation` when the spec changed. A write that changes
+    /// nothing does not bump the resourceVersion, as on a real server.
+    pub fn update_with<F>(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        f: F,
+    ) -> Result<Obj, ApiError>
+    where
+        F: FnOnce(&Value) -> Result<Option<Value>, ApiError>,
+    {
+        let mut inner = self.write();
+        let key = (ns.to_string(), name.to_string());
+        let old = inner.tables[rt.plural]
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let Some(mut new) = f(&old)? else {
+            return Ok(old);
+        };
+        // identity fields are the server's
+        {
+            let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+            let meta = metadata_mut(&mut new);
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "generation",
+            ] {
+                match old_meta.get(k) {
+                    Some(v) => {
+                        meta.insert(k.into(), v.clone());
+                    }
+                    None => {
+                        meta.remove(k);
+                    }
+                }
+            }
+            if old_meta.get("deletionTimestamp").is_some() {
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    old_meta["deletionTimestamp"].clone(),
+                );
+            }
+            meta.insert(
+                "resourceVersion".into(),
+                old_meta["resourceVersion"].clone(),
+            );
+        }
+        if let Some(map) = new.as_object_mut() {
+            map.insert("apiVersion".into(), json!(rt.api_version()));
+            map.insert("kind".into(), json!(rt.kind));
+        }
+        if new == *old {
+            return Ok(old);
+        }
+        if rt.generation {
+            let spec_changed = old.get("spec") != new.get("spec");
+            // the controller's own revision annotation does not count (a fresh Deployment
+            // reads generation 1 with revision "1" on a real server)
+            let ann = |o: &Value| {
+                let mut a = o["metadata"]
+                    .get("annotations")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                a.remove("deployment.kubernetes.io/revision");
+                a
+            };
+            let ann_changed = rt.kind == "Deployment" && ann(&old) != ann(&new);
+            if spec_changed || ann_changed {
+                let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                metadata_mut(&mut new).insert("generation".into(), json!(g));
+            }
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        set_rv(&mut new, rv);
+        // the last finalizer removed from an object being deleted: it goes
+        let finalizers_empty = new["metadata"]
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty());
+        if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty {
+            let obj = Arc::new(new);
+            inner.tables.get_mut(rt.plural).expect("table").remove(&key);
+            self.publish(
+                &mut inner,
+                Event {
+                    rv,
+                    kind: EventType::Deleted,
+                    resource: rt.plural,
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    object: obj.clone(),
+                    old: Some(old),
+                },
+            );
+            return Ok(obj);
+        }
+        let obj = Arc::new(new);
+        inner
+            .tables
+            .get_mut(rt.plural)
+            .expect("table")
+            .insert(key, obj.clone());
+        self.publish(
+            &mut inner,
+            Event {
+                rv,
+                kind: EventType::Modified,
+                resource: rt.plural,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                object: obj.clone(),
+                old: Some(old),
+            },
+        );
+        Ok(obj)
+    }
+
+    /// Deletes an object. With finalizers it only gets a deletionTimestamp. Returns the
+    /// deleted object (carrying the deletion's resourceVersion) and whether it is gone.
+    pub fn delete(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        precondition_uid: Option<&str>,
+        precondition_rv: Option<&str>,
+    ) -> Result<(Obj, bool), ApiError> {
+        let mut inner = self.write();
+        let key = (ns.to_string(), name.to_string());
+        let old = inner.tables[rt.plural]
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if let Some(uid) = precondition_uid
+            && uid != uid_of(&old)
+        {
+            return Err(ApiError::conflict_msg(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    uid_of(&old)
+                ),
+            ));
+        }
+        if let Some(rv) = precondition_rv
+            && rv != meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict_msg(
+                rt,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&old, "resourceVersion")
+                ),
+            ));
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        let has_finalizers = old["metadata"]
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        let mut new = (*old).clone();
+        set_rv(&mut new, rv);
+        if has_finalizers {
+            if old["metadata"].get("deletionTimestamp").is_none() {
+                let meta = metadata_mut(&mut new);
+                meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let obj = Arc::new(new);
+                inner
+                    .tables
+                    .get_mut(rt.plural)
+                    .expect("table")
+                    .insert(key, obj.clone());
+                self.publish(
+                    &mut inner,
+                    Event {
+                        rv,
+                        kind: EventType::Modified,
+                        resource: rt.plural,
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                        object: obj.clone(),
+                        old: Some(old),
+                    },
+                );
+                return Ok((obj, false));
+            }
+            inner.rv -= 1;
+            return Ok((old, false));
+        }
+        inner.tables.get_mut(rt.plural).expect("table").remove(&key);
+        let obj = Arc::new(new);
+        self.publish(
+            &mut inner,
+            Event {
+                rv,
+                kind: EventType::Deleted,
+                resource: rt.plural,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                object: obj.clone(),
+                old: None,
+            },
+        );
+        Ok((obj, true))
+    }
+
+    /// Subscribes to live events and returns the remembered events after `since`, or
+    /// `Err(oldest)` when `since` is older than the history the store keeps.
+    pub fn watch_from(&self, since: u64) -> Result<Resume, u64> {
+        let inner = self.read();
+        if since < inner.oldest_resumable {
+            return Err(inner.oldest_resumable);
+        }
+        let rx = self.tx.subscribe();
+        let backlog = inner
+            .history
+            .iter()
+            .filter(|e| e.rv > since)
+            .cloned()
+            .collect();
+        Ok((backlog, rx))
+    }
+
+    /// A snapshot of the current objects and a live subscription, atomically.
+    pub fn snapshot_and_watch(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+    ) -> (Vec<Obj>, u64, broadcast::Receiver<Arc<Event>>) {
+        let inner = self.read();
+        let rx = self.tx.subscribe();
+        let table = &inner.tables[rt.plural];
+        let items = match ns {
+            Some(ns) => table
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => table.values().cloned().collect(),
+        };
+        (items, inner.rv, rx)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// Forgets history up to the current resourceVersion (tests use it to provoke 410).
+    pub fn compact(&self) {
+        let mut inner = self.write();
+        inner.history.clear();
+        inner.oldest_resumable = inner.rv;
+    }
+}
+
+fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            rt,
+            name,
+            "metadata.name",
+            "FieldValueInvalid",
+            &format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+            ),
+        ))
+    }
+}

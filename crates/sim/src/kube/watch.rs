@@ -1,0 +1,199 @@
+//! Watch streams: one compact JSON event per line in a `200` chunked response, headers flushed
+//! at once; bookmarks carry kind/apiVersion/resourceVersion; an expired resourceVersion is an
+//! `ERROR` event with a 410 `Expired` Status followed by the end of the stream (never an HTTP
+//! 410, which kube-runtime would retry forever); `sendInitialEvents` ends its initial ADDED
+//! events with the `k8s.io/initial-events-end` bookmark.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::resources::ResourceType;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::store::{Event, EventType, Obj, Store, labels_of};
+
+pub struct WatchRequest {
+    pub rt: &'static ResourceType,
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub resource_version: Option<String>,
+    pub bookmarks: bool,
+    pub send_initial_events: bool,
+    pub timeout: Duration,
+    /// How often an idle watch gets a bookmark (real time).
+    pub bookmark_every: Duration,
+}
+
+impl WatchRequest {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(labels_of(obj)) && self.fields.matches(obj)
+    }
+
+    fn in_scope(&self, ev: &Event) -> bool {
+        ev.resource == self.rt.plural
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == ev.namespace)
+    }
+}
+
+fn line(kind: &str, obj: &Value) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(kind.as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    let _ = serde_json::to_writer(&mut buf, obj);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
+    )
+}
+
+/// Starts the watch and returns the streaming response.
+pub fn serve(store: &Store, req: WatchRequest) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let rv_param = req
+        .resource_version
+        .clone()
+        .filter(|s| !s.is_empty() && s != "0");
+    enum Start {
+        Snapshot(Vec<Obj>, u64, broadcast::Receiver<Arc<Event>>),
+        Resume(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64),
+        Expired(String),
+    }
+    let start = match (&rv_param, req.send_initial_events) {
+        (None, _) | (Some(_), true) => {
+            let (items, rv, rx) = store.snapshot_and_watch(req.rt, req.namespace.as_deref());
+            Start::Snapshot(items, rv, rx)
+        }
+        (Some(rv), false) => match rv.parse::<u64>() {
+            Ok(n) => match store.watch_from(n) {
+                Ok((backlog, rx)) => Start::Resume(backlog, rx, n),
+                Err(oldest) => Start::Expired(format!("too old resource version: {n} ({oldest})")),
+            },
+            Err(_) => Start::Expired(format!("too old resource version: {rv} (invalid)")),
+        },
+    };
+    tokio::spawn(async move {
+        let mut last_rv: u64;
+        let mut live = match start {
+            Start::Expired(msg) => {
+                let _ = tx
+                    .send(line("ERROR", &ApiError::expired(msg).to_status()))
+                    .await;
+                return;
+            }
+            Start::Snapshot(items, rv, rx) => {
+                for obj in items.iter().filter(|o| req.matches(o)) {
+                    if tx.send(line("ADDED", obj)).await.is_err() {
+                        return;
+                    }
+                }
+                if req.send_initial_events {
+                    let _ = tx.send(bookmark(req.rt, rv, true)).await;
+                }
+                last_rv = rv;
+                rx
+            }
+            Start::Resume(backlog, rx, since) => {
+                last_rv = since;
+                for ev in backlog {
+                    last_rv = last_rv.max(ev.rv);
+                    if let Some(b) = render(&req, &ev)
+                        && tx.send(b).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                rx
+            }
+        };
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut tick = tokio::time::interval(req.bookmark_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = live.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = ev.rv;
+                        if let Some(b) = render(&req, &ev)
+                            && tx.send(b).await.is_err() {
+                                return;
+                            }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let msg = format!("too old resource version: {last_rv} (the watch fell behind)");
+                        let _ = tx.send(line("ERROR", &ApiError::expired(msg).to_status())).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick(), if req.bookmarks => {
+                    if tx.send(bookmark(req.rt, last_rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The event as this watcher sees it (filtered watches turn matching changes into
+/// ADDED/DELETED), or nothing.
+fn render(req: &WatchRequest, ev: &Event) -> Option<Bytes> {
+    if !req.in_scope(ev) {
+        return None;
+    }
+    let now = req.matches(&ev.object);
+    match ev.kind {
+        EventType::Added => now.then(|| line("ADDED", &ev.object)),
+        EventType::Deleted => {
+            let before = ev.old.as_ref().map(|o| req.matches(o)).unwrap_or(now);
+            (now || before).then(|| line("DELETED", &ev.object))
+        }
+        EventType::Modified => {
+            let before = ev.old.as_ref().map(|o| req.matches(o)).unwrap_or(true);
+            match (before, now) {
+                (true, true) => Some(line("MODIFIED", &ev.object)),
+                (false, true) => Some(line("ADDED", &ev.object)),
+                (true, false) => Some(line("DELETED", &ev.object)),
+                (false, false) => None,
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Reusable flag groups (the cluster flags, output) and their validation into a
+//! [`ClusterTarget`]: raw arguments first, then a checked configuration.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// The cluster flags every command that reaches a cluster takes. Each reads an environment
+/// variable too; `asm-canary sim serve` writes exactly these names.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ClusterArgs {
+    /// Subscription id of the AKS cluster.
+    #[arg(long, env = "ASM_CANARY_SUBSCRIPTION", help_heading = "Cluster")]
+    pub subscription: Option<String>,
+    /// Resource group of the AKS cluster.
+    #[arg(long, env = "ASM_CANARY_RESOURCE_GROUP", help_heading = "Cluster")]
+    pub resource_group: Option<String>,
+    /// Name of the AKS cluster.
+    #[arg(long, env = "ASM_CANARY_CLUSTER", help_heading = "Cluster")]
+    pub cluster: Option<String>,
+    /// Full ARM id of the cluster, instead of the three flags above.
+    #[arg(long, env = "ASM_CANARY_CLUSTER_ID", help_heading = "Cluster",
+          conflicts_with_all = ["subscription", "resource_group", "cluster"])]
+    pub cluster_id: Option<String>,
+    /// ARM endpoint (sovereign clouds, the simulator).
+    #[arg(
+        long,
+        env = "ASM_CANARY_ARM_ENDPOINT",
+        default_value = "https://management.azure.com",
+        help_heading = "Cluster"
+    )]
+    pub arm_endpoint: String,
+    /// Entra ID authority host.
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", help_heading = "Cluster")]
+    pub authority_host: Option<String>,
+    /// An extra CA certificate (PEM) to trust for ARM, Entra ID and the Kubernetes API.
+    #[arg(long, env = "ASM_CANARY_CA_FILE", help_heading = "Cluster")]
+    pub ca_file: Option<PathBuf>,
+    /// How to authenticate to Azure.
+    #[arg(long, env = "ASM_CANARY_AUTH", value_enum, default_value_t = AuthArg::Auto,
+          help_heading = "Cluster")]
+    pub auth: AuthArg,
+    /// How often to poll an ARM operation when ARM sends no Retry-After (e.g. 15s, 500ms).
+    #[arg(
+        long,
+        env = "ASM_CANARY_ARM_POLL_INTERVAL",
+        value_name = "DURATION",
+        help_heading = "Cluster"
+    )]
+    pub arm_poll_interval: Option<String>,
+    /// Kubeconfig to use instead of fetching the cluster user credential from ARM.
+    #[arg(long, env = "ASM_CANARY_KUBECONFIG", help_heading = "Cluster")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum AuthArg {
+    /// Pick by environment and say which was used.
+    #[default]
+    Auto,
+    /// The Azure CLI's logged-in account.
+    Cli,
+    /// Workload identity (AZURE_FEDERATED_TOKEN_FILE).
+    WorkloadIdentity,
+    /// Managed identity (IMDS or App Service).
+    ManagedIdentity,
+    /// A service principal secret (AZURE_CLIENT_SECRET).
+    ClientSecret,
+    /// An Azure Pipelines service connection (OIDC).
+    Pipelines,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum OutputArg {
+    /// Human-readable text (stderr for progress).
+    #[default]
+    Text,
+    /// JSON Lines on stdout, one event per line.
+    Json,
+}

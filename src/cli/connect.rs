@@ -1,0 +1,160 @@
+//! From cluster flags to the clients the steps use: the ARM client (credential chosen and
+//! reported), the cluster id, and a Kubernetes client (from `--kubeconfig`, or from ARM's
+//! listClusterUserCredential, trusting the extra CA when one is given).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::{AuthArg, ClusterArgs};
+use super::error::CliError;
+use crate::azure::{
+    ArmClient, ArmClientOptions, AuthMode, AuthSettings, ClusterId, CredentialChoice, PollOptions,
+};
+use crate::steps::Env;
+
+/// How fast to poll ARM operations; the simulator runs on a scaled clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Pace {
+    #[default]
+    Real,
+    Simulated,
+}
+
+pub struct Connected {
+    pub env: Arc<Env>,
+    pub credential: CredentialChoice,
+}
+
+fn auth_mode(a: AuthArg) -> AuthMode {
+    match a {
+        AuthArg::Auto => AuthMode::Auto,
+        AuthArg::Cli => AuthMode::Cli,
+        AuthArg::WorkloadIdentity => AuthMode::WorkloadIdentity,
+        AuthArg::ManagedIdentity => AuthMode::ManagedIdentity,
+        AuthArg::ClientSecret => AuthMode::ClientSecret,
+        AuthArg::Pipelines => AuthMode::Pipelines,
+    }
+}
+
+/// The cluster's ARM id from `--cluster-id` or the three parts.
+pub fn cluster_id(args: &ClusterArgs) -> Result<ClusterId, CliError> {
+    if let Some(id) = &args.cluster_id {
+        return id
+            .parse()
+            .map_err(|e| CliError::bad(format!("--cluster-id: {e}")));
+    }
+    let missing: Vec<&str> = [
+        ("--subscription", &args.subscription),
+        ("--resource-group", &args.resource_group),
+        ("--cluster", &args.cluster),
+    ]
+    .iter()
+    .filter(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+    .map(|(n, _)| *n)
+    .collect();
+    if !missing.is_empty() {
+        return Err(CliError::bad(format!(
+            "which cluster? {} not given: pass them (or --cluster-id, or the ASM_CANARY_* environment variables; \
+             `asm-canary sim serve --env-file F` writes them for the simulator)",
+            missing.join(", ")
+        )));
+    }
+    ClusterId::new(
+        args.subscription.as_deref().unwrap_or_default(),
+        args.resource_group.as_deref().unwrap_or_default(),
+        args.cluster.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| CliError::bad(e.to_string()))
+}
+
+/// Builds the ARM and Kubernetes clients for `args`.
+pub async fn connect(args: &ClusterArgs, pace: Pace) -> Result<Connected, CliError> {
+    connect_inner(args, pace, None).await
+}
+
+/// As [`connect`], with a service principal given explicitly (the demo's own simulator).
+pub async fn connect_with_secret(
+    args: &ClusterArgs,
+    pace: Pace,
+    tenant: &str,
+    client: &str,
+    secret: &str,
+) -> Result<Connected, CliError> {
+    connect_inner(args, pace, Some((tenant, client, secret))).await
+}
+
+async fn connect_inner(
+    args: &ClusterArgs,
+    pace: Pace,
+    secret: Option<(&str, &str, &str)>,
+) -> Result<Connected, CliError> {
+    let cluster = cluster_id(args)?;
+    let ca_pem = match &args.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::bad(format!("--ca-file {}: cannot read it: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let mut options = ArmClientOptions {
+        endpoint: args.arm_endpoint.trim_end_matches('/').to_string(),
+        ..Default::default()
+    };
+    if let Pace::Simulated = pace {
+        options.poll = PollOptions {
+            default_interval: Duration::from_millis(200),
+            min_interval: Duration::from_millis(50),
+            max_interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(300),
+        };
+        options.retry.base_delay = Duration::from_millis(50);
+        options.retry.max_delay = Duration::from_secs(2);
+    }
+    if let Some(raw) = &args.arm_poll_interval {
+        let d = asm_canary_engine::duration::parse_duration(raw)
+            .map_err(|e| CliError::bad(format!("--arm-poll-interval {raw:?}: {e}")))?;
+        options.poll.default_interval = d;
+        options.poll.min_interval = options.poll.min_interval.min(d);
+        options.retry.base_delay = options.retry.base_delay.min(d);
+    }
+    let mut auth = AuthSettings {
+        mode: auth_mode(args.auth),
+        authority_host: args.authority_host.clone(),
+        ..Default::default()
+    };
+    if let Some((tenant, client, secret)) = secret {
+        auth.tenant_id = Some(tenant.to_string());
+        auth.client_id = Some(client.to_string());
+        auth.client_secret = Some(secret.to_string());
+    }
+    let origin = args.ca_file.as_ref().map(|p| p.display().to_string());
+    let extra = match (&origin, &ca_pem) {
+        (Some(o), Some(pem)) => Some((o.as_str(), pem.as_slice())),
+        _ => None,
+    };
+    let (arm, credential) =
+        ArmClient::connect(options, &auth, extra, &crate::azure::auth::process_env)
+            .map_err(|e| CliError::bad(e.to_string()))?;
+    tracing::info!(mode = credential.mode.as_str(), reason = %credential.reason, "Azure credential");
+    let kube = match &args.kubeconfig {
+        Some(path) => crate::k8s::client_from_kubeconfig(Some(path), ca_pem.as_deref())
+            .await
+            .map_err(|e| CliError::bad(format!("--kubeconfig {}: {e}", path.display())))?,
+        None => {
+            let bytes = arm.list_cluster_user_kubeconfig(&cluster).await.map_err(|e| {
+                CliError::Connect(format!(
+                    "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}; \
+                     pass --kubeconfig to use your own"
+                ))
+            })?;
+            crate::k8s::client_from_kubeconfig_bytes(&bytes, ca_pem.as_deref())
+                .await
+                .map_err(|e| {
+                    CliError::Connect(format!("the kubeconfig ARM returned for {cluster}: {e}"))
+                })?
+        }
+    };
+    Ok(Connected {
+        env: Arc::new(Env { arm, cluster, kube }),
+        credential,
+    })
+}

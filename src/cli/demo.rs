@@ -1,0 +1,162 @@
+//! `asm-canary demo`: starts the simulated AKS cluster in-process and runs the real canary
+//! upgrade against it over HTTPS, exactly as against Azure (the same clients, the same
+//! runbook), with the scenario's faults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+
+use super::args::{AuthArg, ClusterArgs, OutputArg};
+use super::connect::Pace;
+use super::error::CliError;
+use super::run::{Mode, RunArgs, UpgradeOptions, execute};
+use crate::istio::pod_revision;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// A built-in scenario (healthy, stale-proxies, crashloop-istiod, arm-throttling,
+    /// lro-failure, slow-rollout, stuck-rollout, legacy-labels, native-sidecars, large) or a
+    /// scenario YAML file.
+    #[arg(long, default_value = "healthy")]
+    pub scenario: String,
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Gate timings that suit the simulator's scaled clock; `--soak`/`--param` still win.
+fn demo_params(
+    upgrade: &UpgradeOptions,
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    let mut params = serde_json::Map::new();
+    params.insert("soak".into(), json!("2s"));
+    params.insert("poll_interval".into(), json!("250ms"));
+    params.insert("control_plane_timeout".into(), json!("45s"));
+    params.insert("rollout_timeout".into(), json!("60s"));
+    params.insert("verify_timeout".into(), json!("30s"));
+    for (k, v) in upgrade.params()? {
+        params.insert(k, v);
+    }
+    Ok(params)
+}
+
+pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
+    let DemoArgs {
+        scenario,
+        upgrade,
+        mut run,
+    } = args;
+    let scenario =
+        asm_canary_sim::Scenario::load(&scenario).map_err(|e| CliError::bad(e.to_string()))?;
+    let dir = tempfile::tempdir()
+        .map_err(|e| CliError::Internal(format!("cannot create a temporary directory: {e}")))?;
+    let ca_file = dir.path().join("sim-ca.pem");
+    let mut opts = asm_canary_sim::SimOptions::new(scenario.clone());
+    opts.ca_file = Some(ca_file.clone());
+    let sim = asm_canary_sim::start(opts)
+        .await
+        .map_err(|e| CliError::Internal(format!("cannot start the simulated cluster: {e}")))?;
+    let info = sim.info.clone();
+    let say = |line: String| {
+        if run.output == OutputArg::Text {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
+        "asm-canary demo: simulated AKS cluster {} ({}), scenario {:?}: {}",
+        info.cluster, info.location, scenario.name, scenario.description
+    ));
+    say(format!(
+        "  ARM {}  Kubernetes {}  (CA {})",
+        info.arm_endpoint,
+        info.kube_server,
+        ca_file.display()
+    ));
+    // The demo talks to the simulator as any client would: a service principal, the
+    // simulator's CA as an extra trusted root, the kubeconfig from listClusterUserCredential.
+    let cluster = ClusterArgs {
+        subscription: Some(info.subscription.clone()),
+        resource_group: Some(info.resource_group.clone()),
+        cluster: Some(info.cluster.clone()),
+        cluster_id: None,
+        arm_endpoint: info.arm_endpoint.clone(),
+        authority_host: Some(info.authority_host.clone()),
+        ca_file: Some(ca_file.clone()),
+        auth: AuthArg::ClientSecret,
+        arm_poll_interval: None,
+        kubeconfig: None,
+    };
+    let connected = super::connect::connect_with_secret(
+        &cluster,
+        Pace::Simulated,
+        &info.tenant_id,
+        &info.client_id,
+        &info.client_secret,
+    )
+    .await?;
+    say(format!(
+        "  signed in with {} ({})",
+        connected.credential.mode.as_str(),
+        connected.credential.reason
+    ));
+    if !super::run::interactive(&run) && run.approve.is_empty() {
+        // A rehearsal has no one to approve: approve the gated steps, say so.
+        run.approve = vec!["start".into(), "complete".into()];
+        say("  unattended: approving start and complete in advance".to_string());
+    }
+    let state = run
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(dir.path()).join("demo-run.json"));
+    let env = connected.env.clone();
+    let report = execute(
+        connected.env,
+        &run,
+        Mode::Run(demo_params(&upgrade)?),
+        state,
+    )
+    .await?;
+
+    // What the cluster says now, read back over the same APIs.
+    if let Ok(doc) = env.arm.get_cluster(&env.cluster).await {
+        let pods = Api::<Pod>::all(env.kube.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let mut by_rev: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &pods {
+            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+            if ns.starts_with("aks-istio-") || ns == "kube-system" {
+                continue;
+            }
+            let rev = pod_revision(p)
+                .revision()
+                .unwrap_or("no sidecar")
+                .to_string();
+            *by_rev.entry(rev).or_default() += 1;
+        }
+        let pods_line = by_rev
+            .iter()
+            .map(|(r, n)| format!("{n} on {r}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        say(format!(
+            "cluster now: revisions [{}], application pods: {}",
+            doc.revisions().join(", "),
+            if pods_line.is_empty() {
+                "none".to_string()
+            } else {
+                pods_line
+            }
+        ));
+    }
+    sim.shutdown().await;
+    Ok(report.exit_code())
+}

@@ -1,0 +1,476 @@
+//! The read-only commands: `plan`, `status` and `proxy-status`. They change nothing.
+
+use std::path::PathBuf;
+
+use asm_canary_engine::{Checkpoint, RunState, StepStatus};
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+
+use super::args::{ClusterArgs, OutputArg};
+use super::connect::{Pace, connect};
+use super::error::CliError;
+use super::run::{UpgradeOptions, cluster_from_checkpoint, load_runbook};
+use crate::istio::{Revision, choose_target};
+use crate::steps::Env;
+use crate::steps::cluster::{MeshState, classify, preflight_warnings};
+use crate::steps::restart::{mesh_namespaces, plan_namespace, waves};
+use crate::steps::tag::mode_of;
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub kubernetes_version: Option<String>,
+    pub installed: Vec<String>,
+    pub state: MeshState,
+    pub verdict: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub target_reason: Option<String>,
+    pub offered: Vec<String>,
+    pub configmap: Option<String>,
+    pub tag_move: Option<String>,
+    pub waves: Vec<Wave>,
+    pub gates: Vec<GateLine>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Wave {
+    pub namespaces: Vec<String>,
+    pub workloads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GateLine {
+    pub step: String,
+    pub gate: String,
+    pub timeout: String,
+    pub approval: bool,
+}
+
+/// Builds the plan: preflight, the target, the waves and the gates. Reads only.
+pub async fn build_plan(env: &Env, upgrade: &UpgradeOptions) -> Result<Plan, CliError> {
+    let step = |e: asm_canary_engine::StepError| CliError::Connect(e.to_string());
+    let doc = env
+        .arm
+        .get_cluster(&env.cluster)
+        .await
+        .map_err(|e| CliError::Connect(e.to_string()))?;
+    let installed = doc.revisions();
+    let state = classify(&doc, upgrade.to.as_deref());
+    let verdict = state.explain(&env.cluster.name);
+    let mut warnings = preflight_warnings(env, &installed).await.map_err(step)?;
+    let mut plan = Plan {
+        cluster: env.cluster.to_string(),
+        kubernetes_version: doc.kubernetes_version().map(str::to_string),
+        installed: installed.clone(),
+        state: state.clone(),
+        verdict,
+        source: None,
+        target: None,
+        target_reason: None,
+        offered: vec![],
+        configmap: None,
+        tag_move: None,
+        waves: vec![],
+        gates: vec![],
+        warnings: vec![],
+    };
+    if !state.is_ready() {
+        plan.warnings = warnings;
+        return Ok(plan);
+    }
+    let source = installed[0].clone();
+    let profile = env
+        .arm
+        .mesh_upgrade_profile(&env.cluster)
+        .await
+        .map_err(|e| CliError::Connect(e.to_string()))?;
+    plan.offered = profile.properties.upgrades.clone();
+    let current: Revision = source
+        .parse()
+        .map_err(|e| CliError::Connect(format!("installed revision {source:?}: {e}")))?;
+    let requested = upgrade
+        .to
+        .as_deref()
+        .map(str::parse::<Revision>)
+        .transpose()
+        .map_err(|e| CliError::bad(format!("--to: {e}")))?;
+    let target = match choose_target(current, &plan.offered, requested) {
+        Ok(t) => t.to_string(),
+        Err(e) => {
+            plan.source = Some(source);
+            plan.verdict = e.to_string();
+            plan.warnings = warnings;
+            return Ok(plan);
+        }
+    };
+    plan.target_reason = Some(if upgrade.to.is_some() {
+        "requested with --to".into()
+    } else {
+        "the newest upgrade offered".into()
+    });
+    plan.configmap = Some(format!(
+        "aks-istio-system/{} → {}",
+        crate::istio::shared_configmap_name(&source),
+        crate::istio::shared_configmap_name(&target)
+    ));
+    let mode = mode_of(Some(upgrade.mode.clone())).map_err(|e| CliError::bad(e.to_string()))?;
+    plan.tag_move = Some(match mode {
+        crate::steps::tag::Mode::Tag => format!("tag {}: {source} → {target}", upgrade.tag),
+        crate::steps::tag::Mode::Label => {
+            format!("namespaces labelled istio.io/rev={source} → istio.io/rev={target}")
+        }
+    });
+    let label_for = match mode {
+        crate::steps::tag::Mode::Tag => upgrade.tag.clone(),
+        crate::steps::tag::Mode::Label => source.clone(),
+    };
+    let nss = mesh_namespaces(env, crate::steps::tag::Mode::Tag, &label_for, &target)
+        .await
+        .map_err(step)?;
+    for w in waves(&nss, &upgrade.canary_namespaces) {
+        let mut count = 0;
+        for ns in &w {
+            let p = plan_namespace(env, ns, &target).await.map_err(step)?;
+            count += p.workloads.len();
+            warnings.extend(
+                p.unmovable
+                    .into_iter()
+                    .map(|u| format!("will not move {u}")),
+            );
+        }
+        plan.waves.push(Wave {
+            namespaces: w,
+            workloads: count,
+        });
+    }
+    plan.source = Some(source);
+    plan.target = Some(target);
+    plan.warnings = warnings;
+    Ok(plan)
+}
+
+pub fn render_plan(plan: &Plan) -> String {
+    let mut s = String::new();
+    let line = |s: &mut String, t: String| {
+        s.push_str(&t);
+        s.push('\n');
+    };
+    line(&mut s, format!("Cluster     {}", plan.cluster));
+    line(
+        &mut s,
+        format!(
+            "Installed   {} (Kubernetes {})",
+            plan.installed.join(", "),
+            plan.kubernetes_version.as_deref().unwrap_or("?")
+        ),
+    );
+    line(&mut s, format!("Preflight   {}", plan.verdict));
+    if let (Some(src), Some(tgt)) = (&plan.source, &plan.target) {
+        line(
+            &mut s,
+            format!(
+                "Upgrade     {src} → {tgt} ({}; offered: {})",
+                plan.target_reason.as_deref().unwrap_or(""),
+                plan.offered.join(", ")
+            ),
+        );
+        if let Some(cm) = &plan.configmap {
+            line(&mut s, format!("ConfigMap   {cm}"));
+        }
+        if let Some(t) = &plan.tag_move {
+            line(&mut s, format!("Injection   {t}"));
+        }
+        if plan.waves.is_empty() {
+            line(
+                &mut s,
+                "Waves       none: no namespace uses the tag".to_string(),
+            );
+        }
+        for (i, w) in plan.waves.iter().enumerate() {
+            line(
+                &mut s,
+                format!(
+                    "Wave {}      {} workload(s) in {}",
+                    i + 1,
+                    w.workloads,
+                    w.namespaces.join(", ")
+                ),
+            );
+        }
+        for g in &plan.gates {
+            line(
+                &mut s,
+                format!(
+                    "Gate        {:<14} {:<22} timeout {}{}",
+                    g.step,
+                    g.gate,
+                    g.timeout,
+                    if g.approval {
+                        "  (asks approval first)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    }
+    for w in &plan.warnings {
+        line(&mut s, format!("Warning     {w}"));
+    }
+    s
+}
+
+pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
+    let PlanArgs {
+        cluster,
+        upgrade,
+        output,
+    } = args;
+    upgrade.params()?;
+    let connected = connect(&cluster, Pace::Real).await?;
+    let env = connected.env;
+    let mut plan = build_plan(&env, &upgrade).await?;
+    let (runbook, _) = load_runbook(None, env.clone())?;
+    plan.gates = gate_lines(&runbook);
+    match output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).map_err(|e| CliError::Internal(e.to_string()))?
+        ),
+        OutputArg::Text => print!("{}", render_plan(&plan)),
+    }
+    Ok(crate::exit::OK)
+}
+
+fn gate_lines(runbook: &asm_canary_engine::Runbook) -> Vec<GateLine> {
+    runbook
+        .steps
+        .iter()
+        .map(|s| GateLine {
+            step: s.id.clone(),
+            gate: s.gate.as_ref().map(|g| g.check.clone()).unwrap_or_default(),
+            timeout: s
+                .gate
+                .as_ref()
+                .map(|g| match &g.timeout {
+                    asm_canary_engine::DurationSpec::Fixed(d) => {
+                        asm_canary_engine::duration::format_duration(*d)
+                    }
+                    asm_canary_engine::DurationSpec::Param(p) => runbook
+                        .params
+                        .iter()
+                        .find(|spec| spec.name == *p)
+                        .and_then(|spec| spec.default.as_ref())
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("${{params.{p}}}")),
+                })
+                .unwrap_or_default(),
+            approval: matches!(s.approval, asm_canary_engine::ApprovalMode::Required),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The checkpoint file of the run.
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Read only the checkpoint; do not ask the cluster.
+    #[arg(long)]
+    pub offline: bool,
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+fn next_command(cp: &Checkpoint, state: &str) -> String {
+    match cp.state {
+        RunState::Completed => "nothing: the run completed".into(),
+        RunState::RolledBack => {
+            "nothing: the run was rolled back; start a new upgrade when ready".into()
+        }
+        RunState::Paused => {
+            let waiting = cp
+                .steps
+                .iter()
+                .find(|s| s.status == StepStatus::AwaitingApproval)
+                .map(|s| s.id.clone());
+            match waiting {
+                Some(step) => format!(
+                    "asm-canary resume --state {state} --approve {step}   (or: asm-canary rollback --state {state})"
+                ),
+                None => format!(
+                    "asm-canary resume --state {state}   (or: asm-canary rollback --state {state})"
+                ),
+            }
+        }
+        RunState::Running | RunState::RollingBack => {
+            format!("if no process is running it: asm-canary resume --state {state}")
+        }
+        RunState::Failed => {
+            format!("a person must look (see the reason); then asm-canary rollback --state {state}")
+        }
+    }
+}
+
+pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
+    let StatusArgs {
+        state,
+        mut cluster,
+        offline,
+        output,
+    } = args;
+    let store = asm_canary_engine::FileStore::new(&state);
+    let cp = asm_canary_engine::read_checkpoint(&store).await?;
+    let hint = state.display().to_string();
+    let mut now = serde_json::Value::Null;
+    if !offline {
+        cluster_from_checkpoint(&mut cluster, &state)?;
+        match connect(&cluster, Pace::Real).await {
+            Ok(c) => match c.env.arm.get_cluster(&c.env.cluster).await {
+                Ok(doc) => {
+                    now = json!({
+                        "revisions": doc.revisions(),
+                        "provisioning_state": doc.provisioning_state(),
+                    })
+                }
+                Err(e) => now = json!({ "error": e.to_string() }),
+            },
+            Err(e) => now = json!({ "error": e.to_string() }),
+        }
+    }
+    let next = next_command(&cp, &hint);
+    match output {
+        OutputArg::Json => {
+            let doc = json!({
+                "run_id": cp.run_id,
+                "target": cp.target,
+                "state": cp.state,
+                "reason": cp.reason,
+                "summary": cp.summary,
+                "steps": cp.steps.iter().map(|s| json!({"id": s.id, "status": s.status, "attempts": s.attempts, "error": s.error})).collect::<Vec<_>>(),
+                "rollback": cp.rollback.iter().map(|s| json!({"id": s.id, "status": s.status, "error": s.error})).collect::<Vec<_>>(),
+                "cluster_now": now,
+                "next": next,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc)
+                    .map_err(|e| CliError::Internal(e.to_string()))?
+            );
+        }
+        OutputArg::Text => {
+            println!("Run        {} ({:?})", cp.run_id, cp.state);
+            println!("Cluster    {}", cp.target);
+            if let (Some(s), Some(t)) = (cp.summary.get("source"), cp.summary.get("target")) {
+                println!(
+                    "Upgrade    {} → {}",
+                    s.as_str().unwrap_or("?"),
+                    t.as_str().unwrap_or("?")
+                );
+            }
+            if let Some(r) = &cp.reason {
+                println!("Reason     {r}");
+            }
+            for s in &cp.steps {
+                println!(
+                    "  {:<16} {:<18}{}",
+                    s.id,
+                    format!("{:?}", s.status),
+                    s.error
+                        .as_deref()
+                        .map(|e| format!(" {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            for s in cp
+                .rollback
+                .iter()
+                .filter(|s| s.status != StepStatus::Pending)
+            {
+                println!("  ↩ {:<14} {:?}", s.id, s.status);
+            }
+            match &now {
+                serde_json::Value::Null => {}
+                v if v.get("error").is_some() => println!(
+                    "Cluster now: cannot read it: {}",
+                    v["error"].as_str().unwrap_or("")
+                ),
+                v => println!(
+                    "Cluster now: {} with revisions {}",
+                    v["provisioning_state"].as_str().unwrap_or("?"),
+                    v["revisions"]
+                ),
+            }
+            println!("Next       {next}");
+        }
+    }
+    Ok(crate::exit::OK)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyStatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Ask only this revision's istiod (default: every installed revision).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Only proxies of this namespace.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+}
+
+pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
+    let ProxyStatusArgs {
+        cluster,
+        revision,
+        namespace,
+        output,
+    } = args;
+    let env = connect(&cluster, Pace::Real).await?.env;
+    let revisions = match revision {
+        Some(r) => vec![r],
+        None => env
+            .arm
+            .get_cluster(&env.cluster)
+            .await
+            .map_err(|e| CliError::Connect(e.to_string()))?
+            .revisions(),
+    };
+    let mut rows = Vec::new();
+    for rev in &revisions {
+        let mut r = crate::k8s::mesh::proxy_status(&env.kube, rev, namespace.as_deref())
+            .await
+            .map_err(|e| CliError::Connect(e.to_string()))?;
+        rows.append(&mut r);
+    }
+    match output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| CliError::Internal(e.to_string()))?
+        ),
+        OutputArg::Text => print!("{}", crate::istio::syncz::render_table(&rows)),
+    }
+    Ok(if rows.iter().all(|r| r.is_synced()) {
+        crate::exit::OK
+    } else {
+        crate::exit::PAUSED
+    })
+}

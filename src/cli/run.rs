@@ -1,0 +1,288 @@
+//! `upgrade`, `resume`, `rollback` and `demo`: build the clients, load the runbook, wire the
+//! renderers, approvals and Ctrl-C into the engine, run, and turn the outcome into an exit code.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use asm_canary_engine::{
+    Approver, CancellationToken, Executor, FileStore, PreApproved, ResumeOptions, RunReport,
+    RunRequest, Runbook,
+};
+use clap::Args;
+use serde_json::{Map, Value, json};
+
+use super::args::{ClusterArgs, OutputArg};
+use super::connect::{Pace, connect};
+use super::error::CliError;
+use crate::steps::Env;
+use crate::ui::{self, OutputFormat};
+
+/// The canary runbook, compiled in; `--runbook FILE` replaces it.
+pub const EMBEDDED_RUNBOOK: &str = include_str!("../../runbooks/asm-canary-upgrade.yaml");
+const EMBEDDED_RUNBOOK_NAME: &str = "runbooks/asm-canary-upgrade.yaml";
+
+/// Flags shared by everything that runs the runbook.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Never prompt: a step that needs approval pauses the run (exit 4) unless `--approve` names it.
+    #[arg(long)]
+    pub unattended: bool,
+    /// Approve a step in advance (repeatable): `start`, `complete`, …
+    #[arg(long = "approve", value_name = "STEP")]
+    pub approve: Vec<String>,
+    /// The checkpoint file of this run.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// `text` for people (stderr), `json` for pipelines (JSON Lines on stdout).
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// Use this runbook instead of the built-in canary runbook.
+    #[arg(long, value_name = "FILE")]
+    pub runbook: Option<PathBuf>,
+}
+
+/// What to upgrade to and how.
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeOptions {
+    /// Target revision (asm-X-Y); default: the newest upgrade ARM offers.
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    /// The revision tag to move (istioctl tag set compatible).
+    #[arg(long, default_value = "prod")]
+    pub tag: String,
+    /// `tag`: move the revision tag; `label`: relabel namespaces istio.io/rev=<target>.
+    #[arg(long, default_value = "tag", value_parser = ["tag", "label"])]
+    pub mode: String,
+    /// Namespaces restarted in the first wave (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    pub canary_namespaces: Vec<String>,
+    /// Workloads restarted at once within a wave.
+    #[arg(long, default_value_t = 4)]
+    pub parallelism: u32,
+    /// How long every proxy must stay SYNCED before verify passes (e.g. 2m).
+    #[arg(long)]
+    pub soak: Option<String>,
+    /// Overwrite a different existing shared ConfigMap of the target revision.
+    #[arg(long)]
+    pub force: bool,
+    /// Set any runbook param: KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub upgrade: UpgradeOptions,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Continue even though the runbook changed since the checkpoint was written.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl UpgradeOptions {
+    pub fn params(&self) -> Result<Map<String, Value>, CliError> {
+        let UpgradeOptions {
+            to,
+            tag,
+            mode,
+            canary_namespaces,
+            parallelism,
+            soak,
+            force,
+            params,
+        } = self;
+        let mut map = Map::new();
+        if let Some(to) = to {
+            to.parse::<crate::istio::Revision>()
+                .map_err(|e| CliError::bad(format!("--to {to:?}: {e}")))?;
+            map.insert("to".into(), json!(to));
+        }
+        map.insert("tag".into(), json!(tag));
+        map.insert("injection_mode".into(), json!(mode));
+        map.insert("canary_namespaces".into(), json!(canary_namespaces));
+        map.insert("parallelism".into(), json!(parallelism));
+        if let Some(soak) = soak {
+            map.insert("soak".into(), json!(soak));
+        }
+        map.insert("force".into(), json!(force));
+        for p in params {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
+            map.insert(k.trim().to_string(), json!(v));
+        }
+        Ok(map)
+    }
+}
+
+/// Loads the runbook (embedded or `--runbook`) against the canary registry.
+pub fn load_runbook(
+    path: Option<&Path>,
+    env: Arc<Env>,
+) -> Result<(Runbook, asm_canary_engine::Registry), CliError> {
+    let registry = crate::steps::registry(env);
+    let runbook = match path {
+        Some(p) => Runbook::load(p, &registry).map_err(|e| CliError::bad(e.to_string()))?,
+        None => Runbook::parse(EMBEDDED_RUNBOOK, EMBEDDED_RUNBOOK_NAME, &registry)
+            .map_err(|e| CliError::Internal(format!("the built-in runbook does not load: {e}")))?,
+    };
+    Ok((runbook, registry))
+}
+
+/// Prompts only when a person can answer: stdin and stderr are terminals, and not unattended.
+pub fn interactive(run: &RunArgs) -> bool {
+    !run.unattended
+        && run.output == OutputArg::Text
+        && std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+}
+
+fn default_state(cluster: &str) -> PathBuf {
+    PathBuf::from(format!("asm-canary-{cluster}.json"))
+}
+
+/// What a run is asked to do.
+pub enum Mode {
+    Run(Map<String, Value>),
+    Resume { force: bool },
+    Rollback { force: bool },
+}
+
+/// Runs the runbook against `env` and returns the report (the exit code comes from it).
+pub async fn execute(
+    env: Arc<Env>,
+    run: &RunArgs,
+    mode: Mode,
+    state: PathBuf,
+) -> Result<RunReport, CliError> {
+    let target = env.cluster.to_string();
+    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
+    let format = match run.output {
+        OutputArg::Text => OutputFormat::Text,
+        OutputArg::Json => OutputFormat::Json,
+    };
+    let hint = Some(state.display().to_string());
+    let sink = ui::sink_for(format, hint);
+    let approver: Arc<dyn Approver> = if interactive(run) {
+        Arc::new(ui::terminal::TerminalApprover::new())
+    } else {
+        Arc::new(PreApproved::new(run.approve.iter().cloned()))
+    };
+    let token = CancellationToken::new();
+    asm_canary_engine::signals::cancel_on_signals(token.clone())
+        .map_err(|e| CliError::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
+    let executor = Executor::new(runbook, registry, FileStore::new(&state))
+        .with_events(sink)
+        .with_approver(approver)
+        .with_cancellation(token);
+    let report = match mode {
+        Mode::Run(params) => {
+            executor
+                .run(RunRequest {
+                    target,
+                    params,
+                    run_id: None,
+                })
+                .await?
+        }
+        Mode::Resume { force } => {
+            executor
+                .resume(ResumeOptions {
+                    expect_target: Some(target),
+                    force,
+                })
+                .await?
+        }
+        Mode::Rollback { force } => {
+            executor
+                .rollback(ResumeOptions {
+                    expect_target: Some(target),
+                    force,
+                })
+                .await?
+        }
+    };
+    Ok(report)
+}
+
+pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
+    let UpgradeArgs {
+        cluster,
+        upgrade,
+        run,
+    } = args;
+    let params = upgrade.params()?;
+    let connected = connect(&cluster, Pace::Real).await?;
+    let state = run
+        .state
+        .clone()
+        .unwrap_or_else(|| default_state(&connected.env.cluster.name));
+    let report = execute(connected.env, &run, Mode::Run(params), state).await?;
+    Ok(report.exit_code())
+}
+
+/// The checkpoint's target, for commands that take only `--state`.
+pub fn checkpoint_cluster(state: &Path) -> Result<crate::azure::ClusterId, CliError> {
+    let text = std::fs::read_to_string(state)
+        .map_err(|e| CliError::bad(format!("--state {}: cannot read it: {e}", state.display())))?;
+    let doc: Value = serde_json::from_str(&text).map_err(|e| {
+        CliError::bad(format!(
+            "--state {}: not a checkpoint (invalid JSON at line {}, column {}); it was left untouched",
+            state.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let target = doc["target"].as_str().ok_or_else(|| {
+        CliError::bad(format!(
+            "--state {}: no target cluster recorded in it",
+            state.display()
+        ))
+    })?;
+    target
+        .parse()
+        .map_err(|e| CliError::bad(format!("--state {}: its target: {e}", state.display())))
+}
+
+/// `resume` and `rollback` default their cluster to the checkpoint's.
+pub fn cluster_from_checkpoint(cluster: &mut ClusterArgs, state: &Path) -> Result<(), CliError> {
+    if cluster.cluster_id.is_none() && cluster.cluster.is_none() {
+        cluster.cluster_id = Some(checkpoint_cluster(state)?.to_string());
+        cluster.subscription = None;
+        cluster.resource_group = None;
+    }
+    Ok(())
+}
+
+pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
+    let ResumeArgs {
+        mut cluster,
+        run,
+        force,
+    } = args;
+    let state = run.state.clone().ok_or_else(|| {
+        CliError::bad("--state FILE is required: the checkpoint of the run to continue")
+    })?;
+    cluster_from_checkpoint(&mut cluster, &state)?;
+    let connected = connect(&cluster, Pace::Real).await?;
+    let mode = if rollback {
+        Mode::Rollback { force }
+    } else {
+        Mode::Resume { force }
+    };
+    let report = execute(connected.env, &run, mode, state).await?;
+    Ok(report.exit_code())
+}

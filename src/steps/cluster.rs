@@ -1,0 +1,703 @@
+//! The ARM side of the runbook: preflight (0), get-upgrades (1), start (3), complete (7a)
+//! and remove-canary (7b), with their gates.
+//!
+//! Every PUT goes through [`ArmClient::begin_set_revisions`] (If-Match with the eTag just
+//! read, re-validated on every retry) and is journaled before it is sent; a resumed step
+//! reads the cluster first and polls the recorded operation instead of PUTting again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use asm_canary_engine::{
+    Action, ActionCtx, ActionOutcome, EntryId, Gate, GateCtx, GateStatus, StepError,
+};
+use async_trait::async_trait;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Env, arm_err, k8s_err, kube_err, outputs};
+use crate::azure::ClusterDoc;
+use crate::istio::tag::tag_revision;
+use crate::istio::{
+    INJECTION_LABEL, ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, choose_target,
+    orphaned_lease_names, pod_revision, shared_configmap_name,
+};
+use crate::k8s::delete_leases;
+
+const KIND_PUT: &str = "arm-put-revisions";
+
+pub struct Preflight(pub Arc<Env>);
+pub struct ClusterReady(pub Arc<Env>);
+pub struct GetUpgrades(pub Arc<Env>);
+pub struct TargetAvailable(pub Arc<Env>);
+pub struct StartCanary(pub Arc<Env>);
+pub struct CompleteUpgrade(pub Arc<Env>);
+pub struct RemoveCanary(pub Arc<Env>);
+pub struct SingleRevision(pub Arc<Env>);
+
+/// How preflight classifies the mesh (Azure/ARO-Tools `decide.go` names most of these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum MeshState {
+    /// One revision, an upgrade to do.
+    Ready,
+    /// Only the requested target is installed: nothing to do.
+    AlreadyAtTarget,
+    /// The cluster is not `Succeeded` (an operation runs, or the last one failed).
+    NotReady {
+        provisioning_state: String,
+    },
+    /// The add-on is not enabled.
+    MeshDisabled,
+    /// Two revisions, one of them the requested target: an upgrade is in progress.
+    MidUpgrade {
+        revisions: Vec<String>,
+    },
+    /// Two revisions, neither the target: a canary left behind.
+    StaleCanary {
+        revisions: Vec<String>,
+    },
+    TooManyRevisions {
+        revisions: Vec<String>,
+    },
+    /// The requested target is older than (or the same as) the source.
+    Downgrade {
+        source: String,
+        target: String,
+    },
+}
+
+impl MeshState {
+    /// A sentence for the person: what is wrong and what to do.
+    pub fn explain(&self, cluster: &str) -> String {
+        match self {
+            MeshState::Ready => format!("{cluster} is ready for a canary upgrade"),
+            MeshState::AlreadyAtTarget => {
+                format!("{cluster} already runs only the target revision: nothing to do")
+            }
+            MeshState::NotReady { provisioning_state } => format!(
+                "{cluster} is {provisioning_state}, not Succeeded: wait for the running operation to end (or fix the failed one) and run again"
+            ),
+            MeshState::MeshDisabled => format!(
+                "the Istio add-on is not enabled on {cluster} (serviceMeshProfile.mode is not Istio)"
+            ),
+            MeshState::MidUpgrade { revisions } => format!(
+                "an upgrade is already in progress on {cluster} ({}): resume the run that started it \
+                 (asm-canary resume --state FILE), or finish it by hand with az aks mesh upgrade complete|rollback",
+                revisions.join(", ")
+            ),
+            MeshState::StaleCanary { revisions } => format!(
+                "{cluster} runs two revisions ({}) and neither is the target: a canary was left behind; \
+                 complete or roll it back first",
+                revisions.join(", ")
+            ),
+            MeshState::TooManyRevisions { revisions } => format!(
+                "{cluster} reports {} revisions ({}): this needs a person",
+                revisions.len(),
+                revisions.join(", ")
+            ),
+            MeshState::Downgrade { source, target } => format!(
+                "--to {target} is not newer than the installed {source}: downgrades are not upgrades; \
+                 pick a newer revision (asm-canary plan lists them)"
+            ),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(self, MeshState::Ready)
+    }
+}
+
+/// Classifies a cluster document against the requested target.
+pub fn classify(doc: &ClusterDoc, to: Option<&str>) -> MeshState {
+    let revisions = doc.revisions();
+    if doc.mesh_mode() != Some("Istio") {
+        return MeshState::MeshDisabled;
+    }
+    let state = doc.provisioning_state().unwrap_or("Unknown");
+    if state != "Succeeded" {
+        return MeshState::NotReady {
+            provisioning_state: state.to_string(),
+        };
+    }
+    match revisions.as_slice() {
+        [] => MeshState::MeshDisabled,
+        [one] => match to {
+            Some(t) if t == one => MeshState::AlreadyAtTarget,
+            Some(t) => match (one.parse::<Revision>(), t.parse::<Revision>()) {
+                (Ok(s), Ok(tt)) if tt <= s => MeshState::Downgrade {
+                    source: one.clone(),
+                    target: t.to_string(),
+                },
+                _ => MeshState::Ready,
+            },
+            None => MeshState::Ready,
+        },
+        [_, _] => {
+            if to.is_some_and(|t| revisions.iter().any(|r| r == t)) {
+                MeshState::MidUpgrade { revisions }
+            } else {
+                MeshState::StaleCanary { revisions }
+            }
+        }
+        _ => MeshState::TooManyRevisions { revisions },
+    }
+}
+
+async fn get_cluster(env: &Env) -> Result<ClusterDoc, StepError> {
+    env.arm
+        .get_cluster(&env.cluster)
+        .await
+        .map_err(|e| arm_err("reading the cluster", e))
+}
+
+/// Things preflight warns about: they will not stop the run, but a person should know.
+pub async fn preflight_warnings(env: &Env, installed: &[String]) -> Result<Vec<String>, StepError> {
+    let mut warnings = Vec::new();
+    let nss = Api::<Namespace>::all(env.kube.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| kube_err("listing namespaces", e))?;
+    let tags = tag_names(env).await?;
+    for ns in &nss.items {
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        if labels.get(INJECTION_LABEL).map(String::as_str) == Some("enabled") {
+            warnings.push(format!(
+                "namespace {name} is labelled istio-injection=enabled, which the AKS add-on ignores: its pods get no sidecar; label it istio.io/rev=<tag or revision> instead"
+            ));
+        }
+        if let Some(rev) = labels.get(REV_LABEL)
+            && !installed.contains(rev)
+            && !tags.contains(rev)
+        {
+            warnings.push(format!(
+                "namespace {name} is labelled istio.io/rev={rev}, which is neither an installed revision nor a tag: new pods there get no sidecar (or fail to start)"
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+async fn tag_names(env: &Env) -> Result<BTreeSet<String>, StepError> {
+    let list = Api::<MutatingWebhookConfiguration>::all(env.kube.clone())
+        .list(&ListParams::default().labels(TAG_LABEL))
+        .await
+        .map_err(|e| kube_err("listing tag webhooks", e))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|w| w.metadata.labels.as_ref()?.get(TAG_LABEL).cloned())
+        .collect())
+}
+
+#[async_trait]
+impl Action for Preflight {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let to: Option<String> = ctx.input_opt::<String>("to")?.filter(|s| !s.is_empty());
+        if let Some(t) = &to {
+            t.parse::<Revision>()
+                .map_err(|e| StepError::msg(format!("--to {t:?}: {e}")))?;
+        }
+        let doc = get_cluster(&self.0).await?;
+        let state = classify(&doc, to.as_deref());
+        let revisions = doc.revisions();
+        let mut out = outputs([
+            ("cluster", json!(self.0.cluster.to_string())),
+            ("revisions", json!(revisions)),
+            ("provisioning_state", json!(doc.provisioning_state())),
+            ("kubernetes_version", json!(doc.kubernetes_version())),
+            ("location", json!(doc.location())),
+            ("ingress_gateways", json!(ingress_modes(&doc))),
+            ("mesh_state", json!(state)),
+            ("upgrade_needed", json!(state.is_ready())),
+        ]);
+        match &state {
+            MeshState::Ready => {
+                out.insert("source".into(), json!(revisions[0]));
+            }
+            MeshState::AlreadyAtTarget => {
+                out.insert("source".into(), json!(revisions[0]));
+                ctx.events.info(state.explain(&self.0.cluster.name));
+                return Ok(ActionOutcome::already_done(
+                    out,
+                    state.explain(&self.0.cluster.name),
+                ));
+            }
+            // Waiting for an operation to end is the gate's job.
+            MeshState::NotReady { .. } if revisions.len() == 1 => {
+                out.insert("source".into(), json!(revisions[0]));
+            }
+            other => return Err(StepError::msg(other.explain(&self.0.cluster.name))),
+        }
+        for w in preflight_warnings(&self.0, &revisions).await? {
+            ctx.events.warn(w);
+        }
+        ctx.events.info(format!(
+            "{}: {} installed, Kubernetes {}",
+            self.0.cluster.name,
+            revisions.join(", "),
+            doc.kubernetes_version().unwrap_or("?")
+        ));
+        Ok(ActionOutcome::done(out))
+    }
+}
+
+fn ingress_modes(doc: &ClusterDoc) -> Vec<String> {
+    doc.body
+        .pointer("/properties/serviceMeshProfile/istio/components/ingressGateways")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|g| g["enabled"].as_bool() == Some(true))
+        .filter_map(|g| g["mode"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[async_trait]
+impl Gate for ClusterReady {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        let source: Option<String> = ctx.input_opt("source")?;
+        let doc = get_cluster(&self.0).await?;
+        let state = doc.provisioning_state().unwrap_or("Unknown").to_string();
+        let revisions = doc.revisions();
+        if state == "Failed" {
+            let why = doc
+                .provisioning_error()
+                .map(|(c, m)| format!(": {c}: {m}"))
+                .unwrap_or_default();
+            return Ok(GateStatus::failed(format!(
+                "the cluster's last operation failed{why}; fix it before upgrading"
+            )));
+        }
+        if state != "Succeeded" {
+            return Ok(GateStatus::waiting(format!("cluster is {state}")));
+        }
+        match (source, revisions.as_slice()) {
+            (Some(s), [one]) if *one == s => Ok(GateStatus::Passed {
+                detail: Some(format!("Succeeded, mesh Istio, one revision ({s})")),
+            }),
+            (_, revs) => Ok(GateStatus::failed(format!(
+                "expected exactly one revision, found [{}]",
+                revs.join(", ")
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Action for GetUpgrades {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let source: String = ctx.input("source")?;
+        let to: Option<String> = ctx.input_opt::<String>("to")?.filter(|s| !s.is_empty());
+        let profile = self
+            .0
+            .arm
+            .mesh_upgrade_profile(&self.0.cluster)
+            .await
+            .map_err(|e| arm_err("reading meshUpgradeProfiles/istio", e))?;
+        let offered = profile.properties.upgrades.clone();
+        let current: Revision = source
+            .parse()
+            .map_err(|e| StepError::msg(format!("installed revision {source:?}: {e}")))?;
+        let requested = to
+            .as_deref()
+            .map(|t| t.parse::<Revision>())
+            .transpose()
+            .map_err(|e| StepError::msg(format!("--to: {e}")))?;
+        let target = choose_target(current, &offered, requested)
+            .map_err(|e| StepError::msg(e.to_string()))?;
+        let why = if to.is_some() {
+            "requested with --to".to_string()
+        } else {
+            "the newest upgrade offered".to_string()
+        };
+        ctx.events.info(format!(
+            "upgrades offered for {source}: {}; target {target} ({why})",
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(", ")
+            }
+        ));
+        Ok(ActionOutcome::done(outputs([
+            ("target", json!(target.to_string())),
+            ("offered", json!(offered)),
+            ("reason", json!(why)),
+        ])))
+    }
+}
+
+#[async_trait]
+impl Gate for TargetAvailable {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        let target: String = ctx.input("target")?;
+        let offered: Vec<String> = ctx
+            .outputs
+            .get("offered")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StepError::with_source("reading the offered upgrades", e))?
+            .unwrap_or_default();
+        if !offered.contains(&target) {
+            return Ok(GateStatus::failed(format!(
+                "{target} is not among the upgrades ARM offers ({})",
+                offered.join(", ")
+            )));
+        }
+        let doc = get_cluster(&self.0).await?;
+        let k8s = doc.kubernetes_version().unwrap_or_default().to_string();
+        let location = doc.location().unwrap_or_default().to_string();
+        let profile = self
+            .0
+            .arm
+            .mesh_revision_profile(&self.0.cluster.subscription, &location)
+            .await
+            .map_err(|e| arm_err("reading meshRevisionProfiles/istio", e))?;
+        match profile.revision(&target) {
+            Some(rev) if !k8s.is_empty() && !rev.supports_kubernetes(&k8s) => {
+                Ok(GateStatus::failed(format!(
+                    "{target} is not compatible with Kubernetes {k8s} (it supports {}); upgrade the cluster first",
+                    rev.kubernetes_versions().join(", ")
+                )))
+            }
+            _ => Ok(GateStatus::Passed {
+                detail: Some(format!(
+                    "{target} is offered and compatible with Kubernetes {k8s}"
+                )),
+            }),
+        }
+    }
+}
+
+/// PUTs `revisions` once across crashes: journaled before the PUT, the operation URL
+/// recorded after it; a resumed step polls the recorded operation or re-reads the cluster.
+async fn put_revisions(
+    env: &Env,
+    ctx: &ActionCtx,
+    revisions: Vec<String>,
+    allowed_before: Vec<Vec<String>>,
+) -> Result<(serde_json::Value, bool), StepError> {
+    let target = env.cluster.to_string();
+    let earlier = ctx
+        .journal
+        .step_entries()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == KIND_PUT && e.details["revisions"] == json!(revisions));
+    let doc = get_cluster(env).await?;
+    let now = doc.revisions();
+    let applied = crate::azure::same_revisions(&now, &revisions);
+    let mut operation: Option<String> = None;
+    let acted;
+    match earlier {
+        Some(e) if e.is_done() => {
+            operation = e
+                .result
+                .as_ref()
+                .and_then(|r| r["operation_url"].as_str().map(str::to_string));
+            acted = true;
+        }
+        Some(e) if applied => {
+            // The PUT landed before the crash; we just lost its answer.
+            ctx.journal
+                .done(
+                    EntryId(e.seq),
+                    Some(json!({ "operation_url": null, "recovered": true })),
+                )
+                .await?;
+            acted = true;
+        }
+        _ if applied && doc.is_idle() => {
+            return Ok((json!({ "revisions": revisions }), false));
+        }
+        earlier => {
+            let id = match earlier {
+                Some(e) => EntryId(e.seq),
+                None => {
+                    ctx.journal
+                        .intent(
+                            KIND_PUT,
+                            &target,
+                            json!({ "revisions": revisions, "from": now }),
+                        )
+                        .await?
+                }
+            };
+            let want = revisions.clone();
+            let expected = move |d: &ClusterDoc| {
+                let r = d.revisions();
+                if crate::azure::same_revisions(&r, &want)
+                    || allowed_before
+                        .iter()
+                        .any(|a| crate::azure::same_revisions(&r, a))
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "revisions are [{}], which this step did not expect",
+                        r.join(", ")
+                    ))
+                }
+            };
+            let accepted = env
+                .arm
+                .begin_set_revisions(&env.cluster, &revisions, &expected)
+                .await
+                .map_err(|e| arm_err("updating the cluster's revisions", e))?;
+            operation = accepted.operation_url.clone();
+            ctx.journal
+                .done(id, Some(json!({ "operation_url": accepted.operation_url, "status": accepted.status })))
+                .await?;
+            ctx.events.info(format!(
+                "ARM accepted revisions [{}] (HTTP {})",
+                revisions.join(", "),
+                accepted.status
+            ));
+            acted = true;
+        }
+    }
+    if let Some(url) = &operation {
+        env.arm
+            .poll_operation(&env.cluster, url)
+            .await
+            .map_err(|e| arm_err("waiting for the cluster update", e))?;
+    }
+    let doc = env
+        .arm
+        .confirm_revisions(&env.cluster, &revisions)
+        .await
+        .map_err(|e| arm_err("confirming the cluster's revisions", e))?;
+    Ok((
+        json!({ "revisions": doc.revisions(), "operation_url": operation }),
+        acted,
+    ))
+}
+
+#[async_trait]
+impl Action for StartCanary {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let source: String = ctx.input("source")?;
+        let target: String = ctx.input("target")?;
+        let (result, acted) = put_revisions(
+            &self.0,
+            ctx,
+            vec![source.clone(), target.clone()],
+            vec![vec![source.clone()]],
+        )
+        .await?;
+        let out = outputs([
+            ("revisions", result["revisions"].clone()),
+            ("operation_url", result["operation_url"].clone()),
+        ]);
+        if acted {
+            Ok(ActionOutcome::done(out))
+        } else {
+            Ok(ActionOutcome::already_done(
+                out,
+                format!("{source} and {target} are already installed"),
+            ))
+        }
+    }
+}
+
+/// Everything that still uses `revision`: pods it injected, namespaces labelled with it, tag
+/// webhooks pointing at it. Removing a revision while any remains strands workloads.
+pub async fn users_of_revision(env: &Env, revision: &str) -> Result<Vec<String>, StepError> {
+    let mut users = Vec::new();
+    let pods = Api::<Pod>::all(env.kube.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| kube_err("listing pods", e))?;
+    let mut stuck: Vec<String> = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| pod_revision(p).revision() == Some(revision))
+        .filter(|p| p.metadata.namespace.as_deref() != Some(ISTIO_NAMESPACE))
+        .filter(|p| p.metadata.namespace.as_deref() != Some(crate::istio::INGRESS_NAMESPACE))
+        .map(|p| {
+            format!(
+                "pod {}/{}",
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    stuck.sort();
+    users.extend(stuck);
+    let sel = format!("{REV_LABEL}={revision}");
+    let nss = Api::<Namespace>::all(env.kube.clone())
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))?;
+    users.extend(
+        nss.items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .map(|n| format!("namespace {n} (label {sel})")),
+    );
+    let tags = Api::<MutatingWebhookConfiguration>::all(env.kube.clone())
+        .list(&ListParams::default().labels(TAG_LABEL))
+        .await
+        .map_err(|e| kube_err("listing tag webhooks", e))?;
+    for wh in &tags.items {
+        if tag_revision(wh).as_deref() == Some(revision) {
+            users.push(format!(
+                "tag webhook {}",
+                wh.metadata.name.clone().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(users)
+}
+
+fn refuse_if_used(revision: &str, users: &[String], action: &str) -> Result<(), StepError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = users.iter().take(5).map(String::as_str).collect();
+    Err(StepError::msg(format!(
+        "refusing to {action}: {} thing(s) still use {revision}: {}{}; move them (restart, relabel, retag) and resume",
+        users.len(),
+        shown.join(", "),
+        if users.len() > 5 { ", …" } else { "" }
+    )))
+}
+
+async fn delete_orphans(
+    env: &Env,
+    ctx: &ActionCtx,
+    revision: &str,
+) -> Result<Vec<String>, StepError> {
+    let mut removed = Vec::new();
+    let cm = shared_configmap_name(revision);
+    if let ActionOutcome::Done { .. } = super::configmap::delete_configmap(env, ctx, &cm).await? {
+        removed.push(format!("configmap/{cm}"));
+    }
+    let names = orphaned_lease_names(revision).to_vec();
+    let id = ctx
+        .journal
+        .intent(
+            "lease-delete",
+            &names.join(","),
+            json!({ "revision": revision }),
+        )
+        .await?;
+    let deleted = delete_leases(&env.kube, ISTIO_NAMESPACE, &names)
+        .await
+        .map_err(|e| k8s_err("deleting the orphaned gateway Leases", e))?;
+    ctx.journal.done(id, Some(json!(deleted))).await?;
+    removed.extend(
+        deleted
+            .into_iter()
+            .filter(|d| d.deleted)
+            .map(|d| format!("lease/{}", d.name)),
+    );
+    Ok(removed)
+}
+
+#[async_trait]
+impl Action for CompleteUpgrade {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let source: String = ctx.input("source")?;
+        let target: String = ctx.input("target")?;
+        let doc = get_cluster(&self.0).await?;
+        if doc.revisions().contains(&source) {
+            let users = users_of_revision(&self.0, &source).await?;
+            refuse_if_used(&source, &users, &format!("complete (remove {source})"))?;
+        }
+        let (result, acted) = put_revisions(
+            &self.0,
+            ctx,
+            vec![target.clone()],
+            vec![vec![source.clone(), target.clone()]],
+        )
+        .await?;
+        let removed = delete_orphans(&self.0, ctx, &source).await?;
+        let out = outputs([
+            ("revisions", result["revisions"].clone()),
+            ("removed", json!(removed)),
+        ]);
+        if acted {
+            Ok(ActionOutcome::done(out))
+        } else {
+            Ok(ActionOutcome::already_done(
+                out,
+                format!("only {target} is installed"),
+            ))
+        }
+    }
+}
+
+#[async_trait]
+impl Action for RemoveCanary {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let source: String = ctx.input("source")?;
+        let target: Option<String> = ctx.input_opt("target")?;
+        let doc = get_cluster(&self.0).await?;
+        let Some(target) = target.filter(|t| doc.revisions().contains(t)) else {
+            if !doc.is_idle() {
+                // An LRO of this run may still be running: let it end, then look again.
+                self.0
+                    .arm
+                    .wait_idle(&self.0.cluster)
+                    .await
+                    .map_err(|e| arm_err("waiting for the cluster", e))?;
+                let again = get_cluster(&self.0).await?;
+                if !again.revisions().iter().any(|r| *r != source) {
+                    return Ok(ActionOutcome::skipped(
+                        "the canary revision is not installed",
+                    ));
+                }
+            } else {
+                return Ok(ActionOutcome::skipped(
+                    "the canary revision is not installed",
+                ));
+            }
+            return Err(StepError::msg(
+                "the cluster changed while waiting; run rollback again",
+            ));
+        };
+        let users = users_of_revision(&self.0, &target).await?;
+        refuse_if_used(&target, &users, &format!("roll back (remove {target})"))?;
+        let (result, _) = put_revisions(
+            &self.0,
+            ctx,
+            vec![source.clone()],
+            vec![vec![source.clone(), target.clone()]],
+        )
+        .await?;
+        let names = orphaned_lease_names(&target).to_vec();
+        let _ = delete_leases(&self.0.kube, ISTIO_NAMESPACE, &names).await;
+        Ok(ActionOutcome::done(outputs([(
+            "revisions",
+            result["revisions"].clone(),
+        )])))
+    }
+}
+
+#[async_trait]
+impl Gate for SingleRevision {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        let revision: String = ctx.input("revision")?;
+        let doc = get_cluster(&self.0).await?;
+        let revs = doc.revisions();
+        let state = doc.provisioning_state().unwrap_or("Unknown");
+        if state == "Succeeded" && revs == [revision.clone()] {
+            Ok(GateStatus::Passed {
+                detail: Some(format!("one control plane: {revision}")),
+            })
+        } else {
+            Ok(GateStatus::waiting(format!(
+                "cluster is {state} with revisions [{}]",
+                revs.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The canary steps: the actions and gates that `runbooks/asm-canary-upgrade.yaml` names,
+//! one module per step of design.md's table. They talk to ARM ([`crate::azure`]) and
+//! Kubernetes ([`crate::k8s`]) and report through the engine's journal and events; they know
+//! nothing of terminals.
+//!
+//! | runbook name | kind | module |
+//! |---|---|---|
+//! | preflight, cluster-ready | action, gate | [`cluster`] |
+//! | get-upgrades, target-available | action, gate | [`cluster`] |
+//! | copy-shared-configmap, configmap-copied | action, gate | [`configmap`] |
+//! | start-canary, control-planes-ready | action, gate | [`cluster`], [`controlplane`] |
+//! | repoint-tag, tag-points-at | action, gate | [`tag`] |
+//! | restart-workloads, workloads-on-revision | action, gate | [`restart`] |
+//! | verify-proxies, proxies-synced | action, gate | [`verify`] |
+//! | complete-upgrade, single-revision | action, gate | [`cluster`] |
+//! | restore-tag, restart-back, remove-canary, delete-target-configmap | rollback actions | [`tag`], [`restart`], [`cluster`], [`configmap`] |
+
+pub mod cluster;
+pub mod configmap;
+pub mod controlplane;
+pub mod restart;
+pub mod tag;
+pub mod verify;
+
+use std::sync::Arc;
+
+use asm_canary_engine::{Outputs, Registry, StepError};
+
+use crate::azure::{ArmClient, ArmError, ClusterId};
+use crate::k8s::K8sError;
+
+/// What every step works against.
+pub struct Env {
+    pub arm: ArmClient,
+    pub cluster: ClusterId,
+    pub kube: kube::Client,
+}
+
+/// The registry of every action and gate the canary runbook names.
+pub fn registry(env: Arc<Env>) -> Registry {
+    let e = || env.clone();
+    Registry::new()
+        .action("preflight", cluster::Preflight(e()))
+        .gate("cluster-ready", cluster::ClusterReady(e()))
+        .action("get-upgrades", cluster::GetUpgrades(e()))
+        .gate("target-available", cluster::TargetAvailable(e()))
+        .action("copy-shared-configmap", configmap::CopySharedConfigMap(e()))
+        .gate("configmap-copied", configmap::ConfigMapCopied(e()))
+        .action("start-canary", cluster::StartCanary(e()))
+        .gate(
+            "control-planes-ready",
+            controlplane::ControlPlanesReady(e()),
+        )
+        .action("repoint-tag", tag::RepointTag(e()))
+        .gate("tag-points-at", tag::TagPointsAt(e()))
+        .action("restart-workloads", restart::RestartWorkloads(e()))
+        .gate("workloads-on-revision", restart::WorkloadsOnRevision(e()))
+        .action("verify-proxies", verify::VerifyProxies(e()))
+        .gate("proxies-synced", verify::ProxiesSynced(e()))
+        .action("complete-upgrade", cluster::CompleteUpgrade(e()))
+        .gate("single-revision", cluster::SingleRevision(e()))
+        .action("restore-tag", tag::RestoreTag(e()))
+        .action("restart-back", restart::RestartBack(e()))
+        .action("remove-canary", cluster::RemoveCanary(e()))
+        .action(
+            "delete-target-configmap",
+            configmap::DeleteTargetConfigMap(e()),
+        )
+}
+
+/// Outputs from `(key, value)` pairs.
+pub(crate) fn outputs<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> Outputs {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+pub(crate) fn kube_err(what: impl std::fmt::Display, e: kube::Error) -> StepError {
+    StepError::with_source(what, e)
+}
+
+pub(crate) fn k8s_err(what: impl std::fmt::Display, e: K8sError) -> StepError {
+    StepError::with_source(what, e)
+}
+
+pub(crate) fn arm_err(what: impl std::fmt::Display, e: ArmError) -> StepError {
+    StepError::with_source(what, e)
+}

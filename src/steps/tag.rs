@@ -1,0 +1,334 @@
+//! Step 4 (repoint-tag, gate tag-points-at) and its undo (restore-tag).
+//!
+//! Tag mode moves the revision tag webhook the way `istioctl tag set <tag> --revision <rev>
+//! --overwrite` does (server-side apply, force, istioctl's field manager, so either tool can
+//! move it next). Label mode relabels the namespaces that name the source revision directly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use asm_canary_engine::{
+    Action, ActionCtx, ActionOutcome, EntryId, Gate, GateCtx, GateStatus, StepError,
+};
+use async_trait::async_trait;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use super::{Env, kube_err, outputs};
+use crate::istio::tag::{render_tag_webhook, tag_revision, tag_webhook_name};
+use crate::istio::{ISTIO_NAMESPACE, REV_LABEL, canonical_webhook_selector};
+
+/// istioctl applies tag webhooks with this field manager; using it too means a later
+/// `istioctl tag set --overwrite` (or this tool after istioctl) never meets a conflict.
+pub const TAG_FIELD_MANAGER: &str = "istio-ci";
+const KIND_TAG: &str = "tag-move";
+const KIND_LABEL: &str = "namespace-relabel";
+
+pub struct RepointTag(pub Arc<Env>);
+pub struct RestoreTag(pub Arc<Env>);
+pub struct TagPointsAt(pub Arc<Env>);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Tag,
+    Label,
+}
+
+pub fn mode_of(raw: Option<String>) -> Result<Mode, StepError> {
+    match raw.as_deref() {
+        None | Some("tag") => Ok(Mode::Tag),
+        Some("label") => Ok(Mode::Label),
+        Some(other) => Err(StepError::msg(format!(
+            "injection mode {other:?} is not one of tag, label"
+        ))),
+    }
+}
+
+fn webhooks(env: &Env) -> Api<MutatingWebhookConfiguration> {
+    Api::all(env.kube.clone())
+}
+
+/// The revision a tag points at now, if the tag exists.
+pub async fn current_tag_revision(env: &Env, tag: &str) -> Result<Option<String>, StepError> {
+    let name = tag_webhook_name(tag, ISTIO_NAMESPACE);
+    let wh = webhooks(env)
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_err(format!("reading MutatingWebhookConfiguration {name}"), e))?;
+    Ok(wh.as_ref().and_then(tag_revision))
+}
+
+/// Server-side applies the tag webhook for `tag` → `revision`.
+pub async fn apply_tag(env: &Env, tag: &str, revision: &str) -> Result<(), StepError> {
+    let selector = canonical_webhook_selector(revision);
+    let canon = webhooks(env)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| kube_err(format!("listing injector webhooks ({selector})"), e))?;
+    let canonical = match canon.items.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(StepError::msg(format!(
+                "cannot point tag {tag:?} at {revision}: no injector webhook of {revision} exists \
+                 ({selector}); is the {revision} control plane installed?"
+            )));
+        }
+        many => {
+            return Err(StepError::msg(format!(
+                "cannot point tag {tag:?} at {revision}: {} injector webhooks match {selector}",
+                many.len()
+            )));
+        }
+    };
+    let rendered = render_tag_webhook(tag, revision, canonical, ISTIO_NAMESPACE)
+        .map_err(|e| StepError::msg(e.to_string()))?;
+    let name = tag_webhook_name(tag, ISTIO_NAMESPACE);
+    let mut body = serde_json::to_value(&rendered)
+        .map_err(|e| StepError::with_source("serializing the tag webhook", e))?;
+    body["apiVersion"] = json!("admissionregistration.k8s.io/v1");
+    body["kind"] = json!("MutatingWebhookConfiguration");
+    webhooks(env)
+        .patch(
+            &name,
+            &PatchParams::apply(TAG_FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|e| kube_err(format!("applying MutatingWebhookConfiguration {name}"), e))?;
+    Ok(())
+}
+
+fn namespaces(env: &Env) -> Api<Namespace> {
+    Api::all(env.kube.clone())
+}
+
+async fn set_namespace_rev(env: &Env, ns: &str, revision: &str) -> Result<(), StepError> {
+    let patch = json!({ "metadata": { "labels": { REV_LABEL: revision } } });
+    namespaces(env)
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| kube_err(format!("relabelling namespace {ns}"), e))?;
+    Ok(())
+}
+
+async fn namespaces_labelled(env: &Env, revision: &str) -> Result<Vec<String>, StepError> {
+    let sel = format!("{REV_LABEL}={revision}");
+    let list = namespaces(env)
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect())
+}
+
+#[async_trait]
+impl Action for RepointTag {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let source: String = ctx.input("source")?;
+        let target: String = ctx.input("target")?;
+        match mode_of(ctx.input_opt("mode")?)? {
+            Mode::Tag => {
+                let tag: String = ctx.input("tag")?;
+                move_tag(&self.0, ctx, &tag, &source, &target).await
+            }
+            Mode::Label => relabel(&self.0, ctx, &source, &target).await,
+        }
+    }
+}
+
+async fn move_tag(
+    env: &Env,
+    ctx: &ActionCtx,
+    tag: &str,
+    from: &str,
+    to: &str,
+) -> Result<ActionOutcome, StepError> {
+    let name = tag_webhook_name(tag, ISTIO_NAMESPACE);
+    let now = current_tag_revision(env, tag).await?;
+    let out = outputs([
+        ("tag", json!(tag)),
+        ("webhook", json!(name)),
+        ("previous", json!(now)),
+    ]);
+    if now.as_deref() == Some(to) {
+        if let Some(e) = ctx.journal.find(KIND_TAG, &name).filter(|e| !e.is_done()) {
+            ctx.journal.done(EntryId(e.seq), None).await?;
+            return Ok(ActionOutcome::done(out));
+        }
+        return Ok(ActionOutcome::already_done(
+            out,
+            format!("tag {tag} already points at {to}"),
+        ));
+    }
+    if now.is_none() {
+        ctx.events.warn(format!(
+            "tag {tag} does not exist yet: creating {name}; namespaces must be labelled istio.io/rev={tag} to use it"
+        ));
+    } else if now.as_deref() != Some(from) {
+        ctx.events.warn(format!(
+            "tag {tag} pointed at {}, not the source {from}; moving it to {to} anyway",
+            now.as_deref().unwrap_or("?")
+        ));
+    }
+    let id = ctx
+        .journal
+        .intent(
+            KIND_TAG,
+            &name,
+            json!({ "tag": tag, "from": now, "to": to }),
+        )
+        .await?;
+    apply_tag(env, tag, to).await?;
+    ctx.journal.done(id, None).await?;
+    ctx.events.info(format!("tag {tag} now points at {to}"));
+    Ok(ActionOutcome::done(out))
+}
+
+async fn relabel(
+    env: &Env,
+    ctx: &ActionCtx,
+    from: &str,
+    to: &str,
+) -> Result<ActionOutcome, StepError> {
+    // Namespaces this step already moved (done or in flight) stay in the set on resume.
+    let mut moved: Vec<String> = ctx
+        .journal
+        .step_entries()
+        .into_iter()
+        .filter(|e| e.kind == KIND_LABEL)
+        .map(|e| e.target)
+        .collect();
+    let pending = namespaces_labelled(env, from).await?;
+    for ns in &pending {
+        let id = ctx
+            .journal
+            .intent(KIND_LABEL, ns, json!({ "from": from, "to": to }))
+            .await?;
+        set_namespace_rev(env, ns, to).await?;
+        ctx.journal.done(id, None).await?;
+        moved.push(ns.clone());
+    }
+    for e in ctx.journal.in_flight() {
+        if e.kind == KIND_LABEL {
+            set_namespace_rev(env, &e.target, to).await?;
+            ctx.journal.done(EntryId(e.seq), None).await?;
+        }
+    }
+    moved.sort();
+    moved.dedup();
+    let out = outputs([("namespaces", json!(moved))]);
+    if pending.is_empty() {
+        return Ok(ActionOutcome::already_done(
+            out,
+            format!("no namespace is labelled {REV_LABEL}={from}"),
+        ));
+    }
+    Ok(ActionOutcome::done(out))
+}
+
+#[async_trait]
+impl Action for RestoreTag {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let source: String = ctx.input("source")?;
+        let journal = ctx.journal.all();
+        let tag_moves: Vec<_> = journal.iter().filter(|e| e.kind == KIND_TAG).collect();
+        let relabels: Vec<_> = journal.iter().filter(|e| e.kind == KIND_LABEL).collect();
+        if tag_moves.is_empty() && relabels.is_empty() {
+            return Ok(ActionOutcome::skipped(
+                "this run did not move the tag or relabel any namespace",
+            ));
+        }
+        let mut restored = Vec::new();
+        for e in tag_moves.iter().rev().take(1) {
+            let tag = e.details["tag"].as_str().unwrap_or_default().to_string();
+            let previous = e.details["from"].as_str().map(str::to_string);
+            let back_to = previous.unwrap_or_else(|| source.clone());
+            if current_tag_revision(&self.0, &tag).await?.as_deref() == Some(back_to.as_str()) {
+                continue;
+            }
+            let name = tag_webhook_name(&tag, ISTIO_NAMESPACE);
+            let id = ctx
+                .journal
+                .intent("tag-restore", &name, json!({ "tag": tag, "to": back_to }))
+                .await?;
+            apply_tag(&self.0, &tag, &back_to).await?;
+            ctx.journal.done(id, None).await?;
+            ctx.events
+                .info(format!("tag {tag} points at {back_to} again"));
+            restored.push(name);
+        }
+        for e in relabels {
+            let back = e.details["from"].as_str().unwrap_or(&source).to_string();
+            let id = ctx
+                .journal
+                .intent("namespace-restore", &e.target, json!({ "to": back }))
+                .await?;
+            set_namespace_rev(&self.0, &e.target, &back).await?;
+            ctx.journal.done(id, None).await?;
+            restored.push(format!("namespace/{}", e.target));
+        }
+        Ok(ActionOutcome::done(outputs([(
+            "restored",
+            json!(restored),
+        )])))
+    }
+}
+
+#[async_trait]
+impl Gate for TagPointsAt {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        let revision: String = ctx.input("revision")?;
+        match mode_of(ctx.input_opt("mode")?)? {
+            Mode::Tag => {
+                let tag: String = ctx.input("tag")?;
+                Ok(match current_tag_revision(&self.0, &tag).await? {
+                    Some(r) if r == revision => GateStatus::Passed {
+                        detail: Some(format!("tag {tag} → istiod-{revision}")),
+                    },
+                    Some(r) => GateStatus::waiting(format!(
+                        "tag {tag} still points at {r}, not {revision}"
+                    )),
+                    None => GateStatus::waiting(format!("tag {tag} does not exist")),
+                })
+            }
+            Mode::Label => {
+                let wanted: Vec<String> = ctx
+                    .outputs
+                    .get("namespaces")
+                    .cloned()
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| StepError::with_source("reading the relabelled namespaces", e))?
+                    .unwrap_or_default();
+                let mut wrong = BTreeMap::new();
+                for ns in &wanted {
+                    let labels = namespaces(&self.0)
+                        .get(ns)
+                        .await
+                        .map_err(|e| kube_err(format!("reading namespace {ns}"), e))?
+                        .metadata
+                        .labels
+                        .unwrap_or_default();
+                    let rev = labels.get(REV_LABEL).cloned().unwrap_or_default();
+                    if rev != revision {
+                        wrong.insert(ns.clone(), rev);
+                    }
+                }
+                Ok(if wrong.is_empty() {
+                    GateStatus::passed()
+                } else {
+                    GateStatus::waiting(format!(
+                        "namespaces not yet labelled {REV_LABEL}={revision}: {}",
+                        wrong.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })
+            }
+        }
+    }
+}

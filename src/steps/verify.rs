@@ -1,0 +1,180 @@
+//! Step 6 (verify-proxies, gate proxies-synced): proxy status from the revision's istiod,
+//! read like `istioctl proxy-status` reads it, through a port-forward to `/debug/syncz` on
+//! port 15014 (which answers only loopback callers, so the API server's pod proxy is no use).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use asm_canary_engine::{Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, StepError};
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+
+use super::{Env, k8s_err, kube_err, outputs};
+use crate::istio::{
+    ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector, parse_syncz,
+};
+use crate::k8s::{PodInfo, http_get_via_portforward};
+
+pub struct VerifyProxies(pub Arc<Env>);
+pub struct ProxiesSynced(pub Arc<Env>);
+
+/// The proxy-status rows of every istiod pod of `revision` (all revisions when `None`).
+pub async fn proxy_status(
+    env: &Env,
+    revision: Option<&str>,
+) -> Result<Vec<ProxyStatus>, StepError> {
+    let selector = match revision {
+        Some(r) => istiod_selector(r),
+        None => crate::istio::ISTIOD_APP_SELECTOR.to_string(),
+    };
+    let pods = Api::<Pod>::namespaced(env.kube.clone(), ISTIO_NAMESPACE)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| kube_err(format!("listing istiod pods ({selector})"), e))?;
+    let mut rows = Vec::new();
+    let mut answered = 0;
+    for pod in &pods.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ready = PodInfo::from_pod(pod).ready;
+        if !ready {
+            continue;
+        }
+        let rev = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::istio::REV_LABEL))
+            .cloned();
+        let resp = http_get_via_portforward(
+            &env.kube,
+            ISTIO_NAMESPACE,
+            &name,
+            ISTIOD_MONITORING_PORT,
+            "/debug/syncz",
+        )
+        .await
+        .map_err(|e| {
+            k8s_err(
+                format!("reading /debug/syncz from {ISTIO_NAMESPACE}/{name}"),
+                e,
+            )
+        })?;
+        if resp.status != 200 {
+            return Err(StepError::msg(format!(
+                "{ISTIO_NAMESPACE}/{name} answered /debug/syncz with HTTP {}",
+                resp.status
+            )));
+        }
+        let mut parsed = parse_syncz(&resp.body, &name, rev.as_deref())
+            .map_err(|e| StepError::msg(e.to_string()))?;
+        answered += 1;
+        rows.append(&mut parsed);
+    }
+    if answered == 0 {
+        return Err(StepError::msg(format!(
+            "no ready istiod pod matches {selector} in {ISTIO_NAMESPACE}: nothing to ask for proxy status"
+        )));
+    }
+    rows.sort_by(|a, b| a.proxy.cmp(&b.proxy));
+    Ok(rows)
+}
+
+#[async_trait]
+impl Action for VerifyProxies {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let revision: String = ctx.input("revision")?;
+        // Read-only: the action records what istiod sees now; the gate judges it over time.
+        let rows = proxy_status(&self.0, Some(&revision)).await?;
+        let synced = rows.iter().filter(|r| r.is_synced()).count();
+        ctx.events.info(format!(
+            "istiod {revision} reports {} proxies, {synced} SYNCED",
+            rows.len()
+        ));
+        Ok(ActionOutcome::done(outputs([
+            ("proxies", json!(rows.len())),
+            ("synced", json!(synced)),
+        ])))
+    }
+}
+
+#[async_trait]
+impl Gate for ProxiesSynced {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        let revision: String = ctx.input("revision")?;
+        let namespaces: BTreeSet<String> = ctx
+            .input_opt::<Vec<String>>("namespaces")?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if namespaces.is_empty() {
+            return Ok(GateStatus::Passed {
+                detail: Some("no migrated namespace to verify".into()),
+            });
+        }
+        let rows = proxy_status(&self.0, Some(&revision)).await?;
+        let by_proxy: BTreeMap<&str, &ProxyStatus> =
+            rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
+        // Every running, injected pod of the migrated namespaces must be connected and synced.
+        let mut expected = Vec::new();
+        for ns in &namespaces {
+            let pods = Api::<Pod>::namespaced(self.0.kube.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| kube_err(format!("listing pods in {ns}"), e))?;
+            for p in pods.items.iter().map(PodInfo::from_pod) {
+                if p.terminating
+                    || !p.revision.is_injected()
+                    || p.phase.as_deref() != Some("Running")
+                {
+                    continue;
+                }
+                expected.push(p);
+            }
+        }
+        let mut problems = Vec::new();
+        let mut synced = 0u64;
+        for p in &expected {
+            let key = format!("{}.{}", p.name, p.namespace);
+            match by_proxy.get(key.as_str()) {
+                None => problems.push(format!(
+                    "{}/{} not connected to istiod {revision}",
+                    p.namespace, p.name
+                )),
+                Some(row) if row.is_synced() => synced += 1,
+                Some(row) => problems.push(format!(
+                    "{}/{} {}",
+                    p.namespace,
+                    p.name,
+                    row.unsynced().join(", ")
+                )),
+            }
+        }
+        let total = expected.len() as u64;
+        if problems.is_empty() {
+            return Ok(GateStatus::Passed {
+                detail: Some(format!("{synced}/{total} proxies SYNCED on {revision}")),
+            });
+        }
+        Ok(GateStatus::waiting_progress(
+            format!(
+                "{synced}/{total} proxies SYNCED; {}{}",
+                problems
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                if problems.len() > 3 {
+                    format!("; {} more", problems.len() - 3)
+                } else {
+                    String::new()
+                }
+            ),
+            synced,
+            Some(total),
+        ))
+    }
+}

@@ -1,0 +1,530 @@
+//! The terminal renderer: a line per step, a bar for gates that report a known total, a spinner
+//! otherwise (indicatif, on stderr). When stderr is not a terminal (CI logs, `--output json`) it
+//! writes the same sentences as plain lines instead.
+//!
+//! [`TerminalApprover`] asks for approvals at the terminal, pausing the bars while it asks.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use asm_canary_engine::{
+    ApprovalDecision, ApprovalRequest, Approver, Event, EventRecord, EventSink,
+};
+use async_trait::async_trait;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::text;
+
+/// Where the terminal renderer draws.
+enum Target {
+    Bars {
+        multi: MultiProgress,
+        bars: Mutex<HashMap<String, ProgressBar>>,
+    },
+    Plain(Mutex<Box<dyn Write + Send>>),
+}
+
+/// Renders events for a person.
+pub struct Terminal {
+    target: Target,
+    state_hint: Option<String>,
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "·"])
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed:.dim}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+fn done_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+impl Terminal {
+    /// Bars on stderr if it is a terminal, plain lines otherwise.
+    pub fn stderr(state_hint: Option<String>) -> Self {
+        if std::io::stderr().is_terminal() {
+            Terminal::bars(ProgressDrawTarget::stderr(), state_hint)
+        } else {
+            Terminal::plain_stderr(state_hint)
+        }
+    }
+
+    /// Bars drawn to `target` (tests use a hidden target).
+    pub fn bars(target: ProgressDrawTarget, state_hint: Option<String>) -> Self {
+        Terminal {
+            target: Target::Bars {
+                multi: MultiProgress::with_draw_target(target),
+                bars: Mutex::new(HashMap::new()),
+            },
+            state_hint,
+        }
+    }
+
+    /// Plain lines on stderr (used next to JSON Lines).
+    pub fn plain_stderr(state_hint: Option<String>) -> Self {
+        Terminal::plain(Box::new(std::io::stderr()), state_hint)
+    }
+
+    /// Plain lines into any writer (tests, logs).
+    pub fn plain(out: Box<dyn Write + Send>, state_hint: Option<String>) -> Self {
+        Terminal {
+            target: Target::Plain(Mutex::new(out)),
+            state_hint,
+        }
+    }
+
+    /// An approver that prompts on this terminal (pausing the bars while it asks).
+    pub fn approver(&self) -> TerminalApprover {
+        TerminalApprover {
+            multi: match &self.target {
+                Target::Bars { multi, .. } => Some(multi.clone()),
+                Target::Plain(_) => None,
+            },
+        }
+    }
+
+    fn bars_event(
+        &self,
+        multi: &MultiProgress,
+        bars: &Mutex<HashMap<String, ProgressBar>>,
+        event: &Event,
+    ) {
+        let hint = self.state_hint.as_deref();
+        let Ok(mut bars) = bars.lock() else { return };
+        match event {
+            Event::StepStarted { step, .. } => {
+                let pb = multi.add(ProgressBar::new_spinner());
+                pb.set_style(spinner_style());
+                pb.set_message(text::line(event, hint).unwrap_or_else(|| step.clone()));
+                pb.enable_steady_tick(Duration::from_millis(120));
+                if let Some(old) = bars.insert(step.clone(), pb) {
+                    old.finish_and_clear();
+                }
+            }
+            Event::GateStarted { step, .. }
+            | Event::GateProgress { step, .. }
+            | Event::StepProgress { step, .. } => {
+                let Some(pb) = bars.get(step) else {
+                    let _ = multi.println(text::line(event, hint).unwrap_or_default());
+                    return;
+                };
+                let p = match event {
+                    Event::GateProgress { progress, .. } | Event::StepProgress { progress, .. } => {
+                        *progress
+                    }
+                    _ => None,
+                };
+                if let Some(p) = p
+                    && let Some(total) = p.total
+                {
+                    pb.set_style(bar_style());
+                    pb.set_length(total);
+                    pb.set_position(p.done);
+                } else {
+                    pb.set_style(spinner_style());
+                }
+                pb.set_message(
+                    text::line(event, hint)
+                        .map(|l| l.trim_start().to_string())
+                        .unwrap_or_default(),
+                );
+            }
+            Event::StepSucceeded { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepSkipped { step, .. }
+            | Event::StepInterrupted { step, .. } => {
+                let line = text::line(event, hint).unwrap_or_default();
+                match bars.remove(step) {
+                    Some(pb) => {
+                        pb.set_style(done_style());
+                        pb.finish_with_message(line);
+                    }
+                    None => {
+                        let _ = multi.println(line);
+                    }
+                }
+            }
+            Event::RunFinished { .. } => {
+                for (_, pb) in bars.drain() {
+                    pb.abandon();
+                }
+                if let Some(line) = text::line(event, hint) {
+                    let _ = multi.println(line);
+                }
+            }
+            other => {
+                if let Some(line) = text::line(other, hint) {
+                    let _ = multi.println(line);
+                }
+            }
+        }
+    }
+}
+
+impl EventSink for Terminal {
+    fn emit(&self, record: &EventRecord) {
+        match &self.target {
+            Target::Bars { multi, bars } => self.bars_event(multi, bars, &record.event),
+            Target::Plain(out) => {
+                if let Some(line) = text::line(&record.event, self.state_hint.as_deref())
+                    && let Ok(mut out) = out.lock()
+                {
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+        }
+    }
+}
+
+/// Asks `Approve step …? [y/N]` on stderr and reads the answer from stdin. `y`/`yes` approves
+/// (recorded as `terminal:$USER`); anything else denies; no terminal or end of input defers
+/// (the run pauses, resumable with `--approve`).
+#[derive(Clone, Default)]
+pub struct TerminalApprover {
+    multi: Option<MultiProgress>,
+}
+
+impl TerminalApprover {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn ask(request: &ApprovalRequest) -> ApprovalDecision {
+    if !std::io::stdin().is_terminal() {
+        return ApprovalDecision::Defer;
+    }
+    let mut err = std::io::stderr();
+    let what = request
+        .prompt
+        .clone()
+        .or_else(|| request.description.clone())
+        .unwrap_or_default();
+    let _ = write!(err, "? Approve step {:?}? {what} [y/N] ", request.step);
+    let _ = err.flush();
+    let mut answer = String::new();
+    match std::io::stdin().lock().read_line(&mut answer) {
+        Ok(0) | Err(_) => ApprovalDecision::Defer,
+        Ok(_) => match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => ApprovalDecision::Approved {
+                by: format!(
+                    "terminal:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                ),
+            },
+            _ => ApprovalDecision::Denied {
+                reason: "declined at the terminal".into(),
+            },
+        },
+    }
+}
+
+#[async_trait]
+impl Approver for TerminalApprover {
+    async fn decide(&self, request: &ApprovalRequest) -> ApprovalDecision {
+        let request = request.clone();
+        let multi = self.multi.clone();
+        let answer = tokio::task::spawn_blocking(move || match multi {
+            Some(m) => m.suspend(|| ask(&request)),
+            None => ask(&request),
+        })
+        .await;
+        answer.unwrap_or(ApprovalDecision::Defer)
+    }
+}
+
+/// A writer that appends into shared memory (tests of the plain renderer).
+#[derive(Clone, Default)]
+pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).to_string())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asm_canary_engine::{EVENTS_SCHEMA, Level, Outcome, Phase, Progress};
+    use serde_json::json;
+
+    fn rec(event: Event) -> EventRecord {
+        EventRecord {
+            schema: EVENTS_SCHEMA.into(),
+            ts: chrono::DateTime::UNIX_EPOCH,
+            run_id: "r1".into(),
+            event,
+        }
+    }
+
+    fn summary() -> serde_json::Map<String, serde_json::Value> {
+        json!({"source": "asm-1-27", "target": "asm-1-28"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn plain_lines_tell_the_story_of_a_rolled_back_run() {
+        let buf = SharedBuf::default();
+        let t = Terminal::plain(Box::new(buf.clone()), Some("run.json".into()));
+        let s = |x: &str| x.to_string();
+        for e in [
+            Event::RunStarted {
+                runbook: s("asm-canary-upgrade"),
+                runbook_sha256: s("abc"),
+                target: s(
+                    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+                ),
+                resumed: false,
+                params: Default::default(),
+                steps: vec![s("start"), s("restart")],
+            },
+            Event::StepStarted {
+                step: s("start"),
+                phase: Phase::Forward,
+                attempt: 1,
+                description: Some(s("add the target revision")),
+            },
+            Event::SideEffect {
+                step: s("start"),
+                kind: s("arm-put-revisions"),
+                target: s("asm-1-27,asm-1-28"),
+                done: false,
+            },
+            Event::SideEffect {
+                step: s("start"),
+                kind: s("arm-put-revisions"),
+                target: s("asm-1-27,asm-1-28"),
+                done: true,
+            },
+            Event::ActionFinished {
+                step: s("start"),
+                phase: Phase::Forward,
+                already_done: false,
+                detail: None,
+            },
+            Event::GateStarted {
+                step: s("start"),
+                check: s("control-planes-ready"),
+                timeout_ms: 900_000,
+                stable_for_ms: 0,
+            },
+            Event::GateProgress {
+                step: s("start"),
+                check: s("control-planes-ready"),
+                detail: s("istiod-asm-1-28 1/2 available"),
+                progress: Some(Progress::of(1, 2)),
+            },
+            Event::GatePassed {
+                step: s("start"),
+                check: s("control-planes-ready"),
+                detail: None,
+            },
+            Event::StepSucceeded {
+                step: s("start"),
+                phase: Phase::Forward,
+                already_done: false,
+            },
+            Event::StepStarted {
+                step: s("restart"),
+                phase: Phase::Forward,
+                attempt: 2,
+                description: None,
+            },
+            Event::ActionFinished {
+                step: s("restart"),
+                phase: Phase::Forward,
+                already_done: true,
+                detail: Some(s("12 workloads already on asm-1-28")),
+            },
+            Event::Message {
+                step: Some(s("restart")),
+                level: Level::Warn,
+                text: s("namespace legacy uses istio-injection=enabled"),
+            },
+            Event::GateStarted {
+                step: s("restart"),
+                check: s("workloads-on-revision"),
+                timeout_ms: 1_200_000,
+                stable_for_ms: 30_000,
+            },
+            Event::GateFailed {
+                step: s("restart"),
+                check: s("workloads-on-revision"),
+                reason: s("timed out after 20m: 3 pods in payments still run asm-1-27"),
+                timed_out: true,
+            },
+            Event::StepFailed {
+                step: s("restart"),
+                phase: Phase::Forward,
+                error: s(
+                    "gate \"workloads-on-revision\" failed: timed out after 20m: 3 pods in payments still run asm-1-27",
+                ),
+                on_failure: Some(s("rollback")),
+            },
+            Event::RollbackStarted {
+                reason: s("step \"restart\" failed"),
+                failed_step: Some(s("restart")),
+            },
+            Event::StepSkipped {
+                step: s("rollback-configmap"),
+                phase: Phase::Rollback,
+                reason: s("nothing to undo"),
+            },
+            Event::RollbackFinished {
+                ok: true,
+                error: None,
+            },
+            Event::RunFinished {
+                outcome: Outcome::RolledBack,
+                reason: Some(s("step \"restart\" failed")),
+                exit_code: 3,
+                summary: summary(),
+            },
+        ] {
+            t.emit(&rec(e));
+        }
+        insta::assert_snapshot!(buf.text());
+    }
+
+    #[test]
+    fn final_sentences_for_each_outcome() {
+        let s = |o: Outcome, code: u8, reason: Option<&str>| {
+            text::line(
+                &Event::RunFinished {
+                    outcome: o,
+                    reason: reason.map(str::to_string),
+                    exit_code: code,
+                    summary: summary(),
+                },
+                Some("run.json"),
+            )
+            .unwrap_or_default()
+        };
+        assert_eq!(
+            s(Outcome::Completed, 0, None),
+            "completed: asm-1-27 → asm-1-28"
+        );
+        assert_eq!(
+            s(
+                Outcome::Paused,
+                4,
+                Some(
+                    "step \"complete\" awaits approval; resume with --approve complete to continue"
+                )
+            ),
+            "paused: step \"complete\" awaits approval; resume with --approve complete to continue (exit 4); continue with: asm-canary resume --state run.json"
+        );
+        assert_eq!(
+            s(
+                Outcome::Failed,
+                6,
+                Some("rollback step \"rollback-remove-canary\" failed: x")
+            ),
+            "FAILED: rollback step \"rollback-remove-canary\" failed: x (exit 6); see: asm-canary status --state run.json"
+        );
+        assert_eq!(
+            s(Outcome::RolledBack, 0, Some("rollback requested")),
+            "rolled back to asm-1-27: rollback requested (exit 0)"
+        );
+    }
+
+    #[test]
+    fn bars_follow_steps_and_gates_and_are_finished_at_the_end() {
+        let t = Terminal::bars(ProgressDrawTarget::hidden(), None);
+        let s = |x: &str| x.to_string();
+        let open = |t: &Terminal| match &t.target {
+            Target::Bars { bars, .. } => bars.lock().map(|b| b.len()).unwrap_or(99),
+            Target::Plain(_) => 99,
+        };
+        t.emit(&rec(Event::StepStarted {
+            step: s("restart"),
+            phase: Phase::Forward,
+            attempt: 1,
+            description: None,
+        }));
+        assert_eq!(open(&t), 1);
+        t.emit(&rec(Event::GateProgress {
+            step: s("restart"),
+            check: s("w"),
+            detail: s("3 of 7 rolled out"),
+            progress: Some(Progress::of(3, 7)),
+        }));
+        if let Target::Bars { bars, .. } = &t.target {
+            let b = bars.lock().unwrap();
+            let pb = b.get("restart").unwrap();
+            assert_eq!((pb.position(), pb.length()), (3, Some(7)));
+        }
+        t.emit(&rec(Event::GateProgress {
+            step: s("restart"),
+            check: s("w"),
+            detail: s("waiting"),
+            progress: None,
+        }));
+        t.emit(&rec(Event::StepSucceeded {
+            step: s("restart"),
+            phase: Phase::Forward,
+            already_done: false,
+        }));
+        assert_eq!(open(&t), 0);
+        t.emit(&rec(Event::StepStarted {
+            step: s("verify"),
+            phase: Phase::Forward,
+            attempt: 1,
+            description: None,
+        }));
+        t.emit(&rec(Event::RunFinished {
+            outcome: Outcome::Paused,
+            reason: None,
+            exit_code: 4,
+            summary: summary(),
+        }));
+        assert_eq!(open(&t), 0);
+    }
+
+    #[tokio::test]
+    async fn approver_without_a_terminal_defers() {
+        // Tests run with stdin not a terminal: the run must pause, not hang or approve.
+        if std::io::stdin().is_terminal() {
+            return;
+        }
+        let a = TerminalApprover::new();
+        let d = a
+            .decide(&ApprovalRequest {
+                run_id: "r".into(),
+                target: "t".into(),
+                step: "complete".into(),
+                description: None,
+                prompt: None,
+            })
+            .await;
+        assert_eq!(d, ApprovalDecision::Defer);
+    }
+}

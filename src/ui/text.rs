@@ -1,0 +1,489 @@
+//! The human sentences for events, shared by the terminal's bar and plain modes.
+
+use asm_canary_engine::{Event, Level, Outcome, Phase};
+use serde_json::Value;
+
+use crate::exit;
+
+fn fmt_ms(ms: u64) -> String {
+    asm_canary_engine::duration::format_duration(std::time::Duration::from_millis(ms))
+}
+
+fn phase_tag(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Forward => "",
+        Phase::Rollback => "rollback ",
+    }
+}
+
+fn summary_str<'a>(summary: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    summary.get(key).and_then(Value::as_str)
+}
+
+/// The line for `event`, or `None` for events that only move a progress bar.
+/// `state_hint` is the `--state` path, named where a person must act.
+pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
+    let state = state_hint.unwrap_or("FILE");
+    Some(match event {
+        Event::RunStarted {
+            runbook,
+            target,
+            resumed,
+            ..
+        } => format!(
+            "{} runbook {runbook} on {target}",
+            if *resumed { "resuming" } else { "running" }
+        ),
+        Event::StepStarted {
+            step,
+            phase,
+            attempt,
+            description,
+        } => {
+            let mut s = format!("▶ {}{step}", phase_tag(*phase));
+            if let Some(d) = description {
+                s.push_str(&format!(": {d}"));
+            }
+            if *attempt > 1 {
+                s.push_str(&format!(" (attempt {attempt})"));
+            }
+            s
+        }
+        Event::StepSkipped { step, reason, .. } => format!("- {step} skipped: {reason}"),
+        Event::ActionFinished {
+            step,
+            already_done: true,
+            detail,
+            ..
+        } => format!(
+            "  {step}: already done{}",
+            detail
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        Event::ActionFinished { .. } => return None,
+        Event::SideEffect {
+            step,
+            kind,
+            target,
+            done: false,
+        } => format!("  {step}: {kind} {target}"),
+        Event::SideEffect { .. } => return None,
+        Event::GateStarted {
+            step,
+            check,
+            timeout_ms,
+            stable_for_ms,
+        } => {
+            let mut s = format!(
+                "  {step}: waiting for {check} (timeout {}",
+                fmt_ms(*timeout_ms)
+            );
+            if *stable_for_ms > 0 {
+                s.push_str(&format!(", stable for {}", fmt_ms(*stable_for_ms)));
+            }
+            s.push(')');
+            s
+        }
+        Event::GateProgress {
+            step,
+            detail,
+            progress,
+            ..
+        }
+        | Event::StepProgress {
+            step,
+            detail,
+            progress,
+        } => match progress.and_then(|p| p.total.map(|t| (p.done, t))) {
+            Some((d, t)) => format!("  {step}: {detail} [{d}/{t}]"),
+            None => format!("  {step}: {detail}"),
+        },
+        Event::GatePassed {
+            step,
+            check,
+            detail,
+        } => format!(
+            "  {step}: {check} passed{}",
+            detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ),
+        Event::GateFailed {
+            step,
+            check,
+            reason,
+            ..
+        } => format!("  {step}: {check} failed: {reason}"),
+        Event::StepSucceeded {
+            step,
+            phase,
+            already_done,
+        } => format!(
+            "✔ {}{step}{}",
+            phase_tag(*phase),
+            if *already_done { " (already done)" } else { "" }
+        ),
+        Event::StepFailed {
+            step,
+            phase,
+            error,
+            on_failure,
+        } => match on_failure.as_deref() {
+            Some("rollback") => format!("✘ {step}: {error}; rolling back"),
+            Some("halt") => format!("✘ {step}: {error}; halting"),
+            _ => format!("✘ {}{step}: {error}", phase_tag(*phase)),
+        },
+        Event::StepInterrupted { step, .. } => format!("⏸ {step} interrupted"),
+        Event::ApprovalNeeded { step, prompt } => format!(
+            "? {step} needs approval{}",
+            prompt
+                .as_deref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
+        ),
+        Event::ApprovalGiven { step, by } => format!("  {step}: approved ({by})"),
+        Event::ApprovalDenied { step, reason } => format!("  {step}: not approved ({reason})"),
+        Event::RollbackStarted { reason, .. } => format!("↩ rolling back: {reason}"),
+        Event::RollbackFinished { ok: true, .. } => "↩ rollback finished".to_string(),
+        Event::RollbackFinished { ok: false, error } => format!(
+            "✘ rollback failed{}",
+            error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        Event::Message { step, level, text } => {
+            let who = step
+                .as_deref()
+                .map(|s| format!("{s}: "))
+                .unwrap_or_default();
+            match level {
+                Level::Info => format!("  {who}{text}"),
+                Level::Warn => format!("  warning: {who}{text}"),
+            }
+        }
+        Event::RunFinished {
+            outcome,
+            reason,
+            exit_code,
+            summary,
+        } => {
+            let source = summary_str(summary, "source");
+            let target = summary_str(summary, "target");
+            let why = reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            match outcome {
+                Outcome::Completed => match (source, target) {
+                    (Some(s), Some(t)) => format!("completed: {s} → {t}"),
+                    (None, Some(t)) => format!("completed: on {t}"),
+                    _ => "completed".to_string(),
+                },
+                Outcome::RolledBack => format!(
+                    "rolled back{}{why} (exit {exit_code})",
+                    source.map(|s| format!(" to {s}")).unwrap_or_default()
+                ),
+                Outcome::Paused => format!(
+                    "paused{why} (exit {exit_code}); continue with: asm-canary resume --state {state}"
+                ),
+                Outcome::Failed if *exit_code == exit::ROLLBACK_FAILED => format!(
+                    "FAILED{why} (exit {exit_code}); see: asm-canary status --state {state}"
+                ),
+                Outcome::Failed => format!("failed{why} (exit {exit_code})"),
+            }
+        }
+    })
+}
+
+fn duration_spec(
+    d: &asm_canary_engine::DurationSpec,
+    params: &serde_json::Map<String, Value>,
+) -> String {
+    match d {
+        asm_canary_engine::DurationSpec::Fixed(d) => {
+            asm_canary_engine::duration::format_duration(*d)
+        }
+        asm_canary_engine::DurationSpec::Param(p) => match d.resolve(params) {
+            Ok(v) => asm_canary_engine::duration::format_duration(v),
+            Err(_) => format!("${{params.{p}}}"),
+        },
+    }
+}
+
+fn step_plan_line(
+    out: &mut String,
+    label: &str,
+    step: &asm_canary_engine::StepSpec,
+    params: &serde_json::Map<String, Value>,
+    forward: bool,
+) {
+    use asm_canary_engine::{ApprovalMode, OnFailure};
+    out.push_str(&format!("{label} {}", step.id));
+    if let Some(d) = &step.description {
+        out.push_str(&format!(" — {d}"));
+    }
+    out.push('\n');
+    let mut parts = vec![format!("action {}", step.action)];
+    if let Some(g) = &step.gate {
+        let mut gate = format!(
+            "gate {} (timeout {}",
+            g.check,
+            duration_spec(&g.timeout, params)
+        );
+        if g.watch {
+            gate.push_str(", watch");
+        }
+        let stable = duration_spec(&g.stable_for, params);
+        if stable != "0s" {
+            gate.push_str(&format!(", stable for {stable}"));
+        }
+        gate.push(')');
+        parts.push(gate);
+    } else {
+        parts.push("no gate".into());
+    }
+    if step.approval == ApprovalMode::Required {
+        parts.push("needs approval".into());
+    }
+    if forward {
+        parts.push(match step.on_failure {
+            OnFailure::Rollback => "on failure: roll back".into(),
+            OnFailure::Halt => "on failure: halt".into(),
+        });
+    }
+    if step.when.is_some() {
+        parts.push("conditional".into());
+    }
+    out.push_str(&format!("     {}\n", parts.join("; ")));
+}
+
+/// The plan of a runbook for `params` (already bound): what will run, in order, with its gates.
+pub fn plan(
+    runbook: &asm_canary_engine::Runbook,
+    params: &serde_json::Map<String, Value>,
+    target: &str,
+) -> String {
+    let mut out = format!(
+        "plan: runbook {} (sha256 {}) on {target}\n",
+        runbook.name,
+        &runbook.sha256[..runbook.sha256.len().min(12)]
+    );
+    if !params.is_empty() {
+        let ps: Vec<String> = params
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Null => format!("{k}=(unset)"),
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        out.push_str(&format!("params: {}\n", ps.join(", ")));
+    }
+    for (i, s) in runbook.steps.iter().enumerate() {
+        step_plan_line(&mut out, &format!("{:>2}.", i + 1), s, params, true);
+    }
+    if !runbook.rollback.is_empty() {
+        out.push_str("rollback sequence (after a failed step with on failure: roll back):\n");
+        for s in &runbook.rollback {
+            step_plan_line(&mut out, "  ↩", s, params, false);
+        }
+    }
+    out
+}
+
+/// What a checkpoint says, for `asm-canary status`. `state_path` is named in the next command.
+pub fn status(cp: &asm_canary_engine::Checkpoint, state_path: &str) -> String {
+    use asm_canary_engine::{RunState, StepStatus};
+    let state = match cp.state {
+        RunState::Running => "running (or the process running it died: resume continues it)",
+        RunState::Paused => "paused",
+        RunState::Completed => "completed",
+        RunState::RollingBack => "rolling back (resume or rollback continues it)",
+        RunState::RolledBack => "rolled back",
+        RunState::Failed => "FAILED: the rollback failed",
+    };
+    let mut out = format!(
+        "run {} of runbook {} on {}\nstate: {state}\n",
+        cp.run_id, cp.runbook.name, cp.target
+    );
+    if let Some(r) = &cp.reason {
+        out.push_str(&format!("reason: {r}\n"));
+    }
+    let source = cp.summary.get("source").and_then(Value::as_str);
+    let target = cp.summary.get("target").and_then(Value::as_str);
+    if source.is_some() || target.is_some() {
+        out.push_str(&format!(
+            "revisions: {} → {}\n",
+            source.unwrap_or("?"),
+            target.unwrap_or("?")
+        ));
+    }
+    let mark = |s: StepStatus| match s {
+        StepStatus::Pending => " ",
+        StepStatus::AwaitingApproval => "?",
+        StepStatus::Acting | StepStatus::Gating => "▶",
+        StepStatus::Succeeded => "✔",
+        StepStatus::Failed => "✘",
+        StepStatus::Skipped => "-",
+        StepStatus::Interrupted => "⏸",
+    };
+    let name = |s: StepStatus| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(|x| x.replace('_', " ")))
+            .unwrap_or_default()
+    };
+    let width = cp
+        .steps
+        .iter()
+        .chain(cp.rollback.iter())
+        .map(|s| s.id.len())
+        .max()
+        .unwrap_or(0);
+    let rows = |list: &[asm_canary_engine::StepRecord], out: &mut String| {
+        for s in list {
+            let mut line = format!(" {} {:<width$}  {}", mark(s.status), s.id, name(s.status));
+            if s.already_done {
+                line.push_str(" (already done)");
+            }
+            if s.attempts > 1 {
+                line.push_str(&format!(" ({} attempts)", s.attempts));
+            }
+            if let Some(e) = &s.error {
+                line.push_str(&format!(": {e}"));
+            }
+            if let Some(r) = &s.skip_reason {
+                line.push_str(&format!(": {r}"));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    };
+    rows(&cp.steps, &mut out);
+    if cp.rollback.iter().any(|r| r.status != StepStatus::Pending) {
+        out.push_str("rollback:\n");
+        rows(&cp.rollback, &mut out);
+    }
+    let done = cp.journal.iter().filter(|e| e.is_done()).count();
+    let in_flight: Vec<_> = cp.journal.iter().filter(|e| !e.is_done()).collect();
+    out.push_str(&format!(
+        "journal: {} side effects ({done} done, {} in flight)\n",
+        cp.journal.len(),
+        in_flight.len()
+    ));
+    for e in in_flight {
+        out.push_str(&format!(
+            "  in flight: {} {} (step {})\n",
+            e.kind, e.target, e.step
+        ));
+    }
+    let awaiting: Vec<&str> = cp
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::AwaitingApproval)
+        .map(|s| s.id.as_str())
+        .collect();
+    let next = match cp.state {
+        RunState::Completed | RunState::RolledBack => None,
+        RunState::Failed => Some(format!(
+            "fix the cause, then: asm-canary rollback --state {state_path}"
+        )),
+        RunState::RollingBack => Some(format!("asm-canary resume --state {state_path}")),
+        RunState::Running | RunState::Paused => Some(match awaiting.first() {
+            Some(step) => format!(
+                "asm-canary resume --state {state_path} --approve {step} (or: asm-canary rollback --state {state_path})"
+            ),
+            None => format!(
+                "asm-canary resume --state {state_path} (or: asm-canary rollback --state {state_path})"
+            ),
+        }),
+    };
+    if let Some(n) = next {
+        out.push_str(&format!("next: {n}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asm_canary_engine::{Registry, Runbook};
+
+    fn canary() -> Runbook {
+        let actions = [
+            "complete-upgrade",
+            "copy-shared-configmap",
+            "delete-target-configmap",
+            "get-upgrades",
+            "preflight",
+            "remove-canary",
+            "repoint-tag",
+            "restart-back",
+            "restart-workloads",
+            "restore-tag",
+            "start-canary",
+            "verify-proxies",
+        ];
+        let gates = [
+            "cluster-ready",
+            "configmap-copied",
+            "control-planes-ready",
+            "proxies-synced",
+            "single-revision",
+            "tag-points-at",
+            "target-available",
+            "workloads-on-revision",
+        ];
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("runbooks/asm-canary-upgrade.yaml");
+        match Runbook::load(&path, &Registry::stubs(actions, gates)) {
+            Ok(rb) => rb,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn plan_of_the_canary_runbook() {
+        let rb = canary();
+        let mut given = serde_json::Map::new();
+        given.insert("to".into(), "asm-1-28".into());
+        let params = match rb.bind_params(&given) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let text = plan(&rb, &params, "aks-sim").replace(&rb.sha256[..12], "<sha256>");
+        insta::assert_snapshot!(text);
+    }
+
+    #[test]
+    fn status_of_a_paused_checkpoint() {
+        let cp: asm_canary_engine::Checkpoint = match serde_json::from_value(serde_json::json!({
+            "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
+            "target": "/subscriptions/s/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+            "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
+            "params": {}, "state": "paused",
+            "reason": "step \"complete\" awaits approval; resume with --approve complete to continue",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "steps": [
+                {"id": "preflight", "status": "succeeded", "attempts": 1},
+                {"id": "copy-configmap", "status": "skipped", "attempts": 1, "skip_reason": "no shared ConfigMap on asm-1-27"},
+                {"id": "restart", "status": "succeeded", "attempts": 2, "already_done": true},
+                {"id": "complete", "status": "awaiting_approval"}
+            ],
+            "rollback": [{"id": "rollback-tag", "status": "pending"}],
+            "journal": [
+                {"seq": 1, "step": "restart", "phase": "forward", "attempt": 1, "kind": "restart-workload", "target": "payments/Deployment/api", "details": {}, "status": "done", "recorded_at": "2026-01-01T00:00:00Z"},
+                {"seq": 2, "step": "restart", "phase": "forward", "attempt": 1, "kind": "restart-workload", "target": "payments/Deployment/web", "details": {}, "status": "intent", "recorded_at": "2026-01-01T00:00:00Z"}
+            ],
+            "summary": {"source": "asm-1-27", "target": "asm-1-28"}
+        })) {
+            Ok(cp) => cp,
+            Err(e) => panic!("{e}"),
+        };
+        insta::assert_snapshot!(status(&cp, "run.json"));
+    }
+}

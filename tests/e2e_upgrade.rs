@@ -1,0 +1,83 @@
+//! The canary upgrade end to end: the real binary against the simulated cluster over HTTPS.
+//! Each test asserts on the cluster's final state, read back from the simulator.
+
+mod common;
+
+use common::{TestSim, events, last_event, stderr};
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_upgrade_completes_on_the_newest_revision() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let last = last_event(&out);
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["outcome"], "completed");
+    assert_eq!(last["source"], "asm-1-27");
+    assert_eq!(last["target"], "asm-1-29");
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let pods = sim.pods_by_revision().await;
+    assert!(pods.get("asm-1-29").copied().unwrap_or(0) > 0, "{pods:?}");
+    assert_eq!(
+        pods.get("asm-1-27"),
+        None,
+        "no pod left on the source: {pods:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stdout_line_is_a_json_event_with_the_contract_fields() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .upgrade(&[
+            "--to",
+            "asm-1-28",
+            "--approve",
+            "start",
+            "--approve",
+            "complete",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let evs = events(&out);
+    assert!(evs.len() > 10);
+    for e in &evs {
+        for key in ["schema", "ts", "run_id", "event"] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+    }
+    assert_eq!(evs.last().unwrap()["target"], "asm-1-28");
+    assert_eq!(sim.revisions().await, vec!["asm-1-28"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unattended_run_pauses_for_approval_and_resumes_in_a_later_job() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "stderr: {}", stderr(&out));
+    assert_eq!(last_event(&out)["outcome"], "paused");
+    // Both control planes run while the run waits for a person.
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+    let state = sim.state_file();
+    let out = sim
+        .run(&[
+            "resume",
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+            "--approve",
+            "complete",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(last_event(&out)["outcome"], "completed");
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+}
