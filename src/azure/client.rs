@@ -136,6 +136,21 @@ pub struct OperationErrorBody {
     pub code: String,
     #[serde(default)]
     pub message: String,
+    /// Inner errors; AKS puts the real cause here under a generic outer code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<OperationErrorBody>,
+}
+
+impl OperationErrorBody {
+    /// The message with the first inner error appended: `outer (InnerCode: inner message)`.
+    pub fn full_message(&self) -> String {
+        match self.details.first() {
+            Some(inner) if !inner.code.is_empty() || !inner.message.is_empty() => {
+                format!("{} ({}: {})", self.message, inner.code, inner.message)
+            }
+            _ => self.message.clone(),
+        }
+    }
 }
 
 impl OperationStatus {
@@ -608,8 +623,8 @@ impl ArmClient {
                     cluster,
                     operation_url: operation_url.to_string(),
                     status: status.status,
+                    message: err.full_message(),
                     code: err.code,
-                    message: err.message,
                 });
             }
             if started.elapsed() >= self.poll.timeout {
