@@ -44,7 +44,10 @@ async fn complete_is_refused_while_a_pod_still_runs_the_source_revision() {
     let last = last_event(&out);
     assert_eq!(last["outcome"], "paused");
     let reason = last["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("payments/debug-shell"), "names the pod: {reason}");
+    assert!(
+        reason.contains("payments/debug-shell"),
+        "names the pod: {reason}"
+    );
     // Both control planes are still there: nothing was stranded.
     assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
 
@@ -55,7 +58,16 @@ async fn complete_is_refused_while_a_pod_still_runs_the_source_revision() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let state = sim.state_file();
     let out = sim
-        .run(&["resume", "--state", state.to_str().unwrap(), "--unattended", "--output", "json", "--approve", "complete"])
+        .run(&[
+            "resume",
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+            "--approve",
+            "complete",
+        ])
         .await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
@@ -81,7 +93,10 @@ async fn a_different_target_configmap_is_never_overwritten_without_force() {
 
     let out = sim.upgrade(APPROVE).await;
     assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
-    let reason = last_event(&out)["reason"].as_str().unwrap_or_default().to_string();
+    let reason = last_event(&out)["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(reason.contains("--force"), "tells how to proceed: {reason}");
     // Untouched, and not deleted by the rollback either: this run did not create it.
     let after = cms.get("istio-shared-configmap-asm-1-29").await.unwrap();
@@ -89,7 +104,10 @@ async fn a_different_target_configmap_is_never_overwritten_without_force() {
     assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
     // No ARM write happened at all.
     let requests = sim.sim_state().await;
-    assert_eq!(requests["arm"]["revisions"], serde_json::json!(["asm-1-27"]));
+    assert_eq!(
+        requests["arm"]["revisions"],
+        serde_json::json!(["asm-1-27"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +119,14 @@ async fn a_run_already_at_the_target_changes_nothing_and_succeeds() {
     assert_eq!(last_event(&out)["outcome"], "completed");
     assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
     let reqs = sim.sim_state().await;
-    assert_eq!(reqs["arm"]["operations"].as_array().map(Vec::len).unwrap_or(0), 0, "no ARM operation: {reqs}");
+    assert_eq!(
+        reqs["arm"]["operations"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0),
+        0,
+        "no ARM operation: {reqs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

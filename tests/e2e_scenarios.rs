@@ -15,10 +15,18 @@ fn code(out: &std::process::Output) -> i32 {
 const APPROVE: &[&str] = &["--approve", "start", "--approve", "complete"];
 
 async fn assert_back_on_source(sim: &TestSim) {
-    assert_eq!(sim.revisions().await, vec!["asm-1-27"], "one control plane, the source");
+    assert_eq!(
+        sim.revisions().await,
+        vec!["asm-1-27"],
+        "one control plane, the source"
+    );
     let pods = sim.pods_by_revision().await;
     assert!(pods.get("asm-1-27").copied().unwrap_or(0) > 0, "{pods:?}");
-    assert_eq!(pods.get("asm-1-29"), None, "nothing left on the target: {pods:?}");
+    assert_eq!(
+        pods.get("asm-1-29"),
+        None,
+        "nothing left on the target: {pods:?}"
+    );
     let client = sim.kube().await;
     let cm = Api::<ConfigMap>::namespaced(client.clone(), "aks-istio-system")
         .get_opt("istio-shared-configmap-asm-1-29")
@@ -29,7 +37,10 @@ async fn assert_back_on_source(sim: &TestSim) {
         .get("istio-revision-tag-prod-aks-istio-system")
         .await
         .unwrap();
-    assert_eq!(asm_canary::istio::tag_revision(&tag).as_deref(), Some("asm-1-27"));
+    assert_eq!(
+        asm_canary::istio::tag_revision(&tag).as_deref(),
+        Some("asm-1-27")
+    );
 }
 
 async fn assert_completed_on_target(sim: &TestSim, out: &std::process::Output) {
@@ -37,7 +48,11 @@ async fn assert_completed_on_target(sim: &TestSim, out: &std::process::Output) {
     assert_eq!(last_event(out)["outcome"], "completed");
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
     let pods = sim.pods_by_revision().await;
-    assert_eq!(pods.keys().collect::<Vec<_>>(), vec!["asm-1-29"], "{pods:?}");
+    assert_eq!(
+        pods.keys().collect::<Vec<_>>(),
+        vec!["asm-1-29"],
+        "{pods:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +65,10 @@ async fn stale_proxies_fail_verify_and_roll_back_to_the_source() {
     let last = last_event(&out);
     assert_eq!(last["outcome"], "rolled_back");
     assert!(
-        last["reason"].as_str().unwrap_or("").contains("proxies-synced"),
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("proxies-synced"),
         "{last}"
     );
     assert_back_on_source(&sim).await;
@@ -84,8 +102,10 @@ async fn arm_throttling_and_transient_conflicts_still_complete() {
     assert_completed_on_target(&sim, &out).await;
     let state = sim.sim_state().await;
     let counters = &state["arm"]["counters"];
-    assert!(counters.to_string().contains("429") || counters["throttled"].as_u64().unwrap_or(0) > 0,
-        "the scenario really throttled: {counters}");
+    assert!(
+        counters.to_string().contains("429") || counters["throttled"].as_u64().unwrap_or(0) > 0,
+        "the scenario really throttled: {counters}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +130,10 @@ async fn a_stuck_rollout_fails_the_restart_and_rolls_back() {
     let last = last_event(&out);
     assert_eq!(last["outcome"], "rolled_back");
     assert!(
-        last["reason"].as_str().unwrap_or("").contains("progress deadline"),
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("progress deadline"),
         "{last}"
     );
     assert_back_on_source(&sim).await;
@@ -122,8 +145,14 @@ async fn legacy_labels_are_warned_about_in_preflight() {
     let out = sim.run(&["plan"]).await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("namespace legacy is labelled istio-injection=enabled"), "{text}");
-    assert!(text.contains("namespace inventory is labelled istio.io/rev=asm-1-25"), "{text}");
+    assert!(
+        text.contains("namespace legacy is labelled istio-injection=enabled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("namespace inventory is labelled istio.io/rev=asm-1-25"),
+        "{text}"
+    );
     // The run itself still completes: the warnings do not stop it.
     let out = sim.upgrade(APPROVE).await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
