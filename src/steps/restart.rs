@@ -86,6 +86,25 @@ pub async fn plan_namespace(
     target: &str,
 ) -> Result<MovePlan, StepError> {
     let pods = list_pods(env, namespace).await?;
+    Ok(plan_pods(namespace, &pods, target))
+}
+
+/// [`plan_namespace`] for many namespaces, read concurrently.
+pub async fn plan_namespaces(
+    env: &Env,
+    namespaces: &[String],
+    target: &str,
+) -> Result<MovePlan, StepError> {
+    let mut plan = MovePlan::default();
+    for (ns, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
+        let p = plan_pods(&ns, &pods, target);
+        plan.workloads.extend(p.workloads);
+        plan.unmovable.extend(p.unmovable);
+    }
+    Ok(plan)
+}
+
+fn plan_pods(namespace: &str, pods: &[PodInfo], target: &str) -> MovePlan {
     let mut plan = MovePlan::default();
     for pod in pods
         .iter()
@@ -116,7 +135,7 @@ pub async fn plan_namespace(
             )),
         }
     }
-    Ok(plan)
+    plan
 }
 
 /// What a restart of `namespace` would not move: bare and Job pods, paused Deployments,
@@ -176,6 +195,27 @@ pub async fn restart_blockers(env: &Env, namespace: &str) -> Result<Vec<String>,
         }
     }
     Ok(out)
+}
+
+/// Namespaces read at once when a step looks at many (a bounded fan-out, not one at a time).
+pub const NAMESPACE_FANOUT: usize = 16;
+
+/// The pods of each namespace, read concurrently; results in the namespaces' order.
+pub async fn pods_of_namespaces(
+    env: &Env,
+    namespaces: Vec<String>,
+) -> Result<Vec<(String, Vec<PodInfo>)>, StepError> {
+    let reads: Vec<_> = namespaces
+        .into_iter()
+        .map(|ns| async move {
+            let pods = list_pods(env, &ns).await?;
+            Ok::<_, StepError>((ns, pods))
+        })
+        .collect();
+    stream::iter(reads)
+        .buffered(NAMESPACE_FANOUT)
+        .try_collect()
+        .await
 }
 
 async fn list_pods(env: &Env, namespace: &str) -> Result<Vec<PodInfo>, StepError> {
@@ -247,12 +287,7 @@ impl Action for RestartWorkloads {
         let mut acted = false;
         let n_waves = waves.len();
         for (i, wave) in waves.iter().enumerate() {
-            let mut plan = MovePlan::default();
-            for ns in wave {
-                let p = plan_namespace(env, ns, &target).await?;
-                plan.workloads.extend(p.workloads);
-                plan.unmovable.extend(p.unmovable);
-            }
+            let plan = plan_namespaces(env, wave, &target).await?;
             for u in &plan.unmovable {
                 ctx.events.warn(format!("will not move {u}"));
             }
@@ -535,8 +570,14 @@ impl Gate for WorkloadsOnRevision {
         let namespaces: BTreeSet<&str> = wanted.iter().map(|w| w.namespace.as_str()).collect();
         let (mut good, mut total) = (0u64, 0u64);
         let mut behind: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for ns in namespaces {
-            for pod in list_pods(&self.0, ns).await? {
+        for (ns, pods) in pods_of_namespaces(
+            &self.0,
+            namespaces.into_iter().map(str::to_string).collect(),
+        )
+        .await?
+        {
+            let ns = ns.as_str();
+            for pod in pods {
                 let Owner::Workload(w) = &pod.owner else {
                     continue;
                 };

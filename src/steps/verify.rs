@@ -7,14 +7,10 @@ use std::sync::Arc;
 
 use asm_canary_engine::{Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, StepError};
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::ListParams;
 use serde_json::json;
 
-use super::{Env, k8s_err, kube_err, outputs};
+use super::{Env, k8s_err, outputs};
 use crate::istio::ProxyStatus;
-use crate::k8s::PodInfo;
 
 pub struct VerifyProxies(pub Arc<Env>);
 pub struct ProxiesSynced(pub Arc<Env>);
@@ -63,12 +59,11 @@ impl Gate for ProxiesSynced {
             rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
         // Every running, injected pod of the migrated namespaces must be connected and synced.
         let mut expected = Vec::new();
-        for ns in &namespaces {
-            let pods = Api::<Pod>::namespaced(self.0.kube.clone(), ns)
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| kube_err(format!("listing pods in {ns}"), e))?;
-            for p in pods.items.iter().map(PodInfo::from_pod) {
+        let listed =
+            super::restart::pods_of_namespaces(&self.0, namespaces.iter().cloned().collect())
+                .await?;
+        for (_, pods) in listed {
+            for p in pods {
                 if p.terminating
                     || !p.revision.is_injected()
                     || p.phase.as_deref() != Some("Running")

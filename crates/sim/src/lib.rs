@@ -60,10 +60,12 @@ pub struct RequestRecord {
     pub time: String,
 }
 
-/// Append-only log of mutating requests (never reads: GET, LIST and WATCH are not logged).
+/// Append-only log of mutating requests (never reads: GET, LIST and WATCH are not logged),
+/// and a count of every request, reads included, by API and method (for benchmarks).
 #[derive(Default)]
 pub struct RequestLog {
     inner: Mutex<Vec<RequestRecord>>,
+    totals: Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl RequestLog {
@@ -78,6 +80,19 @@ impl RequestLog {
             status,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
+    }
+
+    /// Counts one request of any kind (`api` is `arm`, `token`, `kube`, `sim`).
+    pub fn count(&self, api: &str, method: &str) {
+        let mut totals = self.totals.lock().expect("request totals poisoned");
+        *totals
+            .entry((api.to_string(), method.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Every request counted so far: `(api, method) → count`.
+    pub fn totals(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        self.totals.lock().expect("request totals poisoned").clone()
     }
 
     pub fn snapshot(&self) -> Vec<RequestRecord> {

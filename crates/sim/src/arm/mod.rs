@@ -187,6 +187,10 @@ async fn dispatch(
         }
     }
     let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if api != Api::Sim {
+        let name = if api == Api::Token { "token" } else { "arm" };
+        shared.requests.count(name, method.as_str());
+    }
     if mutating && api != Api::Sim {
         let name = if api == Api::Token { "token" } else { "arm" };
         shared

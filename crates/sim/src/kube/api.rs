@@ -30,6 +30,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    shared.requests.count("kube", method.as_str());
     let resp = match dispatch(&shared, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

@@ -1,0 +1,220 @@
+//! The canary upgrade against the simulator's `large` shape, at several sizes: wall time
+//! against the simulator's own critical path, and API requests per Deployment.
+//!
+//! `cargo run --release --example upgrade_bench [-- NAMESPACES...]` (default 20 50 200; the
+//! `large` scenario is 200 namespaces × 10 Deployments × 5 replicas = 10,000 pods).
+//!
+//! The critical path is what no client could beat: the two ARM operations (start, complete)
+//! plus the slowest wave's rollouts, measured here as one Deployment's restart-to-rolled-out
+//! time in the same simulator (all Deployments of a wave restart at once, parallelism = all).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asm_canary::cli::args::{AuthArg, ClusterArgs};
+use asm_canary::cli::connect::{Pace, connect_with_secret};
+use asm_canary::cli::run::load_runbook;
+use asm_canary::k8s::{WorkloadKind, WorkloadRef};
+use asm_canary_engine::{Event, Executor, FileStore, MemorySink, PreApproved, RunRequest};
+use asm_canary_sim::{Scenario, SimOptions};
+use serde_json::json;
+
+fn totals(h: &asm_canary_sim::SimHandle) -> (u64, u64) {
+    let mut arm = 0;
+    let mut kube = 0;
+    for ((api, _), n) in h.shared.requests.totals() {
+        match api.as_str() {
+            "kube" => kube += n,
+            "arm" => arm += n,
+            _ => {}
+        }
+    }
+    (arm, kube)
+}
+
+async fn one(namespaces: u32) {
+    let mut scenario = Scenario::builtin("large").expect("large scenario");
+    let per_ns = scenario
+        .kube
+        .generated
+        .as_ref()
+        .map(|g| g.deployments_per_namespace)
+        .unwrap_or(10);
+    if let Some(g) = scenario.kube.generated.as_mut() {
+        g.namespaces = namespaces;
+    }
+    let deployments = u64::from(namespaces * per_ns);
+    let lro = Duration::from_secs_f64(scenario.arm.lro_seconds * scenario.time_scale);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    let mut opts = SimOptions::new(scenario);
+    opts.ca_file = Some(ca_file.clone());
+    let started = Instant::now();
+    let sim = asm_canary_sim::start(opts).await.expect("sim");
+    let boot = started.elapsed();
+    let info = sim.info.clone();
+    let cluster = ClusterArgs {
+        subscription: Some(info.subscription.clone()),
+        resource_group: Some(info.resource_group.clone()),
+        cluster: Some(info.cluster.clone()),
+        cluster_id: None,
+        arm_endpoint: info.arm_endpoint.clone(),
+        authority_host: Some(info.authority_host.clone()),
+        ca_file: Some(ca_file),
+        auth: AuthArg::ClientSecret,
+        arm_poll_interval: None,
+        kubeconfig: None,
+    };
+    let env = connect_with_secret(
+        &cluster,
+        Pace::Simulated,
+        &info.tenant_id,
+        &info.client_id,
+        &info.client_secret,
+    )
+    .await
+    .expect("connect")
+    .env;
+
+    // One Deployment's rollout, on its own: the floor of a wave.
+    let probe = WorkloadRef::new(WorkloadKind::Deployment, "app-000", "svc-00");
+    let t = Instant::now();
+    let restarted =
+        asm_canary::k8s::restart_workload(&env.kube, &probe, chrono::Local::now().fixed_offset())
+            .await
+            .expect("probe restart");
+    asm_canary::k8s::wait_rollout(
+        &env.kube,
+        &probe,
+        restarted.generation,
+        Duration::from_secs(120),
+        &mut |_| {},
+    )
+    .await
+    .expect("probe rollout");
+    let rollout = t.elapsed();
+    // The upgrade restarts the probe again: let the clock move to a new second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let (arm0, kube0) = totals(&sim);
+    let (runbook, registry) = load_runbook(None, env.clone()).expect("runbook");
+    let events = Arc::new(MemorySink::new());
+    let executor = Executor::new(
+        runbook,
+        registry,
+        FileStore::new(dir.path().join("run.json")),
+    )
+    .with_events(events.clone())
+    .with_approver(Arc::new(PreApproved::new(["start", "complete"])));
+    let mut params = serde_json::Map::new();
+    for (k, v) in [
+        ("soak", json!("1s")),
+        ("poll_interval", json!("200ms")),
+        ("parallelism", json!(deployments.max(1))),
+        ("rollout_timeout", json!("10m")),
+        ("control_plane_timeout", json!("2m")),
+        ("verify_timeout", json!("5m")),
+    ] {
+        params.insert(k.into(), v);
+    }
+    let t = Instant::now();
+    let report = executor
+        .run(RunRequest {
+            target: env.cluster.to_string(),
+            params,
+            run_id: None,
+        })
+        .await
+        .expect("run");
+    let wall = t.elapsed();
+    let (arm1, kube1) = totals(&sim);
+    let critical = lro * 2 + rollout;
+    let soak = Duration::from_secs(1);
+    println!(
+        "{namespaces:>4} ns {deployments:>5} deploys | {:?} | wall {:>6.2}s | critical path {:>5.2}s (2 LROs {:.2}s + rollout {:.2}s), soak {:.0}s | wall/critical {:.2} (soak excluded {:.2}) | requests: ARM {} + kube {} = {:.1} per Deployment | sim boot {:.2}s",
+        report.outcome,
+        wall.as_secs_f64(),
+        critical.as_secs_f64(),
+        (lro * 2).as_secs_f64(),
+        rollout.as_secs_f64(),
+        soak.as_secs_f64(),
+        wall.as_secs_f64() / critical.as_secs_f64(),
+        wall.saturating_sub(soak).as_secs_f64() / critical.as_secs_f64(),
+        arm1 - arm0,
+        kube1 - kube0,
+        (kube1 - kube0 + arm1 - arm0) as f64 / deployments as f64,
+        boot.as_secs_f64(),
+    );
+    // Where the time went: each step from start to success.
+    let records = events.records();
+    let mut started_at = std::collections::BTreeMap::new();
+    let mut line = Vec::new();
+    for r in &records {
+        match &r.event {
+            Event::StepStarted { step, .. } => {
+                started_at.insert(step.clone(), r.ts);
+            }
+            Event::StepSucceeded { step, .. } | Event::StepSkipped { step, .. } => {
+                if let Some(t0) = started_at.get(step) {
+                    line.push(format!(
+                        "{step} {:.2}s",
+                        (r.ts - *t0).num_milliseconds() as f64 / 1000.0
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    println!("      steps: {}", line.join(", "));
+    // Inside restart: planning before the first patch, the wave itself (first patch to the
+    // last workload rolled out), and the gate after it.
+    let ts_of = |pred: &dyn Fn(&Event) -> bool, last: bool| {
+        let mut it = records.iter().filter(|r| pred(&r.event)).map(|r| r.ts);
+        if last { it.last() } else { it.next() }
+    };
+    let step_start = ts_of(
+        &|e| matches!(e, Event::StepStarted { step, .. } if step == "restart"),
+        false,
+    );
+    let first_patch = ts_of(
+        &|e| matches!(e, Event::SideEffect { kind, .. } if kind == "restart-workload"),
+        false,
+    );
+    let last_rolled = ts_of(
+        &|e| matches!(e, Event::StepProgress { step, .. } if step == "restart"),
+        true,
+    );
+    let step_end = ts_of(
+        &|e| matches!(e, Event::StepSucceeded { step, .. } if step == "restart"),
+        false,
+    );
+    if let (Some(a), Some(b), Some(c), Some(d)) = (step_start, first_patch, last_rolled, step_end) {
+        let s = |x: chrono::DateTime<chrono::Utc>, y: chrono::DateTime<chrono::Utc>| {
+            (y - x).num_milliseconds() as f64 / 1000.0
+        };
+        println!(
+            "      restart: planning {:.2}s, wave {:.2}s, gate {:.2}s",
+            s(a, b),
+            s(b, c),
+            s(c, d)
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::main]
+async fn main() {
+    asm_canary::azure::ensure_ring_provider();
+    let sizes: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![20, 50, 200]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        one(n).await;
+    }
+}
