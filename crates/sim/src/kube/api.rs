@@ -300,17 +300,19 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         }
         None => None,
     };
-    let (items, rv) = shared.kube.store.list(t.rt, t.ns.as_deref());
+    let from = start.as_deref().map(|s| match s.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), s.to_string()),
+    });
+    let (items, rv) = shared
+        .kube
+        .store
+        .list_from(t.rt, t.ns.as_deref(), from.as_ref());
     let key = |o: &Value| format!("{}/{}", ns_of(o), name_of(o));
     let mut out: Vec<&Obj> = Vec::new();
     let mut remaining = 0usize;
     let mut next: Option<String> = None;
     for o in &items {
-        if let Some(s) = &start
-            && key(o).as_str() < s.as_str()
-        {
-            continue;
-        }
         if !labels.matches(super::store::labels_of(o)) || !fields.matches(o) {
             continue;
         }
@@ -458,9 +460,22 @@ fn create(
 pub fn create_object(
     kube: &super::KubeState,
     rt: &'static ResourceType,
+    body: Value,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Obj, ApiError> {
+    create_object_then(kube, rt, body, manager, dry_run, |_| {})
+}
+
+/// [`create_object`], with `finish` applied after admission (the controllers use it to
+/// create the starting cluster's pods already running).
+pub fn create_object_then(
+    kube: &super::KubeState,
+    rt: &'static ResourceType,
     mut body: Value,
     manager: &str,
     dry_run: bool,
+    finish: impl FnOnce(&mut Value),
 ) -> Result<Obj, ApiError> {
     if rt.has_status
         && let Some(m) = body.as_object_mut()
@@ -468,7 +483,12 @@ pub fn create_object(
         m.insert("status".into(), json!({}));
     }
     admission::on_create(kube, rt, &mut body)?;
-    patch::record_update(None, &mut body, manager, rt, None);
+    finish(&mut body);
+    // the simulator's own controllers keep no managedFields: ten thousand pods' worth of
+    // field sets would cost more memory than anything reads from them
+    if manager != "kube-controller-manager" {
+        patch::record_update(None, &mut body, manager, rt, None);
+    }
     if dry_run {
         return Ok(Arc::new(body));
     }

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::KubeState;
 use super::addon::{self, ISTIO_NS, pod_ready};
-use super::api::create_object;
+use super::api::{create_object, create_object_then};
 use super::resources::{ResourceType, by_plural};
 use super::selectors::LabelSelector;
 use super::status::ApiError;
@@ -148,6 +148,7 @@ pub fn settle(kube: &KubeState) {
         kube,
         instant: true,
         progress: HashMap::new(),
+        unfinished: BTreeSet::new(),
     };
     // istiod first, so that the application pods find their injector ready
     for _ in 0..50 {
@@ -159,6 +160,7 @@ pub fn settle(kube: &KubeState) {
             break;
         }
     }
+    kube.store.mark_settled();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -171,14 +173,18 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         kube,
         instant: false,
         progress: HashMap::new(),
+        unfinished: BTreeSet::new(),
     };
     let mut dirty: BTreeSet<Key> = ctl.all_keys().into_iter().collect();
     let tick_every = Duration::from_millis(10);
+    // unfinished rollouts are looked at often (progress deadlines), everything else rarely
     let resync_every = kube
         .clock
         .real(Duration::from_secs(5))
-        .max(Duration::from_millis(200));
+        .max(Duration::from_millis(100));
+    let full_resync_every = Duration::from_secs(30);
     let mut last_resync = Instant::now();
+    let mut last_full = Instant::now();
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -197,9 +203,12 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         ctl.fire_timers();
-        if last_resync.elapsed() >= resync_every {
-            last_resync = Instant::now();
+        if last_full.elapsed() >= full_resync_every {
+            last_full = Instant::now();
             dirty.extend(ctl.all_keys());
+        } else if last_resync.elapsed() >= resync_every {
+            last_resync = Instant::now();
+            dirty.extend(ctl.unfinished.iter().cloned());
         }
         for key in std::mem::take(&mut dirty) {
             ctl.reconcile(&key);
@@ -216,6 +225,8 @@ struct Ctl<'a> {
     instant: bool,
     /// Per Deployment uid: the last observed progress (status tuple) and when it changed.
     progress: HashMap<String, (Progress, Instant)>,
+    /// Deployments whose rollout is not complete: resynced often for their deadline.
+    unfinished: BTreeSet<Key>,
 }
 
 fn owner_ref(obj: &Value) -> Option<(&str, &str)> {
@@ -448,6 +459,8 @@ impl<'a> Ctl<'a> {
 
     fn deployment(&mut self, ns: &str, name: &str) {
         let Some(d) = self.store().get(rt("deployments"), ns, name) else {
+            self.unfinished
+                .remove(&Key::Deploy(ns.to_string(), name.to_string()));
             return;
         };
         if deleting(&d) {
@@ -688,6 +701,12 @@ impl<'a> Ctl<'a> {
             && new_rs
                 .as_ref()
                 .is_some_and(|r| i(&r["status"]["availableReplicas"]) == replicas);
+        let key = Key::Deploy(ns.to_string(), name.to_string());
+        if complete || paused {
+            self.unfinished.remove(&key);
+        } else {
+            self.unfinished.insert(key);
+        }
         let tuple = (total, updated, ready, available, rs_label.clone());
         let now = Instant::now();
         let progressed = match self.progress.get(&uid) {
@@ -1196,13 +1215,24 @@ impl<'a> Ctl<'a> {
         json!({"metadata": meta, "spec": spec})
     }
 
-    fn create_pod(&self, pod: Value, ns: &str, workload: &str) -> Result<(), ApiError> {
+    fn create_pod(&self, pod: Value, ns: &str, _workload: &str) -> Result<(), ApiError> {
+        if self.instant {
+            // the starting cluster's pods are created running (one version, not two)
+            let crashloop_revs = &self.kube.scenario.crashloop_revisions;
+            create_object_then(self.kube, rt("pods"), pod, MANAGER, false, |p| {
+                let istiod = ns_of(p) == ISTIO_NS && label(p, "app") == Some("istiod");
+                let crashloop = istiod
+                    && label(p, "istio.io/rev")
+                        .is_some_and(|r| crashloop_revs.iter().any(|c| c == r));
+                let ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
+                p["status"] = pod_status(p, !crashloop, crashloop, &now_rfc3339(), &ip);
+            })?;
+            return Ok(());
+        }
         let created = create_object(self.kube, rt("pods"), pod, MANAGER, false)?;
         let name = name_of(&created).to_string();
         let uid = uid_of(&created).to_string();
-        if self.instant {
-            self.make_ready_or_not(ns, &name, &uid, workload, true);
-        } else {
+        {
             let delay = self.ready_delay(&created);
             let when = Instant::now() + self.kube.clock.real(delay);
             self.kube
@@ -1276,11 +1306,7 @@ impl<'a> Ctl<'a> {
                 .any(|w| *w == format!("{ns}/{workload}"));
         let ready = !crashloop && !stuck;
         let now = now_rfc3339();
-        let pod_ip = format!(
-            "10.244.{}.{}",
-            (uid.len() * 7) % 250,
-            u32::from_str_radix(&uid[..2.min(uid.len())], 16).unwrap_or(1) % 250 + 2
-        );
+        let pod_ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
         let status = pod_status(&pod, ready, crashloop, &now, &pod_ip);
         let _ = self.store().update_with(rt("pods"), ns, name, |cur| {
             if uid_of(cur) != uid {
@@ -1338,9 +1364,17 @@ impl<'a> Ctl<'a> {
     }
 }
 
+fn random_index(n: usize) -> usize {
+    use rand::Rng;
+    rand::rng().random_range(0..n)
+}
+
 fn pod_status(pod: &Value, ready: bool, crashloop: bool, now: &str, ip: &str) -> Value {
     let r = if ready { "True" } else { "False" };
-    let started = meta_str(pod, "creationTimestamp").to_string();
+    let started = match meta_str(pod, "creationTimestamp") {
+        "" => now.to_string(),
+        t => t.to_string(),
+    };
     let cstatus = |c: &Value, init: bool| -> Value {
         let cname = c["name"].as_str().unwrap_or("");
         let image = c["image"].as_str().unwrap_or("");

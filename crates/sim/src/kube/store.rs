@@ -46,7 +46,7 @@ pub struct Event {
 }
 
 /// How many events the store remembers for watches that resume from a resourceVersion.
-const HISTORY: usize = 20_000;
+const HISTORY: usize = 10_000;
 
 struct Inner {
     rv: u64,
@@ -54,6 +54,9 @@ struct Inner {
     history: VecDeque<Arc<Event>>,
     /// Watches may resume from any resourceVersion >= this.
     oldest_resumable: u64,
+    /// The resourceVersion at which the starting cluster was settled: any older version a
+    /// client can hold was read after it, so a watch from one resumes from here.
+    settled: u64,
 }
 
 /// Remembered events after a resourceVersion, and the live subscription.
@@ -149,7 +152,7 @@ fn set_rv(obj: &mut Value, rv: u64) {
 
 impl Store {
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(65_536);
+        let (tx, _) = broadcast::channel(16_384);
         let mut tables = HashMap::new();
         for r in RESOURCES {
             tables.insert(r.plural, BTreeMap::new());
@@ -160,6 +163,7 @@ impl Store {
                 tables,
                 history: VecDeque::new(),
                 oldest_resumable: 1,
+                settled: 0,
             }),
             tx,
         }
@@ -199,6 +203,25 @@ impl Store {
                 .collect(),
             None => table.values().cloned().collect(),
         };
+        (items, inner.rv)
+    }
+
+    /// Like [`Store::list`], from the key `from` (inclusive) on: a continued list.
+    pub fn list_from(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        from: Option<&(String, String)>,
+    ) -> (Vec<Obj>, u64) {
+        let Some(from) = from else {
+            return self.list(rt, ns);
+        };
+        let inner = self.read();
+        let items = inner.tables[rt.plural]
+            .range(from.clone()..)
+            .take_while(|((n, _), _)| ns.is_none_or(|ns| n == ns))
+            .map(|(_, v)| v.clone())
+            .collect();
         (items, inner.rv)
     }
 
@@ -546,6 +569,11 @@ impl Store {
     /// `Err(oldest)` when `since` is older than the history the store keeps.
     pub fn watch_from(&self, since: u64) -> Result<Resume, u64> {
         let inner = self.read();
+        let since = if since < inner.oldest_resumable && inner.oldest_resumable == inner.settled {
+            inner.settled
+        } else {
+            since
+        };
         if since < inner.oldest_resumable {
             return Err(inner.oldest_resumable);
         }
@@ -581,6 +609,14 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Forgets the history of building the starting cluster (nobody could watch it).
+    pub fn mark_settled(&self) {
+        let mut inner = self.write();
+        inner.history.clear();
+        inner.oldest_resumable = inner.rv;
+        inner.settled = inner.rv;
     }
 
     /// Forgets history up to the current resourceVersion (tests use it to provoke 410).
