@@ -309,18 +309,22 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         .store
         .list_from(t.rt, t.ns.as_deref(), from.as_ref());
     let key = |o: &Value| format!("{}/{}", ns_of(o), name_of(o));
-    let mut out: Vec<&Obj> = Vec::new();
+    let filtered = !labels.is_empty() || !fields.is_empty();
+    let mut out: Vec<&super::store::Stored> = Vec::new();
     let mut remaining = 0usize;
     let mut next: Option<String> = None;
-    for o in &items {
-        if !labels.matches(super::store::labels_of(o)) || !fields.matches(o) {
-            continue;
+    for s in &items {
+        if filtered {
+            let o = s.decode();
+            if !labels.matches(super::store::labels_of(&o)) || !fields.matches(&o) {
+                continue;
+            }
         }
         if out.len() < limit {
-            out.push(o);
+            out.push(s);
         } else {
             if next.is_none() {
-                next = Some(key(o));
+                next = Some(key(&s.decode()));
             }
             remaining += 1;
         }
@@ -339,7 +343,7 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         }
     }
     // written by hand so that ten thousand pods are not cloned to be listed
-    let mut buf = Vec::with_capacity(out.len() * 2048 + 128);
+    let mut buf = Vec::with_capacity(out.iter().map(|s| s.bytes.len() + 1).sum::<usize>() + 256);
     buf.extend_from_slice(b"{\"kind\":");
     let _ = serde_json::to_writer(&mut buf, &t.rt.list_kind());
     buf.extend_from_slice(b",\"apiVersion\":");
@@ -351,7 +355,7 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         if i > 0 {
             buf.push(b',');
         }
-        let _ = serde_json::to_writer(&mut buf, o.as_ref());
+        buf.extend_from_slice(&o.bytes);
     }
     buf.extend_from_slice(b"]}");
     let mut resp = Response::new(Body::from(buf));

@@ -36,6 +36,12 @@ enum Key {
     Ds(String, String),
 }
 
+fn key_ns(k: &Key) -> &str {
+    match k {
+        Key::Deploy(ns, _) | Key::Rs(ns, _) | Key::Sts(ns, _) | Key::Ds(ns, _) => ns,
+    }
+}
+
 fn rt(plural: &str) -> &'static ResourceType {
     by_plural(plural)
 }
@@ -151,12 +157,23 @@ pub fn settle(kube: &KubeState) {
         unfinished: BTreeSet::new(),
     };
     // istiod first, so that the application pods find their injector ready
-    for _ in 0..50 {
+    let mut dirty: BTreeSet<Key> = ctl.all_keys().into_iter().collect();
+    for pass in 0..100 {
+        let t = Instant::now();
         let before = kube.store.current_rv();
-        for key in ctl.all_keys() {
+        // istiod's namespace first: the application pods need their injector ready
+        let (first, rest): (Vec<Key>, Vec<Key>) = std::mem::take(&mut dirty)
+            .into_iter()
+            .partition(|k| key_ns(k) == ISTIO_NS);
+        for key in first.into_iter().chain(rest) {
             ctl.reconcile(&key);
         }
-        if kube.store.current_rv() == before {
+        for ev in kube.store.events_since(before) {
+            ctl.mark(&ev, &mut dirty);
+        }
+        tracing::debug!(pass, elapsed = ?t.elapsed(), writes = kube.store.current_rv() - before, "sim: settle pass");
+
+        if dirty.is_empty() {
             break;
         }
     }
@@ -182,7 +199,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         .clock
         .real(Duration::from_secs(5))
         .max(Duration::from_millis(100));
-    let full_resync_every = Duration::from_secs(30);
+    let full_resync_every = Duration::from_secs(300);
     let mut last_resync = Instant::now();
     let mut last_full = Instant::now();
     loop {
@@ -353,11 +370,11 @@ impl<'a> Ctl<'a> {
         let mut out = Vec::new();
         // istiod's namespace first: injection needs a ready istiod
         let mut push = |plural: &str, f: fn(String, String) -> Key| {
-            let (items, _) = self.store().list(rt(plural), None);
+            let keys = self.store().keys(rt(plural));
             let (first, rest): (Vec<_>, Vec<_>) =
-                items.into_iter().partition(|o| ns_of(o) == ISTIO_NS);
-            for o in first.into_iter().chain(rest) {
-                out.push(f(ns_of(&o).to_string(), name_of(&o).to_string()));
+                keys.into_iter().partition(|(ns, _)| ns == ISTIO_NS);
+            for (ns, name) in first.into_iter().chain(rest) {
+                out.push(f(ns, name));
             }
         };
         push("deployments", Key::Deploy);
@@ -375,8 +392,10 @@ impl<'a> Ctl<'a> {
             }
             "replicasets" => {
                 dirty.insert(Key::Rs(ns.clone(), ev.name.clone()));
-                if let Some(("Deployment", d)) = owner_ref(&ev.object) {
-                    dirty.insert(Key::Deploy(ns, d.to_string()));
+                if let Some((k, d)) = &ev.object.controller
+                    && k == "Deployment"
+                {
+                    dirty.insert(Key::Deploy(ns, d.clone()));
                 }
             }
             "statefulsets" => {
@@ -385,7 +404,12 @@ impl<'a> Ctl<'a> {
             "daemonsets" => {
                 dirty.insert(Key::Ds(ns, ev.name.clone()));
             }
-            "pods" => match owner_ref(&ev.object) {
+            "pods" => match ev
+                .object
+                .controller
+                .as_ref()
+                .map(|(k, n)| (k.as_str(), n.as_str()))
+            {
                 Some(("ReplicaSet", n)) => {
                     dirty.insert(Key::Rs(ns, n.to_string()));
                 }
@@ -451,8 +475,11 @@ impl<'a> Ctl<'a> {
     }
 
     fn pods_of(&self, ns: &str, uid: &str) -> Vec<Arc<Value>> {
-        let (pods, _) = self.store().list(rt("pods"), Some(ns));
-        pods.into_iter().filter(|p| owned_by(p, uid)).collect()
+        self.store()
+            .list_owned(rt("pods"), Some(ns), uid)
+            .into_iter()
+            .filter(|p| owned_by(p, uid))
+            .collect()
     }
 
     // ----- Deployment

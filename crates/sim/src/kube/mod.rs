@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch as tokio_watch;
 
 pub use scenario::{GeneratedShape, KubeScenario, NamespaceShape, TagShape, WorkloadShape};
-pub use store::{Event, EventType, Obj, Store};
+pub use store::{Event, EventType, Obj, Store, Stored};
 
 use crate::{Clock, Scenario, Shared};
 

@@ -1,4 +1,5 @@
-//! The object store: every object as JSON, one global resourceVersion counter (as etcd's
+//! The object store: every object as compact JSON bytes (a parsed `serde_json::Value` costs
+//! about ten times its text, too much for ten thousand pods), one global resourceVersion counter (as etcd's
 //! revision), a bounded event history for watch resumption, and a broadcast of live events.
 //!
 //! Writers go through [`Store::create`], [`Store::update_with`] and [`Store::delete`], which
@@ -15,6 +16,47 @@ use super::resources::{RESOURCES, ResourceType};
 use super::status::ApiError;
 
 pub type Obj = Arc<Value>;
+
+/// An object as stored: its JSON text, and what the store indexes without parsing it.
+#[derive(Debug)]
+pub struct Stored {
+    pub bytes: bytes::Bytes,
+    /// The uids of its ownerReferences.
+    pub owner_uids: Vec<String>,
+    /// Its controller owner's kind and name.
+    pub controller: Option<(String, String)>,
+}
+
+impl Stored {
+    pub fn encode(v: &Value) -> Arc<Stored> {
+        let refs = v["metadata"]["ownerReferences"].as_array();
+        let owner_uids = refs
+            .map(|r| {
+                r.iter()
+                    .filter_map(|r| r["uid"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let controller = refs.and_then(|r| {
+            r.iter().find(|r| r["controller"] == true).map(|r| {
+                (
+                    r["kind"].as_str().unwrap_or("").to_string(),
+                    r["name"].as_str().unwrap_or("").to_string(),
+                )
+            })
+        });
+        Arc::new(Stored {
+            bytes: bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            owner_uids,
+            controller,
+        })
+    }
+
+    /// The parsed object (the store only holds JSON it wrote itself).
+    pub fn decode(&self) -> Obj {
+        Arc::new(serde_json::from_slice(&self.bytes).unwrap_or(Value::Null))
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -40,9 +82,9 @@ pub struct Event {
     pub resource: &'static str,
     pub namespace: String,
     pub name: String,
-    pub object: Obj,
+    pub object: Arc<Stored>,
     /// The state before the change (MODIFIED only), for filtered watches.
-    pub old: Option<Obj>,
+    pub old: Option<Arc<Stored>>,
 }
 
 /// How many events the store remembers for watches that resume from a resourceVersion.
@@ -50,13 +92,16 @@ const HISTORY: usize = 10_000;
 
 struct Inner {
     rv: u64,
-    tables: HashMap<&'static str, BTreeMap<(String, String), Obj>>,
+    tables: HashMap<&'static str, BTreeMap<(String, String), Arc<Stored>>>,
     history: VecDeque<Arc<Event>>,
     /// Watches may resume from any resourceVersion >= this.
     oldest_resumable: u64,
     /// The resourceVersion at which the starting cluster was settled: any older version a
     /// client can hold was read after it, so a watch from one resumes from here.
     settled: u64,
+    /// Until the starting cluster is settled the history is not trimmed (the controllers
+    /// read it to know what changed).
+    settling: bool,
 }
 
 /// Remembered events after a resourceVersion, and the live subscription.
@@ -164,6 +209,7 @@ impl Store {
                 history: VecDeque::new(),
                 oldest_resumable: 1,
                 settled: 0,
+                settling: true,
             }),
             tx,
         }
@@ -187,12 +233,27 @@ impl Store {
             .tables
             .get(rt.plural)
             .and_then(|t| t.get(&(ns.to_string(), name.to_string())))
-            .cloned()
+            .map(|s| s.decode())
     }
 
     /// All objects of a type (in one namespace, or all), sorted by namespace and name,
     /// with the store's current resourceVersion.
     pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Obj>, u64) {
+        let (raw, rv) = self.list_raw(rt, ns);
+        (raw.iter().map(|s| s.decode()).collect(), rv)
+    }
+
+    /// Objects of a type whose ownerReferences include `owner_uid`, parsing only those.
+    pub fn list_owned(&self, rt: &ResourceType, ns: Option<&str>, owner_uid: &str) -> Vec<Obj> {
+        let (raw, _) = self.list_raw(rt, ns);
+        raw.iter()
+            .filter(|s| s.owner_uids.iter().any(|u| u == owner_uid))
+            .map(|s| s.decode())
+            .collect()
+    }
+
+    /// Like [`Store::list`], unparsed.
+    pub fn list_raw(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Arc<Stored>>, u64) {
         let inner = self.read();
         let table = &inner.tables[rt.plural];
         let items = match ns {
@@ -206,15 +267,29 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// The (namespace, name) keys of a type's objects, in order.
+    pub fn keys(&self, rt: &ResourceType) -> Vec<(String, String)> {
+        self.read().tables[rt.plural].keys().cloned().collect()
+    }
+
+    /// Every object of a type by its plural (`pods`), for tests and introspection.
+    pub fn list_plural(&self, plural: &str) -> Vec<Obj> {
+        self.read()
+            .tables
+            .get(plural)
+            .map(|t| t.values().map(|s| s.decode()).collect())
+            .unwrap_or_default()
+    }
+
     /// Like [`Store::list`], from the key `from` (inclusive) on: a continued list.
     pub fn list_from(
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
         from: Option<&(String, String)>,
-    ) -> (Vec<Obj>, u64) {
+    ) -> (Vec<Arc<Stored>>, u64) {
         let Some(from) = from else {
-            return self.list(rt, ns);
+            return self.list_raw(rt, ns);
         };
         let inner = self.read();
         let items = inner.tables[rt.plural]
@@ -232,7 +307,7 @@ impl Store {
     fn publish(&self, inner: &mut Inner, ev: Event) {
         let ev = Arc::new(ev);
         inner.history.push_back(ev.clone());
-        while inner.history.len() > HISTORY {
+        while !inner.settling && inner.history.len() > HISTORY {
             if let Some(old) = inner.history.pop_front() {
                 inner.oldest_resumable = old.rv;
             }
@@ -317,12 +392,13 @@ impl Store {
             meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
             meta.remove("deletionTimestamp");
         }
+        let stored = Stored::encode(&obj);
         let obj = Arc::new(obj);
         inner
             .tables
             .get_mut(rt.plural)
             .expect("table")
-            .insert((ns.clone(), name.clone()), obj.clone());
+            .insert((ns.clone(), name.clone()), stored.clone());
         if quiet {
             inner.oldest_resumable = inner.rv;
         } else {
@@ -334,7 +410,7 @@ impl Store {
                     resource: rt.plural,
                     namespace: ns,
                     name,
-                    object: obj.clone(),
+                    object: stored,
                     old: None,
                 },
             );
@@ -362,10 +438,11 @@ impl Store {
     {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let old = inner.tables[rt.plural]
+        let old_stored = inner.tables[rt.plural]
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = old_stored.decode();
         let Some(mut new) = f(&old)? else {
             return Ok(old);
         };
@@ -435,6 +512,7 @@ impl Store {
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
         if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty {
+            let stored = Stored::encode(&new);
             let obj = Arc::new(new);
             inner.tables.get_mut(rt.plural).expect("table").remove(&key);
             self.publish(
@@ -445,18 +523,19 @@ impl Store {
                     resource: rt.plural,
                     namespace: ns.to_string(),
                     name: name.to_string(),
-                    object: obj.clone(),
-                    old: Some(old),
+                    object: stored,
+                    old: Some(old_stored),
                 },
             );
             return Ok(obj);
         }
+        let stored = Stored::encode(&new);
         let obj = Arc::new(new);
         inner
             .tables
             .get_mut(rt.plural)
             .expect("table")
-            .insert(key, obj.clone());
+            .insert(key, stored.clone());
         self.publish(
             &mut inner,
             Event {
@@ -465,8 +544,8 @@ impl Store {
                 resource: rt.plural,
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                object: obj.clone(),
-                old: Some(old),
+                object: stored,
+                old: Some(old_stored),
             },
         );
         Ok(obj)
@@ -484,10 +563,11 @@ impl Store {
     ) -> Result<(Obj, bool), ApiError> {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let old = inner.tables[rt.plural]
+        let old_stored = inner.tables[rt.plural]
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = old_stored.decode();
         if let Some(uid) = precondition_uid
             && uid != uid_of(&old)
         {
@@ -525,12 +605,13 @@ impl Store {
                 let meta = metadata_mut(&mut new);
                 meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let stored = Stored::encode(&new);
                 let obj = Arc::new(new);
                 inner
                     .tables
                     .get_mut(rt.plural)
                     .expect("table")
-                    .insert(key, obj.clone());
+                    .insert(key, stored.clone());
                 self.publish(
                     &mut inner,
                     Event {
@@ -539,8 +620,8 @@ impl Store {
                         resource: rt.plural,
                         namespace: ns.to_string(),
                         name: name.to_string(),
-                        object: obj.clone(),
-                        old: Some(old),
+                        object: stored,
+                        old: Some(old_stored),
                     },
                 );
                 return Ok((obj, false));
@@ -549,6 +630,7 @@ impl Store {
             return Ok((old, false));
         }
         inner.tables.get_mut(rt.plural).expect("table").remove(&key);
+        let stored = Stored::encode(&new);
         let obj = Arc::new(new);
         self.publish(
             &mut inner,
@@ -558,7 +640,7 @@ impl Store {
                 resource: rt.plural,
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                object: obj.clone(),
+                object: stored,
                 old: None,
             },
         );
@@ -592,7 +674,7 @@ impl Store {
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
-    ) -> (Vec<Obj>, u64, broadcast::Receiver<Arc<Event>>) {
+    ) -> (Vec<Arc<Stored>>, u64, broadcast::Receiver<Arc<Event>>) {
         let inner = self.read();
         let rx = self.tx.subscribe();
         let table = &inner.tables[rt.plural];
@@ -617,6 +699,17 @@ impl Store {
         inner.history.clear();
         inner.oldest_resumable = inner.rv;
         inner.settled = inner.rv;
+        inner.settling = false;
+    }
+
+    /// The remembered events after `rv`.
+    pub fn events_since(&self, rv: u64) -> Vec<Arc<Event>> {
+        self.read()
+            .history
+            .iter()
+            .filter(|e| e.rv > rv)
+            .cloned()
+            .collect()
     }
 
     /// Forgets history up to the current resourceVersion (tests use it to provoke 410).
