@@ -1233,7 +1233,7 @@ impl<'a> Ctl<'a> {
         meta["ownerReferences"] = json!([controller_ref(owner, kind)]);
         let mut spec = tpl["spec"].clone();
         if spec["nodeName"].is_null() {
-            let (nodes, _) = self.store().list(rt("nodes"), None);
+            let nodes = self.store().list_cached(rt("nodes"));
             if !nodes.is_empty() {
                 let idx = random_suffix(1).bytes().next().unwrap_or(0) as usize % nodes.len();
                 spec["nodeName"] = json!(name_of(&nodes[idx]));

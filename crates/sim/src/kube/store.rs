@@ -102,6 +102,8 @@ struct Inner {
     /// Until the starting cluster is settled the history is not trimmed (the controllers
     /// read it to know what changed).
     settling: bool,
+    /// The resourceVersion of each table's last write.
+    table_rv: HashMap<&'static str, u64>,
 }
 
 /// Remembered events after a resourceVersion, and the live subscription.
@@ -110,7 +112,12 @@ pub type Resume = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 pub struct Store {
     inner: RwLock<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Parsed copies of small, rarely written tables (webhooks, nodes, namespaces), by the
+    /// table's last write: admission reads them for every pod.
+    cache: std::sync::Mutex<HashMap<&'static str, CachedTable>>,
 }
+
+type CachedTable = (u64, Arc<Vec<Obj>>);
 
 impl Default for Store {
     fn default() -> Self {
@@ -210,8 +217,10 @@ impl Store {
                 oldest_resumable: 1,
                 settled: 0,
                 settling: true,
+                table_rv: HashMap::new(),
             }),
             tx,
+            cache: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -267,6 +276,29 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// Every object of a small table, parsed once per change of the table.
+    pub fn list_cached(&self, rt: &'static ResourceType) -> Arc<Vec<Obj>> {
+        let (version, raw) = {
+            let inner = self.read();
+            let version = inner.table_rv.get(rt.plural).copied().unwrap_or(0);
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((v, list)) = cache.get(rt.plural)
+                && *v == version
+            {
+                return list.clone();
+            }
+            cache.remove(rt.plural);
+            let raw: Vec<Arc<Stored>> = inner.tables[rt.plural].values().cloned().collect();
+            (version, raw)
+        };
+        let list = Arc::new(raw.iter().map(|s| s.decode()).collect::<Vec<_>>());
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rt.plural, (version, list.clone()));
+        list
+    }
+
     /// The (namespace, name) keys of a type's objects, in order.
     pub fn keys(&self, rt: &ResourceType) -> Vec<(String, String)> {
         self.read().tables[rt.plural].keys().cloned().collect()
@@ -305,6 +337,7 @@ impl Store {
     }
 
     fn publish(&self, inner: &mut Inner, ev: Event) {
+        inner.table_rv.insert(ev.resource, ev.rv);
         let ev = Arc::new(ev);
         inner.history.push_back(ev.clone());
         while !inner.settling && inner.history.len() > HISTORY {
@@ -400,6 +433,7 @@ impl Store {
             .expect("table")
             .insert((ns.clone(), name.clone()), stored.clone());
         if quiet {
+            inner.table_rv.insert(rt.plural, rv);
             inner.oldest_resumable = inner.rv;
         } else {
             self.publish(
