@@ -584,13 +584,26 @@ async fn deleting_a_deployment_collects_its_replicasets_and_pods() {
             .items
             .is_empty()
     );
+    // pods terminate for their (scaled) grace period first, then go
+    let terminating = pods
+        .list(&ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items;
     assert!(
+        terminating
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+    );
+    eventually(3, || async {
         pods.list(&ListParams::default().labels("app=worker"))
             .await
             .unwrap()
             .items
             .is_empty()
-    );
+            .then_some(())
+    })
+    .await;
     // orphaning keeps the dependents and strips the reference
     deps.delete("api", &DeleteParams::orphan()).await.unwrap();
     let left = rss

@@ -686,6 +686,7 @@ fn patch_resource(
 #[serde(rename_all = "camelCase")]
 struct DeleteOptions {
     propagation_policy: Option<String>,
+    grace_period_seconds: Option<i64>,
     orphan_dependents: Option<bool>,
     preconditions: Option<Preconditions>,
 }
@@ -744,13 +745,18 @@ fn delete(
             }
         }
     }
+    let grace = opts.grace_period_seconds.or_else(|| {
+        q.get("gracePeriodSeconds")
+            .and_then(|g| g.parse::<i64>().ok())
+    });
     let pre = opts.preconditions.unwrap_or_default();
-    let (obj, gone) = store.delete(
+    let (obj, gone) = store.delete_with_grace(
         t.rt,
         &ns,
         name,
         pre.uid.as_deref(),
         pre.resource_version.as_deref(),
+        grace,
     )?;
     if gone {
         gc::collect(store, &obj, policy);

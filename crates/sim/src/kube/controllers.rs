@@ -220,6 +220,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         ctl.fire_timers();
+        for gone in kube.store.reap_terminated() {
+            ctl.forget_proxy(&gone);
+        }
         if last_full.elapsed() >= full_resync_every {
             last_full = Instant::now();
             dirty.extend(ctl.all_keys());
@@ -848,7 +851,7 @@ impl<'a> Ctl<'a> {
             "readyReplicas": ready,
             "availableReplicas": available,
             "unavailableReplicas": (replicas - available).max(0),
-            "terminatingReplicas": 0,
+            "terminatingReplicas": sum("terminatingReplicas"),
             "conditions": conds,
         });
         for k in [
@@ -931,11 +934,9 @@ impl<'a> Ctl<'a> {
                 self.forget_proxy(p);
             }
         }
-        let pods: Vec<Arc<Value>> = self
-            .pods_of(ns, &uid)
-            .into_iter()
-            .filter(|p| !deleting(p))
-            .collect();
+        let all_pods = self.pods_of(ns, &uid);
+        let terminating = all_pods.iter().filter(|p| deleting(p)).count();
+        let pods: Vec<Arc<Value>> = all_pods.into_iter().filter(|p| !deleting(p)).collect();
         let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let selector = LabelSelector::from_json(rs["spec"].get("selector"));
         let labeled = pods
@@ -965,7 +966,7 @@ impl<'a> Ctl<'a> {
             "fullyLabeledReplicas": labeled,
             "readyReplicas": ready,
             "availableReplicas": ready,
-            "terminatingReplicas": 0,
+            "terminatingReplicas": terminating,
             "observedGeneration": rs["metadata"]["generation"].clone(),
         });
         if !conds.is_empty() {

@@ -57,7 +57,7 @@ impl KubeState {
     /// the tags, the application workloads with their pods injected, Ready and SYNCED.
     pub fn new(scenario: &Scenario) -> Self {
         let state = Self {
-            store: Store::new(),
+            store: Store::with_time_scale(scenario.time_scale),
             scenario: scenario.kube.clone(),
             clock: Clock::new(scenario.time_scale),
             bookmark_every: Duration::from_secs(1),

@@ -115,6 +115,10 @@ pub struct Store {
     /// Parsed copies of small, rarely written tables (webhooks, nodes, namespaces), by the
     /// table's last write: admission reads them for every pod.
     cache: std::sync::Mutex<HashMap<&'static str, CachedTable>>,
+    /// Real seconds per simulated second, for pods' termination grace periods.
+    time_scale: f64,
+    /// Pods terminating gracefully: (when they go, namespace, name, uid).
+    terminating: std::sync::Mutex<Vec<(std::time::Instant, String, String, String)>>,
 }
 
 type CachedTable = (u64, Arc<Vec<Obj>>);
@@ -122,6 +126,16 @@ type CachedTable = (u64, Arc<Vec<Obj>>);
 impl Default for Store {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Store {
+    /// A store whose pods take their (scaled) termination grace period to go.
+    pub fn with_time_scale(time_scale: f64) -> Self {
+        Self {
+            time_scale,
+            ..Self::new()
+        }
     }
 }
 
@@ -221,6 +235,8 @@ impl Store {
             }),
             tx,
             cache: std::sync::Mutex::new(HashMap::new()),
+            time_scale: 0.0,
+            terminating: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -545,7 +561,12 @@ impl Store {
             .get("finalizers")
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
-        if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty {
+        let had_finalizers = old["metadata"]
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty && had_finalizers
+        {
             let stored = Stored::encode(&new);
             let obj = Arc::new(new);
             inner.tables.get_mut(rt.plural).expect("table").remove(&key);
@@ -595,6 +616,20 @@ impl Store {
         precondition_uid: Option<&str>,
         precondition_rv: Option<&str>,
     ) -> Result<(Obj, bool), ApiError> {
+        self.delete_with_grace(rt, ns, name, precondition_uid, precondition_rv, None)
+    }
+
+    /// Deletes an object; a pod first terminates for its grace period (`grace`, else its
+    /// `terminationGracePeriodSeconds`), scaled, unless the period is 0.
+    pub fn delete_with_grace(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        precondition_uid: Option<&str>,
+        precondition_rv: Option<&str>,
+        grace: Option<i64>,
+    ) -> Result<(Obj, bool), ApiError> {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
         let old_stored = inner.tables[rt.plural]
@@ -634,6 +669,57 @@ impl Store {
             .is_some_and(|a| !a.is_empty());
         let mut new = (*old).clone();
         set_rv(&mut new, rv);
+        let grace = grace.unwrap_or_else(|| {
+            old["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30)
+        });
+        if rt.plural == "pods" && grace > 0 && self.time_scale > 0.0 && !has_finalizers {
+            if old["metadata"].get("deletionTimestamp").is_some() {
+                inner.rv -= 1;
+                return Ok((old, false));
+            }
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            {
+                let meta = metadata_mut(&mut new);
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            let stored = Stored::encode(&new);
+            let obj = Arc::new(new);
+            inner
+                .tables
+                .get_mut(rt.plural)
+                .expect("table")
+                .insert(key, stored.clone());
+            self.publish(
+                &mut inner,
+                Event {
+                    rv,
+                    kind: EventType::Modified,
+                    resource: rt.plural,
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    object: stored,
+                    old: Some(old_stored),
+                },
+            );
+            let when = std::time::Instant::now()
+                + std::time::Duration::from_secs_f64(grace as f64 * self.time_scale);
+            self.terminating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((
+                    when,
+                    ns.to_string(),
+                    name.to_string(),
+                    uid_of(&obj).to_string(),
+                ));
+            return Ok((obj, false));
+        }
         if has_finalizers {
             if old["metadata"].get("deletionTimestamp").is_none() {
                 let meta = metadata_mut(&mut new);
@@ -725,6 +811,26 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Removes the pods whose termination grace period is over; returns them.
+    pub fn reap_terminated(&self) -> Vec<Obj> {
+        let now = std::time::Instant::now();
+        let due: Vec<_> = {
+            let mut t = self.terminating.lock().unwrap_or_else(|e| e.into_inner());
+            let (due, keep): (Vec<_>, Vec<_>) = t.drain(..).partition(|x| x.0 <= now);
+            *t = keep;
+            due
+        };
+        let pods = super::resources::by_plural("pods");
+        due.into_iter()
+            .filter_map(|(_, ns, name, uid)| {
+                self.delete_with_grace(pods, &ns, &name, Some(&uid), None, Some(0))
+                    .ok()
+                    .filter(|(_, gone)| *gone)
+                    .map(|(o, _)| o)
+            })
+            .collect()
     }
 
     /// Forgets the history of building the starting cluster (nobody could watch it).
