@@ -390,15 +390,18 @@ async fn revisions_follow_the_mesh_spec_and_leave_their_gateway_leases_behind() 
             .unwrap()
             .is_none()
     );
-    let istiod_pods = Api::<Pod>::namespaced(client.clone(), ISTIO)
-        .list(&ListParams::default().labels("istio.io/rev=asm-1-27"))
-        .await
-        .unwrap()
-        .items;
-    assert!(
-        istiod_pods.is_empty(),
-        "istiod pods were collected with their Deployment"
-    );
+    // istiod pods are collected with their Deployment (after their grace period)
+    let istiod_api = Api::<Pod>::namespaced(client.clone(), ISTIO);
+    eventually(3, || async {
+        istiod_api
+            .list(&ListParams::default().labels("istio.io/rev=asm-1-27"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), ISTIO);
     leases
         .get("istio-gateway-deployment-asm-1-27")

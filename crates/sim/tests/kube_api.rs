@@ -584,13 +584,26 @@ async fn deleting_a_deployment_collects_its_replicasets_and_pods() {
             .items
             .is_empty()
     );
+    // pods terminate for their (scaled) grace period first, then go
+    let terminating = pods
+        .list(&ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items;
     assert!(
+        terminating
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some())
+    );
+    eventually(3, || async {
         pods.list(&ListParams::default().labels("app=worker"))
             .await
             .unwrap()
             .items
             .is_empty()
-    );
+            .then_some(())
+    })
+    .await;
     // orphaning keeps the dependents and strips the reference
     deps.delete("api", &DeleteParams::orphan()).await.unwrap();
     let left = rss
@@ -627,6 +640,86 @@ async fn namespaces_get_the_metadata_name_label_and_delete_their_contents() {
             .unwrap()
             .is_none()
             .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn streaming_lists_end_their_initial_events_with_the_marker_bookmark() {
+    let (_sim, client) = start("healthy").await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "payments");
+    let cfg = kube::runtime::watcher::Config::default().streaming_lists();
+    let mut events = kube::runtime::watcher(api, cfg).boxed();
+    let mut initial = 0;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), events.try_next())
+            .await
+            .expect("InitDone arrives")
+            .unwrap()
+            .unwrap()
+        {
+            kube::runtime::watcher::Event::InitApply(_) => initial += 1,
+            kube::runtime::watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, 5);
+}
+
+#[tokio::test]
+async fn wire_errors_for_content_types_force_and_unknown_paths() {
+    let (sim, client) = start("healthy").await;
+    let req = http::Request::patch("/api/v1/namespaces/default/configmaps/x")
+        .header("content-type", "application/xml")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let err = client.request::<serde_json::Value>(req).await.unwrap_err();
+    assert_eq!(api_err(err).code, 415);
+    let req = http::Request::patch("/apis/apps/v1/namespaces/payments/deployments/api?force=true")
+        .header("content-type", "application/merge-patch+json")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let s = api_err(client.request::<serde_json::Value>(req).await.unwrap_err());
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    let req = http::Request::get("/apis/apps/v1/namespaces/payments/widgets")
+        .body(vec![])
+        .unwrap();
+    let s = api_err(client.request::<serde_json::Value>(req).await.unwrap_err());
+    assert_eq!(
+        (s.code, s.message.as_str()),
+        (404, "the server could not find the requested resource")
+    );
+    // deleting a pod answers the pod; mutating requests are logged for /_sim/requests
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "payments");
+    let name = pods.list(&ListParams::default()).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let gone = pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    assert!(gone.is_left());
+    let log = sim.shared.requests.snapshot();
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.api, last.method.as_str(), last.status),
+        ("kube", "DELETE", 200)
+    );
+    assert_eq!(
+        last.path,
+        format!("/api/v1/namespaces/payments/pods/{name}")
+    );
+    assert!(log.iter().any(|r| r.method == "PATCH" && r.status == 415));
+    // the ReplicaSet replaces the deleted pod
+    eventually(3, || async {
+        let l = pods
+            .list(&ListParams::default().labels("app=api"))
+            .await
+            .unwrap()
+            .items;
+        (l.len() == 3
+            && l.iter()
+                .all(|p| p.metadata.name.as_deref() != Some(name.as_str())))
+        .then_some(())
     })
     .await;
 }

@@ -283,3 +283,30 @@ async fn healthy_summary_reports_pods_by_revision() {
     let log = sim.shared.requests.snapshot();
     assert!(log.is_empty(), "nothing was written through the API yet");
 }
+
+#[tokio::test]
+async fn a_yaml_scenario_shapes_the_cluster_like_large_does_in_miniature() {
+    let yaml = "name: mini\ntime_scale: 0.01\nkube:\n  namespaces: []\n  generated:\n    namespaces: 3\n    deployments_per_namespace: 2\n    replicas: 2\n    revision_label: prod\n  native_sidecar_revisions: []\n";
+    let scenario = asm_canary_sim::Scenario::from_yaml("mini.yaml", yaml).unwrap();
+    let (_sim, client) = common::start_with(scenario).await;
+    let deps: Api<Deployment> = Api::all(client.clone());
+    let apps: Vec<Deployment> = deps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|d| d.metadata.namespace.as_deref().unwrap().starts_with("app-"))
+        .collect();
+    assert_eq!(apps.len(), 6);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "app-002");
+    let list = pods.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.len(), 4);
+    assert!(
+        list.iter()
+            .all(|p| status_revision(p).as_deref() == Some("asm-1-27"))
+    );
+    // unknown keys are refused with their place
+    let err = asm_canary_sim::Scenario::from_yaml("bad.yaml", "kube:\n  bogus: 1\n").unwrap_err();
+    assert!(err.to_string().contains("bad.yaml:2"), "{err}");
+}

@@ -143,11 +143,15 @@ async fn rollout_status_fields_through_a_restart() {
     );
     let hash = &new.metadata.labels.as_ref().unwrap()["pod-template-hash"];
     let pods: Api<Pod> = Api::namespaced(client.clone(), "frontend");
-    let pods = pods
+    // old pods may still be terminating (deletionTimestamp set) for their grace period
+    let pods: Vec<Pod> = pods
         .list(&ListParams::default().labels("app=web"))
         .await
         .unwrap()
-        .items;
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
     assert_eq!(pods.len(), 3);
     assert!(
         pods.iter()

@@ -558,12 +558,15 @@ pub fn pod_ready(p: &Value) -> bool {
 /// Runs the mutating webhooks on a pod being created.
 pub fn inject(kube: &KubeState, pod: &mut Value) -> Result<(), ApiError> {
     let ns = ns_of(pod).to_string();
-    let ns_obj = kube.store.get(by_plural("namespaces"), "", &ns);
-    let ns_labels = ns_obj.as_ref().and_then(|n| labels_of(n).cloned());
-    let (mwcs, _) = kube
+    let namespaces = kube.store.list_cached(by_plural("namespaces"));
+    let ns_labels = namespaces
+        .iter()
+        .find(|n| name_of(n) == ns)
+        .and_then(|n| labels_of(n).cloned());
+    let mwcs = kube
         .store
-        .list(by_plural("mutatingwebhookconfigurations"), None);
-    for mwc in mwcs {
+        .list_cached(by_plural("mutatingwebhookconfigurations"));
+    for mwc in mwcs.iter() {
         let Some(hooks) = mwc["webhooks"].as_array() else {
             continue;
         };

@@ -301,25 +301,31 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         }
         None => None,
     };
-    let (items, rv) = shared.kube.store.list(t.rt, t.ns.as_deref());
+    let from = start.as_deref().map(|s| match s.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), s.to_string()),
+    });
+    let (items, rv) = shared
+        .kube
+        .store
+        .list_from(t.rt, t.ns.as_deref(), from.as_ref());
     let key = |o: &Value| format!("{}/{}", ns_of(o), name_of(o));
-    let mut out: Vec<&Obj> = Vec::new();
+    let filtered = !labels.is_empty() || !fields.is_empty();
+    let mut out: Vec<&super::store::Stored> = Vec::new();
     let mut remaining = 0usize;
     let mut next: Option<String> = None;
-    for o in &items {
-        if let Some(s) = &start
-            && key(o).as_str() < s.as_str()
-        {
-            continue;
-        }
-        if !labels.matches(super::store::labels_of(o)) || !fields.matches(o) {
-            continue;
+    for s in &items {
+        if filtered {
+            let o = s.decode();
+            if !labels.matches(super::store::labels_of(&o)) || !fields.matches(&o) {
+                continue;
+            }
         }
         if out.len() < limit {
-            out.push(o);
+            out.push(s);
         } else {
             if next.is_none() {
-                next = Some(key(o));
+                next = Some(key(&s.decode()));
             }
             remaining += 1;
         }
@@ -338,7 +344,7 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         }
     }
     // written by hand so that ten thousand pods are not cloned to be listed
-    let mut buf = Vec::with_capacity(out.len() * 2048 + 128);
+    let mut buf = Vec::with_capacity(out.iter().map(|s| s.bytes.len() + 1).sum::<usize>() + 256);
     buf.extend_from_slice(b"{\"kind\":");
     let _ = serde_json::to_writer(&mut buf, &t.rt.list_kind());
     buf.extend_from_slice(b",\"apiVersion\":");
@@ -350,7 +356,7 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         if i > 0 {
             buf.push(b',');
         }
-        let _ = serde_json::to_writer(&mut buf, o.as_ref());
+        buf.extend_from_slice(&o.bytes);
     }
     buf.extend_from_slice(b"]}");
     let mut resp = Response::new(Body::from(buf));
@@ -459,9 +465,22 @@ fn create(
 pub fn create_object(
     kube: &super::KubeState,
     rt: &'static ResourceType,
+    body: Value,
+    manager: &str,
+    dry_run: bool,
+) -> Result<Obj, ApiError> {
+    create_object_then(kube, rt, body, manager, dry_run, |_| {})
+}
+
+/// [`create_object`], with `finish` applied after admission (the controllers use it to
+/// create the starting cluster's pods already running).
+pub fn create_object_then(
+    kube: &super::KubeState,
+    rt: &'static ResourceType,
     mut body: Value,
     manager: &str,
     dry_run: bool,
+    finish: impl FnOnce(&mut Value),
 ) -> Result<Obj, ApiError> {
     if rt.has_status
         && let Some(m) = body.as_object_mut()
@@ -469,7 +488,12 @@ pub fn create_object(
         m.insert("status".into(), json!({}));
     }
     admission::on_create(kube, rt, &mut body)?;
-    patch::record_update(None, &mut body, manager, rt, None);
+    finish(&mut body);
+    // the simulator's own controllers keep no managedFields: ten thousand pods' worth of
+    // field sets would cost more memory than anything reads from them
+    if manager != "kube-controller-manager" {
+        patch::record_update(None, &mut body, manager, rt, None);
+    }
     if dry_run {
         return Ok(Arc::new(body));
     }
@@ -663,6 +687,7 @@ fn patch_resource(
 #[serde(rename_all = "camelCase")]
 struct DeleteOptions {
     propagation_policy: Option<String>,
+    grace_period_seconds: Option<i64>,
     orphan_dependents: Option<bool>,
     preconditions: Option<Preconditions>,
 }
@@ -721,13 +746,18 @@ fn delete(
             }
         }
     }
+    let grace = opts.grace_period_seconds.or_else(|| {
+        q.get("gracePeriodSeconds")
+            .and_then(|g| g.parse::<i64>().ok())
+    });
     let pre = opts.preconditions.unwrap_or_default();
-    let (obj, gone) = store.delete(
+    let (obj, gone) = store.delete_with_grace(
         t.rt,
         &ns,
         name,
         pre.uid.as_deref(),
         pre.resource_version.as_deref(),
+        grace,
     )?;
     if gone {
         gc::collect(store, &obj, policy);

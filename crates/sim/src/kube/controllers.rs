@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::KubeState;
 use super::addon::{self, ISTIO_NS, pod_ready};
-use super::api::create_object;
+use super::api::{create_object, create_object_then};
 use super::resources::{ResourceType, by_plural};
 use super::selectors::LabelSelector;
 use super::status::ApiError;
@@ -34,6 +34,12 @@ enum Key {
     Rs(String, String),
     Sts(String, String),
     Ds(String, String),
+}
+
+fn key_ns(k: &Key) -> &str {
+    match k {
+        Key::Deploy(ns, _) | Key::Rs(ns, _) | Key::Sts(ns, _) | Key::Ds(ns, _) => ns,
+    }
 }
 
 fn rt(plural: &str) -> &'static ResourceType {
@@ -148,17 +154,30 @@ pub fn settle(kube: &KubeState) {
         kube,
         instant: true,
         progress: HashMap::new(),
+        unfinished: BTreeSet::new(),
     };
     // istiod first, so that the application pods find their injector ready
-    for _ in 0..50 {
+    let mut dirty: BTreeSet<Key> = ctl.all_keys().into_iter().collect();
+    for pass in 0..100 {
+        let t = Instant::now();
         let before = kube.store.current_rv();
-        for key in ctl.all_keys() {
+        // istiod's namespace first: the application pods need their injector ready
+        let (first, rest): (Vec<Key>, Vec<Key>) = std::mem::take(&mut dirty)
+            .into_iter()
+            .partition(|k| key_ns(k) == ISTIO_NS);
+        for key in first.into_iter().chain(rest) {
             ctl.reconcile(&key);
         }
-        if kube.store.current_rv() == before {
+        for ev in kube.store.events_since(before) {
+            ctl.mark(&ev, &mut dirty);
+        }
+        tracing::debug!(pass, elapsed = ?t.elapsed(), writes = kube.store.current_rv() - before, "sim: settle pass");
+
+        if dirty.is_empty() {
             break;
         }
     }
+    kube.store.mark_settled();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -171,14 +190,18 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         kube,
         instant: false,
         progress: HashMap::new(),
+        unfinished: BTreeSet::new(),
     };
     let mut dirty: BTreeSet<Key> = ctl.all_keys().into_iter().collect();
     let tick_every = Duration::from_millis(10);
+    // unfinished rollouts are looked at often (progress deadlines), everything else rarely
     let resync_every = kube
         .clock
         .real(Duration::from_secs(5))
-        .max(Duration::from_millis(200));
+        .max(Duration::from_millis(100));
+    let full_resync_every = Duration::from_secs(300);
     let mut last_resync = Instant::now();
+    let mut last_full = Instant::now();
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -197,9 +220,15 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         ctl.fire_timers();
-        if last_resync.elapsed() >= resync_every {
-            last_resync = Instant::now();
+        for gone in kube.store.reap_terminated() {
+            ctl.forget_proxy(&gone);
+        }
+        if last_full.elapsed() >= full_resync_every {
+            last_full = Instant::now();
             dirty.extend(ctl.all_keys());
+        } else if last_resync.elapsed() >= resync_every {
+            last_resync = Instant::now();
+            dirty.extend(ctl.unfinished.iter().cloned());
         }
         for key in std::mem::take(&mut dirty) {
             ctl.reconcile(&key);
@@ -216,6 +245,8 @@ struct Ctl<'a> {
     instant: bool,
     /// Per Deployment uid: the last observed progress (status tuple) and when it changed.
     progress: HashMap<String, (Progress, Instant)>,
+    /// Deployments whose rollout is not complete: resynced often for their deadline.
+    unfinished: BTreeSet<Key>,
 }
 
 fn owner_ref(obj: &Value) -> Option<(&str, &str)> {
@@ -342,11 +373,11 @@ impl<'a> Ctl<'a> {
         let mut out = Vec::new();
         // istiod's namespace first: injection needs a ready istiod
         let mut push = |plural: &str, f: fn(String, String) -> Key| {
-            let (items, _) = self.store().list(rt(plural), None);
+            let keys = self.store().keys(rt(plural));
             let (first, rest): (Vec<_>, Vec<_>) =
-                items.into_iter().partition(|o| ns_of(o) == ISTIO_NS);
-            for o in first.into_iter().chain(rest) {
-                out.push(f(ns_of(&o).to_string(), name_of(&o).to_string()));
+                keys.into_iter().partition(|(ns, _)| ns == ISTIO_NS);
+            for (ns, name) in first.into_iter().chain(rest) {
+                out.push(f(ns, name));
             }
         };
         push("deployments", Key::Deploy);
@@ -364,8 +395,10 @@ impl<'a> Ctl<'a> {
             }
             "replicasets" => {
                 dirty.insert(Key::Rs(ns.clone(), ev.name.clone()));
-                if let Some(("Deployment", d)) = owner_ref(&ev.object) {
-                    dirty.insert(Key::Deploy(ns, d.to_string()));
+                if let Some((k, d)) = &ev.object.controller
+                    && k == "Deployment"
+                {
+                    dirty.insert(Key::Deploy(ns, d.clone()));
                 }
             }
             "statefulsets" => {
@@ -374,7 +407,12 @@ impl<'a> Ctl<'a> {
             "daemonsets" => {
                 dirty.insert(Key::Ds(ns, ev.name.clone()));
             }
-            "pods" => match owner_ref(&ev.object) {
+            "pods" => match ev
+                .object
+                .controller
+                .as_ref()
+                .map(|(k, n)| (k.as_str(), n.as_str()))
+            {
                 Some(("ReplicaSet", n)) => {
                     dirty.insert(Key::Rs(ns, n.to_string()));
                 }
@@ -440,14 +478,19 @@ impl<'a> Ctl<'a> {
     }
 
     fn pods_of(&self, ns: &str, uid: &str) -> Vec<Arc<Value>> {
-        let (pods, _) = self.store().list(rt("pods"), Some(ns));
-        pods.into_iter().filter(|p| owned_by(p, uid)).collect()
+        self.store()
+            .list_owned(rt("pods"), Some(ns), uid)
+            .into_iter()
+            .filter(|p| owned_by(p, uid))
+            .collect()
     }
 
     // ----- Deployment
 
     fn deployment(&mut self, ns: &str, name: &str) {
         let Some(d) = self.store().get(rt("deployments"), ns, name) else {
+            self.unfinished
+                .remove(&Key::Deploy(ns.to_string(), name.to_string()));
             return;
         };
         if deleting(&d) {
@@ -688,6 +731,12 @@ impl<'a> Ctl<'a> {
             && new_rs
                 .as_ref()
                 .is_some_and(|r| i(&r["status"]["availableReplicas"]) == replicas);
+        let key = Key::Deploy(ns.to_string(), name.to_string());
+        if complete || paused {
+            self.unfinished.remove(&key);
+        } else {
+            self.unfinished.insert(key);
+        }
         let tuple = (total, updated, ready, available, rs_label.clone());
         let now = Instant::now();
         let progressed = match self.progress.get(&uid) {
@@ -802,7 +851,7 @@ impl<'a> Ctl<'a> {
             "readyReplicas": ready,
             "availableReplicas": available,
             "unavailableReplicas": (replicas - available).max(0),
-            "terminatingReplicas": 0,
+            "terminatingReplicas": sum("terminatingReplicas"),
             "conditions": conds,
         });
         for k in [
@@ -885,11 +934,9 @@ impl<'a> Ctl<'a> {
                 self.forget_proxy(p);
             }
         }
-        let pods: Vec<Arc<Value>> = self
-            .pods_of(ns, &uid)
-            .into_iter()
-            .filter(|p| !deleting(p))
-            .collect();
+        let all_pods = self.pods_of(ns, &uid);
+        let terminating = all_pods.iter().filter(|p| deleting(p)).count();
+        let pods: Vec<Arc<Value>> = all_pods.into_iter().filter(|p| !deleting(p)).collect();
         let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let selector = LabelSelector::from_json(rs["spec"].get("selector"));
         let labeled = pods
@@ -919,7 +966,7 @@ impl<'a> Ctl<'a> {
             "fullyLabeledReplicas": labeled,
             "readyReplicas": ready,
             "availableReplicas": ready,
-            "terminatingReplicas": 0,
+            "terminatingReplicas": terminating,
             "observedGeneration": rs["metadata"]["generation"].clone(),
         });
         if !conds.is_empty() {
@@ -1187,7 +1234,7 @@ impl<'a> Ctl<'a> {
         meta["ownerReferences"] = json!([controller_ref(owner, kind)]);
         let mut spec = tpl["spec"].clone();
         if spec["nodeName"].is_null() {
-            let (nodes, _) = self.store().list(rt("nodes"), None);
+            let nodes = self.store().list_cached(rt("nodes"));
             if !nodes.is_empty() {
                 let idx = random_suffix(1).bytes().next().unwrap_or(0) as usize % nodes.len();
                 spec["nodeName"] = json!(name_of(&nodes[idx]));
@@ -1196,13 +1243,24 @@ impl<'a> Ctl<'a> {
         json!({"metadata": meta, "spec": spec})
     }
 
-    fn create_pod(&self, pod: Value, ns: &str, workload: &str) -> Result<(), ApiError> {
+    fn create_pod(&self, pod: Value, ns: &str, _workload: &str) -> Result<(), ApiError> {
+        if self.instant {
+            // the starting cluster's pods are created running (one version, not two)
+            let crashloop_revs = &self.kube.scenario.crashloop_revisions;
+            create_object_then(self.kube, rt("pods"), pod, MANAGER, false, |p| {
+                let istiod = ns_of(p) == ISTIO_NS && label(p, "app") == Some("istiod");
+                let crashloop = istiod
+                    && label(p, "istio.io/rev")
+                        .is_some_and(|r| crashloop_revs.iter().any(|c| c == r));
+                let ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
+                p["status"] = pod_status(p, !crashloop, crashloop, &now_rfc3339(), &ip);
+            })?;
+            return Ok(());
+        }
         let created = create_object(self.kube, rt("pods"), pod, MANAGER, false)?;
         let name = name_of(&created).to_string();
         let uid = uid_of(&created).to_string();
-        if self.instant {
-            self.make_ready_or_not(ns, &name, &uid, workload, true);
-        } else {
+        {
             let delay = self.ready_delay(&created);
             let when = Instant::now() + self.kube.clock.real(delay);
             self.kube
@@ -1284,11 +1342,7 @@ impl<'a> Ctl<'a> {
                 .any(|w| *w == format!("{ns}/{workload}"));
         let ready = !crashloop && !stuck;
         let now = now_rfc3339();
-        let pod_ip = format!(
-            "10.244.{}.{}",
-            (uid.len() * 7) % 250,
-            u32::from_str_radix(&uid[..2.min(uid.len())], 16).unwrap_or(1) % 250 + 2
-        );
+        let pod_ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
         let status = pod_status(&pod, ready, crashloop, &now, &pod_ip);
         let _ = self.store().update_with(rt("pods"), ns, name, |cur| {
             if uid_of(cur) != uid {
@@ -1346,9 +1400,17 @@ impl<'a> Ctl<'a> {
     }
 }
 
+fn random_index(n: usize) -> usize {
+    use rand::Rng;
+    rand::rng().random_range(0..n)
+}
+
 fn pod_status(pod: &Value, ready: bool, crashloop: bool, now: &str, ip: &str) -> Value {
     let r = if ready { "True" } else { "False" };
-    let started = meta_str(pod, "creationTimestamp").to_string();
+    let started = match meta_str(pod, "creationTimestamp") {
+        "" => now.to_string(),
+        t => t.to_string(),
+    };
     let cstatus = |c: &Value, init: bool| -> Value {
         let cname = c["name"].as_str().unwrap_or("");
         let image = c["image"].as_str().unwrap_or("");

@@ -46,8 +46,7 @@ pub fn dependents(
             (true, false) => Some(namespace),
             (false, _) => None,
         };
-        let (items, _) = store.list(rt, ns);
-        for o in items {
+        for o in store.list_owned(rt, ns, uid) {
             if owned_by(&o, uid) {
                 out.push((rt, o));
             }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch as tokio_watch;
 
 pub use scenario::{GeneratedShape, KubeScenario, NamespaceShape, TagShape, WorkloadShape};
-pub use store::{Event, EventType, Obj, Store};
+pub use store::{Event, EventType, Obj, Store, Stored};
 
 use crate::{Clock, Scenario, Shared};
 
@@ -57,7 +57,7 @@ impl KubeState {
     /// the tags, the application workloads with their pods injected, Ready and SYNCED.
     pub fn new(scenario: &Scenario) -> Self {
         let state = Self {
-            store: Store::new(),
+            store: Store::with_time_scale(scenario.time_scale),
             scenario: scenario.kube.clone(),
             clock: Clock::new(scenario.time_scale),
             bookmark_every: Duration::from_secs(1),

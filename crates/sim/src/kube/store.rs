@@ -1,4 +1,5 @@
-//! The object store: every object as JSON, one global resourceVersion counter (as etcd's
+//! The object store: every object as compact JSON bytes (a parsed `serde_json::Value` costs
+//! about ten times its text, too much for ten thousand pods), one global resourceVersion counter (as etcd's
 //! revision), a bounded event history for watch resumption, and a broadcast of live events.
 //!
 //! Writers go through [`Store::create`], [`Store::update_with`] and [`Store::delete`], which
@@ -15,6 +16,47 @@ use super::resources::{RESOURCES, ResourceType};
 use super::status::ApiError;
 
 pub type Obj = Arc<Value>;
+
+/// An object as stored: its JSON text, and what the store indexes without parsing it.
+#[derive(Debug)]
+pub struct Stored {
+    pub bytes: bytes::Bytes,
+    /// The uids of its ownerReferences.
+    pub owner_uids: Vec<String>,
+    /// Its controller owner's kind and name.
+    pub controller: Option<(String, String)>,
+}
+
+impl Stored {
+    pub fn encode(v: &Value) -> Arc<Stored> {
+        let refs = v["metadata"]["ownerReferences"].as_array();
+        let owner_uids = refs
+            .map(|r| {
+                r.iter()
+                    .filter_map(|r| r["uid"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let controller = refs.and_then(|r| {
+            r.iter().find(|r| r["controller"] == true).map(|r| {
+                (
+                    r["kind"].as_str().unwrap_or("").to_string(),
+                    r["name"].as_str().unwrap_or("").to_string(),
+                )
+            })
+        });
+        Arc::new(Stored {
+            bytes: bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            owner_uids,
+            controller,
+        })
+    }
+
+    /// The parsed object (the store only holds JSON it wrote itself).
+    pub fn decode(&self) -> Obj {
+        Arc::new(serde_json::from_slice(&self.bytes).unwrap_or(Value::Null))
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -40,20 +82,28 @@ pub struct Event {
     pub resource: &'static str,
     pub namespace: String,
     pub name: String,
-    pub object: Obj,
+    pub object: Arc<Stored>,
     /// The state before the change (MODIFIED only), for filtered watches.
-    pub old: Option<Obj>,
+    pub old: Option<Arc<Stored>>,
 }
 
 /// How many events the store remembers for watches that resume from a resourceVersion.
-const HISTORY: usize = 20_000;
+const HISTORY: usize = 10_000;
 
 struct Inner {
     rv: u64,
-    tables: HashMap<&'static str, BTreeMap<(String, String), Obj>>,
+    tables: HashMap<&'static str, BTreeMap<(String, String), Arc<Stored>>>,
     history: VecDeque<Arc<Event>>,
     /// Watches may resume from any resourceVersion >= this.
     oldest_resumable: u64,
+    /// The resourceVersion at which the starting cluster was settled: any older version a
+    /// client can hold was read after it, so a watch from one resumes from here.
+    settled: u64,
+    /// Until the starting cluster is settled the history is not trimmed (the controllers
+    /// read it to know what changed).
+    settling: bool,
+    /// The resourceVersion of each table's last write.
+    table_rv: HashMap<&'static str, u64>,
 }
 
 /// Remembered events after a resourceVersion, and the live subscription.
@@ -62,11 +112,30 @@ pub type Resume = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 pub struct Store {
     inner: RwLock<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Parsed copies of small, rarely written tables (webhooks, nodes, namespaces), by the
+    /// table's last write: admission reads them for every pod.
+    cache: std::sync::Mutex<HashMap<&'static str, CachedTable>>,
+    /// Real seconds per simulated second, for pods' termination grace periods.
+    time_scale: f64,
+    /// Pods terminating gracefully: (when they go, namespace, name, uid).
+    terminating: std::sync::Mutex<Vec<(std::time::Instant, String, String, String)>>,
 }
+
+type CachedTable = (u64, Arc<Vec<Obj>>);
 
 impl Default for Store {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Store {
+    /// A store whose pods take their (scaled) termination grace period to go.
+    pub fn with_time_scale(time_scale: f64) -> Self {
+        Self {
+            time_scale,
+            ..Self::new()
+        }
     }
 }
 
@@ -149,7 +218,7 @@ fn set_rv(obj: &mut Value, rv: u64) {
 
 impl Store {
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(65_536);
+        let (tx, _) = broadcast::channel(16_384);
         let mut tables = HashMap::new();
         for r in RESOURCES {
             tables.insert(r.plural, BTreeMap::new());
@@ -160,8 +229,14 @@ impl Store {
                 tables,
                 history: VecDeque::new(),
                 oldest_resumable: 1,
+                settled: 0,
+                settling: true,
+                table_rv: HashMap::new(),
             }),
             tx,
+            cache: std::sync::Mutex::new(HashMap::new()),
+            time_scale: 0.0,
+            terminating: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -183,12 +258,27 @@ impl Store {
             .tables
             .get(rt.plural)
             .and_then(|t| t.get(&(ns.to_string(), name.to_string())))
-            .cloned()
+            .map(|s| s.decode())
     }
 
     /// All objects of a type (in one namespace, or all), sorted by namespace and name,
     /// with the store's current resourceVersion.
     pub fn list(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Obj>, u64) {
+        let (raw, rv) = self.list_raw(rt, ns);
+        (raw.iter().map(|s| s.decode()).collect(), rv)
+    }
+
+    /// Objects of a type whose ownerReferences include `owner_uid`, parsing only those.
+    pub fn list_owned(&self, rt: &ResourceType, ns: Option<&str>, owner_uid: &str) -> Vec<Obj> {
+        let (raw, _) = self.list_raw(rt, ns);
+        raw.iter()
+            .filter(|s| s.owner_uids.iter().any(|u| u == owner_uid))
+            .map(|s| s.decode())
+            .collect()
+    }
+
+    /// Like [`Store::list`], unparsed.
+    pub fn list_raw(&self, rt: &ResourceType, ns: Option<&str>) -> (Vec<Arc<Stored>>, u64) {
         let inner = self.read();
         let table = &inner.tables[rt.plural];
         let items = match ns {
@@ -202,14 +292,71 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// Every object of a small table, parsed once per change of the table.
+    pub fn list_cached(&self, rt: &'static ResourceType) -> Arc<Vec<Obj>> {
+        let (version, raw) = {
+            let inner = self.read();
+            let version = inner.table_rv.get(rt.plural).copied().unwrap_or(0);
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((v, list)) = cache.get(rt.plural)
+                && *v == version
+            {
+                return list.clone();
+            }
+            cache.remove(rt.plural);
+            let raw: Vec<Arc<Stored>> = inner.tables[rt.plural].values().cloned().collect();
+            (version, raw)
+        };
+        let list = Arc::new(raw.iter().map(|s| s.decode()).collect::<Vec<_>>());
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(rt.plural, (version, list.clone()));
+        list
+    }
+
+    /// The (namespace, name) keys of a type's objects, in order.
+    pub fn keys(&self, rt: &ResourceType) -> Vec<(String, String)> {
+        self.read().tables[rt.plural].keys().cloned().collect()
+    }
+
+    /// Every object of a type by its plural (`pods`), for tests and introspection.
+    pub fn list_plural(&self, plural: &str) -> Vec<Obj> {
+        self.read()
+            .tables
+            .get(plural)
+            .map(|t| t.values().map(|s| s.decode()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Like [`Store::list`], from the key `from` (inclusive) on: a continued list.
+    pub fn list_from(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        from: Option<&(String, String)>,
+    ) -> (Vec<Arc<Stored>>, u64) {
+        let Some(from) = from else {
+            return self.list_raw(rt, ns);
+        };
+        let inner = self.read();
+        let items = inner.tables[rt.plural]
+            .range(from.clone()..)
+            .take_while(|((n, _), _)| ns.is_none_or(|ns| n == ns))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, inner.rv)
+    }
+
     pub fn count(&self, rt: &ResourceType) -> usize {
         self.read().tables[rt.plural].len()
     }
 
     fn publish(&self, inner: &mut Inner, ev: Event) {
+        inner.table_rv.insert(ev.resource, ev.rv);
         let ev = Arc::new(ev);
         inner.history.push_back(ev.clone());
-        while inner.history.len() > HISTORY {
+        while !inner.settling && inner.history.len() > HISTORY {
             if let Some(old) = inner.history.pop_front() {
                 inner.oldest_resumable = old.rv;
             }
@@ -294,13 +441,15 @@ impl Store {
             meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
             meta.remove("deletionTimestamp");
         }
+        let stored = Stored::encode(&obj);
         let obj = Arc::new(obj);
         inner
             .tables
             .get_mut(rt.plural)
             .expect("table")
-            .insert((ns.clone(), name.clone()), obj.clone());
+            .insert((ns.clone(), name.clone()), stored.clone());
         if quiet {
+            inner.table_rv.insert(rt.plural, rv);
             inner.oldest_resumable = inner.rv;
         } else {
             self.publish(
@@ -311,7 +460,7 @@ impl Store {
                     resource: rt.plural,
                     namespace: ns,
                     name,
-                    object: obj.clone(),
+                    object: stored,
                     old: None,
                 },
             );
@@ -339,10 +488,11 @@ impl Store {
     {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let old = inner.tables[rt.plural]
+        let old_stored = inner.tables[rt.plural]
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = old_stored.decode();
         let Some(mut new) = f(&old)? else {
             return Ok(old);
         };
@@ -411,7 +561,13 @@ impl Store {
             .get("finalizers")
             .and_then(Value::as_array)
             .is_none_or(|a| a.is_empty());
-        if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty {
+        let had_finalizers = old["metadata"]
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty && had_finalizers
+        {
+            let stored = Stored::encode(&new);
             let obj = Arc::new(new);
             inner.tables.get_mut(rt.plural).expect("table").remove(&key);
             self.publish(
@@ -422,18 +578,19 @@ impl Store {
                     resource: rt.plural,
                     namespace: ns.to_string(),
                     name: name.to_string(),
-                    object: obj.clone(),
-                    old: Some(old),
+                    object: stored,
+                    old: Some(old_stored),
                 },
             );
             return Ok(obj);
         }
+        let stored = Stored::encode(&new);
         let obj = Arc::new(new);
         inner
             .tables
             .get_mut(rt.plural)
             .expect("table")
-            .insert(key, obj.clone());
+            .insert(key, stored.clone());
         self.publish(
             &mut inner,
             Event {
@@ -442,8 +599,8 @@ impl Store {
                 resource: rt.plural,
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                object: obj.clone(),
-                old: Some(old),
+                object: stored,
+                old: Some(old_stored),
             },
         );
         Ok(obj)
@@ -459,12 +616,27 @@ impl Store {
         precondition_uid: Option<&str>,
         precondition_rv: Option<&str>,
     ) -> Result<(Obj, bool), ApiError> {
+        self.delete_with_grace(rt, ns, name, precondition_uid, precondition_rv, None)
+    }
+
+    /// Deletes an object; a pod first terminates for its grace period (`grace`, else its
+    /// `terminationGracePeriodSeconds`), scaled, unless the period is 0.
+    pub fn delete_with_grace(
+        &self,
+        rt: &'static ResourceType,
+        ns: &str,
+        name: &str,
+        precondition_uid: Option<&str>,
+        precondition_rv: Option<&str>,
+        grace: Option<i64>,
+    ) -> Result<(Obj, bool), ApiError> {
         let mut inner = self.write();
         let key = (ns.to_string(), name.to_string());
-        let old = inner.tables[rt.plural]
+        let old_stored = inner.tables[rt.plural]
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        let old = old_stored.decode();
         if let Some(uid) = precondition_uid
             && uid != uid_of(&old)
         {
@@ -497,17 +669,69 @@ impl Store {
             .is_some_and(|a| !a.is_empty());
         let mut new = (*old).clone();
         set_rv(&mut new, rv);
+        let grace = grace.unwrap_or_else(|| {
+            old["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30)
+        });
+        if rt.plural == "pods" && grace > 0 && self.time_scale > 0.0 && !has_finalizers {
+            if old["metadata"].get("deletionTimestamp").is_some() {
+                inner.rv -= 1;
+                return Ok((old, false));
+            }
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            {
+                let meta = metadata_mut(&mut new);
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            let stored = Stored::encode(&new);
+            let obj = Arc::new(new);
+            inner
+                .tables
+                .get_mut(rt.plural)
+                .expect("table")
+                .insert(key, stored.clone());
+            self.publish(
+                &mut inner,
+                Event {
+                    rv,
+                    kind: EventType::Modified,
+                    resource: rt.plural,
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    object: stored,
+                    old: Some(old_stored),
+                },
+            );
+            let when = std::time::Instant::now()
+                + std::time::Duration::from_secs_f64(grace as f64 * self.time_scale);
+            self.terminating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((
+                    when,
+                    ns.to_string(),
+                    name.to_string(),
+                    uid_of(&obj).to_string(),
+                ));
+            return Ok((obj, false));
+        }
         if has_finalizers {
             if old["metadata"].get("deletionTimestamp").is_none() {
                 let meta = metadata_mut(&mut new);
                 meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let stored = Stored::encode(&new);
                 let obj = Arc::new(new);
                 inner
                     .tables
                     .get_mut(rt.plural)
                     .expect("table")
-                    .insert(key, obj.clone());
+                    .insert(key, stored.clone());
                 self.publish(
                     &mut inner,
                     Event {
@@ -516,8 +740,8 @@ impl Store {
                         resource: rt.plural,
                         namespace: ns.to_string(),
                         name: name.to_string(),
-                        object: obj.clone(),
-                        old: Some(old),
+                        object: stored,
+                        old: Some(old_stored),
                     },
                 );
                 return Ok((obj, false));
@@ -526,6 +750,7 @@ impl Store {
             return Ok((old, false));
         }
         inner.tables.get_mut(rt.plural).expect("table").remove(&key);
+        let stored = Stored::encode(&new);
         let obj = Arc::new(new);
         self.publish(
             &mut inner,
@@ -535,7 +760,7 @@ impl Store {
                 resource: rt.plural,
                 namespace: ns.to_string(),
                 name: name.to_string(),
-                object: obj.clone(),
+                object: stored,
                 old: None,
             },
         );
@@ -546,6 +771,11 @@ impl Store {
     /// `Err(oldest)` when `since` is older than the history the store keeps.
     pub fn watch_from(&self, since: u64) -> Result<Resume, u64> {
         let inner = self.read();
+        let since = if since < inner.oldest_resumable && inner.oldest_resumable == inner.settled {
+            inner.settled
+        } else {
+            since
+        };
         if since < inner.oldest_resumable {
             return Err(inner.oldest_resumable);
         }
@@ -564,7 +794,7 @@ impl Store {
         &self,
         rt: &ResourceType,
         ns: Option<&str>,
-    ) -> (Vec<Obj>, u64, broadcast::Receiver<Arc<Event>>) {
+    ) -> (Vec<Arc<Stored>>, u64, broadcast::Receiver<Arc<Event>>) {
         let inner = self.read();
         let rx = self.tx.subscribe();
         let table = &inner.tables[rt.plural];
@@ -581,6 +811,45 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Removes the pods whose termination grace period is over; returns them.
+    pub fn reap_terminated(&self) -> Vec<Obj> {
+        let now = std::time::Instant::now();
+        let due: Vec<_> = {
+            let mut t = self.terminating.lock().unwrap_or_else(|e| e.into_inner());
+            let (due, keep): (Vec<_>, Vec<_>) = t.drain(..).partition(|x| x.0 <= now);
+            *t = keep;
+            due
+        };
+        let pods = super::resources::by_plural("pods");
+        due.into_iter()
+            .filter_map(|(_, ns, name, uid)| {
+                self.delete_with_grace(pods, &ns, &name, Some(&uid), None, Some(0))
+                    .ok()
+                    .filter(|(_, gone)| *gone)
+                    .map(|(o, _)| o)
+            })
+            .collect()
+    }
+
+    /// Forgets the history of building the starting cluster (nobody could watch it).
+    pub fn mark_settled(&self) {
+        let mut inner = self.write();
+        inner.history.clear();
+        inner.oldest_resumable = inner.rv;
+        inner.settled = inner.rv;
+        inner.settling = false;
+    }
+
+    /// The remembered events after `rv`.
+    pub fn events_since(&self, rv: u64) -> Vec<Arc<Event>> {
+        self.read()
+            .history
+            .iter()
+            .filter(|e| e.rv > rv)
+            .cloned()
+            .collect()
     }
 
     /// Forgets history up to the current resourceVersion (tests use it to provoke 410).

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Event, EventType, Obj, Store, labels_of};
+use super::store::{Event, EventType, Store, Stored, labels_of};
 
 pub struct WatchRequest {
     pub rt: &'static ResourceType,
@@ -33,8 +33,12 @@ pub struct WatchRequest {
 }
 
 impl WatchRequest {
-    fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(labels_of(obj)) && self.fields.matches(obj)
+    fn matches(&self, stored: &Stored) -> bool {
+        if self.labels.is_empty() && self.fields.is_empty() {
+            return true;
+        }
+        let obj = stored.decode();
+        self.labels.matches(labels_of(&obj)) && self.fields.matches(&obj)
     }
 
     fn in_scope(&self, ev: &Event) -> bool {
@@ -47,11 +51,15 @@ impl WatchRequest {
 }
 
 fn line(kind: &str, obj: &Value) -> Bytes {
-    let mut buf = Vec::with_capacity(256);
+    line_raw(kind, &serde_json::to_vec(obj).unwrap_or_default())
+}
+
+fn line_raw(kind: &str, object: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(object.len() + 32);
     buf.extend_from_slice(b"{\"type\":\"");
     buf.extend_from_slice(kind.as_bytes());
     buf.extend_from_slice(b"\",\"object\":");
-    let _ = serde_json::to_writer(&mut buf, obj);
+    buf.extend_from_slice(object);
     buf.extend_from_slice(b"}\n");
     Bytes::from(buf)
 }
@@ -75,7 +83,7 @@ pub fn serve(store: &Store, req: WatchRequest) -> Response {
         .clone()
         .filter(|s| !s.is_empty() && s != "0");
     enum Start {
-        Snapshot(Vec<Obj>, u64, broadcast::Receiver<Arc<Event>>),
+        Snapshot(Vec<Arc<Stored>>, u64, broadcast::Receiver<Arc<Event>>),
         Resume(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64),
         Expired(String),
     }
@@ -103,7 +111,7 @@ pub fn serve(store: &Store, req: WatchRequest) -> Response {
             }
             Start::Snapshot(items, rv, rx) => {
                 for obj in items.iter().filter(|o| req.matches(o)) {
-                    if tx.send(line("ADDED", obj)).await.is_err() {
+                    if tx.send(line_raw("ADDED", &obj.bytes)).await.is_err() {
                         return;
                     }
                 }
@@ -181,17 +189,17 @@ fn render(req: &WatchRequest, ev: &Event) -> Option<Bytes> {
     }
     let now = req.matches(&ev.object);
     match ev.kind {
-        EventType::Added => now.then(|| line("ADDED", &ev.object)),
+        EventType::Added => now.then(|| line_raw("ADDED", &ev.object.bytes)),
         EventType::Deleted => {
             let before = ev.old.as_ref().map(|o| req.matches(o)).unwrap_or(now);
-            (now || before).then(|| line("DELETED", &ev.object))
+            (now || before).then(|| line_raw("DELETED", &ev.object.bytes))
         }
         EventType::Modified => {
             let before = ev.old.as_ref().map(|o| req.matches(o)).unwrap_or(true);
             match (before, now) {
-                (true, true) => Some(line("MODIFIED", &ev.object)),
-                (false, true) => Some(line("ADDED", &ev.object)),
-                (true, false) => Some(line("DELETED", &ev.object)),
+                (true, true) => Some(line_raw("MODIFIED", &ev.object.bytes)),
+                (false, true) => Some(line_raw("ADDED", &ev.object.bytes)),
+                (true, false) => Some(line_raw("DELETED", &ev.object.bytes)),
                 (false, false) => None,
             }
         }
