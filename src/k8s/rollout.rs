@@ -468,7 +468,17 @@ pub async fn restart_workload(
             "if restart has already been triggered within the past second, please wait",
         ));
     }
-    let patch = restart_patch(&stamp);
+    patch_restart(client, w, &stamp).await
+}
+
+/// The restart patch alone, with a timestamp the caller chose (and journaled): for callers
+/// that have already read the workload and checked it can be restarted.
+pub async fn patch_restart(
+    client: &Client,
+    w: &WorkloadRef,
+    stamp: &str,
+) -> Result<RestartOutcome, K8sError> {
+    let patch = restart_patch(stamp);
     let patched = match w.kind {
         WorkloadKind::Deployment => {
             Workload::Deployment(Box::new(patch_typed(client, w, &patch).await?))
@@ -485,7 +495,7 @@ pub async fn restart_workload(
         workload: w.clone(),
         uid: patched.uid().map(str::to_string),
         generation: patched.generation(),
-        restarted_at: stamp,
+        restarted_at: stamp.to_string(),
         replaces_pods: patched.replaces_pods_on_restart(),
     })
 }

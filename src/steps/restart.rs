@@ -28,11 +28,12 @@ use serde_json::json;
 use super::tag::{Mode, mode_of};
 use super::{Env, k8s_err, kube_err, outputs};
 use crate::istio::REV_LABEL;
-use crate::k8s::rollout::{get_workload, restart_timestamp, restart_workload, wait_rollout};
+use crate::k8s::rollout::{get_workload, patch_restart, restart_timestamp, wait_rollout};
 use crate::k8s::{K8sError, Owner, PodInfo, WorkloadKind, WorkloadRef, namespaces_by_label};
 
-const KIND_RESTART: &str = "restart-workload";
-const KIND_RESTART_BACK: &str = "restart-back-workload";
+/// One journal entry per wave: every workload and the timestamp it gets, before any patch.
+const KIND_WAVE: &str = "restart-wave";
+const KIND_BACK_WAVE: &str = "restart-back-wave";
 const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 pub struct RestartWorkloads(pub Arc<Env>);
@@ -57,10 +58,6 @@ impl Restarted {
     fn workload(&self) -> WorkloadRef {
         WorkloadRef::new(self.kind, &self.namespace, &self.name)
     }
-}
-
-fn journal_target(w: &WorkloadRef) -> String {
-    format!("{}/{}/{}", w.kind, w.namespace, w.name)
 }
 
 fn rollout_timeout(ctx: &ActionCtx) -> Duration {
@@ -271,70 +268,53 @@ impl Action for RestartWorkloads {
             }
         }
         let waves = waves(&namespaces, &canary);
-        // Workloads this step already restarted (a resumed run): never patch them again.
-        let earlier: BTreeMap<String, asm_canary_engine::JournalEntry> = ctx
-            .journal
-            .step_entries()
-            .into_iter()
-            .filter(|e| e.kind == KIND_RESTART)
-            .map(|e| (e.target.clone(), e))
-            .collect();
         let timeout = rollout_timeout(ctx);
-        let mut all: Vec<Restarted> = earlier
-            .values()
-            .filter_map(|e| serde_json::from_value(e.details.clone()).ok())
-            .collect();
+        let mut all: Vec<Restarted> = Vec::new();
         let mut acted = false;
-        let n_waves = waves.len();
         for (i, wave) in waves.iter().enumerate() {
-            let plan = plan_namespaces(env, wave, &target).await?;
-            for u in &plan.unmovable {
-                ctx.events.warn(format!("will not move {u}"));
-            }
-            // Earlier-restarted workloads of this wave still rolling: wait for them too.
-            let mut todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
-            for r in &all {
-                if r.wave == i + 1 && !todo.contains(&r.workload()) {
-                    todo.push(r.workload());
+            let label = format!("wave {}/{}", i + 1, waves.len());
+            // A resumed step finds this wave's entry: only its workloads, never new ones.
+            let earlier = ctx
+                .journal
+                .step_entries()
+                .into_iter()
+                .rev()
+                .find(|e| e.kind == KIND_WAVE && e.target == wave_target(i + 1));
+            let (entry, records) = match earlier {
+                Some(e) => {
+                    let records = wave_records(&e.details)?;
+                    (Some(e), records)
                 }
-            }
-            let total = todo.len() as u64;
+                None => {
+                    let plan = plan_namespaces(env, wave, &target).await?;
+                    for u in &plan.unmovable {
+                        ctx.events.warn(format!("will not move {u}"));
+                    }
+                    let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
+                    (None, prepare(env, ctx, &todo, i + 1).await?)
+                }
+            };
             ctx.events.info(format!(
-                "wave {}/{}: {} workload(s) in {}",
-                i + 1,
-                n_waves,
-                total,
+                "{label}: {} workload(s) in {}",
+                records.len(),
                 wave.join(", ")
             ));
-            let done_count = std::sync::atomic::AtomicU64::new(0);
-            let results: Vec<Restarted> = stream::iter(todo.into_iter().map(|w| {
-                let earlier = earlier.get(&journal_target(&w)).cloned();
-                let done_count = &done_count;
-                async move {
-                    let r =
-                        restart_one(env, ctx, &w, earlier, KIND_RESTART, i + 1, timeout).await?;
-                    let n = done_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    ctx.events.progress(
-                        format!(
-                            "wave {}/{}: {n}/{total} workloads rolled out ({w} done)",
-                            i + 1,
-                            n_waves
-                        ),
-                        n,
-                        Some(total),
-                    );
-                    Ok::<_, StepError>(r)
-                }
-            }))
-            .buffer_unordered(parallelism)
-            .try_collect()
-            .await?;
-            acted |= !results.is_empty();
-            for r in results {
-                if !all.iter().any(|a| a.workload() == r.workload()) {
-                    all.push(r);
-                }
+            if records.is_empty() {
+                continue;
             }
+            run_wave(
+                env,
+                ctx,
+                entry,
+                KIND_WAVE,
+                &records,
+                parallelism,
+                timeout,
+                &label,
+            )
+            .await?;
+            acted = true;
+            all.extend(records);
         }
         all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let out = outputs([("workloads", json!(all)), ("namespaces", json!(namespaces))]);
@@ -348,128 +328,152 @@ impl Action for RestartWorkloads {
     }
 }
 
-/// Restarts `w` once (journaled), then waits for its rollout.
-async fn restart_one(
+fn wave_target(wave: usize) -> String {
+    format!("wave-{wave}")
+}
+
+fn wave_records(details: &serde_json::Value) -> Result<Vec<Restarted>, StepError> {
+    serde_json::from_value(details["workloads"].clone())
+        .map_err(|e| StepError::with_source("reading a restart wave from the journal", e))
+}
+
+/// Reads each workload (concurrently) and decides its restart: refuses paused Deployments,
+/// warns about `OnDelete`, and picks the timestamp that will be journaled, then written.
+async fn prepare(
     env: &Env,
     ctx: &ActionCtx,
-    w: &WorkloadRef,
-    earlier: Option<asm_canary_engine::JournalEntry>,
-    kind: &str,
+    todo: &[WorkloadRef],
     wave: usize,
-    timeout: Duration,
-) -> Result<Restarted, StepError> {
-    let target = journal_target(w);
-    let current = get_workload(&env.kube, w)
-        .await
-        .map_err(|e| k8s_err(format!("reading {w}"), e))?;
-    if current.is_paused() {
-        return Err(StepError::msg(format!(
-            "{w} is paused: a restart cannot move it (run `kubectl rollout resume` on it, or move it yourself), then resume"
-        )));
-    }
-    if !current.replaces_pods_on_restart() {
-        ctx.events.warn(format!(
-            "{w} uses updateStrategy OnDelete: the restart is recorded but its pods move only when deleted"
-        ));
-    }
-    let mut record = Restarted {
-        kind: w.kind,
-        namespace: w.namespace.clone(),
-        name: w.name.clone(),
-        uid: current.uid().map(str::to_string),
-        restarted_at: None,
-        wave,
-    };
-    let min_generation = match earlier {
-        Some(e) if e.is_done() => {
-            record.restarted_at = e.details["restarted_at"].as_str().map(str::to_string);
-            e.result.as_ref().and_then(|r| r["generation"].as_i64())
+) -> Result<Vec<Restarted>, StepError> {
+    let stamp = restart_timestamp(now_local());
+    let reads: Vec<_> = todo
+        .iter()
+        .cloned()
+        .map(|w| async move {
+            let current = get_workload(&env.kube, &w)
+                .await
+                .map_err(|e| k8s_err(format!("reading {w}"), e))?;
+            Ok::<_, StepError>((w, current))
+        })
+        .collect();
+    let read: Vec<_> = stream::iter(reads)
+        .buffered(NAMESPACE_FANOUT)
+        .try_collect()
+        .await?;
+    let mut records = Vec::with_capacity(read.len());
+    for (w, current) in read {
+        if current.is_paused() {
+            return Err(StepError::msg(format!(
+                "{w} is paused: a restart cannot move it (run `kubectl rollout resume` on it, or move it yourself), then resume"
+            )));
         }
-        Some(e) => {
-            // In flight: did the patch land before the crash?
-            let stamp = e.details["restarted_at"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if current.restarted_at() == Some(stamp.as_str()) {
-                ctx.journal
-                    .done(
-                        EntryId(e.seq),
-                        Some(json!({ "generation": current.generation() })),
-                    )
-                    .await?;
-                record.restarted_at = Some(stamp);
-                current.generation()
+        if !current.replaces_pods_on_restart() {
+            ctx.events.warn(format!(
+                "{w} uses updateStrategy OnDelete: the restart is recorded but its pods move only when deleted"
+            ));
+        }
+        records.push(Restarted {
+            kind: w.kind,
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            uid: current.uid().map(str::to_string),
+            // The same stamp twice would be a no-op patch: kubectl's same-second rule.
+            restarted_at: Some(if current.restarted_at() == Some(stamp.as_str()) {
+                restart_timestamp(now_local() + chrono::Duration::seconds(1))
             } else {
-                let (stamp, generation) = patch(env, w).await?;
-                ctx.journal
-                    .done(
-                        EntryId(e.seq),
-                        Some(json!({ "generation": generation, "restamped": stamp })),
-                    )
-                    .await?;
-                record.restarted_at = Some(stamp);
-                generation
-            }
-        }
-        None => {
-            let now = now_local();
-            let stamp = restart_timestamp(now);
-            record.restarted_at = Some(stamp.clone());
-            let details = serde_json::to_value(&record)
-                .map_err(|e| StepError::with_source("journaling a restart", e))?;
-            let id = ctx.journal.intent(kind, &target, details).await?;
-            let (_, generation) = patch_at(env, w, now).await?;
-            ctx.journal
-                .done(id, Some(json!({ "generation": generation })))
-                .await?;
-            generation
-        }
-    };
-    let mut last = String::new();
-    let mut on_progress = |p: &crate::k8s::RolloutProgress| {
-        if p.message != last {
-            last = p.message.clone();
-            tracing::debug!(workload = %target, "{}", p.message);
-        }
-    };
-    if current.replaces_pods_on_restart() {
-        wait_rollout(&env.kube, w, min_generation, timeout, &mut on_progress)
-            .await
-            .map_err(|e| k8s_err(format!("waiting for the rollout of {w}"), e))?;
+                stamp.clone()
+            }),
+            wave,
+        });
     }
-    Ok(record)
+    Ok(records)
+}
+
+/// Restarts a wave: one journal entry for all of it (before any patch), then each workload
+/// patched and waited for with bounded parallelism, then the entry marked done. On resume
+/// with the entry in flight, a workload whose annotation already carries its journaled
+/// timestamp is not patched again, only waited for.
+#[allow(clippy::too_many_arguments)]
+async fn run_wave(
+    env: &Env,
+    ctx: &ActionCtx,
+    entry: Option<asm_canary_engine::JournalEntry>,
+    kind: &str,
+    records: &[Restarted],
+    parallelism: usize,
+    timeout: Duration,
+    label: &str,
+) -> Result<(), StepError> {
+    let wave = records.first().map(|r| r.wave).unwrap_or(1);
+    let (id, done) = match entry {
+        Some(e) => (EntryId(e.seq), e.is_done()),
+        None => {
+            let id = ctx
+                .journal
+                .intent(
+                    kind,
+                    &wave_target(wave),
+                    json!({ "wave": wave, "workloads": records }),
+                )
+                .await?;
+            (id, false)
+        }
+    };
+    let total = records.len() as u64;
+    let finished = std::sync::atomic::AtomicU64::new(0);
+    let tasks: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let finished = &finished;
+            async move {
+                let w = r.workload();
+                let stamp = r.restarted_at.clone().unwrap_or_default();
+                let current = match get_workload(&env.kube, &w).await {
+                    Ok(c) => c,
+                    Err(K8sError::Api {
+                        source: kube::Error::Api(s),
+                        ..
+                    }) if s.code == 404 => {
+                        ctx.events.warn(format!("{w} no longer exists; skipped"));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
+                };
+                let generation = if done || current.restarted_at() == Some(stamp.as_str()) {
+                    current.generation()
+                } else {
+                    patch_restart(&env.kube, &w, &stamp)
+                        .await
+                        .map_err(|e| k8s_err(format!("restarting {w}"), e))?
+                        .generation
+                };
+                if current.replaces_pods_on_restart() {
+                    wait_rollout(&env.kube, &w, generation, timeout, &mut |_| {})
+                        .await
+                        .map_err(|e| k8s_err(format!("waiting for the rollout of {w}"), e))?;
+                }
+                let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                ctx.events.progress(
+                    format!("{label}: {n}/{total} workloads rolled out ({w} done)"),
+                    n,
+                    Some(total),
+                );
+                Ok::<_, StepError>(())
+            }
+        })
+        .collect();
+    stream::iter(tasks)
+        .buffer_unordered(parallelism)
+        .try_collect::<Vec<()>>()
+        .await?;
+    if !done {
+        ctx.journal.done(id, None).await?;
+    }
+    Ok(())
 }
 
 fn now_local() -> DateTime<FixedOffset> {
     chrono::Local::now().fixed_offset()
-}
-
-async fn patch(env: &Env, w: &WorkloadRef) -> Result<(String, Option<i64>), StepError> {
-    let now = now_local();
-    let (stamp, generation) = patch_at(env, w, now).await?;
-    Ok((stamp, generation))
-}
-
-/// kubectl refuses two restarts in the same second; wait that second out instead of failing.
-async fn patch_at(
-    env: &Env,
-    w: &WorkloadRef,
-    mut now: DateTime<FixedOffset>,
-) -> Result<(String, Option<i64>), StepError> {
-    for _ in 0..3 {
-        match restart_workload(&env.kube, w, now).await {
-            Ok(out) => return Ok((out.restarted_at, out.generation)),
-            Err(K8sError::Refused { message, .. }) if message.contains("past second") => {
-                tokio::time::sleep(Duration::from_millis(1100)).await;
-                now = now_local();
-            }
-            Err(e) => return Err(k8s_err(format!("restarting {w}"), e)),
-        }
-    }
-    Err(StepError::msg(format!(
-        "restarting {w}: refused three times as 'already triggered'"
-    )))
 }
 
 #[async_trait]
@@ -478,69 +482,67 @@ impl Action for RestartBack {
         let env = &self.0;
         let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
         let timeout = rollout_timeout(ctx);
-        // Exactly the workloads the forward restart touched (done, or in flight: the patch
+        // Exactly the workloads the forward restart journaled (done, or in flight: the patch
         // may have landed), once each.
-        let mut moved: Vec<Restarted> = Vec::new();
+        let mut moved: Vec<WorkloadRef> = Vec::new();
         for e in ctx
             .journal
             .all()
             .into_iter()
-            .filter(|e| e.kind == KIND_RESTART)
+            .filter(|e| e.kind == KIND_WAVE)
         {
-            if let Ok(r) = serde_json::from_value::<Restarted>(e.details.clone())
-                && !moved.iter().any(|m| m.workload() == r.workload())
-            {
-                moved.push(r);
+            for r in wave_records(&e.details)? {
+                if !moved.contains(&r.workload()) {
+                    moved.push(r.workload());
+                }
             }
         }
         if moved.is_empty() {
             return Ok(ActionOutcome::skipped("this run restarted no workload"));
         }
-        let earlier: BTreeMap<String, asm_canary_engine::JournalEntry> = ctx
-            .journal
-            .step_entries()
-            .into_iter()
-            .filter(|e| e.kind == KIND_RESTART_BACK)
-            .map(|e| (e.target.clone(), e))
-            .collect();
         let mut namespaces: Vec<String> = moved.iter().map(|m| m.namespace.clone()).collect();
         namespaces.sort();
         namespaces.dedup();
-        let tasks: Vec<(WorkloadRef, Option<asm_canary_engine::JournalEntry>)> = moved
-            .iter()
-            .map(|m| {
-                let w = m.workload();
-                let e = earlier.get(&journal_target(&w)).cloned();
-                (w, e)
-            })
-            .collect();
-        let results: Vec<Restarted> = stream::iter(tasks.into_iter().map(|(w, earlier)| {
-            async move {
-                // A workload deleted since is nothing to move back.
-                match get_workload(&env.kube, &w).await {
-                    Err(K8sError::Api {
-                        source: kube::Error::Api(s),
-                        ..
-                    }) if s.code == 404 => {
-                        ctx.events
-                            .warn(format!("{w} no longer exists; not restarted back"));
-                        return Ok(None);
+        let earlier = ctx
+            .journal
+            .step_entries()
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == KIND_BACK_WAVE);
+        let records = match &earlier {
+            Some(e) => wave_records(&e.details)?,
+            None => {
+                // Workloads deleted since are nothing to move back.
+                let mut present = Vec::new();
+                for w in &moved {
+                    match get_workload(&env.kube, w).await {
+                        Err(K8sError::Api {
+                            source: kube::Error::Api(s),
+                            ..
+                        }) if s.code == 404 => {
+                            ctx.events
+                                .warn(format!("{w} no longer exists; not restarted back"));
+                        }
+                        Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
+                        Ok(_) => present.push(w.clone()),
                     }
-                    _ => {}
                 }
-                restart_one(env, ctx, &w, earlier, KIND_RESTART_BACK, 1, timeout)
-                    .await
-                    .map(Some)
+                prepare(env, ctx, &present, 1).await?
             }
-        }))
-        .buffer_unordered(parallelism)
-        .try_collect::<Vec<Option<Restarted>>>()
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+        };
+        run_wave(
+            env,
+            ctx,
+            earlier,
+            KIND_BACK_WAVE,
+            &records,
+            parallelism,
+            timeout,
+            "restart back",
+        )
+        .await?;
         Ok(ActionOutcome::done(outputs([
-            ("workloads", json!(results)),
+            ("workloads", json!(records)),
             ("namespaces", json!(namespaces)),
         ])))
     }
