@@ -137,4 +137,9 @@ impl Gate for ControlPlanesReady {
             Ok(GateStatus::waiting(gaps.join("; ")))
         }
     }
+
+    async fn wait_for_change(&self, ctx: &mut GateCtx) {
+        let api = Api::<Deployment>::namespaced(self.0.kube.clone(), ISTIO_NAMESPACE);
+        super::wake_on_change(ctx, api).await
+    }
 }

@@ -84,3 +84,36 @@ pub(crate) fn k8s_err(what: impl std::fmt::Display, e: K8sError) -> StepError {
 pub(crate) fn arm_err(what: impl std::fmt::Display, e: ArmError) -> StepError {
     StepError::with_source(what, e)
 }
+
+/// Wakes a gate when `api` changes: a watch kept in the gate's scratch space between checks,
+/// so a `watch: true` gate re-checks on the change instead of at the next poll.
+pub(crate) async fn wake_on_change<K>(ctx: &mut asm_canary_engine::GateCtx, api: kube::Api<K>)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    type Changes = futures::stream::BoxStream<'static, ()>;
+    let changes: &mut Changes = ctx.scratch(|| {
+        kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+            .filter_map(|e| async move {
+                match e {
+                    Ok(kube::runtime::watcher::Event::Apply(_))
+                    | Ok(kube::runtime::watcher::Event::Delete(_))
+                    | Ok(kube::runtime::watcher::Event::InitDone) => Some(()),
+                    _ => None,
+                }
+            })
+            .boxed()
+    });
+    if changes.next().await.is_none() {
+        // The watch ended: fall back to polling for this gate run.
+        std::future::pending::<()>().await;
+    }
+}

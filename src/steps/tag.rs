@@ -282,6 +282,10 @@ impl Action for RestoreTag {
 
 #[async_trait]
 impl Gate for TagPointsAt {
+    async fn wait_for_change(&self, ctx: &mut GateCtx) {
+        super::wake_on_change(ctx, webhooks(&self.0)).await
+    }
+
     async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
         let revision: String = ctx.input("revision")?;
         match mode_of(ctx.input_opt("mode")?)? {
