@@ -81,3 +81,41 @@ async fn unattended_run_pauses_for_approval_and_resumes_in_a_later_job() {
     assert_eq!(last_event(&out)["outcome"], "completed");
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_prints_every_proxy_synced_and_says_which_credential() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.run(&["proxy-status"]).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    for col in ["NAME", "CDS", "LDS", "EDS", "RDS", "ISTIOD"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(rows.len() >= 10, "{table}");
+    assert!(rows.iter().any(|r| r.contains("payments")), "{table}");
+    assert!(rows.iter().all(|r| !r.contains("STALE")), "{table}");
+    assert!(
+        stderr(&out).contains("Azure credential: client-secret"),
+        "{}",
+        stderr(&out)
+    );
+
+    // JSON: one object per proxy with its sync states.
+    let out = sim
+        .run(&["proxy-status", "--output", "json", "-n", "payments"])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r["namespace"] == "payments"),
+        "{rows:?}"
+    );
+}

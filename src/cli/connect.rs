@@ -134,7 +134,12 @@ async fn connect_inner(
     let (arm, credential) =
         ArmClient::connect(options, &auth, extra, &crate::azure::auth::process_env)
             .map_err(|e| CliError::bad(e.to_string()))?;
-    tracing::info!(mode = credential.mode.as_str(), reason = %credential.reason, "Azure credential");
+    // Say which credential was used: with `--auth auto` a person must be able to tell.
+    eprintln!(
+        "asm-canary: Azure credential: {} ({})",
+        credential.mode.as_str(),
+        credential.reason
+    );
     let kube = match &args.kubeconfig {
         Some(path) => crate::k8s::client_from_kubeconfig(Some(path), ca_pem.as_deref())
             .await

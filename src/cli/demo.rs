@@ -100,11 +100,6 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         &info.client_secret,
     )
     .await?;
-    say(format!(
-        "  signed in with {} ({})",
-        connected.credential.mode.as_str(),
-        connected.credential.reason
-    ));
     if !super::run::interactive(&run) && run.approve.is_empty() {
         // A rehearsal has no one to approve: approve the gated steps, say so.
         run.approve = vec!["start".into(), "complete".into()];
