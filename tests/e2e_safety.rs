@@ -56,19 +56,7 @@ async fn complete_is_refused_while_a_pod_still_runs_the_source_revision() {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let state = sim.state_file();
-    let out = sim
-        .run(&[
-            "resume",
-            "--state",
-            state.to_str().unwrap(),
-            "--unattended",
-            "--output",
-            "json",
-            "--approve",
-            "complete",
-        ])
-        .await;
+    let out = sim.resume(&["--approve", "complete"]).await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
 }

@@ -14,6 +14,16 @@ fn code(out: &std::process::Output) -> i32 {
 
 const APPROVE: &[&str] = &["--approve", "start", "--approve", "complete"];
 
+/// The run rolled back (exit 3) for `why`, and the cluster is back on the source.
+async fn assert_rolled_back(sim: &TestSim, out: &std::process::Output, why: &str) {
+    assert_eq!(code(out), 3, "stderr: {}", stderr(out));
+    let last = last_event(out);
+    assert_eq!(last["outcome"], "rolled_back");
+    let reason = last["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(why), "rolled back for {why:?}: {last}");
+    assert_back_on_source(sim).await;
+}
+
 async fn assert_back_on_source(sim: &TestSim) {
     assert_eq!(
         sim.revisions().await,
@@ -61,17 +71,7 @@ async fn stale_proxies_fail_verify_and_roll_back_to_the_source() {
     let mut args = APPROVE.to_vec();
     args.extend(["--param", "verify_timeout=4s"]);
     let out = sim.upgrade(&args).await;
-    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
-    let last = last_event(&out);
-    assert_eq!(last["outcome"], "rolled_back");
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("proxies-synced"),
-        "{last}"
-    );
-    assert_back_on_source(&sim).await;
+    assert_rolled_back(&sim, &out, "proxies-synced").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,17 +126,7 @@ async fn native_sidecars_complete_and_are_seen_in_init_containers() {
 async fn a_stuck_rollout_fails_the_restart_and_rolls_back() {
     let sim = TestSim::start("stuck-rollout").await;
     let out = sim.upgrade(APPROVE).await;
-    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
-    let last = last_event(&out);
-    assert_eq!(last["outcome"], "rolled_back");
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("progress deadline"),
-        "{last}"
-    );
-    assert_back_on_source(&sim).await;
+    assert_rolled_back(&sim, &out, "progress deadline").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,19 +64,7 @@ async fn unattended_run_pauses_for_approval_and_resumes_in_a_later_job() {
     assert_eq!(last_event(&out)["outcome"], "paused");
     // Both control planes run while the run waits for a person.
     assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
-    let state = sim.state_file();
-    let out = sim
-        .run(&[
-            "resume",
-            "--state",
-            state.to_str().unwrap(),
-            "--unattended",
-            "--output",
-            "json",
-            "--approve",
-            "complete",
-        ])
-        .await;
+    let out = sim.resume(&["--approve", "complete"]).await;
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     assert_eq!(last_event(&out)["outcome"], "completed");
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);

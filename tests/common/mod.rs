@@ -92,6 +92,21 @@ impl TestSim {
         self.run(&args).await
     }
 
+    /// `resume --unattended --output json` of this test's run, with extra flags.
+    pub async fn resume(&self, extra: &[&str]) -> Output {
+        let state = self.state_file();
+        let mut args = vec![
+            "resume",
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args).await
+    }
+
     pub async fn sim_state(&self) -> Value {
         let ca = reqwest::Certificate::from_pem(self.handle.info.ca_pem.as_bytes()).unwrap();
         asm_canary::azure::ensure_ring_provider();
