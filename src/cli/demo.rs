@@ -115,7 +115,10 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(dir.path()).join("demo-run.json"));
     let env = connected.env.clone();
-    let report = execute(
+    if super::run::interactive(&run) {
+        super::inspect::show_plan(&connected.env, &upgrade).await?;
+    }
+    let code = execute(
         connected.env,
         &run,
         Mode::Run(demo_params(&upgrade)?),
@@ -158,5 +161,5 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         ));
     }
     sim.shutdown().await;
-    Ok(report.exit_code())
+    Ok(code)
 }

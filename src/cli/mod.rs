@@ -40,11 +40,14 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
     ProxyStatus(inspect::ProxyStatusArgs),
+    /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
+    Report(inspect::ReportArgs),
     /// Run the simulated AKS cluster.
     #[command(subcommand)]
     Sim(SimCommand),
-    /// Print shell completions.
+    /// Print shell completions: `asm-canary completions bash > /etc/bash_completion.d/asm-canary`.
     Completions {
+        /// bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -99,6 +102,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Rollback(a) => run::resume(a, true).await,
         Command::Status(a) => inspect::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
+        Command::Report(a) => inspect::report(a).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
     }
 }

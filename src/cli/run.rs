@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use asm_canary_engine::{
-    Approver, CancellationToken, Executor, FileStore, PreApproved, ResumeOptions, RunReport,
-    RunRequest, Runbook,
+    Access, Approver, CancellationToken, Checkpoint, EventSink, Executor, FanOut, FileStore,
+    OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, Runbook, StepStatus,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -16,7 +16,7 @@ use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
 use crate::steps::Env;
-use crate::ui::{self, OutputFormat};
+use crate::ui::{self, terminal::FailureChoice};
 
 /// The canary runbook, compiled in; `--runbook FILE` replaces it.
 pub const EMBEDDED_RUNBOOK: &str = include_str!("../../runbooks/asm-canary-upgrade.yaml");
@@ -161,23 +161,47 @@ pub enum Mode {
     Rollback { force: bool },
 }
 
-/// Runs the runbook against `env` and returns the report (the exit code comes from it).
+/// Runs the runbook against `env` and returns the exit code. Guided (a person at a terminal):
+/// approvals are prompted, and a failed step asks whether to roll back, retry or halt.
+/// Every run appends its events to `<state>.events.jsonl` and ends by writing the Markdown
+/// report `<state>.report.md` (path printed on stderr).
 pub async fn execute(
     env: Arc<Env>,
     run: &RunArgs,
     mode: Mode,
     state: PathBuf,
-) -> Result<RunReport, CliError> {
+) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
-    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
-    let format = match run.output {
-        OutputArg::Text => OutputFormat::Text,
-        OutputArg::Json => OutputFormat::Json,
-    };
+    let guided = interactive(run);
+    let (mut runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
+    if guided {
+        // The engine rolls back on its own when a step fails; a person is asked instead, so
+        // the failing step halts (pauses) and the question below decides. The checkpoint
+        // records the runbook's hash from its text, which this does not change.
+        for step in &mut runbook.steps {
+            if step.on_failure == OnFailure::Rollback {
+                step.on_failure = OnFailure::Halt;
+            }
+        }
+    }
     let hint = Some(state.display().to_string());
-    let sink = ui::sink_for(format, hint);
-    let approver: Arc<dyn Approver> = if interactive(run) {
-        Arc::new(ui::terminal::TerminalApprover::new())
+    let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![terminal.clone()];
+    if run.output == OutputArg::Json {
+        sinks.push(Arc::new(ui::JsonLines::stdout()));
+        // Next to JSON Lines, the text on stderr is plain lines, never bars.
+        sinks[0] = Arc::new(ui::Terminal::plain_stderr(hint.clone()));
+    }
+    match open_event_log(&state) {
+        Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
+        Err(e) => eprintln!(
+            "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
+            crate::report::events_path(&state).display()
+        ),
+    }
+    let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
+    let approver: Arc<dyn Approver> = if guided {
+        Arc::new(terminal.approver())
     } else {
         Arc::new(PreApproved::new(run.approve.iter().cloned()))
     };
@@ -187,35 +211,94 @@ pub async fn execute(
     let executor = Executor::new(runbook, registry, FileStore::new(&state))
         .with_events(sink)
         .with_approver(approver)
-        .with_cancellation(token);
-    let report = match mode {
+        .with_cancellation(token.clone());
+    let resume_opts = |force| ResumeOptions {
+        expect_target: Some(target.clone()),
+        force,
+    };
+    let mut report = match mode {
         Mode::Run(params) => {
             executor
                 .run(RunRequest {
-                    target,
+                    target: target.clone(),
                     params,
                     run_id: None,
                 })
                 .await?
         }
-        Mode::Resume { force } => {
-            executor
-                .resume(ResumeOptions {
-                    expect_target: Some(target),
-                    force,
-                })
-                .await?
-        }
-        Mode::Rollback { force } => {
-            executor
-                .rollback(ResumeOptions {
-                    expect_target: Some(target),
-                    force,
-                })
-                .await?
-        }
+        Mode::Resume { force } => executor.resume(resume_opts(force)).await?,
+        Mode::Rollback { force } => executor.rollback(resume_opts(force)).await?,
     };
-    Ok(report)
+    let mut code = report.exit_code();
+    while guided && !token.is_cancelled() && report.outcome == Outcome::Paused {
+        let Some(failed) = failed_step(&state).await else {
+            break;
+        };
+        match ui::terminal::ask_after_failure(&failed.0, &failed.1) {
+            FailureChoice::Retry => {
+                report = executor.resume(resume_opts(false)).await?;
+                code = report.exit_code();
+            }
+            FailureChoice::Rollback => {
+                report = executor.rollback(resume_opts(false)).await?;
+                // A gate failed and the rollback finished: exit 3, as unattended.
+                code = match report.outcome {
+                    Outcome::RolledBack => crate::exit::ROLLED_BACK,
+                    _ => report.exit_code(),
+                };
+            }
+            FailureChoice::Halt => break,
+        }
+    }
+    write_report(&state, &report.run_id);
+    Ok(code)
+}
+
+/// The forward step that failed and left the run paused (guided mode halts on failures), with
+/// its error.
+async fn failed_step(state: &Path) -> Option<(String, String)> {
+    let cp = asm_canary_engine::read_checkpoint(&FileStore::new(state))
+        .await
+        .ok()?;
+    let id = cp.failed_step.clone()?;
+    let rec = cp
+        .steps
+        .iter()
+        .find(|s| s.id == id && s.status == StepStatus::Failed)?;
+    Some((id, rec.error.clone().unwrap_or_default()))
+}
+
+fn open_event_log(state: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(crate::report::events_path(state))
+}
+
+/// Writes `<state>.report.md` and names it on stderr; a failure to write is a warning, since
+/// the checkpoint is the record and `asm-canary report` can rebuild it.
+fn write_report(state: &Path, run_id: &str) {
+    let cp = match std::fs::read(state).ok().and_then(|b| {
+        Checkpoint::from_json(&b, &state.display().to_string(), Access::ReadOnly).ok()
+    }) {
+        Some(cp) => cp,
+        None => return,
+    };
+    let events = crate::report::read_events(state, run_id);
+    let md = crate::report::markdown(&crate::report::Timeline::build(cp, &events));
+    let path = crate::report::report_path(state);
+    match std::fs::write(&path, md) {
+        Ok(()) => eprintln!("report: {}", path.display()),
+        Err(e) => eprintln!(
+            "asm-canary: warning: cannot write the report {}: {e}; run asm-canary report --state {}",
+            path.display(),
+            state.display()
+        ),
+    }
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
@@ -230,8 +313,10 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .state
         .clone()
         .unwrap_or_else(|| default_state(&connected.env.cluster.name));
-    let report = execute(connected.env, &run, Mode::Run(params), state).await?;
-    Ok(report.exit_code())
+    if interactive(&run) {
+        super::inspect::show_plan(&connected.env, &upgrade).await?;
+    }
+    execute(connected.env, &run, Mode::Run(params), state).await
 }
 
 /// The checkpoint's target, for commands that take only `--state`.
@@ -283,6 +368,5 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     } else {
         Mode::Resume { force }
     };
-    let report = execute(connected.env, &run, mode, state).await?;
-    Ok(report.exit_code())
+    execute(connected.env, &run, mode, state).await
 }

@@ -110,6 +110,23 @@ impl Terminal {
                     old.finish_and_clear();
                 }
             }
+            Event::StepProgress {
+                step,
+                detail,
+                progress: Some(p),
+            } if p.total.is_some() && wave_of(detail).is_some() => {
+                // A bar per wave under the step's line: pods/workloads moved out of the total.
+                let key = format!("{step}#{}", wave_of(detail).unwrap_or_default());
+                let pb = bars.entry(key).or_insert_with(|| {
+                    let pb = multi.add(ProgressBar::new(p.total.unwrap_or(0)));
+                    pb.set_style(bar_style());
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                    pb
+                });
+                pb.set_length(p.total.unwrap_or(0));
+                pb.set_position(p.done);
+                pb.set_message(format!("  {detail}"));
+            }
             Event::GateStarted { step, .. }
             | Event::GateProgress { step, .. }
             | Event::StepProgress { step, .. } => {
@@ -143,10 +160,28 @@ impl Terminal {
             | Event::StepSkipped { step, .. }
             | Event::StepInterrupted { step, .. } => {
                 let line = text::line(event, hint).unwrap_or_default();
+                let prefix = format!("{step}#");
+                let waves: Vec<String> = bars
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for k in waves {
+                    if let Some(pb) = bars.remove(&k) {
+                        pb.finish();
+                    }
+                }
                 match bars.remove(step) {
                     Some(pb) => {
+                        // The step's line keeps its final state and how long it took.
+                        let took = pb.elapsed();
                         pb.set_style(done_style());
-                        pb.finish_with_message(line);
+                        pb.finish_with_message(format!(
+                            "{line} ({})",
+                            asm_canary_engine::duration::format_duration(Duration::from_millis(
+                                took.as_millis() as u64
+                            ))
+                        ));
                     }
                     None => {
                         let _ = multi.println(line);
@@ -184,6 +219,13 @@ impl EventSink for Terminal {
             }
         }
     }
+}
+
+/// The wave a progress detail is about (`"wave 2/3: …"` → `"2/3"`).
+fn wave_of(detail: &str) -> Option<&str> {
+    let rest = detail.strip_prefix("wave ")?;
+    let end = rest.find(':').unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 /// Asks `Approve step …? [y/N]` on stderr and reads the answer from stdin. `y`/`yes` approves
@@ -240,6 +282,46 @@ impl Approver for TerminalApprover {
         })
         .await;
         answer.unwrap_or(ApprovalDecision::Defer)
+    }
+}
+
+/// What a person chose after a step failed in guided mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureChoice {
+    /// Run the rollback sequence now (exit 3 when it finishes).
+    Rollback,
+    /// Run the failed step again: its action observes first, then its gate waits anew.
+    Retry,
+    /// Stop here, paused and resumable (exit 4).
+    Halt,
+}
+
+/// Asks what to do about a failed step: `[r]ollback`, `re[t]ry`, `[h]alt`. End of input or
+/// no terminal halts: the run stays paused, nothing more changes.
+pub fn ask_after_failure(step: &str, error: &str) -> FailureChoice {
+    if !std::io::stdin().is_terminal() {
+        return FailureChoice::Halt;
+    }
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "✘ step {step:?} failed: {error}");
+    loop {
+        let _ = write!(
+            err,
+            "? What now: [r]ollback to the source revision, re[t]ry step {step:?}, or [h]alt (resumable)? [r/t/h] "
+        );
+        let _ = err.flush();
+        let mut answer = String::new();
+        match std::io::stdin().lock().read_line(&mut answer) {
+            Ok(0) | Err(_) => return FailureChoice::Halt,
+            Ok(_) => match answer.trim().to_ascii_lowercase().as_str() {
+                "r" | "rollback" => return FailureChoice::Rollback,
+                "t" | "retry" => return FailureChoice::Retry,
+                "h" | "halt" => return FailureChoice::Halt,
+                other => {
+                    let _ = writeln!(err, "  {other:?}: answer r, t or h");
+                }
+            },
+        }
     }
 }
 
