@@ -405,33 +405,73 @@ pub struct StatusArgs {
     pub output: OutputArg,
 }
 
-fn next_command(cp: &Checkpoint, state: &str) -> String {
+/// The next thing to do: a command to run (when there is one) and a sentence.
+#[derive(Debug, Serialize)]
+pub struct Next {
+    pub command: Option<String>,
+    pub explanation: String,
+}
+
+fn next_command(cp: &Checkpoint, state: &str) -> Next {
+    let cmd = |c: String, e: &str| Next {
+        command: Some(c),
+        explanation: e.to_string(),
+    };
     match cp.state {
-        RunState::Completed => "nothing: the run completed".into(),
-        RunState::RolledBack => {
-            "nothing: the run was rolled back; start a new upgrade when ready".into()
-        }
-        RunState::Paused => {
-            let waiting = cp
-                .steps
-                .iter()
-                .find(|s| s.status == StepStatus::AwaitingApproval)
-                .map(|s| s.id.clone());
-            match waiting {
-                Some(step) => format!(
-                    "asm-canary resume --state {state} --approve {step}   (or: asm-canary rollback --state {state})"
+        RunState::Completed => Next {
+            command: None,
+            explanation: "nothing: the run completed".into(),
+        },
+        RunState::RolledBack => cmd(
+            "asm-canary upgrade --state NEW-FILE".into(),
+            "the run was rolled back to the source revision; fix the cause (see the reason), check with asm-canary plan, then start a new upgrade with a new checkpoint file",
+        ),
+        RunState::Paused => match awaiting_approval(cp) {
+            Some(step) => cmd(
+                format!("asm-canary resume --state {state} --approve {step}"),
+                &format!(
+                    "the run waits for approval of step {step:?}; or roll it back with asm-canary rollback --state {state}"
                 ),
-                None => format!(
-                    "asm-canary resume --state {state}   (or: asm-canary rollback --state {state})"
+            ),
+            None => cmd(
+                format!("asm-canary resume --state {state}"),
+                &format!(
+                    "the run is paused; resume retries where it stopped, or roll back with asm-canary rollback --state {state}"
                 ),
-            }
+            ),
+        },
+        RunState::Running | RunState::RollingBack => cmd(
+            format!("asm-canary resume --state {state}"),
+            "the checkpoint says a run is in progress; if no process is running it (it died), resume continues it without repeating a side effect",
+        ),
+        RunState::Failed => cmd(
+            format!("asm-canary rollback --state {state}"),
+            "the rollback itself failed: a person must look at the reason first, then retry the rollback",
+        ),
+    }
+}
+
+fn awaiting_approval(cp: &Checkpoint) -> Option<String> {
+    cp.steps
+        .iter()
+        .find(|s| s.status == StepStatus::AwaitingApproval)
+        .map(|s| s.id.clone())
+}
+
+/// A serde enum as its wire word (`rolled_back`, `awaiting_approval`).
+fn word<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn took(s: &asm_canary_engine::StepRecord) -> String {
+    match (s.started_at, s.finished_at) {
+        (Some(a), Some(b)) => {
+            asm_canary_engine::duration::format_duration((b - a).to_std().unwrap_or_default())
         }
-        RunState::Running | RunState::RollingBack => {
-            format!("if no process is running it: asm-canary resume --state {state}")
-        }
-        RunState::Failed => {
-            format!("a person must look (see the reason); then asm-canary rollback --state {state}")
-        }
+        _ => String::new(),
     }
 }
 
@@ -442,6 +482,12 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         offline,
         output,
     } = args;
+    if !state.exists() {
+        return Err(CliError::bad(format!(
+            "--state {}: no such file; give the checkpoint a run wrote (upgrade --state FILE, default asm-canary-<cluster>.json)",
+            state.display()
+        )));
+    }
     let store = asm_canary_engine::FileStore::new(&state);
     let cp = asm_canary_engine::read_checkpoint(&store).await?;
     let hint = state.display().to_string();
@@ -465,15 +511,19 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     match output {
         OutputArg::Json => {
             let doc = json!({
+                "schema": "asm-canary.status/1.0",
                 "run_id": cp.run_id,
                 "target": cp.target,
                 "state": cp.state,
                 "reason": cp.reason,
+                "failed_step": cp.failed_step,
+                "awaiting_approval": awaiting_approval(&cp),
                 "summary": cp.summary,
-                "steps": cp.steps.iter().map(|s| json!({"id": s.id, "status": s.status, "attempts": s.attempts, "error": s.error})).collect::<Vec<_>>(),
-                "rollback": cp.rollback.iter().map(|s| json!({"id": s.id, "status": s.status, "error": s.error})).collect::<Vec<_>>(),
+                "steps": cp.steps.iter().map(|s| json!({"id": s.id, "status": s.status, "attempts": s.attempts, "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error})).collect::<Vec<_>>(),
+                "rollback": cp.rollback.iter().map(|s| json!({"id": s.id, "status": s.status, "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error})).collect::<Vec<_>>(),
                 "cluster_now": now,
                 "next": next,
+                "report": crate::report::report_path(&state),
             });
             println!(
                 "{}",
@@ -482,7 +532,11 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
             );
         }
         OutputArg::Text => {
-            println!("Run        {} ({:?})", cp.run_id, cp.state);
+            println!(
+                "Run        {} — {}",
+                cp.run_id,
+                word(&cp.state).replace('_', " ")
+            );
             println!("Cluster    {}", cp.target);
             if let (Some(s), Some(t)) = (cp.summary.get("source"), cp.summary.get("target")) {
                 println!(
@@ -494,37 +548,66 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
             if let Some(r) = &cp.reason {
                 println!("Reason     {r}");
             }
+            println!("Steps");
             for s in &cp.steps {
                 println!(
-                    "  {:<16} {:<18}{}",
+                    "  {:<16} {:<18} {:>8}{}",
                     s.id,
-                    format!("{:?}", s.status),
+                    word(&s.status).replace('_', " "),
+                    took(s),
                     s.error
                         .as_deref()
-                        .map(|e| format!(" {e}"))
+                        .map(|e| format!("  {e}"))
                         .unwrap_or_default()
                 );
             }
-            for s in cp
+            let rb: Vec<_> = cp
                 .rollback
                 .iter()
                 .filter(|s| s.status != StepStatus::Pending)
-            {
-                println!("  ↩ {:<14} {:?}", s.id, s.status);
+                .collect();
+            if !rb.is_empty() {
+                println!("Rollback");
+                for s in rb {
+                    println!(
+                        "  {:<16} {:<18} {:>8}{}",
+                        s.id,
+                        word(&s.status).replace('_', " "),
+                        took(s),
+                        s.error
+                            .as_deref()
+                            .map(|e| format!("  {e}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
             match &now {
                 serde_json::Value::Null => {}
                 v if v.get("error").is_some() => println!(
-                    "Cluster now: cannot read it: {}",
+                    "Cluster    now: cannot read it: {}",
                     v["error"].as_str().unwrap_or("")
                 ),
                 v => println!(
-                    "Cluster now: {} with revisions {}",
+                    "Cluster    now: {}, revisions [{}]",
                     v["provisioning_state"].as_str().unwrap_or("?"),
                     v["revisions"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
                 ),
             }
-            println!("Next       {next}");
+            let report = crate::report::report_path(&state);
+            if report.exists() {
+                println!("Report     {}", report.display());
+            }
+            match &next.command {
+                Some(c) => println!("Next       {c}\n           ({})", next.explanation),
+                None => println!("Next       {}", next.explanation),
+            }
         }
     }
     Ok(crate::exit::OK)

@@ -65,12 +65,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Sim(SimCommand::Serve(args)) => sim::serve(args),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "asm-canary",
-                &mut std::io::stdout(),
-            );
+            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "asm-canary", &mut buf);
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&buf);
             ExitCode::SUCCESS
         }
         command => {

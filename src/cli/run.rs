@@ -4,10 +4,12 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use asm_canary_engine::{
-    Access, Approver, CancellationToken, Checkpoint, EventSink, Executor, FanOut, FileStore,
-    OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, Runbook, StepStatus,
+    Access, Approver, CancellationToken, Checkpoint, Event, EventRecord, EventSink, Executor,
+    FanOut, FileStore, OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, Runbook,
+    StepStatus,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -174,23 +176,33 @@ pub async fn execute(
     let target = env.cluster.to_string();
     let guided = interactive(run);
     let (mut runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
+    // Guided: the engine would roll back on its own when a step fails; a person is asked
+    // instead, so such a step halts (pauses) and the question below decides. The checkpoint
+    // records the runbook's hash from its text, which this does not change; a later `resume`
+    // without a terminal rolls back as the runbook says.
+    let mut ask_on_failure = std::collections::BTreeSet::new();
     if guided {
-        // The engine rolls back on its own when a step fails; a person is asked instead, so
-        // the failing step halts (pauses) and the question below decides. The checkpoint
-        // records the runbook's hash from its text, which this does not change.
         for step in &mut runbook.steps {
             if step.on_failure == OnFailure::Rollback {
                 step.on_failure = OnFailure::Halt;
+                ask_on_failure.insert(step.id.clone());
             }
         }
     }
     let hint = Some(state.display().to_string());
     let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![terminal.clone()];
+    let guided_view = Arc::new(GuidedView {
+        inner: terminal.clone(),
+        ask: ask_on_failure.clone(),
+        chose_rollback: AtomicBool::new(false),
+    });
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![guided_view.clone()];
     if run.output == OutputArg::Json {
-        sinks.push(Arc::new(ui::JsonLines::stdout()));
         // Next to JSON Lines, the text on stderr is plain lines, never bars.
-        sinks[0] = Arc::new(ui::Terminal::plain_stderr(hint.clone()));
+        sinks = vec![
+            Arc::new(ui::JsonLines::stdout()),
+            Arc::new(ui::Terminal::plain_stderr(hint.clone())),
+        ];
     }
     match open_event_log(&state) {
         Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
@@ -234,12 +246,16 @@ pub async fn execute(
         let Some(failed) = failed_step(&state).await else {
             break;
         };
+        if !ask_on_failure.contains(&failed.0) {
+            break;
+        }
         match ui::terminal::ask_after_failure(&failed.0, &failed.1) {
             FailureChoice::Retry => {
                 report = executor.resume(resume_opts(false)).await?;
                 code = report.exit_code();
             }
             FailureChoice::Rollback => {
+                guided_view.chose_rollback.store(true, Ordering::SeqCst);
                 report = executor.rollback(resume_opts(false)).await?;
                 // A gate failed and the rollback finished: exit 3, as unattended.
                 code = match report.outcome {
@@ -247,11 +263,60 @@ pub async fn execute(
                     _ => report.exit_code(),
                 };
             }
-            FailureChoice::Halt => break,
+            FailureChoice::Halt => {
+                eprintln!(
+                    "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume --state {s}   or roll back with: asm-canary rollback --state {s}",
+                    failed.0,
+                    s = state.display()
+                );
+                break;
+            }
         }
     }
     write_report(&state, &report.run_id);
     Ok(code)
+}
+
+/// The terminal view of a guided run: a failure that will be put to the person is shown as
+/// a failure (not as the runbook's `halt`), the pause it causes is left to the question, and a
+/// rollback chosen after a failure reports exit 3, as an unattended run would.
+struct GuidedView {
+    inner: Arc<ui::Terminal>,
+    ask: std::collections::BTreeSet<String>,
+    chose_rollback: AtomicBool,
+}
+
+impl EventSink for GuidedView {
+    fn emit(&self, record: &EventRecord) {
+        let mut record = record.clone();
+        match &mut record.event {
+            Event::StepFailed {
+                step, on_failure, ..
+            } if self.ask.contains(step.as_str()) => *on_failure = None,
+            Event::RunFinished {
+                outcome: Outcome::Paused,
+                reason: Some(reason),
+                ..
+            } if self
+                .ask
+                .iter()
+                .any(|s| reason.starts_with(&format!("step {s:?} failed"))) =>
+            {
+                return;
+            }
+            Event::RunFinished {
+                outcome: Outcome::RolledBack,
+                exit_code,
+                reason,
+                ..
+            } if self.chose_rollback.load(Ordering::SeqCst) => {
+                *exit_code = crate::exit::ROLLED_BACK;
+                *reason = Some("a step failed and the rollback was chosen at the terminal".into());
+            }
+            _ => {}
+        }
+        self.inner.emit(&record);
+    }
 }
 
 /// The forward step that failed and left the run paused (guided mode halts on failures), with

@@ -33,13 +33,13 @@ pub struct Terminal {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+    ProgressStyle::with_template("{spinner} {wide_msg} {elapsed:.dim}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
         .tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "·"])
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed:.dim}")
+    ProgressStyle::with_template("{spinner} {wide_msg} [{bar:30}] {pos}/{len} {elapsed:.dim}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
 }
