@@ -312,16 +312,24 @@ pub fn render_plan(plan: &Plan) -> String {
 }
 
 /// The plan with its gates: what `plan` prints and guided `upgrade` shows first.
-pub async fn full_plan(env: &Arc<Env>, upgrade: &UpgradeOptions) -> Result<Plan, CliError> {
+pub async fn full_plan(
+    env: &Arc<Env>,
+    upgrade: &UpgradeOptions,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Plan, CliError> {
     let mut plan = build_plan(env, upgrade).await?;
     let (runbook, _) = load_runbook(None, env.clone())?;
-    plan.gates = gate_lines(&runbook, &upgrade.params()?);
+    plan.gates = gate_lines(&runbook, params);
     Ok(plan)
 }
 
 /// Guided mode: the plan on stderr before the first prompt.
-pub async fn show_plan(env: &Arc<Env>, upgrade: &UpgradeOptions) -> Result<(), CliError> {
-    let plan = full_plan(env, upgrade).await?;
+pub async fn show_plan(
+    env: &Arc<Env>,
+    upgrade: &UpgradeOptions,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), CliError> {
+    let plan = full_plan(env, upgrade, params).await?;
     eprintln!("{}", render_plan(&plan));
     Ok(())
 }
@@ -332,9 +340,9 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
         upgrade,
         output,
     } = args;
-    upgrade.params()?;
+    let params = upgrade.params()?;
     let connected = connect(&cluster, Pace::Real).await?;
-    let plan = full_plan(&connected.env, &upgrade).await?;
+    let plan = full_plan(&connected.env, &upgrade, &params).await?;
     match output {
         OutputArg::Json => println!(
             "{}",

@@ -193,6 +193,7 @@ pub async fn execute(
     let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
     let guided_view = Arc::new(GuidedView {
         inner: terminal.clone(),
+        guided,
         ask: ask_on_failure.clone(),
         chose_rollback: AtomicBool::new(false),
     });
@@ -282,6 +283,8 @@ pub async fn execute(
 /// rollback chosen after a failure reports exit 3, as an unattended run would.
 struct GuidedView {
     inner: Arc<ui::Terminal>,
+    /// A person answers prompts: the prompt itself says what needs approval.
+    guided: bool,
     ask: std::collections::BTreeSet<String>,
     chose_rollback: AtomicBool,
 }
@@ -290,6 +293,7 @@ impl EventSink for GuidedView {
     fn emit(&self, record: &EventRecord) {
         let mut record = record.clone();
         match &mut record.event {
+            Event::ApprovalNeeded { .. } if self.guided => return,
             Event::StepFailed {
                 step, on_failure, ..
             } if self.ask.contains(step.as_str()) => *on_failure = None,
@@ -379,7 +383,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .clone()
         .unwrap_or_else(|| default_state(&connected.env.cluster.name));
     if interactive(&run) {
-        super::inspect::show_plan(&connected.env, &upgrade).await?;
+        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
     }
     execute(connected.env, &run, Mode::Run(params), state).await
 }

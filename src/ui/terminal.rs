@@ -44,10 +44,6 @@ fn bar_style() -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-fn done_style() -> ProgressStyle {
-    ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())
-}
-
 impl Terminal {
     /// Bars on stderr if it is a terminal, plain lines otherwise.
     pub fn stderr(state_hint: Option<String>) -> Self {
@@ -168,15 +164,18 @@ impl Terminal {
                     .collect();
                 for k in waves {
                     if let Some(pb) = bars.remove(&k) {
-                        pb.finish();
+                        pb.finish_and_clear();
+                        multi.remove(&pb);
                     }
                 }
                 match bars.remove(step) {
                     Some(pb) => {
-                        // The step's line keeps its final state and how long it took.
+                        // The step's line, final state and how long it took, goes into the
+                        // scrollback above the live bars.
                         let took = pb.elapsed();
-                        pb.set_style(done_style());
-                        pb.finish_with_message(format!(
+                        pb.finish_and_clear();
+                        multi.remove(&pb);
+                        let _ = multi.println(format!(
                             "{line} ({})",
                             asm_canary_engine::duration::format_duration(Duration::from_millis(
                                 took.as_millis() as u64
@@ -261,7 +260,9 @@ fn ask(request: &ApprovalRequest) -> ApprovalDecision {
             "y" | "yes" => ApprovalDecision::Approved {
                 by: format!(
                     "terminal:{}",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into())
                 ),
             },
             _ => ApprovalDecision::Denied {
