@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// Approve a step in advance (repeatable): `start`, `complete`, …
     #[arg(long = "approve", value_name = "STEP")]
     pub approve: Vec<String>,
-    /// The checkpoint file of this run.
+    /// The checkpoint file of this run (upgrade default: asm-canary-<cluster>.json). Its event
+    /// log and report are written next to it (<FILE>.events.jsonl, <FILE>.report.md).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// `text` for people (stderr), `json` for pipelines (JSON Lines on stdout).
