@@ -592,6 +592,54 @@ mod tests {
         assert_eq!(open(&t), 0);
     }
 
+    #[test]
+    fn a_bar_per_wave_under_the_step_and_gone_when_the_step_ends() {
+        let t = Terminal::bars(ProgressDrawTarget::hidden(), None);
+        let s = |x: &str| x.to_string();
+        let keys = |t: &Terminal| match &t.target {
+            Target::Bars { bars, .. } => {
+                let b = bars.lock().unwrap();
+                let mut k: Vec<(String, (u64, Option<u64>))> = b
+                    .iter()
+                    .map(|(k, pb)| (k.clone(), (pb.position(), pb.length())))
+                    .collect();
+                k.sort();
+                k
+            }
+            Target::Plain(_) => vec![],
+        };
+        t.emit(&rec(Event::StepStarted {
+            step: s("restart"),
+            phase: Phase::Forward,
+            attempt: 1,
+            description: None,
+        }));
+        for (detail, done, total) in [
+            ("wave 1/2: 1/2 workloads rolled out", 1, 2),
+            ("wave 1/2: 2/2 workloads rolled out", 2, 2),
+            ("wave 2/2: 1/4 workloads rolled out", 1, 4),
+        ] {
+            t.emit(&rec(Event::StepProgress {
+                step: s("restart"),
+                detail: s(detail),
+                progress: Some(Progress::of(done, total)),
+            }));
+        }
+        let k = keys(&t);
+        assert_eq!(
+            k.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["restart", "restart#1/2", "restart#2/2"]
+        );
+        assert_eq!(k[1].1, (2, Some(2)));
+        assert_eq!(k[2].1, (1, Some(4)));
+        t.emit(&rec(Event::StepSucceeded {
+            step: s("restart"),
+            phase: Phase::Forward,
+            already_done: false,
+        }));
+        assert!(keys(&t).is_empty());
+    }
+
     #[tokio::test]
     async fn approver_without_a_terminal_defers() {
         // Tests run with stdin not a terminal: the run must pause, not hang or approve.
