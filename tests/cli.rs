@@ -68,6 +68,9 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
         assert!(v["event"].as_str().is_some());
     }
     let evs = events(&out);
+    for e in &evs {
+        check_event_schema(e);
+    }
     let kinds: Vec<&str> = evs.iter().filter_map(|e| e["event"].as_str()).collect();
     assert_eq!(kinds.first(), Some(&"run_started"));
     assert_eq!(kinds.last(), Some(&"run_finished"));
@@ -133,6 +136,46 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
         "complete",
     ] {
         assert!(svg.contains(&format!("data-step=\"{step}\"")), "{step}");
+    }
+}
+
+/// The required fields of each event, as docs/events.md lists them (`asm-canary.events/1.0`).
+fn check_event_schema(e: &Value) {
+    let required: &[&str] = match e["event"].as_str().unwrap_or_default() {
+        "run_started" => &[
+            "runbook",
+            "runbook_sha256",
+            "target",
+            "resumed",
+            "params",
+            "steps",
+        ],
+        "step_started" => &["step", "phase", "attempt"],
+        "step_skipped" => &["step", "phase", "reason"],
+        "action_finished" => &["step", "phase", "already_done"],
+        "step_progress" => &["step", "detail"],
+        "side_effect" => &["step", "kind", "target", "done"],
+        "gate_started" => &["step", "check", "timeout_ms", "stable_for_ms"],
+        "gate_progress" => &["step", "check", "detail"],
+        "gate_passed" => &["step", "check"],
+        "gate_failed" => &["step", "check", "reason", "timed_out"],
+        "step_succeeded" => &["step", "phase", "already_done"],
+        "step_failed" => &["step", "phase", "error"],
+        "step_interrupted" => &["step", "phase"],
+        "approval_needed" => &["step"],
+        "approval_given" => &["step", "by"],
+        "approval_denied" => &["step", "reason"],
+        "rollback_started" => &["reason"],
+        "rollback_finished" => &["ok"],
+        "message" => &["level", "text"],
+        "run_finished" => &["outcome", "exit_code", "source", "target"],
+        other => panic!("event {other:?} is not in docs/events.md: {e}"),
+    };
+    for field in required {
+        assert!(e.get(field).is_some(), "{field} missing in {e}");
+    }
+    if let Some(p) = e.get("phase") {
+        assert!(p == "forward" || p == "rollback", "{e}");
     }
 }
 
@@ -225,6 +268,9 @@ async fn stale_proxies_roll_back_with_exit_3_and_status_names_what_happened() {
         ])
         .await;
     assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
+    for e in events(&out) {
+        check_event_schema(&e);
+    }
     let last = last_event(&out);
     assert_eq!(last["outcome"], "rolled_back");
     assert_eq!(last["exit_code"], 3);
