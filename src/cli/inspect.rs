@@ -441,12 +441,20 @@ fn next_command(cp: &Checkpoint, state: &str) -> Next {
                     "the run waits for approval of step {step:?}; or roll it back with asm-canary rollback --state {state}"
                 ),
             ),
-            None => cmd(
-                format!("asm-canary resume --state {state}"),
-                &format!(
-                    "the run is paused; resume retries where it stopped, or roll back with asm-canary rollback --state {state}"
+            None => match &cp.failed_step {
+                Some(step) => cmd(
+                    format!("asm-canary rollback --state {state}"),
+                    &format!(
+                        "step {step:?} failed and the run halted; roll back, or fix the cause and retry the step with asm-canary resume --state {state}"
+                    ),
                 ),
-            ),
+                None => cmd(
+                    format!("asm-canary resume --state {state}"),
+                    &format!(
+                        "the run is paused; resume continues where it stopped, or roll back with asm-canary rollback --state {state}"
+                    ),
+                ),
+            },
         },
         RunState::Running | RunState::RollingBack => cmd(
             format!("asm-canary resume --state {state}"),
