@@ -441,7 +441,11 @@ fn next_command(cp: &Checkpoint, state: &str) -> Next {
                     "the run waits for approval of step {step:?}; or roll it back with asm-canary rollback --state {state}"
                 ),
             ),
-            None => match &cp.failed_step {
+            None => match cp.failed_step.as_ref().filter(|id| {
+                cp.steps
+                    .iter()
+                    .any(|s| &s.id == *id && s.status == StepStatus::Failed)
+            }) {
                 Some(step) => cmd(
                     format!("asm-canary rollback --state {state}"),
                     &format!(
