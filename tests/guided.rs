@@ -110,3 +110,42 @@ async fn guided_gate_failure_offers_rollback_and_rolling_back_exits_3() {
     assert!(!t.contains("Approve step \"complete\""), "{t}");
     assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guided_halt_leaves_the_canary_paused_and_a_later_rollback_finishes_it() {
+    let sim = TestSim::start("stale-proxies").await;
+    let Some(out) = guided(
+        &sim,
+        &[("Approve step \"start\"", "y"), ("What now", "h")],
+        &["--param", "verify_timeout=3s"],
+    )
+    .await
+    else {
+        return;
+    };
+    let t = transcript(&out);
+    assert_eq!(out.status.code(), Some(4), "transcript:\n{t}");
+    assert!(t.contains("halted: step \"verify\" failed"), "{t}");
+    assert!(!t.contains("rolling back"), "{t}");
+    // Halting changes nothing more: both control planes still run.
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+    let out = sim.run(&["status", "--state", s, "--output", "json"]).await;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(doc["state"], "paused");
+    assert_eq!(
+        doc["next"]["command"],
+        format!("asm-canary rollback --state {s}")
+    );
+    let out = sim
+        .run(&["rollback", "--state", s, "--unattended", "--output", "json"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a requested rollback exits 0: {}",
+        common::stderr(&out)
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+}
