@@ -101,9 +101,8 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     )
     .await?;
     say(format!(
-        "  signed in with {} ({})",
-        connected.credential.mode.as_str(),
-        connected.credential.reason
+        "  signed in as the simulator's service principal ({})",
+        connected.credential.mode.as_str()
     ));
     if !super::run::interactive(&run) && run.approve.is_empty() {
         // A rehearsal has no one to approve: approve the gated steps, say so.
