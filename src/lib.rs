@@ -13,5 +13,6 @@ pub mod cli;
 pub mod exit;
 pub mod istio;
 pub mod k8s;
+pub mod report;
 pub mod steps;
 pub mod ui;

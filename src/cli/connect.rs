@@ -146,9 +146,18 @@ async fn connect_inner(
             .map_err(|e| CliError::bad(format!("--kubeconfig {}: {e}", path.display())))?,
         None => {
             let bytes = arm.list_cluster_user_kubeconfig(&cluster).await.map_err(|e| {
+                let e = e.to_string();
+                let hint = if e.contains("Azure token") {
+                    format!(
+                        "signed in with --auth {} ({}); choose another with --auth cli|workload-identity|managed-identity|client-secret|pipelines (see README, \"Sign-in\")",
+                        credential.mode.as_str(),
+                        credential.reason
+                    )
+                } else {
+                    "pass --kubeconfig to use your own".to_string()
+                };
                 CliError::Connect(format!(
-                    "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}; \
-                     pass --kubeconfig to use your own"
+                    "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}; {hint}"
                 ))
             })?;
             crate::k8s::client_from_kubeconfig_bytes(&bytes, ca_pem.as_deref())

@@ -110,13 +110,11 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(dir.path()).join("demo-run.json"));
     let env = connected.env.clone();
-    let report = execute(
-        connected.env,
-        &run,
-        Mode::Run(demo_params(&upgrade)?),
-        state,
-    )
-    .await?;
+    let params = demo_params(&upgrade)?;
+    if super::run::interactive(&run) {
+        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
+    }
+    let code = execute(connected.env, &run, Mode::Run(params), state).await?;
 
     // What the cluster says now, read back over the same APIs.
     if let Ok(doc) = env.arm.get_cluster(&env.cluster).await {
@@ -152,6 +150,9 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             }
         ));
     }
+    if run.state.is_none() {
+        say("(the checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary status/report --state FILE)".to_string());
+    }
     sim.shutdown().await;
-    Ok(report.exit_code())
+    Ok(code)
 }

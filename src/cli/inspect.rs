@@ -1,6 +1,7 @@
 //! The read-only commands: `plan`, `status` and `proxy-status`. They change nothing.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use asm_canary_engine::{Checkpoint, RunState, StepStatus};
 use clap::Args;
@@ -29,6 +30,7 @@ pub struct PlanArgs {
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    pub schema: &'static str,
     pub cluster: String,
     pub kubernetes_version: Option<String>,
     pub installed: Vec<String>,
@@ -47,7 +49,14 @@ pub struct Plan {
 
 #[derive(Debug, Serialize)]
 pub struct Wave {
-    pub namespaces: Vec<String>,
+    pub namespaces: Vec<NamespaceCount>,
+    pub workloads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NamespaceCount {
+    pub namespace: String,
+    /// Workloads (Deployments, StatefulSets, DaemonSets) with pods not yet on the target.
     pub workloads: usize,
 }
 
@@ -56,8 +65,17 @@ pub struct GateLine {
     pub step: String,
     pub gate: String,
     pub timeout: String,
+    /// How long the gate's condition must hold (the soak), when it must.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_for: Option<String>,
+    /// The step asks for approval before its action.
     pub approval: bool,
+    /// What happens when the gate fails: `rollback` or `halt`.
+    pub on_failure: String,
 }
+
+/// The plan document's schema (`plan --output json`).
+pub const PLAN_SCHEMA: &str = "asm-canary.plan/1.0";
 
 /// Builds the plan: preflight, the target, the waves and the gates. Reads only.
 pub async fn build_plan(env: &Env, upgrade: &UpgradeOptions) -> Result<Plan, CliError> {
@@ -72,6 +90,7 @@ pub async fn build_plan(env: &Env, upgrade: &UpgradeOptions) -> Result<Plan, Cli
     let verdict = state.explain(&env.cluster.name);
     let mut warnings = preflight_warnings(env, &installed).await.map_err(step)?;
     let mut plan = Plan {
+        schema: PLAN_SCHEMA,
         cluster: env.cluster.to_string(),
         kubernetes_version: doc.kubernetes_version().map(str::to_string),
         installed: installed.clone(),
@@ -121,11 +140,44 @@ pub async fn build_plan(env: &Env, upgrade: &UpgradeOptions) -> Result<Plan, Cli
     } else {
         "the newest upgrade offered".into()
     });
-    plan.configmap = Some(format!(
-        "aks-istio-system/{} → {}",
-        crate::istio::shared_configmap_name(&source),
-        crate::istio::shared_configmap_name(&target)
-    ));
+    let from_cm = crate::istio::shared_configmap_name(&source);
+    let to_cm = crate::istio::shared_configmap_name(&target);
+    let cms = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        env.kube.clone(),
+        "aks-istio-system",
+    );
+    let read = |name: String| {
+        let cms = cms.clone();
+        async move {
+            cms.get_opt(&name).await.map_err(|e| {
+                CliError::Connect(format!("reading ConfigMap aks-istio-system/{name}: {e}"))
+            })
+        }
+    };
+    let (src_cm, dst_cm) = (read(from_cm.clone()).await?, read(to_cm.clone()).await?);
+    plan.configmap = Some(match (&src_cm, &dst_cm) {
+        (None, _) => format!("none to copy: {source} has no aks-istio-system/{from_cm}"),
+        (Some(a), Some(b)) if a.data == b.data && a.binary_data == b.binary_data => {
+            format!("aks-istio-system/{to_cm} already holds {from_cm}'s data; nothing to copy")
+        }
+        (Some(_), Some(_)) => {
+            if upgrade.force {
+                format!(
+                    "aks-istio-system/{from_cm} → {to_cm} (overwrites a different {to_cm}: --force)"
+                )
+            } else {
+                warnings.push(format!(
+                    "aks-istio-system/{to_cm} exists with different data: copy-configmap will refuse to overwrite it; compare them, then delete it or pass --force"
+                ));
+                format!("aks-istio-system/{from_cm} → {to_cm} (refused: {to_cm} differs)")
+            }
+        }
+        (Some(a), None) => format!(
+            "aks-istio-system/{from_cm} → {to_cm} ({} key(s))",
+            a.data.as_ref().map(|d| d.len()).unwrap_or(0)
+                + a.binary_data.as_ref().map(|d| d.len()).unwrap_or(0)
+        ),
+    });
     let mode = mode_of(Some(upgrade.mode.clone())).map_err(|e| CliError::bad(e.to_string()))?;
     plan.tag_move = Some(match mode {
         crate::steps::tag::Mode::Tag => format!("tag {}: {source} → {target}", upgrade.tag),
@@ -140,21 +192,32 @@ pub async fn build_plan(env: &Env, upgrade: &UpgradeOptions) -> Result<Plan, Cli
     let nss = mesh_namespaces(env, crate::steps::tag::Mode::Tag, &label_for, &target)
         .await
         .map_err(step)?;
+    for c in &upgrade.canary_namespaces {
+        if !nss.contains(c) {
+            warnings.push(format!(
+                "--canary-namespaces {c}: not a namespace this run migrates (none labelled istio.io/rev={label_for})"
+            ));
+        }
+    }
     for w in waves(&nss, &upgrade.canary_namespaces) {
-        let mut count = 0;
-        for ns in &w {
-            let p = plan_namespace(env, ns, &target).await.map_err(step)?;
-            count += p.workloads.len();
+        let mut wave = Wave {
+            namespaces: vec![],
+            workloads: 0,
+        };
+        for ns in w {
+            let p = plan_namespace(env, &ns, &target).await.map_err(step)?;
+            wave.workloads += p.workloads.len();
+            wave.namespaces.push(NamespaceCount {
+                namespace: ns,
+                workloads: p.workloads.len(),
+            });
             warnings.extend(
                 p.unmovable
                     .into_iter()
                     .map(|u| format!("will not move {u}")),
             );
         }
-        plan.waves.push(Wave {
-            namespaces: w,
-            workloads: count,
-        });
+        plan.waves.push(wave);
     }
     plan.source = Some(source);
     plan.target = Some(target);
@@ -182,7 +245,7 @@ pub fn render_plan(plan: &Plan) -> String {
         line(
             &mut s,
             format!(
-                "Upgrade     {src} → {tgt} ({}; offered: {})",
+                "Upgrade     {src} → {tgt}: {} (offered: {})",
                 plan.target_reason.as_deref().unwrap_or(""),
                 plan.offered.join(", ")
             ),
@@ -196,41 +259,79 @@ pub fn render_plan(plan: &Plan) -> String {
         if plan.waves.is_empty() {
             line(
                 &mut s,
-                "Waves       none: no namespace uses the tag".to_string(),
+                "Waves       none: no namespace uses the tag; nothing to restart".to_string(),
             );
         }
         for (i, w) in plan.waves.iter().enumerate() {
+            let nss = w
+                .namespaces
+                .iter()
+                .map(|n| format!("{} ({})", n.namespace, n.workloads))
+                .collect::<Vec<_>>()
+                .join(", ");
             line(
                 &mut s,
                 format!(
-                    "Wave {}      {} workload(s) in {}",
-                    i + 1,
-                    w.workloads,
-                    w.namespaces.join(", ")
+                    "Wave {:<6} {} workload(s): {nss}",
+                    format!("{}/{}", i + 1, plan.waves.len()),
+                    w.workloads
                 ),
             );
         }
+        line(&mut s, "Steps and gates".to_string());
         for g in &plan.gates {
+            let mut extra = vec![];
+            if let Some(st) = &g.stable_for {
+                extra.push(format!("stable for {st}"));
+            }
+            if g.approval {
+                extra.push("asks approval first".to_string());
+            }
+            extra.push(format!("on failure: {}", g.on_failure));
             line(
                 &mut s,
                 format!(
-                    "Gate        {:<14} {:<22} timeout {}{}",
+                    "  {:<15} gate {:<22} timeout {:<5} {}",
                     g.step,
                     g.gate,
                     g.timeout,
-                    if g.approval {
-                        "  (asks approval first)"
-                    } else {
-                        ""
-                    }
+                    extra.join(", ")
                 ),
             );
         }
+    } else {
+        line(
+            &mut s,
+            "Nothing to do: see the preflight verdict above.".to_string(),
+        );
     }
     for w in &plan.warnings {
         line(&mut s, format!("Warning     {w}"));
     }
     s
+}
+
+/// The plan with its gates: what `plan` prints and guided `upgrade` shows first.
+pub async fn full_plan(
+    env: &Arc<Env>,
+    upgrade: &UpgradeOptions,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Plan, CliError> {
+    let mut plan = build_plan(env, upgrade).await?;
+    let (runbook, _) = load_runbook(None, env.clone())?;
+    plan.gates = gate_lines(&runbook, params);
+    Ok(plan)
+}
+
+/// Guided mode: the plan on stderr before the first prompt.
+pub async fn show_plan(
+    env: &Arc<Env>,
+    upgrade: &UpgradeOptions,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), CliError> {
+    let plan = full_plan(env, upgrade, params).await?;
+    eprintln!("{}", render_plan(&plan));
+    Ok(())
 }
 
 pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
@@ -239,12 +340,9 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
         upgrade,
         output,
     } = args;
-    upgrade.params()?;
+    let params = upgrade.params()?;
     let connected = connect(&cluster, Pace::Real).await?;
-    let env = connected.env;
-    let mut plan = build_plan(&env, &upgrade).await?;
-    let (runbook, _) = load_runbook(None, env.clone())?;
-    plan.gates = gate_lines(&runbook);
+    let plan = full_plan(&connected.env, &upgrade, &params).await?;
     match output {
         OutputArg::Json => println!(
             "{}",
@@ -255,7 +353,30 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
     Ok(crate::exit::OK)
 }
 
-fn gate_lines(runbook: &asm_canary_engine::Runbook) -> Vec<GateLine> {
+fn gate_lines(
+    runbook: &asm_canary_engine::Runbook,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<GateLine> {
+    // A param given on the command line wins over the runbook's default.
+    let show = |d: &asm_canary_engine::DurationSpec| match d {
+        asm_canary_engine::DurationSpec::Fixed(d) => {
+            asm_canary_engine::duration::format_duration(*d)
+        }
+        asm_canary_engine::DurationSpec::Param(p) => params
+            .get(p)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| {
+                runbook
+                    .params
+                    .iter()
+                    .find(|spec| spec.name == *p)
+                    .and_then(|spec| spec.default.as_ref())
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| format!("${{params.{p}}}")),
+    };
     runbook
         .steps
         .iter()
@@ -265,21 +386,15 @@ fn gate_lines(runbook: &asm_canary_engine::Runbook) -> Vec<GateLine> {
             timeout: s
                 .gate
                 .as_ref()
-                .map(|g| match &g.timeout {
-                    asm_canary_engine::DurationSpec::Fixed(d) => {
-                        asm_canary_engine::duration::format_duration(*d)
-                    }
-                    asm_canary_engine::DurationSpec::Param(p) => runbook
-                        .params
-                        .iter()
-                        .find(|spec| spec.name == *p)
-                        .and_then(|spec| spec.default.as_ref())
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("${{params.{p}}}")),
-                })
+                .map(|g| show(&g.timeout))
                 .unwrap_or_default(),
+            stable_for: s
+                .gate
+                .as_ref()
+                .map(|g| show(&g.stable_for))
+                .filter(|v| !v.is_empty() && v != "0s" && v != "0ms"),
             approval: matches!(s.approval, asm_canary_engine::ApprovalMode::Required),
+            on_failure: s.on_failure.as_str().to_string(),
         })
         .collect()
 }
@@ -298,33 +413,85 @@ pub struct StatusArgs {
     pub output: OutputArg,
 }
 
-fn next_command(cp: &Checkpoint, state: &str) -> String {
+/// The next thing to do: a command to run (when there is one) and a sentence.
+#[derive(Debug, Serialize)]
+pub struct Next {
+    pub command: Option<String>,
+    pub explanation: String,
+}
+
+fn next_command(cp: &Checkpoint, state: &str) -> Next {
+    let cmd = |c: String, e: &str| Next {
+        command: Some(c),
+        explanation: e.to_string(),
+    };
     match cp.state {
-        RunState::Completed => "nothing: the run completed".into(),
-        RunState::RolledBack => {
-            "nothing: the run was rolled back; start a new upgrade when ready".into()
-        }
-        RunState::Paused => {
-            let waiting = cp
-                .steps
-                .iter()
-                .find(|s| s.status == StepStatus::AwaitingApproval)
-                .map(|s| s.id.clone());
-            match waiting {
-                Some(step) => format!(
-                    "asm-canary resume --state {state} --approve {step}   (or: asm-canary rollback --state {state})"
+        RunState::Completed => Next {
+            command: None,
+            explanation: "nothing: the run completed".into(),
+        },
+        RunState::RolledBack => cmd(
+            "asm-canary upgrade --state NEW-FILE".into(),
+            "the run was rolled back to the source revision; fix the cause (see the reason), check with asm-canary plan, then start a new upgrade with a new checkpoint file",
+        ),
+        RunState::Paused => match awaiting_approval(cp) {
+            Some(step) => cmd(
+                format!("asm-canary resume --state {state} --approve {step}"),
+                &format!(
+                    "the run waits for approval of step {step:?}; or roll it back with asm-canary rollback --state {state}"
                 ),
-                None => format!(
-                    "asm-canary resume --state {state}   (or: asm-canary rollback --state {state})"
+            ),
+            None => match cp.failed_step.as_ref().filter(|id| {
+                cp.steps
+                    .iter()
+                    .any(|s| &s.id == *id && s.status == StepStatus::Failed)
+            }) {
+                Some(step) => cmd(
+                    format!("asm-canary rollback --state {state}"),
+                    &format!(
+                        "step {step:?} failed and the run halted; roll back, or fix the cause and retry the step with asm-canary resume --state {state}"
+                    ),
                 ),
-            }
+                None => cmd(
+                    format!("asm-canary resume --state {state}"),
+                    &format!(
+                        "the run is paused; resume continues where it stopped, or roll back with asm-canary rollback --state {state}"
+                    ),
+                ),
+            },
+        },
+        RunState::Running | RunState::RollingBack => cmd(
+            format!("asm-canary resume --state {state}"),
+            "the checkpoint says a run is in progress; if no process is running it (it died), resume continues it without repeating a side effect",
+        ),
+        RunState::Failed => cmd(
+            format!("asm-canary rollback --state {state}"),
+            "the rollback itself failed: a person must look at the reason first, then retry the rollback",
+        ),
+    }
+}
+
+fn awaiting_approval(cp: &Checkpoint) -> Option<String> {
+    cp.steps
+        .iter()
+        .find(|s| s.status == StepStatus::AwaitingApproval)
+        .map(|s| s.id.clone())
+}
+
+/// A serde enum as its wire word (`rolled_back`, `awaiting_approval`).
+fn word<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn took(s: &asm_canary_engine::StepRecord) -> String {
+    match (s.started_at, s.finished_at) {
+        (Some(a), Some(b)) => {
+            asm_canary_engine::duration::format_duration((b - a).to_std().unwrap_or_default())
         }
-        RunState::Running | RunState::RollingBack => {
-            format!("if no process is running it: asm-canary resume --state {state}")
-        }
-        RunState::Failed => {
-            format!("a person must look (see the reason); then asm-canary rollback --state {state}")
-        }
+        _ => String::new(),
     }
 }
 
@@ -335,6 +502,12 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         offline,
         output,
     } = args;
+    if !state.exists() {
+        return Err(CliError::bad(format!(
+            "--state {}: no such file; give the checkpoint a run wrote (upgrade --state FILE, default asm-canary-<cluster>.json)",
+            state.display()
+        )));
+    }
     let store = asm_canary_engine::FileStore::new(&state);
     let cp = asm_canary_engine::read_checkpoint(&store).await?;
     let hint = state.display().to_string();
@@ -358,15 +531,19 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     match output {
         OutputArg::Json => {
             let doc = json!({
+                "schema": "asm-canary.status/1.0",
                 "run_id": cp.run_id,
                 "target": cp.target,
                 "state": cp.state,
                 "reason": cp.reason,
+                "failed_step": cp.failed_step,
+                "awaiting_approval": awaiting_approval(&cp),
                 "summary": cp.summary,
-                "steps": cp.steps.iter().map(|s| json!({"id": s.id, "status": s.status, "attempts": s.attempts, "error": s.error})).collect::<Vec<_>>(),
-                "rollback": cp.rollback.iter().map(|s| json!({"id": s.id, "status": s.status, "error": s.error})).collect::<Vec<_>>(),
+                "steps": cp.steps.iter().map(|s| json!({"id": s.id, "status": s.status, "attempts": s.attempts, "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error})).collect::<Vec<_>>(),
+                "rollback": cp.rollback.iter().map(|s| json!({"id": s.id, "status": s.status, "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error})).collect::<Vec<_>>(),
                 "cluster_now": now,
                 "next": next,
+                "report": crate::report::report_path(&state),
             });
             println!(
                 "{}",
@@ -375,7 +552,11 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
             );
         }
         OutputArg::Text => {
-            println!("Run        {} ({:?})", cp.run_id, cp.state);
+            println!(
+                "Run        {} — {}",
+                cp.run_id,
+                word(&cp.state).replace('_', " ")
+            );
             println!("Cluster    {}", cp.target);
             if let (Some(s), Some(t)) = (cp.summary.get("source"), cp.summary.get("target")) {
                 println!(
@@ -387,37 +568,66 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
             if let Some(r) = &cp.reason {
                 println!("Reason     {r}");
             }
+            println!("Steps");
             for s in &cp.steps {
                 println!(
-                    "  {:<16} {:<18}{}",
+                    "  {:<16} {:<18} {:>8}{}",
                     s.id,
-                    format!("{:?}", s.status),
+                    word(&s.status).replace('_', " "),
+                    took(s),
                     s.error
                         .as_deref()
-                        .map(|e| format!(" {e}"))
+                        .map(|e| format!("  {e}"))
                         .unwrap_or_default()
                 );
             }
-            for s in cp
+            let rb: Vec<_> = cp
                 .rollback
                 .iter()
                 .filter(|s| s.status != StepStatus::Pending)
-            {
-                println!("  ↩ {:<14} {:?}", s.id, s.status);
+                .collect();
+            if !rb.is_empty() {
+                println!("Rollback");
+                for s in rb {
+                    println!(
+                        "  {:<16} {:<18} {:>8}{}",
+                        s.id,
+                        word(&s.status).replace('_', " "),
+                        took(s),
+                        s.error
+                            .as_deref()
+                            .map(|e| format!("  {e}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
             match &now {
                 serde_json::Value::Null => {}
                 v if v.get("error").is_some() => println!(
-                    "Cluster now: cannot read it: {}",
+                    "Cluster    now: cannot read it: {}",
                     v["error"].as_str().unwrap_or("")
                 ),
                 v => println!(
-                    "Cluster now: {} with revisions {}",
+                    "Cluster    now: {}, revisions [{}]",
                     v["provisioning_state"].as_str().unwrap_or("?"),
                     v["revisions"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
                 ),
             }
-            println!("Next       {next}");
+            let report = crate::report::report_path(&state);
+            if report.exists() {
+                println!("Report     {}", report.display());
+            }
+            match &next.command {
+                Some(c) => println!("Next       {c}\n           ({})", next.explanation),
+                None => println!("Next       {}", next.explanation),
+            }
         }
     }
     Ok(crate::exit::OK)
@@ -473,4 +683,49 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
     } else {
         crate::exit::PAUSED
     })
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum, Default, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Markdown (what every run writes to `<state>.report.md`).
+    #[default]
+    Md,
+    /// A standalone HTML page with the timeline as an inline SVG.
+    Html,
+    /// The timeline picture alone.
+    Svg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The checkpoint file of the run.
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+    pub format: ReportFormat,
+    /// Write it to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn report(args: ReportArgs) -> Result<u8, CliError> {
+    let ReportArgs { state, format, out } = args;
+    let cp = asm_canary_engine::read_checkpoint(&asm_canary_engine::FileStore::new(&state)).await?;
+    let events = crate::report::read_events(&state, &cp.run_id);
+    let t = crate::report::Timeline::build(cp, &events);
+    let text = match format {
+        ReportFormat::Md => crate::report::markdown(&t),
+        ReportFormat::Html => crate::report::html(&t),
+        ReportFormat::Svg => crate::report::svg(&t) + "\n",
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text).map_err(|e| {
+                CliError::bad(format!("--out {}: cannot write it: {e}", path.display()))
+            })?;
+            eprintln!("report: {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(crate::exit::OK)
 }

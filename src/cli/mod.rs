@@ -40,11 +40,14 @@ pub enum Command {
     Status(inspect::StatusArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
     ProxyStatus(inspect::ProxyStatusArgs),
+    /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
+    Report(inspect::ReportArgs),
     /// Run the simulated AKS cluster.
     #[command(subcommand)]
     Sim(SimCommand),
-    /// Print shell completions.
+    /// Print shell completions: `asm-canary completions bash > /etc/bash_completion.d/asm-canary`.
     Completions {
+        /// bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -62,12 +65,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Sim(SimCommand::Serve(args)) => sim::serve(args),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "asm-canary",
-                &mut std::io::stdout(),
-            );
+            // Into memory first: clap_complete panics on a write error (e.g. `| head`).
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "asm-canary", &mut buf);
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&buf);
             ExitCode::SUCCESS
         }
         command => {
@@ -99,6 +101,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Rollback(a) => run::resume(a, true).await,
         Command::Status(a) => inspect::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
+        Command::Report(a) => inspect::report(a).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
     }
 }
@@ -110,6 +113,8 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person: CI logs and `2>file` get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

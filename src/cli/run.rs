@@ -4,10 +4,12 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use asm_canary_engine::{
-    Approver, CancellationToken, Executor, FileStore, PreApproved, ResumeOptions, RunReport,
-    RunRequest, Runbook,
+    Access, Approver, CancellationToken, Checkpoint, Event, EventRecord, EventSink, Executor,
+    FanOut, FileStore, OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, Runbook,
+    StepStatus,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -16,7 +18,7 @@ use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
 use crate::steps::Env;
-use crate::ui::{self, OutputFormat};
+use crate::ui::{self, terminal::FailureChoice};
 
 /// The canary runbook, compiled in; `--runbook FILE` replaces it.
 pub const EMBEDDED_RUNBOOK: &str = include_str!("../../runbooks/asm-canary-upgrade.yaml");
@@ -31,7 +33,8 @@ pub struct RunArgs {
     /// Approve a step in advance (repeatable): `start`, `complete`, …
     #[arg(long = "approve", value_name = "STEP")]
     pub approve: Vec<String>,
-    /// The checkpoint file of this run.
+    /// The checkpoint file of this run (upgrade default: asm-canary-<cluster>.json). Its event
+    /// log and report are written next to it (<FILE>.events.jsonl, <FILE>.report.md).
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
     /// `text` for people (stderr), `json` for pipelines (JSON Lines on stdout).
@@ -161,23 +164,58 @@ pub enum Mode {
     Rollback { force: bool },
 }
 
-/// Runs the runbook against `env` and returns the report (the exit code comes from it).
+/// Runs the runbook against `env` and returns the exit code. Guided (a person at a terminal):
+/// approvals are prompted, and a failed step asks whether to roll back, retry or halt.
+/// Every run appends its events to `<state>.events.jsonl` and ends by writing the Markdown
+/// report `<state>.report.md` (path printed on stderr).
 pub async fn execute(
     env: Arc<Env>,
     run: &RunArgs,
     mode: Mode,
     state: PathBuf,
-) -> Result<RunReport, CliError> {
+) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
-    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
-    let format = match run.output {
-        OutputArg::Text => OutputFormat::Text,
-        OutputArg::Json => OutputFormat::Json,
-    };
+    let guided = interactive(run);
+    let (mut runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
+    // Guided: the engine would roll back on its own when a step fails; a person is asked
+    // instead, so such a step halts (pauses) and the question below decides. The checkpoint
+    // records the runbook's hash from its text, which this does not change; a later `resume`
+    // without a terminal rolls back as the runbook says.
+    let mut ask_on_failure = std::collections::BTreeSet::new();
+    if guided {
+        for step in &mut runbook.steps {
+            if step.on_failure == OnFailure::Rollback {
+                step.on_failure = OnFailure::Halt;
+                ask_on_failure.insert(step.id.clone());
+            }
+        }
+    }
     let hint = Some(state.display().to_string());
-    let sink = ui::sink_for(format, hint);
-    let approver: Arc<dyn Approver> = if interactive(run) {
-        Arc::new(ui::terminal::TerminalApprover::new())
+    let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
+    let guided_view = Arc::new(GuidedView {
+        inner: terminal.clone(),
+        guided,
+        ask: ask_on_failure.clone(),
+        chose_rollback: AtomicBool::new(false),
+    });
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![guided_view.clone()];
+    if run.output == OutputArg::Json {
+        // Next to JSON Lines, the text on stderr is plain lines, never bars.
+        sinks = vec![
+            Arc::new(ui::JsonLines::stdout()),
+            Arc::new(ui::Terminal::plain_stderr(hint.clone())),
+        ];
+    }
+    match open_event_log(&state) {
+        Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
+        Err(e) => eprintln!(
+            "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
+            crate::report::events_path(&state).display()
+        ),
+    }
+    let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
+    let approver: Arc<dyn Approver> = if guided {
+        Arc::new(terminal.approver())
     } else {
         Arc::new(PreApproved::new(run.approve.iter().cloned()))
     };
@@ -187,35 +225,150 @@ pub async fn execute(
     let executor = Executor::new(runbook, registry, FileStore::new(&state))
         .with_events(sink)
         .with_approver(approver)
-        .with_cancellation(token);
-    let report = match mode {
+        .with_cancellation(token.clone());
+    let resume_opts = |force| ResumeOptions {
+        expect_target: Some(target.clone()),
+        force,
+    };
+    let mut report = match mode {
         Mode::Run(params) => {
             executor
                 .run(RunRequest {
-                    target,
+                    target: target.clone(),
                     params,
                     run_id: None,
                 })
                 .await?
         }
-        Mode::Resume { force } => {
-            executor
-                .resume(ResumeOptions {
-                    expect_target: Some(target),
-                    force,
-                })
-                .await?
-        }
-        Mode::Rollback { force } => {
-            executor
-                .rollback(ResumeOptions {
-                    expect_target: Some(target),
-                    force,
-                })
-                .await?
-        }
+        Mode::Resume { force } => executor.resume(resume_opts(force)).await?,
+        Mode::Rollback { force } => executor.rollback(resume_opts(force)).await?,
     };
-    Ok(report)
+    let mut code = report.exit_code();
+    while guided && !token.is_cancelled() && report.outcome == Outcome::Paused {
+        let Some(failed) = failed_step(&state).await else {
+            break;
+        };
+        if !ask_on_failure.contains(&failed.0) {
+            break;
+        }
+        match ui::terminal::ask_after_failure(&failed.0, &failed.1) {
+            FailureChoice::Retry => {
+                report = executor.resume(resume_opts(false)).await?;
+                code = report.exit_code();
+            }
+            FailureChoice::Rollback => {
+                guided_view.chose_rollback.store(true, Ordering::SeqCst);
+                report = executor.rollback(resume_opts(false)).await?;
+                // A gate failed and the rollback finished: exit 3, as unattended.
+                code = match report.outcome {
+                    Outcome::RolledBack => crate::exit::ROLLED_BACK,
+                    _ => report.exit_code(),
+                };
+            }
+            FailureChoice::Halt => {
+                eprintln!(
+                    "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume --state {s}   or roll back with: asm-canary rollback --state {s}",
+                    failed.0,
+                    s = state.display()
+                );
+                break;
+            }
+        }
+    }
+    write_report(&state, &report.run_id);
+    Ok(code)
+}
+
+/// The terminal view of a guided run: a failure that will be put to the person is shown as
+/// a failure (not as the runbook's `halt`), the pause it causes is left to the question, and a
+/// rollback chosen after a failure reports exit 3, as an unattended run would.
+struct GuidedView {
+    inner: Arc<ui::Terminal>,
+    /// A person answers prompts: the prompt itself says what needs approval.
+    guided: bool,
+    ask: std::collections::BTreeSet<String>,
+    chose_rollback: AtomicBool,
+}
+
+impl EventSink for GuidedView {
+    fn emit(&self, record: &EventRecord) {
+        let mut record = record.clone();
+        match &mut record.event {
+            Event::ApprovalNeeded { .. } if self.guided => return,
+            Event::StepFailed {
+                step, on_failure, ..
+            } if self.ask.contains(step.as_str()) => *on_failure = None,
+            Event::RunFinished {
+                outcome: Outcome::Paused,
+                reason: Some(reason),
+                ..
+            } if self
+                .ask
+                .iter()
+                .any(|s| reason.starts_with(&format!("step {s:?} failed"))) =>
+            {
+                return;
+            }
+            Event::RunFinished {
+                outcome: Outcome::RolledBack,
+                exit_code,
+                reason,
+                ..
+            } if self.chose_rollback.load(Ordering::SeqCst) => {
+                *exit_code = crate::exit::ROLLED_BACK;
+                *reason = Some("a step failed and the rollback was chosen at the terminal".into());
+            }
+            _ => {}
+        }
+        self.inner.emit(&record);
+    }
+}
+
+/// The forward step that failed and left the run paused (guided mode halts on failures), with
+/// its error.
+async fn failed_step(state: &Path) -> Option<(String, String)> {
+    let cp = asm_canary_engine::read_checkpoint(&FileStore::new(state))
+        .await
+        .ok()?;
+    let id = cp.failed_step.clone()?;
+    let rec = cp
+        .steps
+        .iter()
+        .find(|s| s.id == id && s.status == StepStatus::Failed)?;
+    Some((id, rec.error.clone().unwrap_or_default()))
+}
+
+fn open_event_log(state: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(crate::report::events_path(state))
+}
+
+/// Writes `<state>.report.md` and names it on stderr; a failure to write is a warning, since
+/// the checkpoint is the record and `asm-canary report` can rebuild it.
+fn write_report(state: &Path, run_id: &str) {
+    let cp = match std::fs::read(state).ok().and_then(|b| {
+        Checkpoint::from_json(&b, &state.display().to_string(), Access::ReadOnly).ok()
+    }) {
+        Some(cp) => cp,
+        None => return,
+    };
+    let events = crate::report::read_events(state, run_id);
+    let md = crate::report::markdown(&crate::report::Timeline::build(cp, &events));
+    let path = crate::report::report_path(state);
+    match std::fs::write(&path, md) {
+        Ok(()) => eprintln!("report: {}", path.display()),
+        Err(e) => eprintln!(
+            "asm-canary: warning: cannot write the report {}: {e}; run asm-canary report --state {}",
+            path.display(),
+            state.display()
+        ),
+    }
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
@@ -230,8 +383,10 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .state
         .clone()
         .unwrap_or_else(|| default_state(&connected.env.cluster.name));
-    let report = execute(connected.env, &run, Mode::Run(params), state).await?;
-    Ok(report.exit_code())
+    if interactive(&run) {
+        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
+    }
+    execute(connected.env, &run, Mode::Run(params), state).await
 }
 
 /// The checkpoint's target, for commands that take only `--state`.
@@ -283,6 +438,5 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     } else {
         Mode::Resume { force }
     };
-    let report = execute(connected.env, &run, mode, state).await?;
-    Ok(report.exit_code())
+    execute(connected.env, &run, mode, state).await
 }

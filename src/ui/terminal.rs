@@ -33,19 +33,15 @@ pub struct Terminal {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+    ProgressStyle::with_template("{spinner} {wide_msg} {elapsed:.dim}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
         .tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "·"])
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed:.dim}")
+    ProgressStyle::with_template("{spinner} {wide_msg} [{bar:30}] {pos}/{len} {elapsed:.dim}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
-}
-
-fn done_style() -> ProgressStyle {
-    ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl Terminal {
@@ -110,6 +106,23 @@ impl Terminal {
                     old.finish_and_clear();
                 }
             }
+            Event::StepProgress {
+                step,
+                detail,
+                progress: Some(p),
+            } if p.total.is_some() && wave_of(detail).is_some() => {
+                // A bar per wave under the step's line: pods/workloads moved out of the total.
+                let key = format!("{step}#{}", wave_of(detail).unwrap_or_default());
+                let pb = bars.entry(key).or_insert_with(|| {
+                    let pb = multi.add(ProgressBar::new(p.total.unwrap_or(0)));
+                    pb.set_style(bar_style());
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                    pb
+                });
+                pb.set_length(p.total.unwrap_or(0));
+                pb.set_position(p.done);
+                pb.set_message(format!("  {detail}"));
+            }
             Event::GateStarted { step, .. }
             | Event::GateProgress { step, .. }
             | Event::StepProgress { step, .. } => {
@@ -143,10 +156,31 @@ impl Terminal {
             | Event::StepSkipped { step, .. }
             | Event::StepInterrupted { step, .. } => {
                 let line = text::line(event, hint).unwrap_or_default();
+                let prefix = format!("{step}#");
+                let waves: Vec<String> = bars
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for k in waves {
+                    if let Some(pb) = bars.remove(&k) {
+                        pb.finish_and_clear();
+                        multi.remove(&pb);
+                    }
+                }
                 match bars.remove(step) {
                     Some(pb) => {
-                        pb.set_style(done_style());
-                        pb.finish_with_message(line);
+                        // The step's line, final state and how long it took, goes into the
+                        // scrollback above the live bars.
+                        let took = pb.elapsed();
+                        pb.finish_and_clear();
+                        multi.remove(&pb);
+                        let _ = multi.println(format!(
+                            "{line} ({})",
+                            asm_canary_engine::duration::format_duration(Duration::from_millis(
+                                took.as_millis() as u64
+                            ))
+                        ));
                     }
                     None => {
                         let _ = multi.println(line);
@@ -186,6 +220,13 @@ impl EventSink for Terminal {
     }
 }
 
+/// The wave a progress detail is about (`"wave 2/3: …"` → `"2/3"`).
+fn wave_of(detail: &str) -> Option<&str> {
+    let rest = detail.strip_prefix("wave ")?;
+    let end = rest.find(':').unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
 /// Asks `Approve step …? [y/N]` on stderr and reads the answer from stdin. `y`/`yes` approves
 /// (recorded as `terminal:$USER`); anything else denies; no terminal or end of input defers
 /// (the run pauses, resumable with `--approve`).
@@ -219,7 +260,9 @@ fn ask(request: &ApprovalRequest) -> ApprovalDecision {
             "y" | "yes" => ApprovalDecision::Approved {
                 by: format!(
                     "terminal:{}",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into())
                 ),
             },
             _ => ApprovalDecision::Denied {
@@ -240,6 +283,46 @@ impl Approver for TerminalApprover {
         })
         .await;
         answer.unwrap_or(ApprovalDecision::Defer)
+    }
+}
+
+/// What a person chose after a step failed in guided mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureChoice {
+    /// Run the rollback sequence now (exit 3 when it finishes).
+    Rollback,
+    /// Run the failed step again: its action observes first, then its gate waits anew.
+    Retry,
+    /// Stop here, paused and resumable (exit 4).
+    Halt,
+}
+
+/// Asks what to do about a failed step: `[r]ollback`, `re[t]ry`, `[h]alt`. End of input or
+/// no terminal halts: the run stays paused, nothing more changes.
+pub fn ask_after_failure(step: &str, error: &str) -> FailureChoice {
+    if !std::io::stdin().is_terminal() {
+        return FailureChoice::Halt;
+    }
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "✘ step {step:?} failed: {error}");
+    loop {
+        let _ = write!(
+            err,
+            "? What now: [r]ollback to the source revision, re[t]ry step {step:?}, or [h]alt (resumable)? [r/t/h] "
+        );
+        let _ = err.flush();
+        let mut answer = String::new();
+        match std::io::stdin().lock().read_line(&mut answer) {
+            Ok(0) | Err(_) => return FailureChoice::Halt,
+            Ok(_) => match answer.trim().to_ascii_lowercase().as_str() {
+                "r" | "rollback" => return FailureChoice::Rollback,
+                "t" | "retry" => return FailureChoice::Retry,
+                "h" | "halt" => return FailureChoice::Halt,
+                other => {
+                    let _ = writeln!(err, "  {other:?}: answer r, t or h");
+                }
+            },
+        }
     }
 }
 
@@ -507,6 +590,54 @@ mod tests {
             summary: summary(),
         }));
         assert_eq!(open(&t), 0);
+    }
+
+    #[test]
+    fn a_bar_per_wave_under_the_step_and_gone_when_the_step_ends() {
+        let t = Terminal::bars(ProgressDrawTarget::hidden(), None);
+        let s = |x: &str| x.to_string();
+        let keys = |t: &Terminal| match &t.target {
+            Target::Bars { bars, .. } => {
+                let b = bars.lock().unwrap();
+                let mut k: Vec<(String, (u64, Option<u64>))> = b
+                    .iter()
+                    .map(|(k, pb)| (k.clone(), (pb.position(), pb.length())))
+                    .collect();
+                k.sort();
+                k
+            }
+            Target::Plain(_) => vec![],
+        };
+        t.emit(&rec(Event::StepStarted {
+            step: s("restart"),
+            phase: Phase::Forward,
+            attempt: 1,
+            description: None,
+        }));
+        for (detail, done, total) in [
+            ("wave 1/2: 1/2 workloads rolled out", 1, 2),
+            ("wave 1/2: 2/2 workloads rolled out", 2, 2),
+            ("wave 2/2: 1/4 workloads rolled out", 1, 4),
+        ] {
+            t.emit(&rec(Event::StepProgress {
+                step: s("restart"),
+                detail: s(detail),
+                progress: Some(Progress::of(done, total)),
+            }));
+        }
+        let k = keys(&t);
+        assert_eq!(
+            k.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["restart", "restart#1/2", "restart#2/2"]
+        );
+        assert_eq!(k[1].1, (2, Some(2)));
+        assert_eq!(k[2].1, (1, Some(4)));
+        t.emit(&rec(Event::StepSucceeded {
+            step: s("restart"),
+            phase: Phase::Forward,
+            already_done: false,
+        }));
+        assert!(keys(&t).is_empty());
     }
 
     #[tokio::test]

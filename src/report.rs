@@ -1,0 +1,538 @@
+//! The run report a change-review board reads: what ran, when, what each gate waited for and
+//! for how long, what changed, and a picture of the timeline. Built from the checkpoint (step
+//! times, journal, approvals) and, when present, the run's event log (`<state>.events.jsonl`,
+//! written next to the checkpoint by every run) for the gates' details.
+//!
+//! ```text
+//! <state>               checkpoint ─┐
+//! <state>.events.jsonl  events     ─┴─▶ Timeline ─▶ markdown() → <state>.report.md
+//!                                                └─▶ html()     (embeds svg(), no external assets)
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use asm_canary_engine::{Checkpoint, EntryStatus, Event, EventRecord, Phase, StepStatus};
+use chrono::{DateTime, Utc};
+
+/// `<state>.events.jsonl`: every event of every invocation on this checkpoint, appended.
+pub fn events_path(state: &Path) -> PathBuf {
+    suffixed(state, ".events.jsonl")
+}
+
+/// `<state>.report.md`: the Markdown report, rewritten at the end of every run.
+pub fn report_path(state: &Path) -> PathBuf {
+    suffixed(state, ".report.md")
+}
+
+fn suffixed(state: &Path, suffix: &str) -> PathBuf {
+    let mut s = state.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Reads the event log of `run_id` (missing file: none; unparsable lines are skipped, since
+/// the log is an aid and the checkpoint is the record).
+pub fn read_events(state: &Path, run_id: &str) -> Vec<EventRecord> {
+    let Ok(text) = std::fs::read_to_string(events_path(state)) else {
+        return vec![];
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<EventRecord>(l).ok())
+        .filter(|r| r.run_id == run_id)
+        .collect()
+}
+
+/// One bar of the timeline.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub step: String,
+    pub phase: Phase,
+    pub status: StepStatus,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub attempts: u32,
+    /// The gate's check, when it ran.
+    pub gate: Option<GateSpan>,
+    /// Side effects made by this step (kind and target).
+    pub changes: Vec<String>,
+    /// Why it failed or was skipped.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GateSpan {
+    pub check: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub timeout_ms: u64,
+    /// The last thing it reported waiting for.
+    pub waited_for: Option<String>,
+    /// How it ended: the pass detail or the failure reason.
+    pub result: Option<String>,
+    pub passed: Option<bool>,
+}
+
+/// The whole run, ready to render.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub cp: Checkpoint,
+    pub rows: Vec<Row>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Timeline {
+    pub fn build(cp: Checkpoint, events: &[EventRecord]) -> Timeline {
+        let mut rows = Vec::new();
+        let seqs = [
+            (Phase::Forward, cp.steps.clone()),
+            (Phase::Rollback, cp.rollback.clone()),
+        ];
+        for (phase, records) in seqs {
+            for r in records {
+                let Some(start) = r.started_at else { continue };
+                let end = r.finished_at.unwrap_or(cp.updated_at).max(start);
+                let changes = cp
+                    .journal
+                    .iter()
+                    .filter(|j| j.step == r.id && j.phase == phase)
+                    .map(|j| {
+                        format!(
+                            "{} {}{}",
+                            j.kind,
+                            j.target,
+                            if j.status == EntryStatus::Intent {
+                                " (in flight: not confirmed)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                rows.push(Row {
+                    gate: gate_span(events, &r.id, start, end),
+                    step: r.id.clone(),
+                    phase,
+                    status: r.status,
+                    start,
+                    end,
+                    attempts: r.attempts,
+                    changes,
+                    note: r.error.clone().or(r.skip_reason.clone()),
+                });
+            }
+        }
+        rows.sort_by_key(|r| r.start);
+        let start = rows.first().map(|r| r.start).unwrap_or(cp.created_at);
+        let end = rows
+            .iter()
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(cp.updated_at)
+            .max(start);
+        Timeline {
+            cp,
+            rows,
+            start,
+            end,
+        }
+    }
+}
+
+/// The last gate of `step` that ran within [start, end] (a resumed step's latest attempt).
+fn gate_span(
+    events: &[EventRecord],
+    step: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<GateSpan> {
+    let mut span: Option<GateSpan> = None;
+    for rec in events {
+        if rec.ts < start - chrono::Duration::seconds(1)
+            || rec.ts > end + chrono::Duration::seconds(1)
+        {
+            continue;
+        }
+        match &rec.event {
+            Event::GateStarted {
+                step: s,
+                check,
+                timeout_ms,
+                ..
+            } if s == step => {
+                span = Some(GateSpan {
+                    check: check.clone(),
+                    start: rec.ts,
+                    end: rec.ts,
+                    timeout_ms: *timeout_ms,
+                    waited_for: None,
+                    result: None,
+                    passed: None,
+                })
+            }
+            Event::GateProgress {
+                step: s, detail, ..
+            } if s == step => {
+                if let Some(g) = span.as_mut() {
+                    g.waited_for = Some(detail.clone());
+                    g.end = rec.ts;
+                }
+            }
+            Event::GatePassed {
+                step: s, detail, ..
+            } if s == step => {
+                if let Some(g) = span.as_mut() {
+                    g.result = detail.clone();
+                    g.passed = Some(true);
+                    g.end = rec.ts;
+                }
+            }
+            Event::GateFailed {
+                step: s, reason, ..
+            } if s == step => {
+                if let Some(g) = span.as_mut() {
+                    g.result = Some(reason.clone());
+                    g.passed = Some(false);
+                    g.end = rec.ts;
+                }
+            }
+            _ => {}
+        }
+    }
+    span
+}
+
+fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 120.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+fn status_word(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Pending => "pending",
+        StepStatus::AwaitingApproval => "awaiting approval",
+        StepStatus::Acting => "acting",
+        StepStatus::Gating => "gating",
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+        StepStatus::Skipped => "skipped",
+        StepStatus::Interrupted => "interrupted",
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn summary_str(cp: &Checkpoint, key: &str) -> String {
+    cp.summary
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The Markdown report.
+pub fn markdown(t: &Timeline) -> String {
+    let cp = &t.cp;
+    let mut s = String::new();
+    let _ = writeln!(s, "# asm-canary run {}\n", cp.run_id);
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| Cluster | `{}` |", cp.target);
+    let _ = writeln!(
+        s,
+        "| Upgrade | {} → {} |",
+        summary_str(cp, "source"),
+        summary_str(cp, "target")
+    );
+    let _ = writeln!(s, "| Outcome | {} |", state_word(cp));
+    if let Some(r) = &cp.reason {
+        let _ = writeln!(s, "| Reason | {} |", md_cell(r));
+    }
+    let _ = writeln!(
+        s,
+        "| Started | {} |\n| Last change | {} |\n| Duration | {} |",
+        cp.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        cp.updated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        fmt_secs(secs(t.start, t.end))
+    );
+    let _ = writeln!(
+        s,
+        "| Runbook | {} (sha256 {}) |",
+        cp.runbook.name,
+        &cp.runbook.sha256.get(..12).unwrap_or(&cp.runbook.sha256)
+    );
+
+    let _ = writeln!(s, "\n## Timeline\n");
+    let _ = writeln!(
+        s,
+        "| Step | Phase | Status | Start (+s) | Took | Gate | Gate waited | Waited for / result |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for r in &t.rows {
+        let (gate, waited, what) = match &r.gate {
+            Some(g) => (
+                g.check.clone(),
+                fmt_secs(secs(g.start, g.end)),
+                g.result
+                    .clone()
+                    .or(g.waited_for.clone())
+                    .unwrap_or_default(),
+            ),
+            None => (String::new(), String::new(), String::new()),
+        };
+        let what = match &r.note {
+            Some(n) if what.is_empty() => n.clone(),
+            _ => what,
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}{} | {:.1} | {} | {} | {} | {} |",
+            r.step,
+            phase_word(r.phase),
+            status_word(r.status),
+            if r.attempts > 1 {
+                format!(" ({} attempts)", r.attempts)
+            } else {
+                String::new()
+            },
+            secs(t.start, r.start),
+            fmt_secs(secs(r.start, r.end)),
+            gate,
+            waited,
+            md_cell(&what)
+        );
+    }
+
+    let _ = writeln!(s, "\n## What changed\n");
+    if cp.journal.is_empty() {
+        let _ = writeln!(s, "Nothing: no side effect was made.");
+    }
+    for j in &cp.journal {
+        let _ = writeln!(
+            s,
+            "- `{}` {} `{}`{} — {} ({})",
+            j.step,
+            j.kind,
+            j.target,
+            if j.status == EntryStatus::Intent {
+                " **in flight, not confirmed**"
+            } else {
+                ""
+            },
+            j.done_at
+                .unwrap_or(j.recorded_at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            phase_word(j.phase)
+        );
+    }
+    let _ = writeln!(s, "\n## Approvals\n");
+    if cp.approvals.is_empty() {
+        let _ = writeln!(s, "None recorded.");
+    }
+    for a in &cp.approvals {
+        let _ = writeln!(
+            s,
+            "- `{}` approved by {} at {}",
+            a.step,
+            a.by,
+            a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    s
+}
+
+fn phase_word(p: Phase) -> &'static str {
+    match p {
+        Phase::Forward => "forward",
+        Phase::Rollback => "rollback",
+    }
+}
+
+fn state_word(cp: &Checkpoint) -> String {
+    serde_json::to_value(cp.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{:?}", cp.state))
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The timeline as a standalone SVG: one `rect.step` per step that ran, a `rect.gate` inside
+/// it for the time its gate waited, and each bar's `<title>` saying what it waited for.
+pub fn svg(t: &Timeline) -> String {
+    const LABEL: f64 = 170.0;
+    const WIDTH: f64 = 640.0;
+    const ROW: f64 = 24.0;
+    let total = secs(t.start, t.end).max(0.001);
+    let x = |at: DateTime<Utc>| LABEL + secs(t.start, at) / total * WIDTH;
+    let height = ROW * (t.rows.len() as f64 + 2.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="sans-serif" font-size="12">"#,
+        w = LABEL + WIDTH + 80.0
+    );
+    s.push_str(
+        "<style>.step{fill:#9ecae1}.failed{fill:#fb6a4a}.skipped{fill:#d9d9d9}.rollback{fill:#fdd0a2}.gate{fill:#3182bd;opacity:.6}</style>",
+    );
+    for (i, r) in t.rows.iter().enumerate() {
+        let y = ROW * i as f64 + 4.0;
+        let x0 = x(r.start);
+        let w = (x(r.end) - x0).max(1.0);
+        let class = match (r.status, r.phase) {
+            (StepStatus::Failed, _) => "step failed",
+            (StepStatus::Skipped, _) => "step skipped",
+            (_, Phase::Rollback) => "step rollback",
+            _ => "step",
+        };
+        let mut title = format!(
+            "{} ({}): {}, {}",
+            r.step,
+            phase_word(r.phase),
+            status_word(r.status),
+            fmt_secs(secs(r.start, r.end))
+        );
+        if let Some(g) = &r.gate {
+            let _ = write!(
+                title,
+                "; gate {} waited {}",
+                g.check,
+                fmt_secs(secs(g.start, g.end))
+            );
+            if let Some(w) = g.result.as_ref().or(g.waited_for.as_ref()) {
+                let _ = write!(title, ": {w}");
+            }
+        }
+        if !r.changes.is_empty() {
+            let _ = write!(title, "; changed: {}", r.changes.join(", "));
+        }
+        let _ = write!(
+            s,
+            r#"<text x="4" y="{ty}">{label}</text><rect class="{class}" data-step="{step}" x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}"><title>{title}</title></rect>"#,
+            ty = y + 13.0,
+            label = xml(&format!(
+                "{}{}",
+                if r.phase == Phase::Rollback {
+                    "↩ "
+                } else {
+                    ""
+                },
+                r.step
+            )),
+            step = xml(&r.step),
+            h = ROW - 8.0,
+            title = xml(&title),
+        );
+        if let Some(g) = &r.gate {
+            let gx = x(g.start);
+            let gw = (x(g.end) - gx).max(1.0);
+            let _ = write!(
+                s,
+                r#"<rect class="gate" x="{gx:.1}" y="{gy:.1}" width="{gw:.1}" height="{gh:.1}"/>"#,
+                gy = y + 4.0,
+                gh = ROW - 16.0,
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{tx:.1}" y="{ty}">{d}</text>"#,
+            tx = x0 + w + 4.0,
+            ty = y + 13.0,
+            d = xml(&fmt_secs(secs(r.start, r.end)))
+        );
+    }
+    let axis_y = ROW * t.rows.len() as f64 + 12.0;
+    let _ = write!(
+        s,
+        r#"<line x1="{LABEL}" y1="{axis_y}" x2="{x2}" y2="{axis_y}" stroke="black"/><text x="{LABEL}" y="{ty}">0s</text><text x="{x2}" y="{ty}" text-anchor="end">{d}</text></svg>"#,
+        x2 = LABEL + WIDTH,
+        ty = axis_y + 14.0,
+        d = xml(&fmt_secs(total))
+    );
+    s
+}
+
+/// A standalone HTML page: the Markdown report's facts as tables, with the SVG inline.
+pub fn html(t: &Timeline) -> String {
+    let cp = &t.cp;
+    let mut s = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    let _ = write!(
+        s,
+        "<title>asm-canary run {}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head><body>",
+        xml(&cp.run_id)
+    );
+    let _ = write!(
+        s,
+        "<h1>asm-canary run {}</h1><p>Cluster <code>{}</code><br>Upgrade {} → {}<br>Outcome <b>{}</b>{}</p>",
+        xml(&cp.run_id),
+        xml(&cp.target),
+        xml(&summary_str(cp, "source")),
+        xml(&summary_str(cp, "target")),
+        xml(&state_word(cp)),
+        cp.reason
+            .as_ref()
+            .map(|r| format!("<br>Reason: {}", xml(r)))
+            .unwrap_or_default()
+    );
+    s.push_str("<h2>Timeline</h2>");
+    s.push_str(&svg(t));
+    s.push_str("<table><tr><th>Step</th><th>Phase</th><th>Status</th><th>Took</th><th>Gate</th><th>Gate waited</th><th>Waited for / result</th><th>Changed</th></tr>");
+    for r in &t.rows {
+        let (gate, waited, what) = match &r.gate {
+            Some(g) => (
+                g.check.clone(),
+                fmt_secs(secs(g.start, g.end)),
+                g.result
+                    .clone()
+                    .or(g.waited_for.clone())
+                    .unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            xml(&r.step),
+            phase_word(r.phase),
+            status_word(r.status),
+            fmt_secs(secs(r.start, r.end)),
+            xml(&gate),
+            waited,
+            xml(if what.is_empty() {
+                r.note.as_deref().unwrap_or("")
+            } else {
+                &what
+            }),
+            xml(&r.changes.join("; "))
+        );
+    }
+    s.push_str("</table>");
+    s.push_str("<h2>Approvals</h2><ul>");
+    for a in &cp.approvals {
+        let _ = write!(
+            s,
+            "<li><code>{}</code> by {} at {}</li>",
+            xml(&a.step),
+            xml(&a.by),
+            a.at.to_rfc3339()
+        );
+    }
+    s.push_str("</ul></body></html>\n");
+    s
+}

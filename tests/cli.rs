@@ -1,0 +1,450 @@
+//! The command line as a pipeline and a person meet it: the real binary against the simulated
+//! cluster. Plan (snapshot), JSON Lines on stdout only, every exit code, status on finished,
+//! paused and rolled-back runs, the report, completions, and the non-TTY fallback.
+
+mod common;
+
+use std::process::Output;
+
+use common::{FAST, TestSim, events, last_event, stderr};
+use serde_json::Value;
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_cluster_target_configmap_tag_waves_gates_and_changes_nothing() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .run(&["plan", "--canary-namespaces", "payments", "--soak", "45s"])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    insta::assert_snapshot!("plan_text", stdout(&out));
+    let out = sim
+        .run(&[
+            "plan",
+            "--canary-namespaces",
+            "payments",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let doc: Value =
+        serde_json::from_slice(&out.stdout).expect("plan --output json is one JSON document");
+    assert_eq!(doc["schema"], "asm-canary.plan/1.0");
+    assert_eq!(doc["source"], "asm-1-27");
+    assert_eq!(doc["target"], "asm-1-29");
+    assert_eq!(doc["waves"][0]["namespaces"][0]["namespace"], "payments");
+    insta::assert_json_snapshot!("plan_json", doc);
+    // Nothing changed: one revision, no mutating request at all.
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+    let state = sim.sim_state().await;
+    assert_eq!(sim.handle.info.cluster, "aks-sim");
+    let puts = state.to_string().matches("\"PUT\"").count();
+    assert_eq!(puts, 0, "plan made a PUT: {state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_to_the_state() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        assert_eq!(v["schema"], "asm-canary.events/1.0", "{line}");
+        assert!(v["ts"].as_str().is_some_and(|t| t.contains('T')), "{line}");
+        assert!(v["run_id"].as_str().is_some_and(|r| !r.is_empty()));
+        assert!(v["event"].as_str().is_some());
+    }
+    let evs = events(&out);
+    for e in &evs {
+        check_event_schema(e);
+    }
+    let kinds: Vec<&str> = evs.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    assert!(kinds.contains(&"step_progress"), "{kinds:?}");
+    assert!(kinds.contains(&"gate_passed"));
+    let err = stderr(&out);
+    assert!(err.contains("completed: asm-1-27 → asm-1-29"), "{err}");
+    assert!(!err.contains('{'), "JSON leaked onto stderr: {err}");
+    // The report is written next to the checkpoint and named on stderr.
+    let state = sim.state_file();
+    let report = asm_canary::report::report_path(&state);
+    assert!(
+        err.contains(&format!("report: {}", report.display())),
+        "{err}"
+    );
+    let md = std::fs::read_to_string(&report).expect("report written");
+    assert!(md.contains("| Outcome | completed |"), "{md}");
+    assert!(md.contains("| Upgrade | asm-1-27 → asm-1-29 |"));
+    for step in ["preflight", "start", "restart", "verify", "complete"] {
+        assert!(
+            md.contains(&format!("| {step} | forward | succeeded")),
+            "{step}: {md}"
+        );
+    }
+    assert!(md.contains("| verify | forward | succeeded"));
+    assert!(md.contains("proxies-synced"));
+    assert!(
+        md.contains("restart-workload `Deployment/payments/api`"),
+        "{md}"
+    );
+    assert!(md.contains("`complete` approved by --approve"));
+    // The HTML report embeds the SVG timeline: well-formed, one bar per step that ran.
+    let out = sim
+        .run(&[
+            "report",
+            "--state",
+            state.to_str().unwrap(),
+            "--format",
+            "html",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let html = stdout(&out);
+    for external in ["src=", "href=", "<link", "<script", "url("] {
+        assert!(
+            !html.contains(external),
+            "the HTML loads something: {external}"
+        );
+    }
+    let svg_start = html.find("<svg").expect("inline svg");
+    let svg_end = html.find("</svg>").expect("svg end") + "</svg>".len();
+    let svg = &html[svg_start..svg_end];
+    well_formed(svg);
+    assert_eq!(svg.matches("<rect class=\"step").count(), 8, "{svg}");
+    for step in [
+        "preflight",
+        "get-upgrades",
+        "copy-configmap",
+        "start",
+        "repoint-tag",
+        "restart",
+        "verify",
+        "complete",
+    ] {
+        assert!(svg.contains(&format!("data-step=\"{step}\"")), "{step}");
+    }
+}
+
+/// The required fields of each event, as docs/events.md lists them (`asm-canary.events/1.0`).
+fn check_event_schema(e: &Value) {
+    let required: &[&str] = match e["event"].as_str().unwrap_or_default() {
+        "run_started" => &[
+            "runbook",
+            "runbook_sha256",
+            "target",
+            "resumed",
+            "params",
+            "steps",
+        ],
+        "step_started" => &["step", "phase", "attempt"],
+        "step_skipped" => &["step", "phase", "reason"],
+        "action_finished" => &["step", "phase", "already_done"],
+        "step_progress" => &["step", "detail"],
+        "side_effect" => &["step", "kind", "target", "done"],
+        "gate_started" => &["step", "check", "timeout_ms", "stable_for_ms"],
+        "gate_progress" => &["step", "check", "detail"],
+        "gate_passed" => &["step", "check"],
+        "gate_failed" => &["step", "check", "reason", "timed_out"],
+        "step_succeeded" => &["step", "phase", "already_done"],
+        "step_failed" => &["step", "phase", "error"],
+        "step_interrupted" => &["step", "phase"],
+        "approval_needed" => &["step"],
+        "approval_given" => &["step", "by"],
+        "approval_denied" => &["step", "reason"],
+        "rollback_started" => &["reason"],
+        "rollback_finished" => &["ok"],
+        "message" => &["level", "text"],
+        "run_finished" => &["outcome", "exit_code", "source", "target"],
+        other => panic!("event {other:?} is not in docs/events.md: {e}"),
+    };
+    for field in required {
+        assert!(e.get(field).is_some(), "{field} missing in {e}");
+    }
+    if let Some(p) = e.get("phase") {
+        assert!(p == "forward" || p == "rollback", "{e}");
+    }
+}
+
+/// A small XML well-formedness check: tags balance, attributes are quoted, only the five
+/// predefined entities are used.
+fn well_formed(xml: &str) {
+    let mut stack: Vec<String> = vec![];
+    let mut rest = xml;
+    while let Some(i) = rest.find('<') {
+        let text = &rest[..i];
+        check_text(text);
+        let end = rest[i..].find('>').expect("unclosed tag") + i;
+        let tag = &rest[i + 1..end];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+        } else {
+            let self_closing = tag.ends_with('/');
+            let body = tag.trim_end_matches('/');
+            let name = body
+                .split_whitespace()
+                .next()
+                .expect("tag name")
+                .to_string();
+            let attrs = &body[name.len()..];
+            assert_eq!(
+                attrs.matches('"').count() % 2,
+                0,
+                "unbalanced quotes in <{tag}>"
+            );
+            check_text(attrs);
+            if !self_closing {
+                stack.push(name);
+            }
+        }
+        rest = &rest[end + 1..];
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+fn check_text(text: &str) {
+    let mut t = text;
+    while let Some(i) = t.find('&') {
+        let ent = &t[i..t[i..].find(';').map(|j| i + j + 1).unwrap_or(t.len())];
+        assert!(
+            ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"].contains(&ent),
+            "bad entity {ent}"
+        );
+        t = &t[i + 1..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_exit_2_with_a_sentence_and_nothing_on_stdout() {
+    let sim = TestSim::start("healthy").await;
+    for args in [
+        vec!["upgrade", "--unattended", "--to", "banana"],
+        vec!["upgrade", "--unattended", "--no-such-flag"],
+        vec!["upgrade", "--unattended", "--param", "novalue"],
+        vec!["resume", "--unattended"],
+        vec!["status", "--state", "/nonexistent/run.json"],
+        vec!["report", "--state", "/nonexistent/run.json"],
+    ] {
+        let out = sim.run(&args).await;
+        assert_eq!(code(&out), 2, "{args:?}: stderr: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", stdout(&out));
+        assert!(!stderr(&out).trim().is_empty(), "{args:?}: no message");
+    }
+    let out = sim
+        .run(&["upgrade", "--unattended", "--to", "banana"])
+        .await;
+    assert!(stderr(&out).contains("--to \"banana\""), "{}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_proxies_roll_back_with_exit_3_and_status_names_what_happened() {
+    let sim = TestSim::start("stale-proxies").await;
+    let out = sim
+        .upgrade(&[
+            "--approve",
+            "start",
+            "--approve",
+            "complete",
+            "--param",
+            "verify_timeout=4s",
+        ])
+        .await;
+    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
+    for e in events(&out) {
+        check_event_schema(&e);
+    }
+    let last = last_event(&out);
+    assert_eq!(last["outcome"], "rolled_back");
+    assert_eq!(last["exit_code"], 3);
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+
+    let out = sim.run(&["status", "--state", s]).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("rolled back"), "{text}");
+    assert!(text.contains("verify"), "{text}");
+    assert!(text.contains("revisions [asm-1-27]"), "{text}");
+    assert!(text.contains("Next"), "{text}");
+    assert!(text.contains("asm-canary upgrade"), "next command: {text}");
+
+    let out = sim.run(&["status", "--state", s, "--output", "json"]).await;
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(doc["state"], "rolled_back");
+    assert_eq!(doc["failed_step"], "verify");
+    assert_eq!(
+        doc["cluster_now"]["revisions"],
+        serde_json::json!(["asm-1-27"])
+    );
+    assert!(
+        doc["next"]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("asm-canary upgrade")
+    );
+
+    let md = std::fs::read_to_string(asm_canary::report::report_path(&state)).unwrap();
+    assert!(md.contains("| Outcome | rolled_back |"), "{md}");
+    assert!(md.contains("| verify | forward | failed"), "{md}");
+    assert!(
+        md.contains("STALE"),
+        "the report says what the gate waited for: {md}"
+    );
+    assert!(
+        md.contains("| rollback-remove-canary | rollback | succeeded"),
+        "{md}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_run_status_names_the_approve_command_then_resume_completes_and_status_says_done() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "stderr: {}", stderr(&out));
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+    let out = sim.run(&["status", "--state", s]).await;
+    let text = stdout(&out);
+    assert!(text.contains("paused"), "{text}");
+    assert!(
+        text.contains(&format!("asm-canary resume --state {s} --approve complete")),
+        "{text}"
+    );
+    assert!(text.contains("revisions [asm-1-27, asm-1-29]"), "{text}");
+    let out = sim.run(&["status", "--state", s, "--output", "json"]).await;
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(doc["state"], "paused");
+    assert_eq!(doc["awaiting_approval"], "complete");
+    assert_eq!(
+        doc["next"]["command"],
+        format!("asm-canary resume --state {s} --approve complete")
+    );
+
+    let args = [
+        "resume",
+        "--state",
+        s,
+        "--unattended",
+        "--output",
+        "json",
+        "--approve",
+        "complete",
+    ];
+    let out = sim.run(&args).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+
+    let out = sim.run(&["status", "--state", s, "--output", "json"]).await;
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(doc["state"], "completed");
+    assert_eq!(doc["next"]["command"], Value::Null);
+    let out = sim.run(&["status", "--state", s]).await;
+    let text = stdout(&out);
+    assert!(text.contains("completed"), "{text}");
+    assert!(text.contains("nothing: the run completed"), "{text}");
+    // The report covers both invocations: the approval given at resume is in it.
+    let md = std::fs::read_to_string(asm_canary::report::report_path(&state)).unwrap();
+    assert!(md.contains("| complete | forward | succeeded"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_checkpoint_exits_5_while_the_first_holds_the_lock() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let s = state.to_str().unwrap().to_string();
+    let mut first = sim.command(&{
+        let mut a = vec![
+            "upgrade",
+            "--unattended",
+            "--output",
+            "json",
+            "--state",
+            &s,
+            "--approve",
+            "start",
+        ];
+        a.extend_from_slice(FAST);
+        a
+    });
+    first
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let first = first.spawn().expect("first run starts");
+    // Wait until the first run has written its checkpoint (it holds the lock from then on).
+    for _ in 0..200 {
+        if state.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(state.exists(), "the first run never wrote its checkpoint");
+    let out = sim
+        .run(&["resume", "--state", &s, "--unattended", "--output", "json"])
+        .await;
+    assert_eq!(code(&out), 5, "stderr: {}", stderr(&out));
+    assert!(out.stdout.is_empty() || events(&out).iter().all(|e| e["event"] != "step_started"));
+    let first = first.wait_with_output().await.unwrap();
+    assert_eq!(code(&first), 4, "stderr: {}", stderr(&first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_terminal_upgrade_behaves_as_unattended_and_pauses_instead_of_prompting() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let mut args = vec!["upgrade", "--state", state.to_str().unwrap()];
+    args.extend_from_slice(FAST);
+    let out = sim.run(&args).await;
+    assert_eq!(code(&out), 4, "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("[y/N]"), "prompted without a terminal: {err}");
+    assert!(err.contains("--approve start"), "{err}");
+    assert_eq!(
+        sim.revisions().await,
+        vec!["asm-1-27"],
+        "nothing changed before approval"
+    );
+    assert!(out.stdout.is_empty(), "text mode writes nothing on stdout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_for_bash_zsh_and_fish_name_the_subcommands() {
+    let sim = TestSim::start("healthy").await;
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sim.run(&["completions", shell]).await;
+        assert_eq!(code(&out), 0, "{shell}");
+        let text = stdout(&out);
+        for word in [
+            "upgrade", "resume", "rollback", "status", "report", "state", "approve",
+        ] {
+            assert!(text.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = sim.run(&["completions", "bash"]).await;
+    assert!(
+        stdout(&out).contains("complete -F"),
+        "a bash completion function"
+    );
+    let out = sim.run(&["completions", "zsh"]).await;
+    assert!(stdout(&out).starts_with("#compdef asm-canary"));
+    let out = sim.run(&["completions", "fish"]).await;
+    assert!(stdout(&out).contains("complete -c asm-canary"));
+}
