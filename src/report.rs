@@ -321,10 +321,11 @@ pub fn markdown(t: &Timeline) -> String {
     for j in &cp.journal {
         let _ = writeln!(
             s,
-            "- `{}` {} `{}`{} — {} ({})",
+            "- `{}` {} `{}`{}{} — {} ({})",
             j.step,
             j.kind,
             j.target,
+            workloads_of(j),
             if j.status == EntryStatus::Intent {
                 " **in flight, not confirmed**"
             } else {
@@ -535,4 +536,23 @@ pub fn html(t: &Timeline) -> String {
     }
     s.push_str("</ul></body></html>\n");
     s
+}
+
+/// For an entry that covers many workloads (a restart wave): ` (Deployment payments/api, …)`.
+fn workloads_of(j: &asm_canary_engine::JournalEntry) -> String {
+    let Some(list) = j.details.get("workloads").and_then(|w| w.as_array()) else {
+        return String::new();
+    };
+    let names: Vec<String> = list
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}/{}",
+                w["kind"].as_str().unwrap_or("?"),
+                w["namespace"].as_str().unwrap_or("?"),
+                w["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    format!(": {}", names.join(", "))
 }

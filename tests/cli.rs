@@ -98,7 +98,8 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
     assert!(md.contains("| verify | forward | succeeded"));
     assert!(md.contains("proxies-synced"));
     assert!(
-        md.contains("restart-workload `Deployment/payments/api`"),
+        md.lines()
+            .any(|l| l.contains("restart-wave `wave-1`") && l.contains("Deployment payments/api")),
         "{md}"
     );
     assert!(md.contains("`complete` approved by --approve"));
