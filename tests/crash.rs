@@ -83,7 +83,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -91,7 +91,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
 }
 
@@ -126,10 +126,22 @@ fn upgrade_args(state: &str) -> Vec<String> {
     args
 }
 
+/// When to kill: at an event, or a fixed time after the start.
+#[derive(Clone, Copy, Debug)]
+pub enum Kill {
+    At(KillAt),
+    AfterMs(u64),
+}
+
 /// Starts `upgrade`, kills it with SIGKILL at `at`.
 pub async fn run_and_kill(sim: &TestSim, at: KillAt) -> Killed {
     let state = sim.state_file();
     let args = upgrade_args(state.to_str().expect("utf-8 temp path"));
+    spawn_and_kill(sim, &args, Kill::At(at)).await
+}
+
+/// Starts the binary with `args`, kills it with SIGKILL at `kill`.
+pub async fn spawn_and_kill(sim: &TestSim, args: &[String], kill: Kill) -> Killed {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let stderr = std::fs::File::create(sim.dir.path().join("killed.stderr")).expect("stderr file");
     let mut child = sim
@@ -143,9 +155,22 @@ pub async fn run_and_kill(sim: &TestSim, at: KillAt) -> Killed {
     let mut seen = 0usize;
     let mut hits = 0usize;
     let mut killed = false;
-    while let Ok(Some(line)) = lines.next_line().await {
+    let deadline = match kill {
+        Kill::AfterMs(ms) => tokio::time::Instant::now() + Duration::from_millis(ms),
+        Kill::At(_) => tokio::time::Instant::now() + Duration::from_secs(3600),
+    };
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l,
+            _ = tokio::time::sleep_until(deadline) => {
+                child.start_kill().expect("SIGKILL");
+                killed = true;
+                break;
+            }
+        };
+        let Ok(Some(line)) = line else { break };
         seen += 1;
-        let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+        let (Kill::At(at), Ok(ev)) = (kill, serde_json::from_str::<Value>(&line)) else {
             continue;
         };
         if at.matches(&ev) {
@@ -161,7 +186,10 @@ pub async fn run_and_kill(sim: &TestSim, at: KillAt) -> Killed {
             }
         }
     }
-    let _ = child.wait().await;
+    let status = child.wait().await.expect("wait");
+    if !killed {
+        killed = status.code().is_none();
+    }
     // Let requests that were already on the wire land in the log.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let last_seq = sim
@@ -177,6 +205,20 @@ pub async fn run_and_kill(sim: &TestSim, at: KillAt) -> Killed {
         events_seen: seen,
         last_seq,
     }
+}
+
+fn rollback_args(state: &str) -> Vec<String> {
+    [
+        "rollback",
+        "--state",
+        state,
+        "--unattended",
+        "--output",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// `resume` (to the end, approvals given) or `rollback`; returns (exit code, stderr).
@@ -534,4 +576,194 @@ fn every_step_has_a_boundary_and_an_inside_kill_point() {
         );
     }
     assert!(points.iter().any(|(_, p)| p.in_complete()));
+}
+
+/// Kill the forward run at `first`, then kill `rollback` at `second`, then `rollback` again.
+async fn interrupted_rollback(first: KillAt, second: KillAt) {
+    let sim = TestSim::start("healthy").await;
+    let source_cm = source_cm_data(&sim).await;
+    let killed = run_and_kill(&sim, first).await;
+    assert!(killed.killed, "the run ended before {first:?}");
+    let state = sim.state_file();
+    let again = spawn_and_kill(
+        &sim,
+        &rollback_args(state.to_str().expect("utf-8")),
+        Kill::At(second),
+    )
+    .await;
+    assert!(again.killed, "the rollback ended before {second:?}");
+    let (code, err, last) = finish(&sim, true).await;
+    assert_eq!(
+        code, 0,
+        "second rollback: last event {last}\nstderr:\n{err}"
+    );
+    let inv = Invariants {
+        expect: SOURCE,
+        source_cm,
+    };
+    let bad = check(&sim, &inv, &killed).await;
+    assert!(
+        bad.is_empty(),
+        "rollback killed at {second:?}: {bad:#?}\nstderr:\n{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_killed_after_tag_restore_resumes() {
+    interrupted_rollback(
+        point("after-restart"),
+        KillAt::at("rollback-tag", "step_succeeded"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_killed_mid_restart_back_resumes() {
+    interrupted_rollback(
+        point("after-verify"),
+        KillAt::effect("rollback-restart", "restart-back-workload", false).nth(3),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_killed_during_remove_lro_resumes() {
+    let mut rng = Rng::new(SEED ^ 1);
+    interrupted_rollback(
+        point("after-restart"),
+        KillAt::effect("rollback-remove-canary", "arm-put-revisions", false)
+            .after_ms(rng.range(100, 900)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_killed_at_configmap_delete_resumes() {
+    interrupted_rollback(
+        point("after-start"),
+        KillAt::effect("rollback-configmap", "configmap-delete", false),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_complete_refuses_and_says_why() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let state = sim.state_file();
+    let before = std::fs::read(&state).expect("checkpoint");
+    let writes = sim.handle.shared.requests.snapshot().len();
+    let (code, err, _) = finish(&sim, true).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has completed"), "{err}");
+    assert_eq!(
+        std::fs::read(&state).expect("checkpoint"),
+        before,
+        "checkpoint untouched"
+    );
+    // Nothing changed on the cluster (the lock's own Lease writes aside).
+    let after: Vec<_> = sim.handle.shared.requests.snapshot()[writes..]
+        .iter()
+        .filter(|r| {
+            !r.path.contains("asm-canary-lock")
+                && !r.path.ends_with("listClusterUserCredential")
+                && r.api != "token"
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(sim.revisions().await, vec![TARGET]);
+}
+
+/// The randomized soak: `CRASH_SOAK_CASES=200 cargo nextest run -p asm-canary --test crash
+/// soak --run-ignored only --no-capture`. Prints kill points tried, resumes, rollbacks and
+/// invariant violations (must be 0). `CRASH_SOAK_SEED` picks the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: randomized crash soak"]
+async fn soak() {
+    let cases: usize = std::env::var("CRASH_SOAK_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let seed: u64 = std::env::var("CRASH_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(SEED)
+        });
+    let mut rng = Rng::new(seed);
+    let (mut tried, mut not_reached, mut resumes, mut rollbacks, mut refused) = (0, 0, 0, 0, 0);
+    let mut rollback_kills = 0;
+    let mut violations: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..cases {
+        let sim = TestSim::start("healthy").await;
+        let source_cm = source_cm_data(&sim).await;
+        let state = sim.state_file();
+        let args = upgrade_args(state.to_str().expect("utf-8"));
+        // A full run takes ~4-5 s here: kill anywhere in it.
+        let at = rng.range(50, 5500);
+        let killed = spawn_and_kill(&sim, &args, Kill::AfterMs(at)).await;
+        tried += 1;
+        if !killed.killed {
+            not_reached += 1;
+            continue;
+        }
+        let mut rollback = rng.range(0, 1) == 1;
+        if rollback && rng.range(0, 2) == 0 {
+            // Interrupt the rollback too.
+            let at2 = rng.range(50, 4000);
+            let k2 = spawn_and_kill(
+                &sim,
+                &rollback_args(state.to_str().expect("utf-8")),
+                Kill::AfterMs(at2),
+            )
+            .await;
+            rollback_kills += usize::from(k2.killed);
+        }
+        let (mut code, mut err, _) = finish(&sim, rollback).await;
+        if rollback && code == 2 && err.contains("has completed")
+            || err.contains("cannot roll back")
+        {
+            // Killed after the complete PUT: rollback must refuse; the forward run finishes.
+            refused += 1;
+            rollback = false;
+            (code, err, _) = finish(&sim, false).await;
+        }
+        if rollback {
+            rollbacks += 1;
+        } else {
+            resumes += 1;
+        }
+        let inv = Invariants {
+            expect: if rollback { SOURCE } else { TARGET },
+            source_cm,
+        };
+        let mut bad = check(&sim, &inv, &killed).await;
+        if code != 0 {
+            bad.push(format!("exit {code}: {err}"));
+        }
+        for b in bad {
+            violations.push(format!(
+                "case {i} (kill at {at} ms, rollback={rollback}): {b}"
+            ));
+        }
+    }
+    println!(
+        "crash soak: seed {seed}, {tried} kill points tried ({not_reached} after the run ended), \
+         {resumes} resumes, {rollbacks} rollbacks ({rollback_kills} rollbacks killed and resumed, \
+         {refused} rollbacks refused after complete), {} invariant violations, {:.1}s",
+        violations.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for v in &violations {
+        println!("  {v}");
+    }
+    assert!(violations.is_empty());
 }
