@@ -5,9 +5,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use asm_canary_engine::checkpoint::StoreLock;
 use asm_canary_engine::{
-    Approver, CancellationToken, Executor, FileStore, PreApproved, ResumeOptions, RunReport,
-    RunRequest, Runbook,
+    Approver, CancellationToken, CheckpointError, CheckpointStore, Executor, FileStore,
+    PreApproved, ResumeOptions, RunReport, RunRequest, Runbook,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -15,6 +16,8 @@ use serde_json::{Map, Value, json};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
+use crate::k8s::lock::{Acquired, Holder, LockError, LockOptions, RunLock};
+use crate::k8s::state::ConfigMapStore;
 use crate::steps::Env;
 use crate::ui::{self, OutputFormat};
 
@@ -40,6 +43,66 @@ pub struct RunArgs {
     /// Use this runbook instead of the built-in canary runbook.
     #[arg(long, value_name = "FILE")]
     pub runbook: Option<PathBuf>,
+    /// Where the checkpoint lives: `file` (`--state`), or `kubernetes` (the ConfigMap
+    /// `asm-canary-run-<cluster>` in aks-istio-system, so any agent can resume).
+    #[arg(long, value_enum, default_value_t = StateBackend::File, env = "ASM_CANARY_STATE_BACKEND")]
+    pub state_backend: StateBackend,
+    /// Take the cluster's lock even though another run holds it (asks first; `--yes` when
+    /// unattended). Only when that run is known to be dead.
+    #[arg(long)]
+    pub break_lock: bool,
+    /// Answer yes to `--break-lock`'s confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// How long the cluster lock lasts without renewal, in seconds (renewed every third).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        env = "ASM_CANARY_LOCK_DURATION"
+    )]
+    pub lock_duration: u64,
+}
+
+/// Where the checkpoint lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateBackend {
+    File,
+    Kubernetes,
+}
+
+/// The checkpoint store chosen by `--state-backend`.
+pub enum Store {
+    File(FileStore),
+    Kube(Box<ConfigMapStore>),
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for Store {
+    fn location(&self) -> String {
+        match self {
+            Store::File(s) => s.location(),
+            Store::Kube(s) => s.location(),
+        }
+    }
+    async fn lock(&self) -> Result<Box<dyn StoreLock>, CheckpointError> {
+        match self {
+            Store::File(s) => s.lock().await,
+            Store::Kube(s) => s.lock().await,
+        }
+    }
+    async fn read(&self) -> Result<Option<Vec<u8>>, CheckpointError> {
+        match self {
+            Store::File(s) => s.read().await,
+            Store::Kube(s) => s.read().await,
+        }
+    }
+    async fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        match self {
+            Store::File(s) => s.write(bytes).await,
+            Store::Kube(s) => s.write(bytes).await,
+        }
+    }
 }
 
 /// What to upgrade to and how.
@@ -169,7 +232,7 @@ pub async fn execute(
     state: PathBuf,
 ) -> Result<RunReport, CliError> {
     let target = env.cluster.to_string();
-    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
+    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
     let format = match run.output {
         OutputArg::Text => OutputFormat::Text,
         OutputArg::Json => OutputFormat::Json,
@@ -184,19 +247,48 @@ pub async fn execute(
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
         .map_err(|e| CliError::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
-    let executor = Executor::new(runbook, registry, FileStore::new(&state))
+    let store = match run.state_backend {
+        StateBackend::File => Store::File(FileStore::new(&state)),
+        StateBackend::Kubernetes => Store::Kube(Box::new(ConfigMapStore::new(
+            env.kube.clone(),
+            &env.cluster.name,
+        ))),
+    };
+    // The run this process acts for: a new id, or the checkpoint's. `None` when the engine is
+    // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
+    // a new run): then the cluster lock is not taken, so bad input changes nothing.
+    let existing = peek_checkpoint(&store).await;
+    let lock_run_id = match (&mode, existing) {
+        (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
+        (Mode::Run(_), Some(_)) => None,
+        (_, Some(p)) if p.target == target && !p.finished => Some(p.run_id),
+        (_, _) => None,
+    };
+    let lock = match &lock_run_id {
+        Some(id) => Some(take_lock(&env, run, id).await?),
+        None => None,
+    };
+    if let Some(lock) = &lock {
+        let lost = lock.lost();
+        let token = token.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            token.cancel();
+        });
+    }
+    let executor = Executor::new(runbook, registry, store)
         .with_events(sink)
         .with_approver(approver)
         .with_cancellation(token);
-    let report = match mode {
+    let result = match mode {
         Mode::Run(params) => {
             executor
                 .run(RunRequest {
                     target,
                     params,
-                    run_id: None,
+                    run_id: lock_run_id,
                 })
-                .await?
+                .await
         }
         Mode::Resume { force } => {
             executor
@@ -204,7 +296,7 @@ pub async fn execute(
                     expect_target: Some(target),
                     force,
                 })
-                .await?
+                .await
         }
         Mode::Rollback { force } => {
             executor
@@ -212,10 +304,75 @@ pub async fn execute(
                     expect_target: Some(target),
                     force,
                 })
-                .await?
+                .await
         }
     };
-    Ok(report)
+    if let Some(lock) = lock
+        && let Err(e) = lock.release().await
+    {
+        eprintln!("asm-canary: warning: {e}; it expires by itself");
+    }
+    Ok(result?)
+}
+
+/// What `execute` needs to know of an existing checkpoint before the engine reads it.
+struct Peek {
+    run_id: String,
+    target: String,
+    finished: bool,
+}
+
+async fn peek_checkpoint(store: &Store) -> Option<Peek> {
+    let bytes = store.read().await.ok()??;
+    let doc: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(Peek {
+        run_id: doc["run_id"].as_str()?.to_string(),
+        target: doc["target"].as_str()?.to_string(),
+        finished: matches!(doc["state"].as_str(), Some("completed" | "rolled_back")),
+    })
+}
+
+/// Takes the cluster's Lease for `run_id`, asking before breaking a live one.
+async fn take_lock(env: &Env, run: &RunArgs, run_id: &str) -> Result<RunLock, CliError> {
+    let mut opts = LockOptions {
+        duration: std::time::Duration::from_secs(run.lock_duration.max(1)),
+        break_lock: run.break_lock,
+        confirmed: run.break_lock && run.yes,
+    };
+    let holder = Holder::this_process(run_id);
+    let lock = loop {
+        match RunLock::acquire(&env.kube, holder.clone(), &opts).await {
+            Ok(l) => break l,
+            Err(LockError::NotConfirmed {
+                holder: theirs,
+                expires,
+            }) if interactive(run) && !opts.confirmed => {
+                if confirm(&format!(
+                    "Break the cluster lock held by {theirs} (expires {expires})? Only if that run is dead."
+                )) {
+                    opts.confirmed = true;
+                } else {
+                    return Err(CliError::Locked(format!(
+                        "the lock held by {theirs} was not broken (not confirmed)"
+                    )));
+                }
+            }
+            Err(e @ (LockError::Held { .. } | LockError::NotConfirmed { .. })) => {
+                return Err(CliError::Locked(e.to_string()));
+            }
+            Err(e) => return Err(CliError::Connect(e.to_string())),
+        }
+    };
+    match &lock.acquired {
+        Acquired::Created | Acquired::OwnStale(_) => {}
+        Acquired::Expired(h) => eprintln!(
+            "asm-canary: warning: took over the expired cluster lock of {h} (Lease aks-istio-system/asm-canary-lock)"
+        ),
+        Acquired::Broken(h) => eprintln!(
+            "asm-canary: warning: broke the live cluster lock of {h} (Lease aks-istio-system/asm-canary-lock) on --break-lock"
+        ),
+    }
+    Ok(lock)
 }
 
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
@@ -273,10 +430,19 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         run,
         force,
     } = args;
-    let state = run.state.clone().ok_or_else(|| {
-        CliError::bad("--state FILE is required: the checkpoint of the run to continue")
-    })?;
-    cluster_from_checkpoint(&mut cluster, &state)?;
+    let state = match (run.state.clone(), run.state_backend) {
+        (Some(state), StateBackend::File) => {
+            cluster_from_checkpoint(&mut cluster, &state)?;
+            state
+        }
+        // The checkpoint is in the cluster: the cluster flags (or environment) say which.
+        (state, StateBackend::Kubernetes) => state.unwrap_or_default(),
+        (None, StateBackend::File) => {
+            return Err(CliError::bad(
+                "--state FILE is required: the checkpoint of the run to continue (or --state-backend kubernetes)",
+            ));
+        }
+    };
     let connected = connect(&cluster, Pace::Real).await?;
     let mode = if rollback {
         Mode::Rollback { force }
@@ -285,4 +451,16 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     };
     let report = execute(connected.env, &run, mode, state).await?;
     Ok(report.exit_code())
+}
+
+/// Asks a yes/no question on the terminal; anything but y/yes is no.
+fn confirm(question: &str) -> bool {
+    use std::io::Write;
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
