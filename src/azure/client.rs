@@ -136,6 +136,9 @@ pub struct OperationErrorBody {
     pub code: String,
     #[serde(default)]
     pub message: String,
+    /// The inner errors: where ARM puts the cause (`ResourceOperationFailure` wraps it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<OperationErrorBody>,
 }
 
 impl OperationStatus {
@@ -604,12 +607,17 @@ impl ArmClient {
                     return Ok(status);
                 }
                 let err = status.error.clone().unwrap_or_default();
+                // The outer error is generic; the cause is in `details`: keep both.
+                let mut message = err.message;
+                for d in &err.details {
+                    message.push_str(&format!(" — {}: {}", d.code, d.message));
+                }
                 return Err(ArmError::OperationFailed {
                     cluster,
                     operation_url: operation_url.to_string(),
                     status: status.status,
                     code: err.code,
-                    message: err.message,
+                    message,
                 });
             }
             if started.elapsed() >= self.poll.timeout {

@@ -387,6 +387,10 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .state
         .clone()
         .unwrap_or_else(|| default_state(&connected.env.cluster.name));
+    // A new run only: an existing checkpoint is refused by the engine as it stands.
+    if run.state_backend == StateBackend::Kubernetes || !state.exists() {
+        super::validate::validate_new_run(&connected.env, upgrade.to.as_deref()).await?;
+    }
     let report = execute(connected.env, &run, Mode::Run(params), state).await?;
     Ok(report.exit_code())
 }

@@ -62,6 +62,8 @@ pub type Resume = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 pub struct Store {
     inner: RwLock<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Bumped by [`Store::interrupt_watches`]: every open watch ends (`.1`: with a 410 first).
+    interrupts: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 impl Default for Store {
@@ -162,6 +164,7 @@ impl Store {
                 oldest_resumable: 1,
             }),
             tx,
+            interrupts: tokio::sync::watch::channel((0, false)).0,
         }
     }
 
@@ -581,6 +584,24 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Ends every open watch stream, as a load balancer or API server restart does: with
+    /// `gone`, each first gets an `ERROR` event 410 Expired (history compacted, so a resumed
+    /// watch gets 410 too); without, the connection just ends. Clients must re-watch.
+    pub fn interrupt_watches(&self, gone: bool) {
+        if gone {
+            self.compact();
+        }
+        self.interrupts.send_modify(|(n, g)| {
+            *n += 1;
+            *g = gone;
+        });
+    }
+
+    /// A receiver that changes when [`Store::interrupt_watches`] is called.
+    pub fn watch_interrupts(&self) -> tokio::sync::watch::Receiver<(u64, bool)> {
+        self.interrupts.subscribe()
     }
 
     /// Forgets history up to the current resourceVersion (tests use it to provoke 410).
