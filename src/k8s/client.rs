@@ -151,19 +151,10 @@ fn build_client(config: Config) -> Result<Client, K8sError> {
 
 /// Retries requests whose connection could not be established, with a doubling delay
 /// (100 ms to 2 s, 12 times: about 15 s), and otherwise defers to kube-rs's policy.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ConnectRetry {
     inner: kube::client::retry::RetryPolicy,
     attempts: u32,
-}
-
-impl Default for ConnectRetry {
-    fn default() -> Self {
-        ConnectRetry {
-            inner: kube::client::retry::RetryPolicy::default(),
-            attempts: 0,
-        }
-    }
 }
 
 const CONNECT_RETRIES: u32 = 12;
