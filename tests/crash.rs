@@ -223,16 +223,19 @@ fn rollback_args(state: &str) -> Vec<String> {
 
 /// `resume` (to the end, approvals given) or `rollback`; returns (exit code, stderr).
 pub async fn finish(sim: &TestSim, rollback: bool) -> (i32, String, Value) {
+    finish_with(sim, rollback, false).await
+}
+
+/// As [`finish`]; with `kube`, the checkpoint is read from the cluster (no `--state`).
+pub async fn finish_with(sim: &TestSim, rollback: bool, kube: bool) -> (i32, String, Value) {
     let state = sim.state_file();
     let verb = if rollback { "rollback" } else { "resume" };
-    let mut args = vec![
-        verb,
-        "--state",
-        state.to_str().expect("utf-8"),
-        "--unattended",
-        "--output",
-        "json",
-    ];
+    let mut args = vec![verb, "--unattended", "--output", "json"];
+    if kube {
+        args.extend(["--state-backend", "kubernetes"]);
+    } else {
+        args.extend(["--state", state.to_str().expect("utf-8")]);
+    }
     if !rollback {
         args.extend(["--approve", "start", "--approve", "complete"]);
     }
@@ -390,19 +393,34 @@ pub async fn check(sim: &TestSim, inv: &Invariants, killed: &Killed) -> Vec<Stri
 
 /// One case: kill at `at`, then resume or rollback, then check. Panics on any violation.
 async fn case(at: KillAt, rollback: bool) {
+    case_with(at, rollback, false).await
+}
+
+/// As [`case`]; with `kube`, the checkpoint lives in the cluster (`--state-backend kubernetes`).
+async fn case_with(at: KillAt, rollback: bool, kube: bool) {
     let sim = TestSim::start("healthy").await;
     let source_cm = source_cm_data(&sim).await;
     assert!(
         source_cm.is_some(),
         "the healthy cluster has a shared ConfigMap"
     );
-    let killed = run_and_kill(&sim, at).await;
+    let killed = if kube {
+        let mut args = upgrade_args("unused");
+        let i = args.iter().position(|a| a == "--state").expect("--state");
+        args.splice(
+            i..i + 2,
+            ["--state-backend".to_string(), "kubernetes".to_string()],
+        );
+        spawn_and_kill(&sim, &args, Kill::At(at)).await
+    } else {
+        run_and_kill(&sim, at).await
+    };
     assert!(
         killed.killed,
         "the run ended before kill point {at:?} ({} events)",
         killed.events_seen
     );
-    let (code, err, last) = finish(&sim, rollback).await;
+    let (code, err, last) = finish_with(&sim, rollback, kube).await;
     let expect_code = 0;
     assert_eq!(
         code,
@@ -555,6 +573,16 @@ crash_cases! {
     rollback_restart_mid_wave => "restart-mid-wave", true;
     rollback_restart_rolling_out => "restart-rolling-out", true;
     rollback_verify_soak => "verify-soak", true;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_backend_resume_after_kill_mid_wave() {
+    case_with(point("restart-mid-wave"), false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_backend_rollback_after_kill_during_start_lro() {
+    case_with(point("start-during-lro"), true, true).await;
 }
 
 #[test]
