@@ -575,6 +575,53 @@ crash_cases! {
     rollback_verify_soak => "verify-soak", true;
 }
 
+/// Killed inside `complete`, then `rollback`: once the complete PUT may have landed, rollback
+/// refuses (exit 2, checkpoint untouched, says to resume) and `resume` finishes; if the PUT
+/// never landed, the rollback goes through. Either way every invariant holds.
+async fn rollback_inside_complete(at: KillAt) -> &'static str {
+    let sim = TestSim::start("healthy").await;
+    let source_cm = source_cm_data(&sim).await;
+    let killed = run_and_kill(&sim, at).await;
+    assert!(killed.killed, "the run ended before {at:?}");
+    let before = std::fs::read(sim.state_file()).expect("checkpoint");
+    let (code, err, last) = finish(&sim, true).await;
+    let (expect, outcome) = match code {
+        2 => {
+            assert!(
+                err.contains("cannot roll back") && err.contains("asm-canary resume"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read(sim.state_file()).expect("checkpoint"), before);
+            let (code, err, last) = finish(&sim, false).await;
+            assert_eq!(code, 0, "resume after the refusal: {last}\n{err}");
+            (TARGET, "refused, resumed")
+        }
+        0 => (SOURCE, "rolled back"),
+        other => panic!("rollback inside complete exited {other}: {last}\n{err}"),
+    };
+    let inv = Invariants { expect, source_cm };
+    let bad = check(&sim, &inv, &killed).await;
+    assert!(bad.is_empty(), "kill at {at:?}: {bad:#?}");
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_refused_after_the_complete_put_then_resume_finishes() {
+    let outcome = rollback_inside_complete(point("complete-during-lro")).await;
+    assert_eq!(outcome, "refused, resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_refused_after_the_source_configmap_delete_started() {
+    let outcome = rollback_inside_complete(point("complete-configmap-delete")).await;
+    assert_eq!(outcome, "refused, resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_with_the_complete_put_in_flight_is_safe_either_way() {
+    rollback_inside_complete(point("complete-put-in-flight")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_backend_resume_after_kill_mid_wave() {
     case_with(point("restart-mid-wave"), false, true).await;

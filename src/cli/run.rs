@@ -258,6 +258,13 @@ pub async fn execute(
     // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
     // a new run): then the cluster lock is not taken, so bad input changes nothing.
     let existing = peek_checkpoint(&store).await;
+    if let (Mode::Rollback { .. }, Some(p)) = (&mode, &existing)
+        && p.target == target
+        && !p.finished
+        && let Some(asked) = &p.complete_put
+    {
+        refuse_rollback_while_completing(&env, run, &state, asked).await?;
+    }
     let lock_run_id = match (&mode, existing) {
         (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
         (Mode::Run(_), Some(_)) => None,
@@ -320,16 +327,62 @@ struct Peek {
     run_id: String,
     target: String,
     finished: bool,
+    /// The revisions the `complete` step journaled asking ARM for (its PUT may have landed).
+    complete_put: Option<Vec<String>>,
 }
+
+/// The step whose ARM PUT removes the source revision: past it, a rollback cannot work.
+const COMPLETE_STEP: &str = "complete";
 
 async fn peek_checkpoint(store: &Store) -> Option<Peek> {
     let bytes = store.read().await.ok()??;
     let doc: Value = serde_json::from_slice(&bytes).ok()?;
+    let complete_put = doc["journal"].as_array().and_then(|j| {
+        j.iter()
+            .filter(|e| e["step"] == COMPLETE_STEP && e["kind"] == "arm-put-revisions")
+            .filter_map(|e| serde_json::from_value(e["details"]["revisions"].clone()).ok())
+            .next_back()
+    });
     Some(Peek {
         run_id: doc["run_id"].as_str()?.to_string(),
         target: doc["target"].as_str()?.to_string(),
         finished: matches!(doc["state"].as_str(), Some("completed" | "rolled_back")),
+        complete_put,
     })
+}
+
+/// A run killed after its complete PUT was sent cannot be rolled back: the source revision
+/// is gone (or going), and moving the tag back to it would break injection. Refuses (exit 2,
+/// nothing written) unless the cluster shows the PUT never landed (both revisions, idle).
+async fn refuse_rollback_while_completing(
+    env: &Env,
+    run: &RunArgs,
+    state: &Path,
+    asked: &[String],
+) -> Result<(), CliError> {
+    let doc = env
+        .arm
+        .get_cluster(&env.cluster)
+        .await
+        .map_err(|e| CliError::Connect(e.to_string()))?;
+    let now = doc.revisions();
+    if doc.is_idle() && !crate::azure::same_revisions(&now, asked) {
+        return Ok(());
+    }
+    let how = match run.state_backend {
+        StateBackend::File => format!("--state {}", state.display()),
+        StateBackend::Kubernetes => "--state-backend kubernetes".to_string(),
+    };
+    Err(CliError::bad(format!(
+        "cannot roll back: this run was completing — its complete step asked ARM for revisions [{}] and the cluster now has [{}]{}; the source revision is gone or going, so a rollback would leave workloads without a control plane. Finish the run instead: asm-canary resume {how} --approve complete (the checkpoint was left untouched)",
+        asked.join(", "),
+        now.join(", "),
+        if doc.is_idle() {
+            ""
+        } else {
+            " (an update is still running)"
+        },
+    )))
 }
 
 /// Takes the cluster's Lease for `run_id`, asking before breaking a live one.
