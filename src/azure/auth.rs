@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_core::http::{ClientOptions, Transport};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, AzurePipelinesCredential,
     AzurePipelinesCredentialOptions, ClientAssertionCredentialOptions, ClientSecretCredential,
@@ -190,8 +190,17 @@ fn client_options(
     http: &reqwest::Client,
     authority_host: Option<&str>,
 ) -> Result<ClientOptions, AuthError> {
+    // The SDK's default retries a failing token request for a minute, TLS errors included;
+    // a wrong --ca-file should fail in seconds, and transient Entra errors still get retries.
+    let retry = RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(200),
+        max_retries: 4,
+        max_total_elapsed: azure_core::time::Duration::seconds(20),
+        max_delay: azure_core::time::Duration::seconds(5),
+    });
     let mut options = ClientOptions {
         transport: Some(Transport::new(Arc::new(http.clone()))),
+        retry,
         ..Default::default()
     };
     if let Some(host) = authority_host {

@@ -136,9 +136,21 @@ pub struct OperationErrorBody {
     pub code: String,
     #[serde(default)]
     pub message: String,
-    /// The inner errors: where ARM puts the cause (`ResourceOperationFailure` wraps it).
+    /// Inner errors; AKS puts the real cause here under a generic outer code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<OperationErrorBody>,
+}
+
+impl OperationErrorBody {
+    /// The message with the first inner error appended: `outer (InnerCode: inner message)`.
+    pub fn full_message(&self) -> String {
+        match self.details.first() {
+            Some(inner) if !inner.code.is_empty() || !inner.message.is_empty() => {
+                format!("{} ({}: {})", self.message, inner.code, inner.message)
+            }
+            _ => self.message.clone(),
+        }
+    }
 }
 
 impl OperationStatus {
@@ -607,17 +619,12 @@ impl ArmClient {
                     return Ok(status);
                 }
                 let err = status.error.clone().unwrap_or_default();
-                // The outer error is generic; the cause is in `details`: keep both.
-                let mut message = err.message;
-                for d in &err.details {
-                    message.push_str(&format!(" — {}: {}", d.code, d.message));
-                }
                 return Err(ArmError::OperationFailed {
                     cluster,
                     operation_url: operation_url.to_string(),
                     status: status.status,
+                    message: err.full_message(),
                     code: err.code,
-                    message,
                 });
             }
             if started.elapsed() >= self.poll.timeout {

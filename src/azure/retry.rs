@@ -30,7 +30,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 8,
+            max_attempts: 6,
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(120),
         }

@@ -107,6 +107,8 @@ pub enum RolloutError {
     },
     #[error("{workload} was deleted while waiting for its rollout")]
     Deleted { workload: String },
+    #[error("{workload} does not exist")]
+    NotFound { workload: String },
     #[error("{workload}: rollout not finished after {waited:?}; last status: {last}")]
     TimedOut {
         workload: String,
@@ -508,8 +510,10 @@ where
     let config = watcher::Config::default().fields(&format!("metadata.name={}", w.name));
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut last = String::from("no status observed yet");
+    let mut last_watch_error: Option<String> = None;
     let workload_name = w.to_string();
     let fut = async {
+        let mut listed = false;
         while let Some(event) = stream.next().await {
             let obj = match event {
                 Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
@@ -518,12 +522,19 @@ where
                         workload: workload_name.clone(),
                     }));
                 }
+                Ok(watcher::Event::InitDone) if !listed => {
+                    return Err(K8sError::Rollout(RolloutError::NotFound {
+                        workload: workload_name.clone(),
+                    }));
+                }
                 Ok(_) => continue,
                 Err(err) => {
                     tracing::warn!(workload = %workload_name, %err, "watch error; retrying");
+                    last_watch_error = Some(err.to_string());
                     continue;
                 }
             };
+            listed = true;
             let workload = wrap(obj);
             if let (Some(min), Some(g)) = (min_generation, workload.generation())
                 && g < min
@@ -548,7 +559,10 @@ where
         Err(_) => Err(K8sError::Rollout(RolloutError::TimedOut {
             workload: w.to_string(),
             waited: timeout,
-            last,
+            last: match last_watch_error {
+                Some(err) => format!("{last} (last watch error: {err})"),
+                None => last,
+            },
         })),
     }
 }

@@ -171,6 +171,9 @@ pub async fn preflight_warnings(env: &Env, installed: &[String]) -> Result<Vec<S
                 "namespace {name} is labelled istio-injection=enabled, which the AKS add-on ignores: its pods get no sidecar; label it istio.io/rev=<tag or revision> instead"
             ));
         }
+        if labels.contains_key(REV_LABEL) {
+            warnings.extend(super::restart::restart_blockers(env, &name).await?);
+        }
         if let Some(rev) = labels.get(REV_LABEL)
             && !installed.contains(rev)
             && !tags.contains(rev)

@@ -119,6 +119,65 @@ pub async fn plan_namespace(
     Ok(plan)
 }
 
+/// What a restart of `namespace` would not move: bare and Job pods, paused Deployments,
+/// `OnDelete` StatefulSets and DaemonSets. Preflight warns about these.
+pub async fn restart_blockers(env: &Env, namespace: &str) -> Result<Vec<String>, StepError> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    let mut out = Vec::new();
+    // Injected pods whatever their revision: anything not owned by a workload stays put.
+    for u in plan_namespace(env, namespace, "").await?.unmovable {
+        out.push(format!("will not move {u}"));
+    }
+    let lp = ListParams::default();
+    let deploys = Api::<Deployment>::namespaced(env.kube.clone(), namespace)
+        .list(&lp)
+        .await
+        .map_err(|e| kube_err(format!("listing Deployments in {namespace}"), e))?;
+    for d in &deploys.items {
+        if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
+            out.push(format!(
+                "Deployment {namespace}/{} is paused: a restart cannot move it (kubectl rollout resume it first)",
+                d.metadata.name.clone().unwrap_or_default()
+            ));
+        }
+    }
+    let on_delete = |kind: &str, name: Option<String>| {
+        format!(
+            "{kind} {namespace}/{} uses updateStrategy OnDelete: its pods move only when deleted",
+            name.unwrap_or_default()
+        )
+    };
+    let sts = Api::<StatefulSet>::namespaced(env.kube.clone(), namespace)
+        .list(&lp)
+        .await
+        .map_err(|e| kube_err(format!("listing StatefulSets in {namespace}"), e))?;
+    for s in sts.items {
+        let t = s
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.clone());
+        if t.as_deref() == Some("OnDelete") {
+            out.push(on_delete("StatefulSet", s.metadata.name));
+        }
+    }
+    let dss = Api::<DaemonSet>::namespaced(env.kube.clone(), namespace)
+        .list(&lp)
+        .await
+        .map_err(|e| kube_err(format!("listing DaemonSets in {namespace}"), e))?;
+    for d in dss.items {
+        let t = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.type_.clone());
+        if t.as_deref() == Some("OnDelete") {
+            out.push(on_delete("DaemonSet", d.metadata.name));
+        }
+    }
+    Ok(out)
+}
+
 async fn list_pods(env: &Env, namespace: &str) -> Result<Vec<PodInfo>, StepError> {
     let pods = Api::<Pod>::namespaced(env.kube.clone(), namespace)
         .list(&ListParams::default())

@@ -13,73 +13,17 @@ use kube::api::ListParams;
 use serde_json::json;
 
 use super::{Env, k8s_err, kube_err, outputs};
-use crate::istio::{
-    ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector, parse_syncz,
-};
-use crate::k8s::{PodInfo, http_get_via_portforward};
+use crate::istio::ProxyStatus;
+use crate::k8s::PodInfo;
 
 pub struct VerifyProxies(pub Arc<Env>);
 pub struct ProxiesSynced(pub Arc<Env>);
 
-/// The proxy-status rows of every istiod pod of `revision` (all revisions when `None`).
-pub async fn proxy_status(
-    env: &Env,
-    revision: Option<&str>,
-) -> Result<Vec<ProxyStatus>, StepError> {
-    let selector = match revision {
-        Some(r) => istiod_selector(r),
-        None => crate::istio::ISTIOD_APP_SELECTOR.to_string(),
-    };
-    let pods = Api::<Pod>::namespaced(env.kube.clone(), ISTIO_NAMESPACE)
-        .list(&ListParams::default().labels(&selector))
+/// The proxy-status rows of every running istiod of `revision`.
+pub async fn proxy_status(env: &Env, revision: &str) -> Result<Vec<ProxyStatus>, StepError> {
+    crate::k8s::mesh::proxy_status(&env.kube, revision, None)
         .await
-        .map_err(|e| kube_err(format!("listing istiod pods ({selector})"), e))?;
-    let mut rows = Vec::new();
-    let mut answered = 0;
-    for pod in &pods.items {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let ready = PodInfo::from_pod(pod).ready;
-        if !ready {
-            continue;
-        }
-        let rev = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(crate::istio::REV_LABEL))
-            .cloned();
-        let resp = http_get_via_portforward(
-            &env.kube,
-            ISTIO_NAMESPACE,
-            &name,
-            ISTIOD_MONITORING_PORT,
-            "/debug/syncz",
-        )
-        .await
-        .map_err(|e| {
-            k8s_err(
-                format!("reading /debug/syncz from {ISTIO_NAMESPACE}/{name}"),
-                e,
-            )
-        })?;
-        if resp.status != 200 {
-            return Err(StepError::msg(format!(
-                "{ISTIO_NAMESPACE}/{name} answered /debug/syncz with HTTP {}",
-                resp.status
-            )));
-        }
-        let mut parsed = parse_syncz(&resp.body, &name, rev.as_deref())
-            .map_err(|e| StepError::msg(e.to_string()))?;
-        answered += 1;
-        rows.append(&mut parsed);
-    }
-    if answered == 0 {
-        return Err(StepError::msg(format!(
-            "no ready istiod pod matches {selector} in {ISTIO_NAMESPACE}: nothing to ask for proxy status"
-        )));
-    }
-    rows.sort_by(|a, b| a.proxy.cmp(&b.proxy));
-    Ok(rows)
+        .map_err(|e| k8s_err(format!("reading proxy status from istiod {revision}"), e))
 }
 
 #[async_trait]
@@ -87,7 +31,7 @@ impl Action for VerifyProxies {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let revision: String = ctx.input("revision")?;
         // Read-only: the action records what istiod sees now; the gate judges it over time.
-        let rows = proxy_status(&self.0, Some(&revision)).await?;
+        let rows = proxy_status(&self.0, &revision).await?;
         let synced = rows.iter().filter(|r| r.is_synced()).count();
         ctx.events.info(format!(
             "istiod {revision} reports {} proxies, {synced} SYNCED",
@@ -114,7 +58,7 @@ impl Gate for ProxiesSynced {
                 detail: Some("no migrated namespace to verify".into()),
             });
         }
-        let rows = proxy_status(&self.0, Some(&revision)).await?;
+        let rows = proxy_status(&self.0, &revision).await?;
         let by_proxy: BTreeMap<&str, &ProxyStatus> =
             rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
         // Every running, injected pod of the migrated namespaces must be connected and synced.

@@ -1267,7 +1267,15 @@ impl<'a> Ctl<'a> {
         let rev = label(&pod, "istio.io/rev").unwrap_or("").to_string();
         let istiod = ns == ISTIO_NS && label(&pod, "app") == Some("istiod");
         let crashloop = istiod && self.kube.scenario.crashloop_revisions.contains(&rev);
+        // Stuck only where the scenario says: on the revisions it names (the new proxy is
+        // the culprit, so a rollback to the old one recovers), or everywhere when it names none.
+        let injected = pod
+            .pointer("/metadata/annotations/istio.io~1rev")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let on = &self.kube.scenario.never_ready_revisions;
         let stuck = !settling
+            && (on.is_empty() || on.iter().any(|r| r == injected))
             && self
                 .kube
                 .scenario

@@ -31,6 +31,8 @@ pub struct KubeScenario {
     pub native_sidecar_revisions: Vec<String>,
     /// Workloads (`namespace/name`) whose pods created after start never become ready.
     pub never_ready: Vec<String>,
+    /// Only pods injected by these revisions get stuck (empty: every new pod).
+    pub never_ready_revisions: Vec<String>,
     /// istiod replicas per revision.
     pub istiod_replicas: u32,
 }
@@ -144,6 +146,7 @@ impl Default for KubeScenario {
             stale_revisions: Vec::new(),
             native_sidecar_revisions: vec!["asm-1-29".into()],
             never_ready: Vec::new(),
+            never_ready_revisions: Vec::new(),
             istiod_replicas: 2,
         }
     }
@@ -161,6 +164,7 @@ impl KubeScenario {
             "stuck-rollout" => {
                 // payments/api's new pods never turn ready; its deadline is short
                 s.never_ready = vec!["payments/api".into()];
+                s.never_ready_revisions = new_revisions;
                 if let Some(d) = s.namespaces[0].deployments.first_mut() {
                     d.progress_deadline_seconds = Some(60);
                 }

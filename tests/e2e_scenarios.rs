@@ -1,0 +1,160 @@
+//! Each simulator scenario through the real binary: the upgrade completes where it should,
+//! and where a gate fails the cluster ends back on the source with nothing on the target.
+
+mod common;
+
+use common::{TestSim, last_event, stderr};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+const APPROVE: &[&str] = &["--approve", "start", "--approve", "complete"];
+
+async fn assert_back_on_source(sim: &TestSim) {
+    assert_eq!(
+        sim.revisions().await,
+        vec!["asm-1-27"],
+        "one control plane, the source"
+    );
+    let pods = sim.pods_by_revision().await;
+    assert!(pods.get("asm-1-27").copied().unwrap_or(0) > 0, "{pods:?}");
+    assert_eq!(
+        pods.get("asm-1-29"),
+        None,
+        "nothing left on the target: {pods:?}"
+    );
+    let client = sim.kube().await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "aks-istio-system")
+        .get_opt("istio-shared-configmap-asm-1-29")
+        .await
+        .unwrap();
+    assert!(cm.is_none(), "the target's shared ConfigMap was deleted");
+    let tag = Api::<MutatingWebhookConfiguration>::all(client)
+        .get("istio-revision-tag-prod-aks-istio-system")
+        .await
+        .unwrap();
+    assert_eq!(
+        asm_canary::istio::tag_revision(&tag).as_deref(),
+        Some("asm-1-27")
+    );
+}
+
+async fn assert_completed_on_target(sim: &TestSim, out: &std::process::Output) {
+    assert_eq!(code(out), 0, "stderr: {}", stderr(out));
+    assert_eq!(last_event(out)["outcome"], "completed");
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let pods = sim.pods_by_revision().await;
+    assert_eq!(
+        pods.keys().collect::<Vec<_>>(),
+        vec!["asm-1-29"],
+        "{pods:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_proxies_fail_verify_and_roll_back_to_the_source() {
+    let sim = TestSim::start("stale-proxies").await;
+    let mut args = APPROVE.to_vec();
+    args.extend(["--param", "verify_timeout=4s"]);
+    let out = sim.upgrade(&args).await;
+    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
+    let last = last_event(&out);
+    assert_eq!(last["outcome"], "rolled_back");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("proxies-synced"),
+        "{last}"
+    );
+    assert_back_on_source(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashlooping_istiod_fails_the_start_gate_and_rolls_back() {
+    let sim = TestSim::start("crashloop-istiod").await;
+    let mut args = APPROVE.to_vec();
+    args.extend(["--param", "control_plane_timeout=6s"]);
+    let out = sim.upgrade(&args).await;
+    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
+    assert_eq!(last_event(&out)["outcome"], "rolled_back");
+    assert_back_on_source(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_operation_rolls_back_with_nothing_on_the_target() {
+    let sim = TestSim::start("lro-failure").await;
+    let out = sim.upgrade(APPROVE).await;
+    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
+    let last = last_event(&out);
+    assert_eq!(last["outcome"], "rolled_back");
+    assert_back_on_source(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_throttling_and_transient_conflicts_still_complete() {
+    let sim = TestSim::start("arm-throttling").await;
+    let out = sim.upgrade(APPROVE).await;
+    assert_completed_on_target(&sim, &out).await;
+    let state = sim.sim_state().await;
+    let counters = &state["arm"]["counters"];
+    assert!(
+        counters.to_string().contains("429") || counters["throttled"].as_u64().unwrap_or(0) > 0,
+        "the scenario really throttled: {counters}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_rollouts_still_complete() {
+    let sim = TestSim::start("slow-rollout").await;
+    let out = sim.upgrade(APPROVE).await;
+    assert_completed_on_target(&sim, &out).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_sidecars_complete_and_are_seen_in_init_containers() {
+    let sim = TestSim::start("native-sidecars").await;
+    let out = sim.upgrade(APPROVE).await;
+    assert_completed_on_target(&sim, &out).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_rollout_fails_the_restart_and_rolls_back() {
+    let sim = TestSim::start("stuck-rollout").await;
+    let out = sim.upgrade(APPROVE).await;
+    assert_eq!(code(&out), 3, "stderr: {}", stderr(&out));
+    let last = last_event(&out);
+    assert_eq!(last["outcome"], "rolled_back");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("progress deadline"),
+        "{last}"
+    );
+    assert_back_on_source(&sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_labels_are_warned_about_in_preflight() {
+    let sim = TestSim::start("legacy-labels").await;
+    let out = sim.run(&["plan"]).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("namespace legacy is labelled istio-injection=enabled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("namespace inventory is labelled istio.io/rev=asm-1-25"),
+        "{text}"
+    );
+    // The run itself still completes: the warnings do not stop it.
+    let out = sim.upgrade(APPROVE).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("istio-injection=enabled"));
+}

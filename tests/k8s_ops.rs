@@ -1,0 +1,276 @@
+//! The Kubernetes operations against the simulated cluster over HTTPS: kubectl's restart
+//! and rollout-status wait for the three workload kinds, the ConfigMap copy, pods with their
+//! revision and owner, namespaces by label, proxy status through port-forwarded syncz, and
+//! the orphaned gateway Leases.
+
+use std::time::Duration;
+
+use asm_canary::istio::{XdsStatus, orphaned_lease_names, shared_configmap_name};
+use asm_canary::k8s::{
+    CopyOutcome, K8sError, Owner, WorkloadKind, WorkloadRef, client_from_kubeconfig_bytes,
+    copy_configmap, delete_leases, list_pods_with_revision, namespaces_by_label, proxy_status,
+    restart_workload, wait_rollout,
+};
+use asm_canary_sim::{Scenario, SimHandle, SimOptions};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+
+async fn start(mut scenario: Scenario) -> (SimHandle, kube::Client) {
+    scenario.time_scale = 0.01;
+    let sim = asm_canary_sim::start(SimOptions::new(scenario))
+        .await
+        .unwrap();
+    // A token-only kubeconfig; the CA comes in as the extra CA, as --ca-file does.
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\ncurrent-context: sim\nusers:\n- name: sim\n  user:\n    token: {}\n",
+        sim.info.kube_server, sim.info.sim_token
+    );
+    let client =
+        client_from_kubeconfig_bytes(kubeconfig.as_bytes(), Some(sim.info.ca_pem.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("client: {e}"));
+    (sim, client)
+}
+
+fn healthy() -> Scenario {
+    Scenario::builtin("healthy").unwrap()
+}
+
+fn now() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::Local::now().fixed_offset()
+}
+
+async fn restart_and_wait(client: &kube::Client, w: &WorkloadRef) -> (String, Vec<String>) {
+    let outcome = restart_workload(client, w, now()).await.unwrap();
+    assert!(outcome.replaces_pods);
+    assert!(outcome.uid.is_some());
+    let mut seen = Vec::new();
+    let mut on_progress = |p: &asm_canary::k8s::RolloutProgress| seen.push(p.message.clone());
+    let done = wait_rollout(
+        client,
+        w,
+        outcome.generation,
+        Duration::from_secs(30),
+        &mut on_progress,
+    )
+    .await
+    .unwrap();
+    assert!(done.done);
+    (done.message, seen)
+}
+
+#[tokio::test]
+async fn deployment_restart_and_rollout_status() {
+    let (_sim, client) = start(healthy()).await;
+    let w = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
+    let before = list_pods_with_revision(&client, "payments", Some("app=api"))
+        .await
+        .unwrap();
+    let (message, seen) = restart_and_wait(&client, &w).await;
+    assert_eq!(message, "deployment \"api\" successfully rolled out");
+    assert!(seen.len() >= 2, "progress was reported: {seen:?}");
+    assert!(
+        seen.iter().any(|m| m.starts_with("Waiting for")),
+        "{seen:?}"
+    );
+
+    let after = list_pods_with_revision(&client, "payments", None)
+        .await
+        .unwrap();
+    let api: Vec<_> = after
+        .iter()
+        .filter(|p| p.owner == Owner::Workload(w.clone()) && !p.terminating)
+        .collect();
+    assert_eq!(api.len(), 3, "{after:#?}");
+    for pod in &api {
+        assert!(pod.ready, "{pod:?}");
+        assert_eq!(pod.revision.revision(), Some("asm-1-27"));
+        assert!(
+            before.iter().all(|b| b.uid != pod.uid),
+            "pods were replaced"
+        );
+    }
+    // The same second twice is refused, as kubectl does (a second unlike the first restart's).
+    let t = now() + chrono::Duration::seconds(5);
+    restart_workload(&client, &w, t).await.unwrap();
+    let err = restart_workload(&client, &w, t).await.unwrap_err();
+    assert!(matches!(err, K8sError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("within the past second"), "{err}");
+}
+
+#[tokio::test]
+async fn statefulset_and_daemonset_restarts_complete() {
+    let (_sim, client) = start(healthy()).await;
+    let (message, _) = restart_and_wait(
+        &client,
+        &WorkloadRef::new(WorkloadKind::StatefulSet, "orders", "db"),
+    )
+    .await;
+    assert_eq!(
+        message,
+        "partitioned roll out complete: 2 new pods have been updated..."
+    );
+    let (message, _) = restart_and_wait(
+        &client,
+        &WorkloadRef::new(WorkloadKind::DaemonSet, "logging", "node-agent"),
+    )
+    .await;
+    assert_eq!(message, "daemon set \"node-agent\" successfully rolled out");
+}
+
+#[tokio::test]
+async fn paused_deployment_is_refused_and_a_timeout_says_where_it_stood() {
+    let mut scenario = healthy();
+    let payments = &mut scenario.kube.namespaces[0];
+    payments.deployments[1].paused = true;
+    let (_sim, client) = start(scenario).await;
+    let err = restart_workload(
+        &client,
+        &WorkloadRef::new(WorkloadKind::Deployment, "payments", "worker"),
+        now(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("can't restart paused deployment"),
+        "{err}"
+    );
+
+    let mut scenario = healthy();
+    scenario.kube.never_ready = vec!["payments/api".into()];
+    let (_sim, client) = start(scenario).await;
+    let w = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
+    let outcome = restart_workload(&client, &w, now()).await.unwrap();
+    let mut ignore = |_: &asm_canary::k8s::RolloutProgress| {};
+    let err = wait_rollout(
+        &client,
+        &w,
+        outcome.generation,
+        Duration::from_millis(500),
+        &mut ignore,
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("not finished after") && text.contains("Waiting for deployment \"api\""),
+        "{text}"
+    );
+    let missing = WorkloadRef::new(WorkloadKind::Deployment, "payments", "nope");
+    let err = wait_rollout(&client, &missing, None, Duration::from_secs(5), &mut ignore)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn configmap_copy_observes_first() {
+    let (_sim, client) = start(healthy()).await;
+    let ns = "aks-istio-system";
+    let (from, to) = (
+        shared_configmap_name("asm-1-27"),
+        shared_configmap_name("asm-1-28"),
+    );
+    assert_eq!(
+        copy_configmap(&client, ns, &from, &to, false)
+            .await
+            .unwrap(),
+        CopyOutcome::Created
+    );
+    assert_eq!(
+        copy_configmap(&client, ns, &from, &to, false)
+            .await
+            .unwrap(),
+        CopyOutcome::AlreadyIdentical
+    );
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let copied = api.get(&to).await.unwrap();
+    let source = api.get(&from).await.unwrap();
+    assert_eq!(copied.data, source.data);
+    api.patch(
+        &to,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"mesh": "accessLogFile: \"\"\n"}})),
+    )
+    .await
+    .unwrap();
+    let err = copy_configmap(&client, ns, &from, &to, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert_eq!(
+        api.get(&to).await.unwrap().data.unwrap()["mesh"],
+        "accessLogFile: \"\"\n"
+    );
+    assert_eq!(
+        copy_configmap(&client, ns, &from, &to, true).await.unwrap(),
+        CopyOutcome::Overwritten
+    );
+    assert_eq!(api.get(&to).await.unwrap().data, source.data);
+    assert_eq!(
+        copy_configmap(&client, ns, "istio-shared-configmap-asm-9-9", &to, false)
+            .await
+            .unwrap(),
+        CopyOutcome::SourceMissing
+    );
+}
+
+#[tokio::test]
+async fn namespaces_and_proxy_status() {
+    let (_sim, client) = start(healthy()).await;
+    let names: Vec<String> = namespaces_by_label(&client, "istio.io/rev=prod")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(names, ["frontend", "logging", "orders", "payments"]);
+
+    // Proxies connect and ACK within a few simulated seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = proxy_status(&client, "asm-1-27", None).await.unwrap();
+        if !rows.is_empty() && rows.iter().all(|r| r.is_synced()) {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never all SYNCED: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(rows.iter().any(|r| r.namespace == "payments"), "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.istiod.starts_with("istiod-asm-1-27-")),
+        "{rows:#?}"
+    );
+    assert!(rows.iter().all(|r| r.cds == XdsStatus::Synced));
+    let payments = proxy_status(&client, "asm-1-27", Some("payments"))
+        .await
+        .unwrap();
+    assert!(
+        !payments.is_empty() && payments.iter().all(|r| r.namespace == "payments"),
+        "{payments:#?}"
+    );
+
+    let err = proxy_status(&client, "asm-1-28", None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("no running istiod of asm-1-28"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn orphaned_leases_are_deleted_once() {
+    let (_sim, client) = start(healthy()).await;
+    let names = orphaned_lease_names("asm-1-27").to_vec();
+    let first = delete_leases(&client, "aks-istio-system", &names)
+        .await
+        .unwrap();
+    assert!(first.iter().all(|d| d.deleted), "{first:?}");
+    let second = delete_leases(&client, "aks-istio-system", &names)
+        .await
+        .unwrap();
+    assert!(second.iter().all(|d| !d.deleted), "{second:?}");
+}
