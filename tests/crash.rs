@@ -775,6 +775,7 @@ async fn soak() {
     let mut rng = Rng::new(seed);
     let (mut tried, mut not_reached, mut resumes, mut rollbacks, mut refused) = (0, 0, 0, 0, 0);
     let mut rollback_kills = 0;
+    let mut before_checkpoint = 0;
     let mut violations: Vec<String> = Vec::new();
     let started = std::time::Instant::now();
     for i in 0..cases {
@@ -788,6 +789,29 @@ async fn soak() {
         tried += 1;
         if !killed.killed {
             not_reached += 1;
+            continue;
+        }
+        if !state.exists() {
+            // Killed before the checkpoint was written: nothing may have changed.
+            before_checkpoint += 1;
+            let writes: Vec<String> = sim
+                .handle
+                .shared
+                .requests
+                .snapshot()
+                .iter()
+                .filter(|r| r.api != "token" && !r.path.ends_with("listClusterUserCredential"))
+                .filter(|r| !r.path.contains("/leases"))
+                .filter(|r| {
+                    !(r.method == "POST" && r.path.ends_with("/aks-istio-system/configmaps"))
+                })
+                .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+                .collect();
+            if !writes.is_empty() || sim.revisions().await != [SOURCE] {
+                violations.push(format!(
+                    "case {i} (kill at {at} ms, before the checkpoint): {writes:?}"
+                ));
+            }
             continue;
         }
         let mut rollback = rng.range(0, 1) == 1;
@@ -831,7 +855,8 @@ async fn soak() {
         }
     }
     println!(
-        "crash soak: seed {seed}, {tried} kill points tried ({not_reached} after the run ended), \
+        "crash soak: seed {seed}, {tried} kill points tried ({not_reached} after the run ended, \
+         {before_checkpoint} before the checkpoint existed), \
          {resumes} resumes, {rollbacks} rollbacks ({rollback_kills} rollbacks killed and resumed, \
          {refused} rollbacks refused after complete), {} invariant violations, {:.1}s",
         violations.len(),
