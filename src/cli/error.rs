@@ -10,6 +10,9 @@ pub enum CliError {
     /// Reaching Azure or the cluster failed before the runbook started: exit 1.
     #[error("{0}")]
     Connect(String),
+    /// Another run holds the cluster's lock: exit 5.
+    #[error("{0}")]
+    Locked(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{0}")]
@@ -21,6 +24,7 @@ impl CliError {
         match self {
             CliError::BadInput(_) => crate::exit::BAD_INPUT,
             CliError::Connect(_) | CliError::Internal(_) => crate::exit::INTERNAL,
+            CliError::Locked(_) => crate::exit::LOCKED,
             CliError::Engine(e) => e.exit_code(),
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod inspect;
 pub mod run;
 pub mod sim;
+pub mod validate;
 
 use error::CliError;
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use asm_canary_engine::checkpoint::StoreLock;
 use asm_canary_engine::{
-    Access, Approver, CancellationToken, Checkpoint, Event, EventRecord, EventSink, Executor,
-    FanOut, FileStore, OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, Runbook,
-    StepStatus,
+    Access, Approver, CancellationToken, Checkpoint, CheckpointError, CheckpointStore, Event,
+    EventRecord, EventSink, Executor, FanOut, FileStore, OnFailure, Outcome, PreApproved,
+    ResumeOptions, RunRequest, Runbook, StepStatus,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -17,6 +18,8 @@ use serde_json::{Map, Value, json};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
+use crate::k8s::lock::{Acquired, Holder, LockError, LockOptions, RunLock};
+use crate::k8s::state::ConfigMapStore;
 use crate::steps::Env;
 use crate::ui::{self, terminal::FailureChoice};
 
@@ -43,7 +46,68 @@ pub struct RunArgs {
     /// Use this runbook instead of the built-in canary runbook.
     #[arg(long, value_name = "FILE")]
     pub runbook: Option<PathBuf>,
+    /// Where the checkpoint lives: `file` (`--state`), or `kubernetes` (the ConfigMap
+    /// `asm-canary-run-<cluster>` in aks-istio-system, so any agent can resume).
+    #[arg(long, value_enum, default_value_t = StateBackend::File, env = "ASM_CANARY_STATE_BACKEND")]
+    pub state_backend: StateBackend,
+    /// Take the cluster's lock even though another run holds it (asks first; `--yes` when
+    /// unattended). Only when that run is known to be dead.
+    #[arg(long)]
+    pub break_lock: bool,
+    /// Answer yes to `--break-lock`'s confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// How long the cluster lock lasts without renewal, in seconds (renewed every third).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        env = "ASM_CANARY_LOCK_DURATION"
+    )]
+    pub lock_duration: u64,
 }
+
+/// Where the checkpoint lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateBackend {
+    File,
+    Kubernetes,
+}
+
+/// The checkpoint store chosen by `--state-backend`.
+pub enum Store {
+    File(FileStore),
+    Kube(Box<ConfigMapStore>),
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for Store {
+    fn location(&self) -> String {
+        match self {
+            Store::File(s) => s.location(),
+            Store::Kube(s) => s.location(),
+        }
+    }
+    async fn lock(&self) -> Result<Box<dyn StoreLock>, CheckpointError> {
+        match self {
+            Store::File(s) => s.lock().await,
+            Store::Kube(s) => s.lock().await,
+        }
+    }
+    async fn read(&self) -> Result<Option<Vec<u8>>, CheckpointError> {
+        match self {
+            Store::File(s) => s.read().await,
+            Store::Kube(s) => s.read().await,
+        }
+    }
+    async fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        match self {
+            Store::File(s) => s.write(bytes).await,
+            Store::Kube(s) => s.write(bytes).await,
+        }
+    }
+}
+
 
 /// What to upgrade to and how.
 #[derive(Debug, Clone, Args)]
@@ -176,7 +240,7 @@ pub async fn execute(
 ) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
     let guided = interactive(run);
-    let (mut runbook, registry) = load_runbook(run.runbook.as_deref(), env)?;
+    let (mut runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
     // Guided: the engine would roll back on its own when a step fails; a person is asked
     // instead, so such a step halts (pauses) and the question below decides. The checkpoint
     // records the runbook's hash from its text, which this does not change; a later `resume`
@@ -222,10 +286,71 @@ pub async fn execute(
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
         .map_err(|e| CliError::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
-    let executor = Executor::new(runbook, registry, FileStore::new(&state))
+    let store = match run.state_backend {
+        StateBackend::File => Store::File(FileStore::new(&state)),
+        StateBackend::Kubernetes => Store::Kube(Box::new(ConfigMapStore::new(
+            env.kube.clone(),
+            &env.cluster.name,
+        ))),
+    };
+    // The run this process acts for: a new id, or the checkpoint's. `None` when the engine is
+    // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
+    // a new run): then the cluster lock is not taken, so bad input changes nothing.
+    let existing = peek_checkpoint(&store).await;
+    if let (Mode::Rollback { .. }, Some(p)) = (&mode, &existing)
+        && p.target == target
+        && !p.finished
+        && let Some(asked) = &p.complete_put
+    {
+        refuse_rollback_while_completing(&env, run, &state, asked).await?;
+    }
+    let lock_run_id = match (&mode, existing) {
+        (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
+        (Mode::Run(_), Some(_)) => None,
+        (_, Some(p)) if p.target == target && !p.finished => Some(p.run_id),
+        (_, _) => None,
+    };
+    let lock = match &lock_run_id {
+        Some(id) => Some(take_lock(&env, run, id).await?),
+        None => None,
+    };
+    if let Some(lock) = &lock {
+        let lost = lock.lost();
+        let token = token.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            token.cancel();
+        });
+    }
+    let executor = Executor::new(runbook, registry, store)
         .with_events(sink)
         .with_approver(approver)
         .with_cancellation(token.clone());
+    let outcome = drive(&executor, mode, &target, lock_run_id, guided, &ask_on_failure, &guided_view, &token, &state).await;
+    if let Some(lock) = lock
+        && let Err(e) = lock.release().await
+    {
+        eprintln!("asm-canary: warning: {e}; it expires by itself");
+    }
+    let (run_id, code) = outcome?;
+    write_report(&state, &run_id);
+    Ok(code)
+}
+
+/// Runs, resumes or rolls back, then (guided) asks what to do after a failed step.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    executor: &Executor,
+    mode: Mode,
+    target: &str,
+    run_id: Option<String>,
+    guided: bool,
+    ask_on_failure: &std::collections::BTreeSet<String>,
+    guided_view: &GuidedView,
+    token: &CancellationToken,
+    state: &Path,
+) -> Result<(String, u8), CliError> {
+    let target = target.to_string();
     let resume_opts = |force| ResumeOptions {
         expect_target: Some(target.clone()),
         force,
@@ -236,7 +361,7 @@ pub async fn execute(
                 .run(RunRequest {
                     target: target.clone(),
                     params,
-                    run_id: None,
+                    run_id,
                 })
                 .await?
         }
@@ -245,7 +370,7 @@ pub async fn execute(
     };
     let mut code = report.exit_code();
     while guided && !token.is_cancelled() && report.outcome == Outcome::Paused {
-        let Some(failed) = failed_step(&state).await else {
+        let Some(failed) = failed_step(state).await else {
             break;
         };
         if !ask_on_failure.contains(&failed.0) {
@@ -275,8 +400,7 @@ pub async fn execute(
             }
         }
     }
-    write_report(&state, &report.run_id);
-    Ok(code)
+    Ok((report.run_id.clone(), code))
 }
 
 /// The terminal view of a guided run: a failure that will be put to the person is shown as
@@ -371,6 +495,112 @@ fn write_report(state: &Path, run_id: &str) {
     }
 }
 
+/// What `execute` needs to know of an existing checkpoint before the engine reads it.
+struct Peek {
+    run_id: String,
+    target: String,
+    finished: bool,
+    /// The revisions the `complete` step journaled asking ARM for (its PUT may have landed).
+    complete_put: Option<Vec<String>>,
+}
+
+/// The step whose ARM PUT removes the source revision: past it, a rollback cannot work.
+const COMPLETE_STEP: &str = "complete";
+
+async fn peek_checkpoint(store: &Store) -> Option<Peek> {
+    let bytes = store.read().await.ok()??;
+    let doc: Value = serde_json::from_slice(&bytes).ok()?;
+    let complete_put = doc["journal"].as_array().and_then(|j| {
+        j.iter()
+            .filter(|e| e["step"] == COMPLETE_STEP && e["kind"] == "arm-put-revisions")
+            .filter_map(|e| serde_json::from_value(e["details"]["revisions"].clone()).ok())
+            .next_back()
+    });
+    Some(Peek {
+        run_id: doc["run_id"].as_str()?.to_string(),
+        target: doc["target"].as_str()?.to_string(),
+        finished: matches!(doc["state"].as_str(), Some("completed" | "rolled_back")),
+        complete_put,
+    })
+}
+
+/// A run killed after its complete PUT was sent cannot be rolled back: the source revision
+/// is gone (or going), and moving the tag back to it would break injection. Refuses (exit 2,
+/// nothing written) unless the cluster shows the PUT never landed (both revisions, idle).
+async fn refuse_rollback_while_completing(
+    env: &Env,
+    run: &RunArgs,
+    state: &Path,
+    asked: &[String],
+) -> Result<(), CliError> {
+    let doc = env
+        .arm
+        .get_cluster(&env.cluster)
+        .await
+        .map_err(|e| CliError::Connect(e.to_string()))?;
+    let now = doc.revisions();
+    if doc.is_idle() && !crate::azure::same_revisions(&now, asked) {
+        return Ok(());
+    }
+    let how = match run.state_backend {
+        StateBackend::File => format!("--state {}", state.display()),
+        StateBackend::Kubernetes => "--state-backend kubernetes".to_string(),
+    };
+    Err(CliError::bad(format!(
+        "cannot roll back: this run was completing — its complete step asked ARM for revisions [{}] and the cluster now has [{}]{}; the source revision is gone or going, so a rollback would leave workloads without a control plane. Finish the run instead: asm-canary resume {how} --approve complete (the checkpoint was left untouched)",
+        asked.join(", "),
+        now.join(", "),
+        if doc.is_idle() {
+            ""
+        } else {
+            " (an update is still running)"
+        },
+    )))
+}
+
+/// Takes the cluster's Lease for `run_id`, asking before breaking a live one.
+async fn take_lock(env: &Env, run: &RunArgs, run_id: &str) -> Result<RunLock, CliError> {
+    let mut opts = LockOptions {
+        duration: std::time::Duration::from_secs(run.lock_duration.max(1)),
+        break_lock: run.break_lock,
+        confirmed: run.break_lock && run.yes,
+    };
+    let holder = Holder::this_process(run_id);
+    let lock = loop {
+        match RunLock::acquire(&env.kube, holder.clone(), &opts).await {
+            Ok(l) => break l,
+            Err(LockError::NotConfirmed {
+                holder: theirs,
+                expires,
+            }) if interactive(run) && !opts.confirmed => {
+                if confirm(&format!(
+                    "Break the cluster lock held by {theirs} (expires {expires})? Only if that run is dead."
+                )) {
+                    opts.confirmed = true;
+                } else {
+                    return Err(CliError::Locked(format!(
+                        "the lock held by {theirs} was not broken (not confirmed)"
+                    )));
+                }
+            }
+            Err(e @ (LockError::Held { .. } | LockError::NotConfirmed { .. })) => {
+                return Err(CliError::Locked(e.to_string()));
+            }
+            Err(e) => return Err(CliError::Connect(e.to_string())),
+        }
+    };
+    match &lock.acquired {
+        Acquired::Created | Acquired::OwnStale(_) => {}
+        Acquired::Expired(h) => eprintln!(
+            "asm-canary: warning: took over the expired cluster lock of {h} (Lease aks-istio-system/asm-canary-lock)"
+        ),
+        Acquired::Broken(h) => eprintln!(
+            "asm-canary: warning: broke the live cluster lock of {h} (Lease aks-istio-system/asm-canary-lock) on --break-lock"
+        ),
+    }
+    Ok(lock)
+}
+
 pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
     let UpgradeArgs {
         cluster,
@@ -383,6 +613,10 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .state
         .clone()
         .unwrap_or_else(|| default_state(&connected.env.cluster.name));
+    // A new run only: an existing checkpoint is refused by the engine as it stands.
+    if run.state_backend == StateBackend::Kubernetes || !state.exists() {
+        super::validate::validate_new_run(&connected.env, upgrade.to.as_deref()).await?;
+    }
     if interactive(&run) {
         super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
     }
@@ -428,10 +662,19 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         run,
         force,
     } = args;
-    let state = run.state.clone().ok_or_else(|| {
-        CliError::bad("--state FILE is required: the checkpoint of the run to continue")
-    })?;
-    cluster_from_checkpoint(&mut cluster, &state)?;
+    let state = match (run.state.clone(), run.state_backend) {
+        (Some(state), StateBackend::File) => {
+            cluster_from_checkpoint(&mut cluster, &state)?;
+            state
+        }
+        // The checkpoint is in the cluster: the cluster flags (or environment) say which.
+        (state, StateBackend::Kubernetes) => state.unwrap_or_default(),
+        (None, StateBackend::File) => {
+            return Err(CliError::bad(
+                "--state FILE is required: the checkpoint of the run to continue (or --state-backend kubernetes)",
+            ));
+        }
+    };
     let connected = connect(&cluster, Pace::Real).await?;
     let mode = if rollback {
         Mode::Rollback { force }
@@ -439,4 +682,16 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         Mode::Resume { force }
     };
     execute(connected.env, &run, mode, state).await
+}
+
+/// Asks a yes/no question on the terminal; anything but y/yes is no.
+fn confirm(question: &str) -> bool {
+    use std::io::Write;
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }

@@ -53,7 +53,7 @@ pub async fn client_from_kubeconfig_bytes(
             message: format!("unusable: {e}"),
         })?;
     add_extra_ca(&mut config, extra_ca_pem)?;
-    Client::try_from(config).map_err(|source| K8sError::Client { source })
+    build_client(config)
 }
 
 /// A client from a kubeconfig file, or (with `None`) from `$KUBECONFIG` / `~/.kube/config`.
@@ -79,7 +79,7 @@ pub async fn client_from_kubeconfig(
             })?,
     };
     add_extra_ca(&mut config, extra_ca_pem)?;
-    Client::try_from(config).map_err(|source| K8sError::Client { source })
+    build_client(config)
 }
 
 #[cfg(test)]
@@ -134,5 +134,89 @@ users:
         assert_eq!(client.default_namespace(), "shop");
         let der = pem_to_der(ca.as_bytes()).unwrap();
         assert_eq!(der.len(), 1);
+    }
+}
+
+/// The client with a retry layer: 429/503/504 as kube-rs retries them, and a connection that
+/// could not be established (the API server restarting, a load balancer dropping us). Only
+/// failed connects are retried, so a request is never sent twice.
+fn build_client(config: Config) -> Result<Client, K8sError> {
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|source| K8sError::Client { source })?;
+    Ok(builder
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(ConnectRetry::default()))
+        .build())
+}
+
+/// Retries requests whose connection could not be established, with a doubling delay
+/// (100 ms to 2 s, 12 times: about 15 s), and otherwise defers to kube-rs's policy.
+#[derive(Clone, Default)]
+pub struct ConnectRetry {
+    inner: kube::client::retry::RetryPolicy,
+    attempts: u32,
+}
+
+const CONNECT_RETRIES: u32 = 12;
+
+/// True when the error chain holds a connect failure (nothing was sent).
+pub fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+impl<Res>
+    tower::retry::Policy<http::Request<kube::client::Body>, http::Response<Res>, tower::BoxError>
+    for ConnectRetry
+{
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    fn retry(
+        &mut self,
+        req: &mut http::Request<kube::client::Body>,
+        result: &mut Result<http::Response<Res>, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        if let Err(e) = result
+            && is_connect_error(e.as_ref())
+        {
+            if self.attempts >= CONNECT_RETRIES {
+                return None;
+            }
+            let delay = std::time::Duration::from_millis(100 << self.attempts.min(4));
+            self.attempts += 1;
+            tracing::debug!(
+                attempt = self.attempts,
+                ?delay,
+                "Kubernetes API unreachable; retrying"
+            );
+            return Some(Box::pin(tokio::time::sleep(delay)));
+        }
+        self.inner
+            .retry(req, result)
+            .map(|s| Box::pin(s) as Self::Future)
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &http::Request<kube::client::Body>,
+    ) -> Option<http::Request<kube::client::Body>> {
+        <kube::client::retry::RetryPolicy as tower::retry::Policy<
+            http::Request<kube::client::Body>,
+            http::Response<Res>,
+            tower::BoxError,
+        >>::clone_request(&mut self.inner, req)
     }
 }

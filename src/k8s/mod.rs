@@ -16,10 +16,12 @@
 pub mod client;
 pub mod configmap;
 pub mod lease;
+pub mod lock;
 pub mod mesh;
 pub mod pods;
 pub mod portforward;
 pub mod rollout;
+pub mod state;
 
 pub use client::{client_from_kubeconfig, client_from_kubeconfig_bytes};
 pub use configmap::{CopyOutcome, CopyPlan, copy_configmap, plan_copy};

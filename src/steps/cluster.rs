@@ -399,7 +399,10 @@ async fn put_revisions(
     let mut operation: Option<String> = None;
     let acted;
     match earlier {
-        Some(e) if e.is_done() => {
+        // The recorded operation may still run (poll it) or have applied the revisions. If
+        // it ended without applying them (an LRO that failed), a retry must PUT again: polling
+        // the failed operation would only fail again.
+        Some(e) if e.is_done() && (applied || !doc.is_idle()) => {
             operation = e
                 .result
                 .as_ref()
@@ -420,7 +423,14 @@ async fn put_revisions(
             return Ok((json!({ "revisions": revisions }), false));
         }
         earlier => {
-            let id = match earlier {
+            if let Some(e) = earlier.as_ref().filter(|e| e.is_done()) {
+                ctx.events.info(format!(
+                    "the earlier update of the revisions (journal #{}) ended without applying [{}]; updating again",
+                    e.seq,
+                    revisions.join(", ")
+                ));
+            }
+            let id = match earlier.filter(|e| !e.is_done()) {
                 Some(e) => EntryId(e.seq),
                 None => {
                     ctx.journal

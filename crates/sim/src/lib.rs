@@ -210,9 +210,42 @@ pub struct SimHandle {
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    server_config: Arc<rustls::ServerConfig>,
+    arm_addr: SocketAddr,
+    kube_addr: SocketAddr,
 }
 
 impl SimHandle {
+    /// A restart of the simulated services: stops serving (listeners closed, open
+    /// connections and watches ended, controllers stopped), stays down for `down_for`, then
+    /// serves the same state again on the same addresses with the same CA. The state lives in
+    /// memory, so it survives this restart but not the process.
+    pub async fn restart(&mut self, down_for: std::time::Duration) -> Result<(), SimError> {
+        self.shared.kube.store.interrupt_watches(false);
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        tokio::time::sleep(down_for).await;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| SimError::Bind { addr, source })
+        };
+        let arm_listener = bind(self.arm_addr).await?;
+        let kube_listener = bind(self.kube_addr).await?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        self.tasks = spawn_services(
+            &self.shared,
+            arm_listener,
+            kube_listener,
+            &self.server_config,
+            shutdown_rx,
+        );
+        self.shutdown = shutdown;
+        Ok(())
+    }
+
     /// Stops accepting, lets open connections finish their current request, and waits.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
@@ -296,26 +329,47 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(server::serve_tls(
+    let tasks = spawn_services(
+        &shared,
         arm_listener,
-        tls.server_config.clone(),
-        arm::router(shared.clone()),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(server::serve_tls(
         kube_listener,
-        tls.server_config.clone(),
-        kube::router(shared.clone()),
-        shutdown_rx.clone(),
-    )));
-    tasks.extend(kube::start_controllers(shared.clone(), shutdown_rx));
+        &tls.server_config,
+        shutdown_rx,
+    );
     Ok(SimHandle {
         info,
         shared,
         shutdown,
         tasks,
+        server_config: tls.server_config.clone(),
+        arm_addr,
+        kube_addr,
     })
+}
+
+fn spawn_services(
+    shared: &Arc<Shared>,
+    arm_listener: TcpListener,
+    kube_listener: TcpListener,
+    server_config: &Arc<rustls::ServerConfig>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(server::serve_tls(
+            arm_listener,
+            server_config.clone(),
+            arm::router(shared.clone()),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(server::serve_tls(
+            kube_listener,
+            server_config.clone(),
+            kube::router(shared.clone()),
+            shutdown_rx.clone(),
+        )),
+    ];
+    tasks.extend(kube::start_controllers(shared.clone(), shutdown_rx));
+    tasks
 }
 
 fn host_port(addr: SocketAddr) -> String {

@@ -77,6 +77,9 @@ pub struct ArmFaults {
     /// Every Nth PUT (1st, N+1th, …) answers 409 `OperationNotAllowed` although no
     /// operation runs (a transient conflict, as from an agent-pool operation); 0 = never.
     pub conflict_every: u32,
+    /// Every Nth ARM request, counted from the second (2nd, N+2th, …), answers 500
+    /// `InternalServerError` (a transient ARM failure, retryable); 0 = never.
+    pub server_error_every: u32,
     /// Operations that end Failed or Canceled instead of Succeeded.
     pub lro_failures: Vec<LroFailure>,
     /// Answer an `If-Match` mismatch with 409 `EtagMismatch` (seen from AKS) instead of the
@@ -93,6 +96,7 @@ impl Default for ArmFaults {
             throttle_every: 0,
             retry_after_secs: 1,
             conflict_every: 0,
+            server_error_every: 0,
             lro_failures: Vec::new(),
             etag_mismatch_409: false,
         }

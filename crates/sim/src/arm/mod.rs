@@ -59,6 +59,8 @@ pub struct Counters {
     pub operations_succeeded: u64,
     pub operations_failed: u64,
     pub operations_canceled: u64,
+    /// 5xx answers (the `server_error_every` storm).
+    pub server_errors: u64,
 }
 
 /// ARM's mutable state: the cluster document, operations, tokens.
@@ -216,6 +218,7 @@ fn count_status(shared: &Shared, method: &Method, status: StatusCode) {
         StatusCode::PRECONDITION_FAILED => c.precondition_failed += 1,
         StatusCode::UNAUTHORIZED => c.unauthorized += 1,
         s if s.is_client_error() => c.rejected += 1,
+        s if s.is_server_error() => c.server_errors += 1,
         _ => {}
     }
 }
@@ -324,6 +327,24 @@ fn throttle(shared: &Shared, method: &Method) -> Result<(), ArmError> {
     Ok(())
 }
 
+/// The scenario's transient server errors: every Nth ARM request, counted from the second,
+/// answers 500 (offset from `throttle_every` so the two storms interleave).
+fn server_error(shared: &Shared) -> Result<(), ArmError> {
+    let every = shared.scenario.arm.server_error_every;
+    if every == 0 {
+        return Ok(());
+    }
+    let seen = shared.arm.lock().counters.requests;
+    if seen >= 2 && (seen - 2).is_multiple_of(u64::from(every)) {
+        return Err(ArmError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerError",
+            "An internal server error occurred; retry the request (simulated transient ARM failure).",
+        ));
+    }
+    Ok(())
+}
+
 fn arm_request(
     shared: &Arc<Shared>,
     method: &Method,
@@ -334,6 +355,7 @@ fn arm_request(
 ) -> Result<Response, ArmError> {
     authenticate(shared, headers)?;
     throttle(shared, method)?;
+    server_error(shared)?;
     let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
     let info = &shared.info;
 

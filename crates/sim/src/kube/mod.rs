@@ -76,6 +76,18 @@ impl KubeState {
     }
 }
 
+impl KubeState {
+    /// Stores an object without admission, as one created before a webhook existed (tests use
+    /// it for a shared ConfigMap the add-on's MeshConfig validation would now reject).
+    /// `plural` is the resource's plural name (`configmaps`).
+    pub fn insert_unadmitted(&self, plural: &str, obj: serde_json::Value) -> Result<(), String> {
+        self.store
+            .create(resources::by_plural(plural), obj)
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+}
+
 pub fn router(shared: Arc<Shared>) -> axum::Router {
     api::router(shared)
 }

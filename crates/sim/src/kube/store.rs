@@ -119,6 +119,8 @@ pub struct Store {
     time_scale: f64,
     /// Pods terminating gracefully: (when they go, namespace, name, uid).
     terminating: std::sync::Mutex<Vec<(std::time::Instant, String, String, String)>>,
+    /// Bumped by [`Store::interrupt_watches`]: every open watch ends (`.1`: with a 410 first).
+    interrupts: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 type CachedTable = (u64, Arc<Vec<Obj>>);
@@ -237,6 +239,7 @@ impl Store {
             cache: std::sync::Mutex::new(HashMap::new()),
             time_scale: 0.0,
             terminating: std::sync::Mutex::new(Vec::new()),
+            interrupts: tokio::sync::watch::channel((0, false)).0,
         }
     }
 
@@ -850,6 +853,24 @@ impl Store {
             .filter(|e| e.rv > rv)
             .cloned()
             .collect()
+    }
+
+    /// Ends every open watch stream, as a load balancer or API server restart does: with
+    /// `gone`, each first gets an `ERROR` event 410 Expired (history compacted, so a resumed
+    /// watch gets 410 too); without, the connection just ends. Clients must re-watch.
+    pub fn interrupt_watches(&self, gone: bool) {
+        if gone {
+            self.compact();
+        }
+        self.interrupts.send_modify(|(n, g)| {
+            *n += 1;
+            *g = gone;
+        });
+    }
+
+    /// A receiver that changes when [`Store::interrupt_watches`] is called.
+    pub fn watch_interrupts(&self) -> tokio::sync::watch::Receiver<(u64, bool)> {
+        self.interrupts.subscribe()
     }
 
     /// Forgets history up to the current resourceVersion (tests use it to provoke 410).

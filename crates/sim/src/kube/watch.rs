@@ -100,6 +100,8 @@ pub fn serve(store: &Store, req: WatchRequest) -> Response {
             Err(_) => Start::Expired(format!("too old resource version: {rv} (invalid)")),
         },
     };
+    let mut interrupts = store.watch_interrupts();
+    interrupts.mark_unchanged();
     tokio::spawn(async move {
         let mut last_rv: u64;
         let mut live = match start {
@@ -164,6 +166,13 @@ pub fn serve(store: &Store, req: WatchRequest) -> Response {
                 }
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = tx.closed() => return,
+                _ = interrupts.changed() => {
+                    if interrupts.borrow().1 {
+                        let msg = format!("too old resource version: {last_rv} (history compacted)");
+                        let _ = tx.send(line("ERROR", &ApiError::expired(msg).to_status())).await;
+                    }
+                    return;
+                }
             }
         }
     });

@@ -1,0 +1,352 @@
+//! One run per cluster (the `asm-canary-lock` Lease) and the checkpoint kept in the cluster
+//! (`--state-backend kubernetes`), with the real binary against the simulator.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{TestSim, last_event, stderr};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const NS: &str = "aks-istio-system";
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// A Lease as another machine's run would have left it, renewed `age` ago.
+async fn plant_lease(sim: &TestSim, age: SignedDuration) -> Lease {
+    let renewed = Timestamp::now() - age;
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("asm-canary-lock".into()),
+            namespace: Some(NS.into()),
+            annotations: Some(
+                [
+                    (
+                        "asm-canary.io/run-id".to_string(),
+                        "run-elsewhere".to_string(),
+                    ),
+                    ("asm-canary.io/host".to_string(), "agent-7".to_string()),
+                    ("asm-canary.io/pid".to_string(), "4242".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("agent-7/4242".into()),
+            lease_duration_seconds: Some(60),
+            acquire_time: Some(MicroTime(renewed)),
+            renew_time: Some(MicroTime(renewed)),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(sim.kube().await, NS)
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("plant lease")
+}
+
+async fn lock_lease(sim: &TestSim) -> Option<Lease> {
+    Api::<Lease>::namespaced(sim.kube().await, NS)
+        .get_opt("asm-canary-lock")
+        .await
+        .expect("get lease")
+}
+
+/// Mutating requests other than the token, credentials, the lock's own Lease and the
+/// read-only dry-run create of the target's shared ConfigMap (the simulator logs a dry run
+/// like any POST; the tests check that no such ConfigMap exists).
+fn cluster_writes(sim: &TestSim) -> Vec<String> {
+    sim.handle
+        .shared
+        .requests
+        .snapshot()
+        .iter()
+        .filter(|r| {
+            r.api != "token"
+                && !r.path.ends_with("listClusterUserCredential")
+                && !r.path.contains("/leases")
+        })
+        .filter(|r| !(r.method == "POST" && r.path.ends_with("/aks-istio-system/configmaps")))
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_lock_stops_a_second_run_with_exit_5_naming_the_holder() {
+    let sim = TestSim::start("healthy").await;
+    plant_lease(&sim, SignedDuration::from_secs(5)).await;
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run-elsewhere") && err.contains("agent-7") && err.contains("4242"),
+        "{err}"
+    );
+    assert!(err.contains("--break-lock"), "{err}");
+    assert!(
+        cluster_writes(&sim).is_empty(),
+        "{:?}",
+        cluster_writes(&sim)
+    );
+    assert!(!sim.state_file().exists(), "no checkpoint written");
+    let held = lock_lease(&sim).await.expect("still there");
+    assert_eq!(
+        held.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("agent-7/4242"),
+        "the holder's lease is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_while_the_first_lives_exits_5() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let mut args = vec![
+        "upgrade",
+        "--unattended",
+        "--output",
+        "json",
+        "--state",
+        state.to_str().unwrap(),
+        "--approve",
+        "start",
+        "--approve",
+        "complete",
+        "--lock-duration",
+        "2",
+    ];
+    args.extend_from_slice(common::FAST);
+    let mut first = sim.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let mut run_id = String::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        let ev: Value = serde_json::from_str(&l).unwrap();
+        run_id = ev["run_id"].as_str().unwrap_or_default().to_string();
+        if ev["event"] == "step_started" && ev["step"] == "restart" {
+            break;
+        }
+    }
+    // From another checkpoint path (another agent would have another file).
+    let other = sim.dir.path().join("other.json");
+    let second = sim
+        .run(&[
+            "upgrade",
+            "--unattended",
+            "--state",
+            other.to_str().unwrap(),
+            "--approve",
+            "start",
+        ])
+        .await;
+    assert_eq!(code(&second), 5, "{}", stderr(&second));
+    assert!(stderr(&second).contains(&run_id), "{}", stderr(&second));
+    assert!(!other.exists());
+    while let Ok(Some(_)) = lines.next_line().await {}
+    let status = first.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Renewed while it lived (every 2/3 s), released at the end.
+    let renewals = sim
+        .handle
+        .shared
+        .requests
+        .snapshot()
+        .iter()
+        .filter(|r| {
+            r.method == "PUT" && r.path.ends_with("/leases/asm-canary-lock") && r.status == 200
+        })
+        .count();
+    assert!(renewals >= 1, "the lease was never renewed");
+    assert!(lock_lease(&sim).await.is_none(), "released at the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lock_is_taken_over_with_a_warning() {
+    let sim = TestSim::start("healthy").await;
+    plant_lease(&sim, SignedDuration::from_secs(600)).await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("took over the expired cluster lock") && err.contains("run-elsewhere"),
+        "{err}"
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    assert!(lock_lease(&sim).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_lock_needs_confirmation_then_takes_a_live_lock() {
+    let sim = TestSim::start("healthy").await;
+    plant_lease(&sim, SignedDuration::from_secs(1)).await;
+    let out = sim.upgrade(&["--approve", "start", "--break-lock"]).await;
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(cluster_writes(&sim).is_empty());
+    assert!(!sim.state_file().exists());
+
+    let out = sim
+        .upgrade(&["--approve", "start", "--break-lock", "--yes"])
+        .await;
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("broke the live cluster lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_loses_its_lock_pauses() {
+    let sim = TestSim::start("slow-rollout").await;
+    let state = sim.state_file();
+    let mut args = vec![
+        "upgrade",
+        "--unattended",
+        "--output",
+        "json",
+        "--state",
+        state.to_str().unwrap(),
+        "--approve",
+        "start",
+        "--approve",
+        "complete",
+        "--lock-duration",
+        "1",
+    ];
+    args.extend_from_slice(common::FAST);
+    let mut child = sim.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        let ev: Value = serde_json::from_str(&l).unwrap();
+        if ev["event"] == "step_started" && ev["step"] == "restart" {
+            break;
+        }
+    }
+    // Someone breaks the lock from elsewhere.
+    let api = Api::<Lease>::namespaced(sim.kube().await, NS);
+    let mut lease = api.get("asm-canary-lock").await.unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("agent-9/1".into());
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("asm-canary.io/run-id".into(), "thief".into());
+    api.replace("asm-canary-lock", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let mut last = Value::Null;
+    while let Ok(Some(l)) = lines.next_line().await {
+        last = serde_json::from_str(&l).unwrap();
+    }
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(4), "last event {last}");
+    assert_eq!(last["outcome"], "paused");
+    // The thief's lease is left alone.
+    let now = lock_lease(&sim).await.unwrap();
+    assert_eq!(
+        now.spec.unwrap().holder_identity.as_deref(),
+        Some("agent-9/1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_backend_resumes_on_a_fresh_agent_without_a_file() {
+    let sim = TestSim::start("healthy").await;
+    let agent1 = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "upgrade",
+        "--unattended",
+        "--output",
+        "json",
+        "--state-backend",
+        "kubernetes",
+        "--approve",
+        "start",
+    ];
+    args.extend_from_slice(common::FAST);
+    let out = sim
+        .command(&args)
+        .current_dir(agent1.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(agent1.path()).unwrap().count(),
+        0,
+        "no file written on the agent"
+    );
+    let cm = Api::<ConfigMap>::namespaced(sim.kube().await, NS)
+        .get("asm-canary-run-aks-sim")
+        .await
+        .expect("checkpoint ConfigMap");
+    let doc: Value =
+        serde_json::from_str(&cm.data.unwrap()["checkpoint.json"]).expect("checkpoint JSON");
+    assert_eq!(doc["state"], "paused");
+    let run_id = doc["run_id"].as_str().unwrap().to_string();
+
+    // A fresh agent: another directory, no --state.
+    let agent2 = tempfile::tempdir().unwrap();
+    let out = sim
+        .command(&[
+            "resume",
+            "--state-backend",
+            "kubernetes",
+            "--unattended",
+            "--output",
+            "json",
+            "--approve",
+            "complete",
+        ])
+        .current_dir(agent2.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let last = last_event(&out);
+    assert_eq!(last["outcome"], "completed");
+    assert_eq!(last["run_id"], run_id.as_str());
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let cm = Api::<ConfigMap>::namespaced(sim.kube().await, NS)
+        .get("asm-canary-run-aks-sim")
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_str(&cm.data.unwrap()["checkpoint.json"]).unwrap();
+    assert_eq!(doc["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_backend_write_is_guarded_by_resource_version() {
+    use asm_canary::k8s::state::ConfigMapStore;
+    use asm_canary_engine::CheckpointStore;
+    let sim = TestSim::start("healthy").await;
+    let a = ConfigMapStore::new(sim.kube().await, "aks-sim");
+    let b = ConfigMapStore::new(sim.kube().await, "aks-sim");
+    assert_eq!(a.read().await.unwrap(), None);
+    a.write(b"{\"one\":1}").await.unwrap();
+    assert_eq!(
+        b.read().await.unwrap().as_deref(),
+        Some(&b"{\"one\":1}"[..])
+    );
+    a.write(b"{\"two\":2}").await.unwrap();
+    // b read before a's second write: its write must fail, not overwrite.
+    let err = b.write(b"{\"three\":3}").await.unwrap_err();
+    assert!(err.to_string().contains("resourceVersion"), "{err}");
+    assert_eq!(
+        a.read().await.unwrap().as_deref(),
+        Some(&b"{\"two\":2}"[..])
+    );
+}
