@@ -108,7 +108,6 @@ impl CheckpointStore for Store {
     }
 }
 
-
 /// What to upgrade to and how.
 #[derive(Debug, Clone, Args)]
 pub struct UpgradeOptions {
@@ -270,12 +269,17 @@ pub async fn execute(
             Arc::new(ui::Terminal::plain_stderr(hint.clone())),
         ];
     }
-    match open_event_log(&state) {
-        Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
-        Err(e) => eprintln!(
-            "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
-            crate::report::events_path(&state).display()
-        ),
+    // The event log and report live next to a checkpoint file; a checkpoint kept in the
+    // cluster (`--state-backend kubernetes` without `--state`) leaves no file on the agent.
+    let files = run.state_backend == StateBackend::File || run.state.is_some();
+    if files {
+        match open_event_log(&state) {
+            Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
+            Err(e) => eprintln!(
+                "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
+                crate::report::events_path(&state).display()
+            ),
+        }
     }
     let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
     let approver: Arc<dyn Approver> = if guided {
@@ -326,14 +330,27 @@ pub async fn execute(
         .with_events(sink)
         .with_approver(approver)
         .with_cancellation(token.clone());
-    let outcome = drive(&executor, mode, &target, lock_run_id, guided, &ask_on_failure, &guided_view, &token, &state).await;
+    let outcome = drive(
+        &executor,
+        mode,
+        &target,
+        lock_run_id,
+        guided,
+        &ask_on_failure,
+        &guided_view,
+        &token,
+        &state,
+    )
+    .await;
     if let Some(lock) = lock
         && let Err(e) = lock.release().await
     {
         eprintln!("asm-canary: warning: {e}; it expires by itself");
     }
     let (run_id, code) = outcome?;
-    write_report(&state, &run_id);
+    if files {
+        write_report(&state, &run_id);
+    }
     Ok(code)
 }
 
