@@ -774,7 +774,7 @@ fn redact(url: &Url) -> String {
     u.to_string()
 }
 
-fn redact_str(url: &str) -> String {
+pub(crate) fn redact_str(url: &str) -> String {
     Url::parse(url)
         .map(|u| redact(&u))
         .unwrap_or_else(|_| "<invalid url>".into())

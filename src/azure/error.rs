@@ -32,7 +32,8 @@ pub enum ArmError {
         attempts: u32,
     },
     #[error(
-        "the operation on {cluster} ended {status}: {code}: {message} (operation {operation_url})"
+        "the operation on {cluster} ended {status}: {code}: {message} (operation {})",
+        super::client::redact_str(operation_url)
     )]
     OperationFailed {
         cluster: String,
@@ -43,7 +44,8 @@ pub enum ArmError {
         message: String,
     },
     #[error(
-        "the operation on {cluster} did not finish within {waited:?}; it may still be running: resume to keep polling {operation_url}"
+        "the operation on {cluster} did not finish within {waited:?}; it may still be running: resume to keep polling {}",
+        super::client::redact_str(operation_url)
     )]
     PollTimeout {
         cluster: String,
