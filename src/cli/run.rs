@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use asm_canary_engine::checkpoint::StoreLock;
 use asm_canary_engine::{
@@ -259,7 +258,6 @@ pub async fn execute(
         inner: terminal.clone(),
         guided,
         ask: ask_on_failure.clone(),
-        chose_rollback: AtomicBool::new(false),
     });
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![guided_view.clone()];
     if run.output == OutputArg::Json {
@@ -337,7 +335,6 @@ pub async fn execute(
         lock_run_id,
         guided,
         &ask_on_failure,
-        &guided_view,
         &token,
         &state,
     )
@@ -363,7 +360,6 @@ async fn drive(
     run_id: Option<String>,
     guided: bool,
     ask_on_failure: &std::collections::BTreeSet<String>,
-    guided_view: &GuidedView,
     token: &CancellationToken,
     state: &Path,
 ) -> Result<(String, u8), CliError> {
@@ -371,6 +367,7 @@ async fn drive(
     let resume_opts = |force| ResumeOptions {
         expect_target: Some(target.clone()),
         force,
+        after_failure: false,
     };
     let mut report = match mode {
         Mode::Run(params) => {
@@ -399,13 +396,15 @@ async fn drive(
                 code = report.exit_code();
             }
             FailureChoice::Rollback => {
-                guided_view.chose_rollback.store(true, Ordering::SeqCst);
-                report = executor.rollback(resume_opts(false)).await?;
-                // A gate failed and the rollback finished: exit 3, as unattended.
-                code = match report.outcome {
-                    Outcome::RolledBack => crate::exit::ROLLED_BACK,
-                    _ => report.exit_code(),
-                };
+                // The failure's rollback, not one asked for on a healthy run: exit 3, as
+                // unattended, in the exit code and in the events alike.
+                report = executor
+                    .rollback(ResumeOptions {
+                        after_failure: true,
+                        ..resume_opts(false)
+                    })
+                    .await?;
+                code = report.exit_code();
             }
             FailureChoice::Halt => {
                 eprintln!(
@@ -428,7 +427,6 @@ struct GuidedView {
     /// A person answers prompts: the prompt itself says what needs approval.
     guided: bool,
     ask: std::collections::BTreeSet<String>,
-    chose_rollback: AtomicBool,
 }
 
 impl EventSink for GuidedView {
@@ -449,15 +447,6 @@ impl EventSink for GuidedView {
                 .any(|s| reason.starts_with(&format!("step {s:?} failed"))) =>
             {
                 return;
-            }
-            Event::RunFinished {
-                outcome: Outcome::RolledBack,
-                exit_code,
-                reason,
-                ..
-            } if self.chose_rollback.load(Ordering::SeqCst) => {
-                *exit_code = crate::exit::ROLLED_BACK;
-                *reason = Some("a step failed and the rollback was chosen at the terminal".into());
             }
             _ => {}
         }

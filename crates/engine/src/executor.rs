@@ -50,6 +50,9 @@ pub struct ResumeOptions {
     pub expect_target: Option<String>,
     /// Continue even though the runbook changed since the checkpoint was written.
     pub force: bool,
+    /// For `rollback`: a person chose it after a step failed (guided mode), so it is the
+    /// failure's rollback (exit 3), not one asked for on a healthy run (exit 0).
+    pub after_failure: bool,
 }
 
 /// How a run ended.
@@ -284,9 +287,14 @@ impl Executor {
         }
         let r = run
             .update(|cp| {
-                cp.rollback_requested = true;
+                cp.rollback_requested = !opts.after_failure;
                 if cp.state != RunState::RollingBack && cp.state != RunState::Failed {
-                    cp.reason = Some("rollback requested".into());
+                    cp.reason = Some(match (&cp.failed_step, opts.after_failure) {
+                        (Some(step), true) => {
+                            format!("step {step:?} failed; the rollback was chosen")
+                        }
+                        _ => "rollback requested".into(),
+                    });
                 }
                 cp.state = RunState::RollingBack;
             })
