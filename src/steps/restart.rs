@@ -405,6 +405,7 @@ async fn run_wave(
     label: &str,
 ) -> Result<(), StepError> {
     let wave = records.first().map(|r| r.wave).unwrap_or(1);
+    let fresh = entry.is_none();
     let (id, done) = match entry {
         Some(e) => (EntryId(e.seq), e.is_done()),
         None => {
@@ -428,26 +429,36 @@ async fn run_wave(
             async move {
                 let w = r.workload();
                 let stamp = r.restarted_at.clone().unwrap_or_default();
-                let current = match get_workload(&env.kube, &w).await {
-                    Ok(c) => c,
-                    Err(K8sError::Api {
-                        source: kube::Error::Api(s),
-                        ..
-                    }) if s.code == 404 => {
-                        ctx.events.warn(format!("{w} no longer exists; skipped"));
-                        return Ok(());
-                    }
-                    Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
-                };
-                let generation = if done || current.restarted_at() == Some(stamp.as_str()) {
-                    current.generation()
-                } else {
-                    patch_restart(&env.kube, &w, &stamp)
+                // A wave just prepared was read a moment ago: patch at once. A resumed one is
+                // read first, to tell a patch that landed from one that did not.
+                let (generation, replaces_pods) = if fresh {
+                    let out = patch_restart(&env.kube, &w, &stamp)
                         .await
-                        .map_err(|e| k8s_err(format!("restarting {w}"), e))?
-                        .generation
+                        .map_err(|e| k8s_err(format!("restarting {w}"), e))?;
+                    (out.generation, out.replaces_pods)
+                } else {
+                    let current = match get_workload(&env.kube, &w).await {
+                        Ok(c) => c,
+                        Err(K8sError::Api {
+                            source: kube::Error::Api(s),
+                            ..
+                        }) if s.code == 404 => {
+                            ctx.events.warn(format!("{w} no longer exists; skipped"));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
+                    };
+                    let generation = if done || current.restarted_at() == Some(stamp.as_str()) {
+                        current.generation()
+                    } else {
+                        patch_restart(&env.kube, &w, &stamp)
+                            .await
+                            .map_err(|e| k8s_err(format!("restarting {w}"), e))?
+                            .generation
+                    };
+                    (generation, current.replaces_pods_on_restart())
                 };
-                if current.replaces_pods_on_restart() {
+                if replaces_pods {
                     wait_rollout(&env.kube, &w, generation, timeout, &mut |_| {})
                         .await
                         .map_err(|e| k8s_err(format!("waiting for the rollout of {w}"), e))?;
