@@ -653,28 +653,17 @@ impl Action for RemoveCanary {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let source: String = ctx.input("source")?;
         let target: Option<String> = ctx.input_opt("target")?;
-        let doc = get_cluster(&self.0).await?;
+        // An operation of this run may still be running (a crash during start's LRO): let it
+        // end before deciding, so a canary it is still installing is seen and removed.
+        let doc = self
+            .0
+            .arm
+            .wait_idle(&self.0.cluster)
+            .await
+            .map_err(|e| arm_err("waiting for the cluster to be idle", e))?;
         let Some(target) = target.filter(|t| doc.revisions().contains(t)) else {
-            if !doc.is_idle() {
-                // An LRO of this run may still be running: let it end, then look again.
-                self.0
-                    .arm
-                    .wait_idle(&self.0.cluster)
-                    .await
-                    .map_err(|e| arm_err("waiting for the cluster", e))?;
-                let again = get_cluster(&self.0).await?;
-                if !again.revisions().iter().any(|r| *r != source) {
-                    return Ok(ActionOutcome::skipped(
-                        "the canary revision is not installed",
-                    ));
-                }
-            } else {
-                return Ok(ActionOutcome::skipped(
-                    "the canary revision is not installed",
-                ));
-            }
-            return Err(StepError::msg(
-                "the cluster changed while waiting; run rollback again",
+            return Ok(ActionOutcome::skipped(
+                "the canary revision is not installed",
             ));
         };
         let users = users_of_revision(&self.0, &target).await?;

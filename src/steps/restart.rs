@@ -350,10 +350,18 @@ async fn prepare(
         .iter()
         .cloned()
         .map(|w| async move {
-            let current = get_workload(&env.kube, &w)
-                .await
-                .map_err(|e| k8s_err(format!("reading {w}"), e))?;
-            Ok::<_, StepError>((w, current))
+            match get_workload(&env.kube, &w).await {
+                Ok(current) => Ok::<_, StepError>(Some((w, current))),
+                Err(K8sError::Api {
+                    source: kube::Error::Api(s),
+                    ..
+                }) if s.code == 404 => {
+                    ctx.events
+                        .warn(format!("{w} no longer exists; not restarted"));
+                    Ok(None)
+                }
+                Err(e) => Err(k8s_err(format!("reading {w}"), e)),
+            }
         })
         .collect();
     let read: Vec<_> = stream::iter(reads)
@@ -361,7 +369,7 @@ async fn prepare(
         .try_collect()
         .await?;
     let mut records = Vec::with_capacity(read.len());
-    for (w, current) in read {
+    for (w, current) in read.into_iter().flatten() {
         if current.is_paused() {
             return Err(StepError::msg(format!(
                 "{w} is paused: a restart cannot move it (run `kubectl rollout resume` on it, or move it yourself), then resume"
@@ -522,24 +530,8 @@ impl Action for RestartBack {
             .find(|e| e.kind == KIND_BACK_WAVE);
         let records = match &earlier {
             Some(e) => wave_records(&e.details)?,
-            None => {
-                // Workloads deleted since are nothing to move back.
-                let mut present = Vec::new();
-                for w in &moved {
-                    match get_workload(&env.kube, w).await {
-                        Err(K8sError::Api {
-                            source: kube::Error::Api(s),
-                            ..
-                        }) if s.code == 404 => {
-                            ctx.events
-                                .warn(format!("{w} no longer exists; not restarted back"));
-                        }
-                        Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
-                        Ok(_) => present.push(w.clone()),
-                    }
-                }
-                prepare(env, ctx, &present, 1).await?
-            }
+            // Workloads deleted since are nothing to move back: `prepare` skips them.
+            None => prepare(env, ctx, &moved, 1).await?,
         };
         run_wave(
             env,
