@@ -8,6 +8,9 @@
 //! plus the slowest wave's rollouts, measured here as one Deployment's restart-to-rolled-out
 //! time in the same simulator (all Deployments of a wave restart at once, parallelism = all).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -217,6 +220,11 @@ async fn one(namespaces: u32) {
         }
     }
     println!("      steps: {}", line.join(", "));
+    for r in &records {
+        if let Event::StepFailed { step, error, .. } = &r.event {
+            println!("      FAILED {step}: {error}");
+        }
+    }
     // Inside restart: planning before the first patch, the wave itself (first patch to the
     // last workload rolled out), and the gate after it.
     let ts_of = |pred: &dyn Fn(&Event) -> bool, last: bool| {
@@ -228,11 +236,11 @@ async fn one(namespaces: u32) {
         false,
     );
     let first_patch = ts_of(
-        &|e| matches!(e, Event::SideEffect { kind, .. } if kind == "restart-workload"),
+        &|e| matches!(e, Event::SideEffect { kind, done: false, .. } if kind == "restart-wave"),
         false,
     );
     let last_rolled = ts_of(
-        &|e| matches!(e, Event::StepProgress { step, .. } if step == "restart"),
+        &|e| matches!(e, Event::SideEffect { kind, done: true, .. } if kind == "restart-wave"),
         true,
     );
     let step_end = ts_of(

@@ -274,3 +274,59 @@ async fn orphaned_leases_are_deleted_once() {
         .unwrap();
     assert!(second.iter().all(|d| !d.deleted), "{second:?}");
 }
+
+/// The slim, paged pod listing sees what a full `Api::<Pod>` list sees: every pod, each with
+/// the same revision, owner, phase and readiness. More than one page, so paging is exercised.
+#[tokio::test]
+async fn paged_slim_pod_list_matches_the_full_list() {
+    let mut scenario = healthy();
+    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+        namespaces: 11,
+        deployments_per_namespace: 10,
+        replicas: 5,
+        revision_label: "prod".into(),
+    });
+    let (sim, client) = start(scenario).await;
+    let before = sim.shared.requests.totals();
+    let slim = asm_canary::k8s::pods::list_pods(&client, None, None)
+        .await
+        .unwrap();
+    let after = sim.shared.requests.totals();
+    let lists = |t: &std::collections::BTreeMap<(String, String), u64>| {
+        t.iter()
+            .filter(|((api, method), _)| api == "kube" && method == "GET")
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let full = Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(full.len() > 550, "{} pods", full.len());
+    let pages = lists(&after) - lists(&before);
+    assert_eq!(
+        pages,
+        full.len()
+            .div_ceil(asm_canary::k8s::pods::LIST_PAGE as usize) as u64,
+        "one request per page of {}",
+        asm_canary::k8s::pods::LIST_PAGE
+    );
+    let info = |pods: &[k8s_openapi::api::core::v1::Pod]| {
+        let mut v: Vec<asm_canary::k8s::PodInfo> = pods
+            .iter()
+            .map(asm_canary::k8s::PodInfo::from_pod)
+            .collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        v
+    };
+    let (slim, full) = (info(&slim), info(&full));
+    assert_eq!(slim.len(), full.len());
+    assert!(
+        slim.iter()
+            .any(|p| p.revision.revision() == Some("asm-1-27"))
+    );
+    for (a, b) in slim.iter().zip(&full) {
+        assert_eq!(a, b);
+    }
+}

@@ -6,9 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::ListParams;
 use serde_json::json;
 
 use super::args::{AuthArg, ClusterArgs, OutputArg};
@@ -118,10 +115,8 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
 
     // What the cluster says now, read back over the same APIs.
     if let Ok(doc) = env.arm.get_cluster(&env.cluster).await {
-        let pods = Api::<Pod>::all(env.kube.clone())
-            .list(&ListParams::default())
+        let pods = crate::k8s::pods::list_pods(&env.kube, None, None)
             .await
-            .map(|l| l.items)
             .unwrap_or_default();
         let mut by_rev: BTreeMap<String, usize> = BTreeMap::new();
         for p in &pods {

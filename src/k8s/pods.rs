@@ -1,10 +1,13 @@
 //! Namespaces by label, and the pods of a namespace with their injecting revision and the
 //! workload that owns them (which a restart can move) or the lack of one (which it cannot).
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodCondition, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::Client;
 use kube::api::{Api, ListParams};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rollout::{WorkloadKind, WorkloadRef};
 use super::{K8sError, target};
@@ -104,26 +107,179 @@ impl PodInfo {
     }
 }
 
+/// Pods per list page: large clusters are read in pages, as kubectl reads them.
+pub const LIST_PAGE: u32 = 500;
+
+/// A Pod with only the fields the canary steps read (names, uid, labels, annotations, owners,
+/// deletion, the containers' and init containers' names and images, phase and conditions).
+/// Listing ten thousand pods this way skips the bulk of their JSON (env, volumes, probes,
+/// managedFields) instead of building it; [`PodView::into_pod`] gives the Pod the rest of
+/// the code reads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PodView {
+    #[serde(deserialize_with = "meta_view")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<SpecView>,
+    #[serde(default)]
+    status: Option<StatusView>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetaView {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    deletion_timestamp: Option<Time>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+fn meta_view<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = MetaView::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        deletion_timestamp: m.deletion_timestamp,
+        labels: m.labels,
+        annotations: m.annotations,
+        owner_references: m.owner_references,
+        ..Default::default()
+    })
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecView {
+    #[serde(default)]
+    containers: Vec<ContainerView>,
+    init_containers: Option<Vec<ContainerView>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerView {
+    name: String,
+    image: Option<String>,
+    restart_policy: Option<String>,
+}
+
+impl From<ContainerView> for Container {
+    fn from(c: ContainerView) -> Self {
+        Container {
+            name: c.name,
+            image: c.image,
+            restart_policy: c.restart_policy,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct StatusView {
+    phase: Option<String>,
+    conditions: Option<Vec<ConditionView>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ConditionView {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+impl k8s_openapi::Resource for PodView {
+    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for PodView {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl PodView {
+    /// The Pod, with only the fields read here set.
+    pub fn into_pod(self) -> Pod {
+        Pod {
+            metadata: self.metadata,
+            spec: self.spec.map(|s| PodSpec {
+                containers: s.containers.into_iter().map(Container::from).collect(),
+                init_containers: s
+                    .init_containers
+                    .map(|v| v.into_iter().map(Container::from).collect()),
+                ..Default::default()
+            }),
+            status: self.status.map(|s| PodStatus {
+                phase: s.phase,
+                conditions: s.conditions.map(|v| {
+                    v.into_iter()
+                        .map(|c| PodCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// Pods of one namespace (`None`: every namespace), read in pages of [`LIST_PAGE`] as
+/// [`PodView`]s and returned as Pods carrying only what the canary steps read.
+pub async fn list_pods(
+    client: &Client,
+    namespace: Option<&str>,
+    label_selector: Option<&str>,
+) -> Result<Vec<Pod>, K8sError> {
+    let api: Api<PodView> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    if let Some(sel) = label_selector {
+        params = params.labels(sel);
+    }
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(|source| K8sError::Api {
+            action: "list",
+            kind: "Pod",
+            target: target(namespace.unwrap_or("*"), label_selector.unwrap_or("*")),
+            source,
+        })?;
+        out.extend(page.items.into_iter().map(PodView::into_pod));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Pods of `namespace` (optionally filtered by a label selector) with revision and owner.
 pub async fn list_pods_with_revision(
     client: &Client,
     namespace: &str,
     label_selector: Option<&str>,
 ) -> Result<Vec<PodInfo>, K8sError> {
-    let mut params = ListParams::default();
-    if let Some(sel) = label_selector {
-        params = params.labels(sel);
-    }
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(|source| K8sError::Api {
-            action: "list",
-            kind: "Pod",
-            target: target(namespace, label_selector.unwrap_or("*")),
-            source,
-        })?;
-    let mut out: Vec<PodInfo> = pods.items.iter().map(PodInfo::from_pod).collect();
+    let pods = list_pods(client, Some(namespace), label_selector).await?;
+    let mut out: Vec<PodInfo> = pods.iter().map(PodInfo::from_pod).collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -305,6 +305,16 @@ impl Workload {
         self.meta().uid.as_deref()
     }
 
+    /// Its kind, namespace and name.
+    pub fn reference(&self) -> WorkloadRef {
+        let meta = self.meta();
+        WorkloadRef::new(
+            self.kind(),
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+
     pub fn generation(&self) -> Option<i64> {
         self.meta().generation
     }
@@ -415,6 +425,56 @@ pub async fn get_workload(client: &Client, w: &WorkloadRef) -> Result<Workload, 
         WorkloadKind::Deployment => Workload::Deployment(Box::new(get_typed(client, w).await?)),
         WorkloadKind::StatefulSet => Workload::StatefulSet(Box::new(get_typed(client, w).await?)),
         WorkloadKind::DaemonSet => Workload::DaemonSet(Box::new(get_typed(client, w).await?)),
+    })
+}
+
+async fn list_typed<K>(client: &Client, kind: WorkloadKind) -> Result<Vec<K>, K8sError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    let mut params = kube::api::ListParams::default().limit(super::pods::LIST_PAGE);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(|source| K8sError::Api {
+            action: "list",
+            kind: kind_str(kind),
+            target: "*".to_string(),
+            source,
+        })?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Every workload of a kind in the cluster, read in pages: cheaper than one read each when a
+/// step looks at many.
+pub async fn list_workloads(
+    client: &Client,
+    kind: WorkloadKind,
+) -> Result<Vec<Workload>, K8sError> {
+    Ok(match kind {
+        WorkloadKind::Deployment => list_typed(client, kind)
+            .await?
+            .into_iter()
+            .map(|d| Workload::Deployment(Box::new(d)))
+            .collect(),
+        WorkloadKind::StatefulSet => list_typed(client, kind)
+            .await?
+            .into_iter()
+            .map(|d| Workload::StatefulSet(Box::new(d)))
+            .collect(),
+        WorkloadKind::DaemonSet => list_typed(client, kind)
+            .await?
+            .into_iter()
+            .map(|d| Workload::DaemonSet(Box::new(d)))
+            .collect(),
     })
 }
 

@@ -13,7 +13,7 @@ use asm_canary_engine::{
 };
 use async_trait::async_trait;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
@@ -523,12 +523,30 @@ impl Action for StartCanary {
 /// webhooks pointing at it. Removing a revision while any remains strands workloads.
 pub async fn users_of_revision(env: &Env, revision: &str) -> Result<Vec<String>, StepError> {
     let mut users = Vec::new();
-    let pods = Api::<Pod>::all(env.kube.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| kube_err("listing pods", e))?;
+    let sel = format!("{REV_LABEL}={revision}");
+    let namespaces = Api::<Namespace>::all(env.kube.clone());
+    let webhooks = Api::<MutatingWebhookConfiguration>::all(env.kube.clone());
+    // pods, namespaces and tags, read at once
+    let (pods, nss, tags) = futures::try_join!(
+        async {
+            crate::k8s::pods::list_pods(&env.kube, None, None)
+                .await
+                .map_err(|e| k8s_err("listing pods", e))
+        },
+        async {
+            namespaces
+                .list(&ListParams::default().labels(&sel))
+                .await
+                .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))
+        },
+        async {
+            webhooks
+                .list(&ListParams::default().labels(TAG_LABEL))
+                .await
+                .map_err(|e| kube_err("listing tag webhooks", e))
+        },
+    )?;
     let mut stuck: Vec<String> = pods
-        .items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| pod_revision(p).revision() == Some(revision))
@@ -544,21 +562,12 @@ pub async fn users_of_revision(env: &Env, revision: &str) -> Result<Vec<String>,
         .collect();
     stuck.sort();
     users.extend(stuck);
-    let sel = format!("{REV_LABEL}={revision}");
-    let nss = Api::<Namespace>::all(env.kube.clone())
-        .list(&ListParams::default().labels(&sel))
-        .await
-        .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))?;
     users.extend(
         nss.items
             .iter()
             .filter_map(|n| n.metadata.name.clone())
             .map(|n| format!("namespace {n} (label {sel})")),
     );
-    let tags = Api::<MutatingWebhookConfiguration>::all(env.kube.clone())
-        .list(&ListParams::default().labels(TAG_LABEL))
-        .await
-        .map_err(|e| kube_err("listing tag webhooks", e))?;
     for wh in &tags.items {
         if tag_revision(wh).as_deref() == Some(revision) {
             users.push(format!(

@@ -54,14 +54,15 @@ impl Gate for ProxiesSynced {
                 detail: Some("no migrated namespace to verify".into()),
             });
         }
-        let rows = proxy_status(&self.0, &revision).await?;
+        // What istiod reports and the pods that should be there, read at once.
+        let (rows, listed) = futures::try_join!(
+            proxy_status(&self.0, &revision),
+            super::restart::pods_of_namespaces(&self.0, namespaces.iter().cloned().collect()),
+        )?;
         let by_proxy: BTreeMap<&str, &ProxyStatus> =
             rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
         // Every running, injected pod of the migrated namespaces must be connected and synced.
         let mut expected = Vec::new();
-        let listed =
-            super::restart::pods_of_namespaces(&self.0, namespaces.iter().cloned().collect())
-                .await?;
         for (_, pods) in listed {
             for p in pods {
                 if p.terminating

@@ -20,7 +20,7 @@ use super::gc;
 use super::resources::{ResourceType, by_plural};
 use super::selectors::LabelSelector;
 use super::status::ApiError;
-use super::store::{annotation, label, labels_of, name_of, ns_of, uid_of};
+use super::store::{annotation, label, labels_of, name_of, ns_of};
 use crate::Shared;
 
 pub const ISTIO_NS: &str = "aks-istio-system";
@@ -924,36 +924,33 @@ pub fn syncz(kube: &KubeState, istiod_pod: &Value, namespace: Option<&str>) -> V
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let now = Instant::now();
-    let (pods, _) = kube.store.list(by_plural("pods"), namespace);
+    // Judged on what the store indexes of each pod: ten thousand proxies are not parsed.
+    let (pods, _) = kube.store.list_raw(by_plural("pods"), namespace);
     let mut out = Vec::new();
     for p in pods.iter() {
-        if !pod_ready(p) || pod_revision(p).as_deref() != Some(rev.as_str()) {
+        let Some(facts) = p.pod.as_ref() else {
+            continue;
+        };
+        if !facts.ready || facts.revision.as_deref() != Some(rev.as_str()) {
             continue;
         }
-        let uid = uid_of(p);
+        let uid = p.uid.as_str();
         let idx = (stable_hash(&[uid]) % istiods.len() as u64) as usize;
         if istiods[idx] != me {
             continue;
         }
         let connected = proxies.get(uid).copied();
         let acked_yet = !stale && connected.is_none_or(|c| now.duration_since(c) >= ack_after);
-        let gateway = ns_of(p) == INGRESS_NS;
-        let version = p["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .chain(p["spec"]["initContainers"].as_array())
-            .flatten()
-            .find(|c| c["name"] == "istio-proxy")
-            .and_then(|c| c["image"].as_str())
+        let gateway = p.namespace == INGRESS_NS;
+        let version = facts
+            .proxy_image
+            .as_deref()
             .and_then(|i| i.rsplit(':').next())
             .map(|t| t.trim_end_matches("-distroless").to_string())
             .unwrap_or_else(|| istio_version(&rev));
         let mut entry = serde_json::Map::new();
         entry.insert("cluster_id".into(), json!("Kubernetes"));
-        entry.insert(
-            "proxy".into(),
-            json!(format!("{}.{}", name_of(p), ns_of(p))),
-        );
+        entry.insert("proxy".into(), json!(format!("{}.{}", p.name, p.namespace)));
         entry.insert(
             "proxy_type".into(),
             json!(if gateway { "router" } else { "sidecar" }),
@@ -961,7 +958,7 @@ pub fn syncz(kube: &KubeState, istiod_pod: &Value, namespace: Option<&str>) -> V
         entry.insert("proxy_version".into(), json!(version));
         entry.insert("istio_version".into(), json!(version));
         let mut resources = serde_json::Map::new();
-        let sent_time = p["status"]["startTime"].as_str().unwrap_or("").to_string();
+        let sent_time = facts.start_time.clone();
         for (short, type_url) in TYPES {
             if *short == "extensionconfig" {
                 continue;

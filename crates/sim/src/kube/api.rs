@@ -316,8 +316,12 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
     let mut next: Option<String> = None;
     for s in &items {
         if filtered {
-            let o = s.decode();
-            if !labels.matches(super::store::labels_of(&o)) || !fields.matches(&o) {
+            // labels and name/namespace fields are indexed; other fields need the object
+            let fields_ok = match fields.matches_meta(&s.namespace, &s.name) {
+                Some(ok) => ok,
+                None => fields.matches(&s.decode()),
+            };
+            if !fields_ok || !labels.matches(Some(&s.labels)) {
                 continue;
             }
         }

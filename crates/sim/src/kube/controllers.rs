@@ -22,7 +22,7 @@ use super::resources::{ResourceType, by_plural};
 use super::selectors::LabelSelector;
 use super::status::ApiError;
 use super::store::{
-    annotation, label, labels_of, meta_str, name_of, now_rfc3339, ns_of, random_suffix, uid_of,
+    Stored, annotation, label, meta_str, name_of, now_rfc3339, ns_of, random_suffix, uid_of,
 };
 use crate::Shared;
 
@@ -221,7 +221,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         ctl.fire_timers();
         for gone in kube.store.reap_terminated() {
-            ctl.forget_proxy(&gone);
+            ctl.forget_proxy(uid_of(&gone));
         }
         if last_full.elapsed() >= full_resync_every {
             last_full = Instant::now();
@@ -501,8 +501,10 @@ impl<'a> Ctl<'a> {
         let paused = d["spec"]["paused"] == true;
         let hash = template_hash(&d["spec"]["template"]);
         let list_rs = |s: &Self| -> Vec<Arc<Value>> {
-            let (rss, _) = s.store().list(rt("replicasets"), Some(ns));
-            rss.into_iter()
+            // only this Deployment's ReplicaSets are parsed
+            s.store()
+                .list_owned(rt("replicasets"), Some(ns), &uid)
+                .into_iter()
                 .filter(|r| owned_by(r, &uid) && !deleting(r))
                 .collect()
         };
@@ -893,11 +895,20 @@ impl<'a> Ctl<'a> {
         }
         let want = i(&rs["spec"]["replicas"]);
         let uid = uid_of(&rs).to_string();
-        let pods: Vec<Arc<Value>> = self
-            .pods_of(ns, &uid)
-            .into_iter()
-            .filter(|p| !deleting(p))
-            .collect();
+        // Pods are judged on what the store indexes of them: nothing is parsed here.
+        let pods_raw = |s: &Self| -> Vec<Arc<Stored>> {
+            s.store()
+                .list_owned_raw(rt("pods"), Some(ns), &uid)
+                .into_iter()
+                .filter(|p| {
+                    p.controller
+                        .as_ref()
+                        .is_some_and(|(k, n)| k == "ReplicaSet" && n == name)
+                })
+                .collect()
+        };
+        let ready_of = |p: &Stored| p.pod.as_ref().is_some_and(|f| f.ready);
+        let pods: Vec<Arc<Stored>> = pods_raw(self).into_iter().filter(|p| !p.deleting).collect();
         let have = pods.len() as i64;
         let mut failure: Option<String> = None;
         let workload = owner_ref(&rs)
@@ -922,26 +933,24 @@ impl<'a> Ctl<'a> {
             let mut victims = pods.clone();
             // not ready first, then the newest
             victims.sort_by(|a, b| {
-                pod_ready(a)
-                    .cmp(&pod_ready(b))
-                    .then_with(|| {
-                        meta_str(b, "creationTimestamp").cmp(meta_str(a, "creationTimestamp"))
-                    })
-                    .then_with(|| name_of(b).cmp(name_of(a)))
+                ready_of(a)
+                    .cmp(&ready_of(b))
+                    .then_with(|| b.creation_timestamp.cmp(&a.creation_timestamp))
+                    .then_with(|| b.name.cmp(&a.name))
             });
             for p in victims.iter().take((have - want) as usize) {
-                let _ = self.store().delete(rt("pods"), ns, name_of(p), None, None);
-                self.forget_proxy(p);
+                let _ = self.store().delete(rt("pods"), ns, &p.name, None, None);
+                self.forget_proxy(&p.uid);
             }
         }
-        let all_pods = self.pods_of(ns, &uid);
-        let terminating = all_pods.iter().filter(|p| deleting(p)).count();
-        let pods: Vec<Arc<Value>> = all_pods.into_iter().filter(|p| !deleting(p)).collect();
-        let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
+        let all_pods = pods_raw(self);
+        let terminating = all_pods.iter().filter(|p| p.deleting).count();
+        let pods: Vec<Arc<Stored>> = all_pods.into_iter().filter(|p| !p.deleting).collect();
+        let ready = pods.iter().filter(|p| ready_of(p)).count() as i64;
         let selector = LabelSelector::from_json(rs["spec"].get("selector"));
         let labeled = pods
             .iter()
-            .filter(|p| selector.matches(labels_of(p)))
+            .filter(|p| selector.matches(Some(&p.labels)))
             .count() as i64;
         let mut conds: Vec<Value> = rs["status"]["conditions"]
             .as_array()
@@ -1069,7 +1078,7 @@ impl<'a> Ctl<'a> {
             .max_by_key(|p| ordinal(p))
         {
             let _ = self.store().delete(rt("pods"), ns, name_of(p), None, None);
-            self.forget_proxy(p);
+            self.forget_proxy(uid_of(p));
         }
         // rolling update: one pod at a time, highest ordinal first, only when all are ready
         let pods = self.pods_of(ns, &uid);
@@ -1085,7 +1094,7 @@ impl<'a> Ctl<'a> {
                 .max_by_key(|p| ordinal(p))
         {
             let _ = self.store().delete(rt("pods"), ns, name_of(p), None, None);
-            self.forget_proxy(p);
+            self.forget_proxy(uid_of(p));
         }
         let pods = self.pods_of(ns, &uid);
         let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
@@ -1183,7 +1192,7 @@ impl<'a> Ctl<'a> {
                 .take(budget.max(0) as usize)
             {
                 let _ = self.store().delete(rt("pods"), ns, name_of(p), None, None);
-                self.forget_proxy(p);
+                self.forget_proxy(uid_of(p));
             }
         }
         let pods = self.pods_of(ns, &uid);
@@ -1361,12 +1370,12 @@ impl<'a> Ctl<'a> {
         }
     }
 
-    fn forget_proxy(&self, pod: &Value) {
+    fn forget_proxy(&self, pod_uid: &str) {
         self.kube
             .proxies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(uid_of(pod));
+            .remove(pod_uid);
     }
 
     /// Records an Event (aggregated by involved object and reason, as the recorder does).

@@ -334,6 +334,22 @@ impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The answer from an object's namespace and name alone, when every term is on
+    /// `metadata.name` or `metadata.namespace` (as `kubectl rollout status` watches are);
+    /// `None` when a term needs the object itself.
+    pub fn matches_meta(&self, namespace: &str, name: &str) -> Option<bool> {
+        let mut all = true;
+        for (k, eq, v) in &self.0 {
+            let actual = match k.as_str() {
+                "metadata.name" => name,
+                "metadata.namespace" => namespace,
+                _ => return None,
+            };
+            all &= (actual == v) == *eq;
+        }
+        Some(all)
+    }
 }
 
 fn split_unescaped(s: &str, sep: char) -> Vec<String> {
@@ -380,6 +396,23 @@ mod tests {
     fn not_in_and_not_eq_match_missing_labels() {
         let s = LabelSelector::parse("x notin (a),y!=b").unwrap();
         assert!(s.matches(None));
+    }
+
+    #[test]
+    fn name_and_namespace_fields_are_answered_without_the_object() {
+        let f = FieldSelector::parse(
+            "metadata.name=web,metadata.namespace!=kube-system",
+            "Deployment",
+        )
+        .unwrap();
+        assert_eq!(f.matches_meta("shop", "web"), Some(true));
+        assert_eq!(f.matches_meta("shop", "api"), Some(false));
+        assert_eq!(f.matches_meta("kube-system", "web"), Some(false));
+        let obj = json!({"metadata": {"name": "web", "namespace": "shop"}});
+        assert_eq!(f.matches_meta("shop", "web"), Some(f.matches(&obj)));
+        // a field of the object itself needs the object
+        let p = FieldSelector::parse("status.phase=Running", "Pod").unwrap();
+        assert_eq!(p.matches_meta("shop", "web"), None);
     }
 
     #[test]

@@ -25,6 +25,29 @@ pub struct Stored {
     pub owner_uids: Vec<String>,
     /// Its controller owner's kind and name.
     pub controller: Option<(String, String)>,
+    /// Its namespace (empty for cluster-scoped objects) and name.
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub creation_timestamp: String,
+    /// It has a `deletionTimestamp`.
+    pub deleting: bool,
+    /// Its labels.
+    pub labels: serde_json::Map<String, Value>,
+    /// What the controllers and istiod read of a pod, for pods.
+    pub pod: Option<PodFacts>,
+}
+
+/// A pod's facts that the ReplicaSet controller and istiod's syncz read for every pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodFacts {
+    /// Ready condition True and not deleting.
+    pub ready: bool,
+    /// The revision whose injector injected it (or, for a gateway, its `istio.io/rev`).
+    pub revision: Option<String>,
+    /// The `istio-proxy` container's image, in containers or init containers.
+    pub proxy_image: Option<String>,
+    pub start_time: String,
 }
 
 impl Stored {
@@ -49,6 +72,25 @@ impl Stored {
             bytes: bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
             owner_uids,
             controller,
+            namespace: ns_of(v).to_string(),
+            name: name_of(v).to_string(),
+            uid: uid_of(v).to_string(),
+            creation_timestamp: meta_str(v, "creationTimestamp").to_string(),
+            deleting: v["metadata"].get("deletionTimestamp").is_some(),
+            labels: labels_of(v).cloned().unwrap_or_default(),
+            pod: (v["kind"] == "Pod").then(|| PodFacts {
+                ready: super::addon::pod_ready(v),
+                revision: super::addon::pod_revision(v),
+                proxy_image: v["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .chain(v["spec"]["initContainers"].as_array())
+                    .flatten()
+                    .find(|c| c["name"] == "istio-proxy")
+                    .and_then(|c| c["image"].as_str())
+                    .map(str::to_string),
+                start_time: v["status"]["startTime"].as_str().unwrap_or("").to_string(),
+            }),
         })
     }
 
@@ -111,7 +153,13 @@ pub type Resume = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 
 pub struct Store {
     inner: RwLock<Inner>,
+    /// Every event, for the controllers and the add-on.
     tx: broadcast::Sender<Arc<Event>>,
+    /// Events by resource and namespace (`""`: every namespace), for watch streams: a watch
+    /// wakes only for the events of its own resource and scope, as the API server's watch
+    /// cache dispatches them, so thousands of narrow watches cost no more than their events.
+    /// A topic is dropped when its last watcher is gone. Locked after `inner`, never before.
+    topics: std::sync::Mutex<Topics>,
     /// Parsed copies of small, rarely written tables (webhooks, nodes, namespaces), by the
     /// table's last write: admission reads them for every pod.
     cache: std::sync::Mutex<HashMap<&'static str, CachedTable>>,
@@ -124,6 +172,12 @@ pub struct Store {
 }
 
 type CachedTable = (u64, Arc<Vec<Obj>>);
+
+type Topics = HashMap<&'static str, HashMap<String, broadcast::Sender<Arc<Event>>>>;
+
+/// Buffered events per topic before a slow watcher is told its watch fell behind (410).
+const TOPIC_CAPACITY_CLUSTER: usize = 16_384;
+const TOPIC_CAPACITY_NAMESPACE: usize = 2_048;
 
 impl Default for Store {
     fn default() -> Self {
@@ -236,6 +290,7 @@ impl Store {
                 table_rv: HashMap::new(),
             }),
             tx,
+            topics: std::sync::Mutex::new(HashMap::new()),
             cache: std::sync::Mutex::new(HashMap::new()),
             time_scale: 0.0,
             terminating: std::sync::Mutex::new(Vec::new()),
@@ -277,6 +332,19 @@ impl Store {
         raw.iter()
             .filter(|s| s.owner_uids.iter().any(|u| u == owner_uid))
             .map(|s| s.decode())
+            .collect()
+    }
+
+    /// Like [`Store::list_owned`], unparsed.
+    pub fn list_owned_raw(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        owner_uid: &str,
+    ) -> Vec<Arc<Stored>> {
+        let (raw, _) = self.list_raw(rt, ns);
+        raw.into_iter()
+            .filter(|s| s.owner_uids.iter().any(|u| u == owner_uid))
             .collect()
     }
 
@@ -364,7 +432,45 @@ impl Store {
                 inner.oldest_resumable = old.rv;
             }
         }
+        {
+            let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(by_ns) = topics.get_mut(ev.resource) {
+                for scope in [ev.namespace.as_str(), ""] {
+                    if let Some(tx) = by_ns.get(scope)
+                        && tx.send(ev.clone()).is_err()
+                    {
+                        by_ns.remove(scope);
+                    }
+                    if ev.namespace.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = self.tx.send(ev);
+    }
+
+    /// A live subscription to one resource's events in one namespace (`None`: all). Called
+    /// with `inner` locked, so that no event falls between a snapshot and the subscription.
+    fn subscribe_topic(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+    ) -> broadcast::Receiver<Arc<Event>> {
+        let scope = ns.unwrap_or("");
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let by_ns = topics.entry(rt.plural).or_default();
+        if let Some(tx) = by_ns.get(scope) {
+            return tx.subscribe();
+        }
+        let capacity = if scope.is_empty() {
+            TOPIC_CAPACITY_CLUSTER
+        } else {
+            TOPIC_CAPACITY_NAMESPACE
+        };
+        let (tx, rx) = broadcast::channel(capacity);
+        by_ns.insert(scope.to_string(), tx);
+        rx
     }
 
     /// Creates an object as the API server does: name from `generateName`, uid, resourceVersion,
@@ -770,9 +876,15 @@ impl Store {
         Ok((obj, true))
     }
 
-    /// Subscribes to live events and returns the remembered events after `since`, or
+    /// Subscribes to the live events of one resource in one namespace (`None`: all) and
+    /// returns the remembered events after `since` (of every resource: the watch filters), or
     /// `Err(oldest)` when `since` is older than the history the store keeps.
-    pub fn watch_from(&self, since: u64) -> Result<Resume, u64> {
+    pub fn watch_from(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        since: u64,
+    ) -> Result<Resume, u64> {
         let inner = self.read();
         let since = if since < inner.oldest_resumable && inner.oldest_resumable == inner.settled {
             inner.settled
@@ -782,7 +894,7 @@ impl Store {
         if since < inner.oldest_resumable {
             return Err(inner.oldest_resumable);
         }
-        let rx = self.tx.subscribe();
+        let rx = self.subscribe_topic(rt, ns);
         let backlog = inner
             .history
             .iter()
@@ -799,7 +911,7 @@ impl Store {
         ns: Option<&str>,
     ) -> (Vec<Arc<Stored>>, u64, broadcast::Receiver<Arc<Event>>) {
         let inner = self.read();
-        let rx = self.tx.subscribe();
+        let rx = self.subscribe_topic(rt, ns);
         let table = &inner.tables[rt.plural];
         let items = match ns {
             Some(ns) => table
@@ -907,5 +1019,114 @@ fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
                 "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::resources::by_plural;
+
+    fn cm(ns: &str, name: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": ns}, "data": {}})
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<Arc<Event>>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            out.push(format!("{}/{}/{}", ev.resource, ev.namespace, ev.name));
+        }
+        out
+    }
+
+    #[test]
+    fn a_watch_hears_only_its_resource_and_namespace() {
+        let store = Store::new();
+        store.mark_settled();
+        let cms = by_plural("configmaps");
+        let secrets = by_plural("secrets");
+        let (_, _, mut in_a) = store.snapshot_and_watch(cms, Some("a"));
+        let (_, _, mut everywhere) = store.snapshot_and_watch(cms, None);
+        let mut all = store.subscribe();
+        store.create(cms, cm("a", "one")).unwrap();
+        store.create(cms, cm("b", "two")).unwrap();
+        store
+            .create(
+                secrets,
+                json!({"metadata": {"name": "s", "namespace": "a"}}),
+            )
+            .unwrap();
+        assert_eq!(drain(&mut in_a), ["configmaps/a/one"]);
+        assert_eq!(
+            drain(&mut everywhere),
+            ["configmaps/a/one", "configmaps/b/two"]
+        );
+        assert_eq!(drain(&mut all).len(), 3, "the controllers hear everything");
+    }
+
+    #[test]
+    fn a_topic_goes_with_its_last_watcher() {
+        let store = Store::new();
+        store.mark_settled();
+        let cms = by_plural("configmaps");
+        let (_, _, rx) = store.snapshot_and_watch(cms, Some("a"));
+        let topics = |s: &Store| {
+            s.topics
+                .lock()
+                .unwrap()
+                .get("configmaps")
+                .map(|t| t.len())
+                .unwrap_or(0)
+        };
+        assert_eq!(topics(&store), 1);
+        drop(rx);
+        store.create(cms, cm("a", "one")).unwrap();
+        assert_eq!(topics(&store), 0);
+        // a resumed watch subscribes the same way
+        let (_, mut rx) = store
+            .watch_from(cms, Some("a"), store.current_rv())
+            .unwrap();
+        store.create(cms, cm("a", "two")).unwrap();
+        assert_eq!(drain(&mut rx), ["configmaps/a/two"]);
+    }
+
+    #[test]
+    fn pods_carry_the_facts_the_controllers_read() {
+        let status = r#"{"revision":"asm-1-28","containers":["istio-proxy"]}"#;
+        let pod = json!({
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "shop", "uid": "u1",
+                         "creationTimestamp": "2026-11-27T10:00:00Z",
+                         "labels": {"app": "web"},
+                         "annotations": {"sidecar.istio.io/status": status}},
+            "spec": {"containers": [{"name": "web", "image": "nginx"},
+                                     {"name": "istio-proxy", "image": "mcr.microsoft.com/oss/istio/proxyv2:1.28.1-distroless"}]},
+            "status": {"phase": "Running", "startTime": "2026-11-27T10:00:01Z",
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        });
+        let s = Stored::encode(&pod);
+        assert_eq!(
+            (s.namespace.as_str(), s.name.as_str(), s.uid.as_str()),
+            ("shop", "p", "u1")
+        );
+        assert!(!s.deleting);
+        assert_eq!(s.labels["app"], "web");
+        let f = s.pod.clone().unwrap();
+        assert!(f.ready);
+        assert_eq!(f.revision.as_deref(), Some("asm-1-28"));
+        assert_eq!(
+            f.proxy_image.as_deref(),
+            Some("mcr.microsoft.com/oss/istio/proxyv2:1.28.1-distroless")
+        );
+        assert_eq!(f.start_time, "2026-11-27T10:00:01Z");
+        let mut gone = pod.clone();
+        gone["metadata"]["deletionTimestamp"] = json!("2026-11-27T10:05:00Z");
+        let s = Stored::encode(&gone);
+        assert!(s.deleting);
+        assert!(
+            !s.pod.as_ref().unwrap().ready,
+            "a deleting pod is not ready"
+        );
+        assert!(Stored::encode(&cm("a", "x")).pod.is_none());
     }
 }

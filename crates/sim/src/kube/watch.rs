@@ -37,6 +37,11 @@ impl WatchRequest {
         if self.labels.is_empty() && self.fields.is_empty() {
             return true;
         }
+        if self.labels.is_empty()
+            && let Some(answer) = self.fields.matches_meta(&stored.namespace, &stored.name)
+        {
+            return answer;
+        }
         let obj = stored.decode();
         self.labels.matches(labels_of(&obj)) && self.fields.matches(&obj)
     }
@@ -93,7 +98,7 @@ pub fn serve(store: &Store, req: WatchRequest) -> Response {
             Start::Snapshot(items, rv, rx)
         }
         (Some(rv), false) => match rv.parse::<u64>() {
-            Ok(n) => match store.watch_from(n) {
+            Ok(n) => match store.watch_from(req.rt, req.namespace.as_deref(), n) {
                 Ok((backlog, rx)) => Start::Resume(backlog, rx, n),
                 Err(oldest) => Start::Expired(format!("too old resource version: {n} ({oldest})")),
             },
