@@ -284,6 +284,11 @@ async fn kubernetes_backend_resumes_on_a_fresh_agent_without_a_file() {
         .await
         .unwrap();
     assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("continue with: asm-canary resume --state-backend kubernetes"),
+        "the pause names the checkpoint as resume takes it: {}",
+        stderr(&out)
+    );
     assert_eq!(
         std::fs::read_dir(agent1.path()).unwrap().count(),
         0,
@@ -300,6 +305,35 @@ async fn kubernetes_backend_resumes_on_a_fresh_agent_without_a_file() {
 
     // A fresh agent: another directory, no --state.
     let agent2 = tempfile::tempdir().unwrap();
+    // `status` reads the checkpoint from the cluster and names the next command the same way.
+    let out = sim
+        .command(&[
+            "status",
+            "--state-backend",
+            "kubernetes",
+            "--output",
+            "json",
+        ])
+        .current_dir(agent2.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["run_id"], run_id.as_str());
+    assert_eq!(status["state"], "paused");
+    assert_eq!(status["awaiting_approval"], "complete");
+    assert_eq!(
+        status["next"]["command"],
+        "asm-canary resume --state-backend kubernetes --approve complete"
+    );
+    assert!(
+        status["cluster_now"]["revisions"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2),
+        "{status}"
+    );
+    assert_eq!(std::fs::read_dir(agent2.path()).unwrap().count(), 0);
     let out = sim
         .command(&[
             "resume",
@@ -348,5 +382,28 @@ async fn kubernetes_backend_write_is_guarded_by_resource_version() {
     assert_eq!(
         a.read().await.unwrap().as_deref(),
         Some(&b"{\"two\":2}"[..])
+    );
+}
+
+#[tokio::test]
+async fn status_with_the_kubernetes_backend_and_no_run_says_so() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.run(&["status", "--state-backend", "kubernetes"]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("asm-canary-run-aks-sim"), "{err}");
+    // and --offline cannot read a checkpoint that lives in the cluster
+    let out = sim
+        .run(&["status", "--state-backend", "kubernetes", "--offline"])
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--offline"), "{}", stderr(&out));
+    // nor can `status` guess a file
+    let out = sim.run(&["status"]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--state FILE is required"),
+        "{}",
+        stderr(&out)
     );
 }

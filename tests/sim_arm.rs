@@ -954,9 +954,12 @@ async fn sim_serve_prints_and_writes_the_settings_and_stops_on_sigterm() {
         "AZURE_CLIENT_ID",
         "AZURE_CLIENT_SECRET",
         "ASM_CANARY_CA_FILE",
+        "ASM_CANARY_ARM_POLL_INTERVAL",
     ] {
         assert!(vars.contains_key(key), "{key} missing from {printed:?}");
     }
+    // a real client's 15 s on the healthy scenario's clock (0.02 real s per simulated s)
+    assert_eq!(vars["ASM_CANARY_ARM_POLL_INTERVAL"], "300ms");
     let ca_file = std::path::Path::new(vars["ASM_CANARY_CA_FILE"]);
     assert!(
         ca_file.is_absolute() && ca_file.starts_with(dir.path()),

@@ -401,9 +401,13 @@ fn gate_lines(
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// The checkpoint file of the run.
+    /// The checkpoint file of the run (with `--state-backend file`, the default).
     #[arg(long, value_name = "FILE")]
-    pub state: PathBuf,
+    pub state: Option<PathBuf>,
+    /// Where the checkpoint lives: `file` (`--state`), or `kubernetes` (the ConfigMap
+    /// `asm-canary-run-<cluster>` in aks-istio-system; the cluster flags say which cluster).
+    #[arg(long, value_enum, default_value_t = super::run::StateBackend::File, env = "ASM_CANARY_STATE_BACKEND")]
+    pub state_backend: super::run::StateBackend,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Read only the checkpoint; do not ask the cluster.
@@ -420,6 +424,8 @@ pub struct Next {
     pub explanation: String,
 }
 
+/// `state` is how the commands name the checkpoint: `--state FILE` or
+/// `--state-backend kubernetes`.
 fn next_command(cp: &Checkpoint, state: &str) -> Next {
     let cmd = |c: String, e: &str| Next {
         command: Some(c),
@@ -431,14 +437,18 @@ fn next_command(cp: &Checkpoint, state: &str) -> Next {
             explanation: "nothing: the run completed".into(),
         },
         RunState::RolledBack => cmd(
-            "asm-canary upgrade --state NEW-FILE".into(),
-            "the run was rolled back to the source revision; fix the cause (see the reason), check with asm-canary plan, then start a new upgrade with a new checkpoint file",
+            if state.starts_with("--state-backend") {
+                "asm-canary upgrade --state-backend kubernetes".into()
+            } else {
+                "asm-canary upgrade --state NEW-FILE".into()
+            },
+            "the run was rolled back to the source revision; fix the cause (see the reason), check with asm-canary plan, then start a new upgrade (with a new checkpoint file, when the checkpoint is a file)",
         ),
         RunState::Paused => match awaiting_approval(cp) {
             Some(step) => cmd(
-                format!("asm-canary resume --state {state} --approve {step}"),
+                format!("asm-canary resume {state} --approve {step}"),
                 &format!(
-                    "the run waits for approval of step {step:?}; or roll it back with asm-canary rollback --state {state}"
+                    "the run waits for approval of step {step:?}; or roll it back with asm-canary rollback {state}"
                 ),
             ),
             None => match cp.failed_step.as_ref().filter(|id| {
@@ -447,25 +457,25 @@ fn next_command(cp: &Checkpoint, state: &str) -> Next {
                     .any(|s| &s.id == *id && s.status == StepStatus::Failed)
             }) {
                 Some(step) => cmd(
-                    format!("asm-canary rollback --state {state}"),
+                    format!("asm-canary rollback {state}"),
                     &format!(
-                        "step {step:?} failed and the run halted; roll back, or fix the cause and retry the step with asm-canary resume --state {state}"
+                        "step {step:?} failed and the run halted; roll back, or fix the cause and retry the step with asm-canary resume {state}"
                     ),
                 ),
                 None => cmd(
-                    format!("asm-canary resume --state {state}"),
+                    format!("asm-canary resume {state}"),
                     &format!(
-                        "the run is paused; resume continues where it stopped, or roll back with asm-canary rollback --state {state}"
+                        "the run is paused; resume continues where it stopped, or roll back with asm-canary rollback {state}"
                     ),
                 ),
             },
         },
         RunState::Running | RunState::RollingBack => cmd(
-            format!("asm-canary resume --state {state}"),
+            format!("asm-canary resume {state}"),
             "the checkpoint says a run is in progress; if no process is running it (it died), resume continues it without repeating a side effect",
         ),
         RunState::Failed => cmd(
-            format!("asm-canary rollback --state {state}"),
+            format!("asm-canary rollback {state}"),
             "the rollback itself failed: a person must look at the reason first, then retry the rollback",
         ),
     }
@@ -498,34 +508,64 @@ fn took(s: &asm_canary_engine::StepRecord) -> String {
 pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     let StatusArgs {
         state,
+        state_backend,
         mut cluster,
         offline,
         output,
     } = args;
-    if !state.exists() {
-        return Err(CliError::bad(format!(
-            "--state {}: no such file; give the checkpoint a run wrote (upgrade --state FILE, default asm-canary-<cluster>.json)",
-            state.display()
-        )));
-    }
-    let store = asm_canary_engine::FileStore::new(&state);
-    let cp = asm_canary_engine::read_checkpoint(&store).await?;
-    let hint = state.display().to_string();
-    let mut now = serde_json::Value::Null;
-    if !offline {
-        cluster_from_checkpoint(&mut cluster, &state)?;
-        match connect(&cluster, Pace::Real).await {
-            Ok(c) => match c.env.arm.get_cluster(&c.env.cluster).await {
-                Ok(doc) => {
-                    now = json!({
-                        "revisions": doc.revisions(),
-                        "provisioning_state": doc.provisioning_state(),
-                    })
-                }
-                Err(e) => now = json!({ "error": e.to_string() }),
-            },
-            Err(e) => now = json!({ "error": e.to_string() }),
+    let (cp, hint, state, env) = match (state_backend, state) {
+        (super::run::StateBackend::File, None) => {
+            return Err(CliError::bad(
+                "--state FILE is required: the checkpoint a run wrote (or --state-backend kubernetes with the cluster flags)",
+            ));
         }
+        (super::run::StateBackend::File, Some(state)) => {
+            if !state.exists() {
+                return Err(CliError::bad(format!(
+                    "--state {}: no such file; give the checkpoint a run wrote (upgrade --state FILE, default asm-canary-<cluster>.json)",
+                    state.display()
+                )));
+            }
+            let store = asm_canary_engine::FileStore::new(&state);
+            let cp = asm_canary_engine::read_checkpoint(&store).await?;
+            let env = if offline {
+                None
+            } else {
+                cluster_from_checkpoint(&mut cluster, &state)?;
+                Some(connect(&cluster, Pace::Real).await.map(|c| c.env))
+            };
+            (cp, format!("--state {}", state.display()), Some(state), env)
+        }
+        (super::run::StateBackend::Kubernetes, state) => {
+            if offline {
+                return Err(CliError::bad(
+                    "--offline reads a checkpoint file; with --state-backend kubernetes the checkpoint is in the cluster",
+                ));
+            }
+            let env = connect(&cluster, Pace::Real).await?.env;
+            let store = crate::k8s::state::ConfigMapStore::new(env.kube.clone(), &env.cluster.name);
+            let cp = asm_canary_engine::read_checkpoint(&store).await?;
+            (
+                cp,
+                "--state-backend kubernetes".to_string(),
+                state,
+                Some(Ok(env)),
+            )
+        }
+    };
+    let mut now = serde_json::Value::Null;
+    match env {
+        None => {}
+        Some(Ok(env)) => match env.arm.get_cluster(&env.cluster).await {
+            Ok(doc) => {
+                now = json!({
+                    "revisions": doc.revisions(),
+                    "provisioning_state": doc.provisioning_state(),
+                })
+            }
+            Err(e) => now = json!({ "error": e.to_string() }),
+        },
+        Some(Err(e)) => now = json!({ "error": e.to_string() }),
     }
     let next = next_command(&cp, &hint);
     match output {
@@ -543,7 +583,7 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
                 "rollback": cp.rollback.iter().map(|s| json!({"id": s.id, "status": s.status, "started_at": s.started_at, "finished_at": s.finished_at, "error": s.error})).collect::<Vec<_>>(),
                 "cluster_now": now,
                 "next": next,
-                "report": crate::report::report_path(&state),
+                "report": state.as_deref().map(crate::report::report_path),
             });
             println!(
                 "{}",
@@ -620,8 +660,9 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
                         .unwrap_or_default()
                 ),
             }
-            let report = crate::report::report_path(&state);
-            if report.exists() {
+            if let Some(report) = state.as_deref().map(crate::report::report_path)
+                && report.exists()
+            {
                 println!("Report     {}", report.display());
             }
             match &next.command {

@@ -73,6 +73,15 @@ pub enum StateBackend {
     Kubernetes,
 }
 
+/// How the commands name this run's checkpoint: `--state FILE`, or
+/// `--state-backend kubernetes` when it lives in the cluster.
+fn state_flags(run: &RunArgs, state: &Path) -> String {
+    match run.state_backend {
+        StateBackend::File => format!("--state {}", state.display()),
+        StateBackend::Kubernetes => "--state-backend kubernetes".to_string(),
+    }
+}
+
 /// The checkpoint store chosen by `--state-backend`.
 pub enum Store {
     File(FileStore),
@@ -252,7 +261,7 @@ pub async fn execute(
             }
         }
     }
-    let hint = Some(state.display().to_string());
+    let hint = Some(state_flags(run, &state));
     let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
     let guided_view = Arc::new(GuidedView {
         inner: terminal.clone(),
@@ -336,7 +345,7 @@ pub async fn execute(
         guided,
         &ask_on_failure,
         &token,
-        &state,
+        &state_flags(run, &state),
     )
     .await;
     if let Some(lock) = lock
@@ -361,7 +370,7 @@ async fn drive(
     guided: bool,
     ask_on_failure: &std::collections::BTreeSet<String>,
     token: &CancellationToken,
-    state: &Path,
+    state_flags: &str,
 ) -> Result<(String, u8), CliError> {
     let target = target.to_string();
     let resume_opts = |force| ResumeOptions {
@@ -384,7 +393,7 @@ async fn drive(
     };
     let mut code = report.exit_code();
     while guided && !token.is_cancelled() && report.outcome == Outcome::Paused {
-        let Some(failed) = failed_step(state).await else {
+        let Some(failed) = failed_step(executor).await else {
             break;
         };
         if !ask_on_failure.contains(&failed.0) {
@@ -408,9 +417,9 @@ async fn drive(
             }
             FailureChoice::Halt => {
                 eprintln!(
-                    "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume --state {s}   or roll back with: asm-canary rollback --state {s}",
+                    "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume {s}   or roll back with: asm-canary rollback {s}",
                     failed.0,
-                    s = state.display()
+                    s = state_flags
                 );
                 break;
             }
@@ -456,10 +465,8 @@ impl EventSink for GuidedView {
 
 /// The forward step that failed and left the run paused (guided mode halts on failures), with
 /// its error.
-async fn failed_step(state: &Path) -> Option<(String, String)> {
-    let cp = asm_canary_engine::read_checkpoint(&FileStore::new(state))
-        .await
-        .ok()?;
+async fn failed_step(executor: &Executor) -> Option<(String, String)> {
+    let cp = executor.checkpoint().await.ok()?;
     let id = cp.failed_step.clone()?;
     let rec = cp
         .steps
@@ -548,10 +555,7 @@ async fn refuse_rollback_while_completing(
     if doc.is_idle() && !crate::azure::same_revisions(&now, asked) {
         return Ok(());
     }
-    let how = match run.state_backend {
-        StateBackend::File => format!("--state {}", state.display()),
-        StateBackend::Kubernetes => "--state-backend kubernetes".to_string(),
-    };
+    let how = state_flags(run, state);
     Err(CliError::bad(format!(
         "cannot roll back: this run was completing — its complete step asked ARM for revisions [{}] and the cluster now has [{}]{}; the source revision is gone or going, so a rollback would leave workloads without a control plane. Finish the run instead: asm-canary resume {how} --approve complete (the checkpoint was left untouched)",
         asked.join(", "),

@@ -12,10 +12,6 @@ pub mod json;
 pub mod terminal;
 pub mod text;
 
-use std::sync::Arc;
-
-use asm_canary_engine::{EventSink, FanOut};
-
 pub use json::JsonLines;
 pub use terminal::{Terminal, TerminalApprover};
 
@@ -27,16 +23,4 @@ pub enum OutputFormat {
     Text,
     /// JSON Lines on stdout; plain human-readable lines on stderr.
     Json,
-}
-
-/// The sink for a command's events: the terminal renderer on stderr, plus JSON Lines on stdout
-/// with `--output json`. `state_hint` (the `--state` path) is named in the final sentence.
-pub fn sink_for(format: OutputFormat, state_hint: Option<String>) -> Arc<dyn EventSink> {
-    match format {
-        OutputFormat::Text => Arc::new(Terminal::stderr(state_hint)),
-        OutputFormat::Json => Arc::new(FanOut(vec![
-            Arc::new(JsonLines::stdout()),
-            Arc::new(Terminal::plain_stderr(state_hint)),
-        ])),
-    }
 }

@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn plain_lines_tell_the_story_of_a_rolled_back_run() {
         let buf = SharedBuf::default();
-        let t = Terminal::plain(Box::new(buf.clone()), Some("run.json".into()));
+        let t = Terminal::plain(Box::new(buf.clone()), Some("--state run.json".into()));
         let s = |x: &str| x.to_string();
         for e in [
             Event::RunStarted {
@@ -507,7 +507,7 @@ mod tests {
                     exit_code: code,
                     summary: summary(),
                 },
-                Some("run.json"),
+                Some("--state run.json"),
             )
             .unwrap_or_default()
         };
@@ -536,6 +536,21 @@ mod tests {
         assert_eq!(
             s(Outcome::RolledBack, 0, Some("rollback requested")),
             "rolled back to asm-1-27: rollback requested (exit 0)"
+        );
+        // a checkpoint kept in the cluster is named by its backend
+        let paused = text::line(
+            &Event::RunFinished {
+                outcome: Outcome::Paused,
+                reason: None,
+                exit_code: 4,
+                summary: summary(),
+            },
+            Some("--state-backend kubernetes"),
+        )
+        .unwrap_or_default();
+        assert!(
+            paused.ends_with("continue with: asm-canary resume --state-backend kubernetes"),
+            "{paused}"
         );
     }
 

@@ -21,9 +21,10 @@ fn summary_str<'a>(summary: &'a serde_json::Map<String, Value>, key: &str) -> Op
 }
 
 /// The line for `event`, or `None` for events that only move a progress bar.
-/// `state_hint` is the `--state` path, named where a person must act.
+/// `state_hint` names the checkpoint as the commands take it (`--state run.json`, or
+/// `--state-backend kubernetes`), where a person must act.
 pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
-    let state = state_hint.unwrap_or("FILE");
+    let state = state_hint.unwrap_or("--state FILE");
     Some(match event {
         Event::RunStarted {
             runbook,
@@ -188,11 +189,11 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
                     source.map(|s| format!(" to {s}")).unwrap_or_default()
                 ),
                 Outcome::Paused => format!(
-                    "paused{why} (exit {exit_code}); continue with: asm-canary resume --state {state}"
+                    "paused{why} (exit {exit_code}); continue with: asm-canary resume {state}"
                 ),
-                Outcome::Failed if *exit_code == exit::ROLLBACK_FAILED => format!(
-                    "FAILED{why} (exit {exit_code}); see: asm-canary status --state {state}"
-                ),
+                Outcome::Failed if *exit_code == exit::ROLLBACK_FAILED => {
+                    format!("FAILED{why} (exit {exit_code}); see: asm-canary status {state}")
+                }
                 Outcome::Failed => format!("failed{why} (exit {exit_code})"),
             }
         }
@@ -295,119 +296,6 @@ pub fn plan(
     out
 }
 
-/// What a checkpoint says, for `asm-canary status`. `state_path` is named in the next command.
-pub fn status(cp: &asm_canary_engine::Checkpoint, state_path: &str) -> String {
-    use asm_canary_engine::{RunState, StepStatus};
-    let state = match cp.state {
-        RunState::Running => "running (or the process running it died: resume continues it)",
-        RunState::Paused => "paused",
-        RunState::Completed => "completed",
-        RunState::RollingBack => "rolling back (resume or rollback continues it)",
-        RunState::RolledBack => "rolled back",
-        RunState::Failed => "FAILED: the rollback failed",
-    };
-    let mut out = format!(
-        "run {} of runbook {} on {}\nstate: {state}\n",
-        cp.run_id, cp.runbook.name, cp.target
-    );
-    if let Some(r) = &cp.reason {
-        out.push_str(&format!("reason: {r}\n"));
-    }
-    let source = cp.summary.get("source").and_then(Value::as_str);
-    let target = cp.summary.get("target").and_then(Value::as_str);
-    if source.is_some() || target.is_some() {
-        out.push_str(&format!(
-            "revisions: {} → {}\n",
-            source.unwrap_or("?"),
-            target.unwrap_or("?")
-        ));
-    }
-    let mark = |s: StepStatus| match s {
-        StepStatus::Pending => " ",
-        StepStatus::AwaitingApproval => "?",
-        StepStatus::Acting | StepStatus::Gating => "▶",
-        StepStatus::Succeeded => "✔",
-        StepStatus::Failed => "✘",
-        StepStatus::Skipped => "-",
-        StepStatus::Interrupted => "⏸",
-    };
-    let name = |s: StepStatus| {
-        serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(|x| x.replace('_', " ")))
-            .unwrap_or_default()
-    };
-    let width = cp
-        .steps
-        .iter()
-        .chain(cp.rollback.iter())
-        .map(|s| s.id.len())
-        .max()
-        .unwrap_or(0);
-    let rows = |list: &[asm_canary_engine::StepRecord], out: &mut String| {
-        for s in list {
-            let mut line = format!(" {} {:<width$}  {}", mark(s.status), s.id, name(s.status));
-            if s.already_done {
-                line.push_str(" (already done)");
-            }
-            if s.attempts > 1 {
-                line.push_str(&format!(" ({} attempts)", s.attempts));
-            }
-            if let Some(e) = &s.error {
-                line.push_str(&format!(": {e}"));
-            }
-            if let Some(r) = &s.skip_reason {
-                line.push_str(&format!(": {r}"));
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-    };
-    rows(&cp.steps, &mut out);
-    if cp.rollback.iter().any(|r| r.status != StepStatus::Pending) {
-        out.push_str("rollback:\n");
-        rows(&cp.rollback, &mut out);
-    }
-    let done = cp.journal.iter().filter(|e| e.is_done()).count();
-    let in_flight: Vec<_> = cp.journal.iter().filter(|e| !e.is_done()).collect();
-    out.push_str(&format!(
-        "journal: {} side effects ({done} done, {} in flight)\n",
-        cp.journal.len(),
-        in_flight.len()
-    ));
-    for e in in_flight {
-        out.push_str(&format!(
-            "  in flight: {} {} (step {})\n",
-            e.kind, e.target, e.step
-        ));
-    }
-    let awaiting: Vec<&str> = cp
-        .steps
-        .iter()
-        .filter(|s| s.status == StepStatus::AwaitingApproval)
-        .map(|s| s.id.as_str())
-        .collect();
-    let next = match cp.state {
-        RunState::Completed | RunState::RolledBack => None,
-        RunState::Failed => Some(format!(
-            "fix the cause, then: asm-canary rollback --state {state_path}"
-        )),
-        RunState::RollingBack => Some(format!("asm-canary resume --state {state_path}")),
-        RunState::Running | RunState::Paused => Some(match awaiting.first() {
-            Some(step) => format!(
-                "asm-canary resume --state {state_path} --approve {step} (or: asm-canary rollback --state {state_path})"
-            ),
-            None => format!(
-                "asm-canary resume --state {state_path} (or: asm-canary rollback --state {state_path})"
-            ),
-        }),
-    };
-    if let Some(n) = next {
-        out.push_str(&format!("next: {n}\n"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,33 +345,5 @@ mod tests {
         };
         let text = plan(&rb, &params, "aks-sim").replace(&rb.sha256[..12], "<sha256>");
         insta::assert_snapshot!(text);
-    }
-
-    #[test]
-    fn status_of_a_paused_checkpoint() {
-        let cp: asm_canary_engine::Checkpoint = match serde_json::from_value(serde_json::json!({
-            "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
-            "target": "/subscriptions/s/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
-            "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
-            "params": {}, "state": "paused",
-            "reason": "step \"complete\" awaits approval; resume with --approve complete to continue",
-            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-            "steps": [
-                {"id": "preflight", "status": "succeeded", "attempts": 1},
-                {"id": "copy-configmap", "status": "skipped", "attempts": 1, "skip_reason": "no shared ConfigMap on asm-1-27"},
-                {"id": "restart", "status": "succeeded", "attempts": 2, "already_done": true},
-                {"id": "complete", "status": "awaiting_approval"}
-            ],
-            "rollback": [{"id": "rollback-tag", "status": "pending"}],
-            "journal": [
-                {"seq": 1, "step": "restart", "phase": "forward", "attempt": 1, "kind": "restart-workload", "target": "payments/Deployment/api", "details": {}, "status": "done", "recorded_at": "2026-01-01T00:00:00Z"},
-                {"seq": 2, "step": "restart", "phase": "forward", "attempt": 1, "kind": "restart-workload", "target": "payments/Deployment/web", "details": {}, "status": "intent", "recorded_at": "2026-01-01T00:00:00Z"}
-            ],
-            "summary": {"source": "asm-1-27", "target": "asm-1-28"}
-        })) {
-            Ok(cp) => cp,
-            Err(e) => panic!("{e}"),
-        };
-        insta::assert_snapshot!(status(&cp, "run.json"));
     }
 }

@@ -327,7 +327,9 @@ pub enum CheckpointError {
         "checkpoint {path} already exists (run {run_id}); resume it, or choose another --state file"
     )]
     AlreadyExists { path: String, run_id: String },
-    #[error("no checkpoint at {path}; start a run first, or check the --state path")]
+    #[error(
+        "no checkpoint at {path}; start a run first, or check where its checkpoint was written"
+    )]
     Missing { path: String },
     #[error("checkpoint {path}: {op} failed: {source}")]
     Io {

@@ -187,6 +187,11 @@ impl Executor {
         self.cancel.clone()
     }
 
+    /// The checkpoint as its store holds it now (read-only).
+    pub async fn checkpoint(&self) -> Result<Checkpoint, EngineError> {
+        read_checkpoint(self.store.as_ref()).await
+    }
+
     pub fn runbook(&self) -> &Runbook {
         &self.runbook
     }

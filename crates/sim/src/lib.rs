@@ -120,6 +120,10 @@ pub struct ConnectionInfo {
     pub ca_file: Option<PathBuf>,
     /// Bearer token accepted by `/_sim/*` (and by the Kubernetes API).
     pub sim_token: String,
+    /// How often a client should poll an ARM operation here: a real client's 15 s on the
+    /// simulator's scaled clock (an operation lasts `lro_seconds` scaled; without this a
+    /// client would sleep its real default between polls of a one-second operation).
+    pub arm_poll_interval_ms: u64,
 }
 
 impl ConnectionInfo {
@@ -138,6 +142,10 @@ impl ConnectionInfo {
         if let Some(ca) = &self.ca_file {
             lines.push(("ASM_CANARY_CA_FILE", ca.display().to_string()));
         }
+        lines.push((
+            "ASM_CANARY_ARM_POLL_INTERVAL",
+            format!("{}ms", self.arm_poll_interval_ms),
+        ));
         lines.push(("ASM_CANARY_SIM_TOKEN", self.sim_token.clone()));
         lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -310,6 +318,7 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
         ca_pem: tls.ca_pem.clone(),
         ca_file: opts.ca_file.clone(),
         sim_token: format!("sim-{}", uuid::Uuid::new_v4().simple()),
+        arm_poll_interval_ms: ((15_000.0 * scenario.time_scale) as u64).max(50),
     };
     let (mesh, _) = watch::channel(MeshSpec {
         revisions: shape.revisions.clone(),
