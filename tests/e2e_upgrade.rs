@@ -107,3 +107,58 @@ async fn proxy_status_prints_every_proxy_synced_and_says_which_credential() {
         "{rows:?}"
     );
 }
+
+/// More namespaces and workloads than the per-namespace fan-out (16): pods are read as one
+/// paged cluster-wide list and workloads as one list per kind, forward and back.
+fn many_namespaces(base: &str) -> asm_canary_sim::Scenario {
+    let mut scenario = asm_canary_sim::Scenario::builtin(base).unwrap();
+    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+        namespaces: 20,
+        deployments_per_namespace: 2,
+        replicas: 1,
+        revision_label: "prod".into(),
+    });
+    scenario
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_namespaces_upgrade_moves_every_pod() {
+    let sim = TestSim::start_with(many_namespaces("healthy")).await;
+    let before = sim.pods_by_revision().await;
+    let total: usize = before.values().sum();
+    assert!(before["asm-1-27"] >= 40, "{before:?}");
+    let out = sim
+        .upgrade(&[
+            "--approve",
+            "start",
+            "--approve",
+            "complete",
+            "--param",
+            "parallelism=16",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let after = sim.pods_by_revision().await;
+    assert_eq!(after.get("asm-1-29").copied(), Some(total), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_namespaces_rollback_moves_every_pod_back() {
+    let sim = TestSim::start_with(many_namespaces("stale-proxies")).await;
+    let before = sim.pods_by_revision().await;
+    let out = sim
+        .upgrade(&[
+            "--approve",
+            "start",
+            "--approve",
+            "complete",
+            "--param",
+            "parallelism=16",
+        ])
+        .await;
+    assert_eq!(code(&out), 3, "rolled back; stderr: {}", stderr(&out));
+    assert_eq!(last_event(&out)["outcome"], "rolled_back");
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+    assert_eq!(sim.pods_by_revision().await, before);
+}
