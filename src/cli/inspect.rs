@@ -263,12 +263,14 @@ pub fn render_plan(plan: &Plan) -> String {
             );
         }
         for (i, w) in plan.waves.iter().enumerate() {
-            let nss = w
-                .namespaces
-                .iter()
-                .map(|n| format!("{} ({})", n.namespace, n.workloads))
-                .collect::<Vec<_>>()
-                .join(", ");
+            // hundreds of namespaces: the first few (`--output json` has all)
+            let nss = crate::steps::first_few(
+                w.namespaces
+                    .iter()
+                    .map(|n| format!("{} ({})", n.namespace, n.workloads)),
+                8,
+                "namespaces",
+            );
             line(
                 &mut s,
                 format!(

@@ -68,6 +68,29 @@ pub fn registry(env: Arc<Env>) -> Registry {
         )
 }
 
+/// The first `shown` items joined with commas, then "and N more <noun>" for the rest: a
+/// message about two hundred namespaces stays one readable line.
+pub fn first_few<T: std::fmt::Display>(
+    items: impl IntoIterator<Item = T>,
+    shown: usize,
+    noun: &str,
+) -> String {
+    let mut out = Vec::new();
+    let mut more = 0usize;
+    for item in items {
+        if out.len() < shown {
+            out.push(item.to_string());
+        } else {
+            more += 1;
+        }
+    }
+    let mut line = out.join(", ");
+    if more > 0 {
+        line.push_str(&format!(" and {more} more {noun}"));
+    }
+    line
+}
+
 /// Outputs from `(key, value)` pairs.
 pub(crate) fn outputs<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> Outputs {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
@@ -115,5 +138,17 @@ where
     if changes.next().await.is_none() {
         // The watch ended: fall back to polling for this gate run.
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn first_few_names_the_rest_by_count() {
+        assert_eq!(super::first_few(["a", "b"], 3, "namespaces"), "a, b");
+        assert_eq!(
+            super::first_few((0..10).map(|i| format!("ns-{i}")), 2, "namespaces"),
+            "ns-0, ns-1 and 8 more namespaces"
+        );
     }
 }

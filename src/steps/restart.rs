@@ -325,7 +325,7 @@ impl Action for RestartWorkloads {
             ctx.events.info(format!(
                 "{label}: {} workload(s) in {}",
                 records.len(),
-                wave.join(", ")
+                super::first_few(wave, 8, "namespaces")
             ));
             if records.is_empty() {
                 continue;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use asm_canary_engine::{
     ApprovalDecision, ApprovalRequest, Approver, Event, EventRecord, EventSink,
@@ -23,7 +23,50 @@ enum Target {
         multi: MultiProgress,
         bars: Mutex<HashMap<String, ProgressBar>>,
     },
-    Plain(Mutex<Box<dyn Write + Send>>),
+    Plain(Mutex<Plain>),
+}
+
+/// Plain lines, with counted progress thinned out: a wave of two thousand workloads is not
+/// two thousand lines in a CI log.
+struct Plain {
+    out: Box<dyn Write + Send>,
+    /// Per step: when its last counted progress line was written, and its tenth then.
+    progress: HashMap<String, (Instant, u64)>,
+}
+
+/// Counted progress with at least this many items is thinned out.
+const THIN_FROM: u64 = 20;
+/// A thinned-out progress line still appears at least this often.
+const THIN_EVERY: Duration = Duration::from_secs(5);
+
+impl Plain {
+    /// Whether a progress line is worth a line: the first and the last, each tenth of the
+    /// way, and at least every [`THIN_EVERY`].
+    fn wants(&mut self, event: &Event) -> bool {
+        let Event::StepProgress {
+            step,
+            progress: Some(p),
+            ..
+        } = event
+        else {
+            return true;
+        };
+        let Some(total) = p.total.filter(|t| *t >= THIN_FROM) else {
+            return true;
+        };
+        let tenth = p.done.min(total) * 10 / total;
+        let now = Instant::now();
+        let show = match self.progress.get(step) {
+            None => true,
+            Some((at, last_tenth)) => {
+                p.done >= total || tenth > *last_tenth || now.duration_since(*at) >= THIN_EVERY
+            }
+        };
+        if show {
+            self.progress.insert(step.clone(), (now, tenth));
+        }
+        show
+    }
 }
 
 /// Renders events for a person.
@@ -73,7 +116,10 @@ impl Terminal {
     /// Plain lines into any writer (tests, logs).
     pub fn plain(out: Box<dyn Write + Send>, state_hint: Option<String>) -> Self {
         Terminal {
-            target: Target::Plain(Mutex::new(out)),
+            target: Target::Plain(Mutex::new(Plain {
+                out,
+                progress: HashMap::new(),
+            })),
             state_hint,
         }
     }
@@ -208,12 +254,13 @@ impl EventSink for Terminal {
     fn emit(&self, record: &EventRecord) {
         match &self.target {
             Target::Bars { multi, bars } => self.bars_event(multi, bars, &record.event),
-            Target::Plain(out) => {
+            Target::Plain(plain) => {
                 if let Some(line) = text::line(&record.event, self.state_hint.as_deref())
-                    && let Ok(mut out) = out.lock()
+                    && let Ok(mut plain) = plain.lock()
+                    && plain.wants(&record.event)
                 {
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
+                    let _ = writeln!(plain.out, "{line}");
+                    let _ = plain.out.flush();
                 }
             }
         }
@@ -653,6 +700,47 @@ mod tests {
             already_done: false,
         }));
         assert!(keys(&t).is_empty());
+    }
+
+    #[test]
+    fn plain_progress_of_a_big_wave_is_thinned_to_tenths() {
+        let buf = SharedBuf::default();
+        let t = Terminal::plain(Box::new(buf.clone()), None);
+        let s = |x: &str| x.to_string();
+        let lines = |buf: &SharedBuf| {
+            String::from_utf8(buf.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        for done in 1..=200u64 {
+            t.emit(&rec(Event::StepProgress {
+                step: s("restart"),
+                detail: format!("wave 1/1: {done}/200 workloads rolled out"),
+                progress: Some(Progress::of(done, 200)),
+            }));
+        }
+        let big = lines(&buf);
+        // the first, then one at each tenth (20, 40, … 200)
+        assert_eq!(big.len(), 11, "{big:#?}");
+        assert!(big[0].contains("1/200"), "{}", big[0]);
+        assert!(big[1].contains("20/200"), "{}", big[1]);
+        assert!(big[10].contains("200/200"), "{}", big[10]);
+        // a small count is shown in full, and so is anything that is not counted progress
+        for done in 1..=3u64 {
+            t.emit(&rec(Event::StepProgress {
+                step: s("verify"),
+                detail: format!("{done}/3 proxies SYNCED"),
+                progress: Some(Progress::of(done, 3)),
+            }));
+        }
+        t.emit(&rec(Event::StepProgress {
+            step: s("restart"),
+            detail: s("wave 1/1: planning"),
+            progress: None,
+        }));
+        assert_eq!(lines(&buf).len(), 11 + 3 + 1);
     }
 
     #[tokio::test]
