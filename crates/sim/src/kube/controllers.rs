@@ -155,6 +155,7 @@ pub fn settle(kube: &KubeState) {
         instant: true,
         progress: HashMap::new(),
         unfinished: BTreeSet::new(),
+        clock: LagClock::new(PASS_BUDGET),
     };
     // istiod first, so that the application pods find their injector ready
     let mut dirty: BTreeSet<Key> = ctl.all_keys().into_iter().collect();
@@ -191,6 +192,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         instant: false,
         progress: HashMap::new(),
         unfinished: BTreeSet::new(),
+        clock: LagClock::new(PASS_BUDGET),
     };
     let mut dirty: BTreeSet<Key> = ctl.all_keys().into_iter().collect();
     let tick_every = Duration::from_millis(10);
@@ -219,6 +221,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 Err(_) => break,
             }
         }
+        let pass = Instant::now();
         ctl.fire_timers();
         for gone in kube.store.reap_terminated() {
             ctl.forget_proxy(uid_of(&gone));
@@ -233,8 +236,13 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         for key in std::mem::take(&mut dirty) {
             ctl.reconcile(&key);
         }
+        ctl.clock.pass_took(pass.elapsed());
     }
 }
+
+/// A pass of the controllers longer than this is the simulator falling behind: the excess does
+/// not count toward progress deadlines.
+const PASS_BUDGET: Duration = Duration::from_millis(100);
 
 /// What a Deployment's progress is judged on: replicas, updated, ready, available, new RS.
 type Progress = (i64, i64, i64, i64, String);
@@ -247,6 +255,38 @@ struct Ctl<'a> {
     progress: HashMap<String, (Progress, Instant)>,
     /// Deployments whose rollout is not complete: resynced often for their deadline.
     unfinished: BTreeSet<Key>,
+    /// The clock progress deadlines are judged by.
+    clock: LagClock,
+}
+
+/// The clock progress deadlines are judged by: real time less the time the controllers spent
+/// in passes longer than `budget`. A real controller-manager keeps up with its cluster; when
+/// the simulator cannot (thousands of rollouts on two cores), the cluster's time stands still
+/// for the deadlines instead of every rollout timing out for want of CPU.
+struct LagClock {
+    budget: Duration,
+    lag: Duration,
+}
+
+impl LagClock {
+    fn new(budget: Duration) -> Self {
+        LagClock {
+            budget,
+            lag: Duration::ZERO,
+        }
+    }
+
+    /// A pass of the controllers took `took`.
+    fn pass_took(&mut self, took: Duration) {
+        if took > self.budget {
+            self.lag += took - self.budget;
+        }
+    }
+
+    fn now(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_sub(self.lag).unwrap_or(now)
+    }
 }
 
 fn owner_ref(obj: &Value) -> Option<(&str, &str)> {
@@ -740,7 +780,7 @@ impl<'a> Ctl<'a> {
             self.unfinished.insert(key);
         }
         let tuple = (total, updated, ready, available, rs_label.clone());
-        let now = Instant::now();
+        let now = self.clock.now();
         let progressed = match self.progress.get(&uid) {
             Some((t, _)) => *t != tuple,
             None => true,
@@ -1492,4 +1532,25 @@ fn pod_status(pod: &Value, ready: bool, crashloop: bool, now: &str, ip: &str) ->
         status["initContainerStatuses"] = json!(inits);
     }
     status
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_excess_of_a_long_pass_stops_the_deadline_clock() {
+        let mut c = LagClock::new(Duration::from_millis(100));
+        c.pass_took(Duration::from_millis(40));
+        assert_eq!(c.lag, Duration::ZERO);
+        c.pass_took(Duration::from_millis(1_100));
+        c.pass_took(Duration::from_millis(600));
+        assert_eq!(c.lag, Duration::from_millis(1_500));
+        let then = c.now();
+        let behind = Instant::now().duration_since(then);
+        assert!(
+            behind >= Duration::from_millis(1_500) && behind < Duration::from_millis(2_500),
+            "{behind:?}"
+        );
+    }
 }
