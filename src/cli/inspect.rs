@@ -427,8 +427,8 @@ pub struct Next {
 }
 
 /// `state` is how the commands name the checkpoint: `--state FILE` or
-/// `--state-backend kubernetes`.
-fn next_command(cp: &Checkpoint, state: &str) -> Next {
+/// `--state-backend kubernetes` (`in_cluster`).
+fn next_command(cp: &Checkpoint, state: &str, in_cluster: bool) -> Next {
     let cmd = |c: String, e: &str| Next {
         command: Some(c),
         explanation: e.to_string(),
@@ -439,7 +439,7 @@ fn next_command(cp: &Checkpoint, state: &str) -> Next {
             explanation: "nothing: the run completed".into(),
         },
         RunState::RolledBack => cmd(
-            if state.starts_with("--state-backend") {
+            if in_cluster {
                 "asm-canary upgrade --state-backend kubernetes".into()
             } else {
                 "asm-canary upgrade --state NEW-FILE".into()
@@ -569,7 +569,11 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
         },
         Some(Err(e)) => now = json!({ "error": e.to_string() }),
     }
-    let next = next_command(&cp, &hint);
+    let next = next_command(
+        &cp,
+        &hint,
+        state_backend == super::run::StateBackend::Kubernetes,
+    );
     match output {
         OutputArg::Json => {
             let doc = json!({
@@ -771,4 +775,61 @@ pub async fn report(args: ReportArgs) -> Result<u8, CliError> {
         None => print!("{text}"),
     }
     Ok(crate::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(state: &str, steps: serde_json::Value) -> Checkpoint {
+        serde_json::from_value(json!({
+            "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
+            "target": "/subscriptions/s/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+            "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
+            "params": {}, "state": state,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "steps": steps, "rollback": [], "journal": [], "summary": {}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn next_commands_name_the_checkpoint_as_its_backend_holds_it() {
+        let paused = checkpoint(
+            "paused",
+            json!([{"id": "complete", "status": "awaiting_approval"}]),
+        );
+        let n = next_command(&paused, "--state run.json", false);
+        assert_eq!(
+            n.command.as_deref(),
+            Some("asm-canary resume --state run.json --approve complete")
+        );
+        let n = next_command(&paused, "--state-backend kubernetes", true);
+        assert_eq!(
+            n.command.as_deref(),
+            Some("asm-canary resume --state-backend kubernetes --approve complete")
+        );
+        assert!(
+            n.explanation
+                .contains("asm-canary rollback --state-backend kubernetes")
+        );
+        let rolled_back = checkpoint("rolled_back", json!([]));
+        assert_eq!(
+            next_command(&rolled_back, "--state run.json", false)
+                .command
+                .as_deref(),
+            Some("asm-canary upgrade --state NEW-FILE")
+        );
+        assert_eq!(
+            next_command(&rolled_back, "--state-backend kubernetes", true)
+                .command
+                .as_deref(),
+            Some("asm-canary upgrade --state-backend kubernetes")
+        );
+        let completed = checkpoint("completed", json!([]));
+        assert_eq!(
+            next_command(&completed, "--state run.json", false).command,
+            None
+        );
+    }
 }
