@@ -152,3 +152,56 @@ async fn legacy_labels_are_warned_about_in_preflight() {
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("istio-injection=enabled"));
 }
+
+/// Preflight names what a restart will not move — a paused Deployment, OnDelete StatefulSets
+/// and DaemonSets — in meshed namespaces only, whether they are few or more than the fan-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_what_a_restart_will_not_move() {
+    use asm_canary_sim::kube::{GeneratedShape, NamespaceShape, WorkloadShape};
+    for generated in [0, 20] {
+        let mut scenario = asm_canary_sim::Scenario::builtin("healthy").unwrap();
+        let wl = |name: &str, paused: bool, strategy: Option<&str>| WorkloadShape {
+            name: name.into(),
+            replicas: 1,
+            paused,
+            update_strategy: strategy.map(str::to_string),
+            ..Default::default()
+        };
+        let mut stuck = NamespaceShape {
+            name: "stuck".into(),
+            labels: [("istio.io/rev".to_string(), "prod".to_string())].into(),
+            ..Default::default()
+        };
+        stuck.deployments = vec![wl("frozen", true, None)];
+        stuck.statefulsets = vec![wl("ledger", false, Some("OnDelete"))];
+        stuck.daemonsets = vec![wl("agent", false, Some("OnDelete"))];
+        // the same shapes outside the mesh: nothing to say about them
+        let mut outside = stuck.clone();
+        outside.name = "outside".into();
+        outside.labels.clear();
+        scenario.kube.namespaces.extend([stuck, outside]);
+        if generated > 0 {
+            scenario.kube.generated = Some(GeneratedShape {
+                namespaces: generated,
+                deployments_per_namespace: 1,
+                replicas: 1,
+                revision_label: "prod".into(),
+            });
+        }
+        let sim = TestSim::start_with(scenario).await;
+        let out = sim.run(&["plan"]).await;
+        assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for expected in [
+            "Deployment stuck/frozen is paused",
+            "StatefulSet stuck/ledger uses updateStrategy OnDelete",
+            "DaemonSet stuck/agent uses updateStrategy OnDelete",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{generated}: {expected:?} in {text}"
+            );
+        }
+        assert!(!text.contains("outside/"), "{generated}: {text}");
+    }
+}

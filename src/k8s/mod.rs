@@ -72,6 +72,37 @@ pub enum K8sError {
     },
 }
 
+/// Objects per list page: large clusters are read in pages, as kubectl reads them.
+pub const LIST_PAGE: u32 = 500;
+
+/// Every object `params` selects, read in pages of [`LIST_PAGE`]; errors name `kind` and
+/// `target`.
+pub(crate) async fn list_paged<K>(
+    api: &kube::Api<K>,
+    mut params: kube::api::ListParams,
+    kind: &'static str,
+    target: &str,
+) -> Result<Vec<K>, K8sError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    params = params.limit(LIST_PAGE);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(|source| K8sError::Api {
+            action: "list",
+            kind,
+            target: target.to_string(),
+            source,
+        })?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
 pub(crate) fn target(namespace: &str, name: &str) -> String {
     if namespace.is_empty() {
         name.to_string()

@@ -107,8 +107,7 @@ impl PodInfo {
     }
 }
 
-/// Pods per list page: large clusters are read in pages, as kubectl reads them.
-pub const LIST_PAGE: u32 = 500;
+pub use super::LIST_PAGE;
 
 /// A Pod with only the fields the canary steps read (names, uid, labels, annotations, owners,
 /// deletion, the containers' and init containers' names and images, phase and conditions).
@@ -252,24 +251,16 @@ pub async fn list_pods(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut params = ListParams::default().limit(LIST_PAGE);
+    let mut params = ListParams::default();
     if let Some(sel) = label_selector {
         params = params.labels(sel);
     }
-    let mut out = Vec::new();
-    loop {
-        let page = api.list(&params).await.map_err(|source| K8sError::Api {
-            action: "list",
-            kind: "Pod",
-            target: target(namespace.unwrap_or("*"), label_selector.unwrap_or("*")),
-            source,
-        })?;
-        out.extend(page.items.into_iter().map(PodView::into_pod));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    let what = target(namespace.unwrap_or("*"), label_selector.unwrap_or("*"));
+    Ok(super::list_paged(&api, params, "Pod", &what)
+        .await?
+        .into_iter()
+        .map(PodView::into_pod)
+        .collect())
 }
 
 /// Pods of `namespace` (optionally filtered by a label selector) with revision and owner.

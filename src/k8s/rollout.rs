@@ -436,21 +436,7 @@ where
         + fmt::Debug,
 {
     let api = Api::<K>::all(client.clone());
-    let mut params = kube::api::ListParams::default().limit(super::pods::LIST_PAGE);
-    let mut out = Vec::new();
-    loop {
-        let page = api.list(&params).await.map_err(|source| K8sError::Api {
-            action: "list",
-            kind: kind_str(kind),
-            target: "*".to_string(),
-            source,
-        })?;
-        out.extend(page.items);
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    super::list_paged(&api, Default::default(), kind_str(kind), "*").await
 }
 
 /// Every workload of a kind in the cluster, read in pages: cheaper than one read each when a

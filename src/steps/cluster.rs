@@ -163,6 +163,18 @@ pub async fn preflight_warnings(env: &Env, installed: &[String]) -> Result<Vec<S
         .await
         .map_err(|e| kube_err("listing namespaces", e))?;
     let tags = tag_names(env).await?;
+    let meshed: Vec<String> = nss
+        .items
+        .iter()
+        .filter(|ns| {
+            ns.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(REV_LABEL))
+        })
+        .filter_map(|ns| ns.metadata.name.clone())
+        .collect();
+    let mut blockers = super::restart::restart_blockers(env, &meshed).await?;
     for ns in &nss.items {
         let name = ns.metadata.name.clone().unwrap_or_default();
         let labels = ns.metadata.labels.clone().unwrap_or_default();
@@ -171,9 +183,7 @@ pub async fn preflight_warnings(env: &Env, installed: &[String]) -> Result<Vec<S
                 "namespace {name} is labelled istio-injection=enabled, which the AKS add-on ignores: its pods get no sidecar; label it istio.io/rev=<tag or revision> instead"
             ));
         }
-        if labels.contains_key(REV_LABEL) {
-            warnings.extend(super::restart::restart_blockers(env, &name).await?);
-        }
+        warnings.extend(blockers.remove(&name).unwrap_or_default());
         if let Some(rev) = labels.get(REV_LABEL)
             && !installed.contains(rev)
             && !tags.contains(rev)

@@ -19,13 +19,11 @@ use asm_canary_engine::{
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 use futures::{StreamExt, TryStreamExt, stream};
-use kube::Api;
-use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::tag::{Mode, mode_of};
-use super::{Env, k8s_err, kube_err, outputs};
+use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::rollout::{
     Workload, get_workload, list_workloads, patch_restart, restart_timestamp, wait_rollout,
@@ -141,60 +139,51 @@ fn plan_pods(namespace: &str, pods: &[PodInfo], target: &str) -> MovePlan {
     plan
 }
 
-/// What a restart of `namespace` would not move: bare and Job pods, paused Deployments,
-/// `OnDelete` StatefulSets and DaemonSets. Preflight warns about these.
-pub async fn restart_blockers(env: &Env, namespace: &str) -> Result<Vec<String>, StepError> {
-    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-    let mut out = Vec::new();
+/// What a restart of `namespaces` would not move, by namespace: bare and Job pods, paused
+/// Deployments, `OnDelete` StatefulSets and DaemonSets. Preflight warns about these. The pods
+/// are read as [`pods_of_namespaces`] reads them; the workloads as one paged list per kind.
+pub async fn restart_blockers(
+    env: &Env,
+    namespaces: &[String],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, StepError> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = namespaces
+        .iter()
+        .map(|ns| (ns.clone(), Vec::new()))
+        .collect();
+    if namespaces.is_empty() {
+        return Ok(out);
+    }
     // Injected pods whatever their revision: anything not owned by a workload stays put.
-    for u in plan_namespace(env, namespace, "").await?.unmovable {
-        out.push(format!("will not move {u}"));
-    }
-    let lp = ListParams::default();
-    let deploys = Api::<Deployment>::namespaced(env.kube.clone(), namespace)
-        .list(&lp)
-        .await
-        .map_err(|e| kube_err(format!("listing Deployments in {namespace}"), e))?;
-    for d in &deploys.items {
-        if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
-            out.push(format!(
-                "Deployment {namespace}/{} is paused: a restart cannot move it (kubectl rollout resume it first)",
-                d.metadata.name.clone().unwrap_or_default()
-            ));
+    for (ns, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
+        let unmovable = plan_pods(&ns, &pods, "").unmovable;
+        if let Some(list) = out.get_mut(&ns) {
+            list.extend(unmovable.into_iter().map(|u| format!("will not move {u}")));
         }
     }
-    let on_delete = |kind: &str, name: Option<String>| {
-        format!(
-            "{kind} {namespace}/{} uses updateStrategy OnDelete: its pods move only when deleted",
-            name.unwrap_or_default()
-        )
-    };
-    let sts = Api::<StatefulSet>::namespaced(env.kube.clone(), namespace)
-        .list(&lp)
-        .await
-        .map_err(|e| kube_err(format!("listing StatefulSets in {namespace}"), e))?;
-    for s in sts.items {
-        let t = s
-            .spec
-            .as_ref()
-            .and_then(|s| s.update_strategy.as_ref())
-            .and_then(|u| u.type_.clone());
-        if t.as_deref() == Some("OnDelete") {
-            out.push(on_delete("StatefulSet", s.metadata.name));
-        }
-    }
-    let dss = Api::<DaemonSet>::namespaced(env.kube.clone(), namespace)
-        .list(&lp)
-        .await
-        .map_err(|e| kube_err(format!("listing DaemonSets in {namespace}"), e))?;
-    for d in dss.items {
-        let t = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.update_strategy.as_ref())
-            .and_then(|u| u.type_.clone());
-        if t.as_deref() == Some("OnDelete") {
-            out.push(on_delete("DaemonSet", d.metadata.name));
+    for kind in [
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+    ] {
+        let listed = list_workloads(&env.kube, kind)
+            .await
+            .map_err(|e| k8s_err(format!("listing {kind}s"), e))?;
+        for w in listed {
+            let r = w.reference();
+            let Some(list) = out.get_mut(&r.namespace) else {
+                continue;
+            };
+            if w.is_paused() {
+                list.push(format!(
+                    "Deployment {}/{} is paused: a restart cannot move it (kubectl rollout resume it first)",
+                    r.namespace, r.name
+                ));
+            } else if !w.replaces_pods_on_restart() {
+                list.push(format!(
+                    "{kind} {}/{} uses updateStrategy OnDelete: its pods move only when deleted",
+                    r.namespace, r.name
+                ));
+            }
         }
     }
     Ok(out)
@@ -384,7 +373,7 @@ async fn prepare(
         for kind in kinds {
             let listed = list_workloads(&env.kube, kind)
                 .await
-                .map_err(|e| k8s_err(format!("listing {kind:?}s"), e))?;
+                .map_err(|e| k8s_err(format!("listing {kind}s"), e))?;
             current.extend(listed.into_iter().map(|w| (w.reference(), w)));
         }
         todo.iter()
