@@ -450,6 +450,45 @@ impl Store {
         let _ = self.tx.send(ev);
     }
 
+    /// Writes a change to `key` (`new` replaces the object, or with `Deleted` is its last
+    /// state as it goes) and publishes its event; returns `new` parsed.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        rt: &ResourceType,
+        key: (String, String),
+        rv: u64,
+        kind: EventType,
+        new: Value,
+        old: Option<Arc<Stored>>,
+    ) -> Obj {
+        let stored = Stored::encode(&new);
+        let table = inner.tables.get_mut(rt.plural).expect("table");
+        match kind {
+            EventType::Deleted => {
+                table.remove(&key);
+            }
+            EventType::Added | EventType::Modified => {
+                table.insert(key.clone(), stored.clone());
+            }
+        }
+        let (namespace, name) = key;
+        self.publish(
+            inner,
+            Event {
+                rv,
+                kind,
+                resource: rt.plural,
+                namespace,
+                name,
+                object: stored,
+                old,
+            },
+        );
+        Arc::new(new)
+    }
+
     /// A live subscription to one resource's events in one namespace (`None`: all). Called
     /// with `inner` locked, so that no event falls between a snapshot and the subscription.
     fn subscribe_topic(
@@ -676,41 +715,25 @@ impl Store {
             .is_some_and(|a| !a.is_empty());
         if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty && had_finalizers
         {
-            let stored = Stored::encode(&new);
-            let obj = Arc::new(new);
-            inner.tables.get_mut(rt.plural).expect("table").remove(&key);
-            self.publish(
+            let obj = self.commit(
                 &mut inner,
-                Event {
-                    rv,
-                    kind: EventType::Deleted,
-                    resource: rt.plural,
-                    namespace: ns.to_string(),
-                    name: name.to_string(),
-                    object: stored,
-                    old: Some(old_stored),
-                },
+                rt,
+                key,
+                rv,
+                EventType::Deleted,
+                new,
+                Some(old_stored),
             );
             return Ok(obj);
         }
-        let stored = Stored::encode(&new);
-        let obj = Arc::new(new);
-        inner
-            .tables
-            .get_mut(rt.plural)
-            .expect("table")
-            .insert(key, stored.clone());
-        self.publish(
+        let obj = self.commit(
             &mut inner,
-            Event {
-                rv,
-                kind: EventType::Modified,
-                resource: rt.plural,
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                object: stored,
-                old: Some(old_stored),
-            },
+            rt,
+            key,
+            rv,
+            EventType::Modified,
+            new,
+            Some(old_stored),
         );
         Ok(obj)
     }
@@ -797,24 +820,14 @@ impl Store {
                 );
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
-            let stored = Stored::encode(&new);
-            let obj = Arc::new(new);
-            inner
-                .tables
-                .get_mut(rt.plural)
-                .expect("table")
-                .insert(key, stored.clone());
-            self.publish(
+            let obj = self.commit(
                 &mut inner,
-                Event {
-                    rv,
-                    kind: EventType::Modified,
-                    resource: rt.plural,
-                    namespace: ns.to_string(),
-                    name: name.to_string(),
-                    object: stored,
-                    old: Some(old_stored),
-                },
+                rt,
+                key,
+                rv,
+                EventType::Modified,
+                new,
+                Some(old_stored),
             );
             let when = std::time::Instant::now()
                 + std::time::Duration::from_secs_f64(grace as f64 * self.time_scale);
@@ -834,45 +847,21 @@ impl Store {
                 let meta = metadata_mut(&mut new);
                 meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                 meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-                let stored = Stored::encode(&new);
-                let obj = Arc::new(new);
-                inner
-                    .tables
-                    .get_mut(rt.plural)
-                    .expect("table")
-                    .insert(key, stored.clone());
-                self.publish(
+                let obj = self.commit(
                     &mut inner,
-                    Event {
-                        rv,
-                        kind: EventType::Modified,
-                        resource: rt.plural,
-                        namespace: ns.to_string(),
-                        name: name.to_string(),
-                        object: stored,
-                        old: Some(old_stored),
-                    },
+                    rt,
+                    key,
+                    rv,
+                    EventType::Modified,
+                    new,
+                    Some(old_stored),
                 );
                 return Ok((obj, false));
             }
             inner.rv -= 1;
             return Ok((old, false));
         }
-        inner.tables.get_mut(rt.plural).expect("table").remove(&key);
-        let stored = Stored::encode(&new);
-        let obj = Arc::new(new);
-        self.publish(
-            &mut inner,
-            Event {
-                rv,
-                kind: EventType::Deleted,
-                resource: rt.plural,
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                object: stored,
-                old: None,
-            },
-        );
+        let obj = self.commit(&mut inner, rt, key, rv, EventType::Deleted, new, None);
         Ok((obj, true))
     }
 
