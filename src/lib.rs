@@ -10,7 +10,7 @@
 
 pub mod azure;
 pub mod cli;
-pub mod exit;
+pub mod contract;
 pub mod istio;
 pub mod k8s;
 pub mod report;

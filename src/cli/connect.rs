@@ -41,7 +41,7 @@ pub fn cluster_id(args: &ClusterArgs) -> Result<ClusterId, CliError> {
     if let Some(id) = &args.cluster_id {
         return id
             .parse()
-            .map_err(|e| CliError::bad(format!("--cluster-id: {e}")));
+            .map_err(|e| CliError::bad_because(format!("--cluster-id: {e}"), e));
     }
     let missing: Vec<&str> = [
         ("--subscription", &args.subscription),
@@ -64,7 +64,7 @@ pub fn cluster_id(args: &ClusterArgs) -> Result<ClusterId, CliError> {
         args.resource_group.as_deref().unwrap_or_default(),
         args.cluster.as_deref().unwrap_or_default(),
     )
-    .map_err(|e| CliError::bad(e.to_string()))
+    .map_err(|e| CliError::bad_because(e.to_string(), e))
 }
 
 /// Builds the ARM and Kubernetes clients for `args`.
@@ -91,7 +91,10 @@ async fn connect_inner(
     let cluster = cluster_id(args)?;
     let ca_pem = match &args.ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
-            CliError::bad(format!("--ca-file {}: cannot read it: {e}", path.display()))
+            CliError::bad_because(
+                format!("--ca-file {}: cannot read it: {e}", path.display()),
+                e,
+            )
         })?),
         None => None,
     };
@@ -111,7 +114,7 @@ async fn connect_inner(
     }
     if let Some(raw) = &args.arm_poll_interval {
         let d = asm_canary_engine::duration::parse_duration(raw)
-            .map_err(|e| CliError::bad(format!("--arm-poll-interval {raw:?}: {e}")))?;
+            .map_err(|e| CliError::bad_because(format!("--arm-poll-interval {raw:?}: {e}"), e))?;
         options.poll.default_interval = d;
         options.poll.min_interval = options.poll.min_interval.min(d);
         options.retry.base_delay = options.retry.base_delay.min(d);
@@ -133,7 +136,7 @@ async fn connect_inner(
     };
     let (arm, credential) =
         ArmClient::connect(options, &auth, extra, &crate::azure::auth::process_env)
-            .map_err(|e| CliError::bad(e.to_string()))?;
+            .map_err(|e| CliError::bad_because(e.to_string(), e))?;
     // Say which credential was used: with `--auth auto` a person must be able to tell.
     eprintln!(
         "asm-canary: Azure credential: {} ({})",
@@ -143,10 +146,12 @@ async fn connect_inner(
     let kube = match &args.kubeconfig {
         Some(path) => crate::k8s::client_from_kubeconfig(Some(path), ca_pem.as_deref())
             .await
-            .map_err(|e| CliError::bad(format!("--kubeconfig {}: {e}", path.display())))?,
+            .map_err(|e| {
+                CliError::bad_because(format!("--kubeconfig {}: {e}", path.display()), e)
+            })?,
         None => {
-            let bytes = arm.list_cluster_user_kubeconfig(&cluster).await.map_err(|e| {
-                let e = e.to_string();
+            let bytes = arm.list_cluster_user_kubeconfig(&cluster).await.map_err(|source| {
+                let e = source.to_string();
                 let hint = if e.contains("Azure token") {
                     format!(
                         "signed in with --auth {} ({}); choose another with --auth cli|workload-identity|managed-identity|client-secret|pipelines (see README, \"Sign-in\")",
@@ -156,14 +161,17 @@ async fn connect_inner(
                 } else {
                     "pass --kubeconfig to use your own".to_string()
                 };
-                CliError::Connect(format!(
-                    "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}; {hint}"
-                ))
+                CliError::connect(
+                    format!(
+                        "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}; {hint}"
+                    ),
+                    source,
+                )
             })?;
             crate::k8s::client_from_kubeconfig_bytes(&bytes, ca_pem.as_deref())
                 .await
                 .map_err(|e| {
-                    CliError::Connect(format!("the kubeconfig ARM returned for {cluster}: {e}"))
+                    CliError::connect(format!("the kubeconfig ARM returned for {cluster}: {e}"), e)
                 })?
         }
     };

@@ -49,16 +49,16 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         upgrade,
         mut run,
     } = args;
-    let scenario =
-        asm_canary_sim::Scenario::load(&scenario).map_err(|e| CliError::bad(e.to_string()))?;
+    let scenario = asm_canary_sim::Scenario::load(&scenario)
+        .map_err(|e| CliError::bad_because(e.to_string(), e))?;
     let dir = tempfile::tempdir()
-        .map_err(|e| CliError::Internal(format!("cannot create a temporary directory: {e}")))?;
+        .map_err(|e| CliError::internal("cannot create a temporary directory", e))?;
     let ca_file = dir.path().join("sim-ca.pem");
     let mut opts = asm_canary_sim::SimOptions::new(scenario.clone());
     opts.ca_file = Some(ca_file.clone());
     let sim = asm_canary_sim::start(opts)
         .await
-        .map_err(|e| CliError::Internal(format!("cannot start the simulated cluster: {e}")))?;
+        .map_err(|e| CliError::internal("cannot start the simulated cluster", e))?;
     let info = sim.info.clone();
     let say = |line: String| {
         if run.output == OutputArg::Text {
@@ -77,18 +77,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     ));
     // The demo talks to the simulator as any client would: a service principal, the
     // simulator's CA as an extra trusted root, the kubeconfig from listClusterUserCredential.
-    let cluster = ClusterArgs {
-        subscription: Some(info.subscription.clone()),
-        resource_group: Some(info.resource_group.clone()),
-        cluster: Some(info.cluster.clone()),
-        cluster_id: None,
-        arm_endpoint: info.arm_endpoint.clone(),
-        authority_host: Some(info.authority_host.clone()),
-        ca_file: Some(ca_file.clone()),
-        auth: AuthArg::ClientSecret,
-        arm_poll_interval: None,
-        kubeconfig: None,
-    };
+    let cluster = sim_cluster_args(&info, &ca_file);
     let connected = super::connect::connect_with_secret(
         &cluster,
         Pace::Simulated,
@@ -102,52 +91,76 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         run.approve = vec!["start".into(), "complete".into()];
         say("  unattended: approving start and complete in advance".to_string());
     }
-    let state = run
-        .state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(dir.path()).join("demo-run.json"));
     let env = connected.env.clone();
+    let location = run
+        .checkpoint
+        .locate(&env, Some(PathBuf::from(dir.path()).join("demo-run.json")));
     let params = demo_params(&upgrade)?;
     if super::run::interactive(&run) {
         super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
     }
-    let code = execute(connected.env, &run, Mode::Run(params), state).await?;
+    let code = execute(connected.env, &run, Mode::Run(params), location).await?;
 
-    // What the cluster says now, read back over the same APIs.
-    if let Ok(doc) = env.arm.get_cluster(&env.cluster).await {
-        let pods = crate::k8s::pods::list_pods(&env.kube, None, None)
-            .await
-            .unwrap_or_default();
-        let mut by_rev: BTreeMap<String, usize> = BTreeMap::new();
-        for p in &pods {
-            let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-            if ns.starts_with("aks-istio-") || ns == "kube-system" {
-                continue;
-            }
-            let rev = pod_revision(p)
-                .revision()
-                .unwrap_or("no sidecar")
-                .to_string();
-            *by_rev.entry(rev).or_default() += 1;
-        }
-        let pods_line = by_rev
-            .iter()
-            .map(|(r, n)| format!("{n} on {r}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        say(format!(
-            "cluster now: revisions [{}], application pods: {}",
-            doc.revisions().join(", "),
-            if pods_line.is_empty() {
-                "none".to_string()
-            } else {
-                pods_line
-            }
-        ));
+    if let Some(line) = cluster_now(&env).await {
+        say(line);
     }
-    if run.state.is_none() {
+    if run.checkpoint.state.is_none() {
         say("(the checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary status/report --state FILE)".to_string());
     }
     sim.shutdown().await;
     Ok(code)
+}
+
+/// The cluster flags of the simulator `info` describes, with its CA trusted.
+fn sim_cluster_args(
+    info: &asm_canary_sim::ConnectionInfo,
+    ca_file: &std::path::Path,
+) -> ClusterArgs {
+    ClusterArgs {
+        subscription: Some(info.subscription.clone()),
+        resource_group: Some(info.resource_group.clone()),
+        cluster: Some(info.cluster.clone()),
+        cluster_id: None,
+        arm_endpoint: info.arm_endpoint.clone(),
+        authority_host: Some(info.authority_host.clone()),
+        ca_file: Some(ca_file.to_path_buf()),
+        auth: AuthArg::ClientSecret,
+        arm_poll_interval: None,
+        kubeconfig: None,
+    }
+}
+
+/// What the cluster says after the run, read back over the same APIs: its revisions and the
+/// application pods per revision.
+async fn cluster_now(env: &crate::steps::Env) -> Option<String> {
+    let doc = env.arm.get_cluster(&env.cluster).await.ok()?;
+    let pods = crate::k8s::pods::list_pods(&env.kube, None, None)
+        .await
+        .unwrap_or_default();
+    let mut by_rev: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pods {
+        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        if ns.starts_with("aks-istio-") || ns == "kube-system" {
+            continue;
+        }
+        let rev = pod_revision(p)
+            .revision()
+            .unwrap_or("no sidecar")
+            .to_string();
+        *by_rev.entry(rev).or_default() += 1;
+    }
+    let pods_line = by_rev
+        .iter()
+        .map(|(r, n)| format!("{n} on {r}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "cluster now: revisions [{}], application pods: {}",
+        doc.revisions().join(", "),
+        if pods_line.is_empty() {
+            "none".to_string()
+        } else {
+            pods_line
+        }
+    ))
 }

@@ -1,5 +1,5 @@
 //! The command line: clap definitions and dispatch. Each command validates its arguments,
-//! then hands off to the library; errors map to the exit codes in [`crate::exit`].
+//! then hands off to the library; errors map to the exit codes in [`crate::contract::exit`].
 
 use std::process::ExitCode;
 
@@ -12,6 +12,8 @@ pub mod error;
 pub mod inspect;
 pub mod run;
 pub mod sim;
+pub mod state;
+pub mod status;
 pub mod validate;
 
 use error::CliError;
@@ -38,7 +40,7 @@ pub enum Command {
     /// Roll a run back from wherever it stands (itself resumable).
     Rollback(run::ResumeArgs),
     /// What the checkpoint says, what the cluster says now, and the next command to run.
-    Status(inspect::StatusArgs),
+    Status(status::StatusArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
     ProxyStatus(inspect::ProxyStatusArgs),
     /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
@@ -62,9 +64,14 @@ pub enum SimCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The simulator logs what it serves (info); the tool speaks only when something is wrong.
+    let default_level = match cli.command {
+        Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(default_level);
     match cli.command {
-        Command::Sim(SimCommand::Serve(args)) => sim::serve(args),
+        Command::Sim(SimCommand::Serve(args)) => finish("asm-canary sim serve", sim::serve(args)),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a write error (e.g. `| head`).
             let mut buf = Vec::new();
@@ -74,20 +81,21 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         command => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("asm-canary: cannot start the async runtime: {e}");
-                    return ExitCode::from(crate::exit::INTERNAL);
-                }
-            };
-            match runtime.block_on(dispatch(command)) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("asm-canary: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            }
+            let result = tokio::runtime::Runtime::new()
+                .map_err(|e| CliError::internal("cannot start the async runtime", e))
+                .and_then(|runtime| runtime.block_on(dispatch(command)));
+            finish("asm-canary", result)
+        }
+    }
+}
+
+/// The exit code of a command; an error is printed with its causes.
+fn finish(who: &str, result: Result<u8, CliError>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{who}: {}", e.chain());
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -100,17 +108,19 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Upgrade(a) => run::upgrade(a).await,
         Command::Resume(a) => run::resume(a, false).await,
         Command::Rollback(a) => run::resume(a, true).await,
-        Command::Status(a) => inspect::status(a).await,
+        Command::Status(a) => status::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
         Command::Report(a) => inspect::report(a).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
     }
 }
 
-fn init_tracing() {
+/// One tracing set-up for every command: `ASM_CANARY_LOG` (e.g. `debug`,
+/// `asm_canary=trace`) wins over the command's default level.
+fn init_tracing(default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_env("ASM_CANARY_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+        EnvFilter::try_from_env("ASM_CANARY_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -5,11 +5,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use asm_canary_engine::checkpoint::StoreLock;
 use asm_canary_engine::{
-    Access, Approver, CancellationToken, Checkpoint, CheckpointError, CheckpointStore, Event,
-    EventRecord, EventSink, Executor, FanOut, FileStore, OnFailure, Outcome, PreApproved,
-    ResumeOptions, RunRequest, Runbook, StepStatus,
+    Approver, CancellationToken, Checkpoint, Event, EventRecord, EventSink, Executor, FanOut,
+    OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, RunState, Runbook, StepStatus,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -17,8 +15,8 @@ use serde_json::{Map, Value, json};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
+use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
 use crate::k8s::lock::{Acquired, Holder, LockError, LockOptions, RunLock};
-use crate::k8s::state::ConfigMapStore;
 use crate::steps::Env;
 use crate::ui::{self, terminal::FailureChoice};
 
@@ -35,20 +33,14 @@ pub struct RunArgs {
     /// Approve a step in advance (repeatable): `start`, `complete`, …
     #[arg(long = "approve", value_name = "STEP")]
     pub approve: Vec<String>,
-    /// The checkpoint file of this run (upgrade default: asm-canary-<cluster>.json). Its event
-    /// log and report are written next to it (<FILE>.events.jsonl, <FILE>.report.md).
-    #[arg(long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub checkpoint: StateArgs,
     /// `text` for people (stderr), `json` for pipelines (JSON Lines on stdout).
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
     /// Use this runbook instead of the built-in canary runbook.
     #[arg(long, value_name = "FILE")]
     pub runbook: Option<PathBuf>,
-    /// Where the checkpoint lives: `file` (`--state`), or `kubernetes` (the ConfigMap
-    /// `asm-canary-run-<cluster>` in aks-istio-system, so any agent can resume).
-    #[arg(long, value_enum, default_value_t = StateBackend::File, env = "ASM_CANARY_STATE_BACKEND")]
-    pub state_backend: StateBackend,
     /// Take the cluster's lock even though another run holds it (asks first; `--yes` when
     /// unattended). Only when that run is known to be dead.
     #[arg(long)]
@@ -64,56 +56,6 @@ pub struct RunArgs {
         env = "ASM_CANARY_LOCK_DURATION"
     )]
     pub lock_duration: u64,
-}
-
-/// Where the checkpoint lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StateBackend {
-    File,
-    Kubernetes,
-}
-
-/// How the commands name this run's checkpoint: `--state FILE`, or
-/// `--state-backend kubernetes` when it lives in the cluster.
-fn state_flags(run: &RunArgs, state: &Path) -> String {
-    match run.state_backend {
-        StateBackend::File => format!("--state {}", state.display()),
-        StateBackend::Kubernetes => "--state-backend kubernetes".to_string(),
-    }
-}
-
-/// The checkpoint store chosen by `--state-backend`.
-pub enum Store {
-    File(FileStore),
-    Kube(Box<ConfigMapStore>),
-}
-
-#[async_trait::async_trait]
-impl CheckpointStore for Store {
-    fn location(&self) -> String {
-        match self {
-            Store::File(s) => s.location(),
-            Store::Kube(s) => s.location(),
-        }
-    }
-    async fn lock(&self) -> Result<Box<dyn StoreLock>, CheckpointError> {
-        match self {
-            Store::File(s) => s.lock().await,
-            Store::Kube(s) => s.lock().await,
-        }
-    }
-    async fn read(&self) -> Result<Option<Vec<u8>>, CheckpointError> {
-        match self {
-            Store::File(s) => s.read().await,
-            Store::Kube(s) => s.read().await,
-        }
-    }
-    async fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
-        match self {
-            Store::File(s) => s.write(bytes).await,
-            Store::Kube(s) => s.write(bytes).await,
-        }
-    }
 }
 
 /// What to upgrade to and how.
@@ -181,7 +123,7 @@ impl UpgradeOptions {
         let mut map = Map::new();
         if let Some(to) = to {
             to.parse::<crate::istio::Revision>()
-                .map_err(|e| CliError::bad(format!("--to {to:?}: {e}")))?;
+                .map_err(|e| CliError::bad_because(format!("--to {to:?}: {e}"), e))?;
             map.insert("to".into(), json!(to));
         }
         map.insert("tag".into(), json!(tag));
@@ -209,9 +151,11 @@ pub fn load_runbook(
 ) -> Result<(Runbook, asm_canary_engine::Registry), CliError> {
     let registry = crate::steps::registry(env);
     let runbook = match path {
-        Some(p) => Runbook::load(p, &registry).map_err(|e| CliError::bad(e.to_string()))?,
+        Some(p) => {
+            Runbook::load(p, &registry).map_err(|e| CliError::bad_because(e.to_string(), e))?
+        }
         None => Runbook::parse(EMBEDDED_RUNBOOK, EMBEDDED_RUNBOOK_NAME, &registry)
-            .map_err(|e| CliError::Internal(format!("the built-in runbook does not load: {e}")))?,
+            .map_err(|e| CliError::internal("the built-in runbook does not load", e))?,
     };
     Ok((runbook, registry))
 }
@@ -243,7 +187,7 @@ pub async fn execute(
     env: Arc<Env>,
     run: &RunArgs,
     mode: Mode,
-    state: PathBuf,
+    location: RunLocation,
 ) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
     let guided = interactive(run);
@@ -261,64 +205,25 @@ pub async fn execute(
             }
         }
     }
-    let hint = Some(state_flags(run, &state));
-    let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
-    let guided_view = Arc::new(GuidedView {
-        inner: terminal.clone(),
-        guided,
-        ask: ask_on_failure.clone(),
-    });
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![guided_view.clone()];
-    if run.output == OutputArg::Json {
-        // Next to JSON Lines, the text on stderr is plain lines, never bars.
-        sinks = vec![
-            Arc::new(ui::JsonLines::stdout()),
-            Arc::new(ui::Terminal::plain_stderr(hint.clone())),
-        ];
-    }
-    // The event log and report live next to a checkpoint file; a checkpoint kept in the
-    // cluster (`--state-backend kubernetes` without `--state`) leaves no file on the agent.
-    let files = run.state_backend == StateBackend::File || run.state.is_some();
-    if files {
-        match open_event_log(&state) {
-            Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
-            Err(e) => eprintln!(
-                "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
-                crate::report::events_path(&state).display()
-            ),
-        }
-    }
-    let sink: Arc<dyn EventSink> = Arc::new(FanOut(sinks));
-    let approver: Arc<dyn Approver> = if guided {
-        Arc::new(terminal.approver())
-    } else {
-        Arc::new(PreApproved::new(run.approve.iter().cloned()))
-    };
+    let (sink, approver) = renderers(run, guided, &location, &ask_on_failure);
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
-        .map_err(|e| CliError::Internal(format!("cannot install the Ctrl-C handler: {e}")))?;
-    let store = match run.state_backend {
-        StateBackend::File => Store::File(FileStore::new(&state)),
-        StateBackend::Kubernetes => Store::Kube(Box::new(ConfigMapStore::new(
-            env.kube.clone(),
-            &env.cluster.name,
-        ))),
-    };
+        .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
     // The run this process acts for: a new id, or the checkpoint's. `None` when the engine is
     // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
     // a new run): then the cluster lock is not taken, so bad input changes nothing.
-    let existing = peek_checkpoint(&store).await;
-    if let (Mode::Rollback { .. }, Some(p)) = (&mode, &existing)
-        && p.target == target
-        && !p.finished
-        && let Some(asked) = &p.complete_put
+    let existing = location.peek().await;
+    if let (Mode::Rollback { .. }, Some(cp)) = (&mode, &existing)
+        && cp.target == target
+        && !finished(cp)
+        && let Some(asked) = complete_put(cp)
     {
-        refuse_rollback_while_completing(&env, run, &state, asked).await?;
+        refuse_rollback_while_completing(&env, &location, &asked).await?;
     }
     let lock_run_id = match (&mode, existing) {
         (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
         (Mode::Run(_), Some(_)) => None,
-        (_, Some(p)) if p.target == target && !p.finished => Some(p.run_id),
+        (_, Some(cp)) if cp.target == target && !finished(&cp) => Some(cp.run_id),
         (_, _) => None,
     };
     let lock = match &lock_run_id {
@@ -333,44 +238,84 @@ pub async fn execute(
             token.cancel();
         });
     }
-    let executor = Executor::new(runbook, registry, store)
+    let executor = Executor::new(runbook, registry, location.store)
         .with_events(sink)
         .with_approver(approver)
         .with_cancellation(token.clone());
-    let outcome = drive(
-        &executor,
-        mode,
-        &target,
-        lock_run_id,
-        guided,
-        &ask_on_failure,
-        &token,
-        &state_flags(run, &state),
-    )
-    .await;
+    let guide = Guide {
+        ask_on_failure: guided.then_some(&ask_on_failure),
+        token: &token,
+        flags: &location.flags,
+    };
+    let outcome = drive(&executor, mode, &target, lock_run_id, guide).await;
     if let Some(lock) = lock
         && let Err(e) = lock.release().await
     {
         eprintln!("asm-canary: warning: {e}; it expires by itself");
     }
     let (run_id, code) = outcome?;
-    if files {
-        write_report(&state, &run_id);
+    if let Some(file) = &location.file {
+        write_report(&executor, file, &run_id).await;
     }
     Ok(code)
 }
 
+/// The event sinks (terminal or JSON Lines, and the event log beside the checkpoint file) and
+/// the approver: prompts at a terminal, `--approve` otherwise.
+fn renderers(
+    run: &RunArgs,
+    guided: bool,
+    location: &RunLocation,
+    ask_on_failure: &std::collections::BTreeSet<String>,
+) -> (Arc<dyn EventSink>, Arc<dyn Approver>) {
+    let hint = Some(location.flags.clone());
+    let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(GuidedView {
+        inner: terminal.clone(),
+        guided,
+        ask: ask_on_failure.clone(),
+    })];
+    if run.output == OutputArg::Json {
+        // Next to JSON Lines, the text on stderr is plain lines, never bars.
+        sinks = vec![
+            Arc::new(ui::JsonLines::stdout()),
+            Arc::new(ui::Terminal::plain_stderr(hint)),
+        ];
+    }
+    // The event log lives next to a checkpoint file; a checkpoint kept in the cluster
+    // (`--state-backend kubernetes` without `--state`) leaves no file on the agent.
+    if let Some(file) = &location.file {
+        match open_event_log(file) {
+            Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
+            Err(e) => eprintln!(
+                "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
+                crate::report::events_path(file).display()
+            ),
+        }
+    }
+    let approver: Arc<dyn Approver> = if guided {
+        Arc::new(terminal.approver())
+    } else {
+        Arc::new(PreApproved::new(run.approve.iter().cloned()))
+    };
+    (Arc::new(FanOut(sinks)), approver)
+}
+
+/// What `drive` needs to ask a person after a failed step: the steps to ask about (guided
+/// only), Ctrl-C, and how commands name the checkpoint.
+struct Guide<'a> {
+    ask_on_failure: Option<&'a std::collections::BTreeSet<String>>,
+    token: &'a CancellationToken,
+    flags: &'a str,
+}
+
 /// Runs, resumes or rolls back, then (guided) asks what to do after a failed step.
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     executor: &Executor,
     mode: Mode,
     target: &str,
     run_id: Option<String>,
-    guided: bool,
-    ask_on_failure: &std::collections::BTreeSet<String>,
-    token: &CancellationToken,
-    state_flags: &str,
+    guide: Guide<'_>,
 ) -> Result<(String, u8), CliError> {
     let target = target.to_string();
     let resume_opts = |force| ResumeOptions {
@@ -392,7 +337,10 @@ async fn drive(
         Mode::Rollback { force } => executor.rollback(resume_opts(force)).await?,
     };
     let mut code = report.exit_code();
-    while guided && !token.is_cancelled() && report.outcome == Outcome::Paused {
+    let Some(ask_on_failure) = guide.ask_on_failure else {
+        return Ok((report.run_id.clone(), code));
+    };
+    while !guide.token.is_cancelled() && report.outcome == Outcome::Paused {
         let Some(failed) = failed_step(executor).await else {
             break;
         };
@@ -419,7 +367,7 @@ async fn drive(
                 eprintln!(
                     "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume {s}   or roll back with: asm-canary rollback {s}",
                     failed.0,
-                    s = state_flags
+                    s = guide.flags
                 );
                 break;
             }
@@ -486,55 +434,40 @@ fn open_event_log(state: &Path) -> std::io::Result<std::fs::File> {
     opts.open(crate::report::events_path(state))
 }
 
-/// Writes `<state>.report.md` and names it on stderr; a failure to write is a warning, since
-/// the checkpoint is the record and `asm-canary report` can rebuild it.
-fn write_report(state: &Path, run_id: &str) {
-    let cp = match std::fs::read(state).ok().and_then(|b| {
-        Checkpoint::from_json(&b, &state.display().to_string(), Access::ReadOnly).ok()
-    }) {
-        Some(cp) => cp,
-        None => return,
+/// Writes `<file>.report.md` from the checkpoint as its store holds it, and names it on
+/// stderr; a failure to write is a warning, since the checkpoint is the record and
+/// `asm-canary report` can rebuild it.
+async fn write_report(executor: &Executor, file: &Path, run_id: &str) {
+    let Ok(cp) = executor.checkpoint().await else {
+        return;
     };
-    let events = crate::report::read_events(state, run_id);
+    let events = crate::report::read_events(file, run_id);
     let md = crate::report::markdown(&crate::report::Timeline::build(cp, &events));
-    let path = crate::report::report_path(state);
+    let path = crate::report::report_path(file);
     match std::fs::write(&path, md) {
         Ok(()) => eprintln!("report: {}", path.display()),
         Err(e) => eprintln!(
             "asm-canary: warning: cannot write the report {}: {e}; run asm-canary report --state {}",
             path.display(),
-            state.display()
+            file.display()
         ),
     }
 }
 
-/// What `execute` needs to know of an existing checkpoint before the engine reads it.
-struct Peek {
-    run_id: String,
-    target: String,
-    finished: bool,
-    /// The revisions the `complete` step journaled asking ARM for (its PUT may have landed).
-    complete_put: Option<Vec<String>>,
+fn finished(cp: &Checkpoint) -> bool {
+    matches!(cp.state, RunState::Completed | RunState::RolledBack)
 }
 
 /// The step whose ARM PUT removes the source revision: past it, a rollback cannot work.
 const COMPLETE_STEP: &str = "complete";
 
-async fn peek_checkpoint(store: &Store) -> Option<Peek> {
-    let bytes = store.read().await.ok()??;
-    let doc: Value = serde_json::from_slice(&bytes).ok()?;
-    let complete_put = doc["journal"].as_array().and_then(|j| {
-        j.iter()
-            .filter(|e| e["step"] == COMPLETE_STEP && e["kind"] == "arm-put-revisions")
-            .filter_map(|e| serde_json::from_value(e["details"]["revisions"].clone()).ok())
-            .next_back()
-    });
-    Some(Peek {
-        run_id: doc["run_id"].as_str()?.to_string(),
-        target: doc["target"].as_str()?.to_string(),
-        finished: matches!(doc["state"].as_str(), Some("completed" | "rolled_back")),
-        complete_put,
-    })
+/// The revisions the `complete` step journaled asking ARM for (its PUT may have landed).
+fn complete_put(cp: &Checkpoint) -> Option<Vec<String>> {
+    cp.journal
+        .iter()
+        .filter(|e| e.step == COMPLETE_STEP && e.kind == "arm-put-revisions")
+        .filter_map(|e| serde_json::from_value(e.details["revisions"].clone()).ok())
+        .next_back()
 }
 
 /// A run killed after its complete PUT was sent cannot be rolled back: the source revision
@@ -542,20 +475,16 @@ async fn peek_checkpoint(store: &Store) -> Option<Peek> {
 /// nothing written) unless the cluster shows the PUT never landed (both revisions, idle).
 async fn refuse_rollback_while_completing(
     env: &Env,
-    run: &RunArgs,
-    state: &Path,
+    location: &RunLocation,
     asked: &[String],
 ) -> Result<(), CliError> {
-    let doc = env
-        .arm
-        .get_cluster(&env.cluster)
-        .await
-        .map_err(|e| CliError::Connect(e.to_string()))?;
+    let doc = env.arm.get_cluster(&env.cluster).await.map_err(|e| {
+        CliError::connect(format!("cannot read the cluster {}", env.cluster.name), e)
+    })?;
     let now = doc.revisions();
     if doc.is_idle() && !crate::azure::same_revisions(&now, asked) {
         return Ok(());
     }
-    let how = state_flags(run, state);
     Err(CliError::bad(format!(
         "cannot roll back: this run was completing — its complete step asked ARM for revisions [{}] and the cluster now has [{}]{}; the source revision is gone or going, so a rollback would leave workloads without a control plane. Finish the run instead: asm-canary resume {how} --approve complete (the checkpoint was left untouched)",
         asked.join(", "),
@@ -565,6 +494,7 @@ async fn refuse_rollback_while_completing(
         } else {
             " (an update is still running)"
         },
+        how = location.flags,
     )))
 }
 
@@ -588,15 +518,16 @@ async fn take_lock(env: &Env, run: &RunArgs, run_id: &str) -> Result<RunLock, Cl
                 )) {
                     opts.confirmed = true;
                 } else {
-                    return Err(CliError::Locked(format!(
-                        "the lock held by {theirs} was not broken (not confirmed)"
-                    )));
+                    return Err(CliError::locked(
+                        format!("the lock held by {theirs} was not broken (not confirmed)"),
+                        None,
+                    ));
                 }
             }
             Err(e @ (LockError::Held { .. } | LockError::NotConfirmed { .. })) => {
-                return Err(CliError::Locked(e.to_string()));
+                return Err(CliError::locked(e.to_string(), Some(e.into())));
             }
-            Err(e) => return Err(CliError::Connect(e.to_string())),
+            Err(e) => return Err(CliError::connect("cannot take the cluster lock", e)),
         }
     };
     match &lock.acquired {
@@ -619,51 +550,18 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
     } = args;
     let params = upgrade.params()?;
     let connected = connect(&cluster, Pace::Real).await?;
-    let state = run
-        .state
-        .clone()
-        .unwrap_or_else(|| default_state(&connected.env.cluster.name));
+    let env = connected.env;
+    let location = run
+        .checkpoint
+        .locate(&env, Some(default_state(&env.cluster.name)));
     // A new run only: an existing checkpoint is refused by the engine as it stands.
-    if run.state_backend == StateBackend::Kubernetes || !state.exists() {
-        super::validate::validate_new_run(&connected.env, upgrade.to.as_deref()).await?;
+    if location.peek().await.is_none() {
+        super::validate::validate_new_run(&env, upgrade.to.as_deref()).await?;
     }
     if interactive(&run) {
-        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
+        super::inspect::show_plan(&env, &upgrade, &params).await?;
     }
-    execute(connected.env, &run, Mode::Run(params), state).await
-}
-
-/// The checkpoint's target, for commands that take only `--state`.
-pub fn checkpoint_cluster(state: &Path) -> Result<crate::azure::ClusterId, CliError> {
-    let text = std::fs::read_to_string(state)
-        .map_err(|e| CliError::bad(format!("--state {}: cannot read it: {e}", state.display())))?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| {
-        CliError::bad(format!(
-            "--state {}: not a checkpoint (invalid JSON at line {}, column {}); it was left untouched",
-            state.display(),
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let target = doc["target"].as_str().ok_or_else(|| {
-        CliError::bad(format!(
-            "--state {}: no target cluster recorded in it",
-            state.display()
-        ))
-    })?;
-    target
-        .parse()
-        .map_err(|e| CliError::bad(format!("--state {}: its target: {e}", state.display())))
-}
-
-/// `resume` and `rollback` default their cluster to the checkpoint's.
-pub fn cluster_from_checkpoint(cluster: &mut ClusterArgs, state: &Path) -> Result<(), CliError> {
-    if cluster.cluster_id.is_none() && cluster.cluster.is_none() {
-        cluster.cluster_id = Some(checkpoint_cluster(state)?.to_string());
-        cluster.subscription = None;
-        cluster.resource_group = None;
-    }
-    Ok(())
+    execute(env, &run, Mode::Run(params), location).await
 }
 
 pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
@@ -672,26 +570,19 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         run,
         force,
     } = args;
-    let state = match (run.state.clone(), run.state_backend) {
-        (Some(state), StateBackend::File) => {
-            cluster_from_checkpoint(&mut cluster, &state)?;
-            state
-        }
-        // The checkpoint is in the cluster: the cluster flags (or environment) say which.
-        (state, StateBackend::Kubernetes) => state.unwrap_or_default(),
-        (None, StateBackend::File) => {
-            return Err(CliError::bad(
-                "--state FILE is required: the checkpoint of the run to continue (or --state-backend kubernetes)",
-            ));
-        }
-    };
-    let connected = connect(&cluster, Pace::Real).await?;
+    // With a checkpoint file, the cluster defaults to the checkpoint's; in the cluster, the
+    // cluster flags (or environment) say which.
+    if let Some(file) = run.checkpoint.existing_file("of the run to continue")? {
+        cluster_from_checkpoint(&mut cluster, file)?;
+    }
+    let env = connect(&cluster, Pace::Real).await?.env;
+    let location = run.checkpoint.locate(&env, None);
     let mode = if rollback {
         Mode::Rollback { force }
     } else {
         Mode::Resume { force }
     };
-    execute(connected.env, &run, mode, state).await
+    execute(env, &run, mode, location).await
 }
 
 /// Asks a yes/no question on the terminal; anything but y/yes is no.

@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use asm_canary_sim::{Scenario, ScenarioError, SimError, SimOptions};
+use asm_canary_sim::{Scenario, SimError, SimOptions};
 use clap::Args;
 
-use crate::exit;
+use super::error::CliError;
+use crate::contract::exit;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -29,72 +29,45 @@ pub struct ServeArgs {
     pub env_file: Option<PathBuf>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("bad scenario: {0}")]
-    Scenario(#[from] ScenarioError),
-    #[error("cannot start the simulator: {0}")]
-    Start(#[from] SimError),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+/// Serves until Ctrl-C or SIGTERM. A bad scenario or an address that cannot be bound is bad
+/// input (exit 2); anything else that stops the simulator from starting is exit 1.
+pub fn serve(args: ServeArgs) -> Result<u8, CliError> {
+    run(args)?;
+    Ok(exit::OK)
 }
 
-impl ServeError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ServeError::Scenario(_) => exit::BAD_INPUT,
-            ServeError::Start(SimError::Bind { .. }) => exit::BAD_INPUT,
-            _ => exit::INTERNAL,
-        }
+fn write_error(path: &Path, source: std::io::Error) -> CliError {
+    CliError::internal(format!("cannot write {}", path.display()), source)
+}
+
+fn start_error(e: SimError) -> CliError {
+    match e {
+        SimError::Bind { .. } => CliError::bad_because("cannot start the simulator", e),
+        e => CliError::internal("cannot start the simulator", e),
     }
 }
 
-pub fn serve(args: ServeArgs) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    match run(args) {
-        Ok(()) => ExitCode::from(exit::OK),
-        Err(err) => {
-            eprintln!("asm-canary sim serve: {err}");
-            ExitCode::from(err.exit_code())
-        }
-    }
-}
-
-fn run(args: ServeArgs) -> Result<(), ServeError> {
+fn run(args: ServeArgs) -> Result<(), CliError> {
     let ServeArgs {
         scenario,
         listen,
         kube_listen,
         env_file,
     } = args;
-    let scenario = Scenario::load(&scenario)?;
+    let scenario =
+        Scenario::load(&scenario).map_err(|e| CliError::bad_because("bad scenario", e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(ServeError::Runtime)?;
+        .map_err(|e| CliError::internal("cannot start the async runtime", e))?;
     runtime.block_on(serve_async(scenario, listen, kube_listen, env_file))
 }
 
 /// Where the CA goes: next to the env file, else in a directory of our own under the temp dir.
-fn ca_path(env_file: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), ServeError> {
+fn ca_path(env_file: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), CliError> {
     if let Some(env) = env_file {
         // Absolute, so the env file works from any directory.
-        let env = std::path::absolute(env).map_err(|source| ServeError::Write {
-            path: env.to_path_buf(),
-            source,
-        })?;
+        let env = std::path::absolute(env).map_err(|source| write_error(env, source))?;
         let stem = env
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -103,10 +76,7 @@ fn ca_path(env_file: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), ServeE
         return Ok((dir.join(format!("{stem}-ca.pem")), None));
     }
     let dir = std::env::temp_dir().join(format!("asm-canary-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| ServeError::Write {
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(|source| write_error(&dir, source))?;
     Ok((dir.join("ca.pem"), Some(dir)))
 }
 
@@ -115,7 +85,7 @@ async fn serve_async(
     listen: SocketAddr,
     kube_listen: SocketAddr,
     env_file: Option<PathBuf>,
-) -> Result<(), ServeError> {
+) -> Result<(), CliError> {
     let (ca_file, temp_dir) = ca_path(env_file.as_deref())?;
     let name = scenario.name.clone();
     let mut opts = SimOptions::new(scenario);
@@ -133,8 +103,8 @@ async fn serve_until_stopped(
     opts: SimOptions,
     scenario: &str,
     env_file: Option<&Path>,
-) -> Result<(), ServeError> {
-    let handle = asm_canary_sim::start(opts).await?;
+) -> Result<(), CliError> {
+    let handle = asm_canary_sim::start(opts).await.map_err(start_error)?;
     let info = handle.info.clone();
     let text: String = info
         .env_lines()
@@ -142,12 +112,8 @@ async fn serve_until_stopped(
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect();
     if let Some(path) = env_file {
-        asm_canary_sim::write_private(path, text.as_bytes()).map_err(|source| {
-            ServeError::Write {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        asm_canary_sim::write_private(path, text.as_bytes())
+            .map_err(|source| write_error(path, source))?;
     }
     {
         use std::io::Write;

@@ -22,7 +22,7 @@ pub async fn validate_new_run(env: &Env, to: Option<&str>) -> Result<(), CliErro
         .arm
         .get_cluster(&env.cluster)
         .await
-        .map_err(|e| CliError::Connect(e.to_string()))?;
+        .map_err(|e| CliError::connect("cannot read the cluster", e))?;
     let state = classify(&doc, to);
     if let MeshState::Downgrade { .. } = state {
         return Err(CliError::bad(format!(
@@ -44,7 +44,7 @@ pub async fn validate_new_run(env: &Env, to: Option<&str>) -> Result<(), CliErro
         .arm
         .mesh_upgrade_profile(&env.cluster)
         .await
-        .map_err(|e| CliError::Connect(e.to_string()))?;
+        .map_err(|e| CliError::connect("cannot read the cluster", e))?;
     let requested = to
         .map(str::parse::<Revision>)
         .transpose()
@@ -62,7 +62,7 @@ async fn check_shared_configmap(env: &Env, source: &str, target: &str) -> Result
     let Some(src) = api
         .get_opt(&src_name)
         .await
-        .map_err(|e| CliError::Connect(format!("cannot read ConfigMap {NS}/{src_name}: {e}")))?
+        .map_err(|e| CliError::connect(format!("cannot read ConfigMap {NS}/{src_name}: {e}"), e))?
     else {
         return Ok(());
     };
@@ -91,8 +91,9 @@ async fn check_shared_configmap(env: &Env, source: &str, target: &str) -> Result
                 s.message
             )))
         }
-        Err(e) => Err(CliError::Connect(format!(
-            "cannot check the copy of ConfigMap {NS}/{src_name}: {e}"
-        ))),
+        Err(e) => Err(CliError::connect(
+            format!("cannot check the copy of ConfigMap {NS}/{src_name}: {e}"),
+            e,
+        )),
     }
 }

@@ -3,7 +3,7 @@
 use asm_canary_engine::{Event, Level, Outcome, Phase};
 use serde_json::Value;
 
-use crate::exit;
+use crate::contract::exit;
 
 fn fmt_ms(ms: u64) -> String {
     asm_canary_engine::duration::format_duration(std::time::Duration::from_millis(ms))

@@ -375,6 +375,23 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
+/// A store chosen at run time (`--state-backend`) is a boxed one.
+#[async_trait]
+impl<S: CheckpointStore + ?Sized> CheckpointStore for Box<S> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    async fn lock(&self) -> Result<Box<dyn StoreLock>, CheckpointError> {
+        (**self).lock().await
+    }
+    async fn read(&self) -> Result<Option<Vec<u8>>, CheckpointError> {
+        (**self).read().await
+    }
+    async fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        (**self).write(bytes).await
+    }
+}
+
 /// Checkpoints in a file, with `<file>.lock` beside it.
 ///
 /// Writes go to a temp file in the same directory (mode 0600), which is fsynced, renamed over
