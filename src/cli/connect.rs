@@ -143,14 +143,27 @@ async fn connect_inner(
         credential.mode.as_str(),
         credential.reason
     );
-    let kube = match &args.kubeconfig {
-        Some(path) => crate::k8s::client_from_kubeconfig(Some(path), ca_pem.as_deref())
+    let kube = kube_client(args, &arm, &cluster, ca_pem.as_deref(), &credential).await?;
+    Ok(Connected {
+        env: Arc::new(Env { arm, cluster, kube }),
+        credential,
+    })
+}
+
+/// The Kubernetes client: from `--kubeconfig`, or from ARM's listClusterUserCredential.
+async fn kube_client(
+    args: &ClusterArgs,
+    arm: &ArmClient,
+    cluster: &ClusterId,
+    ca_pem: Option<&[u8]>,
+    credential: &CredentialChoice,
+) -> Result<kube::Client, CliError> {
+    match &args.kubeconfig {
+        Some(path) => crate::k8s::client_from_kubeconfig(Some(path), ca_pem)
             .await
-            .map_err(|e| {
-                CliError::bad_because(format!("--kubeconfig {}: {e}", path.display()), e)
-            })?,
+            .map_err(|e| CliError::bad_because(format!("--kubeconfig {}: {e}", path.display()), e)),
         None => {
-            let bytes = arm.list_cluster_user_kubeconfig(&cluster).await.map_err(|source| {
+            let bytes = arm.list_cluster_user_kubeconfig(cluster).await.map_err(|source| {
                 let e = source.to_string();
                 let hint = if e.contains("Azure token") {
                     format!(
@@ -168,15 +181,11 @@ async fn connect_inner(
                     source,
                 )
             })?;
-            crate::k8s::client_from_kubeconfig_bytes(&bytes, ca_pem.as_deref())
+            crate::k8s::client_from_kubeconfig_bytes(&bytes, ca_pem)
                 .await
                 .map_err(|e| {
                     CliError::connect(format!("the kubeconfig ARM returned for {cluster}: {e}"), e)
-                })?
+                })
         }
-    };
-    Ok(Connected {
-        env: Arc::new(Env { arm, cluster, kube }),
-        credential,
-    })
+    }
 }
