@@ -242,8 +242,17 @@ fn summary_str(cp: &Checkpoint, key: &str) -> String {
 
 /// The Markdown report.
 pub fn markdown(t: &Timeline) -> String {
-    let cp = &t.cp;
     let mut s = String::new();
+    md_facts(&mut s, t);
+    md_timeline(&mut s, t);
+    md_changes(&mut s, &t.cp);
+    md_approvals(&mut s, &t.cp);
+    s
+}
+
+/// The title and the table of facts: cluster, upgrade, outcome, times, runbook.
+fn md_facts(s: &mut String, t: &Timeline) {
+    let cp = &t.cp;
     let _ = writeln!(s, "# asm-canary run {}\n", cp.run_id);
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| Cluster | `{}` |", cp.target);
@@ -272,7 +281,30 @@ pub fn markdown(t: &Timeline) -> String {
         cp.runbook.name,
         &cp.runbook.sha256.get(..12).unwrap_or(&cp.runbook.sha256)
     );
+}
 
+/// A row's gate columns: the check, how long it waited, and how it ended or what it last
+/// waited for (else why the step failed or was skipped).
+fn gate_cells(r: &Row) -> (String, String, String) {
+    let (gate, waited, what) = match &r.gate {
+        Some(g) => (
+            g.check.clone(),
+            fmt_secs(secs(g.start, g.end)),
+            g.result
+                .clone()
+                .or(g.waited_for.clone())
+                .unwrap_or_default(),
+        ),
+        None => Default::default(),
+    };
+    let what = match &r.note {
+        Some(n) if what.is_empty() => n.clone(),
+        _ => what,
+    };
+    (gate, waited, what)
+}
+
+fn md_timeline(s: &mut String, t: &Timeline) {
     let _ = writeln!(s, "\n## Timeline\n");
     let _ = writeln!(
         s,
@@ -280,21 +312,7 @@ pub fn markdown(t: &Timeline) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in &t.rows {
-        let (gate, waited, what) = match &r.gate {
-            Some(g) => (
-                g.check.clone(),
-                fmt_secs(secs(g.start, g.end)),
-                g.result
-                    .clone()
-                    .or(g.waited_for.clone())
-                    .unwrap_or_default(),
-            ),
-            None => (String::new(), String::new(), String::new()),
-        };
-        let what = match &r.note {
-            Some(n) if what.is_empty() => n.clone(),
-            _ => what,
-        };
+        let (gate, waited, what) = gate_cells(r);
         let _ = writeln!(
             s,
             "| {} | {} | {}{} | {:.1} | {} | {} | {} | {} |",
@@ -313,7 +331,9 @@ pub fn markdown(t: &Timeline) -> String {
             md_cell(&what)
         );
     }
+}
 
+fn md_changes(s: &mut String, cp: &Checkpoint) {
     let _ = writeln!(s, "\n## What changed\n");
     if cp.journal.is_empty() {
         let _ = writeln!(s, "Nothing: no side effect was made.");
@@ -337,6 +357,9 @@ pub fn markdown(t: &Timeline) -> String {
             phase_word(j.phase)
         );
     }
+}
+
+fn md_approvals(s: &mut String, cp: &Checkpoint) {
     let _ = writeln!(s, "\n## Approvals\n");
     if cp.approvals.is_empty() {
         let _ = writeln!(s, "None recorded.");
@@ -350,7 +373,6 @@ pub fn markdown(t: &Timeline) -> String {
             a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }
-    s
 }
 
 fn phase_word(p: Phase) -> &'static str {
@@ -372,6 +394,42 @@ fn xml(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The CSS classes of a step's bar: failed, skipped and rollback steps stand out.
+fn svg_class(r: &Row) -> &'static str {
+    match (r.status, r.phase) {
+        (StepStatus::Failed, _) => "step failed",
+        (StepStatus::Skipped, _) => "step skipped",
+        (_, Phase::Rollback) => "step rollback",
+        _ => "step",
+    }
+}
+
+/// A bar's tooltip: the step, how it ended and took, its gate's wait and what it changed.
+fn svg_title(r: &Row) -> String {
+    let mut title = format!(
+        "{} ({}): {}, {}",
+        r.step,
+        phase_word(r.phase),
+        status_word(r.status),
+        fmt_secs(secs(r.start, r.end))
+    );
+    if let Some(g) = &r.gate {
+        let _ = write!(
+            title,
+            "; gate {} waited {}",
+            g.check,
+            fmt_secs(secs(g.start, g.end))
+        );
+        if let Some(w) = g.result.as_ref().or(g.waited_for.as_ref()) {
+            let _ = write!(title, ": {w}");
+        }
+    }
+    if !r.changes.is_empty() {
+        let _ = write!(title, "; changed: {}", r.changes.join(", "));
+    }
+    title
 }
 
 /// The timeline as a standalone SVG: one `rect.step` per step that ran, a `rect.gate` inside
@@ -396,33 +454,8 @@ pub fn svg(t: &Timeline) -> String {
         let y = ROW * i as f64 + 4.0;
         let x0 = x(r.start);
         let w = (x(r.end) - x0).max(1.0);
-        let class = match (r.status, r.phase) {
-            (StepStatus::Failed, _) => "step failed",
-            (StepStatus::Skipped, _) => "step skipped",
-            (_, Phase::Rollback) => "step rollback",
-            _ => "step",
-        };
-        let mut title = format!(
-            "{} ({}): {}, {}",
-            r.step,
-            phase_word(r.phase),
-            status_word(r.status),
-            fmt_secs(secs(r.start, r.end))
-        );
-        if let Some(g) = &r.gate {
-            let _ = write!(
-                title,
-                "; gate {} waited {}",
-                g.check,
-                fmt_secs(secs(g.start, g.end))
-            );
-            if let Some(w) = g.result.as_ref().or(g.waited_for.as_ref()) {
-                let _ = write!(title, ": {w}");
-            }
-        }
-        if !r.changes.is_empty() {
-            let _ = write!(title, "; changed: {}", r.changes.join(", "));
-        }
+        let class = svg_class(r);
+        let title = svg_title(r);
         let _ = write!(
             s,
             r#"<text x="4" y="{ty}">{label}</text><rect class="{class}" data-step="{step}" x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}"><title>{title}</title></rect>"#,
@@ -495,17 +528,7 @@ pub fn html(t: &Timeline) -> String {
     s.push_str(&svg(t));
     s.push_str("<table><tr><th>Step</th><th>Phase</th><th>Status</th><th>Took</th><th>Gate</th><th>Gate waited</th><th>Waited for / result</th><th>Changed</th></tr>");
     for r in &t.rows {
-        let (gate, waited, what) = match &r.gate {
-            Some(g) => (
-                g.check.clone(),
-                fmt_secs(secs(g.start, g.end)),
-                g.result
-                    .clone()
-                    .or(g.waited_for.clone())
-                    .unwrap_or_default(),
-            ),
-            None => Default::default(),
-        };
+        let (gate, waited, what) = gate_cells(r);
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -515,11 +538,7 @@ pub fn html(t: &Timeline) -> String {
             fmt_secs(secs(r.start, r.end)),
             xml(&gate),
             waited,
-            xml(if what.is_empty() {
-                r.note.as_deref().unwrap_or("")
-            } else {
-                &what
-            }),
+            xml(&what),
             xml(&r.changes.join("; "))
         );
     }
