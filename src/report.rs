@@ -242,8 +242,17 @@ fn summary_str(cp: &Checkpoint, key: &str) -> String {
 
 /// The Markdown report.
 pub fn markdown(t: &Timeline) -> String {
-    let cp = &t.cp;
     let mut s = String::new();
+    md_facts(&mut s, t);
+    md_timeline(&mut s, t);
+    md_changes(&mut s, &t.cp);
+    md_approvals(&mut s, &t.cp);
+    s
+}
+
+/// The title and the table of facts: cluster, upgrade, outcome, times, runbook.
+fn md_facts(s: &mut String, t: &Timeline) {
+    let cp = &t.cp;
     let _ = writeln!(s, "# asm-canary run {}\n", cp.run_id);
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| Cluster | `{}` |", cp.target);
@@ -272,7 +281,30 @@ pub fn markdown(t: &Timeline) -> String {
         cp.runbook.name,
         &cp.runbook.sha256.get(..12).unwrap_or(&cp.runbook.sha256)
     );
+}
 
+/// A row's gate columns: the check, how long it waited, and how it ended or what it last
+/// waited for (else why the step failed or was skipped).
+fn gate_cells(r: &Row) -> (String, String, String) {
+    let (gate, waited, what) = match &r.gate {
+        Some(g) => (
+            g.check.clone(),
+            fmt_secs(secs(g.start, g.end)),
+            g.result
+                .clone()
+                .or(g.waited_for.clone())
+                .unwrap_or_default(),
+        ),
+        None => Default::default(),
+    };
+    let what = match &r.note {
+        Some(n) if what.is_empty() => n.clone(),
+        _ => what,
+    };
+    (gate, waited, what)
+}
+
+fn md_timeline(s: &mut String, t: &Timeline) {
     let _ = writeln!(s, "\n## Timeline\n");
     let _ = writeln!(
         s,
@@ -280,21 +312,7 @@ pub fn markdown(t: &Timeline) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for r in &t.rows {
-        let (gate, waited, what) = match &r.gate {
-            Some(g) => (
-                g.check.clone(),
-                fmt_secs(secs(g.start, g.end)),
-                g.result
-                    .clone()
-                    .or(g.waited_for.clone())
-                    .unwrap_or_default(),
-            ),
-            None => (String::new(), String::new(), String::new()),
-        };
-        let what = match &r.note {
-            Some(n) if what.is_empty() => n.clone(),
-            _ => what,
-        };
+        let (gate, waited, what) = gate_cells(r);
         let _ = writeln!(
             s,
             "| {} | {} | {}{} | {:.1} | {} | {} | {} | {} |",
@@ -313,7 +331,9 @@ pub fn markdown(t: &Timeline) -> String {
             md_cell(&what)
         );
     }
+}
 
+fn md_changes(s: &mut String, cp: &Checkpoint) {
     let _ = writeln!(s, "\n## What changed\n");
     if cp.journal.is_empty() {
         let _ = writeln!(s, "Nothing: no side effect was made.");
@@ -337,6 +357,9 @@ pub fn markdown(t: &Timeline) -> String {
             phase_word(j.phase)
         );
     }
+}
+
+fn md_approvals(s: &mut String, cp: &Checkpoint) {
     let _ = writeln!(s, "\n## Approvals\n");
     if cp.approvals.is_empty() {
         let _ = writeln!(s, "None recorded.");
@@ -350,7 +373,6 @@ pub fn markdown(t: &Timeline) -> String {
             a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }
-    s
 }
 
 fn phase_word(p: Phase) -> &'static str {
@@ -372,6 +394,42 @@ fn xml(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The CSS classes of a step's bar: failed, skipped and rollback steps stand out.
+fn svg_class(r: &Row) -> &'static str {
+    match (r.status, r.phase) {
+        (StepStatus::Failed, _) => "step failed",
+        (StepStatus::Skipped, _) => "step skipped",
+        (_, Phase::Rollback) => "step rollback",
+        _ => "step",
+    }
+}
+
+/// A bar's tooltip: the step, how it ended and took, its gate's wait and what it changed.
+fn svg_title(r: &Row) -> String {
+    let mut title = format!(
+        "{} ({}): {}, {}",
+        r.step,
+        phase_word(r.phase),
+        status_word(r.status),
+        fmt_secs(secs(r.start, r.end))
+    );
+    if let Some(g) = &r.gate {
+        let _ = write!(
+            title,
+            "; gate {} waited {}",
+            g.check,
+            fmt_secs(secs(g.start, g.end))
+        );
+        if let Some(w) = g.result.as_ref().or(g.waited_for.as_ref()) {
+            let _ = write!(title, ": {w}");
+        }
+    }
+    if !r.changes.is_empty() {
+        let _ = write!(title, "; changed: {}", r.changes.join(", "));
+    }
+    title
 }
 
 /// The timeline as a standalone SVG: one `rect.step` per step that ran, a `rect.gate` inside
@@ -396,33 +454,8 @@ pub fn svg(t: &Timeline) -> String {
         let y = ROW * i as f64 + 4.0;
         let x0 = x(r.start);
         let w = (x(r.end) - x0).max(1.0);
-        let class = match (r.status, r.phase) {
-            (StepStatus::Failed, _) => "step failed",
-            (StepStatus::Skipped, _) => "step skipped",
-            (_, Phase::Rollback) => "step rollback",
-            _ => "step",
-        };
-        let mut title = format!(
-            "{} ({}): {}, {}",
-            r.step,
-            phase_word(r.phase),
-            status_word(r.status),
-            fmt_secs(secs(r.start, r.end))
-        );
-        if let Some(g) = &r.gate {
-            let _ = write!(
-                title,
-                "; gate {} waited {}",
-                g.check,
-                fmt_secs(secs(g.start, g.end))
-            );
-            if let Some(w) = g.result.as_ref().or(g.waited_for.as_ref()) {
-                let _ = write!(title, ": {w}");
-            }
-        }
-        if !r.changes.is_empty() {
-            let _ = write!(title, "; changed: {}", r.changes.join(", "));
-        }
+        let class = svg_class(r);
+        let title = svg_title(r);
         let _ = write!(
             s,
             r#"<text x="4" y="{ty}">{label}</text><rect class="{class}" data-step="{step}" x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}"><title>{title}</title></rect>"#,
@@ -495,17 +528,7 @@ pub fn html(t: &Timeline) -> String {
     s.push_str(&svg(t));
     s.push_str("<table><tr><th>Step</th><th>Phase</th><th>Status</th><th>Took</th><th>Gate</th><th>Gate waited</th><th>Waited for / result</th><th>Changed</th></tr>");
     for r in &t.rows {
-        let (gate, waited, what) = match &r.gate {
-            Some(g) => (
-                g.check.clone(),
-                fmt_secs(secs(g.start, g.end)),
-                g.result
-                    .clone()
-                    .or(g.waited_for.clone())
-                    .unwrap_or_default(),
-            ),
-            None => Default::default(),
-        };
+        let (gate, waited, what) = gate_cells(r);
         let _ = write!(
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -515,11 +538,7 @@ pub fn html(t: &Timeline) -> String {
             fmt_secs(secs(r.start, r.end)),
             xml(&gate),
             waited,
-            xml(if what.is_empty() {
-                r.note.as_deref().unwrap_or("")
-            } else {
-                &what
-            }),
+            xml(&what),
             xml(&r.changes.join("; "))
         );
     }
@@ -555,4 +574,204 @@ fn workloads_of(j: &asm_canary_engine::JournalEntry) -> String {
         })
         .collect();
     format!(": {}", names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asm_canary_engine::EVENTS_SCHEMA;
+    use serde_json::json;
+
+    fn at(hms: &str) -> DateTime<Utc> {
+        match format!("2026-01-01T{hms}Z").parse() {
+            Ok(t) => t,
+            Err(e) => panic!("{hms}: {e}"),
+        }
+    }
+
+    fn rec(ts: &str, event: Event) -> EventRecord {
+        EventRecord {
+            schema: EVENTS_SCHEMA.into(),
+            ts: at(ts),
+            run_id: "run-1".into(),
+            event,
+        }
+    }
+
+    fn step(id: &str, status: &str, from: &str, to: &str) -> serde_json::Value {
+        json!({
+            "id": id, "status": status, "attempts": 1,
+            "started_at": format!("2026-01-01T{from}Z"),
+            "finished_at": format!("2026-01-01T{to}Z"),
+        })
+    }
+
+    fn entry(
+        seq: u64,
+        step: &str,
+        phase: &str,
+        status: &str,
+        kind: &str,
+        target: &str,
+    ) -> serde_json::Value {
+        json!({
+            "seq": seq, "step": step, "phase": phase, "attempt": 1, "kind": kind,
+            "target": target, "details": {}, "status": status,
+            "recorded_at": "2026-01-01T00:00:03Z",
+        })
+    }
+
+    fn checkpoint(fields: serde_json::Value) -> Checkpoint {
+        let mut cp = json!({
+            "schema_version": "1.0",
+            "kind": "asm-canary/checkpoint",
+            "run_id": "run-1",
+            "target": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+            "runbook": {"name": "asm-canary-upgrade", "sha256": "76594c0e9ac618150f52f9fefb253b24f560a7ac217446955b2459adb7a2ea38"},
+            "params": {"to": "asm-1-28"},
+            "state": "rolled_back",
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:27:00Z",
+            "steps": [],
+            "summary": {"source": "asm-1-27", "target": "asm-1-28"},
+        });
+        if let (Some(cp), Some(fields)) = (cp.as_object_mut(), fields.as_object()) {
+            cp.extend(fields.clone());
+        }
+        match serde_json::from_value(cp) {
+            Ok(cp) => cp,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A run whose restart timed out and was rolled back: gates that passed, failed and were
+    /// left waiting, a retried step, a skipped one, a change in flight and an approval.
+    fn rolled_back_run() -> Timeline {
+        let mut restart = step("restart", "failed", "00:03:10", "00:25:00");
+        restart["attempts"] = json!(2);
+        restart["error"] = json!("gate \"workloads-on-revision\" failed: timed out | 3 pods left");
+        let mut skipped = step("rollback-configmap", "skipped", "00:27:00", "00:27:00");
+        skipped["skip_reason"] = json!("nothing to undo");
+        let mut wave = entry(
+            2,
+            "restart",
+            "forward",
+            "intent",
+            "restart-wave",
+            "wave 1/2",
+        );
+        wave["details"] = json!({"workloads": [
+            {"kind": "Deployment", "namespace": "payments", "name": "api"},
+            {"kind": "StatefulSet", "namespace": "payments", "name": "db"},
+        ]});
+        let mut put = entry(
+            1,
+            "start",
+            "forward",
+            "done",
+            "arm-put-revisions",
+            "asm-1-27,asm-1-28",
+        );
+        put["done_at"] = json!("2026-01-01T00:00:04Z");
+        let cp = checkpoint(json!({
+            "reason": "step \"restart\" failed | rolled back",
+            "steps": [
+                step("preflight", "succeeded", "00:00:00", "00:00:02"),
+                step("start", "succeeded", "00:00:02", "00:03:10"),
+                restart,
+                {"id": "complete", "status": "pending"},
+            ],
+            "rollback": [step("rollback-start", "succeeded", "00:25:00", "00:27:00"), skipped],
+            "journal": [
+                put,
+                wave,
+                entry(3, "rollback-start", "rollback", "done", "arm-put-revisions", "asm-1-27"),
+            ],
+            "approvals": [{"step": "start", "by": "terminal:alice", "at": "2026-01-01T00:00:02Z"}],
+        }));
+        Timeline::build(cp, &gate_events())
+    }
+
+    /// What the gates of [`rolled_back_run`] said: passed, timed out, left waiting.
+    fn gate_events() -> Vec<EventRecord> {
+        let gate = |ts: &str, step: &str, check: &str| {
+            rec(
+                ts,
+                Event::GateStarted {
+                    step: step.into(),
+                    check: check.into(),
+                    timeout_ms: 1_200_000,
+                    stable_for_ms: 0,
+                },
+            )
+        };
+        let progress = |ts: &str, step: &str, detail: &str| {
+            rec(
+                ts,
+                Event::GateProgress {
+                    step: step.into(),
+                    check: "c".into(),
+                    detail: detail.into(),
+                    progress: None,
+                },
+            )
+        };
+        vec![
+            gate("00:00:05", "start", "control-planes-ready"),
+            progress("00:01:00", "start", "istiod-asm-1-28 1/2 available"),
+            rec(
+                "00:03:10",
+                Event::GatePassed {
+                    step: "start".into(),
+                    check: "control-planes-ready".into(),
+                    detail: Some("istiod-asm-1-28 2/2 available".into()),
+                },
+            ),
+            gate("00:03:20", "restart", "workloads-on-revision"),
+            progress(
+                "00:10:00",
+                "restart",
+                "3 pods in payments still run asm-1-27",
+            ),
+            rec(
+                "00:23:20",
+                Event::GateFailed {
+                    step: "restart".into(),
+                    check: "workloads-on-revision".into(),
+                    reason: "timed out after 20m: 3 pods in payments still run asm-1-27".into(),
+                    timed_out: true,
+                },
+            ),
+            gate("00:25:10", "rollback-start", "control-planes-ready"),
+            progress(
+                "00:26:00",
+                "rollback-start",
+                "istiod-asm-1-28 <still> running",
+            ),
+        ]
+    }
+
+    #[test]
+    fn markdown_of_a_rolled_back_run() {
+        insta::assert_snapshot!(markdown(&rolled_back_run()));
+    }
+
+    #[test]
+    fn svg_of_a_rolled_back_run() {
+        insta::assert_snapshot!(svg(&rolled_back_run()));
+    }
+
+    #[test]
+    fn html_of_a_rolled_back_run() {
+        insta::assert_snapshot!(html(&rolled_back_run()));
+    }
+
+    #[test]
+    fn markdown_of_a_run_that_changed_nothing() {
+        let cp = checkpoint(json!({
+            "state": "completed",
+            "steps": [step("preflight", "succeeded", "00:00:00", "00:00:01")],
+        }));
+        insta::assert_snapshot!(markdown(&Timeline::build(cp, &[])));
+    }
 }

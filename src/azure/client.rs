@@ -184,6 +184,36 @@ impl Answer {
     }
 }
 
+/// ARM accepted the PUT of `revisions` (sent with `If-Match: etag`).
+fn put_accepted(
+    id: &ClusterId,
+    revisions: &[String],
+    answer: &Answer,
+    etag: String,
+) -> PutAccepted {
+    let operation_url = answer
+        .headers
+        .get("azure-asyncoperation")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let cluster = id.to_string();
+    tracing::info!(
+        cluster,
+        status = answer.status,
+        ?revisions,
+        operation = operation_url.as_deref().map(redact_str),
+        "PUT accepted"
+    );
+    PutAccepted {
+        cluster: id.clone(),
+        revisions: revisions.to_vec(),
+        operation_url,
+        already_applied: false,
+        status: answer.status,
+        if_match: Some(etag),
+    }
+}
+
 /// What a request is about, for errors and logs.
 struct Ctx<'a> {
     cluster: &'a str,
@@ -302,6 +332,32 @@ impl ArmClient {
         Ok(token.token.secret().to_string())
     }
 
+    /// The request as ARM takes it: JSON, a bearer token, an empty body on a bodiless POST,
+    /// and `If-Match` when given.
+    fn request(
+        &self,
+        method: &Method,
+        url: &Url,
+        token: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(token)
+            .header(http::header::ACCEPT, "application/json");
+        let req = match body {
+            Some(b) => req.json(b),
+            None if *method == Method::POST => req.body(Vec::new()),
+            None => req,
+        };
+        match if_match {
+            Some(etag) => req.header(http::header::IF_MATCH, etag),
+            None => req,
+        }
+    }
+
     /// One request with transient retries (429, 5xx, connect errors and timeouts).
     async fn send(
         &self,
@@ -315,19 +371,7 @@ impl ArmClient {
         loop {
             attempt += 1;
             let token = self.token().await?;
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token)
-                .header(http::header::ACCEPT, "application/json");
-            req = match body {
-                Some(b) => req.json(b),
-                None if method == Method::POST => req.body(Vec::new()),
-                None => req,
-            };
-            if let Some(etag) = if_match {
-                req = req.header(http::header::IF_MATCH, etag);
-            }
+            let req = self.request(&method, url, &token, body, if_match);
             let resp = match req.send().await {
                 Ok(resp) => resp,
                 Err(err)
@@ -502,54 +546,15 @@ impl ArmClient {
             let answer = self
                 .send(Method::PUT, &url, Some(&body), Some(&etag), &ctx)
                 .await?;
-            let decision = answer.decision();
-            let (code, message) = if decision == Decision::Success {
-                Default::default()
-            } else {
-                answer.error()
-            };
-            match decision {
-                Decision::Success => {
-                    let operation_url = answer
-                        .headers
-                        .get("azure-asyncoperation")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    tracing::info!(
-                        cluster,
-                        status = answer.status,
-                        ?revisions,
-                        operation = operation_url.as_deref().map(redact_str),
-                        "PUT accepted"
-                    );
-                    return Ok(PutAccepted {
-                        cluster: id.clone(),
-                        revisions: revisions.to_vec(),
-                        operation_url,
-                        already_applied: false,
-                        status: answer.status,
-                        if_match: Some(etag),
-                    });
-                }
-                Decision::Reread | Decision::WaitForIdle if round < self.retry.max_attempts => {
-                    if decision == Decision::WaitForIdle {
-                        tracing::warn!(
-                            cluster,
-                            code,
-                            message,
-                            "another operation is running; waiting for it"
-                        );
-                        self.wait_idle(id).await?;
-                    } else {
-                        tracing::warn!(
-                            cluster,
-                            status = answer.status,
-                            code,
-                            "eTag conflict; re-reading the cluster"
-                        );
-                    }
+            match answer.decision() {
+                Decision::Success => return Ok(put_accepted(id, revisions, &answer, etag)),
+                decision @ (Decision::Reread | Decision::WaitForIdle)
+                    if round < self.retry.max_attempts =>
+                {
+                    self.before_next_put(id, decision, &answer).await?;
                 }
                 Decision::Reread | Decision::WaitForIdle => {
+                    let (code, message) = answer.error();
                     return Err(ArmError::RetriesExhausted {
                         cluster,
                         method: "PUT".into(),
@@ -565,6 +570,35 @@ impl ArmClient {
                 }
             }
         }
+    }
+
+    /// After a PUT ARM refused for now: wait for the other operation to end, or (an eTag
+    /// conflict) just re-read.
+    async fn before_next_put(
+        &self,
+        id: &ClusterId,
+        decision: Decision,
+        answer: &Answer,
+    ) -> Result<(), ArmError> {
+        let cluster = id.to_string();
+        let (code, message) = answer.error();
+        if decision == Decision::WaitForIdle {
+            tracing::warn!(
+                cluster,
+                code,
+                message,
+                "another operation is running; waiting for it"
+            );
+            self.wait_idle(id).await?;
+        } else {
+            tracing::warn!(
+                cluster,
+                status = answer.status,
+                code,
+                "eTag conflict; re-reading the cluster"
+            );
+        }
+        Ok(())
     }
 
     fn check_same_origin(&self, url: &Url, cluster: &str) -> Result<(), ArmError> {

@@ -117,7 +117,28 @@ pub fn render_tag_webhook(
         .ok_or_else(|| TagError::NoInjector {
             webhook: canonical_name.clone(),
         })?;
+    Ok(MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(tag_webhook_name(tag, istio_namespace)),
+            labels: Some(tag_labels(tag, revision, canonical)),
+            annotations: canonical
+                .metadata
+                .annotations
+                .clone()
+                .filter(|a| !a.is_empty()),
+            ..Default::default()
+        },
+        webhooks: Some(tag_injectors(tag, revision, injector, istio_namespace)),
+    })
+}
 
+/// The template's labels, then the canonical webhook's (but its `app`), the tag and revision
+/// winning, and nothing of the operator's.
+fn tag_labels(
+    tag: &str,
+    revision: &str,
+    canonical: &MutatingWebhookConfiguration,
+) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = [
         (TAG_LABEL, tag),
         (REV_LABEL, revision),
@@ -137,7 +158,17 @@ pub fn render_tag_webhook(
     labels.insert(TAG_LABEL.to_string(), tag.to_string());
     labels.insert(REV_LABEL.to_string(), revision.to_string());
     labels.retain(|k, _| !k.contains(OPERATOR_LABEL_PART));
+    labels
+}
 
+/// The two injector webhooks of a tag, calling what the canonical `injector` calls: the
+/// namespace one (`istio.io/rev=<tag>` on the namespace) and the object one (on the pod).
+fn tag_injectors(
+    tag: &str,
+    revision: &str,
+    injector: &MutatingWebhook,
+    istio_namespace: &str,
+) -> Vec<MutatingWebhook> {
     let client_config = WebhookClientConfig {
         ca_bundle: injector.client_config.ca_bundle.clone(),
         service: match &injector.client_config.url {
@@ -159,26 +190,10 @@ pub fn render_tag_webhook(
         .reinvocation_policy
         .clone()
         .unwrap_or_else(|| "Never".to_string());
-    let core =
-        |name: &str, ns: Option<LabelSelector>, obj: Option<LabelSelector>| MutatingWebhook {
-            admission_review_versions: vec!["v1".to_string()],
-            client_config: client_config.clone(),
-            failure_policy: Some("Fail".to_string()),
-            name: name.to_string(),
-            namespace_selector: ns,
-            object_selector: obj,
-            reinvocation_policy: Some(reinvocation.clone()),
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".to_string()]),
-                operations: Some(vec!["CREATE".to_string()]),
-                resources: Some(vec!["pods".to_string()]),
-                scope: None,
-            }]),
-            side_effects: "None".to_string(),
-            ..Default::default()
-        };
-    let webhooks = vec![
+    let core = |name: &str, ns: Option<LabelSelector>, obj: Option<LabelSelector>| {
+        pod_injector(name, &client_config, &reinvocation, ns, obj)
+    };
+    vec![
         core(
             "rev.namespace.sidecar-injector.istio.io",
             selector(vec![
@@ -198,21 +213,35 @@ pub fn render_tag_webhook(
                 requirement(REV_LABEL, "In", &[tag]),
             ]),
         ),
-    ];
+    ]
+}
 
-    Ok(MutatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(tag_webhook_name(tag, istio_namespace)),
-            labels: Some(labels),
-            annotations: canonical
-                .metadata
-                .annotations
-                .clone()
-                .filter(|a| !a.is_empty()),
-            ..Default::default()
-        },
-        webhooks: Some(webhooks),
-    })
+/// A webhook that injects pods on CREATE, failing closed.
+fn pod_injector(
+    name: &str,
+    client_config: &WebhookClientConfig,
+    reinvocation: &str,
+    namespace_selector: Option<LabelSelector>,
+    object_selector: Option<LabelSelector>,
+) -> MutatingWebhook {
+    MutatingWebhook {
+        admission_review_versions: vec!["v1".to_string()],
+        client_config: client_config.clone(),
+        failure_policy: Some("Fail".to_string()),
+        name: name.to_string(),
+        namespace_selector,
+        object_selector,
+        reinvocation_policy: Some(reinvocation.to_string()),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec![String::new()]),
+            api_versions: Some(vec!["v1".to_string()]),
+            operations: Some(vec!["CREATE".to_string()]),
+            resources: Some(vec!["pods".to_string()]),
+            scope: None,
+        }]),
+        side_effects: "None".to_string(),
+        ..Default::default()
+    }
 }
 
 /// The revision a tag webhook sends pods to: the `istiod-<rev>` Service its injector webhooks

@@ -14,13 +14,3 @@ pub mod text;
 
 pub use json::JsonLines;
 pub use terminal::{Terminal, TerminalApprover};
-
-/// `--output`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputFormat {
-    /// Human-readable progress on stderr.
-    #[default]
-    Text,
-    /// JSON Lines on stdout; plain human-readable lines on stderr.
-    Json,
-}

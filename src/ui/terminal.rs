@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asm_canary_engine::{
-    ApprovalDecision, ApprovalRequest, Approver, Event, EventRecord, EventSink,
+    ApprovalDecision, ApprovalRequest, Approver, Event, EventRecord, EventSink, Progress,
 };
 use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -144,94 +144,30 @@ impl Terminal {
         let Ok(mut bars) = bars.lock() else { return };
         match event {
             Event::StepStarted { step, .. } => {
-                let pb = multi.add(ProgressBar::new_spinner());
-                pb.set_style(spinner_style());
-                pb.set_message(text::line(event, hint).unwrap_or_else(|| step.clone()));
-                pb.enable_steady_tick(Duration::from_millis(120));
-                if let Some(old) = bars.insert(step.clone(), pb) {
-                    old.finish_and_clear();
-                }
+                let line = text::line(event, hint).unwrap_or_else(|| step.clone());
+                start_step(multi, &mut bars, step, line);
             }
             Event::StepProgress {
                 step,
                 detail,
                 progress: Some(p),
             } if p.total.is_some() && wave_of(detail).is_some() => {
-                // A bar per wave under the step's line: pods/workloads moved out of the total.
-                let key = format!("{step}#{}", wave_of(detail).unwrap_or_default());
-                let pb = bars.entry(key).or_insert_with(|| {
-                    let pb = multi.add(ProgressBar::new(p.total.unwrap_or(0)));
-                    pb.set_style(bar_style());
-                    pb.enable_steady_tick(Duration::from_millis(120));
-                    pb
-                });
-                pb.set_length(p.total.unwrap_or(0));
-                pb.set_position(p.done);
-                pb.set_message(format!("  {detail}"));
+                wave_progress(multi, &mut bars, step, detail, *p);
             }
             Event::GateStarted { step, .. }
             | Event::GateProgress { step, .. }
-            | Event::StepProgress { step, .. } => {
-                let Some(pb) = bars.get(step) else {
+            | Event::StepProgress { step, .. } => match bars.get(step) {
+                Some(pb) => show_progress(pb, event, hint),
+                None => {
                     let _ = multi.println(text::line(event, hint).unwrap_or_default());
-                    return;
-                };
-                let p = match event {
-                    Event::GateProgress { progress, .. } | Event::StepProgress { progress, .. } => {
-                        *progress
-                    }
-                    _ => None,
-                };
-                if let Some(p) = p
-                    && let Some(total) = p.total
-                {
-                    pb.set_style(bar_style());
-                    pb.set_length(total);
-                    pb.set_position(p.done);
-                } else {
-                    pb.set_style(spinner_style());
                 }
-                pb.set_message(
-                    text::line(event, hint)
-                        .map(|l| l.trim_start().to_string())
-                        .unwrap_or_default(),
-                );
-            }
+            },
             Event::StepSucceeded { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepSkipped { step, .. }
             | Event::StepInterrupted { step, .. } => {
                 let line = text::line(event, hint).unwrap_or_default();
-                let prefix = format!("{step}#");
-                let waves: Vec<String> = bars
-                    .keys()
-                    .filter(|k| k.starts_with(&prefix))
-                    .cloned()
-                    .collect();
-                for k in waves {
-                    if let Some(pb) = bars.remove(&k) {
-                        pb.finish_and_clear();
-                        multi.remove(&pb);
-                    }
-                }
-                match bars.remove(step) {
-                    Some(pb) => {
-                        // The step's line, final state and how long it took, goes into the
-                        // scrollback above the live bars.
-                        let took = pb.elapsed();
-                        pb.finish_and_clear();
-                        multi.remove(&pb);
-                        let _ = multi.println(format!(
-                            "{line} ({})",
-                            asm_canary_engine::duration::format_duration(Duration::from_millis(
-                                took.as_millis() as u64
-                            ))
-                        ));
-                    }
-                    None => {
-                        let _ = multi.println(line);
-                    }
-                }
+                finish_step(multi, &mut bars, step, line);
             }
             Event::RunFinished { .. } => {
                 for (_, pb) in bars.drain() {
@@ -246,6 +182,103 @@ impl Terminal {
                     let _ = multi.println(line);
                 }
             }
+        }
+    }
+}
+
+/// A spinner for a step that starts (replacing one left from an earlier attempt).
+fn start_step(
+    multi: &MultiProgress,
+    bars: &mut HashMap<String, ProgressBar>,
+    step: &str,
+    line: String,
+) {
+    let pb = multi.add(ProgressBar::new_spinner());
+    pb.set_style(spinner_style());
+    pb.set_message(line);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    if let Some(old) = bars.insert(step.to_string(), pb) {
+        old.finish_and_clear();
+    }
+}
+
+/// A bar per wave under the step's line: pods/workloads moved out of the total.
+fn wave_progress(
+    multi: &MultiProgress,
+    bars: &mut HashMap<String, ProgressBar>,
+    step: &str,
+    detail: &str,
+    p: Progress,
+) {
+    let key = format!("{step}#{}", wave_of(detail).unwrap_or_default());
+    let pb = bars.entry(key).or_insert_with(|| {
+        let pb = multi.add(ProgressBar::new(p.total.unwrap_or(0)));
+        pb.set_style(bar_style());
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    });
+    pb.set_length(p.total.unwrap_or(0));
+    pb.set_position(p.done);
+    pb.set_message(format!("  {detail}"));
+}
+
+/// A step's bar follows its gate or action: counted progress as a bar, anything else as a
+/// spinner, with the event's sentence as its message.
+fn show_progress(pb: &ProgressBar, event: &Event, hint: Option<&str>) {
+    let p = match event {
+        Event::GateProgress { progress, .. } | Event::StepProgress { progress, .. } => *progress,
+        _ => None,
+    };
+    if let Some(p) = p
+        && let Some(total) = p.total
+    {
+        pb.set_style(bar_style());
+        pb.set_length(total);
+        pb.set_position(p.done);
+    } else {
+        pb.set_style(spinner_style());
+    }
+    pb.set_message(
+        text::line(event, hint)
+            .map(|l| l.trim_start().to_string())
+            .unwrap_or_default(),
+    );
+}
+
+/// A step ended: its wave bars go, and its line, final state and how long it took, goes into
+/// the scrollback above the live bars.
+fn finish_step(
+    multi: &MultiProgress,
+    bars: &mut HashMap<String, ProgressBar>,
+    step: &str,
+    line: String,
+) {
+    let prefix = format!("{step}#");
+    let waves: Vec<String> = bars
+        .keys()
+        .filter(|k| k.starts_with(&prefix))
+        .cloned()
+        .collect();
+    for k in waves {
+        if let Some(pb) = bars.remove(&k) {
+            pb.finish_and_clear();
+            multi.remove(&pb);
+        }
+    }
+    match bars.remove(step) {
+        Some(pb) => {
+            let took = pb.elapsed();
+            pb.finish_and_clear();
+            multi.remove(&pb);
+            let _ = multi.println(format!(
+                "{line} ({})",
+                asm_canary_engine::duration::format_duration(Duration::from_millis(
+                    took.as_millis() as u64
+                ))
+            ));
+        }
+        None => {
+            let _ = multi.println(line);
         }
     }
 }
@@ -420,22 +453,26 @@ mod tests {
             .unwrap_or_default()
     }
 
-    #[test]
-    fn plain_lines_tell_the_story_of_a_rolled_back_run() {
-        let buf = SharedBuf::default();
-        let t = Terminal::plain(Box::new(buf.clone()), Some("--state run.json".into()));
-        let s = |x: &str| x.to_string();
-        for e in [
-            Event::RunStarted {
-                runbook: s("asm-canary-upgrade"),
-                runbook_sha256: s("abc"),
-                target: s(
-                    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks-sim",
-                ),
-                resumed: false,
-                params: Default::default(),
-                steps: vec![s("start"), s("restart")],
-            },
+    fn s(x: &str) -> String {
+        x.to_string()
+    }
+
+    fn run_started() -> Event {
+        Event::RunStarted {
+            runbook: s("asm-canary-upgrade"),
+            runbook_sha256: s("abc"),
+            target: s(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+            ),
+            resumed: false,
+            params: Default::default(),
+            steps: vec![s("start"), s("restart")],
+        }
+    }
+
+    /// A step that changes something (only the intent is a line) and passes its gate.
+    fn start_succeeds() -> Vec<Event> {
+        vec![
             Event::StepStarted {
                 step: s("start"),
                 phase: Phase::Forward,
@@ -482,6 +519,12 @@ mod tests {
                 phase: Phase::Forward,
                 already_done: false,
             },
+        ]
+    }
+
+    /// A second attempt whose action was already done, with a warning, and whose gate times out.
+    fn restart_fails() -> Vec<Event> {
+        vec![
             Event::StepStarted {
                 step: s("restart"),
                 phase: Phase::Forward,
@@ -519,6 +562,12 @@ mod tests {
                 ),
                 on_failure: Some(s("rollback")),
             },
+        ]
+    }
+
+    /// The rollback after it, and the run's last line.
+    fn rolled_back() -> Vec<Event> {
+        vec![
             Event::RollbackStarted {
                 reason: s("step \"restart\" failed"),
                 failed_step: Some(s("restart")),
@@ -538,7 +587,20 @@ mod tests {
                 exit_code: 3,
                 summary: summary(),
             },
-        ] {
+        ]
+    }
+
+    #[test]
+    fn plain_lines_tell_the_story_of_a_rolled_back_run() {
+        let buf = SharedBuf::default();
+        let t = Terminal::plain(Box::new(buf.clone()), Some("--state run.json".into()));
+        let story = [
+            vec![run_started()],
+            start_succeeds(),
+            restart_fails(),
+            rolled_back(),
+        ];
+        for e in story.into_iter().flatten() {
             t.emit(&rec(e));
         }
         insta::assert_snapshot!(buf.text());

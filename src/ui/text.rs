@@ -1,6 +1,6 @@
 //! The human sentences for events, shared by the terminal's bar and plain modes.
 
-use asm_canary_engine::{Event, Level, Outcome, Phase};
+use asm_canary_engine::{Event, Level, Outcome, Phase, Progress};
 use serde_json::Value;
 
 use crate::contract::exit;
@@ -20,11 +20,20 @@ fn summary_str<'a>(summary: &'a serde_json::Map<String, Value>, key: &str) -> Op
     summary.get(key).and_then(Value::as_str)
 }
 
+/// `": {value}"`, or nothing without a value: the tail of a sentence that may say more.
+fn colon(value: Option<&str>) -> String {
+    value.map(|v| format!(": {v}")).unwrap_or_default()
+}
+
+/// `" ({value})"`, or nothing without a value.
+fn parens(value: Option<&str>) -> String {
+    value.map(|v| format!(" ({v})")).unwrap_or_default()
+}
+
 /// The line for `event`, or `None` for events that only move a progress bar.
 /// `state_hint` names the checkpoint as the commands take it (`--state run.json`, or
 /// `--state-backend kubernetes`), where a person must act.
 pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
-    let state = state_hint.unwrap_or("--state FILE");
     Some(match event {
         Event::RunStarted {
             runbook,
@@ -40,29 +49,14 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             phase,
             attempt,
             description,
-        } => {
-            let mut s = format!("▶ {}{step}", phase_tag(*phase));
-            if let Some(d) = description {
-                s.push_str(&format!(": {d}"));
-            }
-            if *attempt > 1 {
-                s.push_str(&format!(" (attempt {attempt})"));
-            }
-            s
-        }
+        } => step_started(step, *phase, *attempt, description.as_deref()),
         Event::StepSkipped { step, reason, .. } => format!("- {step} skipped: {reason}"),
         Event::ActionFinished {
             step,
             already_done: true,
             detail,
             ..
-        } => format!(
-            "  {step}: already done{}",
-            detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
-        ),
+        } => format!("  {step}: already done{}", parens(detail.as_deref())),
         Event::ActionFinished { .. } => return None,
         Event::SideEffect {
             step,
@@ -76,17 +70,7 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             check,
             timeout_ms,
             stable_for_ms,
-        } => {
-            let mut s = format!(
-                "  {step}: waiting for {check} (timeout {}",
-                fmt_ms(*timeout_ms)
-            );
-            if *stable_for_ms > 0 {
-                s.push_str(&format!(", stable for {}", fmt_ms(*stable_for_ms)));
-            }
-            s.push(')');
-            s
-        }
+        } => gate_started(step, check, *timeout_ms, *stable_for_ms),
         Event::GateProgress {
             step,
             detail,
@@ -97,21 +81,12 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             step,
             detail,
             progress,
-        } => match progress.and_then(|p| p.total.map(|t| (p.done, t))) {
-            Some((d, t)) => format!("  {step}: {detail} [{d}/{t}]"),
-            None => format!("  {step}: {detail}"),
-        },
+        } => progress_line(step, detail, *progress),
         Event::GatePassed {
             step,
             check,
             detail,
-        } => format!(
-            "  {step}: {check} passed{}",
-            detail
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        ),
+        } => format!("  {step}: {check} passed{}", colon(detail.as_deref())),
         Event::GateFailed {
             step,
             check,
@@ -132,74 +107,105 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             phase,
             error,
             on_failure,
-        } => match on_failure.as_deref() {
-            Some("rollback") => format!("✘ {step}: {error}; rolling back"),
-            Some("halt") => format!("✘ {step}: {error}; halting"),
-            _ => format!("✘ {}{step}: {error}", phase_tag(*phase)),
-        },
+        } => step_failed(step, *phase, error, on_failure.as_deref()),
         Event::StepInterrupted { step, .. } => format!("⏸ {step} interrupted"),
-        Event::ApprovalNeeded { step, prompt } => format!(
-            "? {step} needs approval{}",
-            prompt
-                .as_deref()
-                .map(|p| format!(": {p}"))
-                .unwrap_or_default()
-        ),
+        Event::ApprovalNeeded { step, prompt } => {
+            format!("? {step} needs approval{}", colon(prompt.as_deref()))
+        }
         Event::ApprovalGiven { step, by } => format!("  {step}: approved ({by})"),
         Event::ApprovalDenied { step, reason } => format!("  {step}: not approved ({reason})"),
         Event::RollbackStarted { reason, .. } => format!("↩ rolling back: {reason}"),
         Event::RollbackFinished { ok: true, .. } => "↩ rollback finished".to_string(),
-        Event::RollbackFinished { ok: false, error } => format!(
-            "✘ rollback failed{}",
-            error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ),
-        Event::Message { step, level, text } => {
-            let who = step
-                .as_deref()
-                .map(|s| format!("{s}: "))
-                .unwrap_or_default();
-            match level {
-                Level::Info => format!("  {who}{text}"),
-                Level::Warn => format!("  warning: {who}{text}"),
-            }
+        Event::RollbackFinished { ok: false, error } => {
+            format!("✘ rollback failed{}", colon(error.as_deref()))
         }
+        Event::Message { step, level, text } => message(step.as_deref(), *level, text),
         Event::RunFinished {
             outcome,
             reason,
             exit_code,
             summary,
-        } => {
-            let source = summary_str(summary, "source");
-            let target = summary_str(summary, "target");
-            let why = reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
-            match outcome {
-                Outcome::Completed => match (source, target) {
-                    (Some(s), Some(t)) => format!("completed: {s} → {t}"),
-                    (None, Some(t)) => format!("completed: on {t}"),
-                    _ => "completed".to_string(),
-                },
-                Outcome::RolledBack => format!(
-                    "rolled back{}{why} (exit {exit_code})",
-                    source.map(|s| format!(" to {s}")).unwrap_or_default()
-                ),
-                Outcome::Paused => format!(
-                    "paused{why} (exit {exit_code}); continue with: asm-canary resume {state}"
-                ),
-                Outcome::Failed if *exit_code == exit::ROLLBACK_FAILED => {
-                    format!("FAILED{why} (exit {exit_code}); see: asm-canary status {state}")
-                }
-                Outcome::Failed => format!("failed{why} (exit {exit_code})"),
-            }
-        }
+        } => run_finished(*outcome, reason.as_deref(), *exit_code, summary, state_hint),
     })
 }
 
+fn step_started(step: &str, phase: Phase, attempt: u32, description: Option<&str>) -> String {
+    let mut s = format!("▶ {}{step}", phase_tag(phase));
+    if let Some(d) = description {
+        s.push_str(&format!(": {d}"));
+    }
+    if attempt > 1 {
+        s.push_str(&format!(" (attempt {attempt})"));
+    }
+    s
+}
+
+fn step_failed(step: &str, phase: Phase, error: &str, on_failure: Option<&str>) -> String {
+    match on_failure {
+        Some("rollback") => format!("✘ {step}: {error}; rolling back"),
+        Some("halt") => format!("✘ {step}: {error}; halting"),
+        _ => format!("✘ {}{step}: {error}", phase_tag(phase)),
+    }
+}
+
+fn gate_started(step: &str, check: &str, timeout_ms: u64, stable_for_ms: u64) -> String {
+    let mut s = format!(
+        "  {step}: waiting for {check} (timeout {}",
+        fmt_ms(timeout_ms)
+    );
+    if stable_for_ms > 0 {
+        s.push_str(&format!(", stable for {}", fmt_ms(stable_for_ms)));
+    }
+    s.push(')');
+    s
+}
+
+fn progress_line(step: &str, detail: &str, progress: Option<Progress>) -> String {
+    match progress.and_then(|p| p.total.map(|t| (p.done, t))) {
+        Some((d, t)) => format!("  {step}: {detail} [{d}/{t}]"),
+        None => format!("  {step}: {detail}"),
+    }
+}
+
+fn message(step: Option<&str>, level: Level, text: &str) -> String {
+    let who = step.map(|s| format!("{s}: ")).unwrap_or_default();
+    match level {
+        Level::Info => format!("  {who}{text}"),
+        Level::Warn => format!("  warning: {who}{text}"),
+    }
+}
+
+/// The run's last sentence; where a person must act, it names the command with `state_hint`.
+fn run_finished(
+    outcome: Outcome,
+    reason: Option<&str>,
+    exit_code: u8,
+    summary: &serde_json::Map<String, Value>,
+    state_hint: Option<&str>,
+) -> String {
+    let state = state_hint.unwrap_or("--state FILE");
+    let source = summary_str(summary, "source");
+    let target = summary_str(summary, "target");
+    let why = colon(reason);
+    match outcome {
+        Outcome::Completed => match (source, target) {
+            (Some(s), Some(t)) => format!("completed: {s} → {t}"),
+            (None, Some(t)) => format!("completed: on {t}"),
+            _ => "completed".to_string(),
+        },
+        Outcome::RolledBack => format!(
+            "rolled back{}{why} (exit {exit_code})",
+            source.map(|s| format!(" to {s}")).unwrap_or_default()
+        ),
+        Outcome::Paused => {
+            format!("paused{why} (exit {exit_code}); continue with: asm-canary resume {state}")
+        }
+        Outcome::Failed if exit_code == exit::ROLLBACK_FAILED => {
+            format!("FAILED{why} (exit {exit_code}); see: asm-canary status {state}")
+        }
+        Outcome::Failed => format!("failed{why} (exit {exit_code})"),
+    }
+}
 fn duration_spec(
     d: &asm_canary_engine::DurationSpec,
     params: &serde_json::Map<String, Value>,
