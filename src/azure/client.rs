@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::cluster::same_revisions;
-use super::error::parse_error_body;
+use super::error::{parse_error_body, redact, redact_str};
 use super::profiles::{MeshRevisionProfile, MeshUpgradeProfile};
 use super::retry::{Decision, RetryPolicy, decide, retry_after};
 use super::{ArmError, ClusterDoc, ClusterId};
@@ -797,19 +797,4 @@ impl ArmClient {
                 message: format!("kubeconfig {:?} is not base64: {e}", first.name),
             })
     }
-}
-
-/// A URL without its query (operation URLs carry signatures).
-fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    if u.query().is_some() {
-        u.set_query(Some("…"));
-    }
-    u.to_string()
-}
-
-pub(crate) fn redact_str(url: &str) -> String {
-    Url::parse(url)
-        .map(|u| redact(&u))
-        .unwrap_or_else(|_| "<invalid url>".into())
 }

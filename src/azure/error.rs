@@ -33,7 +33,7 @@ pub enum ArmError {
     },
     #[error(
         "the operation on {cluster} ended {status}: {code}: {message} (operation {})",
-        super::client::redact_str(operation_url)
+        redact_str(operation_url)
     )]
     OperationFailed {
         cluster: String,
@@ -45,7 +45,7 @@ pub enum ArmError {
     },
     #[error(
         "the operation on {cluster} did not finish within {waited:?}; it may still be running: resume to keep polling {}",
-        super::client::redact_str(operation_url)
+        redact_str(operation_url)
     )]
     PollTimeout {
         cluster: String,
@@ -161,6 +161,21 @@ pub fn parse_error_body(body: &[u8]) -> (String, String) {
         }
         (code, message) => (code.unwrap_or_default(), message.unwrap_or_default()),
     }
+}
+
+/// A URL without its query (operation URLs carry signatures).
+pub(crate) fn redact(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    u.to_string()
+}
+
+pub(crate) fn redact_str(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| redact(&u))
+        .unwrap_or_else(|_| "<invalid url>".into())
 }
 
 #[cfg(test)]
