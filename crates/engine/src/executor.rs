@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,7 +30,7 @@ use crate::journal::{
     EntryId, Journal, JournalBackend, JournalEntry, mark_entry_done, push_intent,
 };
 use crate::runbook::{ApprovalMode, GateSpec, OnFailure, Runbook, RunbookError, StepSpec};
-use crate::step::{ActionCtx, ActionOutcome, GateCtx, GateStatus, Registry, StepError};
+use crate::step::{ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, Registry, StepError};
 use crate::template::{self, Scope};
 
 /// A fresh run.
@@ -781,83 +782,12 @@ impl Run {
     /// (checkpoint writes) propagate.
     async fn step(self: &Arc<Self>, spec: &StepSpec, phase: Phase) -> Result<StepEnd, EngineError> {
         let id = spec.id.clone();
-        let rec = self.record(phase, &id);
-
-        // `when`: evaluated once, before the step first starts.
-        if let Some(when) = &spec.when
-            && rec.status == StepStatus::Pending
-        {
-            match self.resolve(when, phase == Phase::Rollback) {
-                Ok(v) if !template::truthy(&v) => {
-                    let reason = format!("when {} is false", value_text(when));
-                    return self.skip(phase, &id, reason).await;
-                }
-                Ok(_) => {}
-                Err(e) => return Ok(StepEnd::Failed(format!("when: {e}"))),
-            }
+        if let Some(end) = self.when(spec, phase).await? {
+            return Ok(end);
         }
-
-        // Approval.
-        if spec.approval == ApprovalMode::Required
-            && !self.snapshot().approvals.iter().any(|a| a.step == id)
-        {
-            let prompt = spec.approval_prompt.as_ref().map(|p| {
-                self.resolve(&Value::String(p.clone()), true)
-                    .map(|v| value_text(&v))
-                    .unwrap_or_else(|_| p.clone())
-            });
-            self.update_step(phase, &id, |r| r.status = StepStatus::AwaitingApproval)
-                .await?;
-            self.emitter.emit(Event::ApprovalNeeded {
-                step: id.clone(),
-                prompt: prompt.clone(),
-            });
-            let cp = self.snapshot();
-            let req = ApprovalRequest {
-                run_id: cp.run_id.clone(),
-                target: cp.target.clone(),
-                step: id.clone(),
-                description: spec.description.clone(),
-                prompt,
-            };
-            let decision = tokio::select! {
-                biased;
-                d = self.approver.decide(&req) => d,
-                _ = self.cancel.cancelled() => return Ok(StepEnd::Interrupted),
-            };
-            match decision {
-                ApprovalDecision::Approved { by } => {
-                    let at = self.now();
-                    self.update(|cp| {
-                        cp.approvals.push(ApprovalRecord {
-                            step: id.clone(),
-                            by: by.clone(),
-                            at,
-                        })
-                    })
-                    .await?;
-                    self.emitter.emit(Event::ApprovalGiven {
-                        step: id.clone(),
-                        by,
-                    });
-                }
-                ApprovalDecision::Denied { reason } => {
-                    self.emitter.emit(Event::ApprovalDenied {
-                        step: id.clone(),
-                        reason: reason.clone(),
-                    });
-                    return Ok(StepEnd::Paused(format!(
-                        "approval for step {id:?} was denied ({reason}); resume to be asked again, or roll back"
-                    )));
-                }
-                ApprovalDecision::Defer => {
-                    return Ok(StepEnd::Paused(format!(
-                        "step {id:?} awaits approval; resume with --approve {id} to continue"
-                    )));
-                }
-            }
+        if let Some(end) = self.approve(spec, phase).await? {
+            return Ok(end);
         }
-
         // A step that failed re-runs its action (which observes first); a step interrupted
         // while gating only re-runs its gate.
         let rec = self.record(phase, &id);
@@ -876,35 +806,10 @@ impl Run {
         if self.record(phase, &id).status == StepStatus::Skipped {
             return Ok(StepEnd::Finished);
         }
-
-        // Gate.
-        if let Some(gate) = &spec.gate {
-            self.update_step(phase, &id, |r| r.status = StepStatus::Gating)
-                .await?;
-            match self.gate(spec, gate, phase).await {
-                GateEnd::Passed => {}
-                GateEnd::Cancelled => {
-                    self.update_step(phase, &id, |r| r.status = StepStatus::Interrupted)
-                        .await?;
-                    self.emitter.emit(Event::StepInterrupted {
-                        step: id.clone(),
-                        phase,
-                    });
-                    return Ok(StepEnd::Interrupted);
-                }
-                GateEnd::Failed { reason } => {
-                    let error = format!("gate {:?} failed: {reason}", gate.check);
-                    let now = self.now();
-                    let e2 = error.clone();
-                    self.update_step(phase, &id, |r| {
-                        r.status = StepStatus::Failed;
-                        r.error = Some(e2);
-                        r.finished_at = Some(now);
-                    })
-                    .await?;
-                    return Ok(StepEnd::Failed(error));
-                }
-            }
+        if let Some(gate) = &spec.gate
+            && let Some(end) = self.await_gate(spec, gate, phase).await?
+        {
+            return Ok(end);
         }
         let now = self.now();
         self.update_step(phase, &id, |r| {
@@ -920,6 +825,123 @@ impl Run {
             already_done,
         });
         Ok(StepEnd::Finished)
+    }
+
+    /// `when`: evaluated once, before the step first starts. `Some` when the step ends here
+    /// (skipped, or the condition could not be evaluated).
+    async fn when(&self, spec: &StepSpec, phase: Phase) -> Result<Option<StepEnd>, EngineError> {
+        let Some(when) = &spec.when else {
+            return Ok(None);
+        };
+        if self.record(phase, &spec.id).status != StepStatus::Pending {
+            return Ok(None);
+        }
+        match self.resolve(when, phase == Phase::Rollback) {
+            Ok(v) if !template::truthy(&v) => {
+                let reason = format!("when {} is false", value_text(when));
+                self.skip(phase, &spec.id, reason).await.map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Ok(Some(StepEnd::Failed(format!("when: {e}")))),
+        }
+    }
+
+    /// Approval, for a step with `approval: required` not yet approved in this run. `Some`
+    /// when the step cannot go on (denied, deferred, interrupted).
+    async fn approve(&self, spec: &StepSpec, phase: Phase) -> Result<Option<StepEnd>, EngineError> {
+        let id = spec.id.clone();
+        if spec.approval != ApprovalMode::Required
+            || self.snapshot().approvals.iter().any(|a| a.step == id)
+        {
+            return Ok(None);
+        }
+        let prompt = spec.approval_prompt.as_ref().map(|p| {
+            self.resolve(&Value::String(p.clone()), true)
+                .map(|v| value_text(&v))
+                .unwrap_or_else(|_| p.clone())
+        });
+        self.update_step(phase, &id, |r| r.status = StepStatus::AwaitingApproval)
+            .await?;
+        self.emitter.emit(Event::ApprovalNeeded {
+            step: id.clone(),
+            prompt: prompt.clone(),
+        });
+        let cp = self.snapshot();
+        let req = ApprovalRequest {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: id.clone(),
+            description: spec.description.clone(),
+            prompt,
+        };
+        let decision = tokio::select! {
+            biased;
+            d = self.approver.decide(&req) => d,
+            _ = self.cancel.cancelled() => return Ok(Some(StepEnd::Interrupted)),
+        };
+        match decision {
+            ApprovalDecision::Approved { by } => {
+                let at = self.now();
+                self.update(|cp| {
+                    cp.approvals.push(ApprovalRecord {
+                        step: id.clone(),
+                        by: by.clone(),
+                        at,
+                    })
+                })
+                .await?;
+                self.emitter.emit(Event::ApprovalGiven { step: id, by });
+                Ok(None)
+            }
+            ApprovalDecision::Denied { reason } => {
+                self.emitter.emit(Event::ApprovalDenied {
+                    step: id.clone(),
+                    reason: reason.clone(),
+                });
+                Ok(Some(StepEnd::Paused(format!(
+                    "approval for step {id:?} was denied ({reason}); resume to be asked again, or roll back"
+                ))))
+            }
+            ApprovalDecision::Defer => Ok(Some(StepEnd::Paused(format!(
+                "step {id:?} awaits approval; resume with --approve {id} to continue"
+            )))),
+        }
+    }
+
+    /// The gate part: `None` when the gate passed.
+    async fn await_gate(
+        &self,
+        spec: &StepSpec,
+        gate: &GateSpec,
+        phase: Phase,
+    ) -> Result<Option<StepEnd>, EngineError> {
+        let id = &spec.id;
+        self.update_step(phase, id, |r| r.status = StepStatus::Gating)
+            .await?;
+        match self.gate(spec, gate, phase).await {
+            GateEnd::Passed => Ok(None),
+            GateEnd::Cancelled => {
+                self.update_step(phase, id, |r| r.status = StepStatus::Interrupted)
+                    .await?;
+                self.emitter.emit(Event::StepInterrupted {
+                    step: id.clone(),
+                    phase,
+                });
+                Ok(Some(StepEnd::Interrupted))
+            }
+            GateEnd::Failed { reason } => {
+                let error = format!("gate {:?} failed: {reason}", gate.check);
+                let now = self.now();
+                let e2 = error.clone();
+                self.update_step(phase, id, |r| {
+                    r.status = StepStatus::Failed;
+                    r.error = Some(e2);
+                    r.finished_at = Some(now);
+                })
+                .await?;
+                Ok(Some(StepEnd::Failed(error)))
+            }
+        }
     }
 
     async fn skip(&self, phase: Phase, id: &str, reason: String) -> Result<StepEnd, EngineError> {
@@ -1093,35 +1115,36 @@ impl Run {
         Ok(Some(StepEnd::Failed(error)))
     }
 
+    /// Waits for the step's gate: checks until it passes (for `stable_for` continuously), fails
+    /// or times out, or the run is cancelled.
     async fn gate(&self, spec: &StepSpec, gs: &GateSpec, phase: Phase) -> GateEnd {
+        match self.gate_wait(spec, gs, phase) {
+            Ok(wait) => wait.run().await,
+            Err(reason) => GateEnd::Failed { reason },
+        }
+    }
+
+    /// Sets up one wait on a gate (implementation, inputs, durations) and announces it.
+    fn gate_wait(
+        &self,
+        spec: &StepSpec,
+        gs: &GateSpec,
+        phase: Phase,
+    ) -> Result<GateWait<'_>, String> {
         let id = spec.id.clone();
-        let Some(gate) = self.registry.get_gate(&gs.check) else {
-            return GateEnd::Failed {
-                reason: format!("gate {:?} is not registered", gs.check),
-            };
-        };
-        let inputs = match self.resolve_map(&gs.inputs, phase == Phase::Rollback) {
-            Ok(i) => i,
-            Err(e) => {
-                return GateEnd::Failed {
-                    reason: format!("inputs: {e}"),
-                };
-            }
-        };
+        let gate = self
+            .registry
+            .get_gate(&gs.check)
+            .ok_or_else(|| format!("gate {:?} is not registered", gs.check))?;
+        let inputs = self
+            .resolve_map(&gs.inputs, phase == Phase::Rollback)
+            .map_err(|e| format!("inputs: {e}"))?;
         let cp = self.snapshot();
-        let durations = (|| {
-            Ok::<_, String>((
-                gs.timeout.resolve(&cp.params)?,
-                gs.poll_interval.resolve(&cp.params)?,
-                gs.stable_for.resolve(&cp.params)?,
-            ))
-        })();
-        let (timeout, poll_interval, stable_for) = match durations {
-            Ok(d) => d,
-            Err(reason) => return GateEnd::Failed { reason },
-        };
+        let timeout = gs.timeout.resolve(&cp.params)?;
+        let poll_interval = gs.poll_interval.resolve(&cp.params)?;
+        let stable_for = gs.stable_for.resolve(&cp.params)?;
         let outputs = self.record(phase, &id).outputs.unwrap_or_default();
-        let mut ctx = GateCtx::new(
+        let ctx = GateCtx::new(
             cp.run_id.clone(),
             cp.target.clone(),
             id.clone(),
@@ -1140,114 +1163,195 @@ impl Run {
             stable_for_ms: stable_for.as_millis() as u64,
         });
         let start = Instant::now();
-        let deadline = start + timeout;
-        let mut passing_since: Option<Instant> = None;
-        let mut last_detail = String::from("no check completed");
-        let mut last_emitted: Option<(String, Option<Progress>)> = None;
-        let progress =
-            |detail: String, p: Option<Progress>, last: &mut Option<(String, Option<Progress>)>| {
-                let key = (detail.clone(), p);
-                if last.as_ref() != Some(&key) {
-                    self.emitter.emit(Event::GateProgress {
-                        step: id.clone(),
-                        check: gs.check.clone(),
-                        detail,
-                        progress: p,
-                    });
-                    *last = Some(key);
-                }
-            };
+        Ok(GateWait {
+            run: self,
+            gate,
+            ctx,
+            step: id,
+            check: gs.check.clone(),
+            watch: gs.watch,
+            timeout,
+            poll_interval,
+            start,
+            deadline: start + timeout,
+            stable: StableFor::new(stable_for),
+            last_detail: String::from("no check completed"),
+            last_emitted: None,
+        })
+    }
+}
+
+/// `stable_for` bookkeeping: a gate passes once its checks have passed without a break for
+/// `need` (a waiting check, or one that could not be evaluated, breaks the streak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StableFor {
+    /// When the current streak of passing checks began.
+    since: Option<Instant>,
+    need: Duration,
+}
+
+impl StableFor {
+    fn new(need: Duration) -> Self {
+        StableFor { since: None, need }
+    }
+
+    /// Records a check made at `now`; true once the checks have passed continuously for
+    /// `need` (at once when `need` is zero).
+    fn observe(&mut self, passed: bool, now: Instant) -> bool {
+        if !passed {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now - since >= self.need
+    }
+
+    /// How long the current streak has lasted at `now` (zero when not passing).
+    fn held(&self, now: Instant) -> Duration {
+        self.since.map(|since| now - since).unwrap_or_default()
+    }
+
+    /// When the current streak will have lasted `need`: check again then.
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|since| since + self.need)
+    }
+}
+
+/// One wait on a step's gate: the check, its clock, the `stable_for` streak and what was last
+/// reported (progress is emitted only when it changes).
+struct GateWait<'r> {
+    run: &'r Run,
+    gate: Arc<dyn Gate>,
+    ctx: GateCtx,
+    step: String,
+    check: String,
+    watch: bool,
+    timeout: Duration,
+    poll_interval: Duration,
+    start: Instant,
+    deadline: Instant,
+    stable: StableFor,
+    /// What the timeout's message says the gate was waiting for.
+    last_detail: String,
+    last_emitted: Option<(String, Option<Progress>)>,
+}
+
+impl GateWait<'_> {
+    async fn run(mut self) -> GateEnd {
         loop {
-            ctx.elapsed = Instant::now() - start;
-            ctx.check_count += 1;
-            let status = tokio::select! {
-                biased;
-                s = gate.check(&mut ctx) => Some(s),
-                _ = self.cancel.cancelled() => return GateEnd::Cancelled,
-                _ = tokio::time::sleep_until(deadline) => None,
-            };
-            let now = Instant::now();
-            match status {
-                None => {}
-                Some(Ok(GateStatus::Passed { detail })) => {
-                    let since = *passing_since.get_or_insert(now);
-                    if now - since >= stable_for {
-                        self.emitter.emit(Event::GatePassed {
-                            step: id.clone(),
-                            check: gs.check.clone(),
-                            detail,
-                        });
-                        return GateEnd::Passed;
-                    }
-                    last_detail = format!(
-                        "passing, stable for {} of {}",
-                        format_duration(now - since),
-                        format_duration(stable_for)
-                    );
-                    progress(
-                        format!("passing; must stay so for {}", format_duration(stable_for)),
-                        None,
-                        &mut last_emitted,
-                    );
-                }
-                Some(Ok(GateStatus::Waiting {
-                    detail,
-                    progress: p,
-                })) => {
-                    passing_since = None;
-                    last_detail = detail.clone();
-                    progress(detail, p, &mut last_emitted);
-                }
-                Some(Ok(GateStatus::Failed { reason })) => {
-                    self.emitter.emit(Event::GateFailed {
-                        step: id.clone(),
-                        check: gs.check.clone(),
-                        reason: reason.clone(),
-                        timed_out: false,
+            if let Some(end) = self.check().await {
+                return end;
+            }
+            if Instant::now() >= self.deadline {
+                return self.timed_out();
+            }
+            if let Some(end) = self.sleep().await {
+                return end;
+            }
+        }
+    }
+
+    /// One check (cut short by the deadline). `Some` when the wait is over.
+    async fn check(&mut self) -> Option<GateEnd> {
+        self.ctx.elapsed = Instant::now() - self.start;
+        self.ctx.check_count += 1;
+        let status = tokio::select! {
+            biased;
+            s = self.gate.check(&mut self.ctx) => s,
+            _ = self.run.cancel.cancelled() => return Some(GateEnd::Cancelled),
+            _ = tokio::time::sleep_until(self.deadline) => return None,
+        };
+        let now = Instant::now();
+        match status {
+            Ok(GateStatus::Passed { detail }) => {
+                if self.stable.observe(true, now) {
+                    self.run.emitter.emit(Event::GatePassed {
+                        step: self.step.clone(),
+                        check: self.check.clone(),
+                        detail,
                     });
-                    return GateEnd::Failed { reason };
+                    return Some(GateEnd::Passed);
                 }
-                Some(Err(StepError::Cancelled)) => return GateEnd::Cancelled,
-                Some(Err(e)) => {
-                    passing_since = None;
-                    last_detail = format!("check error: {e}");
-                    ctx.events.warn(format!(
-                        "gate {:?} could not check: {e}; retrying",
-                        gs.check
-                    ));
-                }
-            }
-            if Instant::now() >= deadline {
-                let reason = format!(
-                    "timed out after {}: {last_detail}",
-                    format_duration(timeout)
+                let need = format_duration(self.stable.need);
+                self.last_detail = format!(
+                    "passing, stable for {} of {need}",
+                    format_duration(self.stable.held(now))
                 );
-                self.emitter.emit(Event::GateFailed {
-                    step: id.clone(),
-                    check: gs.check.clone(),
-                    reason: reason.clone(),
-                    timed_out: true,
-                });
-                return GateEnd::Failed { reason };
+                self.progress(format!("passing; must stay so for {need}"), None);
             }
-            let mut wake = (Instant::now() + poll_interval).min(deadline);
-            if let Some(since) = passing_since {
-                wake = wake.min(since + stable_for);
+            Ok(GateStatus::Waiting { detail, progress }) => {
+                self.stable.observe(false, now);
+                self.last_detail = detail.clone();
+                self.progress(detail, progress);
             }
-            if gs.watch {
-                tokio::select! {
+            Ok(GateStatus::Failed { reason }) => return Some(self.failed(reason, false)),
+            Err(StepError::Cancelled) => return Some(GateEnd::Cancelled),
+            Err(e) => {
+                self.stable.observe(false, now);
+                self.last_detail = format!("check error: {e}");
+                self.ctx.events.warn(format!(
+                    "gate {:?} could not check: {e}; retrying",
+                    self.check
+                ));
+            }
+        }
+        None
+    }
+
+    /// Waits for the next check: the poll interval, the deadline, the end of a `stable_for`
+    /// streak or (`watch: true`) a change the gate saw, whichever comes first.
+    async fn sleep(&mut self) -> Option<GateEnd> {
+        let mut wake = (Instant::now() + self.poll_interval).min(self.deadline);
+        if let Some(due) = self.stable.due() {
+            wake = wake.min(due);
+        }
+        if self.watch {
+            tokio::select! {
                 biased;
-                    _ = tokio::time::sleep_until(wake) => {}
-                    _ = gate.wait_for_change(&mut ctx) => {}
-                    _ = self.cancel.cancelled() => return GateEnd::Cancelled,
-                }
-            } else {
-                tokio::select! {
-                biased;
-                    _ = tokio::time::sleep_until(wake) => {}
-                    _ = self.cancel.cancelled() => return GateEnd::Cancelled,
-                }
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.gate.wait_for_change(&mut self.ctx) => {}
+                _ = self.run.cancel.cancelled() => return Some(GateEnd::Cancelled),
             }
+        } else {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.run.cancel.cancelled() => return Some(GateEnd::Cancelled),
+            }
+        }
+        None
+    }
+
+    fn timed_out(&self) -> GateEnd {
+        let reason = format!(
+            "timed out after {}: {}",
+            format_duration(self.timeout),
+            self.last_detail
+        );
+        self.failed(reason, true)
+    }
+
+    fn failed(&self, reason: String, timed_out: bool) -> GateEnd {
+        self.run.emitter.emit(Event::GateFailed {
+            step: self.step.clone(),
+            check: self.check.clone(),
+            reason: reason.clone(),
+            timed_out,
+        });
+        GateEnd::Failed { reason }
+    }
+
+    /// Emits `gate_progress` when the detail or the progress changed.
+    fn progress(&mut self, detail: String, progress: Option<Progress>) {
+        let key = (detail.clone(), progress);
+        if self.last_emitted.as_ref() != Some(&key) {
+            self.run.emitter.emit(Event::GateProgress {
+                step: self.step.clone(),
+                check: self.check.clone(),
+                detail,
+                progress,
+            });
+            self.last_emitted = Some(key);
         }
     }
 }
@@ -1328,4 +1432,49 @@ pub async fn read_checkpoint(store: &dyn CheckpointStore) -> Result<Checkpoint, 
         }
         .into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn stable_for_zero_passes_on_the_first_pass() {
+        let t0 = Instant::now();
+        let mut s = StableFor::new(Duration::ZERO);
+        assert!(!s.observe(false, t0));
+        assert!(s.observe(true, t0 + secs(5)));
+    }
+
+    #[test]
+    fn stable_for_needs_an_unbroken_streak() {
+        let t0 = Instant::now();
+        let mut s = StableFor::new(secs(12));
+        assert_eq!((s.held(t0), s.due()), (Duration::ZERO, None));
+        assert!(!s.observe(true, t0));
+        assert_eq!(s.due(), Some(t0 + secs(12)));
+        assert_eq!(s.held(t0 + secs(5)), secs(5));
+        // A waiting check breaks the streak: it starts again at the next pass.
+        assert!(!s.observe(false, t0 + secs(5)));
+        assert_eq!((s.held(t0 + secs(5)), s.due()), (Duration::ZERO, None));
+        assert!(!s.observe(true, t0 + secs(10)));
+        assert!(!s.observe(true, t0 + secs(20)));
+        assert_eq!(s.held(t0 + secs(20)), secs(10));
+        assert_eq!(s.due(), Some(t0 + secs(22)));
+        assert!(s.observe(true, t0 + secs(22)));
+    }
+
+    #[test]
+    fn stable_for_counts_from_the_first_pass_of_the_streak() {
+        let t0 = Instant::now();
+        let mut s = StableFor::new(secs(30));
+        assert!(!s.observe(true, t0));
+        assert!(!s.observe(true, t0 + secs(29)));
+        assert!(s.observe(true, t0 + secs(31)), "late checks still pass");
+        assert!(s.observe(true, t0 + secs(40)));
+    }
 }
