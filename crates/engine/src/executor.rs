@@ -4,9 +4,14 @@
 //! ```text
 //!  for each forward step:  pending ─▶ [awaiting_approval] ─▶ acting ─▶ gating ─▶ succeeded
 //!                                │                              │         │
-//!                                └─ when: false / Skipped ─▶ skipped      └─▶ failed ─▶ halt: paused
-//!                                                                                   └─▶ rollback sequence
+//!                                └─ when: false / Skipped ─▶ skipped      └─▶ failed ─▶ FailureDecider
+//!                                                                     halt: paused ◀─┤
+//!                                                           retry: acting (attempt+1) ◀─┤
+//!                                                                   rollback sequence ◀─┘
 //! ```
+//!
+//! The [`FailureDecider`] is asked only for a failed forward step: not for an interruption
+//! (the run pauses) and not inside the rollback sequence (a failed rollback step stops it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +31,7 @@ use crate::checkpoint::{
 use crate::duration::format_duration;
 use crate::events::{Emitter, Event, EventSink, NullSink, Outcome, Phase, Progress};
 use crate::exit;
+use crate::failure::{FailureDecider, FailureDecision, FailureRequest, RunbookPolicy};
 use crate::journal::{
     EntryId, Journal, JournalBackend, JournalEntry, mark_entry_done, push_intent,
 };
@@ -51,9 +57,6 @@ pub struct ResumeOptions {
     pub expect_target: Option<String>,
     /// Continue even though the runbook changed since the checkpoint was written.
     pub force: bool,
-    /// For `rollback`: a person chose it after a step failed (guided mode), so it is the
-    /// failure's rollback (exit 3), not one asked for on a healthy run (exit 0).
-    pub after_failure: bool,
 }
 
 /// How a run ended.
@@ -111,16 +114,26 @@ pub enum EngineError {
         "run {run_id} has completed; there is nothing to resume or roll back with this checkpoint ({path})"
     )]
     AlreadyCompleted { run_id: String, path: String },
+    /// A forward step's [`crate::Action::may_roll_back`] refused: nothing was written.
+    #[error("cannot roll back: {source}")]
+    RollbackRefused {
+        run_id: String,
+        /// The step that refused.
+        step: String,
+        #[source]
+        source: StepError,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl EngineError {
-    /// The process exit code: 2 bad input, 5 locked, 1 internal.
+    /// The process exit code: 2 bad input (including a refused rollback), 5 locked, 1 internal.
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::Runbook(_) | EngineError::Params { .. } => exit::BAD_INPUT,
             EngineError::AlreadyCompleted { .. } => exit::BAD_INPUT,
+            EngineError::RollbackRefused { .. } => exit::BAD_INPUT,
             EngineError::Checkpoint(e) => e.exit_code(),
             EngineError::Internal(_) => exit::INTERNAL,
         }
@@ -137,13 +150,15 @@ pub struct Executor {
     store: Arc<dyn CheckpointStore>,
     events: Arc<dyn EventSink>,
     approver: Arc<dyn Approver>,
+    decider: Arc<dyn FailureDecider>,
     cancel: CancellationToken,
     clock: Clock,
 }
 
 impl Executor {
-    /// An executor with no event sink, no approvals (approval steps pause) and its own
-    /// cancellation token. Use the `with_*` methods to change those.
+    /// An executor with no event sink, no approvals (approval steps pause), failures handled
+    /// as the runbook's `on_failure` says ([`RunbookPolicy`]) and its own cancellation token.
+    /// Use the `with_*` methods to change those.
     pub fn new(
         runbook: Runbook,
         registry: Registry,
@@ -155,6 +170,7 @@ impl Executor {
             store: Arc::new(store),
             events: Arc::new(NullSink),
             approver: Arc::new(PreApproved::none()),
+            decider: Arc::new(RunbookPolicy),
             cancel: CancellationToken::new(),
             clock: Arc::new(Utc::now),
         }
@@ -169,6 +185,13 @@ impl Executor {
     /// Who approves `approval: required` steps.
     pub fn with_approver(mut self, approver: Arc<dyn Approver>) -> Self {
         self.approver = approver;
+        self
+    }
+
+    /// Who decides what happens when a forward step fails: roll back, retry or halt
+    /// (default: [`RunbookPolicy`], the runbook's `on_failure`).
+    pub fn with_failure_decider(mut self, decider: Arc<dyn FailureDecider>) -> Self {
+        self.decider = decider;
         self
     }
 
@@ -267,17 +290,24 @@ impl Executor {
             RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
             RunState::RolledBack => Ok(run.finish(Outcome::RolledBack).await?),
             RunState::RollingBack | RunState::Failed => run.rollback_sequence().await,
-            // The process died between recording a failed `on_failure: rollback` step and
-            // starting the rollback: start it now rather than retrying the step.
-            RunState::Running | RunState::Paused if run.crashed_before_rollback() => {
-                run.rollback_sequence().await
-            }
-            RunState::Running | RunState::Paused => run.forward().await,
+            // The process died (or was interrupted) between recording a failed step and
+            // recording what was decided about it: ask now rather than retrying the step.
+            RunState::Running | RunState::Paused => match run.undecided_failure() {
+                Some((spec, error)) => match run.after_failure(&spec, error, false).await {
+                    Ok(Some(report)) => Ok(report),
+                    Ok(None) => run.forward().await,
+                    Err(e) => Err(e),
+                },
+                None => run.forward().await,
+            },
         };
         run.guard(result).await
     }
 
-    /// Rolls the run back from wherever it stands (resumable itself). Refuses a completed run.
+    /// Rolls the run back from wherever it stands (resumable itself); a requested rollback
+    /// that finishes exits 0. Refuses a completed run, and a run whose forward steps say it
+    /// can no longer be rolled back ([`crate::Action::may_roll_back`]); both refusals leave
+    /// the checkpoint untouched.
     pub async fn rollback(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
         let lock = self.store.lock().await?;
         let cp = self.load_checked(&opts).await?;
@@ -287,20 +317,18 @@ impl Executor {
                 path: self.store.location(),
             });
         }
+        if cp.state != RunState::RolledBack {
+            may_roll_back(&self.runbook, &self.registry, &cp, &self.cancel).await?;
+        }
         let run = self.start(cp, lock, true).await?;
         if run.snapshot().state == RunState::RolledBack {
             return run.guard(run.finish(Outcome::RolledBack).await).await;
         }
         let r = run
             .update(|cp| {
-                cp.rollback_requested = !opts.after_failure;
+                cp.rollback_requested = true;
                 if cp.state != RunState::RollingBack && cp.state != RunState::Failed {
-                    cp.reason = Some(match (&cp.failed_step, opts.after_failure) {
-                        (Some(step), true) => {
-                            format!("step {step:?} failed; the rollback was chosen")
-                        }
-                        _ => "rollback requested".into(),
-                    });
+                    cp.reason = Some("rollback requested".into());
                 }
                 cp.state = RunState::RollingBack;
             })
@@ -384,6 +412,7 @@ impl Executor {
             registry: self.registry.clone(),
             store: self.store.clone(),
             approver: self.approver.clone(),
+            decider: self.decider.clone(),
             cancel: self.cancel.clone(),
             clock: self.clock.clone(),
             emitter,
@@ -419,6 +448,7 @@ struct Run {
     registry: Arc<Registry>,
     store: Arc<dyn CheckpointStore>,
     approver: Arc<dyn Approver>,
+    decider: Arc<dyn FailureDecider>,
     cancel: CancellationToken,
     clock: Clock,
     emitter: Emitter,
@@ -456,31 +486,16 @@ impl Run {
         }
     }
 
-    /// A forward step failed with `on_failure: rollback` but the state never became
-    /// `rolling_back` (a crash in between); records the rollback state if so.
-    fn crashed_before_rollback(&self) -> bool {
+    /// A forward step recorded `failed` with no decision recorded about it (a halt records
+    /// `failed_step`, a rollback changes the state, a retry starts the step again): the
+    /// process died, or was interrupted, while the decider was being asked. Its spec and error.
+    fn undecided_failure(&self) -> Option<(StepSpec, String)> {
         let cp = self.snapshot();
-        if cp.state != RunState::Running {
-            return false;
-        }
-        let Some(step) = cp.steps.iter().find(|r| r.status == StepStatus::Failed) else {
-            return false;
-        };
-        let rollback = self
-            .runbook
-            .steps
-            .iter()
-            .any(|s| s.id == step.id && s.on_failure == OnFailure::Rollback);
-        if rollback && let Ok(mut g) = self.cp.lock() {
-            g.state = RunState::RollingBack;
-            g.failed_step = Some(step.id.clone());
-            g.reason = Some(format!(
-                "step {:?} failed: {}",
-                step.id,
-                step.error.clone().unwrap_or_default()
-            ));
-        }
-        rollback
+        let rec = cp.steps.iter().find(|r| {
+            r.status == StepStatus::Failed && cp.failed_step.as_deref() != Some(r.id.as_str())
+        })?;
+        let spec = self.runbook.step(&rec.id)?.clone();
+        Some((spec, rec.error.clone().unwrap_or_default()))
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -637,51 +652,30 @@ impl Run {
             if self.record(Phase::Forward, &spec.id).is_finished() {
                 continue;
             }
-            if self.cancel.is_cancelled() {
-                return self
-                    .pause(format!(
-                        "interrupted before step {:?}; resume to continue",
-                        spec.id
-                    ))
-                    .await;
-            }
-            match self.step(spec, Phase::Forward).await? {
-                StepEnd::Finished => {}
-                StepEnd::Interrupted => {
+            // Once per attempt: a retried step comes round again.
+            loop {
+                if self.cancel.is_cancelled() {
                     return self
                         .pause(format!(
-                            "interrupted during step {:?}; resume to continue",
+                            "interrupted before step {:?}; resume to continue",
                             spec.id
                         ))
                         .await;
                 }
-                StepEnd::Paused(reason) => return self.pause(reason).await,
-                StepEnd::Failed(error) => {
-                    self.emitter.emit(Event::StepFailed {
-                        step: spec.id.clone(),
-                        phase: Phase::Forward,
-                        error: error.clone(),
-                        on_failure: Some(spec.on_failure.as_str().into()),
-                    });
-                    match spec.on_failure {
-                        OnFailure::Halt => {
-                            self.update(|cp| cp.failed_step = Some(spec.id.clone()))
-                                .await?;
-                            return self
-                                .pause(format!(
-                                    "step {:?} failed: {error}; halted (on_failure: halt) — fix the cause and resume, or roll back",
-                                    spec.id
-                                ))
-                                .await;
-                        }
-                        OnFailure::Rollback => {
-                            self.update(|cp| {
-                                cp.state = RunState::RollingBack;
-                                cp.failed_step = Some(spec.id.clone());
-                                cp.reason = Some(format!("step {:?} failed: {error}", spec.id));
-                            })
-                            .await?;
-                            return self.rollback_sequence().await;
+                match self.step(spec, Phase::Forward).await? {
+                    StepEnd::Finished => break,
+                    StepEnd::Interrupted => {
+                        return self
+                            .pause(format!(
+                                "interrupted during step {:?}; resume to continue",
+                                spec.id
+                            ))
+                            .await;
+                    }
+                    StepEnd::Paused(reason) => return self.pause(reason).await,
+                    StepEnd::Failed(error) => {
+                        if let Some(report) = self.after_failure(spec, error, true).await? {
+                            return Ok(report);
                         }
                     }
                 }
@@ -693,6 +687,92 @@ impl Run {
         })
         .await?;
         self.finish(Outcome::Completed).await
+    }
+
+    /// Asks the decider about the failed forward step `spec` and carries out the answer:
+    /// `None` for a retry (the caller runs the step again), the run's report for a halt or a
+    /// rollback. `announce`: emit `step_failed` (false when a resumed run asks again about a
+    /// failure announced by the process that recorded it).
+    async fn after_failure(
+        self: &Arc<Self>,
+        spec: &StepSpec,
+        error: String,
+        announce: bool,
+    ) -> Result<Option<RunReport>, EngineError> {
+        let decided = self.decide(spec, &error).await;
+        if announce {
+            self.emitter.emit(Event::StepFailed {
+                step: spec.id.clone(),
+                phase: Phase::Forward,
+                error: error.clone(),
+                on_failure: decided.as_ref().map(|(d, _)| d.as_str().into()),
+            });
+        }
+        let id = &spec.id;
+        let why = match decided {
+            None => {
+                let reason = format!(
+                    "step {id:?} failed: {error}; interrupted before deciding what to do — resume to decide, or roll back"
+                );
+                return self.pause(reason).await.map(Some);
+            }
+            Some((FailureDecision::Retry, _)) => return Ok(None),
+            Some((FailureDecision::Rollback, _)) => {
+                self.update(|cp| {
+                    cp.state = RunState::RollingBack;
+                    cp.failed_step = Some(id.clone());
+                    cp.reason = Some(format!("step {id:?} failed: {error}"));
+                })
+                .await?;
+                return self.rollback_sequence().await.map(Some);
+            }
+            Some((FailureDecision::Halt, Some(refused))) => {
+                format!("halted because {refused} — fix the cause and resume")
+            }
+            Some((FailureDecision::Halt, None)) => match spec.on_failure {
+                OnFailure::Halt => {
+                    "halted (on_failure: halt) — fix the cause and resume, or roll back".into()
+                }
+                OnFailure::Rollback => "halted — fix the cause and resume, or roll back".into(),
+            },
+        };
+        self.update(|cp| cp.failed_step = Some(id.clone())).await?;
+        let reason = format!("step {id:?} failed: {error}; {why}");
+        self.pause(reason).await.map(Some)
+    }
+
+    /// The decision about a failed forward step; `None` when the run was interrupted before
+    /// the decider answered. A rollback the forward steps refuse ([`may_roll_back`]) would do
+    /// harm: it becomes a halt, with the refusal.
+    async fn decide(
+        &self,
+        spec: &StepSpec,
+        error: &str,
+    ) -> Option<(FailureDecision, Option<EngineError>)> {
+        let cp = self.snapshot();
+        let request = FailureRequest {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: spec.id.clone(),
+            error: error.to_string(),
+            attempt: self.record(Phase::Forward, &spec.id).attempts,
+            policy: spec.on_failure,
+        };
+        let decision = tokio::select! {
+            biased;
+            d = self.decider.decide(&request) => d,
+            _ = self.cancel.cancelled() => return None,
+        };
+        if decision != FailureDecision::Rollback {
+            return Some((decision, None));
+        }
+        let cp = self.snapshot();
+        Some(
+            match may_roll_back(&self.runbook, &self.registry, &cp, &self.cancel).await {
+                Ok(()) => (FailureDecision::Rollback, None),
+                Err(refused) => (FailureDecision::Halt, Some(refused)),
+            },
+        )
     }
 
     async fn rollback_sequence(self: &Arc<Self>) -> Result<RunReport, EngineError> {
@@ -1432,6 +1512,63 @@ pub async fn read_checkpoint(store: &dyn CheckpointStore) -> Result<Checkpoint, 
         }
         .into()
     })
+}
+
+/// Asks every forward step that has started whether the run may still be rolled back
+/// ([`crate::Action::may_roll_back`]), in runbook order, before anything is written. The
+/// actions see the checkpoint's journal read-only; their events go nowhere.
+async fn may_roll_back(
+    runbook: &Runbook,
+    registry: &Registry,
+    cp: &Checkpoint,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    let outputs = cp.outputs_by_step();
+    let scope = Scope {
+        run_id: &cp.run_id,
+        target: &cp.target,
+        params: &cp.params,
+        outputs: &outputs,
+        lenient: true,
+    };
+    let events = Emitter::new(cp.run_id.clone(), Arc::new(NullSink), Arc::new(Utc::now));
+    for spec in &runbook.steps {
+        let Some(rec) = cp.step(&spec.id) else {
+            continue;
+        };
+        let Some(action) = registry.get_action(&spec.action) else {
+            continue;
+        };
+        if rec.status == StepStatus::Pending {
+            continue;
+        }
+        let inputs = match template::resolve(&Value::Object(spec.inputs.clone()), &scope) {
+            Ok(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        let ctx = ActionCtx {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: spec.id.clone(),
+            phase: Phase::Forward,
+            attempt: rec.attempts,
+            resumed: true,
+            inputs,
+            params: cp.params.clone(),
+            step_outputs: outputs.clone(),
+            journal: Journal::read_only(&spec.id, Phase::Forward, cp.journal.clone()),
+            events: events.for_step(&spec.id),
+            cancel: cancel.child_token(),
+        };
+        if let Err(source) = action.may_roll_back(&ctx).await {
+            return Err(EngineError::RollbackRefused {
+                run_id: cp.run_id.clone(),
+                step: spec.id.clone(),
+                source,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 //!     approval: required        # or none (default)
 //!     on_failure: rollback      # or halt (default rollback)
 //!     when: ${params.enabled}   # optional: skipped when false
-//! rollback:                     # run in order when a step fails with on_failure: rollback
+//! rollback:                     # run in order when a failure is decided rollback, or on `rollback`
 //!   - id: undo
 //!     action: undo-pick
 //! ```
@@ -166,7 +166,8 @@ pub enum ApprovalMode {
     Required,
 }
 
-/// What a failed forward step does.
+/// What a failed forward step does, unattended: the answer of [`crate::RunbookPolicy`]. A
+/// driver's [`crate::FailureDecider`] may decide otherwise (e.g. a person retries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnFailure {
     /// Run the runbook's rollback sequence (exit 3 when it finishes, 6 when it fails).
