@@ -321,7 +321,6 @@ async fn drive(
     let resume_opts = |force| ResumeOptions {
         expect_target: Some(target.clone()),
         force,
-        after_failure: false,
     };
     let mut report = match mode {
         Mode::Run(params) => {
@@ -353,14 +352,9 @@ async fn drive(
                 code = report.exit_code();
             }
             FailureChoice::Rollback => {
-                // The failure's rollback, not one asked for on a healthy run: exit 3, as
-                // unattended, in the exit code and in the events alike.
-                report = executor
-                    .rollback(ResumeOptions {
-                        after_failure: true,
-                        ..resume_opts(false)
-                    })
-                    .await?;
+                // TODO(issue 11): until guided mode answers through the engine's
+                // FailureDecider, this is a requested rollback (exit 0), not the failure's (3).
+                report = executor.rollback(resume_opts(false)).await?;
                 code = report.exit_code();
             }
             FailureChoice::Halt => {

@@ -42,7 +42,8 @@ pub enum Outcome {
     Completed,
     /// A step failed, the rollback sequence ran to the end.
     RolledBack,
-    /// Resumable: awaiting an approval, interrupted, or a step failed with `on_failure: halt`.
+    /// Resumable: awaiting an approval, interrupted, or a failed step halted (`on_failure:
+    /// halt`, or the failure decider chose it).
     Paused,
     /// The rollback itself failed: a person must look.
     Failed,
@@ -161,7 +162,9 @@ pub enum Event {
         step: String,
         phase: Phase,
         error: String,
-        /// `rollback` or `halt` for forward steps; absent in the rollback sequence.
+        /// For forward steps, what was decided (the runbook's `on_failure`, or the
+        /// [`crate::FailureDecider`]'s answer): `rollback`, `retry` or `halt`. Absent in the
+        /// rollback sequence, and when the run was interrupted before a decision.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         on_failure: Option<String>,
     },

@@ -4,12 +4,18 @@
 //! ```text
 //!  for each forward step:  pending ─▶ [awaiting_approval] ─▶ acting ─▶ gating ─▶ succeeded
 //!                                │                              │         │
-//!                                └─ when: false / Skipped ─▶ skipped      └─▶ failed ─▶ halt: paused
-//!                                                                                   └─▶ rollback sequence
+//!                                └─ when: false / Skipped ─▶ skipped      └─▶ failed ─▶ FailureDecider
+//!                                                                     halt: paused ◀─┤
+//!                                                           retry: acting (attempt+1) ◀─┤
+//!                                                                   rollback sequence ◀─┘
 //! ```
+//!
+//! The [`FailureDecider`] is asked only for a failed forward step: not for an interruption
+//! (the run pauses) and not inside the rollback sequence (a failed rollback step stops it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,11 +31,12 @@ use crate::checkpoint::{
 use crate::duration::format_duration;
 use crate::events::{Emitter, Event, EventSink, NullSink, Outcome, Phase, Progress};
 use crate::exit;
+use crate::failure::{FailureDecider, FailureDecision, FailureRequest, RunbookPolicy};
 use crate::journal::{
     EntryId, Journal, JournalBackend, JournalEntry, mark_entry_done, push_intent,
 };
 use crate::runbook::{ApprovalMode, GateSpec, OnFailure, Runbook, RunbookError, StepSpec};
-use crate::step::{ActionCtx, ActionOutcome, GateCtx, GateStatus, Registry, StepError};
+use crate::step::{ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, Registry, StepError};
 use crate::template::{self, Scope};
 
 /// A fresh run.
@@ -50,9 +57,6 @@ pub struct ResumeOptions {
     pub expect_target: Option<String>,
     /// Continue even though the runbook changed since the checkpoint was written.
     pub force: bool,
-    /// For `rollback`: a person chose it after a step failed (guided mode), so it is the
-    /// failure's rollback (exit 3), not one asked for on a healthy run (exit 0).
-    pub after_failure: bool,
 }
 
 /// How a run ended.
@@ -110,16 +114,26 @@ pub enum EngineError {
         "run {run_id} has completed; there is nothing to resume or roll back with this checkpoint ({path})"
     )]
     AlreadyCompleted { run_id: String, path: String },
+    /// A forward step's [`crate::Action::may_roll_back`] refused: nothing was written.
+    #[error("cannot roll back: {source}")]
+    RollbackRefused {
+        run_id: String,
+        /// The step that refused.
+        step: String,
+        #[source]
+        source: StepError,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl EngineError {
-    /// The process exit code: 2 bad input, 5 locked, 1 internal.
+    /// The process exit code: 2 bad input (including a refused rollback), 5 locked, 1 internal.
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::Runbook(_) | EngineError::Params { .. } => exit::BAD_INPUT,
             EngineError::AlreadyCompleted { .. } => exit::BAD_INPUT,
+            EngineError::RollbackRefused { .. } => exit::BAD_INPUT,
             EngineError::Checkpoint(e) => e.exit_code(),
             EngineError::Internal(_) => exit::INTERNAL,
         }
@@ -136,13 +150,15 @@ pub struct Executor {
     store: Arc<dyn CheckpointStore>,
     events: Arc<dyn EventSink>,
     approver: Arc<dyn Approver>,
+    decider: Arc<dyn FailureDecider>,
     cancel: CancellationToken,
     clock: Clock,
 }
 
 impl Executor {
-    /// An executor with no event sink, no approvals (approval steps pause) and its own
-    /// cancellation token. Use the `with_*` methods to change those.
+    /// An executor with no event sink, no approvals (approval steps pause), failures handled
+    /// as the runbook's `on_failure` says ([`RunbookPolicy`]) and its own cancellation token.
+    /// Use the `with_*` methods to change those.
     pub fn new(
         runbook: Runbook,
         registry: Registry,
@@ -154,6 +170,7 @@ impl Executor {
             store: Arc::new(store),
             events: Arc::new(NullSink),
             approver: Arc::new(PreApproved::none()),
+            decider: Arc::new(RunbookPolicy),
             cancel: CancellationToken::new(),
             clock: Arc::new(Utc::now),
         }
@@ -168,6 +185,13 @@ impl Executor {
     /// Who approves `approval: required` steps.
     pub fn with_approver(mut self, approver: Arc<dyn Approver>) -> Self {
         self.approver = approver;
+        self
+    }
+
+    /// Who decides what happens when a forward step fails: roll back, retry or halt
+    /// (default: [`RunbookPolicy`], the runbook's `on_failure`).
+    pub fn with_failure_decider(mut self, decider: Arc<dyn FailureDecider>) -> Self {
+        self.decider = decider;
         self
     }
 
@@ -266,17 +290,24 @@ impl Executor {
             RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
             RunState::RolledBack => Ok(run.finish(Outcome::RolledBack).await?),
             RunState::RollingBack | RunState::Failed => run.rollback_sequence().await,
-            // The process died between recording a failed `on_failure: rollback` step and
-            // starting the rollback: start it now rather than retrying the step.
-            RunState::Running | RunState::Paused if run.crashed_before_rollback() => {
-                run.rollback_sequence().await
-            }
-            RunState::Running | RunState::Paused => run.forward().await,
+            // The process died (or was interrupted) between recording a failed step and
+            // recording what was decided about it: ask now rather than retrying the step.
+            RunState::Running | RunState::Paused => match run.undecided_failure() {
+                Some((spec, error)) => match run.after_failure(&spec, error, false).await {
+                    Ok(Some(report)) => Ok(report),
+                    Ok(None) => run.forward().await,
+                    Err(e) => Err(e),
+                },
+                None => run.forward().await,
+            },
         };
         run.guard(result).await
     }
 
-    /// Rolls the run back from wherever it stands (resumable itself). Refuses a completed run.
+    /// Rolls the run back from wherever it stands (resumable itself); a requested rollback
+    /// that finishes exits 0. Refuses a completed run, and a run whose forward steps say it
+    /// can no longer be rolled back ([`crate::Action::may_roll_back`]); both refusals leave
+    /// the checkpoint untouched.
     pub async fn rollback(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
         let lock = self.store.lock().await?;
         let cp = self.load_checked(&opts).await?;
@@ -286,20 +317,18 @@ impl Executor {
                 path: self.store.location(),
             });
         }
+        if cp.state != RunState::RolledBack {
+            may_roll_back(&self.runbook, &self.registry, &cp, &self.cancel).await?;
+        }
         let run = self.start(cp, lock, true).await?;
         if run.snapshot().state == RunState::RolledBack {
             return run.guard(run.finish(Outcome::RolledBack).await).await;
         }
         let r = run
             .update(|cp| {
-                cp.rollback_requested = !opts.after_failure;
+                cp.rollback_requested = true;
                 if cp.state != RunState::RollingBack && cp.state != RunState::Failed {
-                    cp.reason = Some(match (&cp.failed_step, opts.after_failure) {
-                        (Some(step), true) => {
-                            format!("step {step:?} failed; the rollback was chosen")
-                        }
-                        _ => "rollback requested".into(),
-                    });
+                    cp.reason = Some("rollback requested".into());
                 }
                 cp.state = RunState::RollingBack;
             })
@@ -383,6 +412,7 @@ impl Executor {
             registry: self.registry.clone(),
             store: self.store.clone(),
             approver: self.approver.clone(),
+            decider: self.decider.clone(),
             cancel: self.cancel.clone(),
             clock: self.clock.clone(),
             emitter,
@@ -418,6 +448,7 @@ struct Run {
     registry: Arc<Registry>,
     store: Arc<dyn CheckpointStore>,
     approver: Arc<dyn Approver>,
+    decider: Arc<dyn FailureDecider>,
     cancel: CancellationToken,
     clock: Clock,
     emitter: Emitter,
@@ -455,31 +486,16 @@ impl Run {
         }
     }
 
-    /// A forward step failed with `on_failure: rollback` but the state never became
-    /// `rolling_back` (a crash in between); records the rollback state if so.
-    fn crashed_before_rollback(&self) -> bool {
+    /// A forward step recorded `failed` with no decision recorded about it (a halt records
+    /// `failed_step`, a rollback changes the state, a retry starts the step again): the
+    /// process died, or was interrupted, while the decider was being asked. Its spec and error.
+    fn undecided_failure(&self) -> Option<(StepSpec, String)> {
         let cp = self.snapshot();
-        if cp.state != RunState::Running {
-            return false;
-        }
-        let Some(step) = cp.steps.iter().find(|r| r.status == StepStatus::Failed) else {
-            return false;
-        };
-        let rollback = self
-            .runbook
-            .steps
-            .iter()
-            .any(|s| s.id == step.id && s.on_failure == OnFailure::Rollback);
-        if rollback && let Ok(mut g) = self.cp.lock() {
-            g.state = RunState::RollingBack;
-            g.failed_step = Some(step.id.clone());
-            g.reason = Some(format!(
-                "step {:?} failed: {}",
-                step.id,
-                step.error.clone().unwrap_or_default()
-            ));
-        }
-        rollback
+        let rec = cp.steps.iter().find(|r| {
+            r.status == StepStatus::Failed && cp.failed_step.as_deref() != Some(r.id.as_str())
+        })?;
+        let spec = self.runbook.step(&rec.id)?.clone();
+        Some((spec, rec.error.clone().unwrap_or_default()))
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -636,51 +652,30 @@ impl Run {
             if self.record(Phase::Forward, &spec.id).is_finished() {
                 continue;
             }
-            if self.cancel.is_cancelled() {
-                return self
-                    .pause(format!(
-                        "interrupted before step {:?}; resume to continue",
-                        spec.id
-                    ))
-                    .await;
-            }
-            match self.step(spec, Phase::Forward).await? {
-                StepEnd::Finished => {}
-                StepEnd::Interrupted => {
+            // Once per attempt: a retried step comes round again.
+            loop {
+                if self.cancel.is_cancelled() {
                     return self
                         .pause(format!(
-                            "interrupted during step {:?}; resume to continue",
+                            "interrupted before step {:?}; resume to continue",
                             spec.id
                         ))
                         .await;
                 }
-                StepEnd::Paused(reason) => return self.pause(reason).await,
-                StepEnd::Failed(error) => {
-                    self.emitter.emit(Event::StepFailed {
-                        step: spec.id.clone(),
-                        phase: Phase::Forward,
-                        error: error.clone(),
-                        on_failure: Some(spec.on_failure.as_str().into()),
-                    });
-                    match spec.on_failure {
-                        OnFailure::Halt => {
-                            self.update(|cp| cp.failed_step = Some(spec.id.clone()))
-                                .await?;
-                            return self
-                                .pause(format!(
-                                    "step {:?} failed: {error}; halted (on_failure: halt) — fix the cause and resume, or roll back",
-                                    spec.id
-                                ))
-                                .await;
-                        }
-                        OnFailure::Rollback => {
-                            self.update(|cp| {
-                                cp.state = RunState::RollingBack;
-                                cp.failed_step = Some(spec.id.clone());
-                                cp.reason = Some(format!("step {:?} failed: {error}", spec.id));
-                            })
-                            .await?;
-                            return self.rollback_sequence().await;
+                match self.step(spec, Phase::Forward).await? {
+                    StepEnd::Finished => break,
+                    StepEnd::Interrupted => {
+                        return self
+                            .pause(format!(
+                                "interrupted during step {:?}; resume to continue",
+                                spec.id
+                            ))
+                            .await;
+                    }
+                    StepEnd::Paused(reason) => return self.pause(reason).await,
+                    StepEnd::Failed(error) => {
+                        if let Some(report) = self.after_failure(spec, error, true).await? {
+                            return Ok(report);
                         }
                     }
                 }
@@ -692,6 +687,92 @@ impl Run {
         })
         .await?;
         self.finish(Outcome::Completed).await
+    }
+
+    /// Asks the decider about the failed forward step `spec` and carries out the answer:
+    /// `None` for a retry (the caller runs the step again), the run's report for a halt or a
+    /// rollback. `announce`: emit `step_failed` (false when a resumed run asks again about a
+    /// failure announced by the process that recorded it).
+    async fn after_failure(
+        self: &Arc<Self>,
+        spec: &StepSpec,
+        error: String,
+        announce: bool,
+    ) -> Result<Option<RunReport>, EngineError> {
+        let decided = self.decide(spec, &error).await;
+        if announce {
+            self.emitter.emit(Event::StepFailed {
+                step: spec.id.clone(),
+                phase: Phase::Forward,
+                error: error.clone(),
+                on_failure: decided.as_ref().map(|(d, _)| d.as_str().into()),
+            });
+        }
+        let id = &spec.id;
+        let why = match decided {
+            None => {
+                let reason = format!(
+                    "step {id:?} failed: {error}; interrupted before deciding what to do — resume to decide, or roll back"
+                );
+                return self.pause(reason).await.map(Some);
+            }
+            Some((FailureDecision::Retry, _)) => return Ok(None),
+            Some((FailureDecision::Rollback, _)) => {
+                self.update(|cp| {
+                    cp.state = RunState::RollingBack;
+                    cp.failed_step = Some(id.clone());
+                    cp.reason = Some(format!("step {id:?} failed: {error}"));
+                })
+                .await?;
+                return self.rollback_sequence().await.map(Some);
+            }
+            Some((FailureDecision::Halt, Some(refused))) => {
+                format!("halted because {refused} — fix the cause and resume")
+            }
+            Some((FailureDecision::Halt, None)) => match spec.on_failure {
+                OnFailure::Halt => {
+                    "halted (on_failure: halt) — fix the cause and resume, or roll back".into()
+                }
+                OnFailure::Rollback => "halted — fix the cause and resume, or roll back".into(),
+            },
+        };
+        self.update(|cp| cp.failed_step = Some(id.clone())).await?;
+        let reason = format!("step {id:?} failed: {error}; {why}");
+        self.pause(reason).await.map(Some)
+    }
+
+    /// The decision about a failed forward step; `None` when the run was interrupted before
+    /// the decider answered. A rollback the forward steps refuse ([`may_roll_back`]) would do
+    /// harm: it becomes a halt, with the refusal.
+    async fn decide(
+        &self,
+        spec: &StepSpec,
+        error: &str,
+    ) -> Option<(FailureDecision, Option<EngineError>)> {
+        let cp = self.snapshot();
+        let request = FailureRequest {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: spec.id.clone(),
+            error: error.to_string(),
+            attempt: self.record(Phase::Forward, &spec.id).attempts,
+            policy: spec.on_failure,
+        };
+        let decision = tokio::select! {
+            biased;
+            d = self.decider.decide(&request) => d,
+            _ = self.cancel.cancelled() => return None,
+        };
+        if decision != FailureDecision::Rollback {
+            return Some((decision, None));
+        }
+        let cp = self.snapshot();
+        Some(
+            match may_roll_back(&self.runbook, &self.registry, &cp, &self.cancel).await {
+                Ok(()) => (FailureDecision::Rollback, None),
+                Err(refused) => (FailureDecision::Halt, Some(refused)),
+            },
+        )
     }
 
     async fn rollback_sequence(self: &Arc<Self>) -> Result<RunReport, EngineError> {
@@ -781,83 +862,12 @@ impl Run {
     /// (checkpoint writes) propagate.
     async fn step(self: &Arc<Self>, spec: &StepSpec, phase: Phase) -> Result<StepEnd, EngineError> {
         let id = spec.id.clone();
-        let rec = self.record(phase, &id);
-
-        // `when`: evaluated once, before the step first starts.
-        if let Some(when) = &spec.when
-            && rec.status == StepStatus::Pending
-        {
-            match self.resolve(when, phase == Phase::Rollback) {
-                Ok(v) if !template::truthy(&v) => {
-                    let reason = format!("when {} is false", value_text(when));
-                    return self.skip(phase, &id, reason).await;
-                }
-                Ok(_) => {}
-                Err(e) => return Ok(StepEnd::Failed(format!("when: {e}"))),
-            }
+        if let Some(end) = self.when(spec, phase).await? {
+            return Ok(end);
         }
-
-        // Approval.
-        if spec.approval == ApprovalMode::Required
-            && !self.snapshot().approvals.iter().any(|a| a.step == id)
-        {
-            let prompt = spec.approval_prompt.as_ref().map(|p| {
-                self.resolve(&Value::String(p.clone()), true)
-                    .map(|v| value_text(&v))
-                    .unwrap_or_else(|_| p.clone())
-            });
-            self.update_step(phase, &id, |r| r.status = StepStatus::AwaitingApproval)
-                .await?;
-            self.emitter.emit(Event::ApprovalNeeded {
-                step: id.clone(),
-                prompt: prompt.clone(),
-            });
-            let cp = self.snapshot();
-            let req = ApprovalRequest {
-                run_id: cp.run_id.clone(),
-                target: cp.target.clone(),
-                step: id.clone(),
-                description: spec.description.clone(),
-                prompt,
-            };
-            let decision = tokio::select! {
-                biased;
-                d = self.approver.decide(&req) => d,
-                _ = self.cancel.cancelled() => return Ok(StepEnd::Interrupted),
-            };
-            match decision {
-                ApprovalDecision::Approved { by } => {
-                    let at = self.now();
-                    self.update(|cp| {
-                        cp.approvals.push(ApprovalRecord {
-                            step: id.clone(),
-                            by: by.clone(),
-                            at,
-                        })
-                    })
-                    .await?;
-                    self.emitter.emit(Event::ApprovalGiven {
-                        step: id.clone(),
-                        by,
-                    });
-                }
-                ApprovalDecision::Denied { reason } => {
-                    self.emitter.emit(Event::ApprovalDenied {
-                        step: id.clone(),
-                        reason: reason.clone(),
-                    });
-                    return Ok(StepEnd::Paused(format!(
-                        "approval for step {id:?} was denied ({reason}); resume to be asked again, or roll back"
-                    )));
-                }
-                ApprovalDecision::Defer => {
-                    return Ok(StepEnd::Paused(format!(
-                        "step {id:?} awaits approval; resume with --approve {id} to continue"
-                    )));
-                }
-            }
+        if let Some(end) = self.approve(spec, phase).await? {
+            return Ok(end);
         }
-
         // A step that failed re-runs its action (which observes first); a step interrupted
         // while gating only re-runs its gate.
         let rec = self.record(phase, &id);
@@ -876,35 +886,10 @@ impl Run {
         if self.record(phase, &id).status == StepStatus::Skipped {
             return Ok(StepEnd::Finished);
         }
-
-        // Gate.
-        if let Some(gate) = &spec.gate {
-            self.update_step(phase, &id, |r| r.status = StepStatus::Gating)
-                .await?;
-            match self.gate(spec, gate, phase).await {
-                GateEnd::Passed => {}
-                GateEnd::Cancelled => {
-                    self.update_step(phase, &id, |r| r.status = StepStatus::Interrupted)
-                        .await?;
-                    self.emitter.emit(Event::StepInterrupted {
-                        step: id.clone(),
-                        phase,
-                    });
-                    return Ok(StepEnd::Interrupted);
-                }
-                GateEnd::Failed { reason } => {
-                    let error = format!("gate {:?} failed: {reason}", gate.check);
-                    let now = self.now();
-                    let e2 = error.clone();
-                    self.update_step(phase, &id, |r| {
-                        r.status = StepStatus::Failed;
-                        r.error = Some(e2);
-                        r.finished_at = Some(now);
-                    })
-                    .await?;
-                    return Ok(StepEnd::Failed(error));
-                }
-            }
+        if let Some(gate) = &spec.gate
+            && let Some(end) = self.await_gate(spec, gate, phase).await?
+        {
+            return Ok(end);
         }
         let now = self.now();
         self.update_step(phase, &id, |r| {
@@ -920,6 +905,123 @@ impl Run {
             already_done,
         });
         Ok(StepEnd::Finished)
+    }
+
+    /// `when`: evaluated once, before the step first starts. `Some` when the step ends here
+    /// (skipped, or the condition could not be evaluated).
+    async fn when(&self, spec: &StepSpec, phase: Phase) -> Result<Option<StepEnd>, EngineError> {
+        let Some(when) = &spec.when else {
+            return Ok(None);
+        };
+        if self.record(phase, &spec.id).status != StepStatus::Pending {
+            return Ok(None);
+        }
+        match self.resolve(when, phase == Phase::Rollback) {
+            Ok(v) if !template::truthy(&v) => {
+                let reason = format!("when {} is false", value_text(when));
+                self.skip(phase, &spec.id, reason).await.map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Ok(Some(StepEnd::Failed(format!("when: {e}")))),
+        }
+    }
+
+    /// Approval, for a step with `approval: required` not yet approved in this run. `Some`
+    /// when the step cannot go on (denied, deferred, interrupted).
+    async fn approve(&self, spec: &StepSpec, phase: Phase) -> Result<Option<StepEnd>, EngineError> {
+        let id = spec.id.clone();
+        if spec.approval != ApprovalMode::Required
+            || self.snapshot().approvals.iter().any(|a| a.step == id)
+        {
+            return Ok(None);
+        }
+        let prompt = spec.approval_prompt.as_ref().map(|p| {
+            self.resolve(&Value::String(p.clone()), true)
+                .map(|v| value_text(&v))
+                .unwrap_or_else(|_| p.clone())
+        });
+        self.update_step(phase, &id, |r| r.status = StepStatus::AwaitingApproval)
+            .await?;
+        self.emitter.emit(Event::ApprovalNeeded {
+            step: id.clone(),
+            prompt: prompt.clone(),
+        });
+        let cp = self.snapshot();
+        let req = ApprovalRequest {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: id.clone(),
+            description: spec.description.clone(),
+            prompt,
+        };
+        let decision = tokio::select! {
+            biased;
+            d = self.approver.decide(&req) => d,
+            _ = self.cancel.cancelled() => return Ok(Some(StepEnd::Interrupted)),
+        };
+        match decision {
+            ApprovalDecision::Approved { by } => {
+                let at = self.now();
+                self.update(|cp| {
+                    cp.approvals.push(ApprovalRecord {
+                        step: id.clone(),
+                        by: by.clone(),
+                        at,
+                    })
+                })
+                .await?;
+                self.emitter.emit(Event::ApprovalGiven { step: id, by });
+                Ok(None)
+            }
+            ApprovalDecision::Denied { reason } => {
+                self.emitter.emit(Event::ApprovalDenied {
+                    step: id.clone(),
+                    reason: reason.clone(),
+                });
+                Ok(Some(StepEnd::Paused(format!(
+                    "approval for step {id:?} was denied ({reason}); resume to be asked again, or roll back"
+                ))))
+            }
+            ApprovalDecision::Defer => Ok(Some(StepEnd::Paused(format!(
+                "step {id:?} awaits approval; resume with --approve {id} to continue"
+            )))),
+        }
+    }
+
+    /// The gate part: `None` when the gate passed.
+    async fn await_gate(
+        &self,
+        spec: &StepSpec,
+        gate: &GateSpec,
+        phase: Phase,
+    ) -> Result<Option<StepEnd>, EngineError> {
+        let id = &spec.id;
+        self.update_step(phase, id, |r| r.status = StepStatus::Gating)
+            .await?;
+        match self.gate(spec, gate, phase).await {
+            GateEnd::Passed => Ok(None),
+            GateEnd::Cancelled => {
+                self.update_step(phase, id, |r| r.status = StepStatus::Interrupted)
+                    .await?;
+                self.emitter.emit(Event::StepInterrupted {
+                    step: id.clone(),
+                    phase,
+                });
+                Ok(Some(StepEnd::Interrupted))
+            }
+            GateEnd::Failed { reason } => {
+                let error = format!("gate {:?} failed: {reason}", gate.check);
+                let now = self.now();
+                let e2 = error.clone();
+                self.update_step(phase, id, |r| {
+                    r.status = StepStatus::Failed;
+                    r.error = Some(e2);
+                    r.finished_at = Some(now);
+                })
+                .await?;
+                Ok(Some(StepEnd::Failed(error)))
+            }
+        }
     }
 
     async fn skip(&self, phase: Phase, id: &str, reason: String) -> Result<StepEnd, EngineError> {
@@ -1093,35 +1195,36 @@ impl Run {
         Ok(Some(StepEnd::Failed(error)))
     }
 
+    /// Waits for the step's gate: checks until it passes (for `stable_for` continuously), fails
+    /// or times out, or the run is cancelled.
     async fn gate(&self, spec: &StepSpec, gs: &GateSpec, phase: Phase) -> GateEnd {
+        match self.gate_wait(spec, gs, phase) {
+            Ok(wait) => wait.run().await,
+            Err(reason) => GateEnd::Failed { reason },
+        }
+    }
+
+    /// Sets up one wait on a gate (implementation, inputs, durations) and announces it.
+    fn gate_wait(
+        &self,
+        spec: &StepSpec,
+        gs: &GateSpec,
+        phase: Phase,
+    ) -> Result<GateWait<'_>, String> {
         let id = spec.id.clone();
-        let Some(gate) = self.registry.get_gate(&gs.check) else {
-            return GateEnd::Failed {
-                reason: format!("gate {:?} is not registered", gs.check),
-            };
-        };
-        let inputs = match self.resolve_map(&gs.inputs, phase == Phase::Rollback) {
-            Ok(i) => i,
-            Err(e) => {
-                return GateEnd::Failed {
-                    reason: format!("inputs: {e}"),
-                };
-            }
-        };
+        let gate = self
+            .registry
+            .get_gate(&gs.check)
+            .ok_or_else(|| format!("gate {:?} is not registered", gs.check))?;
+        let inputs = self
+            .resolve_map(&gs.inputs, phase == Phase::Rollback)
+            .map_err(|e| format!("inputs: {e}"))?;
         let cp = self.snapshot();
-        let durations = (|| {
-            Ok::<_, String>((
-                gs.timeout.resolve(&cp.params)?,
-                gs.poll_interval.resolve(&cp.params)?,
-                gs.stable_for.resolve(&cp.params)?,
-            ))
-        })();
-        let (timeout, poll_interval, stable_for) = match durations {
-            Ok(d) => d,
-            Err(reason) => return GateEnd::Failed { reason },
-        };
+        let timeout = gs.timeout.resolve(&cp.params)?;
+        let poll_interval = gs.poll_interval.resolve(&cp.params)?;
+        let stable_for = gs.stable_for.resolve(&cp.params)?;
         let outputs = self.record(phase, &id).outputs.unwrap_or_default();
-        let mut ctx = GateCtx::new(
+        let ctx = GateCtx::new(
             cp.run_id.clone(),
             cp.target.clone(),
             id.clone(),
@@ -1140,114 +1243,195 @@ impl Run {
             stable_for_ms: stable_for.as_millis() as u64,
         });
         let start = Instant::now();
-        let deadline = start + timeout;
-        let mut passing_since: Option<Instant> = None;
-        let mut last_detail = String::from("no check completed");
-        let mut last_emitted: Option<(String, Option<Progress>)> = None;
-        let progress =
-            |detail: String, p: Option<Progress>, last: &mut Option<(String, Option<Progress>)>| {
-                let key = (detail.clone(), p);
-                if last.as_ref() != Some(&key) {
-                    self.emitter.emit(Event::GateProgress {
-                        step: id.clone(),
-                        check: gs.check.clone(),
-                        detail,
-                        progress: p,
-                    });
-                    *last = Some(key);
-                }
-            };
+        Ok(GateWait {
+            run: self,
+            gate,
+            ctx,
+            step: id,
+            check: gs.check.clone(),
+            watch: gs.watch,
+            timeout,
+            poll_interval,
+            start,
+            deadline: start + timeout,
+            stable: StableFor::new(stable_for),
+            last_detail: String::from("no check completed"),
+            last_emitted: None,
+        })
+    }
+}
+
+/// `stable_for` bookkeeping: a gate passes once its checks have passed without a break for
+/// `need` (a waiting check, or one that could not be evaluated, breaks the streak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StableFor {
+    /// When the current streak of passing checks began.
+    since: Option<Instant>,
+    need: Duration,
+}
+
+impl StableFor {
+    fn new(need: Duration) -> Self {
+        StableFor { since: None, need }
+    }
+
+    /// Records a check made at `now`; true once the checks have passed continuously for
+    /// `need` (at once when `need` is zero).
+    fn observe(&mut self, passed: bool, now: Instant) -> bool {
+        if !passed {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        now - since >= self.need
+    }
+
+    /// How long the current streak has lasted at `now` (zero when not passing).
+    fn held(&self, now: Instant) -> Duration {
+        self.since.map(|since| now - since).unwrap_or_default()
+    }
+
+    /// When the current streak will have lasted `need`: check again then.
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|since| since + self.need)
+    }
+}
+
+/// One wait on a step's gate: the check, its clock, the `stable_for` streak and what was last
+/// reported (progress is emitted only when it changes).
+struct GateWait<'r> {
+    run: &'r Run,
+    gate: Arc<dyn Gate>,
+    ctx: GateCtx,
+    step: String,
+    check: String,
+    watch: bool,
+    timeout: Duration,
+    poll_interval: Duration,
+    start: Instant,
+    deadline: Instant,
+    stable: StableFor,
+    /// What the timeout's message says the gate was waiting for.
+    last_detail: String,
+    last_emitted: Option<(String, Option<Progress>)>,
+}
+
+impl GateWait<'_> {
+    async fn run(mut self) -> GateEnd {
         loop {
-            ctx.elapsed = Instant::now() - start;
-            ctx.check_count += 1;
-            let status = tokio::select! {
-                biased;
-                s = gate.check(&mut ctx) => Some(s),
-                _ = self.cancel.cancelled() => return GateEnd::Cancelled,
-                _ = tokio::time::sleep_until(deadline) => None,
-            };
-            let now = Instant::now();
-            match status {
-                None => {}
-                Some(Ok(GateStatus::Passed { detail })) => {
-                    let since = *passing_since.get_or_insert(now);
-                    if now - since >= stable_for {
-                        self.emitter.emit(Event::GatePassed {
-                            step: id.clone(),
-                            check: gs.check.clone(),
-                            detail,
-                        });
-                        return GateEnd::Passed;
-                    }
-                    last_detail = format!(
-                        "passing, stable for {} of {}",
-                        format_duration(now - since),
-                        format_duration(stable_for)
-                    );
-                    progress(
-                        format!("passing; must stay so for {}", format_duration(stable_for)),
-                        None,
-                        &mut last_emitted,
-                    );
-                }
-                Some(Ok(GateStatus::Waiting {
-                    detail,
-                    progress: p,
-                })) => {
-                    passing_since = None;
-                    last_detail = detail.clone();
-                    progress(detail, p, &mut last_emitted);
-                }
-                Some(Ok(GateStatus::Failed { reason })) => {
-                    self.emitter.emit(Event::GateFailed {
-                        step: id.clone(),
-                        check: gs.check.clone(),
-                        reason: reason.clone(),
-                        timed_out: false,
+            if let Some(end) = self.check().await {
+                return end;
+            }
+            if Instant::now() >= self.deadline {
+                return self.timed_out();
+            }
+            if let Some(end) = self.sleep().await {
+                return end;
+            }
+        }
+    }
+
+    /// One check (cut short by the deadline). `Some` when the wait is over.
+    async fn check(&mut self) -> Option<GateEnd> {
+        self.ctx.elapsed = Instant::now() - self.start;
+        self.ctx.check_count += 1;
+        let status = tokio::select! {
+            biased;
+            s = self.gate.check(&mut self.ctx) => s,
+            _ = self.run.cancel.cancelled() => return Some(GateEnd::Cancelled),
+            _ = tokio::time::sleep_until(self.deadline) => return None,
+        };
+        let now = Instant::now();
+        match status {
+            Ok(GateStatus::Passed { detail }) => {
+                if self.stable.observe(true, now) {
+                    self.run.emitter.emit(Event::GatePassed {
+                        step: self.step.clone(),
+                        check: self.check.clone(),
+                        detail,
                     });
-                    return GateEnd::Failed { reason };
+                    return Some(GateEnd::Passed);
                 }
-                Some(Err(StepError::Cancelled)) => return GateEnd::Cancelled,
-                Some(Err(e)) => {
-                    passing_since = None;
-                    last_detail = format!("check error: {e}");
-                    ctx.events.warn(format!(
-                        "gate {:?} could not check: {e}; retrying",
-                        gs.check
-                    ));
-                }
-            }
-            if Instant::now() >= deadline {
-                let reason = format!(
-                    "timed out after {}: {last_detail}",
-                    format_duration(timeout)
+                let need = format_duration(self.stable.need);
+                self.last_detail = format!(
+                    "passing, stable for {} of {need}",
+                    format_duration(self.stable.held(now))
                 );
-                self.emitter.emit(Event::GateFailed {
-                    step: id.clone(),
-                    check: gs.check.clone(),
-                    reason: reason.clone(),
-                    timed_out: true,
-                });
-                return GateEnd::Failed { reason };
+                self.progress(format!("passing; must stay so for {need}"), None);
             }
-            let mut wake = (Instant::now() + poll_interval).min(deadline);
-            if let Some(since) = passing_since {
-                wake = wake.min(since + stable_for);
+            Ok(GateStatus::Waiting { detail, progress }) => {
+                self.stable.observe(false, now);
+                self.last_detail = detail.clone();
+                self.progress(detail, progress);
             }
-            if gs.watch {
-                tokio::select! {
+            Ok(GateStatus::Failed { reason }) => return Some(self.failed(reason, false)),
+            Err(StepError::Cancelled) => return Some(GateEnd::Cancelled),
+            Err(e) => {
+                self.stable.observe(false, now);
+                self.last_detail = format!("check error: {e}");
+                self.ctx.events.warn(format!(
+                    "gate {:?} could not check: {e}; retrying",
+                    self.check
+                ));
+            }
+        }
+        None
+    }
+
+    /// Waits for the next check: the poll interval, the deadline, the end of a `stable_for`
+    /// streak or (`watch: true`) a change the gate saw, whichever comes first.
+    async fn sleep(&mut self) -> Option<GateEnd> {
+        let mut wake = (Instant::now() + self.poll_interval).min(self.deadline);
+        if let Some(due) = self.stable.due() {
+            wake = wake.min(due);
+        }
+        if self.watch {
+            tokio::select! {
                 biased;
-                    _ = tokio::time::sleep_until(wake) => {}
-                    _ = gate.wait_for_change(&mut ctx) => {}
-                    _ = self.cancel.cancelled() => return GateEnd::Cancelled,
-                }
-            } else {
-                tokio::select! {
-                biased;
-                    _ = tokio::time::sleep_until(wake) => {}
-                    _ = self.cancel.cancelled() => return GateEnd::Cancelled,
-                }
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.gate.wait_for_change(&mut self.ctx) => {}
+                _ = self.run.cancel.cancelled() => return Some(GateEnd::Cancelled),
             }
+        } else {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.run.cancel.cancelled() => return Some(GateEnd::Cancelled),
+            }
+        }
+        None
+    }
+
+    fn timed_out(&self) -> GateEnd {
+        let reason = format!(
+            "timed out after {}: {}",
+            format_duration(self.timeout),
+            self.last_detail
+        );
+        self.failed(reason, true)
+    }
+
+    fn failed(&self, reason: String, timed_out: bool) -> GateEnd {
+        self.run.emitter.emit(Event::GateFailed {
+            step: self.step.clone(),
+            check: self.check.clone(),
+            reason: reason.clone(),
+            timed_out,
+        });
+        GateEnd::Failed { reason }
+    }
+
+    /// Emits `gate_progress` when the detail or the progress changed.
+    fn progress(&mut self, detail: String, progress: Option<Progress>) {
+        let key = (detail.clone(), progress);
+        if self.last_emitted.as_ref() != Some(&key) {
+            self.run.emitter.emit(Event::GateProgress {
+                step: self.step.clone(),
+                check: self.check.clone(),
+                detail,
+                progress,
+            });
+            self.last_emitted = Some(key);
         }
     }
 }
@@ -1328,4 +1512,106 @@ pub async fn read_checkpoint(store: &dyn CheckpointStore) -> Result<Checkpoint, 
         }
         .into()
     })
+}
+
+/// Asks every forward step that has started whether the run may still be rolled back
+/// ([`crate::Action::may_roll_back`]), in runbook order, before anything is written. The
+/// actions see the checkpoint's journal read-only; their events go nowhere.
+async fn may_roll_back(
+    runbook: &Runbook,
+    registry: &Registry,
+    cp: &Checkpoint,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    let outputs = cp.outputs_by_step();
+    let scope = Scope {
+        run_id: &cp.run_id,
+        target: &cp.target,
+        params: &cp.params,
+        outputs: &outputs,
+        lenient: true,
+    };
+    let events = Emitter::new(cp.run_id.clone(), Arc::new(NullSink), Arc::new(Utc::now));
+    for spec in &runbook.steps {
+        let Some(rec) = cp.step(&spec.id) else {
+            continue;
+        };
+        let Some(action) = registry.get_action(&spec.action) else {
+            continue;
+        };
+        if rec.status == StepStatus::Pending {
+            continue;
+        }
+        let inputs = match template::resolve(&Value::Object(spec.inputs.clone()), &scope) {
+            Ok(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        let ctx = ActionCtx {
+            run_id: cp.run_id.clone(),
+            target: cp.target.clone(),
+            step: spec.id.clone(),
+            phase: Phase::Forward,
+            attempt: rec.attempts,
+            resumed: true,
+            inputs,
+            params: cp.params.clone(),
+            step_outputs: outputs.clone(),
+            journal: Journal::read_only(&spec.id, Phase::Forward, cp.journal.clone()),
+            events: events.for_step(&spec.id),
+            cancel: cancel.child_token(),
+        };
+        if let Err(source) = action.may_roll_back(&ctx).await {
+            return Err(EngineError::RollbackRefused {
+                run_id: cp.run_id.clone(),
+                step: spec.id.clone(),
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn stable_for_zero_passes_on_the_first_pass() {
+        let t0 = Instant::now();
+        let mut s = StableFor::new(Duration::ZERO);
+        assert!(!s.observe(false, t0));
+        assert!(s.observe(true, t0 + secs(5)));
+    }
+
+    #[test]
+    fn stable_for_needs_an_unbroken_streak() {
+        let t0 = Instant::now();
+        let mut s = StableFor::new(secs(12));
+        assert_eq!((s.held(t0), s.due()), (Duration::ZERO, None));
+        assert!(!s.observe(true, t0));
+        assert_eq!(s.due(), Some(t0 + secs(12)));
+        assert_eq!(s.held(t0 + secs(5)), secs(5));
+        // A waiting check breaks the streak: it starts again at the next pass.
+        assert!(!s.observe(false, t0 + secs(5)));
+        assert_eq!((s.held(t0 + secs(5)), s.due()), (Duration::ZERO, None));
+        assert!(!s.observe(true, t0 + secs(10)));
+        assert!(!s.observe(true, t0 + secs(20)));
+        assert_eq!(s.held(t0 + secs(20)), secs(10));
+        assert_eq!(s.due(), Some(t0 + secs(22)));
+        assert!(s.observe(true, t0 + secs(22)));
+    }
+
+    #[test]
+    fn stable_for_counts_from_the_first_pass_of_the_streak() {
+        let t0 = Instant::now();
+        let mut s = StableFor::new(secs(30));
+        assert!(!s.observe(true, t0));
+        assert!(!s.observe(true, t0 + secs(29)));
+        assert!(s.observe(true, t0 + secs(31)), "late checks still pass");
+        assert!(s.observe(true, t0 + secs(40)));
+    }
 }

@@ -115,6 +115,12 @@ impl Journal {
         )
     }
 
+    /// A journal that can be read but not written: what [`crate::Action::may_roll_back`] gets
+    /// (it is asked before the run is taken up, so it must not make side effects).
+    pub(crate) fn read_only(step: &str, phase: Phase, entries: Vec<JournalEntry>) -> Self {
+        Journal::new(Arc::new(ReadOnlyJournal(entries)), step, phase, 1)
+    }
+
     /// Records that the side effect `kind` on `target` is about to be made. Returns only when
     /// the entry is durably checkpointed; make the side effect after this, never before.
     pub async fn intent(
@@ -247,5 +253,39 @@ impl JournalBackend for MemoryJournal {
 
     fn entries(&self) -> Vec<JournalEntry> {
         self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// The journal as a checkpoint recorded it, for reading only.
+struct ReadOnlyJournal(Vec<JournalEntry>);
+
+impl ReadOnlyJournal {
+    fn refuse() -> StepError {
+        StepError::msg(
+            "the journal is read-only here: may_roll_back must observe, not make side effects",
+        )
+    }
+}
+
+#[async_trait]
+impl JournalBackend for ReadOnlyJournal {
+    async fn record(
+        &self,
+        _step: &str,
+        _phase: Phase,
+        _attempt: u32,
+        _kind: &str,
+        _target: &str,
+        _details: Value,
+    ) -> Result<EntryId, StepError> {
+        Err(Self::refuse())
+    }
+
+    async fn mark_done(&self, _id: EntryId, _result: Option<Value>) -> Result<(), StepError> {
+        Err(Self::refuse())
+    }
+
+    fn entries(&self) -> Vec<JournalEntry> {
+        self.0.clone()
     }
 }

@@ -5,7 +5,8 @@
 //!  runbook.yaml ──Runbook::load(path, &registry)──▶ Runbook ─┐
 //!  Registry (actions + gates by name) ───────────────────────┼─▶ Executor ──events──▶ EventSink (renderers)
 //!  CheckpointStore (FileStore: JSON + .lock) ◀── every transition, every journal entry ──┘     ▲
-//!  Approver (PreApproved / terminal prompt) ──────────────────────────────────────────────────┘
+//!  Approver (PreApproved / terminal prompt) ──────────────────────────────────────────────────┤
+//!  FailureDecider (RunbookPolicy / terminal question: roll back, retry or halt) ──────────────┘
 //! ```
 //!
 //! # Example
@@ -86,6 +87,7 @@ pub mod duration;
 pub mod events;
 pub mod executor;
 pub mod exit;
+pub mod failure;
 pub mod journal;
 pub mod runbook;
 pub mod signals;
@@ -104,6 +106,7 @@ pub use events::{
     NullSink, Outcome, Phase, Progress,
 };
 pub use executor::{EngineError, Executor, ResumeOptions, RunReport, RunRequest, read_checkpoint};
+pub use failure::{FailureDecider, FailureDecision, FailureRequest, RunbookPolicy};
 pub use journal::{EntryId, EntryStatus, Journal, JournalEntry};
 pub use runbook::{
     ApprovalMode, DurationSpec, GateSpec, OnFailure, ParamSpec, ParamType, Pos, Problem, Runbook,

@@ -22,7 +22,7 @@
 //!     approval: required        # or none (default)
 //!     on_failure: rollback      # or halt (default rollback)
 //!     when: ${params.enabled}   # optional: skipped when false
-//! rollback:                     # run in order when a step fails with on_failure: rollback
+//! rollback:                     # run in order when a failure is decided rollback, or on `rollback`
 //!   - id: undo
 //!     action: undo-pick
 //! ```
@@ -166,7 +166,8 @@ pub enum ApprovalMode {
     Required,
 }
 
-/// What a failed forward step does.
+/// What a failed forward step does, unattended: the answer of [`crate::RunbookPolicy`]. A
+/// driver's [`crate::FailureDecider`] may decide otherwise (e.g. a person retries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnFailure {
     /// Run the runbook's rollback sequence (exit 3 when it finishes, 6 when it fails).
@@ -641,6 +642,57 @@ impl Validator<'_> {
     }
 
     fn build(&mut self, raw: RawRunbook, origin: &str, sha256: String) -> Runbook {
+        self.header(&raw);
+        let params: Vec<ParamSpec> = raw
+            .params
+            .iter()
+            .map(|(name, p)| self.param(name, p))
+            .collect();
+        let param_names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+        self.param_types = params.iter().map(|p| (p.name.clone(), p.kind)).collect();
+        self.unique_ids(raw.steps.value.iter().chain(raw.rollback.iter()));
+        let ids = |steps: &[Spanned<RawStep>]| -> Vec<String> {
+            steps.iter().map(|s| s.value.id.value.clone()).collect()
+        };
+        let forward = ids(&raw.steps.value);
+        let rollback_ids = ids(&raw.rollback);
+        let scope = |in_rollback: bool, index: usize| RefScope {
+            forward: &forward,
+            rollback: &rollback_ids,
+            in_rollback,
+            index,
+            self_ok: false,
+            params: &param_names,
+        };
+        let steps = (raw.steps.value.iter().enumerate())
+            .map(|(i, s)| self.step(s, &scope(false, i)))
+            .collect();
+        let rollback = (raw.rollback.iter().enumerate())
+            .map(|(i, s)| self.rollback_step(s, &scope(true, i)))
+            .collect();
+        // Summary: may read any step (resolved leniently at the end of the run).
+        let summary_scope = scope(true, rollback_ids.len());
+        let summary = (raw.summary.iter())
+            .map(|(k, v)| {
+                let what = format!("summary {k:?}");
+                self.check_refs(&v.value, Pos::from(v), &summary_scope, &what);
+                (k.clone(), v.value.clone())
+            })
+            .collect();
+        Runbook {
+            name: raw.name.value,
+            description: raw.description,
+            params,
+            steps,
+            rollback,
+            summary,
+            origin: origin.to_string(),
+            sha256,
+        }
+    }
+
+    /// `apiVersion`, and at least one step.
+    fn header(&mut self, raw: &RawRunbook) {
         if raw.api_version.value != RUNBOOK_API_VERSION {
             self.problem(
                 Pos::from(&raw.api_version),
@@ -653,53 +705,43 @@ impl Validator<'_> {
         if raw.steps.value.is_empty() {
             self.problem(Pos::from(&raw.steps), "a runbook needs at least one step");
         }
-        // Params.
-        let mut params = Vec::new();
-        for (name, p) in &raw.params {
-            let pos = Pos::from(p);
-            if !valid_id(name) {
-                self.problem(
-                    pos,
-                    format!("param name {name:?} must be lowercase letters, digits, - or _"),
-                );
-            }
-            let kind = match ParamType::parse(&p.value.kind.value) {
-                Some(k) => k,
-                None => {
-                    self.problem(
-                        Pos::from(&p.value.kind),
-                        format!(
-                            "param {name:?}: unknown type {:?} (use string, integer, boolean, duration or string_list)",
-                            p.value.kind.value
-                        ),
-                    );
-                    ParamType::String
-                }
-            };
-            let default = match &p.value.default {
-                Some(d) => match kind.coerce(&d.value) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        self.problem(Pos::from(d), format!("param {name:?}: default {e}"));
-                        None
-                    }
-                },
-                None => None,
-            };
-            params.push(ParamSpec {
-                name: name.clone(),
-                kind,
-                default,
-                required: p.value.required,
-                description: p.value.description.clone(),
-            });
-        }
-        let param_names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
-        self.param_types = params.iter().map(|p| (p.name.clone(), p.kind)).collect();
+    }
 
-        // Ids: unique across both sequences.
+    fn param(&mut self, name: &str, p: &Spanned<RawParam>) -> ParamSpec {
+        if !valid_id(name) {
+            self.problem(
+                Pos::from(p),
+                format!("param name {name:?} must be lowercase letters, digits, - or _"),
+            );
+        }
+        let kind = ParamType::parse(&p.value.kind.value).unwrap_or_else(|| {
+            self.problem(
+                Pos::from(&p.value.kind),
+                format!(
+                    "param {name:?}: unknown type {:?} (use string, integer, boolean, duration or string_list)",
+                    p.value.kind.value
+                ),
+            );
+            ParamType::String
+        });
+        let default = p.value.default.as_ref().and_then(|d| {
+            kind.coerce(&d.value)
+                .map_err(|e| self.problem(Pos::from(d), format!("param {name:?}: default {e}")))
+                .ok()
+        });
+        ParamSpec {
+            name: name.to_string(),
+            kind,
+            default,
+            required: p.value.required,
+            description: p.value.description.clone(),
+        }
+    }
+
+    /// Step ids: well formed, and unique across both sequences.
+    fn unique_ids<'s>(&mut self, steps: impl Iterator<Item = &'s Spanned<RawStep>>) {
         let mut seen: HashMap<String, Pos> = HashMap::new();
-        for s in raw.steps.value.iter().chain(raw.rollback.iter()) {
+        for s in steps {
             let id = &s.value.id;
             if !valid_id(&id.value) {
                 self.problem(
@@ -722,81 +764,26 @@ impl Validator<'_> {
                 seen.insert(id.value.clone(), Pos::from(id));
             }
         }
-        let forward: Vec<String> = raw
-            .steps
-            .value
-            .iter()
-            .map(|s| s.value.id.value.clone())
-            .collect();
-        let rollback_ids: Vec<String> = raw
-            .rollback
-            .iter()
-            .map(|s| s.value.id.value.clone())
-            .collect();
+    }
 
-        let mut steps = Vec::new();
-        for (i, s) in raw.steps.value.iter().enumerate() {
-            let scope = RefScope {
-                forward: &forward,
-                rollback: &rollback_ids,
-                in_rollback: false,
-                index: i,
-                self_ok: false,
-                params: &param_names,
-            };
-            steps.push(self.step(s, &scope));
+    /// A step of the rollback sequence: a step, minus approval and `on_failure`.
+    fn rollback_step(&mut self, s: &Spanned<RawStep>, scope: &RefScope<'_>) -> StepSpec {
+        let spec = self.step(s, scope);
+        if let Some(a) = &s.value.approval
+            && spec.approval == ApprovalMode::Required
+        {
+            self.problem(
+                Pos::from(a),
+                "rollback steps cannot require approval: a rollback must be able to run unattended",
+            );
         }
-        let mut rollback = Vec::new();
-        for (i, s) in raw.rollback.iter().enumerate() {
-            let scope = RefScope {
-                forward: &forward,
-                rollback: &rollback_ids,
-                in_rollback: true,
-                index: i,
-                self_ok: false,
-                params: &param_names,
-            };
-            let spec = self.step(s, &scope);
-            if let Some(a) = &s.value.approval
-                && spec.approval == ApprovalMode::Required
-            {
-                self.problem(
-                    Pos::from(a),
-                    "rollback steps cannot require approval: a rollback must be able to run unattended",
-                );
-            }
-            if let Some(f) = &s.value.on_failure {
-                self.problem(
-                    Pos::from(f),
-                    "on_failure has no meaning in the rollback sequence (a failed rollback step stops the rollback, exit 6)",
-                );
-            }
-            rollback.push(spec);
+        if let Some(f) = &s.value.on_failure {
+            self.problem(
+                Pos::from(f),
+                "on_failure has no meaning in the rollback sequence (a failed rollback step stops the rollback, exit 6)",
+            );
         }
-        // Summary: may read any step (resolved leniently at the end of the run).
-        let mut summary = Vec::new();
-        for (k, v) in &raw.summary {
-            let scope = RefScope {
-                forward: &forward,
-                rollback: &rollback_ids,
-                in_rollback: true,
-                index: rollback_ids.len(),
-                self_ok: false,
-                params: &param_names,
-            };
-            self.check_refs(&v.value, Pos::from(v), &scope, &format!("summary {k:?}"));
-            summary.push((k.clone(), v.value.clone()));
-        }
-        Runbook {
-            name: raw.name.value,
-            description: raw.description,
-            params,
-            steps,
-            rollback,
-            summary,
-            origin: origin.to_string(),
-            sha256,
-        }
+        spec
     }
 
     fn step(&mut self, s: &Spanned<RawStep>, scope: &RefScope<'_>) -> StepSpec {
@@ -812,105 +799,13 @@ impl Validator<'_> {
                 ),
             );
         }
-        let mut inputs = Map::new();
-        for (k, v) in &raw.inputs {
-            self.check_refs(
-                &v.value,
-                Pos::from(v),
-                scope,
-                &format!("step {id:?} input {k:?}"),
-            );
-            inputs.insert(k.clone(), v.value.clone());
-        }
+        let inputs = self.inputs(&raw.inputs, scope, &format!("step {id:?} input"));
         let when = raw.when.as_ref().map(|w| {
             self.check_refs(&w.value, Pos::from(w), scope, &format!("step {id:?} when"));
             w.value.clone()
         });
-        let gate = raw.gate.as_ref().map(|g| {
-            let gr = &g.value;
-            if self.registry.get_gate(&gr.check.value).is_none() {
-                self.problem(
-                    Pos::from(&gr.check),
-                    format!(
-                        "step {id:?}: unknown gate {:?} (known: {})",
-                        gr.check.value,
-                        join_or_none(self.registry.gate_names())
-                    ),
-                );
-            }
-            let gate_scope = RefScope {
-                self_ok: true,
-                ..*scope
-            };
-            let mut ginputs = Map::new();
-            for (k, v) in &gr.inputs {
-                self.check_refs(
-                    &v.value,
-                    Pos::from(v),
-                    &gate_scope,
-                    &format!("step {id:?} gate input {k:?}"),
-                );
-                ginputs.insert(k.clone(), v.value.clone());
-            }
-            let timeout = self.duration(&gr.timeout, &format!("step {id:?} gate timeout"));
-            if timeout == DurationSpec::Fixed(Duration::ZERO) {
-                self.problem(
-                    Pos::from(&gr.timeout),
-                    format!("step {id:?} gate timeout must be more than 0s"),
-                );
-            }
-            let poll_interval = match &gr.poll_interval {
-                Some(p) => {
-                    let d = self.duration(p, &format!("step {id:?} gate poll_interval"));
-                    if d == DurationSpec::Fixed(Duration::ZERO) {
-                        self.problem(
-                            Pos::from(p),
-                            format!("step {id:?} gate poll_interval must be more than 0s"),
-                        );
-                    }
-                    d
-                }
-                None => DurationSpec::Fixed(DEFAULT_POLL),
-            };
-            let stable_for = match &gr.stable_for {
-                Some(sf) => {
-                    let d = self.duration(sf, &format!("step {id:?} gate stable_for"));
-                    if let (DurationSpec::Fixed(s), DurationSpec::Fixed(t)) = (&d, &timeout)
-                        && s >= t
-                        && !t.is_zero()
-                    {
-                        self.problem(
-                            Pos::from(sf),
-                            format!("step {id:?} gate stable_for must be shorter than its timeout"),
-                        );
-                    }
-                    d
-                }
-                None => DurationSpec::Fixed(Duration::ZERO),
-            };
-            GateSpec {
-                check: gr.check.value.clone(),
-                inputs: ginputs,
-                timeout,
-                poll_interval,
-                watch: gr.watch,
-                stable_for,
-            }
-        });
-        let approval = match &raw.approval {
-            None => ApprovalMode::None,
-            Some(a) => match a.value.as_str() {
-                "required" => ApprovalMode::Required,
-                "none" => ApprovalMode::None,
-                other => {
-                    self.problem(
-                        Pos::from(a),
-                        format!("step {id:?}: approval {other:?} must be \"required\" or \"none\""),
-                    );
-                    ApprovalMode::None
-                }
-            },
-        };
+        let gate = raw.gate.as_ref().map(|g| self.gate(&id, &g.value, scope));
+        let approval = self.approval(&id, raw.approval.as_ref());
         let approval_prompt = raw.approval_prompt.as_ref().map(|p| {
             self.check_refs(
                 &Value::String(p.value.clone()),
@@ -920,22 +815,7 @@ impl Validator<'_> {
             );
             p.value.clone()
         });
-        let on_failure = match &raw.on_failure {
-            None => OnFailure::Rollback,
-            Some(f) => match f.value.as_str() {
-                "rollback" => OnFailure::Rollback,
-                "halt" => OnFailure::Halt,
-                other => {
-                    self.problem(
-                        Pos::from(f),
-                        format!(
-                            "step {id:?}: on_failure {other:?} must be \"rollback\" or \"halt\""
-                        ),
-                    );
-                    OnFailure::Rollback
-                }
-            },
-        };
+        let on_failure = self.on_failure(&id, raw.on_failure.as_ref());
         StepSpec {
             id,
             description: raw.description.clone(),
@@ -947,6 +827,126 @@ impl Validator<'_> {
             on_failure,
             when,
             pos: Pos::from(s),
+        }
+    }
+
+    /// Inputs (of a step or a gate), their references checked; `what` names them in problems.
+    fn inputs(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<Value>>,
+        scope: &RefScope<'_>,
+        what: &str,
+    ) -> Map<String, Value> {
+        let mut inputs = Map::new();
+        for (k, v) in raw {
+            self.check_refs(&v.value, Pos::from(v), scope, &format!("{what} {k:?}"));
+            inputs.insert(k.clone(), v.value.clone());
+        }
+        inputs
+    }
+
+    fn gate(&mut self, id: &str, gr: &RawGate, scope: &RefScope<'_>) -> GateSpec {
+        if self.registry.get_gate(&gr.check.value).is_none() {
+            self.problem(
+                Pos::from(&gr.check),
+                format!(
+                    "step {id:?}: unknown gate {:?} (known: {})",
+                    gr.check.value,
+                    join_or_none(self.registry.gate_names())
+                ),
+            );
+        }
+        // A gate may also read its own step's outputs.
+        let gate_scope = RefScope {
+            self_ok: true,
+            ..*scope
+        };
+        let inputs = self.inputs(&gr.inputs, &gate_scope, &format!("step {id:?} gate input"));
+        let timeout = self.duration(&gr.timeout, &format!("step {id:?} gate timeout"));
+        if timeout == DurationSpec::Fixed(Duration::ZERO) {
+            self.problem(
+                Pos::from(&gr.timeout),
+                format!("step {id:?} gate timeout must be more than 0s"),
+            );
+        }
+        let poll_interval = match &gr.poll_interval {
+            Some(p) => {
+                let d = self.duration(p, &format!("step {id:?} gate poll_interval"));
+                if d == DurationSpec::Fixed(Duration::ZERO) {
+                    self.problem(
+                        Pos::from(p),
+                        format!("step {id:?} gate poll_interval must be more than 0s"),
+                    );
+                }
+                d
+            }
+            None => DurationSpec::Fixed(DEFAULT_POLL),
+        };
+        let stable_for = match &gr.stable_for {
+            Some(sf) => self.stable_for(id, sf, &timeout),
+            None => DurationSpec::Fixed(Duration::ZERO),
+        };
+        GateSpec {
+            check: gr.check.value.clone(),
+            inputs,
+            timeout,
+            poll_interval,
+            watch: gr.watch,
+            stable_for,
+        }
+    }
+
+    /// `stable_for`: a duration shorter than the gate's timeout (when both are literal).
+    fn stable_for(
+        &mut self,
+        id: &str,
+        sf: &Spanned<String>,
+        timeout: &DurationSpec,
+    ) -> DurationSpec {
+        let d = self.duration(sf, &format!("step {id:?} gate stable_for"));
+        if let (DurationSpec::Fixed(s), DurationSpec::Fixed(t)) = (&d, timeout)
+            && s >= t
+            && !t.is_zero()
+        {
+            self.problem(
+                Pos::from(sf),
+                format!("step {id:?} gate stable_for must be shorter than its timeout"),
+            );
+        }
+        d
+    }
+
+    fn approval(&mut self, id: &str, raw: Option<&Spanned<String>>) -> ApprovalMode {
+        let Some(a) = raw else {
+            return ApprovalMode::None;
+        };
+        match a.value.as_str() {
+            "required" => ApprovalMode::Required,
+            "none" => ApprovalMode::None,
+            other => {
+                self.problem(
+                    Pos::from(a),
+                    format!("step {id:?}: approval {other:?} must be \"required\" or \"none\""),
+                );
+                ApprovalMode::None
+            }
+        }
+    }
+
+    fn on_failure(&mut self, id: &str, raw: Option<&Spanned<String>>) -> OnFailure {
+        let Some(f) = raw else {
+            return OnFailure::Rollback;
+        };
+        match f.value.as_str() {
+            "rollback" => OnFailure::Rollback,
+            "halt" => OnFailure::Halt,
+            other => {
+                self.problem(
+                    Pos::from(f),
+                    format!("step {id:?}: on_failure {other:?} must be \"rollback\" or \"halt\""),
+                );
+                OnFailure::Rollback
+            }
         }
     }
 }

@@ -32,6 +32,22 @@ pub type Outputs = Map<String, Value>;
 #[async_trait]
 pub trait Action: Send + Sync + 'static {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError>;
+
+    /// May the run still be rolled back, given what this step did? Asked before a rollback
+    /// starts (`Executor::rollback`, or a failure decided `Rollback`), for every forward step
+    /// that has started, before anything is written. An `Err` refuses the rollback: the
+    /// explicit `rollback` fails with [`crate::EngineError::RollbackRefused`] (exit 2) and
+    /// leaves the checkpoint untouched; a failure decided `Rollback` halts instead.
+    ///
+    /// Use it for a point of no return, e.g. a step whose side effect removes what the
+    /// rollback would go back to. `ctx.journal` holds the run's journal, read-only (writing
+    /// fails); `ctx.resumed` is true, `ctx.attempt` the step's recorded attempts, `ctx.inputs`
+    /// are resolved leniently (a missing output is `null`), and events go nowhere. The default
+    /// allows the rollback.
+    async fn may_roll_back(&self, ctx: &ActionCtx) -> Result<(), StepError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// Outputs from a JSON value: an object as is, anything else under the key `value`.
@@ -186,7 +202,7 @@ pub struct ActionCtx {
     pub phase: Phase,
     /// 1 on the first attempt; grows when a step is resumed or retried.
     pub attempt: u32,
-    /// True when this step had started before (interrupted, crashed or halted): look at
+    /// True when this step had started before (interrupted, crashed, halted or retried): look at
     /// `journal.step_entries()` and re-observe.
     pub resumed: bool,
     /// The step's `inputs`, references resolved.

@@ -183,7 +183,6 @@ async fn another_target_is_refused() {
         ResumeOptions {
             expect_target: Some("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/other".into()),
             force: true,
-            ..Default::default()
         },
     )
     .await;
@@ -258,7 +257,6 @@ async fn a_changed_runbook_is_refused_unless_forced() {
         .resume(ResumeOptions {
             expect_target: None,
             force: true,
-            ..Default::default()
         })
         .await
         .unwrap();
