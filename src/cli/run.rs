@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use asm_canary_engine::{
-    Approver, CancellationToken, Checkpoint, Event, EventRecord, EventSink, Executor, FanOut,
-    OnFailure, Outcome, PreApproved, ResumeOptions, RunRequest, RunState, Runbook, StepStatus,
+    Approver, CancellationToken, Checkpoint, EngineError, EventSink, Executor, FailureDecider,
+    FanOut, PreApproved, ResumeOptions, RunRequest, RunState, Runbook, RunbookPolicy,
 };
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -18,7 +18,7 @@ use super::error::CliError;
 use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
 use crate::k8s::lock::{Acquired, Holder, LockError, LockOptions, RunLock};
 use crate::steps::Env;
-use crate::ui::{self, terminal::FailureChoice};
+use crate::ui;
 
 /// The canary runbook, compiled in; `--runbook FILE` replaces it.
 pub const EMBEDDED_RUNBOOK: &str = include_str!("../../runbooks/asm-canary-upgrade.yaml");
@@ -191,21 +191,8 @@ pub async fn execute(
 ) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
     let guided = interactive(run);
-    let (mut runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
-    // Guided: the engine would roll back on its own when a step fails; a person is asked
-    // instead, so such a step halts (pauses) and the question below decides. The checkpoint
-    // records the runbook's hash from its text, which this does not change; a later `resume`
-    // without a terminal rolls back as the runbook says.
-    let mut ask_on_failure = std::collections::BTreeSet::new();
-    if guided {
-        for step in &mut runbook.steps {
-            if step.on_failure == OnFailure::Rollback {
-                step.on_failure = OnFailure::Halt;
-                ask_on_failure.insert(step.id.clone());
-            }
-        }
-    }
-    let (sink, approver) = renderers(run, guided, &location, &ask_on_failure);
+    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
+    let (sink, approver, decider) = renderers(run, guided, &location);
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
         .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
@@ -213,13 +200,6 @@ pub async fn execute(
     // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
     // a new run): then the cluster lock is not taken, so bad input changes nothing.
     let existing = location.peek().await;
-    if let (Mode::Rollback { .. }, Some(cp)) = (&mode, &existing)
-        && cp.target == target
-        && !finished(cp)
-        && let Some(asked) = complete_put(cp)
-    {
-        refuse_rollback_while_completing(&env, &location, &asked).await?;
-    }
     let lock_run_id = match (&mode, existing) {
         (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
         (Mode::Run(_), Some(_)) => None,
@@ -241,13 +221,11 @@ pub async fn execute(
     let executor = Executor::new(runbook, registry, location.store)
         .with_events(sink)
         .with_approver(approver)
+        .with_failure_decider(decider)
         .with_cancellation(token.clone());
-    let guide = Guide {
-        ask_on_failure: guided.then_some(&ask_on_failure),
-        token: &token,
-        flags: &location.flags,
-    };
-    let outcome = drive(&executor, mode, &target, lock_run_id, guide).await;
+    let outcome = drive(&executor, mode, &target, lock_run_id)
+        .await
+        .map_err(|e| finish_instead(e, &location.flags));
     if let Some(lock) = lock
         && let Err(e) = lock.release().await
     {
@@ -260,21 +238,25 @@ pub async fn execute(
     Ok(code)
 }
 
-/// The event sinks (terminal or JSON Lines, and the event log beside the checkpoint file) and
-/// the approver: prompts at a terminal, `--approve` otherwise.
+/// The event sinks (terminal or JSON Lines, and the event log beside the checkpoint file),
+/// the approver and the failure decider: a person at a terminal is asked; otherwise
+/// `--approve` approves and the runbook's `on_failure` decides.
 fn renderers(
     run: &RunArgs,
     guided: bool,
     location: &RunLocation,
-    ask_on_failure: &std::collections::BTreeSet<String>,
-) -> (Arc<dyn EventSink>, Arc<dyn Approver>) {
+) -> (
+    Arc<dyn EventSink>,
+    Arc<dyn Approver>,
+    Arc<dyn FailureDecider>,
+) {
     let hint = Some(location.flags.clone());
-    let terminal = Arc::new(ui::Terminal::stderr(hint.clone()));
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(GuidedView {
-        inner: terminal.clone(),
-        guided,
-        ask: ask_on_failure.clone(),
-    })];
+    let mut terminal = ui::Terminal::stderr(hint.clone());
+    if guided {
+        terminal = terminal.prompting();
+    }
+    let terminal = Arc::new(terminal);
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![terminal.clone()];
     if run.output == OutputArg::Json {
         // Next to JSON Lines, the text on stderr is plain lines, never bars.
         sinks = vec![
@@ -293,40 +275,47 @@ fn renderers(
             ),
         }
     }
-    let approver: Arc<dyn Approver> = if guided {
-        Arc::new(terminal.approver())
+    let (approver, decider): (Arc<dyn Approver>, Arc<dyn FailureDecider>) = if guided {
+        (Arc::new(terminal.approver()), Arc::new(terminal.decider()))
     } else {
-        Arc::new(PreApproved::new(run.approve.iter().cloned()))
+        (
+            Arc::new(PreApproved::new(run.approve.iter().cloned())),
+            Arc::new(RunbookPolicy),
+        )
     };
-    (Arc::new(FanOut(sinks)), approver)
+    (Arc::new(FanOut(sinks)), approver, decider)
 }
 
-/// What `drive` needs to ask a person after a failed step: the steps to ask about (guided
-/// only), Ctrl-C, and how commands name the checkpoint.
-struct Guide<'a> {
-    ask_on_failure: Option<&'a std::collections::BTreeSet<String>>,
-    token: &'a CancellationToken,
-    flags: &'a str,
+/// A refused rollback says how to finish the run instead, as this checkpoint is named.
+fn finish_instead(e: CliError, flags: &str) -> CliError {
+    match e {
+        CliError::Engine(EngineError::RollbackRefused { ref step, .. }) => CliError::bad_because(
+            format!(
+                "{}. Finish the run instead: asm-canary resume {flags} --approve {step} (the checkpoint was left untouched)",
+                e.chain()
+            ),
+            e,
+        ),
+        e => e,
+    }
 }
 
-/// Runs, resumes or rolls back, then (guided) asks what to do after a failed step.
+/// Runs, resumes or rolls back; the run id and the exit code.
 async fn drive(
     executor: &Executor,
     mode: Mode,
     target: &str,
     run_id: Option<String>,
-    guide: Guide<'_>,
 ) -> Result<(String, u8), CliError> {
-    let target = target.to_string();
     let resume_opts = |force| ResumeOptions {
-        expect_target: Some(target.clone()),
+        expect_target: Some(target.to_string()),
         force,
     };
-    let mut report = match mode {
+    let report = match mode {
         Mode::Run(params) => {
             executor
                 .run(RunRequest {
-                    target: target.clone(),
+                    target: target.to_string(),
                     params,
                     run_id,
                 })
@@ -335,86 +324,7 @@ async fn drive(
         Mode::Resume { force } => executor.resume(resume_opts(force)).await?,
         Mode::Rollback { force } => executor.rollback(resume_opts(force)).await?,
     };
-    let mut code = report.exit_code();
-    let Some(ask_on_failure) = guide.ask_on_failure else {
-        return Ok((report.run_id.clone(), code));
-    };
-    while !guide.token.is_cancelled() && report.outcome == Outcome::Paused {
-        let Some(failed) = failed_step(executor).await else {
-            break;
-        };
-        if !ask_on_failure.contains(&failed.0) {
-            break;
-        }
-        match ui::terminal::ask_after_failure(&failed.0, &failed.1) {
-            FailureChoice::Retry => {
-                report = executor.resume(resume_opts(false)).await?;
-                code = report.exit_code();
-            }
-            FailureChoice::Rollback => {
-                // TODO(issue 11): until guided mode answers through the engine's
-                // FailureDecider, this is a requested rollback (exit 0), not the failure's (3).
-                report = executor.rollback(resume_opts(false)).await?;
-                code = report.exit_code();
-            }
-            FailureChoice::Halt => {
-                eprintln!(
-                    "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume {s}   or roll back with: asm-canary rollback {s}",
-                    failed.0,
-                    s = guide.flags
-                );
-                break;
-            }
-        }
-    }
-    Ok((report.run_id.clone(), code))
-}
-
-/// The terminal view of a guided run: a failure that will be put to the person is shown as
-/// a failure (not as the runbook's `halt`), the pause it causes is left to the question, and a
-/// rollback chosen after a failure reports exit 3, as an unattended run would.
-struct GuidedView {
-    inner: Arc<ui::Terminal>,
-    /// A person answers prompts: the prompt itself says what needs approval.
-    guided: bool,
-    ask: std::collections::BTreeSet<String>,
-}
-
-impl EventSink for GuidedView {
-    fn emit(&self, record: &EventRecord) {
-        let mut record = record.clone();
-        match &mut record.event {
-            Event::ApprovalNeeded { .. } if self.guided => return,
-            Event::StepFailed {
-                step, on_failure, ..
-            } if self.ask.contains(step.as_str()) => *on_failure = None,
-            Event::RunFinished {
-                outcome: Outcome::Paused,
-                reason: Some(reason),
-                ..
-            } if self
-                .ask
-                .iter()
-                .any(|s| reason.starts_with(&format!("step {s:?} failed"))) =>
-            {
-                return;
-            }
-            _ => {}
-        }
-        self.inner.emit(&record);
-    }
-}
-
-/// The forward step that failed and left the run paused (guided mode halts on failures), with
-/// its error.
-async fn failed_step(executor: &Executor) -> Option<(String, String)> {
-    let cp = executor.checkpoint().await.ok()?;
-    let id = cp.failed_step.clone()?;
-    let rec = cp
-        .steps
-        .iter()
-        .find(|s| s.id == id && s.status == StepStatus::Failed)?;
-    Some((id, rec.error.clone().unwrap_or_default()))
+    Ok((report.run_id.clone(), report.exit_code()))
 }
 
 fn open_event_log(state: &Path) -> std::io::Result<std::fs::File> {
@@ -450,46 +360,6 @@ async fn write_report(executor: &Executor, file: &Path, run_id: &str) {
 
 fn finished(cp: &Checkpoint) -> bool {
     matches!(cp.state, RunState::Completed | RunState::RolledBack)
-}
-
-/// The step whose ARM PUT removes the source revision: past it, a rollback cannot work.
-const COMPLETE_STEP: &str = "complete";
-
-/// The revisions the `complete` step journaled asking ARM for (its PUT may have landed).
-fn complete_put(cp: &Checkpoint) -> Option<Vec<String>> {
-    cp.journal
-        .iter()
-        .filter(|e| e.step == COMPLETE_STEP && e.kind == "arm-put-revisions")
-        .filter_map(|e| serde_json::from_value(e.details["revisions"].clone()).ok())
-        .next_back()
-}
-
-/// A run killed after its complete PUT was sent cannot be rolled back: the source revision
-/// is gone (or going), and moving the tag back to it would break injection. Refuses (exit 2,
-/// nothing written) unless the cluster shows the PUT never landed (both revisions, idle).
-async fn refuse_rollback_while_completing(
-    env: &Env,
-    location: &RunLocation,
-    asked: &[String],
-) -> Result<(), CliError> {
-    let doc = env.arm.get_cluster(&env.cluster).await.map_err(|e| {
-        CliError::connect(format!("cannot read the cluster {}", env.cluster.name), e)
-    })?;
-    let now = doc.revisions();
-    if doc.is_idle() && !crate::azure::same_revisions(&now, asked) {
-        return Ok(());
-    }
-    Err(CliError::bad(format!(
-        "cannot roll back: this run was completing — its complete step asked ARM for revisions [{}] and the cluster now has [{}]{}; the source revision is gone or going, so a rollback would leave workloads without a control plane. Finish the run instead: asm-canary resume {how} --approve complete (the checkpoint was left untouched)",
-        asked.join(", "),
-        now.join(", "),
-        if doc.is_idle() {
-            ""
-        } else {
-            " (an update is still running)"
-        },
-        how = location.flags,
-    )))
 }
 
 /// Takes the cluster's Lease for `run_id`, asking before breaking a live one.

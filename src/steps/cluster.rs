@@ -665,6 +665,39 @@ impl Action for CompleteUpgrade {
             ))
         }
     }
+
+    /// Once complete's PUT may have landed, a rollback cannot work: the source revision is
+    /// gone (or going), and moving the tag back to it would break injection. Allowed only
+    /// when the cluster shows the PUT never landed (other revisions, and idle).
+    async fn may_roll_back(&self, ctx: &ActionCtx) -> Result<(), StepError> {
+        let Some(asked) = ctx
+            .journal
+            .step_entries()
+            .into_iter()
+            .rev()
+            .find(|e| e.kind == KIND_PUT)
+            .and_then(|e| {
+                serde_json::from_value::<Vec<String>>(e.details["revisions"].clone()).ok()
+            })
+        else {
+            return Ok(());
+        };
+        let doc = get_cluster(&self.0).await?;
+        let now = doc.revisions();
+        if doc.is_idle() && !crate::azure::same_revisions(&now, &asked) {
+            return Ok(());
+        }
+        Err(StepError::msg(format!(
+            "this run was completing — its complete step asked ARM for revisions [{}] and the cluster now has [{}]{}; the source revision is gone or going, so a rollback would leave workloads without a control plane",
+            asked.join(", "),
+            now.join(", "),
+            if doc.is_idle() {
+                ""
+            } else {
+                " (an update is still running)"
+            },
+        )))
+    }
 }
 
 #[async_trait]

@@ -13,4 +13,4 @@ pub mod terminal;
 pub mod text;
 
 pub use json::JsonLines;
-pub use terminal::{Terminal, TerminalApprover};
+pub use terminal::{Terminal, TerminalApprover, TerminalDecider};

@@ -2,7 +2,8 @@
 //! otherwise (indicatif, on stderr). When stderr is not a terminal (CI logs, `--output json`) it
 //! writes the same sentences as plain lines instead.
 //!
-//! [`TerminalApprover`] asks for approvals at the terminal, pausing the bars while it asks.
+//! [`TerminalApprover`] asks for approvals at the terminal, and [`TerminalDecider`] what to do
+//! when a step fails, pausing the bars while they ask.
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -10,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asm_canary_engine::{
-    ApprovalDecision, ApprovalRequest, Approver, Event, EventRecord, EventSink, Progress,
+    ApprovalDecision, ApprovalRequest, Approver, Event, EventRecord, EventSink, FailureDecider,
+    FailureDecision, FailureRequest, OnFailure, Progress,
 };
 use async_trait::async_trait;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -73,6 +75,9 @@ impl Plain {
 pub struct Terminal {
     target: Target,
     state_hint: Option<String>,
+    /// A person answers prompts here: the approval prompt itself says what needs approval,
+    /// so the `approval_needed` line is not drawn.
+    prompting: bool,
 }
 
 fn spinner_style() -> ProgressStyle {
@@ -105,6 +110,7 @@ impl Terminal {
                 bars: Mutex::new(HashMap::new()),
             },
             state_hint,
+            prompting: false,
         }
     }
 
@@ -121,10 +127,28 @@ impl Terminal {
                 progress: HashMap::new(),
             })),
             state_hint,
+            prompting: false,
         }
     }
 
     /// An approver that prompts on this terminal (pausing the bars while it asks).
+    /// A person answers this terminal's prompts (guided mode).
+    pub fn prompting(mut self) -> Self {
+        self.prompting = true;
+        self
+    }
+
+    /// The failure decider that asks at this terminal.
+    pub fn decider(&self) -> TerminalDecider {
+        TerminalDecider {
+            multi: match &self.target {
+                Target::Bars { multi, .. } => Some(multi.clone()),
+                Target::Plain(_) => None,
+            },
+            state_hint: self.state_hint.clone(),
+        }
+    }
+
     pub fn approver(&self) -> TerminalApprover {
         TerminalApprover {
             multi: match &self.target {
@@ -285,6 +309,9 @@ fn finish_step(
 
 impl EventSink for Terminal {
     fn emit(&self, record: &EventRecord) {
+        if self.prompting && matches!(record.event, Event::ApprovalNeeded { .. }) {
+            return;
+        }
         match &self.target {
             Target::Bars { multi, bars } => self.bars_event(multi, bars, &record.event),
             Target::Plain(plain) => {
@@ -366,22 +393,47 @@ impl Approver for TerminalApprover {
     }
 }
 
-/// What a person chose after a step failed in guided mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureChoice {
-    /// Run the rollback sequence now (exit 3 when it finishes).
-    Rollback,
-    /// Run the failed step again: its action observes first, then its gate waits anew.
-    Retry,
-    /// Stop here, paused and resumable (exit 4).
-    Halt,
+/// Asks the person at the terminal what to do when a step fails: `[r]ollback`, `re[t]ry`,
+/// `[h]alt`, pausing the bars while it asks. Only steps whose runbook policy is `rollback` are
+/// put to the person; a `halt` step halts as the runbook says. End of input, or no terminal on
+/// stdin, halts: the run stays paused and nothing more changes.
+pub struct TerminalDecider {
+    multi: Option<MultiProgress>,
+    /// How commands name the checkpoint (`--state FILE`), for the line after a halt.
+    state_hint: Option<String>,
 }
 
-/// Asks what to do about a failed step: `[r]ollback`, `re[t]ry`, `[h]alt`. End of input or
-/// no terminal halts: the run stays paused, nothing more changes.
-pub fn ask_after_failure(step: &str, error: &str) -> FailureChoice {
+#[async_trait]
+impl FailureDecider for TerminalDecider {
+    async fn decide(&self, request: &FailureRequest) -> FailureDecision {
+        if request.policy != OnFailure::Rollback {
+            return request.policy.into();
+        }
+        let request = request.clone();
+        let multi = self.multi.clone();
+        let hint = self.state_hint.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let choice = match multi {
+                Some(m) => m.suspend(|| ask_after_failure(&request.step, &request.error)),
+                None => ask_after_failure(&request.step, &request.error),
+            };
+            if choice == FailureDecision::Halt {
+                let s = hint.as_deref().unwrap_or("--state FILE");
+                eprintln!(
+                    "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume {s}   or roll back with: asm-canary rollback {s}",
+                    request.step
+                );
+            }
+            choice
+        })
+        .await;
+        answer.unwrap_or(FailureDecision::Halt)
+    }
+}
+
+fn ask_after_failure(step: &str, error: &str) -> FailureDecision {
     if !std::io::stdin().is_terminal() {
-        return FailureChoice::Halt;
+        return FailureDecision::Halt;
     }
     let mut err = std::io::stderr();
     let _ = writeln!(err, "✘ step {step:?} failed: {error}");
@@ -393,11 +445,11 @@ pub fn ask_after_failure(step: &str, error: &str) -> FailureChoice {
         let _ = err.flush();
         let mut answer = String::new();
         match std::io::stdin().lock().read_line(&mut answer) {
-            Ok(0) | Err(_) => return FailureChoice::Halt,
+            Ok(0) | Err(_) => return FailureDecision::Halt,
             Ok(_) => match answer.trim().to_ascii_lowercase().as_str() {
-                "r" | "rollback" => return FailureChoice::Rollback,
-                "t" | "retry" => return FailureChoice::Retry,
-                "h" | "halt" => return FailureChoice::Halt,
+                "r" | "rollback" => return FailureDecision::Rollback,
+                "t" | "retry" => return FailureDecision::Retry,
+                "h" | "halt" => return FailureDecision::Halt,
                 other => {
                     let _ = writeln!(err, "  {other:?}: answer r, t or h");
                 }

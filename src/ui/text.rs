@@ -144,6 +144,7 @@ fn step_failed(step: &str, phase: Phase, error: &str, on_failure: Option<&str>) 
     match on_failure {
         Some("rollback") => format!("✘ {step}: {error}; rolling back"),
         Some("halt") => format!("✘ {step}: {error}; halting"),
+        Some("retry") => format!("✘ {step}: {error}; retrying"),
         _ => format!("✘ {}{step}: {error}", phase_tag(phase)),
     }
 }
