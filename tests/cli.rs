@@ -478,3 +478,17 @@ async fn plan_shows_the_gates_of_the_runbook_given_with_runbook() {
     assert_eq!(doc["gates"][0]["step"], "preflight");
     assert_eq!(doc["gates"][0]["timeout"], "7m", "{doc:#}");
 }
+
+/// The plan document of an upgrade refused before it starts (a downgrade) keeps its shape:
+/// the state and the verdict say why, and nothing is planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_json_of_a_downgrade_names_the_state_and_plans_nothing() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .run(&["plan", "--to", "asm-1-26", "--output", "json"])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["state"]["state"], "downgrade");
+    insta::assert_json_snapshot!("plan_json_downgrade", doc);
+}

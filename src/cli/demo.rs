@@ -109,7 +109,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     let env = connected.env.clone();
     let params = demo_params(&upgrade)?;
     if super::run::interactive(&run) {
-        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
+        super::plan::show_plan(&connected.env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     let code = execute(connected.env, &run, Mode::Run(params), state).await?;
 

@@ -628,7 +628,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         super::validate::validate_new_run(&connected.env, upgrade.to.as_deref()).await?;
     }
     if interactive(&run) {
-        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
+        super::plan::show_plan(&connected.env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     execute(connected.env, &run, Mode::Run(params), state).await
 }
