@@ -26,6 +26,21 @@ use asm_canary_engine::{Event, Executor, FileStore, MemorySink, PreApproved, Run
 use asm_canary_sim::{Scenario, SimOptions};
 use serde_json::json;
 
+/// A restart as the restart step makes it: read the workload, pick kubectl's stamp, patch.
+async fn restart(
+    kube: &kube::Client,
+    w: &WorkloadRef,
+) -> Result<asm_canary::k8s::RestartOutcome, String> {
+    let current = asm_canary::k8s::rollout::get_workload(kube, w)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stamp = asm_canary::k8s::restart_stamp(&current, chrono::Local::now().fixed_offset())
+        .ok_or_else(|| format!("{w} is paused"))?;
+    asm_canary::k8s::rollout::patch_restart(kube, w, &stamp)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn totals(h: &asm_canary_sim::SimHandle) -> (u64, u64) {
     let mut arm = 0;
     let mut kube = 0;
@@ -86,10 +101,7 @@ async fn one(namespaces: u32) {
     // One Deployment's rollout, on its own: the floor of a wave.
     let probe = WorkloadRef::new(WorkloadKind::Deployment, "app-000", "svc-00");
     let t = Instant::now();
-    let restarted =
-        asm_canary::k8s::restart_workload(&env.kube, &probe, chrono::Local::now().fixed_offset())
-            .await
-            .expect("probe restart");
+    let restarted = restart(&env.kube, &probe).await.expect("probe restart");
     asm_canary::k8s::wait_rollout(
         &env.kube,
         &probe,
@@ -153,10 +165,7 @@ async fn one(namespaces: u32) {
     let failures: Vec<String> = futures::future::join_all(all.iter().map(|w| {
         let kube = kube.clone();
         async move {
-            let r =
-                asm_canary::k8s::restart_workload(&kube, w, chrono::Local::now().fixed_offset())
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let r = restart(&kube, w).await?;
             asm_canary::k8s::wait_rollout(
                 &kube,
                 w,

@@ -449,3 +449,46 @@ async fn completions_for_bash_zsh_and_fish_name_the_subcommands() {
     let out = sim.run(&["completions", "fish"]).await;
     assert!(stdout(&out).contains("complete -c asm-canary"));
 }
+
+/// Regression: `plan` showed the built-in runbook's gates whatever `--runbook` said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_gates_of_the_runbook_given_with_runbook() {
+    let sim = TestSim::start("healthy").await;
+    let embedded = asm_canary::cli::run::EMBEDDED_RUNBOOK;
+    let preflight_timeout = "      timeout: 5m\n      poll_interval: ${params.poll_interval}\n    on_failure: halt\n\n  - id: get-upgrades";
+    assert!(embedded.contains(preflight_timeout), "the runbook changed");
+    let custom = embedded.replacen(
+        preflight_timeout,
+        &preflight_timeout.replace("timeout: 5m", "timeout: 7m"),
+        1,
+    );
+    let runbook = sim.dir.path().join("custom.yaml");
+    std::fs::write(&runbook, custom).unwrap();
+    let out = sim
+        .run(&[
+            "plan",
+            "--runbook",
+            runbook.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["gates"][0]["step"], "preflight");
+    assert_eq!(doc["gates"][0]["timeout"], "7m", "{doc:#}");
+}
+
+/// The plan document of an upgrade refused before it starts (a downgrade) keeps its shape:
+/// the state and the verdict say why, and nothing is planned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_json_of_a_downgrade_names_the_state_and_plans_nothing() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .run(&["plan", "--to", "asm-1-26", "--output", "json"])
+        .await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["state"]["state"], "downgrade");
+    insta::assert_json_snapshot!("plan_json_downgrade", doc);
+}

@@ -126,3 +126,58 @@ async fn a_downgrade_is_refused_before_anything_changes() {
     assert!(err.contains("not newer"), "{err}");
     assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
 }
+
+/// Regression: the plan compared the shared ConfigMaps field by field while the copy step
+/// compared them as `same_data` does (no data = an empty map), and the gate compared them
+/// field by field again. A source with `data: {}` and a target with no data at all: the plan
+/// said the copy would be refused, the step saw nothing to copy, and the gate failed the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_step_agree_on_a_configmap_without_data_and_one_with_an_empty_map() {
+    let sim = TestSim::start("healthy").await;
+    let client = sim.kube().await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), "aks-istio-system");
+    let mut source = cms.get("istio-shared-configmap-asm-1-27").await.unwrap();
+    source.data = Some(BTreeMap::new());
+    source.binary_data = None;
+    cms.replace(
+        "istio-shared-configmap-asm-1-27",
+        &PostParams::default(),
+        &source,
+    )
+    .await
+    .unwrap();
+    let target = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("istio-shared-configmap-asm-1-29".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &target).await.unwrap();
+    assert_eq!(
+        cms.get("istio-shared-configmap-asm-1-27")
+            .await
+            .unwrap()
+            .data,
+        Some(BTreeMap::new()),
+        "the simulator keeps an empty map as one"
+    );
+
+    let out = sim.run(&["plan", "--output", "json"]).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["configmap"],
+        "aks-istio-system/istio-shared-configmap-asm-1-29 already holds istio-shared-configmap-asm-1-27's data; nothing to copy"
+    );
+    assert_eq!(plan["warnings"], serde_json::json!([]));
+
+    let out = sim.upgrade(APPROVE).await;
+    assert_eq!(
+        code(&out),
+        0,
+        "the step and its gate agree: {}",
+        stderr(&out)
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+}

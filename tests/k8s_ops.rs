@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
-use asm_canary::istio::{XdsStatus, orphaned_lease_names, shared_configmap_name};
+use asm_canary::istio::{ISTIO_NAMESPACE, XdsStatus, orphaned_lease_names, shared_configmap_name};
+use asm_canary::k8s::rollout::{get_workload, patch_restart};
 use asm_canary::k8s::{
-    CopyOutcome, K8sError, Owner, WorkloadKind, WorkloadRef, client_from_kubeconfig_bytes,
-    copy_configmap, delete_leases, list_pods_with_revision, namespaces_by_label, proxy_status,
-    restart_workload, wait_rollout,
+    CopyOutcome, CopyPlan, K8sError, Owner, PodInfo, RestartOutcome, WorkloadKind, WorkloadRef,
+    client_from_kubeconfig_bytes, delete_leases, namespaces_by_label, plan_copy, proxy_status,
+    read_copy, restart_stamp, wait_rollout, write_copy,
 };
 use asm_canary_sim::{Scenario, SimHandle, SimOptions};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -40,8 +41,32 @@ fn now() -> chrono::DateTime<chrono::FixedOffset> {
     chrono::Local::now().fixed_offset()
 }
 
+/// A restart as the restart step makes it: read the workload, pick the stamp by kubectl's
+/// rules, patch.
+async fn restart(
+    client: &kube::Client,
+    w: &WorkloadRef,
+    at: chrono::DateTime<chrono::FixedOffset>,
+) -> RestartOutcome {
+    let current = get_workload(client, w).await.unwrap();
+    let stamp = restart_stamp(&current, at).expect("not paused");
+    patch_restart(client, w, &stamp).await.unwrap()
+}
+
+/// The pods of `namespace` (optionally by label), as the steps see them, sorted by name.
+async fn pods(client: &kube::Client, namespace: &str, selector: Option<&str>) -> Vec<PodInfo> {
+    let mut out: Vec<PodInfo> = asm_canary::k8s::pods::list_pods(client, Some(namespace), selector)
+        .await
+        .unwrap()
+        .iter()
+        .map(PodInfo::from_pod)
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 async fn restart_and_wait(client: &kube::Client, w: &WorkloadRef) -> (String, Vec<String>) {
-    let outcome = restart_workload(client, w, now()).await.unwrap();
+    let outcome = restart(client, w, now()).await;
     assert!(outcome.replaces_pods);
     assert!(outcome.uid.is_some());
     let mut seen = Vec::new();
@@ -63,9 +88,7 @@ async fn restart_and_wait(client: &kube::Client, w: &WorkloadRef) -> (String, Ve
 async fn deployment_restart_and_rollout_status() {
     let (_sim, client) = start(healthy()).await;
     let w = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
-    let before = list_pods_with_revision(&client, "payments", Some("app=api"))
-        .await
-        .unwrap();
+    let before = pods(&client, "payments", Some("app=api")).await;
     let (message, seen) = restart_and_wait(&client, &w).await;
     assert_eq!(message, "deployment \"api\" successfully rolled out");
     assert!(seen.len() >= 2, "progress was reported: {seen:?}");
@@ -74,9 +97,7 @@ async fn deployment_restart_and_rollout_status() {
         "{seen:?}"
     );
 
-    let after = list_pods_with_revision(&client, "payments", None)
-        .await
-        .unwrap();
+    let after = pods(&client, "payments", None).await;
     let api: Vec<_> = after
         .iter()
         .filter(|p| p.owner == Owner::Workload(w.clone()) && !p.terminating)
@@ -90,12 +111,12 @@ async fn deployment_restart_and_rollout_status() {
             "pods were replaced"
         );
     }
-    // The same second twice is refused, as kubectl does (a second unlike the first restart's).
+    // The same second twice would be a no-op patch: the second restart takes the next second.
     let t = now() + chrono::Duration::seconds(5);
-    restart_workload(&client, &w, t).await.unwrap();
-    let err = restart_workload(&client, &w, t).await.unwrap_err();
-    assert!(matches!(err, K8sError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("within the past second"), "{err}");
+    let first = restart(&client, &w, t).await;
+    let second = restart(&client, &w, t).await;
+    assert_ne!(first.restarted_at, second.restarted_at);
+    assert!(second.generation > first.generation, "{first:?} {second:?}");
 }
 
 #[tokio::test]
@@ -124,23 +145,15 @@ async fn paused_deployment_is_refused_and_a_timeout_says_where_it_stood() {
     let payments = &mut scenario.kube.namespaces[0];
     payments.deployments[1].paused = true;
     let (_sim, client) = start(scenario).await;
-    let err = restart_workload(
-        &client,
-        &WorkloadRef::new(WorkloadKind::Deployment, "payments", "worker"),
-        now(),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        err.to_string().contains("can't restart paused deployment"),
-        "{err}"
-    );
+    let worker = WorkloadRef::new(WorkloadKind::Deployment, "payments", "worker");
+    let paused = get_workload(&client, &worker).await.unwrap();
+    assert_eq!(restart_stamp(&paused, now()), None, "a paused Deployment");
 
     let mut scenario = healthy();
     scenario.kube.never_ready = vec!["payments/api".into()];
     let (_sim, client) = start(scenario).await;
     let w = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
-    let outcome = restart_workload(&client, &w, now()).await.unwrap();
+    let outcome = restart(&client, &w, now()).await;
     let mut ignore = |_: &asm_canary::k8s::RolloutProgress| {};
     let err = wait_rollout(
         &client,
@@ -163,27 +176,48 @@ async fn paused_deployment_is_refused_and_a_timeout_says_where_it_stood() {
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
+/// The copy as the copy step makes it: read both, decide by `plan_copy`, write.
+async fn copy(
+    client: &kube::Client,
+    from: &str,
+    to: &str,
+    force: bool,
+) -> Result<CopyOutcome, K8sError> {
+    let (src, dst) = read_copy(client, ISTIO_NAMESPACE, from, to).await?;
+    let decision = plan_copy(src.as_ref(), dst.as_ref(), to, force);
+    write_copy(client, ISTIO_NAMESPACE, &decision, false).await
+}
+
 #[tokio::test]
 async fn configmap_copy_observes_first() {
     let (_sim, client) = start(healthy()).await;
-    let ns = "aks-istio-system";
     let (from, to) = (
         shared_configmap_name("asm-1-27"),
         shared_configmap_name("asm-1-28"),
     );
+    // A dry run checks the create without making it.
+    let (src, _) = read_copy(&client, ISTIO_NAMESPACE, &from, &to)
+        .await
+        .unwrap();
+    let decision = plan_copy(src.as_ref(), None, &to, false);
+    assert!(matches!(decision, CopyPlan::Create(_)), "{decision:?}");
+    write_copy(&client, ISTIO_NAMESPACE, &decision, true)
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
+    assert!(
+        api.get_opt(&to).await.unwrap().is_none(),
+        "a dry run writes nothing"
+    );
+
     assert_eq!(
-        copy_configmap(&client, ns, &from, &to, false)
-            .await
-            .unwrap(),
+        copy(&client, &from, &to, false).await.unwrap(),
         CopyOutcome::Created
     );
     assert_eq!(
-        copy_configmap(&client, ns, &from, &to, false)
-            .await
-            .unwrap(),
+        copy(&client, &from, &to, false).await.unwrap(),
         CopyOutcome::AlreadyIdentical
     );
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let copied = api.get(&to).await.unwrap();
     let source = api.get(&from).await.unwrap();
     assert_eq!(copied.data, source.data);
@@ -194,21 +228,20 @@ async fn configmap_copy_observes_first() {
     )
     .await
     .unwrap();
-    let err = copy_configmap(&client, ns, &from, &to, false)
-        .await
-        .unwrap_err();
+    let err = copy(&client, &from, &to, false).await.unwrap_err();
+    assert!(matches!(err, K8sError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
     assert_eq!(
         api.get(&to).await.unwrap().data.unwrap()["mesh"],
         "accessLogFile: \"\"\n"
     );
     assert_eq!(
-        copy_configmap(&client, ns, &from, &to, true).await.unwrap(),
+        copy(&client, &from, &to, true).await.unwrap(),
         CopyOutcome::Overwritten
     );
     assert_eq!(api.get(&to).await.unwrap().data, source.data);
     assert_eq!(
-        copy_configmap(&client, ns, "istio-shared-configmap-asm-9-9", &to, false)
+        copy(&client, "istio-shared-configmap-asm-9-9", &to, false)
             .await
             .unwrap(),
         CopyOutcome::SourceMissing
@@ -265,11 +298,11 @@ async fn namespaces_and_proxy_status() {
 async fn orphaned_leases_are_deleted_once() {
     let (_sim, client) = start(healthy()).await;
     let names = orphaned_lease_names("asm-1-27").to_vec();
-    let first = delete_leases(&client, "aks-istio-system", &names)
+    let first = delete_leases(&client, ISTIO_NAMESPACE, &names)
         .await
         .unwrap();
     assert!(first.iter().all(|d| d.deleted), "{first:?}");
-    let second = delete_leases(&client, "aks-istio-system", &names)
+    let second = delete_leases(&client, ISTIO_NAMESPACE, &names)
         .await
         .unwrap();
     assert!(second.iter().all(|d| !d.deleted), "{second:?}");

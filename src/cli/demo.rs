@@ -97,7 +97,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         .locate(&env, Some(PathBuf::from(dir.path()).join("demo-run.json")));
     let params = demo_params(&upgrade)?;
     if super::run::interactive(&run) {
-        super::inspect::show_plan(&connected.env, &upgrade, &params).await?;
+        super::plan::show_plan(&connected.env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     let code = execute(connected.env, &run, Mode::Run(params), location).await?;
 

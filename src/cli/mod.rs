@@ -10,6 +10,7 @@ pub mod connect;
 pub mod demo;
 pub mod error;
 pub mod inspect;
+pub mod plan;
 pub mod run;
 pub mod sim;
 pub mod state;
@@ -32,7 +33,7 @@ pub enum Command {
     /// Run the canary upgrade against a simulated AKS cluster started in-process.
     Demo(demo::DemoArgs),
     /// Preflight and the step plan; changes nothing.
-    Plan(inspect::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Run the canary upgrade.
     Upgrade(run::UpgradeArgs),
     /// Continue a run from its checkpoint.
@@ -104,7 +105,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
     crate::azure::ensure_ring_provider();
     match command {
         Command::Demo(a) => demo::demo(a).await,
-        Command::Plan(a) => inspect::plan(a).await,
+        Command::Plan(a) => plan::plan(a).await,
         Command::Upgrade(a) => run::upgrade(a).await,
         Command::Resume(a) => run::resume(a, false).await,
         Command::Rollback(a) => run::resume(a, true).await,

@@ -423,7 +423,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         super::validate::validate_new_run(&env, upgrade.to.as_deref()).await?;
     }
     if interactive(&run) {
-        super::inspect::show_plan(&env, &upgrade, &params).await?;
+        super::plan::show_plan(&env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     execute(env, &run, Mode::Run(params), location).await
 }

@@ -3,6 +3,9 @@
 //! there is nothing to copy; an identical target means the copy already happened (a resumed
 //! run); a *different* target is refused unless forced, so a person's edits are never lost
 //! silently.
+//!
+//! [`plan_copy`] is the one decision (the plan, the copy step and its gate all read it);
+//! [`read_copy`] reads what it decides from and [`write_copy`] carries it out (or dry-runs it).
 
 use std::collections::BTreeMap;
 
@@ -28,8 +31,11 @@ pub enum CopyPlan {
     Create(ConfigMap),
     /// Replace the target's data (forced); carries the target's resourceVersion.
     Overwrite(ConfigMap),
-    /// The target exists with other data and force is off.
-    RefuseDifferent { differing_keys: Vec<String> },
+    /// The target (named) exists with other data and force is off.
+    RefuseDifferent {
+        name: String,
+        differing_keys: Vec<String>,
+    },
 }
 
 /// What a copy did.
@@ -104,22 +110,23 @@ pub fn plan_copy(
             CopyPlan::Overwrite(desired)
         }
         Some(existing) => CopyPlan::RefuseDifferent {
+            name: target_name.to_string(),
             differing_keys: differing_keys(existing, source),
         },
     }
 }
 
-/// Copies ConfigMap `from` to `to` in `namespace`, by [`plan_copy`].
-pub async fn copy_configmap(
+/// Reads the source and the target of a copy in `namespace`: what [`plan_copy`] decides from.
+pub async fn read_copy(
     client: &Client,
     namespace: &str,
     from: &str,
     to: &str,
-    force: bool,
-) -> Result<CopyOutcome, K8sError> {
+) -> Result<(Option<ConfigMap>, Option<ConfigMap>), K8sError> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-    let read = |name: String| {
+    let read = |name: &str| {
         let api = api.clone();
+        let name = name.to_string();
         async move {
             api.get_opt(&name).await.map_err(|source| K8sError::Api {
                 action: "read",
@@ -129,45 +136,56 @@ pub async fn copy_configmap(
             })
         }
     };
-    let source = read(from.to_string()).await?;
-    let existing = read(to.to_string()).await?;
-    match plan_copy(source.as_ref(), existing.as_ref(), to, force) {
+    futures::try_join!(read(from), read(to))
+}
+
+/// Carries out a [`CopyPlan`] in `namespace`: creates or replaces the target; the skips write
+/// nothing and a refusal is an error. With `dry_run` the API server checks the write (its
+/// admission webhooks included) without making it.
+pub async fn write_copy(
+    client: &Client,
+    namespace: &str,
+    plan: &CopyPlan,
+    dry_run: bool,
+) -> Result<CopyOutcome, K8sError> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let params = PostParams {
+        dry_run,
+        ..Default::default()
+    };
+    let failed = |action: &'static str, cm: &ConfigMap| {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        move |source| K8sError::Api {
+            action,
+            kind: "ConfigMap",
+            target: target(namespace, &name),
+            source,
+        }
+    };
+    match plan {
         CopyPlan::SkipNoSource => Ok(CopyOutcome::SourceMissing),
         CopyPlan::SkipIdentical => Ok(CopyOutcome::AlreadyIdentical),
         CopyPlan::Create(cm) => {
-            api.create(&PostParams::default(), &cm)
+            api.create(&params, cm)
                 .await
-                .map_err(|source| K8sError::Api {
-                    action: "create",
-                    kind: "ConfigMap",
-                    target: target(namespace, to),
-                    source,
-                })?;
-            tracing::info!(namespace, from, to, "copied ConfigMap");
+                .map_err(failed("create", cm))?;
             Ok(CopyOutcome::Created)
         }
         CopyPlan::Overwrite(cm) => {
-            api.replace(to, &PostParams::default(), &cm)
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            api.replace(&name, &params, cm)
                 .await
-                .map_err(|source| K8sError::Api {
-                    action: "replace",
-                    kind: "ConfigMap",
-                    target: target(namespace, to),
-                    source,
-                })?;
-            tracing::warn!(
-                namespace,
-                from,
-                to,
-                "overwrote a different ConfigMap (forced)"
-            );
+                .map_err(failed("replace", cm))?;
             Ok(CopyOutcome::Overwritten)
         }
-        CopyPlan::RefuseDifferent { differing_keys } => Err(K8sError::Refused {
+        CopyPlan::RefuseDifferent {
+            name,
+            differing_keys,
+        } => Err(K8sError::Refused {
             kind: "ConfigMap",
-            target: target(namespace, to),
+            target: target(namespace, name),
             message: format!(
-                "already exists with different data than {from} (keys {}); compare them and delete it, or pass --force to overwrite it",
+                "already exists with different data (keys {}); compare them and delete it, or pass --force to overwrite it",
                 differing_keys.join(", ")
             ),
         }),
@@ -182,7 +200,7 @@ mod tests {
         ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                namespace: Some("aks-istio-system".into()),
+                namespace: Some(crate::istio::ISTIO_NAMESPACE.into()),
                 resource_version: Some("42".into()),
                 ..Default::default()
             },
@@ -199,6 +217,22 @@ mod tests {
         "accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n";
 
     #[test]
+    fn no_data_and_an_empty_map_are_the_same_data() {
+        let mut src = mk_cm("a", &[]);
+        let mut dst = mk_cm("b", &[]);
+        dst.data = None;
+        assert_eq!(
+            plan_copy(Some(&src), Some(&dst), "b", false),
+            CopyPlan::SkipIdentical
+        );
+        src.binary_data = Some(BTreeMap::new());
+        assert_eq!(
+            plan_copy(Some(&dst), Some(&src), "a", false),
+            CopyPlan::SkipIdentical
+        );
+    }
+
+    #[test]
     fn no_source_nothing_to_do() {
         assert_eq!(plan_copy(None, None, "t", false), CopyPlan::SkipNoSource);
     }
@@ -212,7 +246,10 @@ mod tests {
                     cm.metadata.name.as_deref(),
                     Some("istio-shared-configmap-asm-1-28")
                 );
-                assert_eq!(cm.metadata.namespace.as_deref(), Some("aks-istio-system"));
+                assert_eq!(
+                    cm.metadata.namespace.as_deref(),
+                    Some(crate::istio::ISTIO_NAMESPACE)
+                );
                 assert_eq!(cm.metadata.resource_version, None);
                 assert_eq!(cm.data, src.data);
                 assert_eq!(
@@ -245,6 +282,7 @@ mod tests {
         assert_eq!(
             plan_copy(Some(&src), Some(&dst), "b", false),
             CopyPlan::RefuseDifferent {
+                name: "b".into(),
                 differing_keys: vec!["extra".into(), "mesh".into()]
             }
         );

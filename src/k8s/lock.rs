@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tokio::sync::Mutex;
 
 pub const LOCK_NAME: &str = "asm-canary-lock";
-pub const LOCK_NAMESPACE: &str = "aks-istio-system";
+pub const LOCK_NAMESPACE: &str = crate::istio::ISTIO_NAMESPACE;
 const ANN_RUN_ID: &str = "asm-canary.io/run-id";
 const ANN_HOST: &str = "asm-canary.io/host";
 const ANN_PID: &str = "asm-canary.io/pid";

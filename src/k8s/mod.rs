@@ -6,7 +6,7 @@
 //! ```text
 //!   client      kubeconfig bytes / --kubeconfig / env  (+ extra CA)  -> kube::Client
 //!   rollout     restart patch (kubectl's), rollout-status rules, wait by watch
-//!   configmap   copy istio-shared-configmap-<src> -> -<dst> (observe, refuse to clobber)
+//!   configmap   copy istio-shared-configmap-<src> -> -<dst>: plan_copy decides, read/write_copy
 //!   pods        namespaces by label, pods with their injecting revision and owner
 //!   portforward HTTP/1.1 GET through a pod port-forward (istiod /debug/syncz on 15014)
 //!   mesh        proxy status of a revision: every running istiod's syncz, as rows
@@ -24,14 +24,14 @@ pub mod rollout;
 pub mod state;
 
 pub use client::{client_from_kubeconfig, client_from_kubeconfig_bytes};
-pub use configmap::{CopyOutcome, CopyPlan, copy_configmap, plan_copy};
+pub use configmap::{CopyOutcome, CopyPlan, plan_copy, read_copy, write_copy};
 pub use lease::{LeaseDeletion, delete_leases};
 pub use mesh::{istiod_pods, proxy_status};
-pub use pods::{Owner, PodInfo, list_pods_with_revision, namespaces_by_label, owner_of};
+pub use pods::{Owner, PodInfo, namespaces_by_label, owner_of};
 pub use portforward::{HttpResponse, http_get_via_portforward};
 pub use rollout::{
     RestartOutcome, RolloutError, RolloutProgress, WorkloadKind, WorkloadRef, daemonset_status,
-    deployment_status, restart_patch, restart_timestamp, restart_workload, rollout_status,
+    deployment_status, restart_patch, restart_stamp, restart_timestamp, rollout_status,
     statefulset_status, wait_rollout,
 };
 

@@ -263,18 +263,6 @@ pub async fn list_pods(
         .collect())
 }
 
-/// Pods of `namespace` (optionally filtered by a label selector) with revision and owner.
-pub async fn list_pods_with_revision(
-    client: &Client,
-    namespace: &str,
-    label_selector: Option<&str>,
-) -> Result<Vec<PodInfo>, K8sError> {
-    let pods = list_pods(client, Some(namespace), label_selector).await?;
-    let mut out: Vec<PodInfo> = pods.iter().map(PodInfo::from_pod).collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
 /// Namespaces matching a label selector (e.g. `istio.io/rev=prod`), sorted by name.
 pub async fn namespaces_by_label(
     client: &Client,

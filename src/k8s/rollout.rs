@@ -490,35 +490,24 @@ where
         })
 }
 
-/// `kubectl rollout restart` of one workload at `now`: reads it first, refuses a paused
-/// Deployment and a restart already stamped with the same second, then patches.
-pub async fn restart_workload(
-    client: &Client,
-    w: &WorkloadRef,
-    now: DateTime<FixedOffset>,
-) -> Result<RestartOutcome, K8sError> {
-    let current = get_workload(client, w).await?;
-    let refused = |message: &str| K8sError::Refused {
-        kind: kind_str(w.kind),
-        target: target(&w.namespace, &w.name),
-        message: message.to_string(),
-    };
+/// The `restartedAt` stamp a restart of `current` at `now` writes (kubectl's format), or
+/// `None` for a paused Deployment, which a restart cannot move (kubectl refuses it too).
+/// When `current` already carries this second's stamp the patch would change nothing, so
+/// the next second's is used (where kubectl refuses and asks to wait).
+pub fn restart_stamp(current: &Workload, now: DateTime<FixedOffset>) -> Option<String> {
     if current.is_paused() {
-        return Err(refused(
-            "can't restart paused deployment (run rollout resume first)",
-        ));
+        return None;
     }
     let stamp = restart_timestamp(now);
-    if current.restarted_at() == Some(stamp.as_str()) {
-        return Err(refused(
-            "if restart has already been triggered within the past second, please wait",
-        ));
-    }
-    patch_restart(client, w, &stamp).await
+    Some(if current.restarted_at() == Some(stamp.as_str()) {
+        restart_timestamp(now + chrono::Duration::seconds(1))
+    } else {
+        stamp
+    })
 }
 
-/// The restart patch alone, with a timestamp the caller chose (and journaled): for callers
-/// that have already read the workload and checked it can be restarted.
+/// The restart patch, with the timestamp the caller chose by [`restart_stamp`] (and
+/// journaled) after reading the workload.
 pub async fn patch_restart(
     client: &Client,
     w: &WorkloadRef,
@@ -964,6 +953,34 @@ mod tests {
         assert_eq!(restart_timestamp(t), "2026-07-30T12:00:00+02:00");
         let t = DateTime::parse_from_rfc3339("2026-07-30T10:00:00.1Z").unwrap();
         assert_eq!(restart_timestamp(t), "2026-07-30T10:00:00Z");
+    }
+
+    #[test]
+    fn restart_stamp_refuses_paused_and_never_repeats_a_second() {
+        let now = DateTime::parse_from_rfc3339("2026-07-30T10:00:00.5Z").unwrap();
+        let mut d = mk_deploy(1, 1, 1, 1, 1, 1);
+        let fresh = Workload::Deployment(Box::new(d.clone()));
+        assert_eq!(
+            restart_stamp(&fresh, now).as_deref(),
+            Some("2026-07-30T10:00:00Z")
+        );
+        d.spec.as_mut().unwrap().template.metadata = Some(ObjectMeta {
+            annotations: Some(
+                [(
+                    RESTARTED_AT_ANNOTATION.to_string(),
+                    "2026-07-30T10:00:00Z".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        });
+        let same_second = Workload::Deployment(Box::new(d.clone()));
+        assert_eq!(
+            restart_stamp(&same_second, now).as_deref(),
+            Some("2026-07-30T10:00:01Z")
+        );
+        d.spec.as_mut().unwrap().paused = Some(true);
+        assert_eq!(restart_stamp(&Workload::Deployment(Box::new(d)), now), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
 
-pub const STATE_NAMESPACE: &str = "aks-istio-system";
+pub const STATE_NAMESPACE: &str = crate::istio::ISTIO_NAMESPACE;
 /// The data key holding the checkpoint JSON.
 pub const STATE_KEY: &str = "checkpoint.json";
 

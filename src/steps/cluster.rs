@@ -1,11 +1,11 @@
 //! The ARM side of the runbook: preflight (0), get-upgrades (1), start (3), complete (7a)
-//! and remove-canary (7b), with their gates.
+//! and remove-canary (7b), with their gates. Preflight and get-upgrades decide as the plan
+//! does: by [`super::plan`]'s `observe` and `choose_upgrade`.
 //!
 //! Every PUT goes through [`ArmClient::begin_set_revisions`] (If-Match with the eTag just
 //! read, re-validated on every retry) and is journaled before it is sent; a resumed step
 //! reads the cluster first and polls the recorded operation instead of PUTting again.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use asm_canary_engine::{
@@ -16,15 +16,15 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::ListParams;
-use serde::Serialize;
 use serde_json::json;
 
+use super::plan::{MeshState, PlanError, choose_upgrade, observe, preflight_warnings};
 use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::azure::ClusterDoc;
 use crate::istio::tag::tag_revision;
 use crate::istio::{
-    INJECTION_LABEL, ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, choose_target,
-    orphaned_lease_names, pod_revision, shared_configmap_name,
+    ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, orphaned_lease_names, pod_revision,
+    shared_configmap_name,
 };
 use crate::k8s::delete_leases;
 
@@ -39,173 +39,11 @@ pub struct CompleteUpgrade(pub Arc<Env>);
 pub struct RemoveCanary(pub Arc<Env>);
 pub struct SingleRevision(pub Arc<Env>);
 
-/// How preflight classifies the mesh (Azure/ARO-Tools `decide.go` names most of these).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "state")]
-pub enum MeshState {
-    /// One revision, an upgrade to do.
-    Ready,
-    /// Only the requested target is installed: nothing to do.
-    AlreadyAtTarget,
-    /// The cluster is not `Succeeded` (an operation runs, or the last one failed).
-    NotReady {
-        provisioning_state: String,
-    },
-    /// The add-on is not enabled.
-    MeshDisabled,
-    /// Two revisions, one of them the requested target: an upgrade is in progress.
-    MidUpgrade {
-        revisions: Vec<String>,
-    },
-    /// Two revisions, neither the target: a canary left behind.
-    StaleCanary {
-        revisions: Vec<String>,
-    },
-    TooManyRevisions {
-        revisions: Vec<String>,
-    },
-    /// The requested target is older than (or the same as) the source.
-    Downgrade {
-        source: String,
-        target: String,
-    },
-}
-
-impl MeshState {
-    /// A sentence for the person: what is wrong and what to do.
-    pub fn explain(&self, cluster: &str) -> String {
-        match self {
-            MeshState::Ready => format!("{cluster} is ready for a canary upgrade"),
-            MeshState::AlreadyAtTarget => {
-                format!("{cluster} already runs only the target revision: nothing to do")
-            }
-            MeshState::NotReady { provisioning_state } => format!(
-                "{cluster} is {provisioning_state}, not Succeeded: wait for the running operation to end (or fix the failed one) and run again"
-            ),
-            MeshState::MeshDisabled => format!(
-                "the Istio add-on is not enabled on {cluster} (serviceMeshProfile.mode is not Istio)"
-            ),
-            MeshState::MidUpgrade { revisions } => format!(
-                "an upgrade is already in progress on {cluster} ({}): resume the run that started it \
-                 (asm-canary resume --state FILE), or finish it by hand with az aks mesh upgrade complete|rollback",
-                revisions.join(", ")
-            ),
-            MeshState::StaleCanary { revisions } => format!(
-                "{cluster} runs two revisions ({}) and neither is the target: a canary was left behind; \
-                 complete or roll it back first",
-                revisions.join(", ")
-            ),
-            MeshState::TooManyRevisions { revisions } => format!(
-                "{cluster} reports {} revisions ({}): this needs a person",
-                revisions.len(),
-                revisions.join(", ")
-            ),
-            MeshState::Downgrade { source, target } => format!(
-                "--to {target} is not newer than the installed {source}: downgrades are not upgrades; \
-                 pick a newer revision (asm-canary plan lists them)"
-            ),
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        matches!(self, MeshState::Ready)
-    }
-}
-
-/// Classifies a cluster document against the requested target.
-pub fn classify(doc: &ClusterDoc, to: Option<&str>) -> MeshState {
-    let revisions = doc.revisions();
-    if doc.mesh_mode() != Some("Istio") {
-        return MeshState::MeshDisabled;
-    }
-    let state = doc.provisioning_state().unwrap_or("Unknown");
-    if state != "Succeeded" {
-        return MeshState::NotReady {
-            provisioning_state: state.to_string(),
-        };
-    }
-    match revisions.as_slice() {
-        [] => MeshState::MeshDisabled,
-        [one] => match to {
-            Some(t) if t == one => MeshState::AlreadyAtTarget,
-            Some(t) => match (one.parse::<Revision>(), t.parse::<Revision>()) {
-                (Ok(s), Ok(tt)) if tt <= s => MeshState::Downgrade {
-                    source: one.clone(),
-                    target: t.to_string(),
-                },
-                _ => MeshState::Ready,
-            },
-            None => MeshState::Ready,
-        },
-        [_, _] => {
-            if to.is_some_and(|t| revisions.iter().any(|r| r == t)) {
-                MeshState::MidUpgrade { revisions }
-            } else {
-                MeshState::StaleCanary { revisions }
-            }
-        }
-        _ => MeshState::TooManyRevisions { revisions },
-    }
-}
-
 async fn get_cluster(env: &Env) -> Result<ClusterDoc, StepError> {
     env.arm
         .get_cluster(&env.cluster)
         .await
         .map_err(|e| arm_err("reading the cluster", e))
-}
-
-/// Things preflight warns about: they will not stop the run, but a person should know.
-pub async fn preflight_warnings(env: &Env, installed: &[String]) -> Result<Vec<String>, StepError> {
-    let mut warnings = Vec::new();
-    let nss = Api::<Namespace>::all(env.kube.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| kube_err("listing namespaces", e))?;
-    let tags = tag_names(env).await?;
-    let meshed: Vec<String> = nss
-        .items
-        .iter()
-        .filter(|ns| {
-            ns.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(REV_LABEL))
-        })
-        .filter_map(|ns| ns.metadata.name.clone())
-        .collect();
-    let mut blockers = super::restart::restart_blockers(env, &meshed).await?;
-    for ns in &nss.items {
-        let name = ns.metadata.name.clone().unwrap_or_default();
-        let labels = ns.metadata.labels.clone().unwrap_or_default();
-        if labels.get(INJECTION_LABEL).map(String::as_str) == Some("enabled") {
-            warnings.push(format!(
-                "namespace {name} is labelled istio-injection=enabled, which the AKS add-on ignores: its pods get no sidecar; label it istio.io/rev=<tag or revision> instead"
-            ));
-        }
-        warnings.extend(blockers.remove(&name).unwrap_or_default());
-        if let Some(rev) = labels.get(REV_LABEL)
-            && !installed.contains(rev)
-            && !tags.contains(rev)
-        {
-            warnings.push(format!(
-                "namespace {name} is labelled istio.io/rev={rev}, which is neither an installed revision nor a tag: new pods there get no sidecar (or fail to start)"
-            ));
-        }
-    }
-    Ok(warnings)
-}
-
-async fn tag_names(env: &Env) -> Result<BTreeSet<String>, StepError> {
-    let list = Api::<MutatingWebhookConfiguration>::all(env.kube.clone())
-        .list(&ListParams::default().labels(TAG_LABEL))
-        .await
-        .map_err(|e| kube_err("listing tag webhooks", e))?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|w| w.metadata.labels.as_ref()?.get(TAG_LABEL).cloned())
-        .collect())
 }
 
 #[async_trait]
@@ -216,8 +54,9 @@ impl Action for Preflight {
             t.parse::<Revision>()
                 .map_err(|e| StepError::msg(format!("--to {t:?}: {e}")))?;
         }
-        let doc = get_cluster(&self.0).await?;
-        let state = classify(&doc, to.as_deref());
+        let (doc, state) = observe(&self.0, to.as_deref())
+            .await
+            .map_err(|e| arm_err("reading the cluster", e))?;
         let revisions = doc.revisions();
         let mut out = outputs([
             ("cluster", json!(self.0.cluster.to_string())),
@@ -307,28 +146,20 @@ impl Action for GetUpgrades {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let source: String = ctx.input("source")?;
         let to: Option<String> = ctx.input_opt::<String>("to")?.filter(|s| !s.is_empty());
-        let profile = self
-            .0
-            .arm
-            .mesh_upgrade_profile(&self.0.cluster)
-            .await
-            .map_err(|e| arm_err("reading meshUpgradeProfiles/istio", e))?;
-        let offered = profile.properties.upgrades.clone();
-        let current: Revision = source
-            .parse()
-            .map_err(|e| StepError::msg(format!("installed revision {source:?}: {e}")))?;
         let requested = to
             .as_deref()
-            .map(|t| t.parse::<Revision>())
+            .map(str::parse::<Revision>)
             .transpose()
             .map_err(|e| StepError::msg(format!("--to: {e}")))?;
-        let target = choose_target(current, &offered, requested)
-            .map_err(|e| StepError::msg(e.to_string()))?;
-        let why = if to.is_some() {
-            "requested with --to".to_string()
-        } else {
-            "the newest upgrade offered".to_string()
-        };
+        let choice = choose_upgrade(&self.0, &source, requested)
+            .await
+            .map_err(|e| match e {
+                PlanError::Arm(e) => arm_err("reading meshUpgradeProfiles/istio", *e),
+                other => StepError::msg(other),
+            })?;
+        let why = choice.reason();
+        let offered = choice.offered;
+        let target = choice.target.map_err(StepError::msg)?;
         ctx.events.info(format!(
             "upgrades offered for {source}: {}; target {target} ({why})",
             if offered.is_empty() {
@@ -396,7 +227,6 @@ async fn put_revisions(
     revisions: Vec<String>,
     allowed_before: Vec<Vec<String>>,
 ) -> Result<(serde_json::Value, bool), StepError> {
-    let target = env.cluster.to_string();
     let earlier = ctx
         .journal
         .step_entries()
@@ -406,19 +236,14 @@ async fn put_revisions(
     let doc = get_cluster(env).await?;
     let now = doc.revisions();
     let applied = crate::azure::same_revisions(&now, &revisions);
-    let mut operation: Option<String> = None;
-    let acted;
-    match earlier {
+    let operation: Option<String> = match earlier {
         // The recorded operation may still run (poll it) or have applied the revisions. If
         // it ended without applying them (an LRO that failed), a retry must PUT again: polling
         // the failed operation would only fail again.
-        Some(e) if e.is_done() && (applied || !doc.is_idle()) => {
-            operation = e
-                .result
-                .as_ref()
-                .and_then(|r| r["operation_url"].as_str().map(str::to_string));
-            acted = true;
-        }
+        Some(e) if e.is_done() && (applied || !doc.is_idle()) => e
+            .result
+            .as_ref()
+            .and_then(|r| r["operation_url"].as_str().map(str::to_string)),
         Some(e) if applied => {
             // The PUT landed before the crash; we just lost its answer.
             ctx.journal
@@ -427,64 +252,13 @@ async fn put_revisions(
                     Some(json!({ "operation_url": null, "recovered": true })),
                 )
                 .await?;
-            acted = true;
+            None
         }
         _ if applied && doc.is_idle() => {
             return Ok((json!({ "revisions": revisions }), false));
         }
-        earlier => {
-            if let Some(e) = earlier.as_ref().filter(|e| e.is_done()) {
-                ctx.events.info(format!(
-                    "the earlier update of the revisions (journal #{}) ended without applying [{}]; updating again",
-                    e.seq,
-                    revisions.join(", ")
-                ));
-            }
-            let id = match earlier.filter(|e| !e.is_done()) {
-                Some(e) => EntryId(e.seq),
-                None => {
-                    ctx.journal
-                        .intent(
-                            KIND_PUT,
-                            &target,
-                            json!({ "revisions": revisions, "from": now }),
-                        )
-                        .await?
-                }
-            };
-            let want = revisions.clone();
-            let expected = move |d: &ClusterDoc| {
-                let r = d.revisions();
-                if crate::azure::same_revisions(&r, &want)
-                    || allowed_before
-                        .iter()
-                        .any(|a| crate::azure::same_revisions(&r, a))
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "revisions are [{}], which this step did not expect",
-                        r.join(", ")
-                    ))
-                }
-            };
-            let accepted = env
-                .arm
-                .begin_set_revisions(&env.cluster, &revisions, &expected)
-                .await
-                .map_err(|e| arm_err("updating the cluster's revisions", e))?;
-            operation = accepted.operation_url.clone();
-            ctx.journal
-                .done(id, Some(json!({ "operation_url": accepted.operation_url, "status": accepted.status })))
-                .await?;
-            ctx.events.info(format!(
-                "ARM accepted revisions [{}] (HTTP {})",
-                revisions.join(", "),
-                accepted.status
-            ));
-            acted = true;
-        }
-    }
+        earlier => put_now(env, ctx, earlier, &revisions, now, allowed_before).await?,
+    };
     if let Some(url) = &operation {
         env.arm
             .poll_operation(&env.cluster, url)
@@ -498,8 +272,72 @@ async fn put_revisions(
         .map_err(|e| arm_err("confirming the cluster's revisions", e))?;
     Ok((
         json!({ "revisions": doc.revisions(), "operation_url": operation }),
-        acted,
+        true,
     ))
+}
+
+/// The PUT itself: journaled first (or under the entry left in flight by a crash), then
+/// sent with the eTag just read; returns the operation to poll.
+async fn put_now(
+    env: &Env,
+    ctx: &ActionCtx,
+    earlier: Option<asm_canary_engine::JournalEntry>,
+    revisions: &[String],
+    now: Vec<String>,
+    allowed_before: Vec<Vec<String>>,
+) -> Result<Option<String>, StepError> {
+    if let Some(e) = earlier.as_ref().filter(|e| e.is_done()) {
+        ctx.events.info(format!(
+            "the earlier update of the revisions (journal #{}) ended without applying [{}]; updating again",
+            e.seq,
+            revisions.join(", ")
+        ));
+    }
+    let id = match earlier.filter(|e| !e.is_done()) {
+        Some(e) => EntryId(e.seq),
+        None => {
+            ctx.journal
+                .intent(
+                    KIND_PUT,
+                    &env.cluster.to_string(),
+                    json!({ "revisions": revisions, "from": now }),
+                )
+                .await?
+        }
+    };
+    let want = revisions.to_vec();
+    let expected = move |d: &ClusterDoc| {
+        let r = d.revisions();
+        if crate::azure::same_revisions(&r, &want)
+            || allowed_before
+                .iter()
+                .any(|a| crate::azure::same_revisions(&r, a))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "revisions are [{}], which this step did not expect",
+                r.join(", ")
+            ))
+        }
+    };
+    let accepted = env
+        .arm
+        .begin_set_revisions(&env.cluster, revisions, &expected)
+        .await
+        .map_err(|e| arm_err("updating the cluster's revisions", e))?;
+    ctx.journal
+        .done(
+            id,
+            Some(json!({ "operation_url": accepted.operation_url, "status": accepted.status })),
+        )
+        .await?;
+    ctx.events.info(format!(
+        "ARM accepted revisions [{}] (HTTP {})",
+        revisions.join(", "),
+        accepted.status
+    ));
+    Ok(accepted.operation_url)
 }
 
 #[async_trait]

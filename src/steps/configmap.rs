@@ -2,7 +2,8 @@
 //!
 //! The add-on merges `istio-shared-configmap-<rev>` over its own defaults; the target
 //! revision's copy must exist before its istiod starts, or the canary runs without the
-//! user's MeshConfig (REGISTRY_ONLY egress, access logs…).
+//! user's MeshConfig (REGISTRY_ONLY egress, access logs…). The step, its gate and the plan
+//! read one decision, [`crate::k8s::plan_copy`], through [`super::plan::decide_copy`].
 
 use std::sync::Arc;
 
@@ -10,12 +11,13 @@ use asm_canary_engine::{Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateSta
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use serde_json::json;
 
-use super::{Env, kube_err, outputs};
+use super::plan::{ConfigMapCopy, decide_copy};
+use super::{Env, k8s_err, kube_err, outputs};
 use crate::istio::{ISTIO_NAMESPACE, shared_configmap_name};
-use crate::k8s::{CopyPlan, plan_copy};
+use crate::k8s::{CopyPlan, write_copy};
 
 const KIND_CREATE: &str = "configmap-create";
 
@@ -27,23 +29,16 @@ fn api(env: &Env) -> Api<ConfigMap> {
     Api::namespaced(env.kube.clone(), ISTIO_NAMESPACE)
 }
 
-async fn read_pair(
+/// The copy as the plan decides it, read for this step.
+async fn decide(
     env: &Env,
     source: &str,
     target: &str,
-) -> Result<(Option<ConfigMap>, Option<ConfigMap>), StepError> {
-    let api = api(env);
-    let from = shared_configmap_name(source);
-    let to = shared_configmap_name(target);
-    let src = api
-        .get_opt(&from)
+    force: bool,
+) -> Result<ConfigMapCopy, StepError> {
+    decide_copy(env, source, target, force)
         .await
-        .map_err(|e| kube_err(format!("reading ConfigMap {ISTIO_NAMESPACE}/{from}"), e))?;
-    let dst = api
-        .get_opt(&to)
-        .await
-        .map_err(|e| kube_err(format!("reading ConfigMap {ISTIO_NAMESPACE}/{to}"), e))?;
-    Ok((src, dst))
+        .map_err(|e| k8s_err("reading the shared ConfigMaps", e))
 }
 
 #[async_trait]
@@ -52,13 +47,12 @@ impl Action for CopySharedConfigMap {
         let source: String = ctx.input("source")?;
         let target: String = ctx.input("target")?;
         let force: bool = ctx.input_opt("force")?.unwrap_or(false);
-        let to = shared_configmap_name(&target);
-        let from = shared_configmap_name(&source);
-        let (src, dst) = read_pair(&self.0, &source, &target).await?;
+        let copy = decide(&self.0, &source, &target, force).await?;
+        let (from, to) = (&copy.from, &copy.to);
         let out = outputs([("configmap", json!(to)), ("source_configmap", json!(from))]);
         // A resumed step whose create landed finds the copy identical: close the entry.
-        let in_flight = ctx.journal.find(KIND_CREATE, &to).filter(|e| !e.is_done());
-        match plan_copy(src.as_ref(), dst.as_ref(), &to, force) {
+        let in_flight = ctx.journal.find(KIND_CREATE, to).filter(|e| !e.is_done());
+        match &copy.decision {
             CopyPlan::SkipNoSource => Ok(ActionOutcome::skipped(format!(
                 "{ISTIO_NAMESPACE}/{from} does not exist: the source revision has no custom MeshConfig to carry over"
             ))),
@@ -74,49 +68,48 @@ impl Action for CopySharedConfigMap {
                     format!("{ISTIO_NAMESPACE}/{to} already holds the same data"),
                 ))
             }
-            CopyPlan::RefuseDifferent { differing_keys } => Err(StepError::msg(format!(
+            CopyPlan::RefuseDifferent { differing_keys, .. } => Err(StepError::msg(format!(
                 "{ISTIO_NAMESPACE}/{to} already exists with different data (keys: {}); \
                  it was not overwritten. Compare it with {from}, then delete it or rerun with --force",
                 differing_keys.join(", ")
             ))),
-            CopyPlan::Create(cm) | CopyPlan::Overwrite(cm) => {
-                let overwrite = dst.is_some();
-                let previous = dst
-                    .as_ref()
-                    .map(|d| json!({"data": d.data, "binaryData": d.binary_data}));
-                let id = ctx
-                    .journal
-                    .intent(
-                        KIND_CREATE,
-                        &to,
-                        json!({ "from": from, "overwrite": overwrite, "previous": previous }),
-                    )
-                    .await?;
-                let api = api(&self.0);
-                let res = if overwrite {
-                    api.replace(&to, &PostParams::default(), &cm).await
-                } else {
-                    api.create(&PostParams::default(), &cm).await
-                };
-                res.map_err(|e| {
-                    kube_err(
-                        format!("writing ConfigMap {ISTIO_NAMESPACE}/{to} (copy of {from})"),
-                        e,
-                    )
-                })?;
-                ctx.journal.done(id, None).await?;
-                ctx.events.info(format!(
-                    "copied {ISTIO_NAMESPACE}/{from} to {to}{}",
-                    if overwrite {
-                        " (overwrote, --force)"
-                    } else {
-                        ""
-                    }
-                ));
+            CopyPlan::Create(_) | CopyPlan::Overwrite(_) => {
+                write(&self.0, ctx, &copy).await?;
                 Ok(ActionOutcome::done(out))
             }
         }
     }
+}
+
+/// Creates (or, forced, overwrites) the target: journaled first, with the data it replaces.
+async fn write(env: &Env, ctx: &ActionCtx, copy: &ConfigMapCopy) -> Result<(), StepError> {
+    let (from, to) = (&copy.from, &copy.to);
+    let overwrite = copy.existing.is_some();
+    let previous = copy
+        .existing
+        .as_ref()
+        .map(|d| json!({"data": d.data, "binaryData": d.binary_data}));
+    let id = ctx
+        .journal
+        .intent(
+            KIND_CREATE,
+            to,
+            json!({ "from": from, "overwrite": overwrite, "previous": previous }),
+        )
+        .await?;
+    write_copy(&env.kube, ISTIO_NAMESPACE, &copy.decision, false)
+        .await
+        .map_err(|e| k8s_err(format!("copying {ISTIO_NAMESPACE}/{from} to {to}"), e))?;
+    ctx.journal.done(id, None).await?;
+    ctx.events.info(format!(
+        "copied {ISTIO_NAMESPACE}/{from} to {to}{}",
+        if overwrite {
+            " (overwrote, --force)"
+        } else {
+            ""
+        }
+    ));
+    Ok(())
 }
 
 #[async_trait]
@@ -124,24 +117,26 @@ impl Gate for ConfigMapCopied {
     async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
         let source: String = ctx.input("source")?;
         let target: String = ctx.input("target")?;
-        let (src, dst) = read_pair(&self.0, &source, &target).await?;
-        let to = shared_configmap_name(&target);
-        Ok(match (src, dst) {
-            (None, _) => GateStatus::Passed {
-                detail: Some("no source ConfigMap: nothing to copy".into()),
-            },
-            (Some(_), None) => {
-                GateStatus::waiting(format!("{ISTIO_NAMESPACE}/{to} does not exist yet"))
-            }
-            (Some(s), Some(d)) if s.data == d.data && s.binary_data == d.binary_data => {
-                GateStatus::Passed {
-                    detail: Some(format!("{ISTIO_NAMESPACE}/{to} holds the source's data")),
-                }
-            }
-            (Some(_), Some(_)) => GateStatus::failed(format!(
-                "{ISTIO_NAMESPACE}/{to} exists but its data differs from the source's"
-            )),
-        })
+        Ok(copied(&decide(&self.0, &source, &target, false).await?))
+    }
+}
+
+/// The gate reads the step's own decision: nothing left to copy is a copy done.
+fn copied(copy: &ConfigMapCopy) -> GateStatus {
+    let to = &copy.to;
+    match copy.decision {
+        CopyPlan::SkipNoSource => GateStatus::Passed {
+            detail: Some("no source ConfigMap: nothing to copy".into()),
+        },
+        CopyPlan::SkipIdentical => GateStatus::Passed {
+            detail: Some(format!("{ISTIO_NAMESPACE}/{to} holds the source's data")),
+        },
+        CopyPlan::Create(_) => {
+            GateStatus::waiting(format!("{ISTIO_NAMESPACE}/{to} does not exist yet"))
+        }
+        CopyPlan::Overwrite(_) | CopyPlan::RefuseDifferent { .. } => GateStatus::failed(format!(
+            "{ISTIO_NAMESPACE}/{to} exists but its data differs from the source's"
+        )),
     }
 }
 
@@ -204,4 +199,61 @@ pub(crate) async fn delete_configmap(
     ctx.events
         .info(format!("deleted ConfigMap {ISTIO_NAMESPACE}/{name}"));
     Ok(ActionOutcome::done(outputs([("deleted", json!(name))])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::plan_copy;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn mk_cm(name: &str, data: Option<&[(&str, &str)]>) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: data.map(|d| {
+                d.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn gate(src: Option<ConfigMap>, dst: Option<ConfigMap>) -> GateStatus {
+        let to = "istio-shared-configmap-asm-1-29".to_string();
+        copied(&ConfigMapCopy {
+            from: "istio-shared-configmap-asm-1-27".into(),
+            decision: plan_copy(src.as_ref(), dst.as_ref(), &to, false),
+            existing: dst,
+            to,
+        })
+    }
+
+    /// Regression: the gate compared the data field by field, so a copy the step judged
+    /// identical (no data against an empty map) failed the gate and rolled the run back.
+    #[test]
+    fn the_gate_passes_what_the_step_judged_identical() {
+        let (a, b) = (
+            "istio-shared-configmap-asm-1-27",
+            "istio-shared-configmap-asm-1-29",
+        );
+        let passed = |s: &GateStatus| matches!(s, GateStatus::Passed { .. });
+        assert!(passed(&gate(
+            Some(mk_cm(a, Some(&[]))),
+            Some(mk_cm(b, None))
+        )));
+        assert!(passed(&gate(None, None)));
+        assert!(passed(&gate(
+            Some(mk_cm(a, Some(&[("mesh", "x")]))),
+            Some(mk_cm(b, Some(&[("mesh", "x")])))
+        )));
+        assert!(!passed(&gate(Some(mk_cm(a, Some(&[("mesh", "x")]))), None)));
+        assert!(!passed(&gate(
+            Some(mk_cm(a, Some(&[("mesh", "x")]))),
+            Some(mk_cm(b, Some(&[("mesh", "y")])))
+        )));
+    }
 }

@@ -1,7 +1,9 @@
 //! The canary steps: the actions and gates that `runbooks/asm-canary-upgrade.yaml` names,
 //! one module per step of design.md's table. They talk to ARM ([`crate::azure`]) and
 //! Kubernetes ([`crate::k8s`]) and report through the engine's journal and events; they know
-//! nothing of terminals.
+//! nothing of terminals. [`plan`] makes the decisions a run takes before its first change
+//! (state, target, the ConfigMap copy), once, for the `plan` command, the pre-run refusals
+//! and the steps alike.
 //!
 //! | runbook name | kind | module |
 //! |---|---|---|
@@ -18,6 +20,7 @@
 pub mod cluster;
 pub mod configmap;
 pub mod controlplane;
+pub mod plan;
 pub mod restart;
 pub mod tag;
 pub mod verify;

@@ -26,7 +26,7 @@ use super::tag::{Mode, mode_of};
 use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::rollout::{
-    Workload, get_workload, list_workloads, patch_restart, restart_timestamp, wait_rollout,
+    Workload, get_workload, list_workloads, patch_restart, restart_stamp, wait_rollout,
 };
 use crate::k8s::{K8sError, Owner, PodInfo, WorkloadKind, WorkloadRef, namespaces_by_label};
 
@@ -362,7 +362,6 @@ async fn prepare(
     todo: &[WorkloadRef],
     wave: usize,
 ) -> Result<Vec<Restarted>, StepError> {
-    let stamp = restart_timestamp(now_local());
     let read: Vec<Option<(WorkloadRef, Workload)>> = if todo.len() > NAMESPACE_FANOUT {
         // Many workloads: one paged list per kind instead of one read each.
         let mut kinds: Vec<WorkloadKind> = todo.iter().map(|w| w.kind).collect();
@@ -410,13 +409,14 @@ async fn prepare(
             .try_collect()
             .await?
     };
+    let now = now_local();
     let mut records = Vec::with_capacity(read.len());
     for (w, current) in read.into_iter().flatten() {
-        if current.is_paused() {
+        let Some(stamp) = restart_stamp(&current, now) else {
             return Err(StepError::msg(format!(
                 "{w} is paused: a restart cannot move it (run `kubectl rollout resume` on it, or move it yourself), then resume"
             )));
-        }
+        };
         if !current.replaces_pods_on_restart() {
             ctx.events.warn(format!(
                 "{w} uses updateStrategy OnDelete: the restart is recorded but its pods move only when deleted"
@@ -427,12 +427,7 @@ async fn prepare(
             namespace: w.namespace.clone(),
             name: w.name.clone(),
             uid: current.uid().map(str::to_string),
-            // The same stamp twice would be a no-op patch: kubectl's same-second rule.
-            restarted_at: Some(if current.restarted_at() == Some(stamp.as_str()) {
-                restart_timestamp(now_local() + chrono::Duration::seconds(1))
-            } else {
-                stamp.clone()
-            }),
+            restarted_at: Some(stamp),
             wave,
         });
     }
