@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use asm_canary::cli::args::{AuthArg, ClusterArgs};
 use asm_canary::cli::connect::{Pace, connect_with_secret};
-use asm_canary::cli::run::load_runbook;
+use asm_canary::cli::request::load_runbook;
 use asm_canary::k8s::{WorkloadKind, WorkloadRef};
 use asm_canary_engine::{Event, Executor, FileStore, MemorySink, PreApproved, RunRequest};
 use asm_canary_sim::{Scenario, SimOptions};

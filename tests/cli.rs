@@ -454,7 +454,7 @@ async fn completions_for_bash_zsh_and_fish_name_the_subcommands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_the_gates_of_the_runbook_given_with_runbook() {
     let sim = TestSim::start("healthy").await;
-    let embedded = asm_canary::cli::run::EMBEDDED_RUNBOOK;
+    let embedded = asm_canary::cli::request::EMBEDDED_RUNBOOK;
     let preflight_timeout = "      timeout: 5m\n      poll_interval: ${params.poll_interval}\n    on_failure: halt\n\n  - id: get-upgrades";
     assert!(embedded.contains(preflight_timeout), "the runbook changed");
     let custom = embedded.replacen(

@@ -341,7 +341,7 @@ async fn a_checkpoint_of_another_cluster_is_refused() {
 }
 
 fn write_runbook(sim: &TestSim, edit: impl FnOnce(String) -> String) -> String {
-    let text = edit(asm_canary::cli::run::EMBEDDED_RUNBOOK.to_string());
+    let text = edit(asm_canary::cli::request::EMBEDDED_RUNBOOK.to_string());
     let path = sim.dir.path().join("runbook.yaml");
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()

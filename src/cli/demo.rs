@@ -11,7 +11,8 @@ use serde_json::json;
 use super::args::{AuthArg, ClusterArgs, OutputArg};
 use super::connect::Pace;
 use super::error::CliError;
-use super::run::{Mode, RunArgs, UpgradeOptions, execute};
+use super::request::UpgradeOptions;
+use super::run::{Mode, RunArgs, execute};
 use crate::istio::pod_revision;
 
 #[derive(Debug, Clone, Args)]

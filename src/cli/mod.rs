@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod inspect;
 pub mod plan;
+pub mod request;
 pub mod run;
 pub mod sim;
 pub mod state;

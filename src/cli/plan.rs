@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
-use super::run::{UpgradeOptions, load_runbook};
+use super::request::{UpgradeOptions, load_runbook};
 use crate::steps::Env;
 use crate::steps::plan::{GateLine, Plan, PlanRequest, Wave};
 use crate::steps::tag::mode_of;
@@ -43,7 +43,8 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
     match output {
         OutputArg::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&plan).map_err(|e| CliError::internal("cannot render the plan document", e))?
+            serde_json::to_string_pretty(&plan)
+                .map_err(|e| CliError::internal("cannot render the plan document", e))?
         ),
         OutputArg::Text => print!("{}", render_plan(&plan)),
     }

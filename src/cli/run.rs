@@ -7,22 +7,19 @@ use std::sync::Arc;
 
 use asm_canary_engine::{
     Approver, CancellationToken, Checkpoint, EngineError, EventSink, Executor, FailureDecider,
-    FanOut, PreApproved, ResumeOptions, RunRequest, RunState, Runbook, RunbookPolicy,
+    FanOut, PreApproved, ResumeOptions, RunRequest, RunState, RunbookPolicy,
 };
 use clap::Args;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
+use super::request::{UpgradeOptions, load_runbook};
 use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
 use crate::k8s::lock::{Acquired, Holder, LockError, LockOptions, RunLock};
 use crate::steps::Env;
 use crate::ui;
-
-/// The canary runbook, compiled in; `--runbook FILE` replaces it.
-pub const EMBEDDED_RUNBOOK: &str = include_str!("../../runbooks/asm-canary-upgrade.yaml");
-const EMBEDDED_RUNBOOK_NAME: &str = "runbooks/asm-canary-upgrade.yaml";
 
 /// Flags shared by everything that runs the runbook.
 #[derive(Debug, Clone, Args)]
@@ -58,35 +55,6 @@ pub struct RunArgs {
     pub lock_duration: u64,
 }
 
-/// What to upgrade to and how.
-#[derive(Debug, Clone, Args)]
-pub struct UpgradeOptions {
-    /// Target revision (asm-X-Y); default: the newest upgrade ARM offers.
-    #[arg(long, value_name = "REV")]
-    pub to: Option<String>,
-    /// The revision tag to move (istioctl tag set compatible).
-    #[arg(long, default_value = "prod")]
-    pub tag: String,
-    /// `tag`: move the revision tag; `label`: relabel namespaces istio.io/rev=<target>.
-    #[arg(long, default_value = "tag", value_parser = ["tag", "label"])]
-    pub mode: String,
-    /// Namespaces restarted in the first wave (comma-separated or repeated).
-    #[arg(long, value_delimiter = ',', value_name = "NS")]
-    pub canary_namespaces: Vec<String>,
-    /// Workloads restarted at once within a wave.
-    #[arg(long, default_value_t = 4)]
-    pub parallelism: u32,
-    /// How long every proxy must stay SYNCED before verify passes (e.g. 2m).
-    #[arg(long)]
-    pub soak: Option<String>,
-    /// Overwrite a different existing shared ConfigMap of the target revision.
-    #[arg(long)]
-    pub force: bool,
-    /// Set any runbook param: KEY=VALUE (repeatable).
-    #[arg(long = "param", value_name = "KEY=VALUE")]
-    pub params: Vec<String>,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct UpgradeArgs {
     #[command(flatten)]
@@ -106,58 +74,6 @@ pub struct ResumeArgs {
     /// Continue even though the runbook changed since the checkpoint was written.
     #[arg(long)]
     pub force: bool,
-}
-
-impl UpgradeOptions {
-    pub fn params(&self) -> Result<Map<String, Value>, CliError> {
-        let UpgradeOptions {
-            to,
-            tag,
-            mode,
-            canary_namespaces,
-            parallelism,
-            soak,
-            force,
-            params,
-        } = self;
-        let mut map = Map::new();
-        if let Some(to) = to {
-            to.parse::<crate::istio::Revision>()
-                .map_err(|e| CliError::bad_because(format!("--to {to:?}: {e}"), e))?;
-            map.insert("to".into(), json!(to));
-        }
-        map.insert("tag".into(), json!(tag));
-        map.insert("injection_mode".into(), json!(mode));
-        map.insert("canary_namespaces".into(), json!(canary_namespaces));
-        map.insert("parallelism".into(), json!(parallelism));
-        if let Some(soak) = soak {
-            map.insert("soak".into(), json!(soak));
-        }
-        map.insert("force".into(), json!(force));
-        for p in params {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
-            map.insert(k.trim().to_string(), json!(v));
-        }
-        Ok(map)
-    }
-}
-
-/// Loads the runbook (embedded or `--runbook`) against the canary registry.
-pub fn load_runbook(
-    path: Option<&Path>,
-    env: Arc<Env>,
-) -> Result<(Runbook, asm_canary_engine::Registry), CliError> {
-    let registry = crate::steps::registry(env);
-    let runbook = match path {
-        Some(p) => {
-            Runbook::load(p, &registry).map_err(|e| CliError::bad_because(e.to_string(), e))?
-        }
-        None => Runbook::parse(EMBEDDED_RUNBOOK, EMBEDDED_RUNBOOK_NAME, &registry)
-            .map_err(|e| CliError::internal("the built-in runbook does not load", e))?,
-    };
-    Ok((runbook, registry))
 }
 
 /// Prompts only when a person can answer: stdin and stderr are terminals, and not unattended.
