@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::admission;
 use super::discovery;
 use super::gc::{self, Propagation};
+use super::object::{labels_of, meta_str, metadata_mut, name_of, ns_of, rv_of, uid_of};
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
-use super::store::{Obj, meta_str, metadata_mut, name_of, ns_of, rv_of, uid_of};
+use super::store::{Obj, Stored};
 use super::watch::{self, WatchRequest};
 use crate::Shared;
 
@@ -311,7 +311,7 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         .list_from(t.rt, t.ns.as_deref(), from.as_ref());
     let key = |o: &Value| format!("{}/{}", ns_of(o), name_of(o));
     let filtered = !labels.is_empty() || !fields.is_empty();
-    let mut out: Vec<&super::store::Stored> = Vec::new();
+    let mut out: Vec<&Stored> = Vec::new();
     let mut remaining = 0usize;
     let mut next: Option<String> = None;
     for s in &items {
@@ -459,49 +459,14 @@ fn create(
             return Err(ApiError::not_found(resources::by_plural("namespaces"), &ns));
         }
     }
-    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-    let obj = create_object(&shared.kube, t.rt, body, &manager(q), dry_run)?;
+    let manager = manager(q);
+    let client = shared.kube.client(&manager);
+    let obj = if q.get("dryRun").is_some_and(|d| d == "All") {
+        client.dry_run_create(t.rt, body)?
+    } else {
+        client.create(t.rt, body)?
+    };
     Ok(json_response(StatusCode::CREATED, &obj))
-}
-
-/// Admission, defaults, ownership, then the store: the path every create takes, from the API
-/// and from the controllers (so that pods get injected whoever creates them).
-pub fn create_object(
-    kube: &super::KubeState,
-    rt: &'static ResourceType,
-    body: Value,
-    manager: &str,
-    dry_run: bool,
-) -> Result<Obj, ApiError> {
-    create_object_then(kube, rt, body, manager, dry_run, |_| {})
-}
-
-/// [`create_object`], with `finish` applied after admission (the controllers use it to
-/// create the starting cluster's pods already running).
-pub fn create_object_then(
-    kube: &super::KubeState,
-    rt: &'static ResourceType,
-    mut body: Value,
-    manager: &str,
-    dry_run: bool,
-    finish: impl FnOnce(&mut Value),
-) -> Result<Obj, ApiError> {
-    if rt.has_status
-        && let Some(m) = body.as_object_mut()
-    {
-        m.insert("status".into(), json!({}));
-    }
-    admission::on_create(kube, rt, &mut body)?;
-    finish(&mut body);
-    // the simulator's own controllers keep no managedFields: ten thousand pods' worth of
-    // field sets would cost more memory than anything reads from them
-    if manager != "kube-controller-manager" {
-        patch::record_update(None, &mut body, manager, rt, None);
-    }
-    if dry_run {
-        return Ok(Arc::new(body));
-    }
-    kube.store.create(rt, body)
 }
 
 fn check_rv(rt: &ResourceType, name: &str, cur: &Value, new: &Value) -> Result<(), ApiError> {
@@ -551,7 +516,7 @@ fn update(
                 n
             }
         };
-        admission::on_update(&shared.kube, rt, cur, &mut new)?;
+        shared.kube.admission.on_update(rt, cur, &mut new)?;
         patch::record_update(
             Some(cur),
             &mut new,
@@ -633,7 +598,10 @@ fn patch_resource(
         {
             m.insert("status".into(), json!({}));
         }
-        admission::on_create(&shared.kube, rt, &mut obj)?;
+        shared
+            .kube
+            .admission
+            .on_create(&shared.kube.store, rt, &mut obj)?;
         let created = shared.kube.store.create(rt, obj)?;
         return Ok(json_response(StatusCode::CREATED, &created));
     }
@@ -669,7 +637,7 @@ fn patch_resource(
                 n
             }
         };
-        admission::on_update(&shared.kube, rt, cur, &mut new)?;
+        shared.kube.admission.on_update(rt, cur, &mut new)?;
         if ptype != PatchType::Apply {
             patch::record_update(
                 Some(cur),
@@ -798,7 +766,7 @@ fn delete_collection(
     let (items, _) = store.list(t.rt, t.ns.as_deref());
     let mut deleted = Vec::new();
     for o in items {
-        if !labels.matches(super::store::labels_of(&o)) || !fields.matches(&o) {
+        if !labels.matches(labels_of(&o)) || !fields.matches(&o) {
             continue;
         }
         if let Ok((obj, gone)) = store.delete(t.rt, ns_of(&o), name_of(&o), None, None) {

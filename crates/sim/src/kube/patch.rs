@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
+use super::object::now_rfc3339;
 use super::resources::ResourceType;
 use super::status::ApiError;
-use super::store::now_rfc3339;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchType {

@@ -20,10 +20,11 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::addon::{self, ISTIO_NS};
+use super::addon;
+use super::istio::is_istiod;
+use super::object::{name_of, pod_ready, uid_of};
 use super::resources::by_plural;
 use super::status::ApiError;
-use super::store::{label, name_of, uid_of};
 use crate::Shared;
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
@@ -96,8 +97,7 @@ async fn forward(shared: Arc<Shared>, pod: Arc<Value>, ports: Vec<u16>, socket: 
         let _ = out_tx.send(vec![(2 * i) as u8, lo, hi]).await;
         let _ = out_tx.send(vec![(2 * i + 1) as u8, lo, hi]).await;
     }
-    let is_istiod = super::store::ns_of(&pod) == ISTIO_NS && label(&pod, "app") == Some("istiod");
-    let serving = is_istiod && addon::pod_ready(&pod);
+    let serving = is_istiod(&pod) && pod_ready(&pod);
     let mut writers: HashMap<usize, tokio::io::WriteHalf<tokio::io::DuplexStream>> = HashMap::new();
     for (i, port) in ports.iter().enumerate() {
         if serving && *port == 15014 {

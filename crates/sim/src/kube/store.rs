@@ -12,7 +12,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::resources::{RESOURCES, ResourceType};
+use super::istio::pod_revision;
+use super::object::{
+    labels_of, meta_str, metadata_mut, name_of, now_rfc3339, ns_of, pod_ready, random_suffix,
+    uid_of,
+};
+use super::resources::{RESOURCES, ResourceType, by_plural};
 use super::status::ApiError;
 
 pub type Obj = Arc<Value>;
@@ -79,8 +84,8 @@ impl Stored {
             deleting: v["metadata"].get("deletionTimestamp").is_some(),
             labels: labels_of(v).cloned().unwrap_or_default(),
             pod: (v["kind"] == "Pod").then(|| PodFacts {
-                ready: super::addon::pod_ready(v),
-                revision: super::addon::pod_revision(v),
+                ready: pod_ready(v),
+                revision: pod_revision(v),
                 proxy_image: v["spec"]["containers"]
                     .as_array()
                     .into_iter()
@@ -193,79 +198,6 @@ impl Store {
             ..Self::new()
         }
     }
-}
-
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-pub fn now_micro() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// Five characters of the alphabet the API server uses for `generateName`.
-pub fn random_suffix(n: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
-        .collect()
-}
-
-pub fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
-    obj.get("metadata")
-        .and_then(|m| m.get(key))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-pub fn name_of(obj: &Value) -> &str {
-    meta_str(obj, "name")
-}
-
-pub fn ns_of(obj: &Value) -> &str {
-    meta_str(obj, "namespace")
-}
-
-pub fn uid_of(obj: &Value) -> &str {
-    meta_str(obj, "uid")
-}
-
-pub fn labels_of(obj: &Value) -> Option<&serde_json::Map<String, Value>> {
-    obj.get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-}
-
-pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    labels_of(obj)
-        .and_then(|l| l.get(key))
-        .and_then(Value::as_str)
-}
-
-pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-}
-
-pub fn metadata_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
-    if !obj.is_object() {
-        *obj = json!({});
-    }
-    let map = obj.as_object_mut().expect("object");
-    let meta = map.entry("metadata").or_insert_with(|| json!({}));
-    if !meta.is_object() {
-        *meta = json!({});
-    }
-    meta.as_object_mut().expect("metadata object")
-}
-
-pub fn rv_of(obj: &Value) -> u64 {
-    meta_str(obj, "resourceVersion").parse().unwrap_or(0)
 }
 
 fn set_rv(obj: &mut Value, rv: u64) {
@@ -926,7 +858,7 @@ impl Store {
             *t = keep;
             due
         };
-        let pods = super::resources::by_plural("pods");
+        let pods = by_plural("pods");
         due.into_iter()
             .filter_map(|(_, ns, name, uid)| {
                 self.delete_with_grace(pods, &ns, &name, Some(&uid), None, Some(0))
@@ -1014,7 +946,6 @@ fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::resources::by_plural;
 
     fn cm(ns: &str, name: &str) -> Value {
         json!({"metadata": {"name": name, "namespace": ns}, "data": {}})

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::object::labels_of;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Event, EventType, Store, Stored, labels_of};
+use super::store::{Event, EventType, Store, Stored};
 
 pub struct WatchRequest {
     pub rt: &'static ResourceType,
