@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::scenario::ClusterShape;
 use crate::{MeshSpec, Scenario};
 
 /// The cluster as a fresh GET shows it: the fields a real AKS cluster carries.
@@ -63,46 +64,11 @@ pub(crate) fn initial_document(scenario: &Scenario) -> Value {
             "dnsPrefix": dns_prefix,
             "fqdn": fqdn,
             "azurePortalFQDN": portal_fqdn,
-            "agentPoolProfiles": [{
-                "name": "system",
-                "count": 3,
-                "vmSize": "Standard_D4ds_v5",
-                "osDiskSizeGB": 128,
-                "osDiskType": "Ephemeral",
-                "kubeletDiskType": "OS",
-                "maxPods": 110,
-                "type": "VirtualMachineScaleSets",
-                "enableAutoScaling": false,
-                "scaleDownMode": "Delete",
-                "provisioningState": "Succeeded",
-                "powerState": {"code": "Running"},
-                "orchestratorVersion": c.kubernetes_version,
-                "currentOrchestratorVersion": c.current_kubernetes_version,
-                "mode": "System",
-                "osType": "Linux",
-                "osSKU": "AzureLinux",
-                "nodeImageVersion": "AKSAzureLinux-V3gen2-202611.10.0",
-                "upgradeSettings": {"maxSurge": "10%"},
-                "enableFIPS": false,
-                "eTag": new_etag(),
-            }],
+            "agentPoolProfiles": [agent_pool(c)],
             "nodeResourceGroup": node_rg,
             "enableRBAC": true,
             "supportPlan": "KubernetesOfficial",
-            "networkProfile": {
-                "networkPlugin": "azure",
-                "networkPluginMode": "overlay",
-                "networkPolicy": "none",
-                "networkDataplane": "azure",
-                "loadBalancerSku": "standard",
-                "podCidr": "10.244.0.0/16",
-                "serviceCidr": "10.0.0.0/16",
-                "dnsServiceIP": "10.0.0.10",
-                "outboundType": "loadBalancer",
-                "podCidrs": ["10.244.0.0/16"],
-                "serviceCidrs": ["10.0.0.0/16"],
-                "ipFamilies": ["IPv4"],
-            },
+            "networkProfile": network_profile(),
             "maxAgentPools": 100,
             "autoUpgradeProfile": {"upgradeChannel": "none", "nodeOSUpgradeChannel": "NodeImage"},
             "disableLocalAccounts": false,
@@ -117,6 +83,50 @@ pub(crate) fn initial_document(scenario: &Scenario) -> Value {
             "serviceMeshProfile": {"mode": "Istio", "istio": istio},
             "resourceUID": "6745a3d2c1b0a9f8e7d6c5b4",
         }
+    })
+}
+
+/// The system node pool, as a GET of the cluster shows it.
+fn agent_pool(c: &ClusterShape) -> Value {
+    json!({
+        "name": "system",
+        "count": 3,
+        "vmSize": "Standard_D4ds_v5",
+        "osDiskSizeGB": 128,
+        "osDiskType": "Ephemeral",
+        "kubeletDiskType": "OS",
+        "maxPods": 110,
+        "type": "VirtualMachineScaleSets",
+        "enableAutoScaling": false,
+        "scaleDownMode": "Delete",
+        "provisioningState": "Succeeded",
+        "powerState": {"code": "Running"},
+        "orchestratorVersion": c.kubernetes_version,
+        "currentOrchestratorVersion": c.current_kubernetes_version,
+        "mode": "System",
+        "osType": "Linux",
+        "osSKU": "AzureLinux",
+        "nodeImageVersion": "AKSAzureLinux-V3gen2-202611.10.0",
+        "upgradeSettings": {"maxSurge": "10%"},
+        "enableFIPS": false,
+        "eTag": new_etag(),
+    })
+}
+
+fn network_profile() -> Value {
+    json!({
+        "networkPlugin": "azure",
+        "networkPluginMode": "overlay",
+        "networkPolicy": "none",
+        "networkDataplane": "azure",
+        "loadBalancerSku": "standard",
+        "podCidr": "10.244.0.0/16",
+        "serviceCidr": "10.0.0.0/16",
+        "dnsServiceIP": "10.0.0.10",
+        "outboundType": "loadBalancer",
+        "podCidrs": ["10.244.0.0/16"],
+        "serviceCidrs": ["10.0.0.0/16"],
+        "ipFamilies": ["IPv4"],
     })
 }
 
