@@ -4,8 +4,9 @@
 
 use serde_json::{Value, json};
 
+use crate::MeshSpec;
 use crate::scenario::ClusterShape;
-use crate::{MeshSpec, Scenario};
+use crate::scenario::Scenario;
 
 /// The cluster as a fresh GET shows it: the fields a real AKS cluster carries.
 pub(crate) fn initial_document(scenario: &Scenario) -> Value {

@@ -33,7 +33,7 @@ mod object;
 mod patch;
 mod portforward;
 mod resources;
-mod scenario;
+pub(crate) mod scenario;
 mod selectors;
 mod state;
 mod status;

@@ -11,7 +11,8 @@ use super::client::Client;
 use super::resources;
 use super::scenario::KubeScenario;
 use super::store::Store;
-use crate::{Clock, Scenario};
+use crate::clock::Clock;
+use crate::scenario::Scenario;
 
 /// The object store and everything the controllers remember between passes.
 pub struct KubeState {
