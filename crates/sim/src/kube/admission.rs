@@ -11,7 +11,7 @@ use super::object::{labels_of, metadata_mut, name_of, ns_of, pod_ready};
 use super::resources::{ResourceType, by_plural};
 use super::selectors::LabelSelector;
 use super::status::ApiError;
-use super::store::Store;
+use super::store::{Obj, Store};
 
 /// What answers the cluster's admission webhooks.
 pub trait WebhookServer: Send + Sync {
@@ -155,7 +155,7 @@ impl<'a> WebhookCall<'a> {
     }
 
     /// The Service the webhook calls, when a ready pod backs it.
-    fn service(&self, store: &Store) -> Result<serde_json::Value, String> {
+    fn service(&self, store: &Store) -> Result<Obj, String> {
         let name = self.service_name;
         let svc = store
             .get(by_plural("services"), self.service_ns, name)
@@ -168,7 +168,7 @@ impl<'a> WebhookCall<'a> {
         {
             return Err(format!("no endpoints available for service \"{name}\""));
         }
-        Ok((*svc).clone())
+        Ok(svc)
     }
 
     fn failed(&self, why: &str) -> ApiError {
