@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kube::KubeScenario;
+use crate::kube::scenario::KubeScenario;
 
 /// The names `--scenario` accepts besides a file path.
 pub const BUILTIN: &[&str] = &[

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::cluster::{etag, provisioning_state, revisions_of};
+use super::document::{etag, provisioning_state, revisions_of};
 use super::errors::ArmError;
 use super::token::TokenCheck;
 use crate::Shared;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::ArmInner;
-use super::cluster::{self, new_etag, set_provisioning_state};
+use super::document::{self, new_etag, set_provisioning_state};
 use super::errors::{ArmError, OPERATIONS_API_VERSION};
 use crate::Shared;
 use crate::scenario::{FailStatus, LroFailure, OperationKind};
@@ -55,7 +55,7 @@ impl Operation {
             status: "InProgress".into(),
             start_time: Utc::now(),
             end_time: None,
-            previous_revisions: cluster::revisions_of(&before),
+            previous_revisions: document::revisions_of(&before),
             revisions,
             applied: false,
             error: None,
@@ -140,7 +140,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, id: String) {
             // A failing operation never reaches the add-on: the mesh stays as it was.
             if op.failure.is_none() {
                 op.applied = true;
-                let spec = cluster::mesh_spec(&inner.cluster);
+                let spec = document::mesh_spec(&inner.cluster);
                 publish(&shared, spec);
             }
         }
@@ -247,6 +247,6 @@ pub(crate) fn abort(shared: &Arc<Shared>) -> Result<Response, ArmError> {
         "message": "The operation was canceled by an abort request (AbortLatestOperation).",
     });
     finish(&mut inner, idx, "Canceled", Some(error));
-    publish(shared, cluster::mesh_spec(&before));
+    publish(shared, document::mesh_spec(&before));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

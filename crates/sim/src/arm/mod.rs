@@ -17,6 +17,7 @@
 //! Wire facts (paths, codes, messages, headers) follow `reference/arm-api.md`.
 
 mod cluster;
+mod document;
 pub mod errors;
 mod introspect;
 mod lro;
@@ -86,7 +87,7 @@ impl ArmState {
     pub fn new(scenario: &Scenario) -> Self {
         Self {
             inner: Mutex::new(ArmInner {
-                cluster: cluster::initial_document(scenario),
+                cluster: document::initial_document(scenario),
                 operations: Vec::new(),
                 running: None,
                 tokens: HashMap::new(),
@@ -124,12 +125,12 @@ impl ArmState {
 
     /// Installed revisions as the cluster document shows them now.
     pub fn revisions(&self) -> Vec<String> {
-        cluster::revisions_of(&self.lock().cluster)
+        document::revisions_of(&self.lock().cluster)
     }
 
     /// `properties.provisioningState` now.
     pub fn provisioning_state(&self) -> String {
-        cluster::provisioning_state(&self.lock().cluster)
+        document::provisioning_state(&self.lock().cluster)
     }
 
     /// A copy of the cluster document.
@@ -356,11 +357,69 @@ fn arm_request(
     authenticate(shared, headers)?;
     throttle(shared, method)?;
     server_error(shared)?;
-    let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
-    let info = &shared.info;
+    let req = SubscriptionRequest {
+        shared,
+        method,
+        uri,
+        headers,
+        body,
+        segs,
+        version: checked_api_version(uri, segs)?,
+    };
+    let Some(sub) = segs.get(1) else {
+        return Err(req.no_route());
+    };
+    if !sub.eq_ignore_ascii_case(&shared.info.subscription) {
+        return Err(ArmError::subscription_not_found(sub));
+    }
+    if req.is(2, "providers") {
+        location_request(&req)
+    } else {
+        cluster_request(&req)
+    }
+}
 
-    // The Azure-AsyncOperation URL carries its own api-version; check it before the
-    // managedClusters versions.
+/// An authenticated ARM request under `/subscriptions/…`, its path split at `/`.
+struct SubscriptionRequest<'a> {
+    shared: &'a Arc<Shared>,
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    segs: &'a [&'a str],
+    /// Its `api-version`, one the route accepts.
+    version: String,
+}
+
+impl SubscriptionRequest<'_> {
+    /// Path segment `i` is `lit` (ARM paths are case-insensitive).
+    fn is(&self, i: usize, lit: &str) -> bool {
+        self.segs
+            .get(i)
+            .is_some_and(|s| s.eq_ignore_ascii_case(lit))
+    }
+
+    fn no_route(&self) -> ArmError {
+        ArmError::no_route(self.method.as_str(), self.uri.path())
+    }
+
+    fn method_not_allowed(&self) -> ArmError {
+        ArmError::method_not_allowed(self.method.as_str(), self.uri.path())
+    }
+
+    fn require(&self, method: Method) -> Result<(), ArmError> {
+        if *self.method == method {
+            Ok(())
+        } else {
+            Err(self.method_not_allowed())
+        }
+    }
+}
+
+/// The request's `api-version`, when its route accepts it. The Azure-AsyncOperation URL
+/// carries its own api-version; it is checked before the managedClusters versions.
+fn checked_api_version(uri: &Uri, segs: &[&str]) -> Result<String, ArmError> {
+    let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
     let is_operation = segs.len() == 8
         && is(2, "providers")
         && is(3, "Microsoft.ContainerService")
@@ -376,67 +435,62 @@ fn arm_request(
     } else if !SUPPORTED_API_VERSIONS.contains(&version.as_str()) {
         return Err(ArmError::invalid_api_version(&version));
     }
+    Ok(version)
+}
 
-    let Some(sub) = segs.get(1) else {
-        return Err(ArmError::no_route(method.as_str(), uri.path()));
-    };
-    if !sub.eq_ignore_ascii_case(&info.subscription) {
-        return Err(ArmError::subscription_not_found(sub));
+/// `/subscriptions/{s}/providers/Microsoft.ContainerService/locations/{l}/…`: operations and
+/// mesh revision profiles.
+fn location_request(req: &SubscriptionRequest) -> Result<Response, ArmError> {
+    let segs = req.segs;
+    if segs.len() < 4 {
+        return Err(req.no_route());
     }
-
-    if is(2, "providers") {
-        if segs.len() < 4 {
-            return Err(ArmError::no_route(method.as_str(), uri.path()));
-        }
-        if !is(3, "Microsoft.ContainerService") {
-            return Err(ArmError::invalid_namespace(segs[3]));
-        }
-        if !is(4, "locations") || segs.len() < 7 {
-            let ty = segs.get(4).copied().unwrap_or("");
-            return Err(ArmError::invalid_resource_type(ty, &version));
-        }
-        let sub_type = segs[6];
-        let require_get = || {
-            if method == Method::GET {
-                Ok(())
-            } else {
-                Err(ArmError::method_not_allowed(method.as_str(), uri.path()))
-            }
-        };
-        return if sub_type.eq_ignore_ascii_case("operations") && segs.len() == 8 {
-            require_get()?;
-            lro::status(shared, segs[7])
-        } else if sub_type.eq_ignore_ascii_case("meshRevisionProfiles") && segs.len() <= 8 {
-            require_get()?;
-            profiles::revision_profiles(shared, segs[5], segs.get(7).copied())
-        } else {
-            Err(ArmError::invalid_resource_type(
-                &format!("locations/{sub_type}"),
-                &version,
-            ))
-        };
+    if !req.is(3, "Microsoft.ContainerService") {
+        return Err(ArmError::invalid_namespace(segs[3]));
     }
+    if !req.is(4, "locations") || segs.len() < 7 {
+        let ty = segs.get(4).copied().unwrap_or("");
+        return Err(ArmError::invalid_resource_type(ty, &req.version));
+    }
+    let sub_type = segs[6];
+    if sub_type.eq_ignore_ascii_case("operations") && segs.len() == 8 {
+        req.require(Method::GET)?;
+        lro::status(req.shared, segs[7])
+    } else if sub_type.eq_ignore_ascii_case("meshRevisionProfiles") && segs.len() <= 8 {
+        req.require(Method::GET)?;
+        profiles::revision_profiles(req.shared, segs[5], segs.get(7).copied())
+    } else {
+        Err(ArmError::invalid_resource_type(
+            &format!("locations/{sub_type}"),
+            &req.version,
+        ))
+    }
+}
 
-    if !is(2, "resourceGroups") || segs.len() < 4 {
-        return Err(ArmError::no_route(method.as_str(), uri.path()));
+/// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.ContainerService/
+/// managedClusters/{name}[/…]`: the cluster and its actions.
+fn cluster_request(req: &SubscriptionRequest) -> Result<Response, ArmError> {
+    let (segs, info) = (req.segs, &req.shared.info);
+    if !req.is(2, "resourceGroups") || segs.len() < 4 {
+        return Err(req.no_route());
     }
     if !segs[3].eq_ignore_ascii_case(&info.resource_group) {
         return Err(ArmError::resource_group_not_found(segs[3]));
     }
-    if !is(4, "providers") || segs.len() < 7 {
-        return Err(ArmError::no_route(method.as_str(), uri.path()));
+    if !req.is(4, "providers") || segs.len() < 7 {
+        return Err(req.no_route());
     }
-    if !is(5, "Microsoft.ContainerService") {
+    if !req.is(5, "Microsoft.ContainerService") {
         return Err(ArmError::invalid_namespace(segs[5]));
     }
-    if !is(6, "managedClusters") {
-        return Err(ArmError::invalid_resource_type(segs[6], &version));
+    if !req.is(6, "managedClusters") {
+        return Err(ArmError::invalid_resource_type(segs[6], &req.version));
     }
     let Some(name) = segs.get(7) else {
-        return Err(ArmError::method_not_allowed(method.as_str(), uri.path()));
+        return Err(req.method_not_allowed());
     };
     if !name.eq_ignore_ascii_case(&info.cluster) {
-        if segs.len() == 8 && method == Method::PUT {
+        if segs.len() == 8 && *req.method == Method::PUT {
             return Err(ArmError::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
@@ -450,37 +504,32 @@ fn arm_request(
     }
     let rest = &segs[8..];
     let sub_is = |lit: &str| rest.first().is_some_and(|s| s.eq_ignore_ascii_case(lit));
+    let shared = req.shared;
     match rest.len() {
-        0 => match *method {
+        0 => match *req.method {
             Method::GET => Ok(cluster::get(shared)),
-            Method::PUT => cluster::put(shared, headers, body),
-            Method::PATCH => cluster::patch_tags(shared, headers, body),
-            _ => Err(ArmError::method_not_allowed(method.as_str(), uri.path())),
+            Method::PUT => cluster::put(shared, req.headers, req.body),
+            Method::PATCH => cluster::patch_tags(shared, req.headers, req.body),
+            _ => Err(req.method_not_allowed()),
         },
         1 | 2 if sub_is("meshUpgradeProfiles") => {
-            if method != Method::GET {
-                return Err(ArmError::method_not_allowed(method.as_str(), uri.path()));
-            }
+            req.require(Method::GET)?;
             profiles::upgrade_profiles(shared, rest.get(1).copied())
         }
         1 if sub_is("listClusterUserCredential") || sub_is("listClusterAdminCredential") => {
-            if method != Method::POST {
-                return Err(ArmError::method_not_allowed(method.as_str(), uri.path()));
-            }
+            req.require(Method::POST)?;
             Ok(cluster::credentials(
                 shared,
                 sub_is("listClusterAdminCredential"),
             ))
         }
         1 if sub_is("abort") => {
-            if method != Method::POST {
-                return Err(ArmError::method_not_allowed(method.as_str(), uri.path()));
-            }
+            req.require(Method::POST)?;
             lro::abort(shared)
         }
         _ => Err(ArmError::invalid_resource_type(
             &format!("managedClusters/{}", rest[0]),
-            &version,
+            &req.version,
         )),
     }
 }

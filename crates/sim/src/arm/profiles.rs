@@ -4,7 +4,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::cluster::{kubernetes_minor, revisions_of};
+use super::cluster::kubernetes_minor;
+use super::document::revisions_of;
 use super::errors::ArmError;
 use crate::Shared;
 use crate::scenario::MeshRevisionShape;

@@ -1,94 +1,222 @@
-//! Admission: the defaults the API server applies, validation of what it refuses, the
-//! add-on's mutating webhooks (sidecar injection) and its MeshConfig allowlist.
+//! Admission: the chain the API server runs on every create and update before the store.
+//! First its own defaults and the rules it refuses by; then, on a pod's creation, the
+//! mutating webhooks that the MutatingWebhookConfigurations in the store select (rules,
+//! namespace and object selectors, failure policy), each a call of the Service it names;
+//! last the validating webhooks. The servers behind those calls plug in as a
+//! [`WebhookServer`] (the add-on's): admission knows the webhook protocol, not Istio.
 
 use serde_json::{Value, json};
 
-use super::KubeState;
-use super::addon;
-use super::resources::ResourceType;
+use super::object::{labels_of, metadata_mut, name_of, ns_of, pod_ready};
+use super::resources::{ResourceType, by_plural};
 use super::selectors::LabelSelector;
 use super::status::ApiError;
-use super::store::{metadata_mut, name_of};
+use super::store::{Obj, Store};
 
-pub fn on_create(kube: &KubeState, rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
-    match rt.kind {
-        "Namespace" => {
-            let name = name_of(obj).to_string();
-            let meta = metadata_mut(obj);
-            let labels = meta.entry("labels").or_insert_with(|| json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
-            obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            obj["status"] = json!({"phase": "Active"});
-        }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            workload_defaults(rt, obj);
-            validate_workload(rt, obj)?;
-        }
-        "Pod" => {
-            pod_spec_defaults(&mut obj["spec"]);
-            addon::inject(kube, obj)?;
-            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-        }
-        "Service" => {
-            if obj["spec"].get("clusterIP").is_none() && obj["spec"]["type"] != "ExternalName" {
-                use rand::Rng;
-                let mut rng = rand::rng();
-                obj["spec"]["clusterIP"] = json!(format!(
-                    "10.0.{}.{}",
-                    rng.random_range(1..255),
-                    rng.random_range(1..255)
-                ));
-            }
-            if obj["spec"].get("type").is_none() {
-                obj["spec"]["type"] = json!("ClusterIP");
-            }
-        }
-        "ConfigMap" => addon::validate_shared_configmap(rt, obj)?,
-        _ => {}
-    }
-    Ok(())
+/// What answers the cluster's admission webhooks.
+pub trait WebhookServer: Send + Sync {
+    /// A mutating webhook's call for `pod`, being created: `service` is the Service the
+    /// webhook configuration names, and it has a ready endpoint.
+    fn mutate_pod(&self, service: &Value, pod: &mut Value);
+
+    /// The validating webhooks' verdict on an object being created or updated.
+    fn validate(&self, rt: &ResourceType, obj: &Value) -> Result<(), ApiError>;
 }
 
-pub fn on_update(
-    _kube: &KubeState,
-    rt: &ResourceType,
-    old: &Value,
-    new: &mut Value,
-) -> Result<(), ApiError> {
-    match rt.kind {
-        "Namespace" => {
-            let name = name_of(old).to_string();
-            let meta = metadata_mut(new);
-            let labels = meta.entry("labels").or_insert_with(|| json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
-            if new.get("spec").is_none() {
-                new["spec"] = old["spec"].clone();
-            }
+/// The admission chain; the API server runs it on every create and update, the in-process
+/// clients on every create.
+pub struct Admission {
+    webhooks: Box<dyn WebhookServer>,
+}
+
+impl Admission {
+    pub fn new(webhooks: impl WebhookServer + 'static) -> Self {
+        Self {
+            webhooks: Box::new(webhooks),
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
-            workload_defaults(rt, new);
-            validate_workload(rt, new)?;
-            if old["spec"]["selector"] != new["spec"]["selector"] {
-                return Err(ApiError::invalid(
-                    rt,
-                    name_of(old),
-                    "spec.selector",
-                    "FieldValueInvalid",
-                    &format!(
-                        "Invalid value: {}: field is immutable",
-                        new["spec"]["selector"]
-                    ),
-                ));
-            }
-        }
-        "ConfigMap" => addon::validate_shared_configmap(rt, new)?,
-        _ => {}
     }
-    Ok(())
+
+    /// Admits an object being created; `store` is read for the webhook configurations.
+    pub fn on_create(
+        &self,
+        store: &Store,
+        rt: &ResourceType,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
+        match rt.kind {
+            "Namespace" => {
+                label_namespace(obj, None);
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                obj["status"] = json!({"phase": "Active"});
+            }
+            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+                workload_defaults(rt, obj);
+                validate_workload(rt, obj)?;
+            }
+            "Pod" => {
+                pod_spec_defaults(&mut obj["spec"]);
+                self.call_pod_webhooks(store, obj)?;
+                obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+            }
+            "Service" => service_defaults(obj),
+            _ => {}
+        }
+        self.webhooks.validate(rt, obj)
+    }
+
+    /// Admits an update of `old` to `new`.
+    pub fn on_update(
+        &self,
+        rt: &ResourceType,
+        old: &Value,
+        new: &mut Value,
+    ) -> Result<(), ApiError> {
+        match rt.kind {
+            "Namespace" => {
+                label_namespace(new, Some(old));
+                if new.get("spec").is_none() {
+                    new["spec"] = old["spec"].clone();
+                }
+            }
+            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+                workload_defaults(rt, new);
+                validate_workload(rt, new)?;
+                if old["spec"]["selector"] != new["spec"]["selector"] {
+                    return Err(ApiError::invalid(
+                        rt,
+                        name_of(old),
+                        "spec.selector",
+                        "FieldValueInvalid",
+                        &format!(
+                            "Invalid value: {}: field is immutable",
+                            new["spec"]["selector"]
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        self.webhooks.validate(rt, new)
+    }
+
+    /// Calls the mutating webhooks that select `pod`, in the order of their configurations.
+    fn call_pod_webhooks(&self, store: &Store, pod: &mut Value) -> Result<(), ApiError> {
+        let ns = ns_of(pod).to_string();
+        let namespaces = store.list_cached(by_plural("namespaces"));
+        let ns_labels = namespaces
+            .iter()
+            .find(|n| name_of(n) == ns)
+            .and_then(|n| labels_of(n).cloned());
+        let mwcs = store.list_cached(by_plural("mutatingwebhookconfigurations"));
+        for wh in mwcs
+            .iter()
+            .filter_map(|mwc| mwc["webhooks"].as_array())
+            .flatten()
+        {
+            if !rule_matches_pod_create(wh) {
+                continue;
+            }
+            let ns_sel = LabelSelector::from_json(wh.get("namespaceSelector"));
+            let obj_sel = LabelSelector::from_json(wh.get("objectSelector"));
+            if !ns_sel.matches(ns_labels.as_ref()) || !obj_sel.matches(labels_of(pod)) {
+                continue;
+            }
+            let call = WebhookCall::of(wh);
+            match call.service(store) {
+                Ok(service) => self.webhooks.mutate_pod(&service, pod),
+                Err(why) if call.fail => return Err(call.failed(&why)),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A webhook of a configuration: the Service it calls, and its failure policy.
+struct WebhookCall<'a> {
+    name: &'a str,
+    service_ns: &'a str,
+    service_name: &'a str,
+    path: &'a str,
+    /// `failurePolicy: Fail` (the default): an unreachable server fails the request.
+    fail: bool,
+}
+
+impl<'a> WebhookCall<'a> {
+    fn of(wh: &'a Value) -> Self {
+        let service = &wh["clientConfig"]["service"];
+        Self {
+            name: wh["name"].as_str().unwrap_or(""),
+            service_ns: service["namespace"].as_str().unwrap_or(""),
+            service_name: service["name"].as_str().unwrap_or(""),
+            path: service["path"].as_str().unwrap_or("/inject"),
+            fail: wh["failurePolicy"].as_str().unwrap_or("Fail") == "Fail",
+        }
+    }
+
+    /// The Service the webhook calls, when a ready pod backs it.
+    fn service(&self, store: &Store) -> Result<Obj, String> {
+        let name = self.service_name;
+        let svc = store
+            .get(by_plural("services"), self.service_ns, name)
+            .ok_or_else(|| format!("service \"{name}\" not found"))?;
+        let sel = LabelSelector::from_json(Some(&json!({"matchLabels": svc["spec"]["selector"]})));
+        let (pods, _) = store.list(by_plural("pods"), Some(self.service_ns));
+        if !pods
+            .iter()
+            .any(|p| sel.matches(labels_of(p)) && pod_ready(p))
+        {
+            return Err(format!("no endpoints available for service \"{name}\""));
+        }
+        Ok(svc)
+    }
+
+    fn failed(&self, why: &str) -> ApiError {
+        let (wh_name, svc_name, svc_ns, path) =
+            (self.name, self.service_name, self.service_ns, self.path);
+        ApiError::internal(format!(
+            "failed calling webhook \"{wh_name}\": failed to call webhook: Post \"https://{svc_name}.{svc_ns}.svc:443{path}?timeout=10s\": {why}"
+        ))
+    }
+}
+
+fn rule_matches_pod_create(webhook: &Value) -> bool {
+    webhook["rules"].as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            let has = |field: &str, want: &str| {
+                r[field]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == want || x == "*"))
+            };
+            has("operations", "CREATE") && has("resources", "pods") && has("apiGroups", "")
+        })
+    })
+}
+
+/// The `kubernetes.io/metadata.name` label every namespace carries (its name, or on an
+/// update the old object's).
+fn label_namespace(obj: &mut Value, old: Option<&Value>) {
+    let name = name_of(old.unwrap_or(obj)).to_string();
+    let meta = metadata_mut(obj);
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert("kubernetes.io/metadata.name".into(), json!(name));
+    }
+}
+
+fn service_defaults(obj: &mut Value) {
+    if obj["spec"].get("clusterIP").is_none() && obj["spec"]["type"] != "ExternalName" {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        obj["spec"]["clusterIP"] = json!(format!(
+            "10.0.{}.{}",
+            rng.random_range(1..255),
+            rng.random_range(1..255)
+        ));
+    }
+    if obj["spec"].get("type").is_none() {
+        obj["spec"]["type"] = json!("ClusterIP");
+    }
 }
 
 fn set_default(v: &mut Value, key: &str, default: Value) {
@@ -100,7 +228,7 @@ fn set_default(v: &mut Value, key: &str, default: Value) {
     }
 }
 
-pub fn pod_spec_defaults(spec: &mut Value) {
+fn pod_spec_defaults(spec: &mut Value) {
     if !spec.is_object() {
         *spec = json!({});
     }

@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::admission;
 use super::discovery;
 use super::gc::{self, Propagation};
+use super::object::{labels_of, meta_str, metadata_mut, name_of, ns_of, rv_of, uid_of};
 use super::patch::{self, PatchType};
 use super::resources::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
-use super::store::{Obj, meta_str, metadata_mut, name_of, ns_of, rv_of, uid_of};
+use super::store::{Obj, Stored};
 use super::watch::{self, WatchRequest};
 use crate::Shared;
 
@@ -120,48 +120,53 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
     if !authorized(shared, &req) {
         return Err(ApiError::unauthorized());
     }
-    match path.as_str() {
+    if let Some(doc) = discovery_document(shared, &path) {
+        return doc.map(|d| ok_json(&d));
+    }
+    let Some(t) = parse_target(&path)? else {
+        return Err(ApiError::no_such_path());
+    };
+    resource_request(shared, t, req).await
+}
+
+/// The discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`), or
+/// `None` for any other path.
+fn discovery_document(shared: &Shared, path: &str) -> Option<Result<Value, ApiError>> {
+    match path {
         "/api" => {
-            let server = shared
-                .info
-                .kube_server
-                .trim_start_matches("https://")
-                .to_string();
-            return Ok(ok_json(&discovery::api_versions(&server)));
+            let server = shared.info.kube_server.trim_start_matches("https://");
+            return Some(Ok(discovery::api_versions(server)));
         }
-        "/apis" => return Ok(ok_json(&discovery::api_groups())),
+        "/apis" => return Some(Ok(discovery::api_groups())),
         _ => {}
     }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["api", v] => {
-            return discovery::resource_list("", v)
-                .map(|d| ok_json(&d))
-                .ok_or_else(ApiError::no_such_path);
-        }
-        ["apis", g, v] => {
-            return discovery::resource_list(g, v)
-                .map(|d| ok_json(&d))
-                .ok_or_else(ApiError::no_such_path);
-        }
+    let doc = match segs.as_slice() {
+        ["api", v] => discovery::resource_list("", v),
+        ["apis", g, v] => discovery::resource_list(g, v),
         ["apis", g] => {
             let groups = discovery::api_groups();
-            return groups["groups"]
+            groups["groups"]
                 .as_array()
                 .and_then(|a| a.iter().find(|x| x["name"] == *g))
                 .map(|x| {
                     let mut x = x.clone();
                     x["kind"] = json!("APIGroup");
                     x["apiVersion"] = json!("v1");
-                    ok_json(&x)
+                    x
                 })
-                .ok_or_else(ApiError::no_such_path);
         }
-        _ => {}
-    }
-    let Some(t) = parse_target(&path)? else {
-        return Err(ApiError::no_such_path());
+        _ => return None,
     };
+    Some(doc.ok_or_else(ApiError::no_such_path))
+}
+
+/// A verb on a resource path.
+async fn resource_request(
+    shared: &Arc<Shared>,
+    t: Target,
+    req: Request,
+) -> Result<Response, ApiError> {
     let q = query_map(&req);
     let method = req.method().clone();
     match (&method, &t.name, t.sub.as_deref()) {
@@ -178,32 +183,22 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
             Ok(super::portforward::handle(shared.clone(), ns, name.clone(), q, req).await)
         }
         (&Method::GET, Some(name), Some("log")) => {
-            let ns = t.ns.clone().unwrap_or_default();
-            shared
-                .kube
-                .store
-                .get(t.rt, &ns, name)
-                .ok_or_else(|| ApiError::not_found(t.rt, name))?;
+            get(shared, &t, name)?;
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "").into_response())
         }
         (&Method::GET, Some(name), sub) => {
             let obj = get(shared, &t, name)?;
-            if sub == Some("scale") {
-                return Ok(ok_json(&scale_of(&obj)));
-            }
-            Ok(ok_json(&obj))
+            Ok(object_or_scale(&obj, sub))
         }
         (&Method::POST, None, None) => {
             let body = read_json(req).await?;
             create(shared, &t, body, &q)
         }
         (&Method::PUT, Some(name), sub) => {
-            let name = name.clone();
             let body = read_json(req).await?;
-            update(shared, &t, &name, sub, body, &q)
+            update(shared, &t, name, sub, body, &q)
         }
         (&Method::PATCH, Some(name), sub) => {
-            let name = name.clone();
             let ct = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -213,18 +208,26 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
             let ptype = PatchType::from_content_type(&ct)
                 .ok_or_else(|| ApiError::unsupported_media_type(&ct))?;
             let bytes = read_bytes(req).await?;
-            patch_resource(shared, &t, &name, sub, ptype, &bytes, &q)
+            patch_resource(shared, &t, name, sub, ptype, &bytes, &q)
         }
         (&Method::DELETE, Some(name), None) => {
-            let name = name.clone();
             let bytes = read_bytes(req).await?;
-            delete(shared, &t, &name, &bytes, &q)
+            delete(shared, &t, name, &bytes, &q)
         }
         (&Method::DELETE, None, None) => {
             let bytes = read_bytes(req).await?;
             delete_collection(shared, &t, &bytes, &q)
         }
         _ => Err(ApiError::method_not_allowed(t.rt)),
+    }
+}
+
+/// The object, or its `scale` subresource when that was asked for.
+fn object_or_scale(obj: &Value, sub: Option<&str>) -> Response {
+    if sub == Some("scale") {
+        ok_json(&scale_of(obj))
+    } else {
+        ok_json(obj)
     }
 }
 
@@ -311,7 +314,7 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Resp
         .list_from(t.rt, t.ns.as_deref(), from.as_ref());
     let key = |o: &Value| format!("{}/{}", ns_of(o), name_of(o));
     let filtered = !labels.is_empty() || !fields.is_empty();
-    let mut out: Vec<&super::store::Stored> = Vec::new();
+    let mut out: Vec<&Stored> = Vec::new();
     let mut remaining = 0usize;
     let mut next: Option<String> = None;
     for s in &items {
@@ -459,49 +462,14 @@ fn create(
             return Err(ApiError::not_found(resources::by_plural("namespaces"), &ns));
         }
     }
-    let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-    let obj = create_object(&shared.kube, t.rt, body, &manager(q), dry_run)?;
+    let manager = manager(q);
+    let client = shared.kube.client(&manager);
+    let obj = if q.get("dryRun").is_some_and(|d| d == "All") {
+        client.dry_run_create(t.rt, body)?
+    } else {
+        client.create(t.rt, body)?
+    };
     Ok(json_response(StatusCode::CREATED, &obj))
-}
-
-/// Admission, defaults, ownership, then the store: the path every create takes, from the API
-/// and from the controllers (so that pods get injected whoever creates them).
-pub fn create_object(
-    kube: &super::KubeState,
-    rt: &'static ResourceType,
-    body: Value,
-    manager: &str,
-    dry_run: bool,
-) -> Result<Obj, ApiError> {
-    create_object_then(kube, rt, body, manager, dry_run, |_| {})
-}
-
-/// [`create_object`], with `finish` applied after admission (the controllers use it to
-/// create the starting cluster's pods already running).
-pub fn create_object_then(
-    kube: &super::KubeState,
-    rt: &'static ResourceType,
-    mut body: Value,
-    manager: &str,
-    dry_run: bool,
-    finish: impl FnOnce(&mut Value),
-) -> Result<Obj, ApiError> {
-    if rt.has_status
-        && let Some(m) = body.as_object_mut()
-    {
-        m.insert("status".into(), json!({}));
-    }
-    admission::on_create(kube, rt, &mut body)?;
-    finish(&mut body);
-    // the simulator's own controllers keep no managedFields: ten thousand pods' worth of
-    // field sets would cost more memory than anything reads from them
-    if manager != "kube-controller-manager" {
-        patch::record_update(None, &mut body, manager, rt, None);
-    }
-    if dry_run {
-        return Ok(Arc::new(body));
-    }
-    kube.store.create(rt, body)
 }
 
 fn check_rv(rt: &ResourceType, name: &str, cur: &Value, new: &Value) -> Result<(), ApiError> {
@@ -510,6 +478,42 @@ fn check_rv(rt: &ResourceType, name: &str, cur: &Value, new: &Value) -> Result<(
         return Err(ApiError::conflict(rt, name));
     }
     Ok(())
+}
+
+/// A body's name, when it has one, is the URL's.
+fn check_name(body: &Value, name: &str) -> Result<(), ApiError> {
+    let body_name = name_of(body);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
+}
+
+/// What a write of `sent` to `cur` stores: through `status`, only the status; through
+/// `scale`, only the replicas; else all but the status (kept by a kind with a status
+/// subresource).
+fn written(rt: &ResourceType, cur: &Value, sent: Value, sub: Option<&str>) -> Value {
+    match sub {
+        Some("status") => {
+            let mut n = cur.clone();
+            n["status"] = sent.get("status").cloned().unwrap_or(json!({}));
+            n
+        }
+        Some("scale") => {
+            let mut n = cur.clone();
+            n["spec"]["replicas"] = sent["spec"]["replicas"].clone();
+            n
+        }
+        _ => {
+            let mut n = sent;
+            if rt.has_status {
+                n["status"] = cur.get("status").cloned().unwrap_or(json!({}));
+            }
+            n
+        }
+    }
 }
 
 fn update(
@@ -521,37 +525,14 @@ fn update(
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     check_kind(t, &body).or_else(|e| if sub == Some("scale") { Ok(()) } else { Err(e) })?;
-    let body_name = name_of(&body);
-    if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({body_name}) does not match the name on the URL ({name})"
-        )));
-    }
+    check_name(&body, name)?;
     let ns = t.ns.clone().unwrap_or_default();
     let rt = t.rt;
     let mgr = manager(q);
     let obj = shared.kube.store.update_with(rt, &ns, name, |cur| {
         check_rv(rt, name, cur, &body)?;
-        let mut new = match sub {
-            Some("status") => {
-                let mut n = cur.clone();
-                n["status"] = body.get("status").cloned().unwrap_or(json!({}));
-                n
-            }
-            Some("scale") => {
-                let mut n = cur.clone();
-                n["spec"]["replicas"] = body["spec"]["replicas"].clone();
-                n
-            }
-            _ => {
-                let mut n = body.clone();
-                if rt.has_status {
-                    n["status"] = cur.get("status").cloned().unwrap_or(json!({}));
-                }
-                n
-            }
-        };
-        admission::on_update(&shared.kube, rt, cur, &mut new)?;
+        let mut new = written(rt, cur, body.clone(), sub);
+        shared.kube.admission.on_update(rt, cur, &mut new)?;
         patch::record_update(
             Some(cur),
             &mut new,
@@ -561,10 +542,7 @@ fn update(
         );
         Ok(Some(new))
     })?;
-    if sub == Some("scale") {
-        return Ok(ok_json(&scale_of(&obj)));
-    }
-    Ok(ok_json(&obj))
+    Ok(object_or_scale(&obj, sub))
 }
 
 fn patch_resource(
@@ -576,6 +554,48 @@ fn patch_resource(
     bytes: &[u8],
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    let (force, mgr) = patch_options(ptype, q)?;
+    let body = decode_patch(ptype, bytes)?;
+    let ns = t.ns.clone().unwrap_or_default();
+    let rt = t.rt;
+    if ptype == PatchType::Apply && sub.is_none() && shared.kube.store.get(rt, &ns, name).is_none()
+    {
+        return apply_create(shared, t, name, &body, &mgr, force);
+    }
+    let obj = shared.kube.store.update_with(rt, &ns, name, |cur| {
+        let base = if sub == Some("scale") {
+            scale_of(cur)
+        } else {
+            cur.clone()
+        };
+        let patched = match ptype {
+            PatchType::Merge => patch::merge_patch(&base, &body),
+            PatchType::Json => patch::json_patch(&base, &body)?,
+            PatchType::Strategic => patch::strategic_merge(&base, &body)?,
+            PatchType::Apply => patch::apply(Some(&base), &body, &mgr, force, rt)?,
+        };
+        check_rv(rt, name, &base, &patched)?;
+        let mut new = written(rt, cur, patched, sub);
+        shared.kube.admission.on_update(rt, cur, &mut new)?;
+        if ptype != PatchType::Apply {
+            patch::record_update(
+                Some(cur),
+                &mut new,
+                &mgr,
+                rt,
+                sub.filter(|s| *s == "status"),
+            );
+        }
+        Ok(Some(new))
+    })?;
+    Ok(object_or_scale(&obj, sub))
+}
+
+/// A patch's `force` and field manager, as PatchOptions validation allows them.
+fn patch_options(
+    ptype: PatchType,
+    q: &HashMap<String, String>,
+) -> Result<(bool, String), ApiError> {
     let force = q.get("force").is_some_and(|f| f == "true");
     if force && ptype != PatchType::Apply {
         return Err(ApiError {
@@ -594,97 +614,57 @@ fn patch_resource(
             details: json!({"group":"meta.k8s.io","kind":"PatchOptions","causes":[{"reason":"FieldValueRequired","message":"Required value: is required for apply patch","field":"fieldManager"}]}),
         });
     }
-    let body: Value = if ptype == PatchType::Apply {
-        match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(_) => {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
-                serde_saphyr::from_str::<Value>(text)
-                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
-            }
+    Ok((force, field_manager.unwrap_or_else(|| "unknown".into())))
+}
+
+/// The patch document: JSON, or for an apply patch JSON or YAML.
+fn decode_patch(ptype: PatchType, bytes: &[u8]) -> Result<Value, ApiError> {
+    if ptype != PatchType::Apply {
+        return serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")));
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| ApiError::bad_request("the apply patch is not UTF-8"))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
-    } else {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
-    };
-    let ns = t.ns.clone().unwrap_or_default();
+    }
+}
+
+/// Server-side apply of an object that does not exist yet: it is created, owned by `mgr`.
+fn apply_create(
+    shared: &Shared,
+    t: &Target,
+    name: &str,
+    body: &Value,
+    mgr: &str,
+    force: bool,
+) -> Result<Response, ApiError> {
     let rt = t.rt;
-    let mgr = field_manager.unwrap_or_else(|| "unknown".into());
-    if ptype == PatchType::Apply && sub.is_none() && shared.kube.store.get(rt, &ns, name).is_none()
+    check_kind(t, body)?;
+    check_name(body, name)?;
+    let mut obj = patch::apply(None, body, mgr, force, rt)?;
     {
-        check_kind(t, &body)?;
-        let body_name = name_of(&body);
-        if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
+        let meta = metadata_mut(&mut obj);
+        meta.insert("name".into(), json!(name));
+        if rt.namespaced {
+            meta.insert("namespace".into(), json!(t.ns.clone().unwrap_or_default()));
         }
-        let mut obj = patch::apply(None, &body, &mgr, force, rt)?;
-        {
-            let meta = metadata_mut(&mut obj);
-            meta.insert("name".into(), json!(name));
-            if rt.namespaced {
-                meta.insert("namespace".into(), json!(ns));
-            }
-        }
-        if rt.has_status
-            && let Some(m) = obj.as_object_mut()
-        {
-            m.insert("status".into(), json!({}));
-        }
-        admission::on_create(&shared.kube, rt, &mut obj)?;
-        let created = shared.kube.store.create(rt, obj)?;
-        return Ok(json_response(StatusCode::CREATED, &created));
     }
-    let obj = shared.kube.store.update_with(rt, &ns, name, |cur| {
-        let base = if sub == Some("scale") {
-            scale_of(cur)
-        } else {
-            cur.clone()
-        };
-        let patched = match ptype {
-            PatchType::Merge => patch::merge_patch(&base, &body),
-            PatchType::Json => patch::json_patch(&base, &body)?,
-            PatchType::Strategic => patch::strategic_merge(&base, &body)?,
-            PatchType::Apply => patch::apply(Some(&base), &body, &mgr, force, rt)?,
-        };
-        check_rv(rt, name, &base, &patched)?;
-        let mut new = match sub {
-            Some("status") => {
-                let mut n = cur.clone();
-                n["status"] = patched.get("status").cloned().unwrap_or(json!({}));
-                n
-            }
-            Some("scale") => {
-                let mut n = cur.clone();
-                n["spec"]["replicas"] = patched["spec"]["replicas"].clone();
-                n
-            }
-            _ => {
-                let mut n = patched;
-                if rt.has_status {
-                    n["status"] = cur.get("status").cloned().unwrap_or(json!({}));
-                }
-                n
-            }
-        };
-        admission::on_update(&shared.kube, rt, cur, &mut new)?;
-        if ptype != PatchType::Apply {
-            patch::record_update(
-                Some(cur),
-                &mut new,
-                &mgr,
-                rt,
-                sub.filter(|s| *s == "status"),
-            );
-        }
-        Ok(Some(new))
-    })?;
-    if sub == Some("scale") {
-        return Ok(ok_json(&scale_of(&obj)));
+    if rt.has_status
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.insert("status".into(), json!({}));
     }
-    Ok(ok_json(&obj))
+    shared
+        .kube
+        .admission
+        .on_create(&shared.kube.store, rt, &mut obj)?;
+    let created = shared.kube.store.create(rt, obj)?;
+    Ok(json_response(StatusCode::CREATED, &created))
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -798,7 +778,7 @@ fn delete_collection(
     let (items, _) = store.list(t.rt, t.ns.as_deref());
     let mut deleted = Vec::new();
     for o in items {
-        if !labels.matches(super::store::labels_of(&o)) || !fields.matches(&o) {
+        if !labels.matches(labels_of(&o)) || !fields.matches(&o) {
             continue;
         }
         if let Ok((obj, gone)) = store.delete(t.rt, ns_of(&o), name_of(&o), None, None) {

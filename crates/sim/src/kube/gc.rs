@@ -4,9 +4,10 @@
 
 use serde_json::Value;
 
-use super::resources::RESOURCES;
+use super::object::{name_of, ns_of, uid_of};
+use super::resources::{RESOURCES, ResourceType};
 use super::status::ApiError;
-use super::store::{Obj, Store, name_of, ns_of, uid_of};
+use super::store::{Obj, Store};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Propagation {
@@ -34,11 +35,7 @@ fn owned_by(obj: &Value, uid: &str) -> bool {
 }
 
 /// Dependents of the object with `uid` in `namespace` (and cluster-scoped ones).
-pub fn dependents(
-    store: &Store,
-    namespace: &str,
-    uid: &str,
-) -> Vec<(&'static super::resources::ResourceType, Obj)> {
+pub fn dependents(store: &Store, namespace: &str, uid: &str) -> Vec<(&'static ResourceType, Obj)> {
     let mut out = Vec::new();
     for rt in RESOURCES {
         let ns = match (rt.namespaced, namespace.is_empty()) {
@@ -98,7 +95,7 @@ pub fn collect(store: &Store, deleted: &Value, policy: Propagation) {
 /// Deletes an object and collects its dependents.
 pub fn delete_cascade(
     store: &Store,
-    rt: &'static super::resources::ResourceType,
+    rt: &'static ResourceType,
     ns: &str,
     name: &str,
 ) -> Result<(), ApiError> {

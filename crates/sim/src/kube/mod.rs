@@ -1,70 +1,61 @@
-//! The Kubernetes API server and the add-on's controllers.
+//! The Kubernetes API server and the add-on's controllers, in layers: each module uses
+//! only those below it.
 //!
 //! ```text
-//!  HTTPS ─▶ api (auth, discovery, verbs) ─▶ admission (defaults, injection, mesh allowlist)
-//!                │                                  │
-//!                ├─ watch ◀── events ── store ◀─────┘ (uid, resourceVersion, generation)
-//!                └─ portforward ─▶ addon::istiod_debug (/debug/syncz on 15014)
-//!
-//!  controllers (Deployment → ReplicaSet → Pod, StatefulSet, DaemonSet, readiness, GC)
-//!  addon (follows Shared::mesh: istiod, webhooks, gateways, leases per revision; proxies)
+//!  mod.rs      the face: KubeState::new plugs the add-on's webhooks into admission,
+//!    │         seeds the cluster and settles it
+//!    ▼
+//!  api ───────▶ portforward ─▶ addon (istiod's port 15014)
+//!    │  HTTPS: auth, discovery, verbs; creates through a Client, the other verbs on the store
+//!    ▼
+//!  addon · controllers · summary
+//!    │  the add-on follows Shared::mesh (istiod, webhooks, gateways, leases per revision);
+//!    │  the controllers run Deployment → ReplicaSet → Pod, StatefulSet, DaemonSet, kubelet
+//!    ▼
+//!  state (KubeState) ─▶ client (Client: the controllers' and the add-on's one interface)
+//!    ▼
+//!  admission (defaults; webhook calls ─▶ a WebhookServer) · gc · patch · watch
+//!    ▼
+//!  store (objects as JSON, resourceVersion, events; uid, generation, finalizers, grace)
+//!    ▼
+//!  object · istio · resources · selectors · status · discovery · scenario (the vocabulary)
 //! ```
 
 mod addon;
 mod admission;
 mod api;
+mod client;
 mod controllers;
 mod discovery;
 mod gc;
+mod istio;
+mod object;
 mod patch;
 mod portforward;
 mod resources;
-mod scenario;
+pub(crate) mod scenario;
 mod selectors;
+mod state;
 mod status;
 mod store;
 mod summary;
 mod watch;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use tokio::sync::watch as tokio_watch;
 
 pub use scenario::{GeneratedShape, KubeScenario, NamespaceShape, TagShape, WorkloadShape};
+pub use state::KubeState;
 pub use store::{Event, EventType, Obj, Store, Stored};
 
-use crate::{Clock, Scenario, Shared};
-
-/// The object store and everything the controllers remember between passes.
-pub struct KubeState {
-    pub store: Store,
-    pub scenario: KubeScenario,
-    pub(crate) clock: Clock,
-    /// How often an idle watch gets a bookmark (real time).
-    pub(crate) bookmark_every: Duration,
-    /// Pods waiting to turn Ready: (when, namespace, name, uid).
-    pub(crate) ready_timers: Mutex<Vec<(Instant, String, String, String)>>,
-    /// When each proxy (pod uid) connected to istiod; absent = since the start.
-    pub(crate) proxies: Mutex<HashMap<String, Instant>>,
-    /// Revisions at start (the installed ones), for "new revision" faults.
-    pub(crate) initial_revisions: Vec<String>,
-}
+use crate::{Scenario, Shared};
 
 impl KubeState {
     /// Builds the starting cluster, already settled: the installed revisions' control plane,
     /// the tags, the application workloads with their pods injected, Ready and SYNCED.
     pub fn new(scenario: &Scenario) -> Self {
-        let state = Self {
-            store: Store::with_time_scale(scenario.time_scale),
-            scenario: scenario.kube.clone(),
-            clock: Clock::new(scenario.time_scale),
-            bookmark_every: Duration::from_secs(1),
-            ready_timers: Mutex::new(Vec::new()),
-            proxies: Mutex::new(HashMap::new()),
-            initial_revisions: scenario.cluster.revisions.clone(),
-        };
+        let state = Self::empty(scenario, addon::Webhooks::new(&scenario.kube));
         addon::seed(
             &state,
             &scenario.cluster.revisions,
@@ -73,18 +64,6 @@ impl KubeState {
         controllers::seed_workloads(&state);
         controllers::settle(&state);
         state
-    }
-}
-
-impl KubeState {
-    /// Stores an object without admission, as one created before a webhook existed (tests use
-    /// it for a shared ConfigMap the add-on's MeshConfig validation would now reject).
-    /// `plural` is the resource's plural name (`configmaps`).
-    pub fn insert_unadmitted(&self, plural: &str, obj: serde_json::Value) -> Result<(), String> {
-        self.store
-            .create(resources::by_plural(plural), obj)
-            .map(|_| ())
-            .map_err(|e| e.message)
     }
 }
 

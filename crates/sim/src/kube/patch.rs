@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
+use super::object::now_rfc3339;
 use super::resources::ResourceType;
 use super::status::ApiError;
-use super::store::now_rfc3339;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchType {
@@ -178,29 +178,34 @@ fn smp_value(
     }
     for (field, wanted) in order {
         if let Some(Value::Array(list)) = result.get_mut(&field) {
-            let key = merge_key(path, &field).unwrap_or("");
-            let ident = |x: &Value| -> Value {
-                if key.is_empty() {
-                    x.clone()
-                } else {
-                    x.get(key).cloned().unwrap_or(Value::Null)
-                }
-            };
-            let mut sorted = Vec::with_capacity(list.len());
-            for w in &wanted {
-                let wid = ident(w);
-                if let Some(pos) = list.iter().position(|x| ident(x) == wid) {
-                    sorted.push(list.remove(pos));
-                }
-            }
-            sorted.append(list);
-            *list = sorted;
+            set_element_order(list, &wanted, merge_key(path, &field).unwrap_or(""));
         }
     }
     if let Some(keep) = retain {
         result.retain(|k, _| keep.contains(k) || pmap.contains_key(k));
     }
     Ok(Some(Value::Object(result)))
+}
+
+/// `$setElementOrder`: the elements of `list` named in `wanted` (by `key`, or whole for a
+/// list of primitives) first, in that order; the others after them.
+fn set_element_order(list: &mut Vec<Value>, wanted: &[Value], key: &str) {
+    let ident = |x: &Value| -> Value {
+        if key.is_empty() {
+            x.clone()
+        } else {
+            x.get(key).cloned().unwrap_or(Value::Null)
+        }
+    };
+    let mut sorted = Vec::with_capacity(list.len());
+    for w in wanted {
+        let wid = ident(w);
+        if let Some(pos) = list.iter().position(|x| ident(x) == wid) {
+            sorted.push(list.remove(pos));
+        }
+    }
+    sorted.append(list);
+    *list = sorted;
 }
 
 fn merge_list(
@@ -594,38 +599,7 @@ pub fn apply(
         }
     }
     if !conflicts.is_empty() && !force {
-        let causes: Vec<Value> = conflicts
-            .iter()
-            .map(|(_, who, p)| {
-                json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": path_string(p)})
-            })
-            .collect();
-        let message = if conflicts.len() == 1 {
-            format!(
-                "Apply failed with 1 conflict: conflict with {}: {}",
-                conflicts[0].1,
-                path_string(&conflicts[0].2)
-            )
-        } else {
-            let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for (_, who, p) in &conflicts {
-                by.entry(who.clone()).or_default().push(path_string(p));
-            }
-            let mut m = format!("Apply failed with {} conflicts:", conflicts.len());
-            for (who, paths) in by {
-                m.push_str(&format!(" conflicts with {who}:"));
-                for p in paths {
-                    m.push_str(&format!("\n- {p}"));
-                }
-            }
-            m
-        };
-        return Err(ApiError {
-            code: 409,
-            reason: "Conflict",
-            message,
-            details: json!({"causes": causes}),
-        });
+        return Err(conflict_error(&conflicts));
     }
     // force (or agreement): ownership of the applied fields moves to this manager
     for e in entries.iter_mut() {
@@ -670,6 +644,42 @@ pub fn apply(
     }
     write_managed(&mut merged, &entries);
     Ok(merged)
+}
+
+/// The 409 of an apply that would take fields other managers own: (who, how named, field).
+fn conflict_error(conflicts: &[(String, String, FieldPath)]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(_, who, p)| {
+            json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": path_string(p)})
+        })
+        .collect();
+    let message = if conflicts.len() == 1 {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            conflicts[0].1,
+            path_string(&conflicts[0].2)
+        )
+    } else {
+        let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (_, who, p) in conflicts {
+            by.entry(who.clone()).or_default().push(path_string(p));
+        }
+        let mut m = format!("Apply failed with {} conflicts:", conflicts.len());
+        for (who, paths) in by {
+            m.push_str(&format!(" conflicts with {who}:"));
+            for p in paths {
+                m.push_str(&format!("\n- {p}"));
+            }
+        }
+        m
+    };
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message,
+        details: json!({"causes": causes}),
+    }
 }
 
 fn strip_meta_for_apply(applied: &Value) -> Value {

@@ -17,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, WriteHalf};
 use tokio::sync::mpsc;
 
-use super::addon::{self, ISTIO_NS};
+use super::addon;
+use super::istio::is_istiod;
+use super::object::{name_of, pod_ready, uid_of};
 use super::resources::by_plural;
 use super::status::ApiError;
-use super::store::{label, name_of, uid_of};
 use crate::Shared;
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
@@ -96,70 +97,13 @@ async fn forward(shared: Arc<Shared>, pod: Arc<Value>, ports: Vec<u16>, socket: 
         let _ = out_tx.send(vec![(2 * i) as u8, lo, hi]).await;
         let _ = out_tx.send(vec![(2 * i + 1) as u8, lo, hi]).await;
     }
-    let is_istiod = super::store::ns_of(&pod) == ISTIO_NS && label(&pod, "app") == Some("istiod");
-    let serving = is_istiod && addon::pod_ready(&pod);
-    let mut writers: HashMap<usize, tokio::io::WriteHalf<tokio::io::DuplexStream>> = HashMap::new();
+    let serving = is_istiod(&pod) && pod_ready(&pod);
+    let mut writers: HashMap<usize, WriteHalf<DuplexStream>> = HashMap::new();
     for (i, port) in ports.iter().enumerate() {
         if serving && *port == 15014 {
-            let (client, server) = tokio::io::duplex(256 * 1024);
-            let kube_shared = shared.clone();
-            let pod_c = pod.clone();
-            tokio::spawn(async move {
-                let router = axum::Router::new().fallback(move |req: Request| {
-                    let shared = kube_shared.clone();
-                    let pod = pod_c.clone();
-                    async move {
-                        let pq = req
-                            .uri()
-                            .path_and_query()
-                            .map(|p| p.as_str().to_string())
-                            .unwrap_or_else(|| "/".into());
-                        let (code, ct, body) = addon::istiod_http(&shared.kube, &pod, &pq);
-                        let mut resp = Response::new(axum::body::Body::from(body));
-                        *resp.status_mut() = axum::http::StatusCode::from_u16(code)
-                            .unwrap_or(axum::http::StatusCode::OK);
-                        resp.headers_mut().insert(
-                            axum::http::header::CONTENT_TYPE,
-                            HeaderValue::from_static(ct),
-                        );
-                        resp
-                    }
-                });
-                let service = hyper_util::service::TowerToHyperService::new(router);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(server), service)
-                    .await;
-            });
-            let (mut read, write) = tokio::io::split(client);
-            writers.insert(i, write);
-            let tx = out_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match read.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            let mut frame = Vec::with_capacity(n + 1);
-                            frame.push((2 * i) as u8);
-                            frame.extend_from_slice(&buf[..n]);
-                            if tx.send(frame).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
+            writers.insert(i, connect_istiod(&shared, &pod, i, out_tx.clone()));
         } else {
-            let mut frame = vec![(2 * i + 1) as u8];
-            frame.extend_from_slice(
-                format!(
-                    "error forwarding port {port} to pod {}, uid {}: failed to execute portforward in network namespace: failed to connect to localhost:{port} inside namespace: connection refused",
-                    name_of(&pod),
-                    uid_of(&pod)
-                )
-                .as_bytes(),
-            );
-            let _ = out_tx.send(frame).await;
+            let _ = out_tx.send(refused(i, *port, &pod)).await;
         }
     }
     while let Some(msg) = stream.next().await {
@@ -185,4 +129,75 @@ async fn forward(shared: Arc<Shared>, pod: Arc<Value>, ports: Vec<u16>, socket: 
     drop(writers);
     drop(out_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+}
+
+/// Connects port `i` to an in-process istiod monitoring server: its answers go out on the
+/// port's data channel; the returned half takes what the client sends.
+fn connect_istiod(
+    shared: &Arc<Shared>,
+    pod: &Arc<Value>,
+    i: usize,
+    out_tx: mpsc::Sender<Vec<u8>>,
+) -> WriteHalf<DuplexStream> {
+    let (client, server) = tokio::io::duplex(256 * 1024);
+    let kube_shared = shared.clone();
+    let pod_c = pod.clone();
+    tokio::spawn(async move {
+        let router = axum::Router::new().fallback(move |req: Request| {
+            let shared = kube_shared.clone();
+            let pod = pod_c.clone();
+            async move {
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
+                let (code, ct, body) = addon::istiod_http(&shared.kube, &pod, &pq);
+                let mut resp = Response::new(axum::body::Body::from(body));
+                *resp.status_mut() =
+                    axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
+                resp.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(ct),
+                );
+                resp
+            }
+        });
+        let service = hyper_util::service::TowerToHyperService::new(router);
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service)
+            .await;
+    });
+    let (mut read, write) = tokio::io::split(client);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let mut frame = Vec::with_capacity(n + 1);
+                    frame.push((2 * i) as u8);
+                    frame.extend_from_slice(&buf[..n]);
+                    if out_tx.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    write
+}
+
+/// The error frame of port `i` when nothing listens on it, as a kubelet reports it.
+fn refused(i: usize, port: u16, pod: &Value) -> Vec<u8> {
+    let mut frame = vec![(2 * i + 1) as u8];
+    frame.extend_from_slice(
+        format!(
+            "error forwarding port {port} to pod {}, uid {}: failed to execute portforward in network namespace: failed to connect to localhost:{port} inside namespace: connection refused",
+            name_of(pod),
+            uid_of(pod)
+        )
+        .as_bytes(),
+    );
+    frame
 }

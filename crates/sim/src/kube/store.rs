@@ -12,7 +12,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::resources::{RESOURCES, ResourceType};
+use super::istio::pod_revision;
+use super::object::{
+    labels_of, meta_str, metadata_mut, name_of, now_rfc3339, ns_of, pod_ready, random_suffix,
+    uid_of,
+};
+use super::resources::{RESOURCES, ResourceType, by_plural};
 use super::status::ApiError;
 
 pub type Obj = Arc<Value>;
@@ -79,8 +84,8 @@ impl Stored {
             deleting: v["metadata"].get("deletionTimestamp").is_some(),
             labels: labels_of(v).cloned().unwrap_or_default(),
             pod: (v["kind"] == "Pod").then(|| PodFacts {
-                ready: super::addon::pod_ready(v),
-                revision: super::addon::pod_revision(v),
+                ready: pod_ready(v),
+                revision: pod_revision(v),
                 proxy_image: v["spec"]["containers"]
                     .as_array()
                     .into_iter()
@@ -193,79 +198,6 @@ impl Store {
             ..Self::new()
         }
     }
-}
-
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-pub fn now_micro() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// Five characters of the alphabet the API server uses for `generateName`.
-pub fn random_suffix(n: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| NAME_ALPHABET[rng.random_range(0..NAME_ALPHABET.len())] as char)
-        .collect()
-}
-
-pub fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
-    obj.get("metadata")
-        .and_then(|m| m.get(key))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-pub fn name_of(obj: &Value) -> &str {
-    meta_str(obj, "name")
-}
-
-pub fn ns_of(obj: &Value) -> &str {
-    meta_str(obj, "namespace")
-}
-
-pub fn uid_of(obj: &Value) -> &str {
-    meta_str(obj, "uid")
-}
-
-pub fn labels_of(obj: &Value) -> Option<&serde_json::Map<String, Value>> {
-    obj.get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-}
-
-pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    labels_of(obj)
-        .and_then(|l| l.get(key))
-        .and_then(Value::as_str)
-}
-
-pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(key))
-        .and_then(Value::as_str)
-}
-
-pub fn metadata_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
-    if !obj.is_object() {
-        *obj = json!({});
-    }
-    let map = obj.as_object_mut().expect("object");
-    let meta = map.entry("metadata").or_insert_with(|| json!({}));
-    if !meta.is_object() {
-        *meta = json!({});
-    }
-    meta.as_object_mut().expect("metadata object")
-}
-
-pub fn rv_of(obj: &Value) -> u64 {
-    meta_str(obj, "resourceVersion").parse().unwrap_or(0)
 }
 
 fn set_rv(obj: &mut Value, rv: u64) {
@@ -520,100 +452,33 @@ impl Store {
         mut obj: Value,
         quiet: bool,
     ) -> Result<Obj, ApiError> {
-        if let Some(map) = obj.as_object_mut() {
-            map.insert("apiVersion".into(), json!(rt.api_version()));
-            map.insert("kind".into(), json!(rt.kind));
-            // keep apiVersion/kind first, as real objects print them
-            let mut ordered = serde_json::Map::new();
-            ordered.insert("apiVersion".into(), json!(rt.api_version()));
-            ordered.insert("kind".into(), json!(rt.kind));
-            for (k, v) in std::mem::take(map) {
-                if k != "apiVersion" && k != "kind" {
-                    ordered.insert(k, v);
-                }
-            }
-            *map = ordered;
-        } else {
-            return Err(ApiError::bad_request(
-                "the body of the request is not an object",
-            ));
-        }
+        kind_first(rt, &mut obj)?;
         let mut inner = self.write();
         let ns = if rt.namespaced {
             ns_of(&obj).to_string()
         } else {
             String::new()
         };
-        let mut name = name_of(&obj).to_string();
-        if name.is_empty() {
-            let prefix = meta_str(&obj, "generateName").to_string();
-            if prefix.is_empty() {
-                return Err(ApiError::invalid(
-                    rt,
-                    "",
-                    "metadata.name",
-                    "FieldValueRequired",
-                    "Required value: name or generateName is required",
-                ));
-            }
-            let prefix: String = prefix.chars().take(58).collect();
-            loop {
-                let candidate = format!("{prefix}{}", random_suffix(5));
-                if !inner.tables[rt.plural].contains_key(&(ns.clone(), candidate.clone())) {
-                    name = candidate;
-                    break;
-                }
-            }
-        }
+        let name = choose_name(&inner.tables[rt.plural], rt, &ns, &obj)?;
         validate_name(rt, &name)?;
         if inner.tables[rt.plural].contains_key(&(ns.clone(), name.clone())) {
             return Err(ApiError::already_exists(rt, &name));
         }
         inner.rv += 1;
         let rv = inner.rv;
-        {
-            let meta = metadata_mut(&mut obj);
-            meta.insert("name".into(), json!(name));
-            if rt.namespaced {
-                meta.insert("namespace".into(), json!(ns));
-            } else {
-                meta.remove("namespace");
-            }
-            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-            meta.insert("resourceVersion".into(), json!(rv.to_string()));
-            if rt.generation {
-                meta.insert("generation".into(), json!(1));
-            } else {
-                meta.remove("generation");
-            }
-            meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-            meta.remove("deletionTimestamp");
-        }
-        let stored = Stored::encode(&obj);
-        let obj = Arc::new(obj);
-        inner
-            .tables
-            .get_mut(rt.plural)
-            .expect("table")
-            .insert((ns.clone(), name.clone()), stored.clone());
+        set_create_meta(rt, &mut obj, &name, &ns, rv);
         if quiet {
+            let stored = Stored::encode(&obj);
+            inner
+                .tables
+                .get_mut(rt.plural)
+                .expect("table")
+                .insert((ns, name), stored);
             inner.table_rv.insert(rt.plural, rv);
             inner.oldest_resumable = inner.rv;
-        } else {
-            self.publish(
-                &mut inner,
-                Event {
-                    rv,
-                    kind: EventType::Added,
-                    resource: rt.plural,
-                    namespace: ns,
-                    name,
-                    object: stored,
-                    old: None,
-                },
-            );
+            return Ok(Arc::new(obj));
         }
-        Ok(obj)
+        Ok(self.commit(&mut inner, rt, (ns, name), rv, EventType::Added, obj, None))
     }
 
     pub fn create(&self, rt: &'static ResourceType, obj: Value) -> Result<Obj, ApiError> {
@@ -644,98 +509,24 @@ impl Store {
         let Some(mut new) = f(&old)? else {
             return Ok(old);
         };
-        // identity fields are the server's
-        {
-            let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
-            let meta = metadata_mut(&mut new);
-            for k in [
-                "name",
-                "namespace",
-                "uid",
-                "creationTimestamp",
-                "generation",
-            ] {
-                match old_meta.get(k) {
-                    Some(v) => {
-                        meta.insert(k.into(), v.clone());
-                    }
-                    None => {
-                        meta.remove(k);
-                    }
-                }
-            }
-            if old_meta.get("deletionTimestamp").is_some() {
-                meta.insert(
-                    "deletionTimestamp".into(),
-                    old_meta["deletionTimestamp"].clone(),
-                );
-            }
-            meta.insert(
-                "resourceVersion".into(),
-                old_meta["resourceVersion"].clone(),
-            );
-        }
-        if let Some(map) = new.as_object_mut() {
-            map.insert("apiVersion".into(), json!(rt.api_version()));
-            map.insert("kind".into(), json!(rt.kind));
-        }
+        keep_server_fields(rt, &old, &mut new);
         if new == *old {
             return Ok(old);
         }
-        if rt.generation {
-            let spec_changed = old.get("spec") != new.get("spec");
-            // the controller's own revision annotation does not count (a fresh Deployment
-            // reads generation 1 with revision "1" on a real server)
-            let ann = |o: &Value| {
-                let mut a = o["metadata"]
-                    .get("annotations")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                a.remove("deployment.kubernetes.io/revision");
-                a
-            };
-            let ann_changed = rt.kind == "Deployment" && ann(&old) != ann(&new);
-            if spec_changed || ann_changed {
-                let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-                metadata_mut(&mut new).insert("generation".into(), json!(g));
-            }
-        }
+        bump_generation(rt, &old, &mut new);
         inner.rv += 1;
         let rv = inner.rv;
         set_rv(&mut new, rv);
         // the last finalizer removed from an object being deleted: it goes
-        let finalizers_empty = new["metadata"]
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty());
-        let had_finalizers = old["metadata"]
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
-        if new["metadata"].get("deletionTimestamp").is_some() && finalizers_empty && had_finalizers
-        {
-            let obj = self.commit(
-                &mut inner,
-                rt,
-                key,
-                rv,
-                EventType::Deleted,
-                new,
-                Some(old_stored),
-            );
-            return Ok(obj);
-        }
-        let obj = self.commit(
-            &mut inner,
-            rt,
-            key,
-            rv,
-            EventType::Modified,
-            new,
-            Some(old_stored),
-        );
-        Ok(obj)
+        let gone = new["metadata"].get("deletionTimestamp").is_some()
+            && !has_finalizers(&new)
+            && has_finalizers(&old);
+        let kind = if gone {
+            EventType::Deleted
+        } else {
+            EventType::Modified
+        };
+        Ok(self.commit(&mut inner, rt, key, rv, kind, new, Some(old_stored)))
     }
 
     /// Deletes an object. With finalizers it only gets a deletionTimestamp. Returns the
@@ -769,57 +560,32 @@ impl Store {
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
         let old = old_stored.decode();
-        if let Some(uid) = precondition_uid
-            && uid != uid_of(&old)
-        {
-            return Err(ApiError::conflict_msg(
-                rt,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    uid_of(&old)
-                ),
-            ));
-        }
-        if let Some(rv) = precondition_rv
-            && rv != meta_str(&old, "resourceVersion")
-        {
-            return Err(ApiError::conflict_msg(
-                rt,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    meta_str(&old, "resourceVersion")
-                ),
-            ));
-        }
-        inner.rv += 1;
-        let rv = inner.rv;
-        let has_finalizers = old["metadata"]
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
-        let mut new = (*old).clone();
-        set_rv(&mut new, rv);
+        check_delete_preconditions(rt, name, &old, precondition_uid, precondition_rv)?;
+        let already_deleting = old["metadata"].get("deletionTimestamp").is_some();
         let grace = grace.unwrap_or_else(|| {
             old["spec"]["terminationGracePeriodSeconds"]
                 .as_i64()
                 .unwrap_or(30)
         });
-        if rt.plural == "pods" && grace > 0 && self.time_scale > 0.0 && !has_finalizers {
-            if old["metadata"].get("deletionTimestamp").is_some() {
-                inner.rv -= 1;
+        let graceful = rt.plural == "pods" && grace > 0 && self.time_scale > 0.0;
+        if has_finalizers(&old) || graceful {
+            // it stays, marked for deletion, until its finalizers or its grace period are done
+            if already_deleting {
                 return Ok((old, false));
             }
-            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-            {
-                let meta = metadata_mut(&mut new);
-                meta.insert(
-                    "deletionTimestamp".into(),
-                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                );
-                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            }
+            let (at, period) = if has_finalizers(&old) {
+                (now_rfc3339(), 0)
+            } else {
+                let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+                (at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), grace)
+            };
+            let mut new = (*old).clone();
+            let meta = metadata_mut(&mut new);
+            meta.insert("deletionTimestamp".into(), json!(at));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(period));
+            inner.rv += 1;
+            let rv = inner.rv;
+            set_rv(&mut new, rv);
             let obj = self.commit(
                 &mut inner,
                 rt,
@@ -829,40 +595,27 @@ impl Store {
                 new,
                 Some(old_stored),
             );
-            let when = std::time::Instant::now()
-                + std::time::Duration::from_secs_f64(grace as f64 * self.time_scale);
-            self.terminating
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((
-                    when,
-                    ns.to_string(),
-                    name.to_string(),
-                    uid_of(&obj).to_string(),
-                ));
+            if !has_finalizers(&old) {
+                self.terminate_after(grace, ns, name, uid_of(&obj));
+            }
             return Ok((obj, false));
         }
-        if has_finalizers {
-            if old["metadata"].get("deletionTimestamp").is_none() {
-                let meta = metadata_mut(&mut new);
-                meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-                meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-                let obj = self.commit(
-                    &mut inner,
-                    rt,
-                    key,
-                    rv,
-                    EventType::Modified,
-                    new,
-                    Some(old_stored),
-                );
-                return Ok((obj, false));
-            }
-            inner.rv -= 1;
-            return Ok((old, false));
-        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        let mut new = (*old).clone();
+        set_rv(&mut new, rv);
         let obj = self.commit(&mut inner, rt, key, rv, EventType::Deleted, new, None);
         Ok((obj, true))
+    }
+
+    /// The pod `uid` goes when its (scaled) grace period of `grace` seconds is over.
+    fn terminate_after(&self, grace: i64, ns: &str, name: &str, uid: &str) {
+        let when = std::time::Instant::now()
+            + std::time::Duration::from_secs_f64(grace as f64 * self.time_scale);
+        self.terminating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((when, ns.to_string(), name.to_string(), uid.to_string()));
     }
 
     /// Subscribes to the live events of one resource in one namespace (`None`: all) and
@@ -926,7 +679,7 @@ impl Store {
             *t = keep;
             due
         };
-        let pods = super::resources::by_plural("pods");
+        let pods = by_plural("pods");
         due.into_iter()
             .filter_map(|(_, ns, name, uid)| {
                 self.delete_with_grace(pods, &ns, &name, Some(&uid), None, Some(0))
@@ -982,6 +735,177 @@ impl Store {
     }
 }
 
+/// Sets `apiVersion` and `kind`, first, as real objects print them.
+fn kind_first(rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the body of the request is not an object",
+        ));
+    };
+    let mut ordered = serde_json::Map::new();
+    ordered.insert("apiVersion".into(), json!(rt.api_version()));
+    ordered.insert("kind".into(), json!(rt.kind));
+    for (k, v) in std::mem::take(map) {
+        if k != "apiVersion" && k != "kind" {
+            ordered.insert(k, v);
+        }
+    }
+    *map = ordered;
+    Ok(())
+}
+
+/// The new object's name: its own, or `generateName` and five random characters free in
+/// `table`.
+fn choose_name(
+    table: &BTreeMap<(String, String), Arc<Stored>>,
+    rt: &ResourceType,
+    ns: &str,
+    obj: &Value,
+) -> Result<String, ApiError> {
+    let name = name_of(obj);
+    if !name.is_empty() {
+        return Ok(name.to_string());
+    }
+    let prefix = meta_str(obj, "generateName");
+    if prefix.is_empty() {
+        return Err(ApiError::invalid(
+            rt,
+            "",
+            "metadata.name",
+            "FieldValueRequired",
+            "Required value: name or generateName is required",
+        ));
+    }
+    let prefix: String = prefix.chars().take(58).collect();
+    loop {
+        let candidate = format!("{prefix}{}", random_suffix(5));
+        if !table.contains_key(&(ns.to_string(), candidate.clone())) {
+            return Ok(candidate);
+        }
+    }
+}
+
+/// What the server sets on a new object's metadata.
+fn set_create_meta(rt: &ResourceType, obj: &mut Value, name: &str, ns: &str, rv: u64) {
+    let meta = metadata_mut(obj);
+    meta.insert("name".into(), json!(name));
+    if rt.namespaced {
+        meta.insert("namespace".into(), json!(ns));
+    } else {
+        meta.remove("namespace");
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("resourceVersion".into(), json!(rv.to_string()));
+    if rt.generation {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.remove("deletionTimestamp");
+}
+
+/// An update keeps the server's fields of `old`: identity, generation, deletionTimestamp,
+/// resourceVersion (until the write sets the new one), apiVersion and kind.
+fn keep_server_fields(rt: &ResourceType, old: &Value, new: &mut Value) {
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let meta = metadata_mut(new);
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "generation",
+    ] {
+        match old_meta.get(k) {
+            Some(v) => {
+                meta.insert(k.into(), v.clone());
+            }
+            None => {
+                meta.remove(k);
+            }
+        }
+    }
+    if old_meta.get("deletionTimestamp").is_some() {
+        meta.insert(
+            "deletionTimestamp".into(),
+            old_meta["deletionTimestamp"].clone(),
+        );
+    }
+    meta.insert(
+        "resourceVersion".into(),
+        old_meta["resourceVersion"].clone(),
+    );
+    if let Some(map) = new.as_object_mut() {
+        map.insert("apiVersion".into(), json!(rt.api_version()));
+        map.insert("kind".into(), json!(rt.kind));
+    }
+}
+
+/// `generation` moves when the spec does (for a Deployment, also its annotations but the
+/// controller's own revision: a fresh Deployment reads generation 1 with revision "1").
+fn bump_generation(rt: &ResourceType, old: &Value, new: &mut Value) {
+    if !rt.generation {
+        return;
+    }
+    let spec_changed = old.get("spec") != new.get("spec");
+    let ann = |o: &Value| {
+        let mut a = o["metadata"]
+            .get("annotations")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        a.remove("deployment.kubernetes.io/revision");
+        a
+    };
+    let ann_changed = rt.kind == "Deployment" && ann(old) != ann(new);
+    if spec_changed || ann_changed {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        metadata_mut(new).insert("generation".into(), json!(g));
+    }
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    obj["metadata"]
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+}
+
+fn check_delete_preconditions(
+    rt: &ResourceType,
+    name: &str,
+    old: &Value,
+    uid: Option<&str>,
+    rv: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(uid) = uid
+        && uid != uid_of(old)
+    {
+        return Err(ApiError::conflict_msg(
+            rt,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                uid_of(old)
+            ),
+        ));
+    }
+    if let Some(rv) = rv
+        && rv != meta_str(old, "resourceVersion")
+    {
+        return Err(ApiError::conflict_msg(
+            rt,
+            name,
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta_str(old, "resourceVersion")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -1014,7 +938,6 @@ fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::resources::by_plural;
 
     fn cm(ns: &str, name: &str) -> Value {
         json!({"metadata": {"name": name, "namespace": ns}, "data": {}})

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::KubeState;
-use super::addon::{self, ISTIO_NS, pod_ready};
+use super::istio::{ISTIO_NS, pod_revision};
+use super::object::{label, labels_of, name_of, ns_of, pod_ready};
 use super::resources::by_plural;
-use super::store::{label, labels_of, name_of, ns_of};
+use super::state::KubeState;
 
 pub fn summary(kube: &KubeState) -> Value {
     let store = &kube.store;
@@ -23,7 +23,7 @@ pub fn summary(kube: &KubeState) -> Value {
     let mut by_revision: BTreeMap<String, u64> = BTreeMap::new();
     let mut ready = 0u64;
     for p in &pods {
-        let rev = addon::pod_revision(p).unwrap_or_else(|| "none".into());
+        let rev = pod_revision(p).unwrap_or_else(|| "none".into());
         *by_revision.entry(rev).or_default() += 1;
         if pod_ready(p) {
             ready += 1;

@@ -14,10 +14,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::object::labels_of;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{Event, EventType, Store, Stored, labels_of};
+use super::store::{Event, EventType, Store, Stored};
 
 pub struct WatchRequest {
     pub rt: &'static ResourceType,
@@ -80,107 +81,46 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     )
 }
 
+/// Where a watch starts: a snapshot of the current objects (no resourceVersion, or
+/// `sendInitialEvents`), the remembered events after a resourceVersion, or an error event
+/// when that version is too old.
+enum Start {
+    Snapshot(Vec<Arc<Stored>>, u64, broadcast::Receiver<Arc<Event>>),
+    Resume(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64),
+    Expired(String),
+}
+
+impl Start {
+    fn of(store: &Store, req: &WatchRequest) -> Self {
+        let rv_param = req
+            .resource_version
+            .clone()
+            .filter(|s| !s.is_empty() && s != "0");
+        match (&rv_param, req.send_initial_events) {
+            (None, _) | (Some(_), true) => {
+                let (items, rv, rx) = store.snapshot_and_watch(req.rt, req.namespace.as_deref());
+                Start::Snapshot(items, rv, rx)
+            }
+            (Some(rv), false) => match rv.parse::<u64>() {
+                Ok(n) => match store.watch_from(req.rt, req.namespace.as_deref(), n) {
+                    Ok((backlog, rx)) => Start::Resume(backlog, rx, n),
+                    Err(oldest) => {
+                        Start::Expired(format!("too old resource version: {n} ({oldest})"))
+                    }
+                },
+                Err(_) => Start::Expired(format!("too old resource version: {rv} (invalid)")),
+            },
+        }
+    }
+}
+
 /// Starts the watch and returns the streaming response.
 pub fn serve(store: &Store, req: WatchRequest) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let rv_param = req
-        .resource_version
-        .clone()
-        .filter(|s| !s.is_empty() && s != "0");
-    enum Start {
-        Snapshot(Vec<Arc<Stored>>, u64, broadcast::Receiver<Arc<Event>>),
-        Resume(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64),
-        Expired(String),
-    }
-    let start = match (&rv_param, req.send_initial_events) {
-        (None, _) | (Some(_), true) => {
-            let (items, rv, rx) = store.snapshot_and_watch(req.rt, req.namespace.as_deref());
-            Start::Snapshot(items, rv, rx)
-        }
-        (Some(rv), false) => match rv.parse::<u64>() {
-            Ok(n) => match store.watch_from(req.rt, req.namespace.as_deref(), n) {
-                Ok((backlog, rx)) => Start::Resume(backlog, rx, n),
-                Err(oldest) => Start::Expired(format!("too old resource version: {n} ({oldest})")),
-            },
-            Err(_) => Start::Expired(format!("too old resource version: {rv} (invalid)")),
-        },
-    };
+    let start = Start::of(store, &req);
     let mut interrupts = store.watch_interrupts();
     interrupts.mark_unchanged();
-    tokio::spawn(async move {
-        let mut last_rv: u64;
-        let mut live = match start {
-            Start::Expired(msg) => {
-                let _ = tx
-                    .send(line("ERROR", &ApiError::expired(msg).to_status()))
-                    .await;
-                return;
-            }
-            Start::Snapshot(items, rv, rx) => {
-                for obj in items.iter().filter(|o| req.matches(o)) {
-                    if tx.send(line_raw("ADDED", &obj.bytes)).await.is_err() {
-                        return;
-                    }
-                }
-                if req.send_initial_events {
-                    let _ = tx.send(bookmark(req.rt, rv, true)).await;
-                }
-                last_rv = rv;
-                rx
-            }
-            Start::Resume(backlog, rx, since) => {
-                last_rv = since;
-                for ev in backlog {
-                    last_rv = last_rv.max(ev.rv);
-                    if let Some(b) = render(&req, &ev)
-                        && tx.send(b).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                rx
-            }
-        };
-        let deadline = tokio::time::Instant::now() + req.timeout;
-        let mut tick = tokio::time::interval(req.bookmark_every);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                ev = live.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.rv <= last_rv {
-                            continue;
-                        }
-                        last_rv = ev.rv;
-                        if let Some(b) = render(&req, &ev)
-                            && tx.send(b).await.is_err() {
-                                return;
-                            }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let msg = format!("too old resource version: {last_rv} (the watch fell behind)");
-                        let _ = tx.send(line("ERROR", &ApiError::expired(msg).to_status())).await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = tick.tick(), if req.bookmarks => {
-                    if tx.send(bookmark(req.rt, last_rv, false)).await.is_err() {
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = tx.closed() => return,
-                _ = interrupts.changed() => {
-                    if interrupts.borrow().1 {
-                        let msg = format!("too old resource version: {last_rv} (history compacted)");
-                        let _ = tx.send(line("ERROR", &ApiError::expired(msg).to_status())).await;
-                    }
-                    return;
-                }
-            }
-        }
-    });
+    tokio::spawn(stream_events(req, start, tx, interrupts));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -193,6 +133,98 @@ pub fn serve(store: &Store, req: WatchRequest) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Sends where the watch starts; returns the live subscription and the resourceVersion
+/// the watcher has seen, or `None` when the watch is over.
+async fn send_start(
+    req: &WatchRequest,
+    start: Start,
+    tx: &mpsc::Sender<Bytes>,
+) -> Option<(broadcast::Receiver<Arc<Event>>, u64)> {
+    match start {
+        Start::Expired(msg) => {
+            let _ = tx
+                .send(line("ERROR", &ApiError::expired(msg).to_status()))
+                .await;
+            None
+        }
+        Start::Snapshot(items, rv, rx) => {
+            for obj in items.iter().filter(|o| req.matches(o)) {
+                if tx.send(line_raw("ADDED", &obj.bytes)).await.is_err() {
+                    return None;
+                }
+            }
+            if req.send_initial_events {
+                let _ = tx.send(bookmark(req.rt, rv, true)).await;
+            }
+            Some((rx, rv))
+        }
+        Start::Resume(backlog, rx, since) => {
+            let mut last_rv = since;
+            for ev in backlog {
+                last_rv = last_rv.max(ev.rv);
+                if let Some(b) = render(req, &ev)
+                    && tx.send(b).await.is_err()
+                {
+                    return None;
+                }
+            }
+            Some((rx, last_rv))
+        }
+    }
+}
+
+/// The watch stream: where it starts, then live events and bookmarks until its timeout,
+/// the client leaving, or an interruption.
+async fn stream_events(
+    req: WatchRequest,
+    start: Start,
+    tx: mpsc::Sender<Bytes>,
+    mut interrupts: tokio::sync::watch::Receiver<(u64, bool)>,
+) {
+    let Some((mut live, mut last_rv)) = send_start(&req, start, &tx).await else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + req.timeout;
+    let mut tick = tokio::time::interval(req.bookmark_every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            ev = live.recv() => match ev {
+                Ok(ev) => {
+                    if ev.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = ev.rv;
+                    if let Some(b) = render(&req, &ev)
+                        && tx.send(b).await.is_err() {
+                            return;
+                        }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let msg = format!("too old resource version: {last_rv} (the watch fell behind)");
+                    let _ = tx.send(line("ERROR", &ApiError::expired(msg).to_status())).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick(), if req.bookmarks => {
+                if tx.send(bookmark(req.rt, last_rv, false)).await.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tx.closed() => return,
+            _ = interrupts.changed() => {
+                if interrupts.borrow().1 {
+                    let msg = format!("too old resource version: {last_rv} (history compacted)");
+                    let _ = tx.send(line("ERROR", &ApiError::expired(msg).to_status())).await;
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// The event as this watcher sees it (filtered watches turn matching changes into
