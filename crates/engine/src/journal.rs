@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::events::Phase;
-use crate::step::StepError;
+use crate::step_error::StepError;
 
 /// The state of one journal entry.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

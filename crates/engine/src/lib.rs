@@ -92,6 +92,7 @@ pub mod journal;
 pub mod runbook;
 pub mod signals;
 pub mod step;
+pub mod step_error;
 pub mod template;
 
 pub use approval::{

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Emitter, Phase, Progress};
 use crate::journal::Journal;
+pub use crate::step_error::StepError;
 
 /// The outputs of a step: a JSON object whose keys later steps reference as
 /// `${steps.<id>.outputs.<key>}`.
@@ -151,44 +152,6 @@ impl GateStatus {
     pub fn failed(reason: impl Into<String>) -> Self {
         GateStatus::Failed {
             reason: reason.into(),
-        }
-    }
-}
-
-/// An action's or gate's failure.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// The step failed; the runbook's `on_failure` decides what happens next.
-    #[error("{0}")]
-    Failed(String),
-    /// The step failed because of an underlying error.
-    #[error("{message}: {source}")]
-    Source {
-        message: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
-    },
-    /// The step stopped because the run was cancelled; the run pauses, resumable.
-    #[error("interrupted")]
-    Cancelled,
-    /// Writing the checkpoint (a journal entry) failed: the engine stops without acting further.
-    #[error("checkpoint write failed: {0}")]
-    Checkpoint(String),
-}
-
-impl StepError {
-    /// A failure with a message that says what happened, to what, and what to do next.
-    pub fn msg(message: impl std::fmt::Display) -> Self {
-        StepError::Failed(message.to_string())
-    }
-    /// A failure caused by another error.
-    pub fn with_source(
-        message: impl std::fmt::Display,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        StepError::Source {
-            message: message.to_string(),
-            source: Box::new(source),
         }
     }
 }

@@ -1,0 +1,40 @@
+//! The failure of an action, a gate or a journal write: what both the step API and the
+//! journal speak, so neither imports the other for it.
+
+/// An action's or gate's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The step failed; the runbook's `on_failure` decides what happens next.
+    #[error("{0}")]
+    Failed(String),
+    /// The step failed because of an underlying error.
+    #[error("{message}: {source}")]
+    Source {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The step stopped because the run was cancelled; the run pauses, resumable.
+    #[error("interrupted")]
+    Cancelled,
+    /// Writing the checkpoint (a journal entry) failed: the engine stops without acting further.
+    #[error("checkpoint write failed: {0}")]
+    Checkpoint(String),
+}
+
+impl StepError {
+    /// A failure with a message that says what happened, to what, and what to do next.
+    pub fn msg(message: impl std::fmt::Display) -> Self {
+        StepError::Failed(message.to_string())
+    }
+    /// A failure caused by another error.
+    pub fn with_source(
+        message: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StepError::Source {
+            message: message.to_string(),
+            source: Box::new(source),
+        }
+    }
+}
