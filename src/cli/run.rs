@@ -17,7 +17,9 @@ use super::connect::{Pace, connect};
 use super::error::CliError;
 use super::request::{UpgradeOptions, load_runbook};
 use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
-use crate::k8s::lock::{Acquired, Holder, LockError, LockOptions, RunLock};
+use crate::k8s::lock::{
+    Acquired, Holder, LOCK_NAME, LOCK_NAMESPACE, LockError, LockOptions, RunLock,
+};
 use crate::steps::Env;
 use crate::ui;
 
@@ -313,10 +315,10 @@ async fn take_lock(env: &Env, run: &RunArgs, run_id: &str) -> Result<RunLock, Cl
     match &lock.acquired {
         Acquired::Created | Acquired::OwnStale(_) => {}
         Acquired::Expired(h) => eprintln!(
-            "asm-canary: warning: took over the expired cluster lock of {h} (Lease aks-istio-system/asm-canary-lock)"
+            "asm-canary: warning: took over the expired cluster lock of {h} (Lease {LOCK_NAMESPACE}/{LOCK_NAME})"
         ),
         Acquired::Broken(h) => eprintln!(
-            "asm-canary: warning: broke the live cluster lock of {h} (Lease aks-istio-system/asm-canary-lock) on --break-lock"
+            "asm-canary: warning: broke the live cluster lock of {h} (Lease {LOCK_NAMESPACE}/{LOCK_NAME}) on --break-lock"
         ),
     }
     Ok(lock)
