@@ -492,3 +492,135 @@ async fn plan_json_of_a_downgrade_names_the_state_and_plans_nothing() {
     assert_eq!(doc["state"]["state"], "downgrade");
     insta::assert_json_snapshot!("plan_json_downgrade", doc);
 }
+
+/// `status --offline --state F | head -1` panicked (exit 101): `println!` on a closed pipe.
+/// Every command's stdout is a reader that may go away; the command still exits as it would.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let checkpoint = serde_json::json!({
+        "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
+        "target": "/subscriptions/s/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+        "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
+        "params": {}, "state": "paused",
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        "steps": [{"id": "complete", "status": "awaiting_approval"}],
+        "rollback": [], "journal": [], "summary": {}
+    });
+    std::fs::write(&state, checkpoint.to_string()).unwrap();
+    for output in ["text", "json"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // every write to stdout now fails with EPIPE
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+            .args(["status", "--offline", "--output", output, "--state"])
+            .arg(&state)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "--output {output}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args(["completions", "bash"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// `--arm-endpoint http://…` was accepted (the bearer token then travels in plain text), and
+/// `--arm-poll-interval 0s` polled ARM back to back: both are bad input, refused before any
+/// request (exit 2; port 1 on loopback would otherwise be a connection error, exit 1).
+#[test]
+fn a_plain_http_arm_endpoint_and_a_zero_poll_interval_are_refused() {
+    let cluster = [
+        "--subscription",
+        "00000000-0000-0000-0000-000000000000",
+        "--resource-group",
+        "rg",
+        "--cluster",
+        "c",
+        "--auth",
+        "client-secret",
+    ];
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+            .arg("plan")
+            .args(cluster)
+            .args(extra)
+            .env("AZURE_TENANT_ID", "t")
+            .env("AZURE_CLIENT_ID", "c")
+            .env("AZURE_CLIENT_SECRET", "s")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--arm-endpoint", "http://127.0.0.1:1"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("https only"), "{}", stderr(&out));
+    for interval in ["0s", "1ms", "2h"] {
+        let out = run(&[
+            "--arm-endpoint",
+            "https://127.0.0.1:1",
+            "--arm-poll-interval",
+            interval,
+        ]);
+        assert_eq!(code(&out), 2, "{interval}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("from 100ms to 10m"),
+            "{interval}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// `status --state other-cluster.json` with `ASM_CANARY_*` naming another cluster printed that
+/// cluster's live revisions under the checkpoint's cluster name (exit 0). The flags are now held
+/// against the checkpoint: a mismatch is bad input, refused before any request.
+#[test]
+fn cluster_flags_naming_another_cluster_than_the_checkpoint_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let checkpoint = serde_json::json!({
+        "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
+        "target": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+        "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
+        "params": {}, "state": "paused",
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        "steps": [{"id": "complete", "status": "awaiting_approval"}],
+        "rollback": [], "journal": [], "summary": {}
+    });
+    std::fs::write(&state, checkpoint.to_string()).unwrap();
+    let before = std::fs::read(&state).unwrap();
+    for command in ["status", "resume", "rollback"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+            .args([command, "--state"])
+            .arg(&state)
+            .env(
+                "ASM_CANARY_SUBSCRIPTION",
+                "00000000-0000-0000-0000-000000000000",
+            )
+            .env("ASM_CANARY_RESOURCE_GROUP", "rg-prod")
+            .env("ASM_CANARY_CLUSTER", "aks-prod")
+            .env_remove("ASM_CANARY_CLUSTER_ID")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("managedClusters/aks-sim") && err.contains("managedClusters/aks-prod"),
+            "{command}: names both clusters: {err}"
+        );
+        assert!(
+            !err.contains("Azure credential"),
+            "{command}: no sign-in attempted: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "the checkpoint is untouched"
+    );
+}

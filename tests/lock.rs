@@ -407,3 +407,40 @@ async fn status_with_the_kubernetes_backend_and_no_run_says_so() {
         stderr(&out)
     );
 }
+
+/// `--state-backend kubernetes --state FILE` wrote the event log beside FILE but never the
+/// report: the report was read back from FILE, which holds no checkpoint with this backend.
+#[tokio::test]
+async fn kubernetes_backend_with_a_state_file_writes_the_report_beside_it() {
+    let sim = TestSim::start("healthy").await;
+    let agent = tempfile::tempdir().unwrap();
+    let state = agent.path().join("run.json");
+    let mut args = vec![
+        "upgrade",
+        "--unattended",
+        "--state-backend",
+        "kubernetes",
+        "--state",
+        state.to_str().unwrap(),
+        "--approve",
+        "start",
+    ];
+    args.extend_from_slice(common::FAST);
+    let out = sim.command(&args).output().await.unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        !state.exists(),
+        "the checkpoint lives in the cluster, not in {state:?}"
+    );
+    let events = agent.path().join("run.json.events.jsonl");
+    assert!(events.exists(), "the event log is beside --state");
+    let report = agent.path().join("run.json.report.md");
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no report at {report:?}: {e}\n{}", stderr(&out)));
+    assert!(text.contains("asm-1-29"), "the report is the run's: {text}");
+    assert!(
+        stderr(&out).contains(&format!("report: {}", report.display())),
+        "{}",
+        stderr(&out)
+    );
+}

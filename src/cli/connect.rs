@@ -67,6 +67,36 @@ pub fn cluster_id(args: &ClusterArgs) -> Result<ClusterId, CliError> {
     .map_err(|e| CliError::bad_because(e.to_string(), e))
 }
 
+/// `--arm-endpoint`: HTTPS only, since every request carries a bearer token.
+fn arm_endpoint(raw: &str) -> Result<String, CliError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| CliError::bad_because(format!("--arm-endpoint {raw:?}: not a URL: {e}"), e))?;
+    if url.scheme() != "https" {
+        return Err(CliError::bad(format!(
+            "--arm-endpoint {raw:?}: ARM is reached over https only (every request carries a bearer token, which {} would send in plain text); give the https:// endpoint of your cloud",
+            url.scheme()
+        )));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+/// The shortest and longest `--arm-poll-interval`: shorter polls ARM back to back (and is
+/// throttled), longer leaves an operation unobserved for longer than any takes.
+const ARM_POLL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(600));
+
+fn arm_poll_interval(raw: &str) -> Result<Duration, CliError> {
+    let d = asm_canary_engine::duration::parse_duration(raw)
+        .map_err(|e| CliError::bad_because(format!("--arm-poll-interval {raw:?}: {e}"), e))?;
+    let (min, max) = ARM_POLL_BOUNDS;
+    if d < min || d > max {
+        return Err(CliError::bad(format!(
+            "--arm-poll-interval {raw:?}: give a duration from 100ms to 10m (ARM's own Retry-After is usually 15s)"
+        )));
+    }
+    Ok(d)
+}
+
 /// Builds the ARM and Kubernetes clients for `args`.
 pub async fn connect(args: &ClusterArgs, pace: Pace) -> Result<Connected, CliError> {
     connect_inner(args, pace, None).await
@@ -99,7 +129,7 @@ async fn connect_inner(
         None => None,
     };
     let mut options = ArmClientOptions {
-        endpoint: args.arm_endpoint.trim_end_matches('/').to_string(),
+        endpoint: arm_endpoint(&args.arm_endpoint)?,
         ..Default::default()
     };
     if let Pace::Simulated = pace {
@@ -113,8 +143,7 @@ async fn connect_inner(
         options.retry.max_delay = Duration::from_secs(2);
     }
     if let Some(raw) = &args.arm_poll_interval {
-        let d = asm_canary_engine::duration::parse_duration(raw)
-            .map_err(|e| CliError::bad_because(format!("--arm-poll-interval {raw:?}: {e}"), e))?;
+        let d = arm_poll_interval(raw)?;
         options.poll.default_interval = d;
         options.poll.min_interval = options.poll.min_interval.min(d);
         options.retry.base_delay = options.retry.base_delay.min(d);

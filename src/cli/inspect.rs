@@ -37,23 +37,23 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
             .arm
             .get_cluster(&env.cluster)
             .await
-            .map_err(|e| CliError::connect("cannot read the cluster", e))?
+            .map_err(|e| {
+                CliError::connect(format!("cannot read the cluster {}", env.cluster.name), e)
+            })?
             .revisions(),
     };
     let mut rows = Vec::new();
     for rev in &revisions {
         let mut r = crate::k8s::mesh::proxy_status(&env.kube, rev, namespace.as_deref())
             .await
-            .map_err(|e| CliError::connect("cannot read the cluster", e))?;
+            .map_err(|e| {
+                CliError::connect(format!("cannot read the proxy status from istiod-{rev}"), e)
+            })?;
         rows.append(&mut r);
     }
     match output {
-        OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&rows)
-                .map_err(|e| CliError::internal("cannot render JSON", e))?
-        ),
-        OutputArg::Text => print!("{}", crate::istio::syncz::render_table(&rows)),
+        OutputArg::Json => super::print_document("proxy status", &rows)?,
+        OutputArg::Text => super::print_stdout(&crate::istio::syncz::render_table(&rows)),
     }
     Ok(if rows.iter().all(|r| r.is_synced()) {
         crate::contract::exit::OK
@@ -97,12 +97,17 @@ pub async fn report(args: ReportArgs) -> Result<u8, CliError> {
     };
     match out {
         Some(path) => {
-            std::fs::write(&path, text).map_err(|e| {
-                CliError::bad(format!("--out {}: cannot write it: {e}", path.display()))
-            })?;
+            asm_canary_engine::checkpoint::write_atomic(&path, text.as_bytes()).map_err(
+                |(_, e)| {
+                    CliError::bad_because(
+                        format!("--out {}: cannot write it: {e}", path.display()),
+                        e,
+                    )
+                },
+            )?;
             eprintln!("report: {}", path.display());
         }
-        None => print!("{text}"),
+        None => super::print_stdout(&text),
     }
     Ok(crate::contract::exit::OK)
 }

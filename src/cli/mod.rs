@@ -78,8 +78,7 @@ pub fn main() -> ExitCode {
             // Into memory first: clap_complete panics on a write error (e.g. `| head`).
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "asm-canary", &mut buf);
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&buf);
+            print_stdout(&String::from_utf8_lossy(&buf));
             ExitCode::SUCCESS
         }
         command => {
@@ -115,6 +114,22 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Report(a) => inspect::report(a).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
     }
+}
+
+/// Writes a command's result to stdout. A reader that went away (`| head`) is not an error: the
+/// rest is dropped quietly, as other Unix tools do (`println!` would panic, exit 101).
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// A document (`--output json`) on stdout, pretty-printed, one trailing newline.
+pub fn print_document<T: serde::Serialize>(what: &str, doc: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(doc)
+        .map_err(|e| CliError::internal(format!("cannot render the {what} document"), e))?;
+    print_stdout(&(text + "\n"));
+    Ok(())
 }
 
 /// One tracing set-up for every command: `ASM_CANARY_LOG` (e.g. `debug`,

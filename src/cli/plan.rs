@@ -41,12 +41,8 @@ pub async fn plan(args: PlanArgs) -> Result<u8, CliError> {
     let connected = connect(&cluster, Pace::Real).await?;
     let plan = full_plan(&connected.env, &upgrade, &params, runbook.as_deref()).await?;
     match output {
-        OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&plan)
-                .map_err(|e| CliError::internal("cannot render the plan document", e))?
-        ),
-        OutputArg::Text => print!("{}", render_plan(&plan)),
+        OutputArg::Json => super::print_document("plan", &plan)?,
+        OutputArg::Text => super::print_stdout(&render_plan(&plan)),
     }
     Ok(crate::contract::exit::OK)
 }

@@ -266,9 +266,9 @@ async fn write_report(executor: &Executor, file: &Path, run_id: &str) {
     let events = crate::report::read_events(file, run_id);
     let md = crate::report::markdown(&crate::report::Timeline::build(cp, &events));
     let path = crate::report::report_path(file);
-    match std::fs::write(&path, md) {
+    match asm_canary_engine::checkpoint::write_atomic(&path, md.as_bytes()) {
         Ok(()) => eprintln!("report: {}", path.display()),
-        Err(e) => eprintln!(
+        Err((_, e)) => eprintln!(
             "asm-canary: warning: cannot write the report {}: {e}; run asm-canary report --state {}",
             path.display(),
             file.display()

@@ -113,20 +113,34 @@ pub fn read_checkpoint_file(path: &Path) -> Result<Checkpoint, CliError> {
         .map_err(|e| CliError::Engine(e.into()))
 }
 
-/// `resume`, `rollback` and `status` default their cluster to the checkpoint file's.
+/// `resume`, `rollback` and `status` take their cluster from the checkpoint file. Cluster flags
+/// (or `ASM_CANARY_*` variables) that name another cluster are refused: the command would read
+/// or change a cluster the checkpoint is not about.
 pub fn cluster_from_checkpoint(cluster: &mut ClusterArgs, path: &Path) -> Result<(), CliError> {
-    if cluster.cluster_id.is_none() && cluster.cluster.is_none() {
-        let cp = read_checkpoint_file(path)?;
-        let id: crate::azure::ClusterId = cp.target.parse().map_err(|e| {
-            CliError::bad(format!(
-                "--state {}: its target {:?}: {e}",
-                path.display(),
-                cp.target
-            ))
-        })?;
-        cluster.cluster_id = Some(id.to_string());
-        cluster.subscription = None;
-        cluster.resource_group = None;
+    let cp = read_checkpoint_file(path)?;
+    let recorded: crate::azure::ClusterId = cp.target.parse().map_err(|e| {
+        CliError::bad(format!(
+            "--state {}: its target {:?}: {e}",
+            path.display(),
+            cp.target
+        ))
+    })?;
+    if cluster.cluster_id.is_some() || cluster.cluster.is_some() {
+        let given = super::connect::cluster_id(cluster)?;
+        // ARM ids compare case-insensitively.
+        if !given
+            .to_string()
+            .eq_ignore_ascii_case(&recorded.to_string())
+        {
+            return Err(CliError::bad(format!(
+                "--state {}: the checkpoint is about cluster {recorded}, but the cluster flags (or ASM_CANARY_* variables) name {given}; drop those flags, or give the checkpoint of {given}",
+                path.display()
+            )));
+        }
     }
+    cluster.cluster_id = Some(recorded.to_string());
+    cluster.subscription = None;
+    cluster.resource_group = None;
+    cluster.cluster = None;
     Ok(())
 }

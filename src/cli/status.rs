@@ -30,12 +30,8 @@ pub async fn status(args: StatusArgs) -> Result<u8, CliError> {
     let output = args.output;
     let doc = gather(args).await?;
     match output {
-        OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&doc)
-                .map_err(|e| CliError::internal("cannot render the status document", e))?
-        ),
-        OutputArg::Text => print!("{}", render_text(&doc)),
+        OutputArg::Json => super::print_document("status", &doc)?,
+        OutputArg::Text => super::print_stdout(&render_text(&doc)),
     }
     Ok(exit::OK)
 }

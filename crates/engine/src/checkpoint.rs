@@ -375,6 +375,36 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
+/// Replaces `path` with `bytes` atomically and durably, mode 0600: a temp file of an
+/// unpredictable name in the same directory, created exclusively (a planted file or symlink
+/// cannot redirect the write), written, fsynced, renamed over `path`, the directory fsynced.
+/// A crash leaves the old or the new file, never a mix; on an error the temp file is removed.
+/// The error names the operation that failed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "checkpoint".into());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| ("create temp file", e))?;
+    tmp.write_all(bytes).map_err(|e| ("write temp file", e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ("fsync temp file", e))?;
+    tmp.persist(path)
+        .map_err(|e| ("rename temp file", e.error))?;
+    let d = File::open(&dir).map_err(|e| ("open directory", e))?;
+    d.sync_all().map_err(|e| ("fsync directory", e))?;
+    Ok(())
+}
+
 /// A store chosen at run time (`--state-backend`) is a boxed one.
 #[async_trait]
 impl<S: CheckpointStore + ?Sized> CheckpointStore for Box<S> {
@@ -425,37 +455,7 @@ impl FileStore {
 
     /// Synchronous atomic write (used by the async trait method; checkpoints are small).
     pub fn write_sync(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "checkpoint".into());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let result = (|| {
-            let mut f = opts.open(&tmp).map_err(self.io("create temp file"))?;
-            f.write_all(bytes).map_err(self.io("write temp file"))?;
-            f.sync_all().map_err(self.io("fsync temp file"))?;
-            drop(f);
-            std::fs::rename(&tmp, &self.path).map_err(self.io("rename temp file"))?;
-            let d = File::open(&dir).map_err(self.io("open directory"))?;
-            d.sync_all().map_err(self.io("fsync directory"))?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        write_atomic(&self.path, bytes).map_err(|(op, e)| self.io(op)(e))
     }
 
     pub fn read_sync(&self) -> Result<Option<Vec<u8>>, CheckpointError> {

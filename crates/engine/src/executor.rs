@@ -1011,15 +1011,7 @@ impl Run {
             }
             GateEnd::Failed { reason } => {
                 let error = format!("gate {:?} failed: {reason}", gate.check);
-                let now = self.now();
-                let e2 = error.clone();
-                self.update_step(phase, id, |r| {
-                    r.status = StepStatus::Failed;
-                    r.error = Some(e2);
-                    r.finished_at = Some(now);
-                })
-                .await?;
-                Ok(Some(StepEnd::Failed(error)))
+                self.fail_action(phase, id, error).await
             }
         }
     }
@@ -1178,6 +1170,7 @@ impl Run {
         Ok(())
     }
 
+    /// Records the step as failed with `error` (its action's or its gate's).
     async fn fail_action(
         &self,
         phase: Phase,

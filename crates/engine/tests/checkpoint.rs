@@ -305,3 +305,37 @@ async fn checkpoint_format_snapshot() {
     let text = String::from_utf8(std::fs::read(&state).unwrap()).unwrap();
     insta::assert_snapshot!(text);
 }
+
+/// The checkpoint's temp file had a predictable name (`.NAME.tmp-PID`) and was opened without
+/// exclusive create, so a symlink planted there redirected the write to any file the user can
+/// write. The temp file is now unpredictable and created exclusively.
+#[cfg(unix)]
+#[test]
+fn a_symlink_at_the_old_temp_name_does_not_redirect_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let planted = dir
+        .path()
+        .join(format!(".run.json.tmp-{}", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let store = FileStore::new(dir.path().join("run.json"));
+    store.write_sync(b"{\"checkpoint\": true}").unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("run.json")).unwrap(),
+        "{\"checkpoint\": true}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "no temp file left: {left:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("run.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
