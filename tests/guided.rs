@@ -9,15 +9,16 @@ use std::process::Output;
 use common::{FAST, TestSim};
 
 /// Runs `asm-canary upgrade` in a pseudo-terminal, answering each (prompt, answer) in turn.
-async fn guided(sim: &TestSim, script: &[(&str, &str)], extra: &[&str]) -> Option<Output> {
+async fn guided(sim: &TestSim, script: &[(&str, &str)], extra: &[&str]) -> Output {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     if std::process::Command::new(&python)
         .arg("--version")
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: {python} is not installed; the guided prompts need a pseudo-terminal");
-        return None;
+        panic!(
+            "{python} is not installed: the guided prompts need a pseudo-terminal, driven by tests/pty_driver.py (apt-get install python3, or set PYTHON)"
+        );
     }
     let mut cmd = tokio::process::Command::new(python);
     cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pty_driver.py"));
@@ -38,7 +39,7 @@ async fn guided(sim: &TestSim, script: &[(&str, &str)], extra: &[&str]) -> Optio
         .env("PTY_DRIVER_TIMEOUT", "60")
         .env_remove("ASM_CANARY_LOG")
         .kill_on_drop(true);
-    Some(cmd.output().await.expect("pty driver runs"))
+    cmd.output().await.expect("pty driver runs")
 }
 
 fn transcript(out: &Output) -> String {
@@ -48,7 +49,7 @@ fn transcript(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guided_yes_shows_the_plan_asks_before_start_and_complete_and_completes() {
     let sim = TestSim::start("healthy").await;
-    let Some(out) = guided(
+    let out = guided(
         &sim,
         &[
             ("Approve step \"start\"", "y"),
@@ -56,10 +57,7 @@ async fn guided_yes_shows_the_plan_asks_before_start_and_complete_and_completes(
         ],
         &[],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let t = transcript(&out);
     assert_eq!(out.status.code(), Some(0), "transcript:\n{t}");
     let plan_at = t
@@ -79,9 +77,7 @@ async fn guided_yes_shows_the_plan_asks_before_start_and_complete_and_completes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guided_no_at_start_changes_nothing_and_pauses_resumably() {
     let sim = TestSim::start("healthy").await;
-    let Some(out) = guided(&sim, &[("Approve step \"start\"", "n")], &[]).await else {
-        return;
-    };
+    let out = guided(&sim, &[("Approve step \"start\"", "n")], &[]).await;
     let t = transcript(&out);
     assert_eq!(out.status.code(), Some(4), "transcript:\n{t}");
     assert!(t.contains("not approved"), "{t}");
@@ -92,15 +88,12 @@ async fn guided_no_at_start_changes_nothing_and_pauses_resumably() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guided_gate_failure_offers_rollback_and_rolling_back_exits_3() {
     let sim = TestSim::start("stale-proxies").await;
-    let Some(out) = guided(
+    let out = guided(
         &sim,
         &[("Approve step \"start\"", "y"), ("What now", "r")],
         &["--param", "verify_timeout=4s"],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let t = transcript(&out);
     assert_eq!(out.status.code(), Some(3), "transcript:\n{t}");
     assert!(t.contains("step \"verify\" failed"), "{t}");
@@ -114,15 +107,12 @@ async fn guided_gate_failure_offers_rollback_and_rolling_back_exits_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guided_halt_leaves_the_canary_paused_and_a_later_rollback_finishes_it() {
     let sim = TestSim::start("stale-proxies").await;
-    let Some(out) = guided(
+    let out = guided(
         &sim,
         &[("Approve step \"start\"", "y"), ("What now", "h")],
         &["--param", "verify_timeout=3s"],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let t = transcript(&out);
     assert_eq!(out.status.code(), Some(4), "transcript:\n{t}");
     assert!(t.contains("halted: step \"verify\" failed"), "{t}");
