@@ -253,6 +253,31 @@ async fn bad_flags_exit_2_with_a_sentence_and_nothing_on_stdout() {
         .await;
     assert!(stderr(&out).contains("--to \"banana\""), "{}", stderr(&out));
     assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+    // A mistyped --approve was accepted silently, and the run paused at start (exit 4).
+    let state = sim.state_file();
+    let state = state.to_str().unwrap();
+    let out = sim
+        .run(&[
+            "upgrade",
+            "--unattended",
+            "--approve",
+            "strat",
+            "--state",
+            state,
+        ])
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--approve \"strat\"")
+            && stderr(&out).contains("approvable steps: start, complete"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !sim.state_file().exists(),
+        "no checkpoint for a refused run"
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

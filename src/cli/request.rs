@@ -92,3 +92,26 @@ pub fn load_runbook(path: Option<&Path>, env: Arc<Env>) -> Result<(Runbook, Regi
     };
     Ok((runbook, registry))
 }
+
+/// Refuses `--approve` names that are not steps of `runbook` asking for approval: a typo would
+/// otherwise be accepted silently, and the run would pause where the person meant to approve.
+pub fn check_approvals(runbook: &Runbook, approve: &[String]) -> Result<(), CliError> {
+    let approvable: Vec<&str> = runbook
+        .steps
+        .iter()
+        .filter(|s| s.approval == asm_canary_engine::ApprovalMode::Required)
+        .map(|s| s.id.as_str())
+        .collect();
+    match approve.iter().find(|a| !approvable.contains(&a.as_str())) {
+        None => Ok(()),
+        Some(wrong) => Err(CliError::bad(format!(
+            "--approve {wrong:?}: not a step of runbook {} that asks for approval; approvable steps: {}; nothing was changed",
+            runbook.name,
+            if approvable.is_empty() {
+                "none".to_string()
+            } else {
+                approvable.join(", ")
+            }
+        ))),
+    }
+}

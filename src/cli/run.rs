@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
-use super::request::{UpgradeOptions, load_runbook};
+use super::request::{UpgradeOptions, check_approvals, load_runbook};
 use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
 use crate::k8s::lock::{
     Acquired, Holder, LOCK_NAME, LOCK_NAMESPACE, LockError, LockOptions, RunLock,
@@ -110,6 +110,7 @@ pub async fn execute(
     let target = env.cluster.to_string();
     let guided = interactive(run);
     let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
+    check_approvals(&runbook, &run.approve)?;
     let (sink, approver, decider) = renderers(run, guided, &location);
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
