@@ -518,15 +518,12 @@ async fn plan_json_of_a_downgrade_names_the_state_and_plans_nothing() {
     insta::assert_json_snapshot!("plan_json_downgrade", doc);
 }
 
-/// `status --offline --state F | head -1` panicked (exit 101): `println!` on a closed pipe.
-/// Every command's stdout is a reader that may go away; the command still exits as it would.
-#[test]
-fn a_closed_stdout_is_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("run.json");
+/// A checkpoint file of a run of the simulator's cluster paused before `complete`, in `dir`.
+fn paused_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
+    let state = dir.join("run.json");
     let checkpoint = serde_json::json!({
         "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
-        "target": "/subscriptions/s/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+        "target": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
         "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
         "params": {}, "state": "paused",
         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
@@ -534,6 +531,15 @@ fn a_closed_stdout_is_not_a_panic() {
         "rollback": [], "journal": [], "summary": {}
     });
     std::fs::write(&state, checkpoint.to_string()).unwrap();
+    state
+}
+
+/// `status --offline --state F | head -1` panicked (exit 101): `println!` on a closed pipe.
+/// Every command's stdout is a reader that may go away; the command still exits as it would.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = paused_checkpoint(dir.path());
     for output in ["text", "json"] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader); // every write to stdout now fails with EPIPE
@@ -607,17 +613,7 @@ fn a_plain_http_arm_endpoint_and_a_zero_poll_interval_are_refused() {
 #[test]
 fn cluster_flags_naming_another_cluster_than_the_checkpoint_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("run.json");
-    let checkpoint = serde_json::json!({
-        "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
-        "target": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
-        "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
-        "params": {}, "state": "paused",
-        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
-        "steps": [{"id": "complete", "status": "awaiting_approval"}],
-        "rollback": [], "journal": [], "summary": {}
-    });
-    std::fs::write(&state, checkpoint.to_string()).unwrap();
+    let state = paused_checkpoint(dir.path());
     let before = std::fs::read(&state).unwrap();
     for command in ["status", "resume", "rollback"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
