@@ -239,6 +239,15 @@ async fn bad_flags_exit_2_with_a_sentence_and_nothing_on_stdout() {
         vec!["upgrade", "--unattended", "--to", "banana"],
         vec!["upgrade", "--unattended", "--no-such-flag"],
         vec!["upgrade", "--unattended", "--param", "novalue"],
+        // Accepted before, then a panic (exit 101) in verify with the canary installed.
+        vec![
+            "upgrade",
+            "--unattended",
+            "--approve",
+            "start",
+            "--param",
+            "poll_interval=18446744073709551615s",
+        ],
         vec!["resume", "--unattended"],
         vec!["status", "--state", "/nonexistent/run.json"],
         vec!["report", "--state", "/nonexistent/run.json"],

@@ -4,6 +4,11 @@ use std::time::Duration;
 
 /// Parses `1h30m`, `10m`, `30s`, `250ms`, `2h`, `0`. Units: `h`, `m`, `s`, `ms`; at least one
 /// number+unit pair (a bare `0` is accepted); each unit at most once, largest first.
+/// The longest duration a runbook, a param or a flag may give: a gate, a soak or a poll
+/// interval longer than this is a typo, and one near `u64::MAX` seconds would overflow the
+/// clock mid-run (a panic inside `verify`, or inside the rollback).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s == "0" {
@@ -61,6 +66,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("bad duration {text:?}: too large"))?;
         rest = &rest[len..];
     }
+    if total > MAX_DURATION {
+        return Err(format!(
+            "bad duration {text:?}: longer than 30 days (720h), the longest any wait may be"
+        ));
+    }
     Ok(total)
 }
 
@@ -94,6 +104,16 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--param poll_interval=18446744073709551615s` was accepted and panicked mid-run (an
+    /// `Instant` overflow in verify, and again in rollback-verify).
+    #[test]
+    fn a_duration_past_thirty_days_is_refused_at_parse_time() {
+        assert_eq!(parse_duration("720h"), Ok(MAX_DURATION));
+        let e = parse_duration("18446744073709551615s").unwrap_err();
+        assert!(e.contains("longer than 30 days"), "{e}");
+        assert!(parse_duration("721h").is_err());
+    }
 
     #[test]
     fn parses_the_documented_forms() {

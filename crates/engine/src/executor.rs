@@ -1246,12 +1246,19 @@ impl Run {
             timeout,
             poll_interval,
             start,
-            deadline: start + timeout,
+            deadline: later(start, timeout),
             stable: StableFor::new(stable_for),
             last_detail: String::from("no check completed"),
             last_emitted: None,
         })
     }
+}
+
+/// `t + d`, or a point thirty years on when that would overflow the clock: a wait that long
+/// never ends by itself, and must not panic either.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 24 * 3600))
 }
 
 /// `stable_for` bookkeeping: a gate passes once its checks have passed without a break for
@@ -1286,7 +1293,7 @@ impl StableFor {
 
     /// When the current streak will have lasted `need`: check again then.
     fn due(&self) -> Option<Instant> {
-        self.since.map(|since| since + self.need)
+        self.since.map(|since| later(since, self.need))
     }
 }
 
@@ -1374,7 +1381,7 @@ impl GateWait<'_> {
     /// Waits for the next check: the poll interval, the deadline, the end of a `stable_for`
     /// streak or (`watch: true`) a change the gate saw, whichever comes first.
     async fn sleep(&mut self) -> Option<GateEnd> {
-        let mut wake = (Instant::now() + self.poll_interval).min(self.deadline);
+        let mut wake = later(Instant::now(), self.poll_interval).min(self.deadline);
         if let Some(due) = self.stable.due() {
             wake = wake.min(due);
         }
