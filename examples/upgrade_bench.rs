@@ -18,8 +18,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asm_canary::cli::args::{AuthArg, ClusterArgs};
 use asm_canary::cli::connect::{Pace, connect_with_secret};
+use asm_canary::cli::demo::sim_cluster_args;
 use asm_canary::cli::request::load_runbook;
 use asm_canary::k8s::{WorkloadKind, WorkloadRef};
 use asm_canary_engine::{Event, Executor, FileStore, MemorySink, PreApproved, RunRequest};
@@ -75,18 +75,7 @@ async fn one(namespaces: u32) {
     let sim = asm_canary_sim::start(opts).await.expect("sim");
     let boot = started.elapsed();
     let info = sim.info.clone();
-    let cluster = ClusterArgs {
-        subscription: Some(info.subscription.clone()),
-        resource_group: Some(info.resource_group.clone()),
-        cluster: Some(info.cluster.clone()),
-        cluster_id: None,
-        arm_endpoint: info.arm_endpoint.clone(),
-        authority_host: Some(info.authority_host.clone()),
-        ca_file: Some(ca_file),
-        auth: AuthArg::ClientSecret,
-        arm_poll_interval: None,
-        kubeconfig: None,
-    };
+    let cluster = sim_cluster_args(&info, &ca_file);
     let env = connect_with_secret(
         &cluster,
         Pace::Simulated,

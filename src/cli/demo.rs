@@ -112,8 +112,9 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     Ok(code)
 }
 
-/// The cluster flags of the simulator `info` describes, with its CA trusted.
-fn sim_cluster_args(
+/// The cluster flags of the simulator `info` describes, with its CA trusted (the demo, and the
+/// benchmarks that drive the simulator as the demo does).
+pub fn sim_cluster_args(
     info: &asm_canary_sim::ConnectionInfo,
     ca_file: &std::path::Path,
 ) -> ClusterArgs {

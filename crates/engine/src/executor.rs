@@ -1142,13 +1142,7 @@ impl Run {
             }
             // Keep the summary (e.g. source and target revision) current for `status`.
             let outputs = cp.outputs_by_step();
-            let scope = Scope {
-                run_id: &cp.run_id,
-                target: &cp.target,
-                params: &cp.params,
-                outputs: &outputs,
-                lenient: true,
-            };
+            let scope = Scope::lenient_over(cp, &outputs);
             let summary: Map<String, Value> = summary_specs
                 .iter()
                 .map(|(k, v)| {
@@ -1524,13 +1518,7 @@ async fn may_roll_back(
     cancel: &CancellationToken,
 ) -> Result<(), EngineError> {
     let outputs = cp.outputs_by_step();
-    let scope = Scope {
-        run_id: &cp.run_id,
-        target: &cp.target,
-        params: &cp.params,
-        outputs: &outputs,
-        lenient: true,
-    };
+    let scope = Scope::lenient_over(cp, &outputs);
     let events = Emitter::new(cp.run_id.clone(), Arc::new(NullSink), Arc::new(Utc::now));
     for spec in &runbook.steps {
         let Some(rec) = cp.step(&spec.id) else {

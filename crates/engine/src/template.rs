@@ -141,6 +141,23 @@ pub struct Scope<'a> {
     pub lenient: bool,
 }
 
+impl<'a> Scope<'a> {
+    /// A lenient scope over a checkpoint: its run, params and the given step outputs
+    /// (`Checkpoint::outputs_by_step`), missing outputs resolving to `null`.
+    pub fn lenient_over(
+        cp: &'a crate::checkpoint::Checkpoint,
+        outputs: &'a Map<String, Value>,
+    ) -> Scope<'a> {
+        Scope {
+            run_id: &cp.run_id,
+            target: &cp.target,
+            params: &cp.params,
+            outputs,
+            lenient: true,
+        }
+    }
+}
+
 fn lookup(r: &Ref, scope: &Scope<'_>) -> Result<Value, String> {
     match r {
         Ref::RunId => Ok(Value::String(scope.run_id.to_string())),
