@@ -205,6 +205,9 @@ fn run_finished(
             format!("FAILED{why} (exit {exit_code}); see: asm-canary status {state}")
         }
         Outcome::Failed => format!("failed{why} (exit {exit_code})"),
+        Outcome::Refused => format!(
+            "refused{why} (exit {exit_code}); after fixing the cause: asm-canary resume {state}"
+        ),
     }
 }
 fn duration_spec(

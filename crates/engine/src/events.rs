@@ -47,6 +47,9 @@ pub enum Outcome {
     Paused,
     /// The rollback itself failed: a person must look.
     Failed,
+    /// A step refused to act on what it found and nothing was changed by it (no rollback
+    /// either): bad input as far as the run is concerned. Resumable once a person has looked.
+    Refused,
 }
 
 /// Severity of a free-text line from an action or gate.

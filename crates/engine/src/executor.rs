@@ -90,6 +90,7 @@ fn outcome_exit_code(outcome: Outcome, rollback_requested: bool) -> u8 {
         Outcome::RolledBack => exit::ROLLED_BACK,
         Outcome::Paused => exit::PAUSED,
         Outcome::Failed => exit::ROLLBACK_FAILED,
+        Outcome::Refused => exit::BAD_INPUT,
     }
 }
 
@@ -476,6 +477,8 @@ enum StepEnd {
     Interrupted,
     /// A pause that is not a failure (approval).
     Paused(String),
+    /// The action refused ([`StepError::Refused`]): no rollback, the run pauses.
+    Refused(String),
 }
 
 impl Run {
@@ -673,6 +676,7 @@ impl Run {
                             .await;
                     }
                     StepEnd::Paused(reason) => return self.pause(reason).await,
+                    StepEnd::Refused(error) => return self.refused(spec, error).await,
                     StepEnd::Failed(error) => {
                         if let Some(report) = self.after_failure(spec, error, true).await? {
                             return Ok(report);
@@ -687,6 +691,28 @@ impl Run {
         })
         .await?;
         self.finish(Outcome::Completed).await
+    }
+
+    /// A forward step refused: announced as a halt, recorded as the failed step, the run
+    /// paused and ended as [`Outcome::Refused`] — no rollback, whatever `on_failure` says.
+    async fn refused(&self, spec: &StepSpec, error: String) -> Result<RunReport, EngineError> {
+        self.emitter.emit(Event::StepFailed {
+            step: spec.id.clone(),
+            phase: Phase::Forward,
+            error: error.clone(),
+            on_failure: Some("halt".into()),
+        });
+        let id = spec.id.clone();
+        let reason = format!(
+            "step {id:?} refused: {error}; nothing was changed by it — resume once the cause is fixed"
+        );
+        self.update(|cp| {
+            cp.state = RunState::Paused;
+            cp.failed_step = Some(id);
+            cp.reason = Some(reason);
+        })
+        .await?;
+        self.finish(Outcome::Refused).await
     }
 
     /// Asks the decider about the failed forward step `spec` and carries out the answer:
@@ -815,7 +841,7 @@ impl Run {
                 StepEnd::Interrupted | StepEnd::Paused(_) => {
                     return self.rollback_paused(&spec.id).await;
                 }
-                StepEnd::Failed(error) => {
+                StepEnd::Failed(error) | StepEnd::Refused(error) => {
                     self.emitter.emit(Event::StepFailed {
                         step: spec.id.clone(),
                         phase: Phase::Rollback,
@@ -863,6 +889,9 @@ impl Run {
     async fn step(self: &Arc<Self>, spec: &StepSpec, phase: Phase) -> Result<StepEnd, EngineError> {
         let id = spec.id.clone();
         if let Some(end) = self.when(spec, phase).await? {
+            return Ok(end);
+        }
+        if let Some(end) = self.approve_early(spec, phase).await? {
             return Ok(end);
         }
         if let Some(end) = self.approve(spec, phase).await? {
@@ -924,6 +953,39 @@ impl Run {
             Ok(_) => Ok(None),
             Err(e) => Ok(Some(StepEnd::Failed(format!("when: {e}")))),
         }
+    }
+
+    /// The approvals of later steps that ask to be given before `spec` runs
+    /// (`approve_before`), for those whose `when` holds. An approved step goes back to
+    /// pending until its turn; `Some` when the run cannot go on.
+    async fn approve_early(
+        &self,
+        spec: &StepSpec,
+        phase: Phase,
+    ) -> Result<Option<StepEnd>, EngineError> {
+        if phase != Phase::Forward || self.record(phase, &spec.id).is_finished() {
+            return Ok(None);
+        }
+        let later: Vec<StepSpec> = (self.runbook.steps.iter())
+            .filter(|s| s.approve_before.as_deref() == Some(spec.id.as_str()))
+            .filter(|s| match &s.when {
+                None => true,
+                Some(w) => self.resolve(w, false).is_ok_and(|v| template::truthy(&v)),
+            })
+            .cloned()
+            .collect();
+        for s in &later {
+            if let Some(end) = self.approve(s, phase).await? {
+                return Ok(Some(end));
+            }
+            self.update_step(phase, &s.id, |r| {
+                if r.status == StepStatus::AwaitingApproval {
+                    r.status = StepStatus::Pending;
+                }
+            })
+            .await?;
+        }
+        Ok(None)
     }
 
     /// Approval, for a step with `approval: required` not yet approved in this run. `Some`
@@ -1102,6 +1164,10 @@ impl Run {
             Err(StepError::Checkpoint(e)) => Err(EngineError::Internal(format!(
                 "step {id:?}: could not write the checkpoint: {e}"
             ))),
+            Err(StepError::Refused(e)) => {
+                self.fail_action(phase, &id, e.clone()).await?;
+                Ok(Some(StepEnd::Refused(e)))
+            }
             Err(e) => self.fail_action(phase, &id, e.to_string()).await,
             Ok(ActionOutcome::Skipped { reason }) => {
                 self.skip(phase, &id, reason).await?;

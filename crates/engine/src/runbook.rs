@@ -20,6 +20,7 @@
 //!       watch: false            # true: the gate's wait_for_change may wake it early
 //!       stable_for: 30s         # default 0s
 //!     approval: required        # or none (default)
+//!     approve_before: prepare   # optional: ask it when an earlier step is about to run
 //!     on_failure: rollback      # or halt (default rollback)
 //!     when: ${params.enabled}   # optional: skipped when false
 //! rollback:                     # run in order when a failure is decided rollback, or on `rollback`
@@ -197,6 +198,10 @@ pub struct StepSpec {
     pub gate: Option<GateSpec>,
     pub approval: ApprovalMode,
     pub approval_prompt: Option<String>,
+    /// `approve_before: STEP`: ask this step's approval when the earlier step `STEP` is about
+    /// to run, so that nothing the approval covers changes the cluster before a person (or
+    /// `--approve`) agreed. The approval keeps this step's name.
+    pub approve_before: Option<String>,
     pub on_failure: OnFailure,
     pub when: Option<Value>,
     pub pos: Pos,
@@ -338,6 +343,8 @@ struct RawStep {
     approval: Option<Spanned<String>>,
     #[serde(default)]
     approval_prompt: Option<Spanned<String>>,
+    #[serde(default)]
+    approve_before: Option<Spanned<String>>,
     #[serde(default)]
     on_failure: Option<Spanned<String>>,
     #[serde(default)]
@@ -816,6 +823,10 @@ impl Validator<'_> {
             p.value.clone()
         });
         let on_failure = self.on_failure(&id, raw.on_failure.as_ref());
+        let approve_before = raw.approve_before.as_ref().map(|b| {
+            self.approve_before(&id, b, approval, scope);
+            b.value.clone()
+        });
         StepSpec {
             id,
             description: raw.description.clone(),
@@ -824,6 +835,7 @@ impl Validator<'_> {
             gate,
             approval,
             approval_prompt,
+            approve_before,
             on_failure,
             when,
             pos: Pos::from(s),
@@ -930,6 +942,35 @@ impl Validator<'_> {
                 );
                 ApprovalMode::None
             }
+        }
+    }
+
+    /// `approve_before` names an earlier forward step, on a step that requires approval.
+    fn approve_before(
+        &mut self,
+        id: &str,
+        before: &Spanned<String>,
+        approval: ApprovalMode,
+        scope: &RefScope<'_>,
+    ) {
+        let earlier = &scope.forward[..scope.index.min(scope.forward.len())];
+        let problem = if scope.in_rollback {
+            Some("approve_before has no meaning in the rollback sequence".to_string())
+        } else if approval != ApprovalMode::Required {
+            Some(format!(
+                "step {id:?}: approve_before needs approval: required"
+            ))
+        } else if !earlier.contains(&before.value) {
+            Some(format!(
+                "step {id:?}: approve_before {:?} must name an earlier step (earlier: {})",
+                before.value,
+                join_or_none(earlier.iter().map(String::as_str))
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.problem(Pos::from(before), p);
         }
     }
 

@@ -14,6 +14,13 @@ pub enum StepError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// The step refuses to act on what it found (for example work that looks done but that
+    /// this run did not do): it changed nothing, and neither does the engine — no rollback,
+    /// whatever `on_failure` says. The run pauses with the refusal and ends with
+    /// [`crate::Outcome::Refused`] (exit 2); `resume` tries the step again once a person has
+    /// looked.
+    #[error("{0}")]
+    Refused(String),
     /// The step stopped because the run was cancelled; the run pauses, resumable.
     #[error("interrupted")]
     Cancelled,
@@ -26,6 +33,10 @@ impl StepError {
     /// A failure with a message that says what happened, to what, and what to do next.
     pub fn msg(message: impl std::fmt::Display) -> Self {
         StepError::Failed(message.to_string())
+    }
+    /// A refusal: see [`StepError::Refused`].
+    pub fn refused(message: impl std::fmt::Display) -> Self {
+        StepError::Refused(message.to_string())
     }
     /// A failure caused by another error.
     pub fn with_source(

@@ -494,3 +494,84 @@ async fn a_failure_past_the_point_of_no_return_halts_instead_of_rolling_back() {
         (RunState::Paused, Some("cleanup"))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_step_neither_rolls_back_nor_asks_and_exits_2_then_resumes() {
+    let yaml = three_steps("rollback", false);
+    let (f, _d, state, ev) = setup();
+    f.effect
+        .fail_step("b", "refuse: b's work was done by someone else");
+    let decider = Scripted::new(&[Rollback]);
+    let r = executor(&yaml, &f, &state, &ev)
+        .with_failure_decider(Arc::new(decider.clone()))
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!((r.outcome, r.exit_code()), (Outcome::Refused, 2));
+    assert!(
+        decider.asked().is_empty(),
+        "a refusal is not a failure to decide about"
+    );
+    assert_eq!(f.world.count("undo:a"), 0, "nothing rolled back");
+    assert_eq!(step_failed(&ev.events(), "b"), [Some("halt".to_string())]);
+    let cp = load(&state);
+    assert_eq!(cp.state, RunState::Paused);
+    assert_eq!(cp.failed_step.as_deref(), Some("b"));
+    assert!(
+        cp.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("someone else"),
+        "{:?}",
+        cp.reason
+    );
+    f.effect.heal("b");
+    let r = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.outcome, r.exit_code()), (Outcome::Completed, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn approve_before_asks_a_later_approval_before_the_earlier_step_changes_anything() {
+    let yaml = three_steps("rollback", true).replacen(
+        "    approval: required\n",
+        "    approval: required\n    approve_before: b\n",
+        1,
+    );
+    let (f, _d, state, ev) = setup();
+    let r = executor(&yaml, &f, &state, &ev)
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!((r.outcome, r.exit_code()), (Outcome::Paused, 4));
+    assert_eq!(f.effect.calls("b"), 0, "b waits for c's approval");
+    assert_eq!(f.effect.calls("a"), 1);
+    let cp = load(&state);
+    assert!(
+        cp.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("--approve c"),
+        "{:?}",
+        cp.reason
+    );
+
+    let r = executor(&yaml, &f, &state, &ev)
+        .with_approver(Arc::new(PreApproved::new(["c".to_string()])))
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((r.outcome, r.exit_code()), (Outcome::Completed, 0));
+    let asked = ev
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::ApprovalNeeded { step, .. } if step == "c"))
+        .count();
+    assert_eq!(
+        asked, 2,
+        "asked once per run before b, never again at c itself"
+    );
+    assert_eq!(load(&state).approvals.len(), 1);
+}

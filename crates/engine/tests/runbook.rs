@@ -275,3 +275,28 @@ fn bind_params_converts_strings_and_refuses_unknown_and_bad_values() {
     );
     assert!(err.contains("param \"to\" is required"), "{err}");
 }
+
+#[test]
+fn approve_before_must_name_an_earlier_step_of_a_step_that_requires_approval() {
+    let yaml = r#"apiVersion: asm-canary.runbook/v1
+name: t
+steps:
+  - id: a
+    action: effect
+    approval: required
+    approve_before: b
+  - id: b
+    action: effect
+    approve_before: a
+"#;
+    let p = problems(yaml);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!((p[0].0, p[0].1), (7, 21));
+    assert!(
+        p[0].2
+            .contains("approve_before \"b\" must name an earlier step"),
+        "{p:?}"
+    );
+    assert_eq!((p[1].0, p[1].1), (10, 21));
+    assert!(p[1].2.contains("needs approval: required"), "{p:?}");
+}

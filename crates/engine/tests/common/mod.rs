@@ -101,6 +101,10 @@ impl Action for Effect {
             .entry(ctx.step.clone())
             .or_default() += 1;
         if let Some(msg) = self.fail.lock().unwrap().get(&ctx.step).cloned() {
+            // `refuse: why` refuses (StepError::Refused); anything else fails.
+            if let Some(why) = msg.strip_prefix("refuse: ") {
+                return Err(StepError::refused(why));
+            }
             return Err(StepError::msg(msg));
         }
         let name: String = ctx.input_opt("effect")?.unwrap_or_else(|| ctx.step.clone());
