@@ -10,6 +10,7 @@ pub mod connect;
 pub mod demo;
 pub mod error;
 pub mod inspect;
+mod owner;
 pub mod plan;
 pub mod request;
 pub mod run;

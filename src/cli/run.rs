@@ -15,8 +15,10 @@ use serde_json::{Map, Value};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
+use super::owner::{claim_owner, settle_owner};
 use super::request::{UpgradeOptions, check_approvals, load_runbook};
 use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
+use super::validate::{NewRun, validate_new_run};
 use crate::k8s::lock::{
     Acquired, Holder, LOCK_NAME, LOCK_NAMESPACE, LockError, LockOptions, RunLock,
 };
@@ -44,7 +46,11 @@ pub struct RunArgs {
     /// unattended). Only when that run is known to be dead.
     #[arg(long)]
     pub break_lock: bool,
-    /// Answer yes to `--break-lock`'s confirmation.
+    /// Adopt the upgrade of another, unfinished run that owns this cluster (its agent gone, its
+    /// checkpoint lost): asks first; `--yes` when unattended. Said in the events and report.
+    #[arg(long)]
+    pub take_over: bool,
+    /// Answer yes to the confirmation of `--break-lock` and `--take-over`.
     #[arg(long)]
     pub yes: bool,
     /// How long the cluster lock lasts without renewal, in seconds (renewed every third).
@@ -65,6 +71,10 @@ pub struct UpgradeArgs {
     pub upgrade: UpgradeOptions,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Exit 0, changing nothing, when the cluster is not ready (an operation runs, or the last
+    /// one failed) or no upgrade is offered — for pipelines that try again on a schedule.
+    #[arg(long)]
+    pub skip_if_not_ready: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +122,7 @@ pub async fn execute(
     let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
     check_approvals(&runbook, &run.approve)?;
     let (sink, approver, decider) = renderers(run, guided, &location);
+    let sink: Arc<dyn EventSink> = sink;
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
         .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
@@ -119,16 +130,30 @@ pub async fn execute(
     // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
     // a new run): then the cluster lock is not taken, so bad input changes nothing.
     let existing = location.peek().await;
-    let lock_run_id = match (&mode, existing) {
+    let lock_run_id = match (&mode, &existing) {
         (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
         (Mode::Run(_), Some(_)) => None,
-        (_, Some(cp)) if cp.target == target && !finished(&cp) => Some(cp.run_id),
+        (_, Some(cp)) if cp.target == target && !finished(cp) => Some(cp.run_id.clone()),
         (_, _) => None,
     };
     let lock = match &lock_run_id {
         Some(id) => Some(take_lock(&env, run, id).await?),
         None => None,
     };
+    // The upgrade's owner, claimed under the lock before the first change; a refusal lets
+    // the lock go again.
+    let mut owner = None;
+    if let Some(id) = &lock_run_id {
+        match claim_owner(&env, run, id, &location, existing.as_ref(), sink.as_ref()).await {
+            Ok(me) => owner = Some(me),
+            Err(e) => {
+                if let Some(lock) = lock {
+                    let _ = lock.release().await;
+                }
+                return Err(e);
+            }
+        }
+    }
     if let Some(lock) = &lock {
         let lost = lock.lost();
         let token = token.clone();
@@ -145,12 +170,16 @@ pub async fn execute(
     let outcome = drive(&executor, mode, &target, lock_run_id)
         .await
         .map_err(|e| finish_instead(e, &location.flags));
+    if let Some(me) = owner {
+        settle_owner(&env, &executor, me).await;
+    }
     if let Some(lock) = lock
         && let Err(e) = lock.release().await
     {
         eprintln!("asm-canary: warning: {e}; it expires by itself");
     }
     let (run_id, code) = outcome?;
+    let code = rolled_back_to_one_revision(&env, &executor, code).await;
     if let Some(file) = &location.file {
         write_report(&executor, file, &run_id).await;
     }
@@ -277,6 +306,33 @@ async fn write_report(executor: &Executor, file: &Path, run_id: &str) {
     }
 }
 
+/// A rolled-back run undid what its journal says it did; if the cluster still runs two
+/// revisions, the canary was not this run's to remove, and "rolled back" is not the end of
+/// it: exit 6, a person must look.
+async fn rolled_back_to_one_revision(env: &Env, executor: &Executor, code: u8) -> u8 {
+    match executor.checkpoint().await {
+        Ok(cp) if cp.state == RunState::RolledBack => {}
+        _ => return code,
+    }
+    let revisions = match env.arm.get_cluster(&env.cluster).await {
+        Ok(doc) => doc.revisions(),
+        Err(e) => {
+            eprintln!("asm-canary: warning: cannot check the revisions after the rollback: {e}");
+            return code;
+        }
+    };
+    if revisions.len() < 2 {
+        return code;
+    }
+    eprintln!(
+        "asm-canary: this run's changes are rolled back, but {} still runs [{}]: this run did not install that canary, so it left it; a person must look (finish or roll it back where it was started, or az aks mesh upgrade complete|rollback) (exit {})",
+        env.cluster.name,
+        revisions.join(", "),
+        asm_canary_engine::exit::ROLLBACK_FAILED
+    );
+    asm_canary_engine::exit::ROLLBACK_FAILED
+}
+
 fn finished(cp: &Checkpoint) -> bool {
     matches!(cp.state, RunState::Completed | RunState::RolledBack)
 }
@@ -330,6 +386,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         cluster,
         upgrade,
         run,
+        skip_if_not_ready,
     } = args;
     let params = upgrade.params()?;
     let connected = connect(&cluster, Pace::Real).await?;
@@ -339,7 +396,11 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .locate(&env, Some(default_state(&env.cluster.name)));
     // A new run only: an existing checkpoint is refused by the engine as it stands.
     if location.peek().await.is_none() {
-        super::validate::validate_new_run(&env, upgrade.to.as_deref()).await?;
+        let to = upgrade.to.as_deref();
+        if let NewRun::Skip(why) = validate_new_run(&env, to, skip_if_not_ready).await? {
+            eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
+            return Ok(asm_canary_engine::exit::OK);
+        }
     }
     if interactive(&run) {
         super::plan::show_plan(&env, &upgrade, &params, run.runbook.as_deref()).await?;
@@ -369,7 +430,7 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
 }
 
 /// Asks a yes/no question on the terminal; anything but y/yes is no.
-fn confirm(question: &str) -> bool {
+pub(super) fn confirm(question: &str) -> bool {
     use std::io::Write;
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();

@@ -84,7 +84,8 @@ impl Action for Preflight {
             MeshState::NotReady { .. } if revisions.len() == 1 => {
                 out.insert("source".into(), json!(revisions[0]));
             }
-            other => return Err(StepError::msg(other.explain(&self.0.cluster.name))),
+            // Nothing this run can wait for or resume: refused, not halted.
+            other => return Err(StepError::refused(other.explain(&self.0.cluster.name))),
         }
         for w in preflight_warnings(&self.0, &revisions).await? {
             ctx.events.warn(w);
@@ -345,6 +346,7 @@ impl Action for StartCanary {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let source: String = ctx.input("source")?;
         let target: String = ctx.input("target")?;
+        refuse_a_canary_not_ours(&self.0, ctx, &source, &target).await?;
         let (result, acted) = put_revisions(
             &self.0,
             ctx,
@@ -365,6 +367,40 @@ impl Action for StartCanary {
             ))
         }
     }
+}
+
+/// This run installed `target` if its journal holds an update of the revisions that asked
+/// for it (the intent is journaled before the PUT is sent).
+fn installed_by_this_run(ctx: &ActionCtx, target: &str) -> bool {
+    ctx.journal.all().iter().any(|e| {
+        e.kind == KIND_PUT
+            && e.details["revisions"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|v| v == target))
+    })
+}
+
+/// `start` finds the target already installed: that is this run's work only if its journal
+/// says so. Otherwise another run or a person started that canary, and adopting it would
+/// move the tag and restart every workload onto a control plane this run does not own.
+async fn refuse_a_canary_not_ours(
+    env: &Env,
+    ctx: &ActionCtx,
+    source: &str,
+    target: &str,
+) -> Result<(), StepError> {
+    if installed_by_this_run(ctx, target) {
+        return Ok(());
+    }
+    let doc = get_cluster(env).await?;
+    let now = doc.revisions();
+    if !now.iter().any(|r| r == target) {
+        return Ok(());
+    }
+    Err(StepError::refused(format!(
+        "the cluster already runs [{}], but this run did not install {target} (its journal has no update of the revisions): another run or a person (az aks mesh upgrade start) started that canary; this run changed no revision. Finish or roll back that canary where it was started (or az aks mesh upgrade complete|rollback), check that {source} is the only revision, then resume this run",
+        now.join(", ")
+    )))
 }
 
 /// Everything that still uses `revision`: pods it injected, namespaces labelled with it, tag
@@ -556,6 +592,11 @@ impl Action for RemoveCanary {
                 "the canary revision is not installed",
             ));
         };
+        if !installed_by_this_run(ctx, &target) {
+            return Ok(ActionOutcome::skipped(format!(
+                "{target} was not installed by this run (its journal has no update of the revisions): left as it is"
+            )));
+        }
         let users = users_of_revision(&self.0, &target).await?;
         refuse_if_used(&target, &users, &format!("roll back (remove {target})"))?;
         let (result, _) = put_revisions(

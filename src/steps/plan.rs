@@ -115,6 +115,10 @@ pub enum Refusal {
     /// No target: `--to` is not offered, or nothing is.
     #[error("{0}")]
     NoTarget(TargetError),
+    /// The mesh is in a state no new run can start from (two or more revisions installed
+    /// with no asm-canary run owning them, or the add-on disabled).
+    #[error("{}", .0.explain("the cluster"))]
+    Mesh(MeshState),
     /// The add-on's admission rejects the copy of the source's shared ConfigMap.
     #[error(
         "ConfigMap {ISTIO_NAMESPACE}/{from} cannot be copied to {to}: {message}; fix {from} (remove the field the add-on does not allow) and run again"
@@ -209,13 +213,16 @@ impl MeshState {
                 "the Istio add-on is not enabled on {cluster} (serviceMeshProfile.mode is not Istio)"
             ),
             MeshState::MidUpgrade { revisions } => format!(
-                "an upgrade is already in progress on {cluster} ({}): resume the run that started it \
-                 (asm-canary resume --state FILE), or finish it by hand with az aks mesh upgrade complete|rollback",
+                "an upgrade is already in progress on {cluster} ({}) and no asm-canary run owns it \
+                 (it was started by hand, or by a run whose owner record is gone): finish it with \
+                 az aks mesh upgrade complete, or roll it back with az aks mesh upgrade rollback, \
+                 then run again",
                 revisions.join(", ")
             ),
             MeshState::StaleCanary { revisions } => format!(
-                "{cluster} runs two revisions ({}) and neither is the target: a canary was left behind; \
-                 complete or roll it back first",
+                "{cluster} runs two revisions ({}) and neither is the target: a canary was left behind, \
+                 and no asm-canary run owns it; complete it (az aks mesh upgrade complete) or roll it \
+                 back (az aks mesh upgrade rollback) first, then run again",
                 revisions.join(", ")
             ),
             MeshState::TooManyRevisions { revisions } => format!(
@@ -473,14 +480,37 @@ impl Decisions {
         if let Some(Err(e)) = self.upgrade.as_ref().map(|u| &u.choice.target) {
             out.push(Refusal::NoTarget(e.clone()));
         }
+        if matches!(
+            self.state,
+            MeshState::MidUpgrade { .. }
+                | MeshState::StaleCanary { .. }
+                | MeshState::TooManyRevisions { .. }
+                | MeshState::MeshDisabled
+        ) {
+            out.push(Refusal::Mesh(self.state.clone()));
+        }
         out
+    }
+
+    /// Why a pipeline that retries on a schedule may skip this run (`--skip-if-not-ready`):
+    /// the cluster is busy or failed, or no upgrade is offered.
+    pub fn not_ready(&self) -> Option<String> {
+        match (&self.state, self.upgrade.as_ref().map(|u| &u.choice.target)) {
+            (MeshState::NotReady { .. }, _) => Some(self.state.explain("the cluster")),
+            (_, Some(Err(e))) => Some(e.to_string()),
+            _ => None,
+        }
     }
 }
 
 /// What a new run is refused for, read-only but for a dry-run create of the shared
 /// ConfigMap's copy (which needs the right to create it, as the run does).
 pub async fn refusals(env: &Env, to: Option<Revision>) -> Result<Vec<Refusal>, PlanError> {
-    let decisions = decide(env, to, false).await?;
+    refusals_of(&decide(env, to, false).await?, env).await
+}
+
+/// [`Decisions::refusals`], and the admission dry run when there are none.
+pub async fn refusals_of(decisions: &Decisions, env: &Env) -> Result<Vec<Refusal>, PlanError> {
     let mut out = decisions.refusals();
     if out.is_empty()
         && let Some(copy) = decisions.upgrade.as_ref().and_then(|u| u.copy.as_ref())

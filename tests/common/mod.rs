@@ -129,6 +129,36 @@ impl TestSim {
         serde_json::from_value(s["arm"]["revisions"].clone()).unwrap()
     }
 
+    /// Sets the cluster's revisions with a plain ARM PUT (LRO to the end), as
+    /// `az aks mesh upgrade start|complete|rollback` would: no asm-canary run involved.
+    pub async fn arm_put_revisions(&self, revisions: &[&str]) {
+        use asm_canary::azure::{
+            ArmClient, ArmClientOptions, AuthMode, AuthSettings, ClusterId, build_credential,
+            build_http_client,
+        };
+        let info = &self.handle.info;
+        let http = build_http_client(Some(("sim CA", info.ca_pem.as_bytes()))).unwrap();
+        let auth = AuthSettings {
+            mode: AuthMode::ClientSecret,
+            tenant_id: Some(info.tenant_id.clone()),
+            client_id: Some(info.client_id.clone()),
+            client_secret: Some(info.client_secret.clone()),
+            authority_host: Some(info.authority_host.clone()),
+        };
+        let (credential, _) = build_credential(&auth, &http, &|_: &str| None).unwrap();
+        let options = ArmClientOptions {
+            endpoint: info.arm_endpoint.clone(),
+            ..Default::default()
+        };
+        let client = ArmClient::new(options, credential, http).unwrap();
+        let id: ClusterId = info.cluster_id().parse().unwrap();
+        let want: Vec<String> = revisions.iter().map(|s| s.to_string()).collect();
+        client
+            .set_revisions(&id, &want, &|_: &asm_canary::azure::ClusterDoc| Ok(()))
+            .await
+            .expect("plain ARM PUT of the revisions");
+    }
+
     pub async fn kube(&self) -> kube::Client {
         use base64::Engine;
         let info = &self.handle.info;

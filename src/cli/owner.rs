@@ -1,0 +1,137 @@
+//! The run's side of the cluster's owner record ([`crate::k8s::owner`]): claimed (or, on
+//! `--take-over`, taken over) under the lock before the engine runs, and settled after it —
+//! kept with the run's phase while the run is unfinished, removed once it is finished.
+
+use asm_canary_engine::{
+    Checkpoint, EVENTS_SCHEMA, Event, EventRecord, EventSink, Executor, Level, RunState,
+};
+
+use super::error::CliError;
+use super::run::{RunArgs, confirm, interactive};
+use super::state::{RunLocation, StateBackend};
+use crate::k8s::owner::{self, Claimed, Owner, OwnerError};
+use crate::steps::Env;
+
+/// How another agent names this run's checkpoint: an absolute `--state` path, or the
+/// kubernetes backend.
+fn checkpoint_flags(location: &RunLocation) -> String {
+    match (location.backend, &location.file) {
+        (StateBackend::File, Some(file)) => {
+            let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            format!("--state {}", abs.display())
+        }
+        _ => location.flags.clone(),
+    }
+}
+
+fn summary(cp: Option<&Checkpoint>, key: &str) -> Option<String> {
+    cp.and_then(|cp| cp.summary.get(key))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+fn phase(state: RunState) -> &'static str {
+    match state {
+        RunState::Running => "running",
+        RunState::Paused => "paused",
+        RunState::Completed => "completed",
+        RunState::RollingBack => "rolling-back",
+        RunState::RolledBack => "rolled-back",
+        RunState::Failed => "failed",
+    }
+}
+
+/// Claims the cluster's upgrade for `run_id`; another run's record is refused (exit 5)
+/// unless `--take-over` was given and confirmed, and a take-over is said on stderr and in
+/// the run's events.
+pub async fn claim_owner(
+    env: &Env,
+    run: &RunArgs,
+    run_id: &str,
+    location: &RunLocation,
+    known: Option<&Checkpoint>,
+    sink: &dyn EventSink,
+) -> Result<Owner, CliError> {
+    let mut me = Owner {
+        run_id: run_id.to_string(),
+        host: crate::k8s::lock::Holder::this_process(run_id).host,
+        checkpoint: checkpoint_flags(location),
+        source: summary(known, "source"),
+        target: summary(known, "target"),
+        phase: "running".into(),
+        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        took_over: None,
+    };
+    let mut confirmed = run.take_over && run.yes;
+    loop {
+        match owner::claim(&env.kube, &mut me, confirmed).await {
+            Ok(Claimed::TookOver(prev)) => {
+                let text = format!(
+                    "took over the upgrade of {prev} on --take-over; its checkpoint ({}) is no longer the run of record",
+                    prev.checkpoint
+                );
+                eprintln!("asm-canary: warning: {text}");
+                sink.emit(&EventRecord {
+                    schema: EVENTS_SCHEMA.to_string(),
+                    ts: chrono::Utc::now(),
+                    run_id: run_id.to_string(),
+                    event: Event::Message {
+                        step: None,
+                        level: Level::Warn,
+                        text,
+                    },
+                });
+                return Ok(me);
+            }
+            Ok(Claimed::New | Claimed::Own) => return Ok(me),
+            Err(OwnerError::Owned { owner: theirs })
+                if run.take_over && !confirmed && interactive(run) =>
+            {
+                if !confirm(&format!(
+                    "Take over the upgrade of {theirs}? Only if that run is gone for good."
+                )) {
+                    return Err(CliError::locked(
+                        format!("the upgrade of {theirs} was not taken over (not confirmed)"),
+                        None,
+                    ));
+                }
+                confirmed = true;
+            }
+            Err(OwnerError::Owned { owner: theirs }) if run.take_over => {
+                return Err(CliError::locked(
+                    format!(
+                        "--take-over: the upgrade belongs to {theirs}; not taken over without confirmation — pass --yes to take it over unattended"
+                    ),
+                    None,
+                ));
+            }
+            Err(e @ OwnerError::Owned { .. }) => {
+                return Err(CliError::locked(e.to_string(), Some(e.into())));
+            }
+            Err(e) => return Err(CliError::connect("cannot claim the cluster's upgrade", e)),
+        }
+    }
+}
+
+/// After the engine: a finished run gives the cluster up; an unfinished one keeps it, with
+/// its phase, source and target brought up to date. A run that changed nothing and is not
+/// waiting for an approval (it halted before its first change) gives it up too. Failures
+/// are warnings: the checkpoint is the record of the run.
+pub async fn settle_owner(env: &Env, executor: &Executor, mut me: Owner) {
+    let Ok(cp) = executor.checkpoint().await else {
+        return;
+    };
+    let finished = matches!(cp.state, RunState::Completed | RunState::RolledBack);
+    let changed_nothing = cp.journal.is_empty() && cp.failed_step.is_some();
+    let result = if finished || changed_nothing {
+        owner::release(&env.kube, &me.run_id).await
+    } else {
+        me.phase = phase(cp.state).to_string();
+        me.source = summary(Some(&cp), "source").or(me.source);
+        me.target = summary(Some(&cp), "target").or(me.target);
+        owner::update(&env.kube, &me).await
+    };
+    if let Err(e) = result {
+        eprintln!("asm-canary: warning: {e}");
+    }
+}

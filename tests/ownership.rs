@@ -1,0 +1,254 @@
+//! Who owns an upgrade (issue 12): the owner record in the cluster outlives a paused run, a
+//! second run is refused while it stands, `--take-over` adopts it on purpose, and no run
+//! adopts or removes a canary it did not install; refusals that no resume can help exit 2, and
+//! nothing changes before the first approval.
+
+mod common;
+
+use common::{TestSim, events, last_event, stderr};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+
+const OWNER: &str = "asm-canary-owner";
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+async fn owner_run_id(sim: &TestSim) -> Option<String> {
+    let cms = Api::<ConfigMap>::namespaced(sim.kube().await, "aks-istio-system");
+    let cm = cms.get_opt(OWNER).await.expect("read the owner record")?;
+    cm.data.unwrap_or_default().get("run-id").cloned()
+}
+
+/// A run paused at its `start` approval (exit 4), and its run id.
+async fn paused_at_start(sim: &TestSim) -> String {
+    let out = sim.upgrade(&[]).await;
+    assert_eq!(code(&out), 4, "paused at start: {}", stderr(&out));
+    last_event(&out)["run_id"].as_str().unwrap().to_string()
+}
+
+/// `upgrade` with its own checkpoint file `name` in the test's folder.
+async fn other_upgrade(sim: &TestSim, name: &str, extra: &[&str]) -> std::process::Output {
+    let state = sim.dir.path().join(name);
+    let mut args = vec![
+        "upgrade",
+        "--unattended",
+        "--output",
+        "json",
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(common::FAST);
+    args.extend_from_slice(extra);
+    sim.run(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_is_refused_while_a_paused_run_owns_the_cluster() {
+    let sim = TestSim::start("healthy").await;
+    let a = paused_at_start(&sim).await;
+    assert_eq!(owner_run_id(&sim).await.as_deref(), Some(a.as_str()));
+
+    let out = other_upgrade(
+        &sim,
+        "b.json",
+        &["--approve", "start", "--approve", "complete"],
+    )
+    .await;
+    assert_eq!(code(&out), 5, "refused: {}", stderr(&out));
+    let err = stderr(&out);
+    let a_state = std::path::absolute(sim.state_file()).unwrap();
+    for want in [
+        format!("run {a}"),
+        format!("asm-canary resume --state {}", a_state.display()),
+        "--take-over".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want:?} missing: {err}");
+    }
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"], "B changed nothing");
+    assert!(
+        !sim.dir.path().join("b.json").exists(),
+        "B left no checkpoint"
+    );
+
+    let out = sim
+        .resume(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 0, "A resumes to completion: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    assert_eq!(
+        owner_run_id(&sim).await,
+        None,
+        "a finished run gives the cluster up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_over_adopts_an_unfinished_run_only_when_confirmed_and_says_so() {
+    let sim = TestSim::start("healthy").await;
+    let a = paused_at_start(&sim).await;
+
+    let out = other_upgrade(&sim, "b.json", &["--take-over"]).await;
+    assert_eq!(code(&out), 5, "not confirmed: {}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(owner_run_id(&sim).await.as_deref(), Some(a.as_str()));
+
+    let out = other_upgrade(
+        &sim,
+        "b.json",
+        &["--take-over", "--yes", "--approve", "start"],
+    )
+    .await;
+    assert_eq!(code(&out), 4, "B paused at complete: {}", stderr(&out));
+    let b = last_event(&out)["run_id"].as_str().unwrap().to_string();
+    let said = events(&out).iter().any(|e| {
+        e["event"] == "message"
+            && e["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("took over") && t.contains(&a))
+    });
+    assert!(
+        said,
+        "the take-over is in the events: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(owner_run_id(&sim).await.as_deref(), Some(b.as_str()));
+
+    // A's checkpoint is no longer the run of record.
+    let out = sim.resume(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 5, "A is refused: {}", stderr(&out));
+    assert!(stderr(&out).contains(&b), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_a_canary_this_run_did_not_install_and_changes_nothing() {
+    let sim = TestSim::start("healthy").await;
+    paused_at_start(&sim).await;
+    // Meanwhile a person starts the canary by hand.
+    sim.arm_put_revisions(&["asm-1-27", "asm-1-29"]).await;
+    let before = sim.pods_by_revision().await;
+
+    let out = sim
+        .resume(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 2, "refused: {}", stderr(&out));
+    let last = last_event(&out);
+    assert_eq!(last["outcome"], "refused");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not install asm-1-29"),
+        "{last}"
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+    assert_eq!(
+        sim.pods_by_revision().await,
+        before,
+        "no workload restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_never_reports_success_while_a_canary_it_did_not_install_remains() {
+    let sim = TestSim::start("healthy").await;
+    paused_at_start(&sim).await;
+    sim.arm_put_revisions(&["asm-1-27", "asm-1-29"]).await;
+
+    let state = sim.state_file();
+    let out = sim
+        .run(&[
+            "rollback",
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+        ])
+        .await;
+    assert_eq!(code(&out), 6, "a person must look: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("still runs [asm-1-27, asm-1-29]"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        sim.revisions().await,
+        vec!["asm-1-27", "asm-1-29"],
+        "the canary this run did not install was left alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_no_run_owns_is_refused_with_exit_2_and_no_resume_hint() {
+    let sim = TestSim::start("healthy").await;
+    sim.arm_put_revisions(&["asm-1-27", "asm-1-28"]).await;
+    for to in ["asm-1-28", "asm-1-29"] {
+        let out = sim.upgrade(&["--to", to]).await;
+        assert_eq!(code(&out), 2, "--to {to}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("az aks mesh upgrade"),
+            "says how to finish it: {err}"
+        );
+        assert!(
+            !err.contains("resume"),
+            "no resume hint that cannot help: {err}"
+        );
+        assert!(
+            !sim.state_file().exists(),
+            "no checkpoint for a refused run"
+        );
+    }
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-28"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_if_not_ready_exits_0_when_the_target_is_not_offered() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .upgrade(&["--to", "asm-1-31", "--skip-if-not-ready"])
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skipped, nothing changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!sim.state_file().exists());
+    let out = sim.upgrade(&["--to", "asm-1-31"]).await;
+    assert_eq!(
+        code(&out),
+        2,
+        "without the flag it is refused: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_approval_is_asked_before_the_shared_configmap_is_copied() {
+    let sim = TestSim::start("healthy").await;
+    paused_at_start(&sim).await;
+    let cms = Api::<ConfigMap>::namespaced(sim.kube().await, "aks-istio-system");
+    assert!(
+        cms.get_opt("istio-shared-configmap-asm-1-27")
+            .await
+            .unwrap()
+            .is_some(),
+        "the scenario has a source ConfigMap to copy"
+    );
+    assert!(
+        cms.get_opt("istio-shared-configmap-asm-1-29")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing copied before the approval"
+    );
+    let out = sim.resume(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "paused at complete: {}", stderr(&out));
+    assert!(
+        cms.get_opt("istio-shared-configmap-asm-1-29")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
