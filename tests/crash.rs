@@ -6,6 +6,8 @@
 //! The kill moment is picked from the JSON event stream (`--output json`): the nth event that
 //! matches, plus a seeded delay. The set is fixed (seed [`SEED`]) so CI is reproducible; the
 //! `soak` test (ignored) draws random kill points for as long as `CRASH_SOAK_CASES` says.
+//! After every kill, a second run with its own checkpoint (the dead run's Lease broken) must be
+//! refused by the owner record and change nothing before the killed run is finished.
 
 mod common;
 
@@ -248,6 +250,42 @@ pub async fn finish_with(sim: &TestSim, rollback: bool, kube: bool) -> (i32, Str
     (out.status.code().unwrap_or(-1), common::stderr(&out), last)
 }
 
+/// While a killed run owns the cluster, a second run (its own checkpoint file, the dead
+/// run's Lease broken with `--break-lock --yes`, as an impatient operator would) must be
+/// refused (exit 5) by the owner record and change nothing. The problems found, if any.
+pub async fn rival_changes_nothing(sim: &TestSim) -> Vec<String> {
+    let before = sim.handle.shared.requests.snapshot().len();
+    let rival = sim.dir.path().join("rival.json");
+    let mut args = upgrade_args(rival.to_str().expect("utf-8"));
+    args.extend(["--break-lock".to_string(), "--yes".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sim.run(&args).await;
+    let mut bad = Vec::new();
+    let code = out.status.code().unwrap_or(-1);
+    if code != 5 {
+        bad.push(format!(
+            "a rival run exited {code}, not 5 (owned): {}",
+            common::stderr(&out)
+        ));
+    }
+    let changes: Vec<String> = sim.handle.shared.requests.snapshot()[before..]
+        .iter()
+        .filter(|r| r.api != "token" && r.status < 400)
+        .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
+        // The Lease it broke and gave back is the lock, not the cluster's upgrade; the
+        // kubeconfig is read with a POST.
+        .filter(|r| !r.path.contains("/leases") && !r.path.ends_with("listClusterUserCredential"))
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    if !changes.is_empty() {
+        bad.push(format!("a rival run changed the cluster: {changes:?}"));
+    }
+    if rival.exists() {
+        bad.push("a rival run left a checkpoint".into());
+    }
+    bad
+}
+
 /// The state every case is checked against.
 pub struct Invariants {
     /// Revision the cluster must end on.
@@ -420,6 +458,8 @@ async fn case_with(at: KillAt, rollback: bool, kube: bool) {
         "the run ended before kill point {at:?} ({} events)",
         killed.events_seen
     );
+    let rival = rival_changes_nothing(&sim).await;
+    assert!(rival.is_empty(), "kill at {at:?}: {rival:#?}");
     let (code, err, last) = finish_with(&sim, rollback, kube).await;
     let expect_code = 0;
     assert_eq!(
@@ -812,6 +852,9 @@ async fn soak() {
                 ));
             }
             continue;
+        }
+        for b in rival_changes_nothing(&sim).await {
+            violations.push(format!("case {i} (kill at {at} ms, a rival run): {b}"));
         }
         let mut rollback = rng.range(0, 1) == 1;
         if rollback && rng.range(0, 2) == 0 {

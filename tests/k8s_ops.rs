@@ -86,7 +86,11 @@ async fn restart_and_wait(client: &kube::Client, w: &WorkloadRef) -> (String, Ve
 
 #[tokio::test]
 async fn deployment_restart_and_rollout_status() {
-    let (_sim, client) = start(healthy()).await;
+    // Pods that take a second (real time) to become ready: the rollout is still running when
+    // the wait starts, however loaded the machine, so its progress is seen.
+    let mut slow = healthy();
+    slow.kube.pod_ready_seconds = 100.0;
+    let (_sim, client) = start(slow).await;
     let w = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
     let before = pods(&client, "payments", Some("app=api")).await;
     let (message, seen) = restart_and_wait(&client, &w).await;

@@ -72,9 +72,18 @@ async fn a_second_run_is_refused_while_a_paused_run_owns_the_cluster() {
         "B left no checkpoint"
     );
 
-    let out = sim
-        .resume(&["--approve", "start", "--approve", "complete"])
-        .await;
+    let out = sim.resume(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "A paused before complete: {}", stderr(&out));
+    // A's canary is installed: B is still refused as owned (5), not as a canary no run owns.
+    let out = other_upgrade(&sim, "b.json", &["--approve", "start"]).await;
+    assert_eq!(code(&out), 5, "refused: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("run {a}")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = sim.resume(&["--approve", "complete"]).await;
     assert_eq!(code(&out), 0, "A resumes to completion: {}", stderr(&out));
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
     assert_eq!(
@@ -251,4 +260,13 @@ async fn the_start_approval_is_asked_before_the_shared_configmap_is_copied() {
             .unwrap()
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refused_before_its_checkpoint_leaves_no_owner_record() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.upgrade(&["--param", "no_such_param=1"]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(owner_run_id(&sim).await, None, "nothing owns the cluster");
+    paused_at_start(&sim).await;
 }

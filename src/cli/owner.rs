@@ -41,6 +41,26 @@ fn phase(state: RunState) -> &'static str {
     }
 }
 
+/// Before a new run is validated: another run's owner record is exit 5, whatever the mesh
+/// looks like (its canary would otherwise read as "an upgrade no run owns"). `--take-over`
+/// skips this; the claim under the lock decides for good.
+pub async fn refuse_if_owned(env: &Env, run: &RunArgs) -> Result<(), CliError> {
+    if run.take_over {
+        return Ok(());
+    }
+    match owner::read(&env.kube).await {
+        Ok(None) => Ok(()),
+        Ok(Some((theirs, _))) => {
+            let e = OwnerError::Owned { owner: theirs };
+            Err(CliError::locked(e.to_string(), Some(e.into())))
+        }
+        Err(e) => Err(CliError::connect(
+            "cannot read the cluster's owner record",
+            e,
+        )),
+    }
+}
+
 /// Claims the cluster's upgrade for `run_id`; another run's record is refused (exit 5)
 /// unless `--take-over` was given and confirmed, and a take-over is said on stderr and in
 /// the run's events.
@@ -118,7 +138,11 @@ pub async fn claim_owner(
 /// waiting for an approval (it halted before its first change) gives it up too. Failures
 /// are warnings: the checkpoint is the record of the run.
 pub async fn settle_owner(env: &Env, executor: &Executor, mut me: Owner) {
+    // No checkpoint: the engine refused the run before writing one, so it changed nothing.
     let Ok(cp) = executor.checkpoint().await else {
+        if let Err(e) = owner::release(&env.kube, &me.run_id).await {
+            eprintln!("asm-canary: warning: {e}");
+        }
         return;
     };
     let finished = matches!(cp.state, RunState::Completed | RunState::RolledBack);

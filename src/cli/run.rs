@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
-use super::owner::{claim_owner, settle_owner};
+use super::owner::{claim_owner, refuse_if_owned, settle_owner};
 use super::request::{UpgradeOptions, check_approvals, load_runbook};
 use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
 use super::validate::{NewRun, validate_new_run};
@@ -396,6 +396,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         .locate(&env, Some(default_state(&env.cluster.name)));
     // A new run only: an existing checkpoint is refused by the engine as it stands.
     if location.peek().await.is_none() {
+        refuse_if_owned(&env, &run).await?;
         let to = upgrade.to.as_deref();
         if let NewRun::Skip(why) = validate_new_run(&env, to, skip_if_not_ready).await? {
             eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");

@@ -10,7 +10,7 @@ use super::connect::{Pace, connect};
 use super::error::CliError;
 use super::state::{StateArgs, cluster_from_checkpoint, read_checkpoint_file};
 use crate::contract::exit;
-use crate::contract::status::{ClusterNow, StatusDoc};
+use crate::contract::status::{ClusterNow, OwnerNow, StatusDoc};
 use crate::steps::Env;
 
 #[derive(Debug, Clone, Args)]
@@ -91,10 +91,48 @@ async fn cluster_now(env: &Env) -> ClusterNow {
         Ok(doc) => ClusterNow::Read {
             revisions: doc.revisions(),
             provisioning_state: doc.provisioning_state().map(str::to_string),
+            owner: owner_now(env).await,
         },
         Err(e) => ClusterNow::Unreadable {
             error: e.to_string(),
         },
+    }
+}
+
+async fn owner_now(env: &Env) -> OwnerNow {
+    match crate::k8s::owner::read(&env.kube).await {
+        Ok(None) => OwnerNow::None,
+        Ok(Some((o, _))) => OwnerNow::Run {
+            run_id: o.run_id,
+            host: o.host,
+            phase: o.phase,
+            since: o.since,
+            checkpoint: o.checkpoint,
+        },
+        Err(e) => OwnerNow::Unreadable {
+            error: e.to_string(),
+        },
+    }
+}
+
+fn owner_line(doc: &StatusDoc, owner: &OwnerNow) -> String {
+    match owner {
+        OwnerNow::None => "Owner      no run owns the cluster's upgrade".into(),
+        OwnerNow::Run {
+            run_id,
+            host,
+            phase,
+            since,
+            checkpoint,
+        } => format!(
+            "Owner      {} (host {host}, {phase} since {since}; {checkpoint})",
+            if *run_id == doc.run_id {
+                "this run".to_string()
+            } else {
+                format!("another run, {run_id}")
+            }
+        ),
+        OwnerNow::Unreadable { error } => format!("Owner      cannot read it: {error}"),
     }
 }
 
@@ -156,11 +194,15 @@ pub fn render_text(doc: &StatusDoc) -> String {
         Some(ClusterNow::Read {
             revisions,
             provisioning_state,
-        }) => line(format!(
-            "Cluster    now: {}, revisions [{}]",
-            provisioning_state.as_deref().unwrap_or("?"),
-            revisions.join(", ")
-        )),
+            owner,
+        }) => {
+            line(format!(
+                "Cluster    now: {}, revisions [{}]",
+                provisioning_state.as_deref().unwrap_or("?"),
+                revisions.join(", ")
+            ));
+            line(owner_line(doc, owner));
+        }
     }
     if let Some(report) = doc.report.as_deref().filter(|r| r.exists()) {
         line(format!("Report     {}", report.display()));

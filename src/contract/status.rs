@@ -61,6 +61,28 @@ pub enum ClusterNow {
     Read {
         revisions: Vec<String>,
         provisioning_state: Option<String>,
+        /// Which run owns the cluster's upgrade (its owner record) now.
+        owner: OwnerNow,
+    },
+    Unreadable {
+        error: String,
+    },
+}
+
+/// The cluster's owner record (`aks-istio-system/asm-canary-owner`), as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OwnerNow {
+    /// No run owns the cluster's upgrade.
+    None,
+    /// This run or another owns it.
+    Run {
+        run_id: String,
+        host: String,
+        phase: String,
+        since: String,
+        /// How commands name that run's checkpoint.
+        checkpoint: String,
     },
     Unreadable {
         error: String,
@@ -294,6 +316,13 @@ mod tests {
         let now = ClusterNow::Read {
             revisions: vec!["asm-1-27".into(), "asm-1-29".into()],
             provisioning_state: Some("Succeeded".into()),
+            owner: OwnerNow::Run {
+                run_id: "run-1".into(),
+                host: "agent-7".into(),
+                phase: "paused".into(),
+                since: "2026-01-01T00:00:00Z".into(),
+                checkpoint: "--state /work/run.json".into(),
+            },
         };
         let doc = StatusDoc::new(
             &cp,
