@@ -654,3 +654,40 @@ fn cluster_flags_naming_another_cluster_than_the_checkpoint_are_refused() {
         "the checkpoint is untouched"
     );
 }
+
+/// `--parallelism 0`, `--param parallelism=-1` and huge counts were accepted; a negative one
+/// stored in the checkpoint then failed restart-back, making the rollback impossible. Integer
+/// params are bounded when parsed: exit 2 naming the param and the allowed range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_integer_params_are_refused_naming_the_param_and_range() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+    for extra in [
+        &["--parallelism", "0"][..],
+        &["--param", "parallelism=-1"],
+        &["--param", "parallelism=9223372036854775807"],
+    ] {
+        let mut args = vec![
+            "upgrade",
+            "--unattended",
+            "--approve",
+            "start",
+            "--state",
+            s,
+        ];
+        args.extend_from_slice(extra);
+        let out = sim.run(&args).await;
+        assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("param \"parallelism\"") && err.contains("allowed 1..=10000"),
+            "{extra:?}: {err}"
+        );
+        assert!(
+            !state.exists(),
+            "{extra:?}: no checkpoint for a refused run"
+        );
+    }
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+}

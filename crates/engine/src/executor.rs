@@ -283,8 +283,9 @@ impl Executor {
     /// interrupted rollback. A completed or rolled-back run just reports its outcome again.
     pub async fn resume(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
         let lock = self.store.lock().await?;
-        let cp = self.load_checked(&opts).await?;
+        let (cp, repaired) = self.load_checked(&opts).await?;
         let run = self.start(cp, lock, true).await?;
+        repaired.into_iter().for_each(|w| run.emitter.warn(w));
         let state = run.snapshot().state;
         let result = match state {
             RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
@@ -310,7 +311,7 @@ impl Executor {
     /// the checkpoint untouched.
     pub async fn rollback(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
         let lock = self.store.lock().await?;
-        let cp = self.load_checked(&opts).await?;
+        let (cp, repaired) = self.load_checked(&opts).await?;
         if cp.state == RunState::Completed {
             return Err(EngineError::AlreadyCompleted {
                 run_id: cp.run_id,
@@ -321,6 +322,7 @@ impl Executor {
             may_roll_back(&self.runbook, &self.registry, &cp, &self.cancel).await?;
         }
         let run = self.start(cp, lock, true).await?;
+        repaired.into_iter().for_each(|w| run.emitter.warn(w));
         if run.snapshot().state == RunState::RolledBack {
             return run.guard(run.finish(Outcome::RolledBack).await).await;
         }
@@ -339,7 +341,12 @@ impl Executor {
         run.guard(run.rollback_sequence().await).await
     }
 
-    async fn load_checked(&self, opts: &ResumeOptions) -> Result<Checkpoint, EngineError> {
+    /// The checkpoint, checked against the target and the runbook, and the warnings about
+    /// params replaced by their defaults ([`Self::fill_params`]).
+    async fn load_checked(
+        &self,
+        opts: &ResumeOptions,
+    ) -> Result<(Checkpoint, Vec<String>), EngineError> {
         let path = self.store.location();
         let mut cp = self
             .store
@@ -390,14 +397,35 @@ impl Executor {
         }
         // A newer minor without unknown fields was accepted: it is rewritten in this format.
         cp.schema_version = SCHEMA_VERSION.to_string();
-        // Params the runbook declares now but the checkpoint lacks get their defaults.
+        let repaired = self.fill_params(&mut cp);
+        Ok((cp, repaired))
+    }
+
+    /// Params the runbook declares now but the checkpoint lacks get their defaults; so does a
+    /// stored value the runbook refuses now (out of range, wrong type: an edited or older
+    /// checkpoint), so that a param can never make a rollback impossible. A warning per
+    /// replaced value is returned.
+    fn fill_params(&self, cp: &mut Checkpoint) -> Vec<String> {
+        let mut repaired = Vec::new();
         for p in &self.runbook.params {
-            if !cp.params.contains_key(&p.name) {
-                cp.params
-                    .insert(p.name.clone(), p.default.clone().unwrap_or(Value::Null));
+            let default = p.default.clone().unwrap_or(Value::Null);
+            match cp.params.get(&p.name) {
+                None => {
+                    cp.params.insert(p.name.clone(), default);
+                }
+                Some(v) => {
+                    let checked = p.check(v).unwrap_or_else(|e| {
+                        repaired.push(format!(
+                            "the checkpoint's param {:?} is unusable ({e}); using the runbook's default {default}",
+                            p.name
+                        ));
+                        default
+                    });
+                    cp.params.insert(p.name.clone(), checked);
+                }
             }
         }
-        Ok(cp)
+        repaired
     }
 
     async fn start(
