@@ -220,24 +220,48 @@ impl Executor {
         &self.runbook
     }
 
-    /// Starts a new run. Refuses if the store already holds a checkpoint (never overwrites).
-    pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
-        let lock = self.store.lock().await?;
-        if let Some(bytes) = self.store.read().await? {
-            let cp = Checkpoint::from_json(&bytes, &self.store.location(), Access::ReadOnly)?;
+    /// What [`Self::run`] would refuse, checked without taking the store's lock or writing
+    /// anything: a checkpoint already in the store (even a corrupt one), bad params. A driver
+    /// calls it before it takes any other lock or creates any file. The bound params.
+    pub async fn check_run(&self, req: &RunRequest) -> Result<Map<String, Value>, EngineError> {
+        if let Some(cp) = self.store.load(Access::ReadOnly).await? {
             return Err(CheckpointError::AlreadyExists {
                 path: self.store.location(),
                 run_id: cp.run_id,
             }
             .into());
         }
-        let params =
-            self.runbook
-                .bind_params(&req.params)
-                .map_err(|detail| EngineError::Params {
-                    runbook: self.runbook.name.clone(),
-                    detail,
-                })?;
+        self.runbook
+            .bind_params(&req.params)
+            .map_err(|detail| EngineError::Params {
+                runbook: self.runbook.name.clone(),
+                detail,
+            })
+    }
+
+    /// What [`Self::resume`] (or, with `rollback`, [`Self::rollback`]) would refuse, checked
+    /// without taking the store's lock or writing anything: no checkpoint, a corrupt or newer
+    /// one, another target's, a changed runbook (without `force`), a completed run to roll
+    /// back. The checkpoint as it would be continued.
+    pub async fn check_resume(
+        &self,
+        opts: &ResumeOptions,
+        rollback: bool,
+    ) -> Result<Checkpoint, EngineError> {
+        let (cp, _) = self.load_checked(opts).await?;
+        if rollback && cp.state == RunState::Completed {
+            return Err(EngineError::AlreadyCompleted {
+                run_id: cp.run_id,
+                path: self.store.location(),
+            });
+        }
+        Ok(cp)
+    }
+
+    /// Starts a new run. Refuses if the store already holds a checkpoint (never overwrites).
+    pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
+        let lock = self.store.lock().await?;
+        let params = self.check_run(&req).await?;
         let now = (self.clock)();
         let run_id = req
             .run_id
