@@ -415,7 +415,8 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         check_state_path(file)?;
     }
     refuse_existing(&location.store).await?;
-    super::validate::validate_new_run(&env, upgrade.to.as_deref()).await?;
+    let tag = upgrade.tag_request();
+    super::validate::validate_new_run(&env, upgrade.to.as_deref(), tag.as_ref()).await?;
     if interactive(&run) {
         super::plan::show_plan(&env, &upgrade, &params, run.runbook.as_deref()).await?;
     }

@@ -4,21 +4,26 @@
 //! The refusals are the plan's ([`crate::steps::plan::refusals`]): `--to` older than (or
 //! equal to) the installed revision, a `--to` that ARM does not offer, and a shared ConfigMap
 //! the add-on's admission would reject when copied to the target (a server-side dry-run
-//! create, so the real webhook decides). Everything else (cluster not ready, mid-upgrade, …)
+//! create, so the real webhook decides), and a `--tag` nothing uses (without `--create-tag`). Everything else (cluster not ready, mid-upgrade, …)
 //! is preflight's, with its own outcome.
 
 use super::error::CliError;
 use crate::istio::Revision;
 use crate::steps::Env;
-use crate::steps::plan::{PlanError, refusals};
+use crate::steps::plan::{PlanError, TagRequest, refusals};
 
-/// Refuses a new upgrade that cannot succeed; `Ok` when preflight should decide.
-pub async fn validate_new_run(env: &Env, to: Option<&str>) -> Result<(), CliError> {
+/// Refuses a new upgrade that cannot succeed; `Ok` when preflight should decide. `tag`: the
+/// tag of a tag-mode run (`None` in label mode).
+pub async fn validate_new_run(
+    env: &Env,
+    to: Option<&str>,
+    tag: Option<&TagRequest>,
+) -> Result<(), CliError> {
     let to = to
         .map(str::parse::<Revision>)
         .transpose()
         .map_err(|e| CliError::bad_because(format!("--to: {e}"), e))?;
-    match refusals(env, to).await {
+    match refusals(env, to, tag).await {
         Ok(found) => match found.into_iter().next() {
             Some(refusal) => Err(CliError::bad(format!("{refusal}; nothing was changed"))),
             None => Ok(()),
