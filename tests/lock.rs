@@ -578,3 +578,88 @@ async fn an_unusable_state_path_is_refused_with_exit_2_and_advice_before_the_lea
         cluster_writes(&sim)
     );
 }
+
+/// A corrupt checkpoint ConfigMap got the advice "start a new run with another --state file"
+/// and could not be cleared without kubectl: `state show` prints it as stored, and `state
+/// archive` (confirmed) copies it aside and deletes it, so that a new run can start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_configmap_is_shown_and_archived_by_the_state_command() {
+    let sim = TestSim::start("healthy").await;
+    let api = Api::<ConfigMap>::namespaced(sim.kube().await, NS);
+    let corrupt = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("asm-canary-run-aks-sim".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some([("checkpoint.json".to_string(), "{not json".to_string())].into()),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &corrupt).await.unwrap();
+    let k8s = ["--state-backend", "kubernetes"];
+    let out = sim
+        .run(&[&["resume", "--unattended"][..], &k8s].concat())
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is corrupt"), "{err}");
+    assert!(
+        err.contains("asm-canary state archive --state-backend kubernetes")
+            && !err.contains("another --state file"),
+        "{err}"
+    );
+
+    let out = sim.run(&[&["state", "show"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{not json");
+    assert!(stderr(&out).contains("unusable"), "{}", stderr(&out));
+
+    // Unattended without --yes: refused, nothing changed.
+    let out = sim.run(&[&["state", "archive"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(
+        api.get_opt("asm-canary-run-aks-sim")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let out = sim
+        .run(&[&["state", "archive", "--yes"][..], &k8s].concat())
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        api.get_opt("asm-canary-run-aks-sim")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let archived: Vec<ConfigMap> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("asm-canary-run-aks-sim-archived-"))
+        })
+        .collect();
+    assert_eq!(archived.len(), 1, "one archived copy");
+    assert_eq!(
+        archived[0].data, corrupt.data,
+        "the copy holds what was stored"
+    );
+    assert!(
+        stderr(&out).contains(archived[0].metadata.name.as_deref().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(lock_lease(&sim).await.is_none(), "the lock was released");
+    let out = sim.run(&[&["state", "show"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no checkpoint"), "{}", stderr(&out));
+}

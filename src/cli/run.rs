@@ -462,7 +462,7 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
 }
 
 /// Asks a yes/no question on the terminal; anything but y/yes is no.
-fn confirm(question: &str) -> bool {
+pub(crate) fn confirm(question: &str) -> bool {
     use std::io::Write;
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
