@@ -654,3 +654,90 @@ fn cluster_flags_naming_another_cluster_than_the_checkpoint_are_refused() {
         "the checkpoint is untouched"
     );
 }
+
+/// `--parallelism 0`, `--param parallelism=-1` and huge counts were accepted; a negative one
+/// stored in the checkpoint then failed restart-back, making the rollback impossible. Integer
+/// params are bounded when parsed: exit 2 naming the param and the allowed range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_integer_params_are_refused_naming_the_param_and_range() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+    for extra in [
+        &["--parallelism", "0"][..],
+        &["--param", "parallelism=-1"],
+        &["--param", "parallelism=9223372036854775807"],
+    ] {
+        let mut args = vec![
+            "upgrade",
+            "--unattended",
+            "--approve",
+            "start",
+            "--state",
+            s,
+        ];
+        args.extend_from_slice(extra);
+        let out = sim.run(&args).await;
+        assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("param \"parallelism\"") && err.contains("allowed 1..=10000"),
+            "{extra:?}: {err}"
+        );
+        assert!(
+            !state.exists(),
+            "{extra:?}: no checkpoint for a refused run"
+        );
+    }
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+}
+
+/// `plan --tag nope` showed "tag nope: asm-1-27 → asm-1-29", and the run created a new tag
+/// webhook and restarted nothing. A tag no webhook and no namespace uses is refused (exit 2
+/// for a run) unless `--create-tag` asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_tag_is_refused_unless_create_tag_asks_for_it() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+    let out = sim
+        .run(&[
+            "upgrade",
+            "--unattended",
+            "--approve",
+            "start",
+            "--tag",
+            "nope",
+            "--state",
+            s,
+        ])
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--tag nope")
+            && err.contains("tags in use: prod")
+            && err.contains("--create-tag"),
+        "{err}"
+    );
+    assert!(!state.exists(), "no checkpoint for a refused run");
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+
+    let out = sim.run(&["plan", "--tag", "nope"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("--create-tag"), "{}", stdout(&out));
+    let out = sim.run(&["plan", "--tag", "nope", "--create-tag"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("tag nope: asm-1-27 → asm-1-29")
+            && !stdout(&out).contains("--create-tag"),
+        "{}",
+        stdout(&out)
+    );
+    // The default tag is in use: the plan shows no refusal.
+    let out = sim.run(&["plan"]).await;
+    assert!(!stdout(&out).contains("--create-tag"), "{}", stdout(&out));
+    // --help documents the flag.
+    let out = sim.run(&["upgrade", "--help"]).await;
+    assert!(stdout(&out).contains("--create-tag"), "{}", stdout(&out));
+}

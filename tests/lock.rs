@@ -444,3 +444,222 @@ async fn kubernetes_backend_with_a_state_file_writes_the_report_beside_it() {
         stderr(&out)
     );
 }
+
+/// The files beside `state` (its name's siblings `.lock`, `.events.jsonl`, `.report.md`).
+fn beside(state: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("run.json"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A corrupt or newer checkpoint took the cluster Lease before it was validated: exit 5
+/// instead of 2 while another run was live (and a Lease blip otherwise), and the refused run
+/// left `.lock` and `.events.jsonl` beside it. It is refused first now, creating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_newer_checkpoint_is_refused_with_exit_2_before_the_lease() {
+    let sim = TestSim::start("healthy").await;
+    plant_lease(&sim, SignedDuration::from_secs(5)).await;
+    let state = sim.state_file();
+    let s = state.to_str().unwrap();
+    let target = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim";
+    let newer = serde_json::json!({
+        "schema_version": "1.9", "kind": "asm-canary/checkpoint", "run_id": "r-1",
+        "target": target, "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
+        "params": {}, "state": "paused", "from_the_future": true,
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        "steps": [], "rollback": [], "journal": [], "summary": {}
+    });
+    let mut changed_runbook = newer.clone();
+    changed_runbook["schema_version"] = "1.0".into();
+    changed_runbook
+        .as_object_mut()
+        .unwrap()
+        .remove("from_the_future");
+    let cases: [(&str, Vec<u8>, &[&str]); 4] = [
+        (
+            "corrupt",
+            b"{\"schema_version\": \"1.0\", \"kind\"".to_vec(),
+            &["resume", "rollback", "upgrade"],
+        ),
+        (
+            "newer",
+            newer.to_string().into_bytes(),
+            &["resume", "rollback"],
+        ),
+        (
+            "changed runbook",
+            changed_runbook.to_string().into_bytes(),
+            &["resume", "rollback"],
+        ),
+        (
+            "existing",
+            changed_runbook.to_string().into_bytes(),
+            &["upgrade"],
+        ),
+    ];
+    for (what, bytes, commands) in cases {
+        for command in commands {
+            std::fs::write(&state, &bytes).unwrap();
+            let out = sim
+                .run(&[command, "--unattended", "--approve", "start", "--state", s])
+                .await;
+            assert_eq!(code(&out), 2, "{what} {command}: {}", stderr(&out));
+            assert_eq!(
+                beside(&state),
+                vec!["run.json"],
+                "{what} {command}: files created"
+            );
+            assert_eq!(
+                std::fs::read(&state).unwrap(),
+                bytes,
+                "{what} {command}: untouched"
+            );
+        }
+    }
+    assert!(
+        cluster_writes(&sim).is_empty(),
+        "{:?}",
+        cluster_writes(&sim)
+    );
+    let held = lock_lease(&sim).await.expect("still there");
+    assert_eq!(
+        held.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("agent-7/4242"),
+        "the holder's lease is untouched"
+    );
+}
+
+/// `--state` naming a directory, or a file in a folder that cannot be written, exited 1 with
+/// no advice after taking the Lease. It is bad input (exit 2) saying what to give instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_state_path_is_refused_with_exit_2_and_advice_before_the_lease() {
+    let sim = TestSim::start("healthy").await;
+    plant_lease(&sim, SignedDuration::from_secs(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let missing = format!("{d}/no/such/folder/run.json");
+    for (state, says) in [
+        (d.as_str(), "is a directory"),
+        (missing.as_str(), "does not exist"),
+        // Not even root may create files in /proc.
+        ("/proc/run.json", "cannot create files in /proc"),
+    ] {
+        for command in ["upgrade", "resume"] {
+            let out = sim
+                .run(&[
+                    command,
+                    "--unattended",
+                    "--approve",
+                    "start",
+                    "--state",
+                    state,
+                ])
+                .await;
+            assert_eq!(code(&out), 2, "{command} --state {state}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(says),
+                "{command} --state {state}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    assert!(
+        cluster_writes(&sim).is_empty(),
+        "{:?}",
+        cluster_writes(&sim)
+    );
+}
+
+/// A corrupt checkpoint ConfigMap got the advice "start a new run with another --state file"
+/// and could not be cleared without kubectl: `state show` prints it as stored, and `state
+/// archive` (confirmed) copies it aside and deletes it, so that a new run can start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_configmap_is_shown_and_archived_by_the_state_command() {
+    let sim = TestSim::start("healthy").await;
+    let api = Api::<ConfigMap>::namespaced(sim.kube().await, NS);
+    let corrupt = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("asm-canary-run-aks-sim".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some([("checkpoint.json".to_string(), "{not json".to_string())].into()),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &corrupt).await.unwrap();
+    let k8s = ["--state-backend", "kubernetes"];
+    let out = sim
+        .run(&[&["resume", "--unattended"][..], &k8s].concat())
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is corrupt"), "{err}");
+    assert!(
+        err.contains("asm-canary state archive --state-backend kubernetes")
+            && !err.contains("another --state file"),
+        "{err}"
+    );
+
+    let out = sim.run(&[&["state", "show"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{not json");
+    assert!(stderr(&out).contains("unusable"), "{}", stderr(&out));
+
+    // Unattended without --yes: refused, nothing changed.
+    let out = sim.run(&[&["state", "archive"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(
+        api.get_opt("asm-canary-run-aks-sim")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let out = sim
+        .run(&[&["state", "archive", "--yes"][..], &k8s].concat())
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        api.get_opt("asm-canary-run-aks-sim")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let archived: Vec<ConfigMap> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("asm-canary-run-aks-sim-archived-"))
+        })
+        .collect();
+    assert_eq!(archived.len(), 1, "one archived copy");
+    assert_eq!(
+        archived[0].data, corrupt.data,
+        "the copy holds what was stored"
+    );
+    assert!(
+        stderr(&out).contains(archived[0].metadata.name.as_deref().unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    assert!(lock_lease(&sim).await.is_none(), "the lock was released");
+    let out = sim.run(&[&["state", "show"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no checkpoint"), "{}", stderr(&out));
+}

@@ -17,6 +17,7 @@ pub mod run;
 pub mod sim;
 pub mod state;
 pub mod status;
+pub mod stored;
 pub mod validate;
 
 use error::CliError;
@@ -48,6 +49,10 @@ pub enum Command {
     ProxyStatus(inspect::ProxyStatusArgs),
     /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
     Report(inspect::ReportArgs),
+    /// The checkpoint kept in the cluster (`--state-backend kubernetes`): show it as stored,
+    /// or archive it so that a new run can start.
+    #[command(subcommand)]
+    State(stored::StateCommand),
     /// Run the simulated AKS cluster.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -113,6 +118,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Status(a) => status::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
         Command::Report(a) => inspect::report(a).await,
+        Command::State(c) => stored::state(c).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
     }
 }

@@ -14,7 +14,7 @@ use crate::steps::Env;
 
 /// How another agent names this run's checkpoint: an absolute `--state` path, or the
 /// kubernetes backend.
-fn checkpoint_flags(location: &RunLocation) -> String {
+pub fn checkpoint_flags(location: &RunLocation) -> String {
     match (location.backend, &location.file) {
         (StateBackend::File, Some(file)) => {
             let abs = std::path::absolute(file).unwrap_or_else(|_| file.clone());
@@ -61,21 +61,20 @@ pub async fn refuse_if_owned(env: &Env, run: &RunArgs) -> Result<(), CliError> {
     }
 }
 
-/// Claims the cluster's upgrade for `run_id`; another run's record is refused (exit 5)
-/// unless `--take-over` was given and confirmed, and a take-over is said on stderr and in
-/// the run's events.
+/// Claims the cluster's upgrade for `run_id` (its checkpoint named by `checkpoint`); another
+/// run's record is refused (exit 5) unless `--take-over` was given and confirmed. With a
+/// take-over, the sentence saying so (for stderr, said here, and the run's events).
 pub async fn claim_owner(
     env: &Env,
     run: &RunArgs,
     run_id: &str,
-    location: &RunLocation,
+    checkpoint: String,
     known: Option<&Checkpoint>,
-    sink: &dyn EventSink,
-) -> Result<Owner, CliError> {
+) -> Result<(Owner, Option<String>), CliError> {
     let mut me = Owner {
         run_id: run_id.to_string(),
         host: crate::k8s::lock::Holder::this_process(run_id).host,
-        checkpoint: checkpoint_flags(location),
+        checkpoint,
         source: summary(known, "source"),
         target: summary(known, "target"),
         phase: "running".into(),
@@ -91,19 +90,9 @@ pub async fn claim_owner(
                     prev.checkpoint
                 );
                 eprintln!("asm-canary: warning: {text}");
-                sink.emit(&EventRecord {
-                    schema: EVENTS_SCHEMA.to_string(),
-                    ts: chrono::Utc::now(),
-                    run_id: run_id.to_string(),
-                    event: Event::Message {
-                        step: None,
-                        level: Level::Warn,
-                        text,
-                    },
-                });
-                return Ok(me);
+                return Ok((me, Some(text)));
             }
-            Ok(Claimed::New | Claimed::Own) => return Ok(me),
+            Ok(Claimed::New | Claimed::Own) => return Ok((me, None)),
             Err(OwnerError::Owned { owner: theirs })
                 if run.take_over && !confirmed && interactive(run) =>
             {
@@ -131,6 +120,20 @@ pub async fn claim_owner(
             Err(e) => return Err(CliError::connect("cannot claim the cluster's upgrade", e)),
         }
     }
+}
+
+/// A warning of the run `run_id` in its events (the take-over), before the engine's own.
+pub fn announce(sink: &dyn EventSink, run_id: &str, text: String) {
+    sink.emit(&EventRecord {
+        schema: EVENTS_SCHEMA.to_string(),
+        ts: chrono::Utc::now(),
+        run_id: run_id.to_string(),
+        event: Event::Message {
+            step: None,
+            level: Level::Warn,
+            text,
+        },
+    });
 }
 
 /// After the engine: a finished run gives the cluster up; an unfinished one keeps it, with

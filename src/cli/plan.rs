@@ -83,6 +83,7 @@ fn plan_request(
     let UpgradeOptions {
         to,
         tag,
+        create_tag,
         mode,
         canary_namespaces,
         force,
@@ -101,6 +102,7 @@ fn plan_request(
     Ok(PlanRequest {
         to,
         tag: tag.clone(),
+        create_tag: *create_tag,
         mode: mode_of(Some(mode.clone())).map_err(|e| CliError::bad(e.to_string()))?,
         canary_namespaces: canary_namespaces.clone(),
         force: *force,

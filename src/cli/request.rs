@@ -24,6 +24,10 @@ pub struct UpgradeOptions {
     /// The revision tag to move (istioctl tag set compatible).
     #[arg(long, default_value = "prod")]
     pub tag: String,
+    /// Create the `--tag` revision tag although no tag webhook and no namespace uses it yet
+    /// (without it, such a tag is refused as a likely typo).
+    #[arg(long)]
+    pub create_tag: bool,
     /// `tag`: move the revision tag; `label`: relabel namespaces istio.io/rev=<target>.
     #[arg(long, default_value = "tag", value_parser = ["tag", "label"])]
     pub mode: String,
@@ -45,10 +49,19 @@ pub struct UpgradeOptions {
 }
 
 impl UpgradeOptions {
+    /// The tag a tag-mode run moves, and whether it may be created; `None` in label mode.
+    pub fn tag_request(&self) -> Option<crate::steps::plan::TagRequest> {
+        (self.mode == "tag").then(|| crate::steps::plan::TagRequest {
+            name: self.tag.clone(),
+            create: self.create_tag,
+        })
+    }
+
     pub fn params(&self) -> Result<Map<String, Value>, CliError> {
         let UpgradeOptions {
             to,
             tag,
+            create_tag: _,
             mode,
             canary_namespaces,
             parallelism,

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use asm_canary_engine::{
-    Approver, CancellationToken, Checkpoint, EngineError, EventSink, Executor, FailureDecider,
-    FanOut, PreApproved, ResumeOptions, RunRequest, RunState, RunbookPolicy,
+    Access, Approver, CancellationToken, Checkpoint, CheckpointError, CheckpointStore, EngineError,
+    EventSink, Executor, FailureDecider, FanOut, FileStore, PreApproved, ResumeOptions, RunRequest,
+    RunState, RunbookPolicy,
 };
 use clap::Args;
 use serde_json::{Map, Value};
@@ -15,9 +16,9 @@ use serde_json::{Map, Value};
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Pace, connect};
 use super::error::CliError;
-use super::owner::{claim_owner, refuse_if_owned, settle_owner};
+use super::owner::{announce, checkpoint_flags, claim_owner, refuse_if_owned, settle_owner};
 use super::request::{UpgradeOptions, check_approvals, load_runbook};
-use super::state::{RunLocation, StateArgs, cluster_from_checkpoint};
+use super::state::{RunLocation, StateArgs, StateBackend, cluster_from_checkpoint};
 use super::validate::{NewRun, validate_new_run};
 use crate::k8s::lock::{
     Acquired, Holder, LOCK_NAME, LOCK_NAMESPACE, LockError, LockOptions, RunLock,
@@ -111,6 +112,9 @@ pub enum Mode {
 /// approvals are prompted, and a failed step asks whether to roll back, retry or halt.
 /// Every run appends its events to `<state>.events.jsonl` and ends by writing the Markdown
 /// report `<state>.report.md` (path printed on stderr).
+///
+/// Everything that can be refused is checked first (the `--state` path, the checkpoint, the
+/// runbook, params and approvals): a refused invocation takes no Lease and creates no file.
 pub async fn execute(
     env: Arc<Env>,
     run: &RunArgs,
@@ -121,31 +125,30 @@ pub async fn execute(
     let guided = interactive(run);
     let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
     check_approvals(&runbook, &run.approve)?;
-    let (sink, approver, decider) = renderers(run, guided, &location);
-    let sink: Arc<dyn EventSink> = sink;
+    if let Some(file) = &location.file {
+        check_state_path(file)?;
+    }
+    let owner_checkpoint = checkpoint_flags(&location);
+    let executor = Executor::new(runbook, registry, location.store);
+    // The run this process acts for: a new id, or the checkpoint's. `None` for a finished
+    // run, which is only reported again: then the cluster lock is not taken.
+    let lock_run_id = preflight(&executor, &mode, &target)
+        .await
+        .map_err(|e| finish_instead(e, &location.flags))?;
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
         .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
-    // The run this process acts for: a new id, or the checkpoint's. `None` when the engine is
-    // about to refuse (no checkpoint, another cluster's, finished, or one already exists for
-    // a new run): then the cluster lock is not taken, so bad input changes nothing.
-    let existing = location.peek().await;
-    let lock_run_id = match (&mode, &existing) {
-        (Mode::Run(_), None) => Some(uuid::Uuid::new_v4().to_string()),
-        (Mode::Run(_), Some(_)) => None,
-        (_, Some(cp)) if cp.target == target && !finished(cp) => Some(cp.run_id.clone()),
-        (_, _) => None,
-    };
     let lock = match &lock_run_id {
         Some(id) => Some(take_lock(&env, run, id).await?),
         None => None,
     };
     // The upgrade's owner, claimed under the lock before the first change; a refusal lets
     // the lock go again.
-    let mut owner = None;
+    let (mut owner, mut took_over) = (None, None);
     if let Some(id) = &lock_run_id {
-        match claim_owner(&env, run, id, &location, existing.as_ref(), sink.as_ref()).await {
-            Ok(me) => owner = Some(me),
+        let known = executor.checkpoint().await.ok();
+        match claim_owner(&env, run, id, owner_checkpoint, known.as_ref()).await {
+            Ok((me, note)) => (owner, took_over) = (Some(me), note),
             Err(e) => {
                 if let Some(lock) = lock {
                     let _ = lock.release().await;
@@ -162,7 +165,11 @@ pub async fn execute(
             token.cancel();
         });
     }
-    let executor = Executor::new(runbook, registry, location.store)
+    let (sink, approver, decider) = renderers(run, guided, &location.file, &location.flags);
+    if let (Some(text), Some(id)) = (took_over, &lock_run_id) {
+        announce(sink.as_ref(), id, text);
+    }
+    let executor = executor
         .with_events(sink)
         .with_approver(approver)
         .with_failure_decider(decider)
@@ -186,19 +193,84 @@ pub async fn execute(
     Ok(code)
 }
 
+/// What the engine would refuse, checked before the Lease and before any file is created
+/// (exit 2 for a corrupt, newer, foreign or existing checkpoint, bad params, a changed
+/// runbook). The run id to take the cluster lock for, `None` for a finished run.
+async fn preflight(
+    executor: &Executor,
+    mode: &Mode,
+    target: &str,
+) -> Result<Option<String>, CliError> {
+    let opts = |force: &bool| ResumeOptions {
+        expect_target: Some(target.to_string()),
+        force: *force,
+    };
+    let cp = match mode {
+        Mode::Run(params) => {
+            let req = RunRequest {
+                target: target.to_string(),
+                params: params.clone(),
+                run_id: None,
+            };
+            executor.check_run(&req).await?;
+            return Ok(Some(uuid::Uuid::new_v4().to_string()));
+        }
+        Mode::Resume { force } => executor.check_resume(&opts(force), false).await?,
+        Mode::Rollback { force } => executor.check_resume(&opts(force), true).await?,
+    };
+    Ok((!finished(&cp)).then_some(cp.run_id))
+}
+
+/// The `--state` path must name a file in a folder this process can write: the checkpoint,
+/// its lock, event log and report go there. Checked before anything is taken or created (the
+/// probe file is removed at once).
+pub fn check_state_path(file: &Path) -> Result<(), CliError> {
+    let shown = file.display();
+    if file.is_dir() {
+        return Err(CliError::bad(format!(
+            "--state {shown} is a directory; give the path of a checkpoint file, e.g. {}",
+            file.join("asm-canary-<cluster>.json").display()
+        )));
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(CliError::bad(format!(
+            "--state {shown}: the folder {} does not exist; create it or choose another --state path",
+            dir.display()
+        )));
+    }
+    tempfile::Builder::new()
+        .prefix(".asm-canary-probe.")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            CliError::bad_because(
+                format!(
+                    "--state {shown}: cannot create files in {} ({e}); choose a folder this user can write",
+                    dir.display()
+                ),
+                e,
+            )
+        })
+}
+
 /// The event sinks (terminal or JSON Lines, and the event log beside the checkpoint file),
 /// the approver and the failure decider: a person at a terminal is asked; otherwise
 /// `--approve` approves and the runbook's `on_failure` decides.
 fn renderers(
     run: &RunArgs,
     guided: bool,
-    location: &RunLocation,
+    file: &Option<PathBuf>,
+    flags: &str,
 ) -> (
     Arc<dyn EventSink>,
     Arc<dyn Approver>,
     Arc<dyn FailureDecider>,
 ) {
-    let hint = Some(location.flags.clone());
+    let hint = Some(flags.to_string());
     let mut terminal = ui::Terminal::stderr(hint.clone());
     if guided {
         terminal = terminal.prompting();
@@ -214,7 +286,7 @@ fn renderers(
     }
     // The event log lives next to a checkpoint file; a checkpoint kept in the cluster
     // (`--state-backend kubernetes` without `--state`) leaves no file on the agent.
-    if let Some(file) = &location.file {
+    if let Some(file) = file {
         match open_event_log(file) {
             Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
             Err(e) => eprintln!(
@@ -389,24 +461,48 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         skip_if_not_ready,
     } = args;
     let params = upgrade.params()?;
+    // A checkpoint file given is checked before connecting: bad local input is refused first.
+    if let (StateBackend::File, Some(file)) = (run.checkpoint.state_backend, &run.checkpoint.state)
+    {
+        check_state_path(file)?;
+        refuse_existing(&FileStore::new(file)).await?;
+    }
     let connected = connect(&cluster, Pace::Real).await?;
     let env = connected.env;
     let location = run
         .checkpoint
         .locate(&env, Some(default_state(&env.cluster.name)));
-    // A new run only: an existing checkpoint is refused by the engine as it stands.
-    if location.peek().await.is_none() {
-        refuse_if_owned(&env, &run).await?;
-        let to = upgrade.to.as_deref();
-        if let NewRun::Skip(why) = validate_new_run(&env, to, skip_if_not_ready).await? {
-            eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
-            return Ok(asm_canary_engine::exit::OK);
-        }
+    if let Some(file) = &location.file {
+        check_state_path(file)?;
+    }
+    refuse_existing(&location.store).await?;
+    refuse_if_owned(&env, &run).await?;
+    let to = upgrade.to.as_deref();
+    let tag = upgrade.tag_request();
+    if let NewRun::Skip(why) = validate_new_run(&env, to, tag.as_ref(), skip_if_not_ready).await? {
+        eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
+        return Ok(asm_canary_engine::exit::OK);
     }
     if interactive(&run) {
         super::plan::show_plan(&env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     execute(env, &run, Mode::Run(params), location).await
+}
+
+/// A new run never replaces a checkpoint: one in the store (even a corrupt one) is refused.
+async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
+    if let Some(cp) = store
+        .load(Access::ReadOnly)
+        .await
+        .map_err(EngineError::from)?
+    {
+        return Err(EngineError::from(CheckpointError::AlreadyExists {
+            path: store.location(),
+            run_id: cp.run_id,
+        })
+        .into());
+    }
+    Ok(())
 }
 
 pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
@@ -418,6 +514,7 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     // With a checkpoint file, the cluster defaults to the checkpoint's; in the cluster, the
     // cluster flags (or environment) say which.
     if let Some(file) = run.checkpoint.existing_file("of the run to continue")? {
+        check_state_path(file)?;
         cluster_from_checkpoint(&mut cluster, file)?;
     }
     let env = connect(&cluster, Pace::Real).await?.env;
@@ -431,7 +528,7 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
 }
 
 /// Asks a yes/no question on the terminal; anything but y/yes is no.
-pub(super) fn confirm(question: &str) -> bool {
+pub(crate) fn confirm(question: &str) -> bool {
     use std::io::Write;
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();

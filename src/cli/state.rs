@@ -89,12 +89,6 @@ impl RunLocation {
     pub fn in_cluster(&self) -> bool {
         self.backend == StateBackend::Kubernetes
     }
-
-    /// The checkpoint as it stands, typed; `None` when there is none or it cannot be read
-    /// (the engine then refuses it with the reason).
-    pub async fn peek(&self) -> Option<Checkpoint> {
-        self.store.load(Access::ReadOnly).await.ok().flatten()
-    }
 }
 
 /// Reads a checkpoint file for a command that takes only `--state`: corrupt, foreign or newer

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tokio::sync::Mutex;
 
 pub const STATE_NAMESPACE: &str = crate::istio::ISTIO_NAMESPACE;
@@ -46,6 +46,17 @@ pub struct ConfigMapStore {
     seen: Mutex<Option<String>>,
 }
 
+/// Why [`ConfigMapStore::archive`] did not set the checkpoint aside.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot create the copy {0}: {1}")]
+    Copy(String, #[source] kube::Error),
+    #[error(
+        "cannot delete the checkpoint (it changed since it was shown, or is gone): {0}; the copy was removed again"
+    )]
+    Delete(#[source] kube::Error),
+}
+
 #[derive(Debug)]
 struct NoLock;
 impl StoreLock for NoLock {}
@@ -63,6 +74,56 @@ impl ConfigMapStore {
         &self.name
     }
 
+    /// The stored ConfigMap as it is, `None` when there is none.
+    pub async fn stored(&self) -> Result<Option<ConfigMap>, kube::Error> {
+        self.api.get_opt(&self.name).await
+    }
+
+    /// Sets the stored checkpoint aside: copies `stored` (as [`Self::stored`] returned it) to
+    /// `<name>-archived-<time>`, then deletes the original on condition that its
+    /// resourceVersion is still `stored`'s (a run that wrote since keeps it; the copy is then
+    /// removed again). The archive's name.
+    pub async fn archive(
+        &self,
+        stored: &ConfigMap,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, ArchiveError> {
+        let suffix = format!("-archived-{}", now.format("%Y%m%d-%H%M%S"));
+        let mut base = self.name.clone();
+        base.truncate(253 - suffix.len());
+        let archived = format!("{}{suffix}", base.trim_end_matches('-'));
+        let mut annotations = stored.metadata.annotations.clone().unwrap_or_default();
+        annotations.insert("asm-canary.io/archived-from".into(), self.name.clone());
+        let copy = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(archived.clone()),
+                namespace: Some(STATE_NAMESPACE.into()),
+                labels: stored.metadata.labels.clone(),
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            data: stored.data.clone(),
+            binary_data: stored.binary_data.clone(),
+            ..Default::default()
+        };
+        self.api
+            .create(&PostParams::default(), &copy)
+            .await
+            .map_err(|e| ArchiveError::Copy(archived.clone(), e))?;
+        let guarded = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: stored.metadata.resource_version.clone(),
+                uid: stored.metadata.uid.clone(),
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.api.delete(&self.name, &guarded).await {
+            let _ = self.api.delete(&archived, &DeleteParams::default()).await;
+            return Err(ArchiveError::Delete(e));
+        }
+        Ok(archived)
+    }
+
     fn err(&self, op: &'static str, e: kube::Error) -> CheckpointError {
         CheckpointError::Io {
             path: self.location(),
@@ -76,6 +137,13 @@ impl ConfigMapStore {
 impl CheckpointStore for ConfigMapStore {
     fn location(&self) -> String {
         format!("configmap {STATE_NAMESPACE}/{}", self.name)
+    }
+
+    fn unusable_advice(&self) -> Option<String> {
+        Some(format!(
+            "see it with `asm-canary state show --state-backend kubernetes`, and set it aside with `asm-canary state archive --state-backend kubernetes` (it is copied to {}-archived-<time>, then removed) to start a new run",
+            self.name
+        ))
     }
 
     async fn lock(&self) -> Result<Box<dyn StoreLock>, CheckpointError> {

@@ -44,6 +44,8 @@ pub struct PlanRequest {
     /// `--to`; `None`: the newest upgrade offered.
     pub to: Option<Revision>,
     pub tag: String,
+    /// `--create-tag`: a tag nothing uses yet is to be created, not refused as a typo.
+    pub create_tag: bool,
     pub mode: Mode,
     pub canary_namespaces: Vec<String>,
     pub force: bool,
@@ -128,6 +130,42 @@ pub enum Refusal {
         to: String,
         message: String,
     },
+    /// `--tag` names a tag that no tag webhook and no namespace uses: most likely a typo, and
+    /// the run would create a new tag and restart nothing.
+    #[error(
+        "--tag {tag}: no revision tag webhook and no namespace label istio.io/rev={tag} uses it (tags in use: {}); check the name, or pass --create-tag to create it",
+        if .known.is_empty() { "none".to_string() } else { .known.join(", ") }
+    )]
+    UnknownTag { tag: String, known: Vec<String> },
+}
+
+/// `--tag` of a tag-mode run: the tag, and whether it may be created (`--create-tag`).
+#[derive(Debug, Clone)]
+pub struct TagRequest {
+    pub name: String,
+    pub create: bool,
+}
+
+/// Refuses a tag nothing uses unless `--create-tag` asks for it.
+pub async fn tag_refusal(env: &Env, tag: &TagRequest) -> Result<Option<Refusal>, StepError> {
+    if tag.create {
+        return Ok(None);
+    }
+    let known = tag_names(env).await?;
+    if known.contains(&tag.name) {
+        return Ok(None);
+    }
+    let labelled = Api::<Namespace>::all(env.kube.clone())
+        .list(&ListParams::default().labels(&format!("{REV_LABEL}={}", tag.name)))
+        .await
+        .map_err(|e| kube_err("listing namespaces", e))?;
+    if !labelled.items.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Refusal::UnknownTag {
+        tag: tag.name.clone(),
+        known: known.into_iter().collect(),
+    }))
 }
 
 /// What stopped the plan from being made: Azure or the cluster could not be read.
@@ -505,13 +543,27 @@ impl Decisions {
 
 /// What a new run is refused for, read-only but for a dry-run create of the shared
 /// ConfigMap's copy (which needs the right to create it, as the run does).
-pub async fn refusals(env: &Env, to: Option<Revision>) -> Result<Vec<Refusal>, PlanError> {
-    refusals_of(&decide(env, to, false).await?, env).await
+/// `tag`: the tag of a tag-mode run (`None` in label mode).
+pub async fn refusals(
+    env: &Env,
+    to: Option<Revision>,
+    tag: Option<&TagRequest>,
+) -> Result<Vec<Refusal>, PlanError> {
+    refusals_of(&decide(env, to, false).await?, env, tag).await
 }
 
-/// [`Decisions::refusals`], and the admission dry run when there are none.
-pub async fn refusals_of(decisions: &Decisions, env: &Env) -> Result<Vec<Refusal>, PlanError> {
+/// [`Decisions::refusals`], the unused tag, and the admission dry run when there are none.
+pub async fn refusals_of(
+    decisions: &Decisions,
+    env: &Env,
+    tag: Option<&TagRequest>,
+) -> Result<Vec<Refusal>, PlanError> {
     let mut out = decisions.refusals();
+    if decisions.upgrade.is_some()
+        && let Some(tag) = tag
+    {
+        out.extend(tag_refusal(env, tag).await?);
+    }
     if out.is_empty()
         && let Some(copy) = decisions.upgrade.as_ref().and_then(|u| u.copy.as_ref())
     {
@@ -573,6 +625,16 @@ impl Plan {
             self.warnings.extend(warning);
         }
         self.tag_move = Some(tag_move(req, source, &target));
+        if req.mode == Mode::Tag {
+            let tag = TagRequest {
+                name: req.tag.clone(),
+                create: req.create_tag,
+            };
+            if let Some(refusal) = tag_refusal(env, &tag).await? {
+                self.verdict = refusal.to_string();
+                self.refusals.push(refusal);
+            }
+        }
         self.waves = plan_waves(env, req, source, &target, &mut self.warnings).await?;
         self.target = Some(target);
         Ok(())

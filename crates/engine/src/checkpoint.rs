@@ -171,6 +171,7 @@ impl Checkpoint {
     /// Parses a checkpoint, applying the version rule (see the module docs).
     pub fn from_json(bytes: &[u8], origin: &str, access: Access) -> Result<Self, CheckpointError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
+            advice: FILE_CORRUPT_ADVICE.into(),
             path: origin.to_string(),
             detail: if e.is_eof() {
                 format!(
@@ -186,20 +187,24 @@ impl Checkpoint {
             .as_object()
             .ok_or_else(|| CheckpointError::NotACheckpoint {
                 path: origin.to_string(),
+                advice: FILE_FOREIGN_ADVICE.into(),
             })?;
         if obj.get("kind").and_then(Value::as_str) != Some(CHECKPOINT_KIND) {
             return Err(CheckpointError::NotACheckpoint {
                 path: origin.to_string(),
+                advice: FILE_FOREIGN_ADVICE.into(),
             });
         }
         let version = obj
             .get("schema_version")
             .and_then(Value::as_str)
             .ok_or_else(|| CheckpointError::Corrupt {
+                advice: FILE_CORRUPT_ADVICE.into(),
                 path: origin.to_string(),
                 detail: "schema_version is missing".into(),
             })?;
         let (major, minor) = parse_version(version).ok_or_else(|| CheckpointError::Corrupt {
+            advice: FILE_CORRUPT_ADVICE.into(),
             path: origin.to_string(),
             detail: format!("schema_version {version:?} is not major.minor"),
         })?;
@@ -212,12 +217,14 @@ impl Checkpoint {
         }
         if major < MAJOR {
             return Err(CheckpointError::Corrupt {
+                advice: FILE_CORRUPT_ADVICE.into(),
                 path: origin.to_string(),
                 detail: format!("schema_version {version:?} predates this format"),
             });
         }
         let cp: Checkpoint =
             serde_json::from_value(value.clone()).map_err(|e| CheckpointError::Corrupt {
+                advice: FILE_CORRUPT_ADVICE.into(),
                 path: origin.to_string(),
                 detail: e.to_string(),
             })?;
@@ -275,6 +282,11 @@ fn unknown_fields(orig: &Value, back: &Value, path: &str, out: &mut Vec<String>)
     }
 }
 
+/// What to do about a corrupt checkpoint file.
+const FILE_CORRUPT_ADVICE: &str = "restore it or start a new run with another --state file";
+/// What to do about a file that is not a checkpoint.
+const FILE_FOREIGN_ADVICE: &str = "pass the checkpoint file the run wrote";
+
 /// Reading for display, or for a run that will rewrite the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -289,14 +301,15 @@ pub enum CheckpointError {
         "checkpoint {path} is locked by another asm-canary run ({holder}); wait for it to finish, or if that process is gone, remove {path}.lock"
     )]
     Locked { path: String, holder: String },
-    #[error(
-        "checkpoint {path} is corrupt: {detail}; it was left untouched — restore it or start a new run with another --state file"
-    )]
-    Corrupt { path: String, detail: String },
-    #[error(
-        "{path} is not an asm-canary checkpoint; it was left untouched — pass the checkpoint file the run wrote"
-    )]
-    NotACheckpoint { path: String },
+    /// `advice`: what to do about it, as the store says ([`CheckpointStore::unusable_advice`]).
+    #[error("checkpoint {path} is corrupt: {detail}; it was left untouched — {advice}")]
+    Corrupt {
+        path: String,
+        detail: String,
+        advice: String,
+    },
+    #[error("{path} is not an asm-canary checkpoint; it was left untouched — {advice}")]
+    NotACheckpoint { path: String, advice: String },
     #[error(
         "checkpoint {path} has schema {found}, newer than this asm-canary supports ({supported}); use a newer asm-canary"
     )]
@@ -366,12 +379,35 @@ pub trait CheckpointStore: Send + Sync {
     /// Replaces the checkpoint atomically and durably.
     async fn write(&self, bytes: &[u8]) -> Result<(), CheckpointError>;
 
+    /// What to do about a checkpoint that cannot be used (corrupt, or not a checkpoint), if
+    /// this store has better advice than a file's ("start a new run with another --state").
+    fn unusable_advice(&self) -> Option<String> {
+        None
+    }
+
     /// Reads and parses the checkpoint.
     async fn load(&self, access: Access) -> Result<Option<Checkpoint>, CheckpointError> {
         match self.read().await? {
             None => Ok(None),
-            Some(b) => Checkpoint::from_json(&b, &self.location(), access).map(Some),
+            Some(b) => Checkpoint::from_json(&b, &self.location(), access)
+                .map(Some)
+                .map_err(|e| with_advice(e, self.unusable_advice())),
         }
+    }
+}
+
+/// The store's advice in place of a file's, for a checkpoint it cannot use.
+fn with_advice(e: CheckpointError, advice: Option<String>) -> CheckpointError {
+    match (e, advice) {
+        (CheckpointError::Corrupt { path, detail, .. }, Some(advice)) => CheckpointError::Corrupt {
+            path,
+            detail,
+            advice,
+        },
+        (CheckpointError::NotACheckpoint { path, .. }, Some(advice)) => {
+            CheckpointError::NotACheckpoint { path, advice }
+        }
+        (e, _) => e,
     }
 }
 
@@ -410,6 +446,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std:
 impl<S: CheckpointStore + ?Sized> CheckpointStore for Box<S> {
     fn location(&self) -> String {
         (**self).location()
+    }
+    fn unusable_advice(&self) -> Option<String> {
+        (**self).unusable_advice()
     }
     async fn lock(&self) -> Result<Box<dyn StoreLock>, CheckpointError> {
         (**self).lock().await

@@ -221,24 +221,48 @@ impl Executor {
         &self.runbook
     }
 
-    /// Starts a new run. Refuses if the store already holds a checkpoint (never overwrites).
-    pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
-        let lock = self.store.lock().await?;
-        if let Some(bytes) = self.store.read().await? {
-            let cp = Checkpoint::from_json(&bytes, &self.store.location(), Access::ReadOnly)?;
+    /// What [`Self::run`] would refuse, checked without taking the store's lock or writing
+    /// anything: a checkpoint already in the store (even a corrupt one), bad params. A driver
+    /// calls it before it takes any other lock or creates any file. The bound params.
+    pub async fn check_run(&self, req: &RunRequest) -> Result<Map<String, Value>, EngineError> {
+        if let Some(cp) = self.store.load(Access::ReadOnly).await? {
             return Err(CheckpointError::AlreadyExists {
                 path: self.store.location(),
                 run_id: cp.run_id,
             }
             .into());
         }
-        let params =
-            self.runbook
-                .bind_params(&req.params)
-                .map_err(|detail| EngineError::Params {
-                    runbook: self.runbook.name.clone(),
-                    detail,
-                })?;
+        self.runbook
+            .bind_params(&req.params)
+            .map_err(|detail| EngineError::Params {
+                runbook: self.runbook.name.clone(),
+                detail,
+            })
+    }
+
+    /// What [`Self::resume`] (or, with `rollback`, [`Self::rollback`]) would refuse, checked
+    /// without taking the store's lock or writing anything: no checkpoint, a corrupt or newer
+    /// one, another target's, a changed runbook (without `force`), a completed run to roll
+    /// back. The checkpoint as it would be continued.
+    pub async fn check_resume(
+        &self,
+        opts: &ResumeOptions,
+        rollback: bool,
+    ) -> Result<Checkpoint, EngineError> {
+        let (cp, _) = self.load_checked(opts).await?;
+        if rollback && cp.state == RunState::Completed {
+            return Err(EngineError::AlreadyCompleted {
+                run_id: cp.run_id,
+                path: self.store.location(),
+            });
+        }
+        Ok(cp)
+    }
+
+    /// Starts a new run. Refuses if the store already holds a checkpoint (never overwrites).
+    pub async fn run(&self, req: RunRequest) -> Result<RunReport, EngineError> {
+        let lock = self.store.lock().await?;
+        let params = self.check_run(&req).await?;
         let now = (self.clock)();
         let run_id = req
             .run_id
@@ -284,8 +308,9 @@ impl Executor {
     /// interrupted rollback. A completed or rolled-back run just reports its outcome again.
     pub async fn resume(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
         let lock = self.store.lock().await?;
-        let cp = self.load_checked(&opts).await?;
+        let (cp, repaired) = self.load_checked(&opts).await?;
         let run = self.start(cp, lock, true).await?;
+        repaired.into_iter().for_each(|w| run.emitter.warn(w));
         let state = run.snapshot().state;
         let result = match state {
             RunState::Completed => Ok(run.finish(Outcome::Completed).await?),
@@ -311,7 +336,7 @@ impl Executor {
     /// the checkpoint untouched.
     pub async fn rollback(&self, opts: ResumeOptions) -> Result<RunReport, EngineError> {
         let lock = self.store.lock().await?;
-        let cp = self.load_checked(&opts).await?;
+        let (cp, repaired) = self.load_checked(&opts).await?;
         if cp.state == RunState::Completed {
             return Err(EngineError::AlreadyCompleted {
                 run_id: cp.run_id,
@@ -322,6 +347,7 @@ impl Executor {
             may_roll_back(&self.runbook, &self.registry, &cp, &self.cancel).await?;
         }
         let run = self.start(cp, lock, true).await?;
+        repaired.into_iter().for_each(|w| run.emitter.warn(w));
         if run.snapshot().state == RunState::RolledBack {
             return run.guard(run.finish(Outcome::RolledBack).await).await;
         }
@@ -340,7 +366,12 @@ impl Executor {
         run.guard(run.rollback_sequence().await).await
     }
 
-    async fn load_checked(&self, opts: &ResumeOptions) -> Result<Checkpoint, EngineError> {
+    /// The checkpoint, checked against the target and the runbook, and the warnings about
+    /// params replaced by their defaults ([`Self::fill_params`]).
+    async fn load_checked(
+        &self,
+        opts: &ResumeOptions,
+    ) -> Result<(Checkpoint, Vec<String>), EngineError> {
         let path = self.store.location();
         let mut cp = self
             .store
@@ -391,14 +422,35 @@ impl Executor {
         }
         // A newer minor without unknown fields was accepted: it is rewritten in this format.
         cp.schema_version = SCHEMA_VERSION.to_string();
-        // Params the runbook declares now but the checkpoint lacks get their defaults.
+        let repaired = self.fill_params(&mut cp);
+        Ok((cp, repaired))
+    }
+
+    /// Params the runbook declares now but the checkpoint lacks get their defaults; so does a
+    /// stored value the runbook refuses now (out of range, wrong type: an edited or older
+    /// checkpoint), so that a param can never make a rollback impossible. A warning per
+    /// replaced value is returned.
+    fn fill_params(&self, cp: &mut Checkpoint) -> Vec<String> {
+        let mut repaired = Vec::new();
         for p in &self.runbook.params {
-            if !cp.params.contains_key(&p.name) {
-                cp.params
-                    .insert(p.name.clone(), p.default.clone().unwrap_or(Value::Null));
+            let default = p.default.clone().unwrap_or(Value::Null);
+            match cp.params.get(&p.name) {
+                None => {
+                    cp.params.insert(p.name.clone(), default);
+                }
+                Some(v) => {
+                    let checked = p.check(v).unwrap_or_else(|e| {
+                        repaired.push(format!(
+                            "the checkpoint's param {:?} is unusable ({e}); using the runbook's default {default}",
+                            p.name
+                        ));
+                        default
+                    });
+                    cp.params.insert(p.name.clone(), checked);
+                }
             }
         }
-        Ok(cp)
+        repaired
     }
 
     async fn start(

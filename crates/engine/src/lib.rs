@@ -110,8 +110,8 @@ pub use executor::{EngineError, Executor, ResumeOptions, RunReport, RunRequest, 
 pub use failure::{FailureDecider, FailureDecision, FailureRequest, RunbookPolicy};
 pub use journal::{EntryId, EntryStatus, Journal, JournalEntry};
 pub use runbook::{
-    ApprovalMode, DurationSpec, GateSpec, OnFailure, ParamSpec, ParamType, Pos, Problem, Runbook,
-    RunbookError, StepSpec,
+    ApprovalMode, DEFAULT_INTEGER_RANGE, DurationSpec, GateSpec, OnFailure, ParamSpec, ParamType,
+    Pos, Problem, Runbook, RunbookError, StepSpec,
 };
 pub use step::{
     Action, ActionCtx, ActionOutcome, Gate, GateCtx, GateStatus, NotImplemented, Outputs, Registry,

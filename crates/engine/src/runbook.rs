@@ -32,6 +32,7 @@
 //! Every problem found is reported at once, each as `file:line:column: message`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -90,6 +91,31 @@ pub struct ParamSpec {
     pub default: Option<Value>,
     pub required: bool,
     pub description: Option<String>,
+    /// The values an integer param may take (`min`/`max` in the runbook, else
+    /// [`DEFAULT_INTEGER_RANGE`]); `None` for the other types.
+    pub range: Option<RangeInclusive<i64>>,
+}
+
+/// The range of an integer param whose runbook declares no `min`/`max`: integers in a runbook
+/// count things (workloads at once, waves, retries), and one near `i64::MAX` is a typo.
+pub const DEFAULT_INTEGER_RANGE: RangeInclusive<i64> = 0..=1_000_000;
+
+impl ParamSpec {
+    /// Checks `v` against the type and the range, converting strings given on a command line.
+    pub fn check(&self, v: &Value) -> Result<Value, String> {
+        let v = self.kind.coerce(v)?;
+        if let (Some(range), Value::Number(n)) = (&self.range, &v) {
+            let inside = n.as_i64().is_some_and(|i| range.contains(&i));
+            if !inside {
+                return Err(format!(
+                    "{n} is out of range: allowed {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        Ok(v)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +352,11 @@ struct RawParam {
     required: bool,
     #[serde(default)]
     description: Option<String>,
+    /// Integer params: the smallest and largest value allowed.
+    #[serde(default)]
+    min: Option<Spanned<i64>>,
+    #[serde(default)]
+    max: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,7 +498,7 @@ impl Runbook {
         let mut out = Map::new();
         for p in &self.params {
             let v = match given.get(&p.name) {
-                Some(v) => match p.kind.coerce(v) {
+                Some(v) => match p.check(v) {
                     Ok(v) => v,
                     Err(e) => {
                         problems.push(format!("param {:?}: {e}", p.name));
@@ -731,18 +762,54 @@ impl Validator<'_> {
             );
             ParamType::String
         });
-        let default = p.value.default.as_ref().and_then(|d| {
-            kind.coerce(&d.value)
+        let mut spec = ParamSpec {
+            name: name.to_string(),
+            kind,
+            default: None,
+            required: p.value.required,
+            description: p.value.description.clone(),
+            range: self.param_range(name, kind, &p.value),
+        };
+        spec.default = p.value.default.as_ref().and_then(|d| {
+            spec.check(&d.value)
                 .map_err(|e| self.problem(Pos::from(d), format!("param {name:?}: default {e}")))
                 .ok()
         });
-        ParamSpec {
-            name: name.to_string(),
-            kind,
-            default,
-            required: p.value.required,
-            description: p.value.description.clone(),
+        spec
+    }
+
+    /// An integer param's `min`/`max` (else [`DEFAULT_INTEGER_RANGE`]); other types take none.
+    fn param_range(
+        &mut self,
+        name: &str,
+        kind: ParamType,
+        p: &RawParam,
+    ) -> Option<RangeInclusive<i64>> {
+        if kind != ParamType::Integer {
+            for bound in [&p.min, &p.max].into_iter().flatten() {
+                self.problem(
+                    Pos::from(bound),
+                    format!("param {name:?}: min and max apply to integer params only"),
+                );
+            }
+            return None;
         }
+        let min = p
+            .min
+            .as_ref()
+            .map_or(*DEFAULT_INTEGER_RANGE.start(), |m| m.value);
+        let max = p
+            .max
+            .as_ref()
+            .map_or(*DEFAULT_INTEGER_RANGE.end(), |m| m.value);
+        if min > max {
+            let at = p.max.as_ref().or(p.min.as_ref()).map(Pos::from);
+            self.problem(
+                at.unwrap_or_default(),
+                format!("param {name:?}: min {min} is greater than max {max}"),
+            );
+        }
+        Some(min..=max)
     }
 
     /// Step ids: well formed, and unique across both sequences.

@@ -1123,3 +1123,62 @@ async fn actions_and_gates_can_be_unit_tested_with_standalone_contexts() {
     );
     assert_eq!(f.gate.check(&mut gctx).await.unwrap(), GateStatus::passed());
 }
+
+/// Reads its input `n` as a count, as the canary's restart-back reads `parallelism`.
+struct Counted(Arc<Mutex<Vec<usize>>>);
+
+#[async_trait]
+impl Action for Counted {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let n: usize = ctx.input("n")?;
+        self.0.lock().unwrap().push(n);
+        Ok(ActionOutcome::done(Outputs::new()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_range_param_in_a_checkpoint_does_not_make_the_rollback_impossible() {
+    let yaml = r#"apiVersion: asm-canary.runbook/v1
+name: counted
+params:
+  par: { type: integer, default: 4, min: 1, max: 10 }
+steps:
+  - id: a
+    action: effect
+  - id: b
+    action: effect
+    on_failure: halt
+rollback:
+  - id: back
+    action: counted
+    inputs: { n: "${params.par}" }
+"#;
+    let (f, _d, state, ev) = setup(yaml);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let registry = f.registry().action("counted", Counted(seen.clone()));
+    let exec = || {
+        let rb = Runbook::parse(yaml, "test.yaml", &registry).expect("runbook loads");
+        Executor::new(rb, registry.clone(), FileStore::new(&state))
+            .with_events(ev.clone())
+            .with_clock(fixed_clock())
+    };
+    f.effect.fail_step("b", "b is unhappy");
+    let r = exec().run(request()).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    // An edited (or older) checkpoint: a value the runbook refuses now.
+    let mut cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    cp["params"]["par"] = json!(-1);
+    std::fs::write(&state, serde_json::to_vec_pretty(&cp).unwrap()).unwrap();
+    let r = exec().rollback(ResumeOptions::default()).await.unwrap();
+    assert_eq!(r.outcome, Outcome::RolledBack, "{r:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![4],
+        "the runbook's default is used"
+    );
+    let warned = ev.events().iter().any(|e| {
+        matches!(e, Event::Message { text, .. } if text.contains("param \"par\" is unusable") && text.contains("1..=10"))
+    });
+    assert!(warned, "{:?}", names(&ev.events()));
+}

@@ -300,3 +300,60 @@ steps:
     assert_eq!((p[1].0, p[1].1), (10, 21));
     assert!(p[1].2.contains("needs approval: required"), "{p:?}");
 }
+
+#[test]
+fn integer_params_out_of_range_are_refused_naming_the_param_and_range() {
+    let fakes = Fakes::new();
+    let yaml = format!(
+        "{HEAD}params:\n  par: {{ type: integer, default: 4, min: 1, max: 100 }}\n  n: {{ type: integer, default: 3 }}\nsteps:\n  - id: a\n    action: echo\n"
+    );
+    let rb = Runbook::parse(&yaml, "rb.yaml", &fakes.registry()).unwrap();
+    for (given, want) in [
+        (
+            serde_json::json!({"par": "0"}),
+            "param \"par\": 0 is out of range: allowed 1..=100",
+        ),
+        (
+            serde_json::json!({"par": -1}),
+            "param \"par\": -1 is out of range: allowed 1..=100",
+        ),
+        (
+            serde_json::json!({"par": 18446744073709551615u64}),
+            "param \"par\": 18446744073709551615 is out of range: allowed 1..=100",
+        ),
+        (
+            serde_json::json!({"n": "9223372036854775807"}),
+            "param \"n\": 9223372036854775807 is out of range: allowed 0..=1000000",
+        ),
+    ] {
+        let err = rb.bind_params(given.as_object().unwrap()).unwrap_err();
+        assert!(err.contains(want), "{err}");
+    }
+    let ok = rb
+        .bind_params(serde_json::json!({"par": "100"}).as_object().unwrap())
+        .unwrap();
+    assert_eq!(ok["par"], serde_json::json!(100));
+}
+
+#[test]
+fn integer_bounds_are_checked_where_written() {
+    let p = problems(&format!(
+        "{HEAD}params:\n  a: {{ type: integer, default: 50, min: 1, max: 10 }}\n  b: {{ type: integer, min: 5, max: 2 }}\n  c: {{ type: string, min: 1 }}\nsteps:\n  - id: a\n    action: echo\n"
+    ));
+    let msgs: Vec<&str> = p.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("param \"a\": default 50 is out of range: allowed 1..=10")),
+        "{p:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("param \"b\": min 5 is greater than max 2")),
+        "{p:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("param \"c\": min and max apply to integer params only")),
+        "{p:?}"
+    );
+}

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 
 use crate::kube::scenario::KubeScenario;
 
@@ -243,8 +244,6 @@ pub enum ScenarioError {
         column: u64,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
 }
 
 impl Scenario {
@@ -282,13 +281,16 @@ impl Scenario {
         Self::from_yaml(name_or_path, &text)
     }
 
-    /// Parses a scenario YAML document; `origin` names it in errors.
+    /// Parses a scenario YAML document; `origin` names it in errors. A value out of range
+    /// is refused at its `file:line:column`, as a syntax error is.
     pub fn from_yaml(origin: &str, text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Scenario = serde_saphyr::from_str(text).map_err(|err| {
-            let (line, column) = err
-                .location()
+        let at = |err: &serde_saphyr::Error| {
+            err.location()
                 .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
+                .unwrap_or((0, 0))
+        };
+        let scenario: Scenario = serde_saphyr::from_str(text).map_err(|err| {
+            let (line, column) = at(&err);
             ScenarioError::Parse {
                 path: origin.to_string(),
                 line,
@@ -296,42 +298,238 @@ impl Scenario {
                 message: first_line(&err.to_string()),
             }
         })?;
-        scenario
-            .validate()
-            .map_err(|message| ScenarioError::Invalid {
+        if let Err((field, message)) = scenario.validate() {
+            // The document parsed once; its spans are read only to point at the bad value.
+            // (A value the untyped read refuses, such as `.nan`, is located by that refusal.)
+            let (line, column) = match serde_saphyr::from_str::<Spanned<Tree>>(text) {
+                Ok(tree) => locate(&tree, &field),
+                Err(e) => at(&e),
+            };
+            return Err(ScenarioError::Parse {
                 path: origin.to_string(),
+                line,
+                column,
                 message,
-            })?;
+            });
+        }
         Ok(scenario)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
-            return Err(format!(
-                "time_scale must be a positive number, not {}",
-                self.time_scale
-            ));
+    /// The first value out of range: where it is (a path of keys and indexes) and why.
+    fn validate(&self) -> Result<(), (Vec<Seg>, String)> {
+        use Seg::{Index as I, Key as K};
+        let bad = |path: Vec<Seg>, message: String| Err((path, message));
+        if !(self.time_scale.is_finite()
+            && self.time_scale > 0.0
+            && self.time_scale <= MAX_TIME_SCALE)
+        {
+            return bad(
+                vec![K("time_scale")],
+                format!(
+                    "time_scale must be above 0 and at most {MAX_TIME_SCALE} (real seconds per simulated second), not {}",
+                    self.time_scale
+                ),
+            );
         }
         let arm = &self.arm;
-        if !(arm.lro_seconds.is_finite() && arm.lro_seconds >= 0.0) {
-            return Err(format!(
-                "arm.lro_seconds must be zero or more, not {}",
-                arm.lro_seconds
-            ));
+        for (key, secs) in [
+            ("lro_seconds", arm.lro_seconds),
+            ("token_lifetime_secs", arm.token_lifetime_secs as f64),
+            ("retry_after_secs", arm.retry_after_secs as f64),
+        ] {
+            check_seconds(&format!("arm.{key}"), secs)
+                .or_else(|m| bad(vec![K("arm"), K(key)], m))?;
         }
         if !(arm.apply_at.is_finite() && (0.0..=1.0).contains(&arm.apply_at)) {
-            return Err(format!(
-                "arm.apply_at must be between 0 and 1, not {}",
-                arm.apply_at
+            return bad(
+                vec![K("arm"), K("apply_at")],
+                format!("arm.apply_at must be between 0 and 1, not {}", arm.apply_at),
+            );
+        }
+        let kube = &self.kube;
+        for (key, secs) in [
+            ("pod_ready_seconds", kube.pod_ready_seconds),
+            ("istiod_ready_seconds", kube.istiod_ready_seconds),
+            ("proxy_ack_seconds", kube.proxy_ack_seconds),
+        ] {
+            check_seconds(&format!("kube.{key}"), secs)
+                .or_else(|m| bad(vec![K("kube"), K(key)], m))?;
+        }
+        let cluster = &self.cluster;
+        if cluster.revisions.len() > 2 {
+            return bad(
+                vec![K("cluster"), K("revisions")],
+                "cluster.revisions may name at most two revisions".into(),
+            );
+        }
+        if cluster.revisions.is_empty() {
+            return bad(
+                vec![K("cluster"), K("revisions")],
+                "cluster.revisions must name at least one installed revision".into(),
+            );
+        }
+        let list = |path: &[Seg], items: &[String]| -> Vec<(Vec<Seg>, String)> {
+            let at = |i: usize| path.iter().copied().chain([I(i)]).collect();
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (at(i), r.clone()))
+                .collect()
+        };
+        let mut named = list(&[K("cluster"), K("revisions")], &cluster.revisions);
+        for (i, m) in cluster.mesh_revisions.iter().enumerate() {
+            let base = [K("cluster"), K("mesh_revisions"), I(i)];
+            named.push((
+                base.iter().copied().chain([K("revision")]).collect(),
+                m.revision.clone(),
+            ));
+            let ups: Vec<Seg> = base.iter().copied().chain([K("upgrades")]).collect();
+            named.extend(list(&ups, &m.upgrades));
+        }
+        for (i, t) in kube.tags.iter().enumerate() {
+            named.push((
+                vec![K("kube"), K("tags"), I(i), K("revision")],
+                t.revision.clone(),
             ));
         }
-        if self.cluster.revisions.len() > 2 {
-            return Err("cluster.revisions may name at most two revisions".into());
+        for (key, items) in [
+            ("crashloop_revisions", &kube.crashloop_revisions),
+            ("stale_revisions", &kube.stale_revisions),
+            ("native_sidecar_revisions", &kube.native_sidecar_revisions),
+            ("never_ready_revisions", &kube.never_ready_revisions),
+        ] {
+            named.extend(list(&[K("kube"), K(key)], items));
         }
-        if self.cluster.revisions.is_empty() {
-            return Err("cluster.revisions must name at least one installed revision".into());
+        if let Some((path, r)) = named.into_iter().find(|(_, r)| !is_revision(r)) {
+            return bad(
+                path,
+                format!("{r:?} is not a mesh revision name (asm-<major>-<minor>, e.g. asm-1-27)"),
+            );
         }
         Ok(())
+    }
+}
+
+/// The largest `time_scale`: a simulated second may last this many real seconds. Above it,
+/// scaled durations overflow the clock.
+pub const MAX_TIME_SCALE: f64 = 1000.0;
+/// The longest duration a scenario may give (30 days), in simulated or real seconds.
+pub const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+fn check_seconds(name: &str, secs: f64) -> Result<(), String> {
+    if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} must be between 0 and {MAX_SECONDS} seconds, not {secs}"
+        ))
+    }
+}
+
+/// `asm-<major>-<minor>`, as the add-on names its revisions.
+pub fn is_revision(name: &str) -> bool {
+    let numbers = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix("asm-")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(major, minor)| numbers(major) && numbers(minor))
+}
+
+/// A step of a path into the document: a mapping key or a sequence index.
+#[derive(Clone, Copy, Debug)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// Where each node of a YAML document is: the tree of its mappings and sequences, with spans.
+#[derive(Debug)]
+enum Tree {
+    Map(Vec<(String, Spanned<Tree>)>),
+    Seq(Vec<Spanned<Tree>>),
+    Leaf,
+}
+
+/// The line and column of the node at `path`, or of the deepest node on the way to it (a
+/// value left to its default is pointed at by its parent).
+fn locate(root: &Spanned<Tree>, path: &[Seg]) -> (u64, u64) {
+    let mut node = root;
+    for seg in path {
+        let next = match (seg, &node.value) {
+            (Seg::Key(k), Tree::Map(entries)) => {
+                entries.iter().find(|(name, _)| name == k).map(|(_, v)| v)
+            }
+            (Seg::Index(i), Tree::Seq(items)) => items.get(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => break,
+        }
+    }
+    (node.referenced.line(), node.referenced.column())
+}
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TreeVisitor)
+    }
+}
+
+struct TreeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TreeVisitor {
+    type Value = Tree;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<serde_json::Value>()? {
+            let key = match key {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            entries.push((key, map.next_value::<Spanned<Tree>>()?));
+        }
+        Ok(Tree::Map(entries))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Tree>>()? {
+            items.push(item);
+        }
+        Ok(Tree::Seq(items))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_unit<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_none<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Tree, D::Error> {
+        d.deserialize_any(TreeVisitor)
     }
 }
 
@@ -428,5 +626,68 @@ mod tests {
         }
         let err = Scenario::from_yaml("bad.yaml", "arm:\n  apply_at: 2\n").unwrap_err();
         assert!(err.to_string().contains("apply_at"), "{err}");
+    }
+
+    fn refused_at(yaml: &str) -> String {
+        match Scenario::from_yaml("s.yaml", yaml) {
+            Err(e @ ScenarioError::Parse { .. }) => e.to_string(),
+            other => panic!("expected an error at a position, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn huge_time_scale_is_refused_at_file_line_column_not_a_panic() {
+        let err = refused_at("name: x\ntime_scale: 1e308\n");
+        assert!(
+            err.starts_with("s.yaml:2:13: time_scale must be above 0 and at most 1000"),
+            "{err}"
+        );
+        let err = refused_at("time_scale: .nan\n");
+        assert!(err.starts_with("s.yaml:1:13: time_scale"), "{err}");
+    }
+
+    #[test]
+    fn negative_and_huge_seconds_are_refused_where_written() {
+        let err = refused_at("kube:\n  proxy_ack_seconds: -1\n");
+        assert!(
+            err.starts_with("s.yaml:2:22: kube.proxy_ack_seconds must be between 0 and"),
+            "{err}"
+        );
+        let err = refused_at("arm: { lro_seconds: -0.5 }\n");
+        assert!(err.starts_with("s.yaml:1:21: arm.lro_seconds"), "{err}");
+        let err = refused_at("kube:\n  pod_ready_seconds: 1e300\n");
+        assert!(
+            err.starts_with("s.yaml:2:22: kube.pod_ready_seconds"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_revision_names_are_refused_where_written() {
+        let err = refused_at("cluster:\n  revisions:\n    - asm-1-27\n    - istio-1.28\n");
+        assert!(
+            err.starts_with("s.yaml:4:7: \"istio-1.28\" is not a mesh revision name"),
+            "{err}"
+        );
+        let err = refused_at("kube:\n  tags:\n    - name: prod\n      revision: asm-1\n");
+        assert!(err.starts_with("s.yaml:4:17: \"asm-1\""), "{err}");
+        let err = refused_at(
+            "cluster:\n  mesh_revisions:\n    - revision: asm-1-27\n      upgrades: [asm-1-x]\n",
+        );
+        assert!(err.starts_with("s.yaml:4:18: \"asm-1-x\""), "{err}");
+        for good in ["asm-1-27", "asm-10-0"] {
+            assert!(is_revision(good), "{good}");
+        }
+        for bad in [
+            "",
+            "asm-",
+            "asm-1-",
+            "asm--1",
+            "ASM-1-27",
+            "asm-1-27-1",
+            "asm-1-2x",
+        ] {
+            assert!(!is_revision(bad), "{bad}");
+        }
     }
 }

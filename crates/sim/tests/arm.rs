@@ -709,6 +709,30 @@ async fn each_revision_rule_is_enforced_with_the_services_error() {
 }
 
 #[tokio::test]
+async fn a_put_whose_body_is_not_json_is_400_even_while_an_operation_runs() {
+    let mut scenario = fast("healthy");
+    scenario.arm.lro_seconds = 500.0; // 1 s real: the bad PUT lands well inside it
+    let sim = Sim::start(scenario).await;
+    let r = sim.put_revisions(&["asm-1-27", "asm-1-28"]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    for body in ["not json", "[1, 2]", "{\"location\": "] {
+        let bad = sim
+            .send(
+                sim.http
+                    .put(sim.cluster_url(""))
+                    .bearer_auth(&sim.token)
+                    .header("Content-Type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{body}: {}", bad.body);
+        assert_eq!(bad.code(), "InvalidRequestContent", "{body}");
+    }
+    let busy = sim.put_revisions(&["asm-1-27", "asm-1-28"]).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
+}
+
+#[tokio::test]
 async fn malformed_json_unknown_api_version_and_unknown_resources() {
     let sim = Sim::start(fast("healthy")).await;
     let doc = sim.cluster().await;

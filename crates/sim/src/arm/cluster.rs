@@ -122,6 +122,9 @@ pub(crate) fn put(
     body: &Bytes,
 ) -> Result<Response, ArmError> {
     let faults = &shared.scenario.arm;
+    // ARM deserializes the body before anything else: a body that is not a JSON object is a
+    // 400 `InvalidRequestContent` even while an operation runs (not a 409).
+    let mut body = parse_body(body)?;
     let mut inner = shared.arm.lock();
     if inner.running.is_some() {
         return Err(ArmError::operation_not_allowed());
@@ -132,7 +135,6 @@ pub(crate) fn put(
         return Err(ArmError::operation_not_allowed());
     }
     check_preconditions(headers, &etag(&inner.cluster), faults.etag_mismatch_409)?;
-    let mut body = parse_body(body)?;
 
     let old = inner.cluster.clone();
     if body.get("location").and_then(Value::as_str).is_none() {
@@ -433,12 +435,14 @@ pub(crate) fn patch_tags(
     body: &Bytes,
 ) -> Result<Response, ArmError> {
     let faults = &shared.scenario.arm;
+    // ARM deserializes the body before anything else: a body that is not a JSON object is a
+    // 400 `InvalidRequestContent` even while an operation runs (not a 409).
+    let body = parse_body(body)?;
     let mut inner = shared.arm.lock();
     if inner.running.is_some() {
         return Err(ArmError::operation_not_allowed());
     }
     check_preconditions(headers, &etag(&inner.cluster), faults.etag_mismatch_409)?;
-    let body = parse_body(body)?;
     if let Some(other) = body.keys().find(|k| k.as_str() != "tags") {
         return Err(ArmError::new(
             StatusCode::BAD_REQUEST,
