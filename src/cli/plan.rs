@@ -154,9 +154,13 @@ fn render_upgrade(plan: &Plan, src: &str, tgt: &str, lines: &mut Vec<String>) {
 fn render_wave(i: usize, of: usize, w: &Wave) -> String {
     // hundreds of namespaces: the first few (`--output json` has all)
     let nss = crate::steps::first_few(
-        w.namespaces
-            .iter()
-            .map(|n| format!("{} ({})", n.namespace, n.workloads)),
+        w.namespaces.iter().map(|n| match n.without_sidecar.len() {
+            0 => format!("{} ({})", n.namespace, n.workloads),
+            bare => format!(
+                "{} ({}, {bare} without a sidecar)",
+                n.namespace, n.workloads
+            ),
+        }),
         8,
         "namespaces",
     );

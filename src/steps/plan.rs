@@ -87,6 +87,10 @@ pub struct NamespaceCount {
     pub namespace: String,
     /// Workloads (Deployments, StatefulSets, DaemonSets) with pods not yet on the target.
     pub workloads: usize,
+    /// Those of them with pods that have no sidecar at all (the namespace was labelled after
+    /// they started): the restart injects them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub without_sidecar: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -586,9 +590,16 @@ async fn plan_waves(
         for ns in w {
             let p = plan_namespace(env, &ns, target).await?;
             wave.workloads += p.workloads.len();
+            if !p.uninjected.is_empty() {
+                warnings.push(format!(
+                    "namespace {ns}: {}",
+                    super::restart::uninjected_line(&p.uninjected)
+                ));
+            }
             wave.namespaces.push(NamespaceCount {
                 namespace: ns,
                 workloads: p.workloads.len(),
+                without_sidecar: p.uninjected.iter().map(|w| w.to_string()).collect(),
             });
             warnings.extend(
                 p.unmovable

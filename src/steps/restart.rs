@@ -71,6 +71,9 @@ fn rollout_timeout(ctx: &ActionCtx) -> Duration {
 #[derive(Debug, Default)]
 pub struct MovePlan {
     pub workloads: BTreeSet<WorkloadRef>,
+    /// Those of `workloads` with pods that have no sidecar at all (their namespace was
+    /// labelled after they started): the restart injects them, as the label asks.
+    pub uninjected: BTreeSet<WorkloadRef>,
     /// Pods a restart cannot move (bare pods, Job pods, orphan ReplicaSets): warnings.
     pub unmovable: Vec<String>,
 }
@@ -100,16 +103,20 @@ pub async fn plan_namespaces(
     for (ns, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
         let p = plan_pods(&ns, &pods, target);
         plan.workloads.extend(p.workloads);
+        plan.uninjected.extend(p.uninjected);
         plan.unmovable.extend(p.unmovable);
     }
     Ok(plan)
 }
 
+/// The pods of a meshed namespace that are not on `target`: injected by another revision, or
+/// not injected at all although their namespace's label asks for it (a namespace labelled
+/// after its pods started; pods that opt out of injection are left alone).
 fn plan_pods(namespace: &str, pods: &[PodInfo], target: &str) -> MovePlan {
     let mut plan = MovePlan::default();
     for pod in pods
         .iter()
-        .filter(|p| !p.terminating && p.revision.is_injected())
+        .filter(|p| !p.terminating && (p.revision.is_injected() || !p.opted_out))
     {
         if pod.revision.revision() == Some(target) {
             continue;
@@ -117,6 +124,9 @@ fn plan_pods(namespace: &str, pods: &[PodInfo], target: &str) -> MovePlan {
         match &pod.owner {
             Owner::Workload(w) => {
                 plan.workloads.insert(w.clone());
+                if !pod.revision.is_injected() {
+                    plan.uninjected.insert(w.clone());
+                }
             }
             Owner::Job(job) => plan.unmovable.push(format!(
                 "{namespace}/{} (Job {job}: a restart does not move it; it moves when the Job runs again)",
@@ -153,7 +163,7 @@ pub async fn restart_blockers(
     if namespaces.is_empty() {
         return Ok(out);
     }
-    // Injected pods whatever their revision: anything not owned by a workload stays put.
+    // Pods whatever their revision (or none): anything not owned by a workload stays put.
     for (ns, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
         let unmovable = plan_pods(&ns, &pods, "").unmovable;
         if let Some(list) = out.get_mut(&ns) {
@@ -307,6 +317,9 @@ impl Action for RestartWorkloads {
                     for u in &plan.unmovable {
                         ctx.events.warn(format!("will not move {u}"));
                     }
+                    if !plan.uninjected.is_empty() {
+                        ctx.events.info(uninjected_line(&plan.uninjected));
+                    }
                     let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
                     (None, prepare(env, ctx, &todo, i + 1).await?)
                 }
@@ -343,6 +356,15 @@ impl Action for RestartWorkloads {
         }
         Ok(ActionOutcome::done(out))
     }
+}
+
+/// Names the workloads restarted to get the sidecar their namespace's label asks for.
+pub fn uninjected_line(workloads: &BTreeSet<WorkloadRef>) -> String {
+    format!(
+        "{} workload(s) have pods without a sidecar although their namespace is labelled for injection (labelled after they started): restarted so that they get one: {}",
+        workloads.len(),
+        super::first_few(workloads.iter().map(|w| w.to_string()), 8, "workloads")
+    )
 }
 
 fn wave_target(wave: usize) -> String {
@@ -661,5 +683,88 @@ impl Gate for WorkloadsOnRevision {
             .collect::<Vec<_>>()
             .join("; ");
         Ok(GateStatus::waiting_progress(summary, good, Some(total)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    /// A pod of Deployment `deploy` in `shop`, injected by `rev` (`None`: no sidecar).
+    fn mk_pod(deploy: &str, rev: Option<&str>, labels: &[(&str, &str)]) -> PodInfo {
+        let mut containers = vec![Container {
+            name: "app".into(),
+            image: Some("app:1".into()),
+            ..Default::default()
+        }];
+        if let Some(rev) = rev {
+            containers.push(Container {
+                name: "istio-proxy".into(),
+                image: Some(format!("mcr.microsoft.com/oss/istio/proxyv2:{rev}")),
+                ..Default::default()
+            });
+        }
+        let annotations = rev.map(|r| {
+            [(
+                "sidecar.istio.io/status".to_string(),
+                format!(r#"{{"containers":["istio-proxy"],"revision":"{r}"}}"#),
+            )]
+            .into()
+        });
+        let mut all_labels: std::collections::BTreeMap<String, String> =
+            [("pod-template-hash".to_string(), "abc12".to_string())].into();
+        all_labels.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        PodInfo::from_pod(&Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{deploy}-abc12-x")),
+                namespace: Some("shop".into()),
+                labels: Some(all_labels),
+                annotations,
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: format!("{deploy}-abc12"),
+                    uid: "u".into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn deploy(name: &str) -> WorkloadRef {
+        WorkloadRef::new(WorkloadKind::Deployment, "shop", name)
+    }
+
+    /// Regression: a namespace labelled after its pods started showed "late (0)" in the plan
+    /// and its pods stayed without a sidecar while the upgrade reported success.
+    #[test]
+    fn pods_without_a_sidecar_in_a_meshed_namespace_are_restarted_to_get_one() {
+        let pods = [
+            mk_pod("moved", Some("asm-1-29"), &[]),
+            mk_pod("old", Some("asm-1-27"), &[]),
+            mk_pod("bare", None, &[]),
+            mk_pod("optout", None, &[("sidecar.istio.io/inject", "false")]),
+        ];
+        let plan = plan_pods("shop", &pods, "asm-1-29");
+        assert_eq!(
+            plan.workloads,
+            BTreeSet::from([deploy("old"), deploy("bare")])
+        );
+        assert_eq!(plan.uninjected, BTreeSet::from([deploy("bare")]));
+        assert!(plan.unmovable.is_empty());
+        assert!(
+            uninjected_line(&plan.uninjected).contains("Deployment shop/bare"),
+            "{}",
+            uninjected_line(&plan.uninjected)
+        );
     }
 }
