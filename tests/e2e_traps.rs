@@ -24,6 +24,14 @@ fn wl(name: &str, replicas: u32) -> WorkloadShape {
     }
 }
 
+fn meshed(name: &str, label: &str) -> NamespaceShape {
+    NamespaceShape {
+        name: name.into(),
+        labels: [("istio.io/rev".to_string(), label.to_string())].into(),
+        ..Default::default()
+    }
+}
+
 fn healthy_with(extra: Vec<NamespaceShape>) -> Scenario {
     let mut scenario = Scenario::builtin("healthy").unwrap();
     scenario.kube.namespaces.extend(extra);
@@ -54,6 +62,37 @@ async fn revisions_in(sim: &TestSim, namespace: &str) -> Vec<(String, String)> {
     out
 }
 
+/// No ARM update and no Kubernetes write reached the simulator: nothing was changed. Allowed:
+/// the token and kubeconfig requests (POSTs that read), and the plan's server-side dry run of
+/// the shared ConfigMap's copy (a POST the log cannot tell from a create, so the ConfigMap's
+/// absence is checked too).
+async fn assert_nothing_written(sim: &TestSim, since: usize) {
+    let writes: Vec<String> = sim
+        .handle
+        .shared
+        .requests
+        .snapshot()
+        .into_iter()
+        .skip(since)
+        .filter(|r| r.api != "token")
+        .filter(|r| !(r.method == "POST" && r.path.ends_with("/listClusterUserCredential")))
+        .filter(|r| !(r.api == "kube" && r.method == "POST" && r.path.ends_with("/configmaps")))
+        .map(|r| format!("{} {} {}", r.api, r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "nothing was changed: {writes:#?}");
+    let cm = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        sim.kube().await,
+        "aks-istio-system",
+    )
+    .get_opt("istio-shared-configmap-asm-1-29")
+    .await
+    .unwrap();
+    assert!(
+        cm.is_none(),
+        "the target's shared ConfigMap was not created"
+    );
+}
+
 /// Regression: a namespace labelled `istio.io/rev=prod` after its pods started (no sidecars)
 /// was shown as "late (0)" and left without sidecars while the upgrade reported success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,4 +120,110 @@ async fn a_namespace_labelled_after_its_pods_started_ends_injected_on_the_target
     let after = revisions_in(&sim, "late").await;
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.iter().all(|(_, r)| r == "asm-1-29"), "{after:?}");
+}
+
+/// Regression: an `OnDelete` StatefulSet was warned about, then "restarted" (its pods never
+/// moved), and the gate waited up to 20 minutes before rolling back; a paused Deployment and
+/// a namespace labelled with the source revision passed start, then blocked complete. Each is
+/// now refused before the first change: exit 2, the fix named, no write reached the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ondelete_paused_and_source_labelled_workloads_are_refused_before_start() {
+    let mut on_delete = meshed("orders2", "prod");
+    on_delete.statefulsets = vec![WorkloadShape {
+        update_strategy: Some("OnDelete".into()),
+        ..wl("ledger", 2)
+    }];
+    // paused once its pods run (a Deployment created paused has none to move)
+    let mut paused = meshed("frozen", "prod");
+    paused.deployments = vec![wl("api", 1)];
+    let mut direct = meshed("direct", "asm-1-27");
+    direct.deployments = vec![wl("app", 1)];
+    let cases: [(NamespaceShape, &[&str]); 3] = [
+        (
+            on_delete,
+            &[
+                "StatefulSet orders2/ledger uses updateStrategy OnDelete",
+                "--restart-ondelete",
+            ],
+        ),
+        (
+            paused,
+            &[
+                "Deployment frozen/api is paused",
+                "kubectl rollout resume deployment/api -n frozen",
+            ],
+        ),
+        (
+            direct,
+            &[
+                "namespace direct is labelled istio.io/rev=asm-1-27",
+                "kubectl label ns direct istio.io/rev=prod --overwrite",
+            ],
+        ),
+    ];
+    for (ns, expected) in cases {
+        let name = ns.name.clone();
+        let sim = TestSim::start_with(healthy_with(vec![ns])).await;
+        if name == "frozen" {
+            use kube::api::{Patch, PatchParams};
+            let patch = serde_json::json!({"spec": {"paused": true}});
+            Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(sim.kube().await, "frozen")
+                .patch("api", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+        let writes_before = sim.handle.shared.requests.snapshot().len();
+        // the plan names it
+        let out = sim.run(&["plan"]).await;
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Refused     {}", expected[0])),
+            "{name}: {text}"
+        );
+
+        let out = sim.upgrade(APPROVE).await;
+        assert_eq!(code(&out), 2, "{name}: {}", stderr(&out));
+        let err = stderr(&out);
+        for e in expected {
+            assert!(err.contains(e), "{name}: {e:?} in {err}");
+        }
+        assert!(err.contains("nothing was changed"), "{name}: {err}");
+        assert_nothing_written(&sim, writes_before).await;
+        assert!(!sim.state_file().exists(), "{name}: no checkpoint written");
+        assert_eq!(sim.revisions().await, vec!["asm-1-27"], "{name}");
+    }
+}
+
+/// With `--restart-ondelete`, an `OnDelete` StatefulSet and DaemonSet are named in the plan and
+/// their pods are deleted one at a time onto the target; the upgrade completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_ondelete_moves_ondelete_workloads_pod_by_pod_and_completes() {
+    let mut ns = meshed("ledger", "prod");
+    ns.statefulsets = vec![WorkloadShape {
+        update_strategy: Some("OnDelete".into()),
+        ..wl("db", 2)
+    }];
+    ns.daemonsets = vec![WorkloadShape {
+        update_strategy: Some("OnDelete".into()),
+        ..wl("agent", 0)
+    }];
+    let sim = TestSim::start_with(healthy_with(vec![ns])).await;
+    let out = sim.run(&["plan", "--restart-ondelete"]).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Pod by pod  StatefulSet ledger/db (updateStrategy OnDelete)"),
+        "{text}"
+    );
+    assert!(!text.contains("Refused"), "{text}");
+
+    let mut args = APPROVE.to_vec();
+    args.push("--restart-ondelete");
+    let out = sim.upgrade(&args).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let pods = revisions_in(&sim, "ledger").await;
+    assert!(pods.len() >= 2, "{pods:?}");
+    assert!(pods.iter().all(|(_, r)| r == "asm-1-29"), "{pods:?}");
 }

@@ -86,6 +86,7 @@ fn plan_request(
         mode,
         canary_namespaces,
         force,
+        restart_ondelete,
         // these reach the plan through `params` (the gates' durations)
         parallelism: _,
         soak: _,
@@ -104,6 +105,7 @@ fn plan_request(
         mode: mode_of(Some(mode.clone())).map_err(|e| CliError::bad(e.to_string()))?,
         canary_namespaces: canary_namespaces.clone(),
         force: *force,
+        restart_ondelete: *restart_ondelete,
         runbook,
         params: params.clone(),
     })
@@ -123,7 +125,9 @@ pub fn render_plan(plan: &Plan) -> String {
         (Some(src), Some(tgt)) => render_upgrade(plan, src, tgt, &mut lines),
         _ => lines.push("Nothing to do: see the preflight verdict above.".to_string()),
     }
+    lines.extend(plan.pod_by_pod.iter().map(|p| format!("Pod by pod  {p}")));
     lines.extend(plan.warnings.iter().map(|w| format!("Warning     {w}")));
+    lines.extend(plan.refused.iter().map(|r| format!("Refused     {r}")));
     let mut s = lines.join("\n");
     s.push('\n');
     s

@@ -340,6 +340,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
     // A new run only: an existing checkpoint is refused by the engine as it stands.
     if location.peek().await.is_none() {
         super::validate::validate_new_run(&env, upgrade.to.as_deref()).await?;
+        super::validate::validate_traps(&env, &upgrade).await?;
     }
     if interactive(&run) {
         super::plan::show_plan(&env, &upgrade, &params, run.runbook.as_deref()).await?;

@@ -18,6 +18,7 @@ pub mod configmap;
 pub mod lease;
 pub mod lock;
 pub mod mesh;
+pub mod podbypod;
 pub mod pods;
 pub mod portforward;
 pub mod rollout;

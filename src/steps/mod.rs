@@ -23,6 +23,7 @@ pub mod controlplane;
 pub mod plan;
 pub mod restart;
 pub mod tag;
+pub mod traps;
 pub mod verify;
 
 use std::sync::Arc;

@@ -47,6 +47,8 @@ pub struct PlanRequest {
     pub mode: Mode,
     pub canary_namespaces: Vec<String>,
     pub force: bool,
+    /// `--restart-ondelete`: restart the pods of `OnDelete` workloads one by one.
+    pub restart_ondelete: bool,
     /// The runbook the run follows: the gates shown are its gates.
     pub runbook: Runbook,
     /// The params given on the command line; they win over the runbook's defaults.
@@ -71,6 +73,13 @@ pub struct Plan {
     pub waves: Vec<Wave>,
     pub gates: Vec<GateLine>,
     pub warnings: Vec<String>,
+    /// Workloads restarted pod by pod (`OnDelete`, with `--restart-ondelete`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_by_pod: Vec<String>,
+    /// What a new run would be refused for (exit 2, before any change) that the verdict does
+    /// not say: the traps of [`super::traps`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
     /// Why a new run would be refused. Not part of the document: the verdict says it.
     #[serde(skip)]
     pub refusals: Vec<Refusal>,
@@ -127,6 +136,27 @@ pub enum Refusal {
         from: String,
         to: String,
         message: String,
+    },
+    /// Tag mode, and namespaces labelled with the source revision itself: moving the tag does
+    /// not move them, and their pods would block `complete`.
+    #[error("{}", super::traps::source_labelled_sentence(.namespaces, .installed, .tag))]
+    SourceLabelled {
+        namespaces: Vec<String>,
+        installed: String,
+        tag: String,
+    },
+    /// `OnDelete` StatefulSets or DaemonSets without `--restart-ondelete`: a rollout restart
+    /// does not replace their pods.
+    #[error("{}", super::traps::on_delete_sentence(.workloads, .installed))]
+    OnDelete {
+        workloads: Vec<String>,
+        installed: String,
+    },
+    /// Paused Deployments: a restart cannot move their pods.
+    #[error("{}", super::traps::paused_sentence(.workloads, .installed))]
+    Paused {
+        workloads: Vec<crate::k8s::WorkloadRef>,
+        installed: String,
     },
 }
 
@@ -515,6 +545,8 @@ pub async fn build(env: &Env, req: &PlanRequest) -> Result<Plan, PlanError> {
         waves: vec![],
         gates: gate_lines(&req.runbook, &req.params),
         warnings: preflight_warnings(env, &installed).await?,
+        pod_by_pod: vec![],
+        refused: vec![],
         refusals: decisions.refusals(),
     };
     if let Some(upgrade) = &decisions.upgrade {
@@ -548,6 +580,7 @@ impl Plan {
         }
         self.tag_move = Some(tag_move(req, source, &target));
         self.waves = plan_waves(env, req, source, &target, &mut self.warnings).await?;
+        self.add_traps(env, req, source, &target).await?;
         self.target = Some(target);
         Ok(())
     }

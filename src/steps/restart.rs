@@ -25,6 +25,7 @@ use serde_json::json;
 use super::tag::{Mode, mode_of};
 use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
+use crate::k8s::podbypod::replace_pods_one_by_one;
 use crate::k8s::rollout::{
     Workload, get_workload, list_workloads, patch_restart, restart_stamp, wait_rollout,
 };
@@ -51,6 +52,10 @@ pub struct Restarted {
     pub restarted_at: Option<String>,
     #[serde(default)]
     pub wave: usize,
+    /// `OnDelete`: its pods are deleted one at a time (`--restart-ondelete`), since a rollout
+    /// restart does not replace them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod_by_pod: bool,
 }
 
 impl Restarted {
@@ -286,6 +291,7 @@ impl Action for RestartWorkloads {
         let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
         let canary: Vec<String> = ctx.input_opt("canary_namespaces")?.unwrap_or_default();
         let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
+        let pod_by_pod: bool = ctx.input_opt("restart_ondelete")?.unwrap_or(false);
         let namespaces = mesh_namespaces(env, mode, &tag, &target).await?;
         for ns in &canary {
             if !namespaces.contains(ns) {
@@ -321,7 +327,7 @@ impl Action for RestartWorkloads {
                         ctx.events.info(uninjected_line(&plan.uninjected));
                     }
                     let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
-                    (None, prepare(env, ctx, &todo, i + 1).await?)
+                    (None, prepare(env, ctx, &todo, i + 1, pod_by_pod).await?)
                 }
             };
             ctx.events.info(format!(
@@ -341,6 +347,7 @@ impl Action for RestartWorkloads {
                 parallelism,
                 timeout,
                 &label,
+                &target,
             )
             .await?;
             acted = true;
@@ -377,12 +384,14 @@ fn wave_records(details: &serde_json::Value) -> Result<Vec<Restarted>, StepError
 }
 
 /// Reads each workload (concurrently) and decides its restart: refuses paused Deployments,
-/// warns about `OnDelete`, and picks the timestamp that will be journaled, then written.
+/// and `OnDelete` workloads unless `pod_by_pod` (then their pods are deleted one at a time),
+/// and picks the timestamp that will be journaled, then written.
 async fn prepare(
     env: &Env,
     ctx: &ActionCtx,
     todo: &[WorkloadRef],
     wave: usize,
+    pod_by_pod: bool,
 ) -> Result<Vec<Restarted>, StepError> {
     let read: Vec<Option<(WorkloadRef, Workload)>> = if todo.len() > NAMESPACE_FANOUT {
         // Many workloads: one paged list per kind instead of one read each.
@@ -439,9 +448,15 @@ async fn prepare(
                 "{w} is paused: a restart cannot move it (run `kubectl rollout resume` on it, or move it yourself), then resume"
             )));
         };
-        if !current.replaces_pods_on_restart() {
-            ctx.events.warn(format!(
-                "{w} uses updateStrategy OnDelete: the restart is recorded but its pods move only when deleted"
+        let on_delete = !current.replaces_pods_on_restart();
+        if on_delete && !pod_by_pod {
+            return Err(StepError::msg(format!(
+                "{w} uses updateStrategy OnDelete: a rollout restart does not replace its pods, so they would never move; run with --restart-ondelete to delete them one at a time, or switch it to RollingUpdate"
+            )));
+        }
+        if on_delete {
+            ctx.events.info(format!(
+                "{w} uses updateStrategy OnDelete: its pods are deleted one at a time, each replacement ready before the next"
             ));
         }
         records.push(Restarted {
@@ -451,6 +466,7 @@ async fn prepare(
             uid: current.uid().map(str::to_string),
             restarted_at: Some(stamp),
             wave,
+            pod_by_pod: on_delete,
         });
     }
     Ok(records)
@@ -470,6 +486,7 @@ async fn run_wave(
     parallelism: usize,
     timeout: Duration,
     label: &str,
+    revision: &str,
 ) -> Result<(), StepError> {
     let wave = records.first().map(|r| r.wave).unwrap_or(1);
     let fresh = entry.is_none();
@@ -529,6 +546,13 @@ async fn run_wave(
                     wait_rollout(&env.kube, &w, generation, timeout, &mut |_| {})
                         .await
                         .map_err(|e| k8s_err(format!("waiting for the rollout of {w}"), e))?;
+                } else if r.pod_by_pod {
+                    replace_pods_one_by_one(&env.kube, &w, revision, timeout, &mut |pod| {
+                        ctx.events
+                            .info(format!("{label}: {w}: pod {pod} replaced on {revision}"))
+                    })
+                    .await
+                    .map_err(|e| k8s_err(format!("restarting the pods of {w} one by one"), e))?;
                 }
                 let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 ctx.events.progress(
@@ -559,6 +583,7 @@ impl Action for RestartBack {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let env = &self.0;
         let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
+        let source: String = ctx.input("source")?;
         let timeout = rollout_timeout(ctx);
         // Exactly the workloads the forward restart journaled (done, or in flight: the patch
         // may have landed), once each.
@@ -590,7 +615,8 @@ impl Action for RestartBack {
         let records = match &earlier {
             Some(e) => wave_records(&e.details)?,
             // Workloads deleted since are nothing to move back: `prepare` skips them.
-            None => prepare(env, ctx, &moved, 1).await?,
+            // What the forward restart moved pod by pod goes back the same way.
+            None => prepare(env, ctx, &moved, 1, true).await?,
         };
         run_wave(
             env,
@@ -601,6 +627,7 @@ impl Action for RestartBack {
             parallelism,
             timeout,
             "restart back",
+            &source,
         )
         .await?;
         Ok(ActionOutcome::done(outputs([
