@@ -227,3 +227,83 @@ async fn restart_ondelete_moves_ondelete_workloads_pod_by_pod_and_completes() {
     assert!(pods.len() >= 2, "{pods:?}");
     assert!(pods.iter().all(|(_, r)| r == "asm-1-29"), "{pods:?}");
 }
+
+/// Labels namespace `ns` `istio.io/rev=<value>` (overwriting), as `kubectl label --overwrite`.
+async fn relabel(sim: &TestSim, ns: &str, value: &str) {
+    use kube::api::{Patch, PatchParams};
+    let patch = serde_json::json!({"metadata": {"labels": {"istio.io/rev": value}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(sim.kube().await)
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Counts the orphan guard's rounds in a run's JSON Lines.
+fn straggler_rounds(out: &std::process::Output) -> usize {
+    String::from_utf8_lossy(&out.stdout)
+        .matches("restarting them again (round")
+        .count()
+}
+
+/// Regression: complete's orphan guard refused as soon as one pod still ran the source, even
+/// a workload pod a restart would move. It now restarts such stragglers again, at most three
+/// times, each round journaled, before it halts; once they can move, complete goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_restarts_stragglers_at_most_three_times_then_completes_once_they_move() {
+    use kube::api::DeleteParams;
+    let sim = TestSim::start("healthy").await;
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "paused before complete: {}", stderr(&out));
+
+    // A straggler: one pod of payments/api recreated on the source.
+    relabel(&sim, "payments", "asm-1-27").await;
+    let pods = Api::<Pod>::namespaced(sim.kube().await, "payments");
+    let api_pod = pods
+        .list(&ListParams::default().labels("app=api"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    pods.delete(&api_pod, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if revisions_in(&sim, "payments")
+            .await
+            .iter()
+            .any(|(_, r)| r == "asm-1-27")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // While the namespace itself points at the source, restarts cannot move it: three
+    // rounds, then the guard halts with both revisions still installed.
+    let out = sim.resume(&["--approve", "complete"]).await;
+    assert_eq!(code(&out), 4, "halted by the guard: {}", stderr(&out));
+    assert_eq!(
+        straggler_rounds(&out),
+        3,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+    let checkpoint = std::fs::read_to_string(sim.state_file()).unwrap();
+    assert_eq!(checkpoint.matches("\"restart-stragglers\"").count(), 3);
+
+    // The namespace follows the tag again: one round moves the stragglers, complete goes on.
+    relabel(&sim, "payments", "prod").await;
+    let out = sim.resume(&["--approve", "complete"]).await;
+    assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
+    assert_eq!(straggler_rounds(&out), 1);
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let payments = revisions_in(&sim, "payments").await;
+    assert!(
+        payments.iter().all(|(_, r)| r == "asm-1-29"),
+        "{payments:?}"
+    );
+}

@@ -479,6 +479,8 @@ impl Action for CompleteUpgrade {
         let target: String = ctx.input("target")?;
         let doc = get_cluster(&self.0).await?;
         if doc.revisions().contains(&source) {
+            let migrated: Vec<String> = ctx.input_opt("namespaces")?.unwrap_or_default();
+            super::restart::restart_stragglers(&self.0, ctx, &migrated, &source, &target).await?;
             let users = users_of_revision(&self.0, &source).await?;
             refuse_if_used(&source, &users, &format!("complete (remove {source})"))?;
         }

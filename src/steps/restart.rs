@@ -34,6 +34,11 @@ use crate::k8s::{K8sError, Owner, PodInfo, WorkloadKind, WorkloadRef, namespaces
 /// One journal entry per wave: every workload and the timestamp it gets, before any patch.
 const KIND_WAVE: &str = "restart-wave";
 const KIND_BACK_WAVE: &str = "restart-back-wave";
+/// A re-restart of stragglers by complete's orphan guard: rolled back like a wave.
+const KIND_STRAGGLERS: &str = "restart-stragglers";
+/// How many times the orphan guard restarts stragglers again before it halts (as Azure/ARO-Tools
+/// `istio-upgrade` does).
+pub const STRAGGLER_ROUNDS: usize = 3;
 const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 pub struct RestartWorkloads(pub Arc<Env>);
@@ -592,7 +597,7 @@ impl Action for RestartBack {
             .journal
             .all()
             .into_iter()
-            .filter(|e| e.kind == KIND_WAVE)
+            .filter(|e| e.kind == KIND_WAVE || e.kind == KIND_STRAGGLERS)
         {
             for r in wave_records(&e.details)? {
                 if !moved.contains(&r.workload()) {
@@ -635,6 +640,105 @@ impl Action for RestartBack {
             ("namespaces", json!(namespaces)),
         ])))
     }
+}
+
+/// Complete's orphan guard, before it refuses: workloads in the migrated `namespaces` that
+/// still have pods on `source` (a pod recreated from an old template, a late scale-up) are
+/// restarted again, up to [`STRAGGLER_ROUNDS`] times, each round journaled before its patches
+/// like a wave. A round left in flight by a crash is finished first. Paused and `OnDelete`
+/// workloads are left to the guard, which names their pods.
+pub async fn restart_stragglers(
+    env: &Env,
+    ctx: &ActionCtx,
+    namespaces: &[String],
+    source: &str,
+    target: &str,
+) -> Result<(), StepError> {
+    let earlier: Vec<_> = ctx
+        .journal
+        .step_entries()
+        .into_iter()
+        .filter(|e| e.kind == KIND_STRAGGLERS)
+        .collect();
+    let mut wave = earlier.len();
+    let timeout = rollout_timeout(ctx);
+    let mut rounds = 0;
+    if let Some(e) = earlier.into_iter().last().filter(|e| !e.is_done()) {
+        let records = wave_records(&e.details)?;
+        let label = format!("stragglers, round {}", e.details["wave"]);
+        run_wave(
+            env,
+            ctx,
+            Some(e),
+            KIND_STRAGGLERS,
+            &records,
+            4,
+            timeout,
+            &label,
+            target,
+        )
+        .await?;
+        rounds += 1;
+    }
+    while rounds < STRAGGLER_ROUNDS {
+        let todo = stragglers(env, namespaces, source).await?;
+        if todo.is_empty() {
+            return Ok(());
+        }
+        rounds += 1;
+        wave += 1;
+        ctx.events.info(format!(
+            "orphan guard: {} workload(s) still have pods on {source}: restarting them again (round {rounds}/{STRAGGLER_ROUNDS}): {}",
+            todo.len(),
+            super::first_few(&todo, 8, "workloads")
+        ));
+        let records = prepare(env, ctx, &todo, wave, false).await?;
+        let label = format!("stragglers, round {rounds}/{STRAGGLER_ROUNDS}");
+        run_wave(
+            env,
+            ctx,
+            None,
+            KIND_STRAGGLERS,
+            &records,
+            4,
+            timeout,
+            &label,
+            target,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Workloads in `namespaces` with pods injected by `source` that a rollout restart replaces.
+async fn stragglers(
+    env: &Env,
+    namespaces: &[String],
+    source: &str,
+) -> Result<Vec<WorkloadRef>, StepError> {
+    let mut found = BTreeSet::new();
+    for (_, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
+        for pod in pods.iter().filter(|p| !p.terminating) {
+            if let (Owner::Workload(w), Some(r)) = (&pod.owner, pod.revision.revision())
+                && r == source
+            {
+                found.insert(w.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for w in found {
+        match get_workload(&env.kube, &w).await {
+            Ok(c) if !c.is_paused() && c.replaces_pods_on_restart() => out.push(w),
+            Ok(_) => {}
+            Err(K8sError::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => {}
+            Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
