@@ -247,7 +247,8 @@ fn straggler_rounds(out: &std::process::Output) -> usize {
 
 /// Regression: complete's orphan guard refused as soon as one pod still ran the source, even
 /// a workload pod a restart would move. It now restarts such stragglers again, at most three
-/// times, each round journaled, before it halts; once they can move, complete goes through.
+/// times, each round journaled, before it halts; once they can move, complete goes through and
+/// its final check is in the events and the report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_restarts_stragglers_at_most_three_times_then_completes_once_they_move() {
     use kube::api::DeleteParams;
@@ -305,5 +306,16 @@ async fn complete_restarts_stragglers_at_most_three_times_then_completes_once_th
     assert!(
         payments.iter().all(|(_, r)| r == "asm-1-29"),
         "{payments:?}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("final check passed: tag prod points at asm-1-29"),
+        "{stdout}"
+    );
+    let report =
+        std::fs::read_to_string(asm_canary::report::report_path(&sim.state_file())).unwrap();
+    assert!(
+        report.contains("## Final check\n\nPassed: the cluster is as the upgrade should leave it."),
+        "{report}"
     );
 }

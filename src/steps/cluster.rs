@@ -492,9 +492,11 @@ impl Action for CompleteUpgrade {
         )
         .await?;
         let removed = delete_orphans(&self.0, ctx, &source).await?;
+        let check = super::finalcheck::run_after_complete(&self.0, ctx, &target).await?;
         let out = outputs([
             ("revisions", result["revisions"].clone()),
             ("removed", json!(removed)),
+            ("final_check", json!(check)),
         ]);
         if acted {
             Ok(ActionOutcome::done(out))

@@ -20,6 +20,7 @@
 pub mod cluster;
 pub mod configmap;
 pub mod controlplane;
+pub mod finalcheck;
 pub mod plan;
 pub mod restart;
 pub mod tag;
