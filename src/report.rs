@@ -246,8 +246,39 @@ pub fn markdown(t: &Timeline) -> String {
     md_facts(&mut s, t);
     md_timeline(&mut s, t);
     md_changes(&mut s, &t.cp);
+    md_final_check(&mut s, &t.cp);
     md_approvals(&mut s, &t.cp);
     s
+}
+
+/// The final check after `complete` (its `final_check` output), when it ran.
+fn md_final_check(s: &mut String, cp: &Checkpoint) {
+    let Some(check) = cp
+        .steps
+        .iter()
+        .filter_map(|r| r.outputs.as_ref()?.get("final_check"))
+        .next_back()
+        .and_then(|v| {
+            serde_json::from_value::<crate::steps::finalcheck::FinalCheck>(v.clone()).ok()
+        })
+    else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\n## Final check\n\n{}\n",
+        if check.ok {
+            "Passed: the cluster is as the upgrade should leave it."
+        } else {
+            "**Problems found** after the upgrade completed:"
+        }
+    );
+    for p in &check.problems {
+        let _ = writeln!(s, "- ✗ {}", md_cell(p));
+    }
+    for p in &check.passed {
+        let _ = writeln!(s, "- ✓ {}", md_cell(p));
+    }
 }
 
 /// The title and the table of facts: cluster, upgrade, outcome, times, runbook.
@@ -773,5 +804,26 @@ mod tests {
             "steps": [step("preflight", "succeeded", "00:00:00", "00:00:01")],
         }));
         insta::assert_snapshot!(markdown(&Timeline::build(cp, &[])));
+    }
+
+    #[test]
+    fn the_final_check_after_complete_is_in_the_report() {
+        let mut complete = step("complete", "succeeded", "00:10:00", "00:11:00");
+        complete["outputs"] = json!({"final_check": {
+            "ok": false,
+            "passed": ["tag prod points at asm-1-28"],
+            "problems": ["1 pod(s) run a revision that is no longer installed: orders/db-0 (asm-1-27); restart their workloads"],
+        }});
+        let cp = checkpoint(json!({"state": "completed", "steps": [complete]}));
+        let md = markdown(&Timeline::build(cp, &[]));
+        assert!(
+            md.contains("## Final check\n\n**Problems found** after the upgrade completed:\n\n- ✗ 1 pod(s) run a revision that is no longer installed: orders/db-0 (asm-1-27); restart their workloads\n- ✓ tag prod points at asm-1-28\n"),
+            "{md}"
+        );
+        let without = markdown(&Timeline::build(
+            checkpoint(json!({"state": "completed", "steps": []})),
+            &[],
+        ));
+        assert!(!without.contains("Final check"), "{without}");
     }
 }

@@ -87,6 +87,7 @@ fn plan_request(
         mode,
         canary_namespaces,
         force,
+        restart_ondelete,
         // these reach the plan through `params` (the gates' durations)
         parallelism: _,
         soak: _,
@@ -106,6 +107,7 @@ fn plan_request(
         mode: mode_of(Some(mode.clone())).map_err(|e| CliError::bad(e.to_string()))?,
         canary_namespaces: canary_namespaces.clone(),
         force: *force,
+        restart_ondelete: *restart_ondelete,
         runbook,
         params: params.clone(),
     })
@@ -125,7 +127,9 @@ pub fn render_plan(plan: &Plan) -> String {
         (Some(src), Some(tgt)) => render_upgrade(plan, src, tgt, &mut lines),
         _ => lines.push("Nothing to do: see the preflight verdict above.".to_string()),
     }
+    lines.extend(plan.pod_by_pod.iter().map(|p| format!("Pod by pod  {p}")));
     lines.extend(plan.warnings.iter().map(|w| format!("Warning     {w}")));
+    lines.extend(plan.refused.iter().map(|r| format!("Refused     {r}")));
     let mut s = lines.join("\n");
     s.push('\n');
     s
@@ -156,9 +160,13 @@ fn render_upgrade(plan: &Plan, src: &str, tgt: &str, lines: &mut Vec<String>) {
 fn render_wave(i: usize, of: usize, w: &Wave) -> String {
     // hundreds of namespaces: the first few (`--output json` has all)
     let nss = crate::steps::first_few(
-        w.namespaces
-            .iter()
-            .map(|n| format!("{} ({})", n.namespace, n.workloads)),
+        w.namespaces.iter().map(|n| match n.without_sidecar.len() {
+            0 => format!("{} ({})", n.namespace, n.workloads),
+            bare => format!(
+                "{} ({}, {bare} without a sidecar)",
+                n.namespace, n.workloads
+            ),
+        }),
         8,
         "namespaces",
     );

@@ -43,6 +43,13 @@ pub struct UpgradeOptions {
     /// Overwrite a different existing shared ConfigMap of the target revision.
     #[arg(long)]
     pub force: bool,
+    /// Restart the pods of `OnDelete` StatefulSets and DaemonSets one at a time (delete a pod,
+    /// wait for its replacement ready and injected by the new revision, then the next). Without
+    /// it, a run that would have to move such pods is refused before any change (exit 2): a
+    /// rollout restart does not replace them. Paused Deployments are always refused up front:
+    /// resume them (`kubectl rollout resume`) or take their namespace out of the mesh first.
+    #[arg(long)]
+    pub restart_ondelete: bool,
     /// Set any runbook param: KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
@@ -67,6 +74,7 @@ impl UpgradeOptions {
             parallelism,
             soak,
             force,
+            restart_ondelete,
             params,
         } = self;
         let mut map = Map::new();
@@ -83,6 +91,10 @@ impl UpgradeOptions {
             map.insert("soak".into(), json!(soak));
         }
         map.insert("force".into(), json!(force));
+        // Only when asked: a runbook given with --runbook need not declare it.
+        if *restart_ondelete {
+            map.insert("restart_ondelete".into(), json!(true));
+        }
         for p in params {
             let (k, v) = p
                 .split_once('=')

@@ -477,9 +477,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
     }
     refuse_existing(&location.store).await?;
     refuse_if_owned(&env, &run).await?;
-    let to = upgrade.to.as_deref();
-    let tag = upgrade.tag_request();
-    if let NewRun::Skip(why) = validate_new_run(&env, to, tag.as_ref(), skip_if_not_ready).await? {
+    if let NewRun::Skip(why) = validate_new_run(&env, &upgrade, skip_if_not_ready).await? {
         eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
         return Ok(asm_canary_engine::exit::OK);
     }

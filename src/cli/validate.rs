@@ -10,9 +10,12 @@
 //! refused here too: waiting or resuming cannot help.
 
 use super::error::CliError;
+use super::request::UpgradeOptions;
 use crate::istio::Revision;
 use crate::steps::Env;
-use crate::steps::plan::{PlanError, TagRequest, decide, refusals_of};
+use crate::steps::plan::{Decisions, PlanError, decide, refusals_of};
+use crate::steps::tag::mode_of;
+use crate::steps::traps::TrapRequest;
 
 /// What the check before a new run found.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,16 +26,16 @@ pub enum NewRun {
     Skip(String),
 }
 
-/// Refuses a new upgrade that cannot succeed; with `skip_if_not_ready`, a cluster that is
-/// busy, failed or offers no upgrade is [`NewRun::Skip`] instead (a pipeline on a schedule
-/// tries again later). `tag`: the tag of a tag-mode run (`None` in label mode).
+/// Refuses a new upgrade that cannot succeed — the plan's refusals, then what would block
+/// `complete` later (see [`traps`]); with `skip_if_not_ready`, a cluster that is busy,
+/// failed or offers no upgrade is [`NewRun::Skip`] instead (a pipeline on a schedule tries
+/// again later). The cluster is read once.
 pub async fn validate_new_run(
     env: &Env,
-    to: Option<&str>,
-    tag: Option<&TagRequest>,
+    upgrade: &UpgradeOptions,
     skip_if_not_ready: bool,
 ) -> Result<NewRun, CliError> {
-    let to = to
+    let to = (upgrade.to.as_deref())
         .map(str::parse::<Revision>)
         .transpose()
         .map_err(|e| CliError::bad_because(format!("--to: {e}"), e))?;
@@ -45,11 +48,45 @@ pub async fn validate_new_run(
     if skip_if_not_ready && let Some(why) = decisions.not_ready() {
         return Ok(NewRun::Skip(why));
     }
-    match refusals_of(&decisions, env, tag).await {
+    let tag = upgrade.tag_request();
+    let found = refusals_of(&decisions, env, tag.as_ref())
+        .await
+        .map_err(|e| CliError::connect(e.to_string(), e))?;
+    if let Some(refusal) = found.into_iter().next() {
+        return Err(CliError::bad(format!("{refusal}; nothing was changed")));
+    }
+    traps(env, upgrade, &decisions).await?;
+    Ok(NewRun::Go)
+}
+
+/// Refuses a new upgrade whose namespaces hold what would block `complete` later (paused
+/// Deployments, `OnDelete` workloads without `--restart-ondelete`, namespaces labelled with
+/// the source revision in tag mode): exit 2 before anything is written. `Ok` when there is
+/// no upgrade to check (preflight decides).
+async fn traps(env: &Env, upgrade: &UpgradeOptions, decisions: &Decisions) -> Result<(), CliError> {
+    let Some((source, Ok(target))) = decisions
+        .upgrade
+        .as_ref()
+        .map(|u| (u.source.as_str(), u.choice.target.as_ref()))
+    else {
+        return Ok(());
+    };
+    let target = target.to_string();
+    let req = TrapRequest {
+        mode: mode_of(Some(upgrade.mode.clone())).map_err(|e| CliError::bad(e.to_string()))?,
+        tag: &upgrade.tag,
+        source,
+        target: &target,
+        restart_ondelete: upgrade.restart_ondelete,
+    };
+    match crate::steps::traps::refusals(env, &req).await {
         Ok(found) => match found.into_iter().next() {
             Some(refusal) => Err(CliError::bad(format!("{refusal}; nothing was changed"))),
-            None => Ok(NewRun::Go),
+            None => Ok(()),
         },
-        Err(e) => Err(CliError::connect(e.to_string(), e)),
+        Err(e) => Err(CliError::connect(
+            "cannot read the namespaces to migrate",
+            e,
+        )),
     }
 }

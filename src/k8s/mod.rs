@@ -19,6 +19,7 @@ pub mod lease;
 pub mod lock;
 pub mod mesh;
 pub mod owner;
+pub mod podbypod;
 pub mod pods;
 pub mod portforward;
 pub mod rollout;

@@ -85,6 +85,10 @@ pub struct PodInfo {
     pub terminating: bool,
     pub revision: PodRevision,
     pub owner: Owner,
+    /// The pod asks for no sidecar (`sidecar.istio.io/inject: "false"` as a label or an
+    /// annotation) or runs on the host network, which the injector skips: a pod without a
+    /// sidecar in a meshed namespace is then expected, not a pod to restart.
+    pub opted_out: bool,
 }
 
 impl PodInfo {
@@ -103,8 +107,24 @@ impl PodInfo {
             terminating: pod.metadata.deletion_timestamp.is_some(),
             revision: pod_revision(pod),
             owner: owner_of(pod),
+            opted_out: opted_out(pod),
         }
     }
+}
+
+/// Whether the injector leaves `pod` alone whatever its namespace's label says.
+fn opted_out(pod: &Pod) -> bool {
+    let says_false = |m: Option<&BTreeMap<String, String>>| {
+        m.and_then(|m| m.get(crate::istio::INJECT_LABEL))
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    };
+    says_false(pod.metadata.labels.as_ref())
+        || says_false(pod.metadata.annotations.as_ref())
+        || pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
 }
 
 pub use super::LIST_PAGE;
@@ -158,6 +178,7 @@ struct SpecView {
     #[serde(default)]
     containers: Vec<ContainerView>,
     init_containers: Option<Vec<ContainerView>>,
+    host_network: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -221,6 +242,7 @@ impl PodView {
                 init_containers: s
                     .init_containers
                     .map(|v| v.into_iter().map(Container::from).collect()),
+                host_network: s.host_network,
                 ..Default::default()
             }),
             status: self.status.map(|s| PodStatus {

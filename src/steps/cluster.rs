@@ -515,6 +515,8 @@ impl Action for CompleteUpgrade {
         let target: String = ctx.input("target")?;
         let doc = get_cluster(&self.0).await?;
         if doc.revisions().contains(&source) {
+            let migrated: Vec<String> = ctx.input_opt("namespaces")?.unwrap_or_default();
+            super::restart::restart_stragglers(&self.0, ctx, &migrated, &source, &target).await?;
             let users = users_of_revision(&self.0, &source).await?;
             refuse_if_used(&source, &users, &format!("complete (remove {source})"))?;
         }
@@ -526,9 +528,11 @@ impl Action for CompleteUpgrade {
         )
         .await?;
         let removed = delete_orphans(&self.0, ctx, &source).await?;
+        let check = super::finalcheck::run_after_complete(&self.0, ctx, &target).await?;
         let out = outputs([
             ("revisions", result["revisions"].clone()),
             ("removed", json!(removed)),
+            ("final_check", json!(check)),
         ]);
         if acted {
             Ok(ActionOutcome::done(out))

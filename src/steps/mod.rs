@@ -20,9 +20,11 @@
 pub mod cluster;
 pub mod configmap;
 pub mod controlplane;
+pub mod finalcheck;
 pub mod plan;
 pub mod restart;
 pub mod tag;
+pub mod traps;
 pub mod verify;
 
 use std::sync::Arc;

@@ -49,6 +49,8 @@ pub struct PlanRequest {
     pub mode: Mode,
     pub canary_namespaces: Vec<String>,
     pub force: bool,
+    /// `--restart-ondelete`: restart the pods of `OnDelete` workloads one by one.
+    pub restart_ondelete: bool,
     /// The runbook the run follows: the gates shown are its gates.
     pub runbook: Runbook,
     /// The params given on the command line; they win over the runbook's defaults.
@@ -73,6 +75,13 @@ pub struct Plan {
     pub waves: Vec<Wave>,
     pub gates: Vec<GateLine>,
     pub warnings: Vec<String>,
+    /// Workloads restarted pod by pod (`OnDelete`, with `--restart-ondelete`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_by_pod: Vec<String>,
+    /// What a new run would be refused for (exit 2, before any change) that the verdict does
+    /// not say: the traps of [`super::traps`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
     /// Why a new run would be refused. Not part of the document: the verdict says it.
     #[serde(skip)]
     pub refusals: Vec<Refusal>,
@@ -89,6 +98,10 @@ pub struct NamespaceCount {
     pub namespace: String,
     /// Workloads (Deployments, StatefulSets, DaemonSets) with pods not yet on the target.
     pub workloads: usize,
+    /// Those of them with pods that have no sidecar at all (the namespace was labelled after
+    /// they started): the restart injects them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub without_sidecar: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +142,27 @@ pub enum Refusal {
         from: String,
         to: String,
         message: String,
+    },
+    /// Tag mode, and namespaces labelled with the source revision itself: moving the tag does
+    /// not move them, and their pods would block `complete`.
+    #[error("{}", super::traps::source_labelled_sentence(.namespaces, .installed, .tag))]
+    SourceLabelled {
+        namespaces: Vec<String>,
+        installed: String,
+        tag: String,
+    },
+    /// `OnDelete` StatefulSets or DaemonSets without `--restart-ondelete`: a rollout restart
+    /// does not replace their pods.
+    #[error("{}", super::traps::on_delete_sentence(.workloads, .installed))]
+    OnDelete {
+        workloads: Vec<String>,
+        installed: String,
+    },
+    /// Paused Deployments: a restart cannot move their pods.
+    #[error("{}", super::traps::paused_sentence(.workloads, .installed))]
+    Paused {
+        workloads: Vec<crate::k8s::WorkloadRef>,
+        installed: String,
     },
     /// `--tag` names a tag that no tag webhook and no namespace uses: most likely a typo, and
     /// the run would create a new tag and restart nothing.
@@ -593,6 +627,8 @@ pub async fn build(env: &Env, req: &PlanRequest) -> Result<Plan, PlanError> {
         waves: vec![],
         gates: gate_lines(&req.runbook, &req.params),
         warnings: preflight_warnings(env, &installed).await?,
+        pod_by_pod: vec![],
+        refused: vec![],
         refusals: decisions.refusals(),
     };
     if let Some(upgrade) = &decisions.upgrade {
@@ -636,6 +672,7 @@ impl Plan {
             }
         }
         self.waves = plan_waves(env, req, source, &target, &mut self.warnings).await?;
+        self.add_traps(env, req, source, &target).await?;
         self.target = Some(target);
         Ok(())
     }
@@ -678,9 +715,16 @@ async fn plan_waves(
         for ns in w {
             let p = plan_namespace(env, &ns, target).await?;
             wave.workloads += p.workloads.len();
+            if !p.uninjected.is_empty() {
+                warnings.push(format!(
+                    "namespace {ns}: {}",
+                    super::restart::uninjected_line(&p.uninjected)
+                ));
+            }
             wave.namespaces.push(NamespaceCount {
                 namespace: ns,
                 workloads: p.workloads.len(),
+                without_sidecar: p.uninjected.iter().map(|w| w.to_string()).collect(),
             });
             warnings.extend(
                 p.unmovable

@@ -25,6 +25,7 @@ use serde_json::json;
 use super::tag::{Mode, mode_of};
 use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
+use crate::k8s::podbypod::replace_pods_one_by_one;
 use crate::k8s::rollout::{
     Workload, get_workload, list_workloads, patch_restart, restart_stamp, wait_rollout,
 };
@@ -33,6 +34,11 @@ use crate::k8s::{K8sError, Owner, PodInfo, WorkloadKind, WorkloadRef, namespaces
 /// One journal entry per wave: every workload and the timestamp it gets, before any patch.
 const KIND_WAVE: &str = "restart-wave";
 const KIND_BACK_WAVE: &str = "restart-back-wave";
+/// A re-restart of stragglers by complete's orphan guard: rolled back like a wave.
+const KIND_STRAGGLERS: &str = "restart-stragglers";
+/// How many times the orphan guard restarts stragglers again before it halts (as Azure/ARO-Tools
+/// `istio-upgrade` does).
+pub const STRAGGLER_ROUNDS: usize = 3;
 const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 pub struct RestartWorkloads(pub Arc<Env>);
@@ -51,6 +57,10 @@ pub struct Restarted {
     pub restarted_at: Option<String>,
     #[serde(default)]
     pub wave: usize,
+    /// `OnDelete`: its pods are deleted one at a time (`--restart-ondelete`), since a rollout
+    /// restart does not replace them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod_by_pod: bool,
 }
 
 impl Restarted {
@@ -71,6 +81,9 @@ fn rollout_timeout(ctx: &ActionCtx) -> Duration {
 #[derive(Debug, Default)]
 pub struct MovePlan {
     pub workloads: BTreeSet<WorkloadRef>,
+    /// Those of `workloads` with pods that have no sidecar at all (their namespace was
+    /// labelled after they started): the restart injects them, as the label asks.
+    pub uninjected: BTreeSet<WorkloadRef>,
     /// Pods a restart cannot move (bare pods, Job pods, orphan ReplicaSets): warnings.
     pub unmovable: Vec<String>,
 }
@@ -100,16 +113,20 @@ pub async fn plan_namespaces(
     for (ns, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
         let p = plan_pods(&ns, &pods, target);
         plan.workloads.extend(p.workloads);
+        plan.uninjected.extend(p.uninjected);
         plan.unmovable.extend(p.unmovable);
     }
     Ok(plan)
 }
 
+/// The pods of a meshed namespace that are not on `target`: injected by another revision, or
+/// not injected at all although their namespace's label asks for it (a namespace labelled
+/// after its pods started; pods that opt out of injection are left alone).
 fn plan_pods(namespace: &str, pods: &[PodInfo], target: &str) -> MovePlan {
     let mut plan = MovePlan::default();
     for pod in pods
         .iter()
-        .filter(|p| !p.terminating && p.revision.is_injected())
+        .filter(|p| !p.terminating && (p.revision.is_injected() || !p.opted_out))
     {
         if pod.revision.revision() == Some(target) {
             continue;
@@ -117,6 +134,9 @@ fn plan_pods(namespace: &str, pods: &[PodInfo], target: &str) -> MovePlan {
         match &pod.owner {
             Owner::Workload(w) => {
                 plan.workloads.insert(w.clone());
+                if !pod.revision.is_injected() {
+                    plan.uninjected.insert(w.clone());
+                }
             }
             Owner::Job(job) => plan.unmovable.push(format!(
                 "{namespace}/{} (Job {job}: a restart does not move it; it moves when the Job runs again)",
@@ -153,7 +173,7 @@ pub async fn restart_blockers(
     if namespaces.is_empty() {
         return Ok(out);
     }
-    // Injected pods whatever their revision: anything not owned by a workload stays put.
+    // Pods whatever their revision (or none): anything not owned by a workload stays put.
     for (ns, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
         let unmovable = plan_pods(&ns, &pods, "").unmovable;
         if let Some(list) = out.get_mut(&ns) {
@@ -276,6 +296,7 @@ impl Action for RestartWorkloads {
         let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
         let canary: Vec<String> = ctx.input_opt("canary_namespaces")?.unwrap_or_default();
         let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
+        let pod_by_pod: bool = ctx.input_opt("restart_ondelete")?.unwrap_or(false);
         let namespaces = mesh_namespaces(env, mode, &tag, &target).await?;
         for ns in &canary {
             if !namespaces.contains(ns) {
@@ -307,8 +328,11 @@ impl Action for RestartWorkloads {
                     for u in &plan.unmovable {
                         ctx.events.warn(format!("will not move {u}"));
                     }
+                    if !plan.uninjected.is_empty() {
+                        ctx.events.info(uninjected_line(&plan.uninjected));
+                    }
                     let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
-                    (None, prepare(env, ctx, &todo, i + 1).await?)
+                    (None, prepare(env, ctx, &todo, i + 1, pod_by_pod).await?)
                 }
             };
             ctx.events.info(format!(
@@ -328,6 +352,7 @@ impl Action for RestartWorkloads {
                 parallelism,
                 timeout,
                 &label,
+                &target,
             )
             .await?;
             acted = true;
@@ -345,6 +370,15 @@ impl Action for RestartWorkloads {
     }
 }
 
+/// Names the workloads restarted to get the sidecar their namespace's label asks for.
+pub fn uninjected_line(workloads: &BTreeSet<WorkloadRef>) -> String {
+    format!(
+        "{} workload(s) have pods without a sidecar although their namespace is labelled for injection (labelled after they started): restarted so that they get one: {}",
+        workloads.len(),
+        super::first_few(workloads.iter().map(|w| w.to_string()), 8, "workloads")
+    )
+}
+
 fn wave_target(wave: usize) -> String {
     format!("wave-{wave}")
 }
@@ -355,12 +389,14 @@ fn wave_records(details: &serde_json::Value) -> Result<Vec<Restarted>, StepError
 }
 
 /// Reads each workload (concurrently) and decides its restart: refuses paused Deployments,
-/// warns about `OnDelete`, and picks the timestamp that will be journaled, then written.
+/// and `OnDelete` workloads unless `pod_by_pod` (then their pods are deleted one at a time),
+/// and picks the timestamp that will be journaled, then written.
 async fn prepare(
     env: &Env,
     ctx: &ActionCtx,
     todo: &[WorkloadRef],
     wave: usize,
+    pod_by_pod: bool,
 ) -> Result<Vec<Restarted>, StepError> {
     let read: Vec<Option<(WorkloadRef, Workload)>> = if todo.len() > NAMESPACE_FANOUT {
         // Many workloads: one paged list per kind instead of one read each.
@@ -417,9 +453,15 @@ async fn prepare(
                 "{w} is paused: a restart cannot move it (run `kubectl rollout resume` on it, or move it yourself), then resume"
             )));
         };
-        if !current.replaces_pods_on_restart() {
-            ctx.events.warn(format!(
-                "{w} uses updateStrategy OnDelete: the restart is recorded but its pods move only when deleted"
+        let on_delete = !current.replaces_pods_on_restart();
+        if on_delete && !pod_by_pod {
+            return Err(StepError::msg(format!(
+                "{w} uses updateStrategy OnDelete: a rollout restart does not replace its pods, so they would never move; run with --restart-ondelete to delete them one at a time, or switch it to RollingUpdate"
+            )));
+        }
+        if on_delete {
+            ctx.events.info(format!(
+                "{w} uses updateStrategy OnDelete: its pods are deleted one at a time, each replacement ready before the next"
             ));
         }
         records.push(Restarted {
@@ -429,6 +471,7 @@ async fn prepare(
             uid: current.uid().map(str::to_string),
             restarted_at: Some(stamp),
             wave,
+            pod_by_pod: on_delete,
         });
     }
     Ok(records)
@@ -448,6 +491,7 @@ async fn run_wave(
     parallelism: usize,
     timeout: Duration,
     label: &str,
+    revision: &str,
 ) -> Result<(), StepError> {
     let wave = records.first().map(|r| r.wave).unwrap_or(1);
     let fresh = entry.is_none();
@@ -507,6 +551,13 @@ async fn run_wave(
                     wait_rollout(&env.kube, &w, generation, timeout, &mut |_| {})
                         .await
                         .map_err(|e| k8s_err(format!("waiting for the rollout of {w}"), e))?;
+                } else if r.pod_by_pod {
+                    replace_pods_one_by_one(&env.kube, &w, revision, timeout, &mut |pod| {
+                        ctx.events
+                            .info(format!("{label}: {w}: pod {pod} replaced on {revision}"))
+                    })
+                    .await
+                    .map_err(|e| k8s_err(format!("restarting the pods of {w} one by one"), e))?;
                 }
                 let n = finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 ctx.events.progress(
@@ -537,6 +588,7 @@ impl Action for RestartBack {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let env = &self.0;
         let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
+        let source: String = ctx.input("source")?;
         let timeout = rollout_timeout(ctx);
         // Exactly the workloads the forward restart journaled (done, or in flight: the patch
         // may have landed), once each.
@@ -545,7 +597,7 @@ impl Action for RestartBack {
             .journal
             .all()
             .into_iter()
-            .filter(|e| e.kind == KIND_WAVE)
+            .filter(|e| e.kind == KIND_WAVE || e.kind == KIND_STRAGGLERS)
         {
             for r in wave_records(&e.details)? {
                 if !moved.contains(&r.workload()) {
@@ -568,7 +620,8 @@ impl Action for RestartBack {
         let records = match &earlier {
             Some(e) => wave_records(&e.details)?,
             // Workloads deleted since are nothing to move back: `prepare` skips them.
-            None => prepare(env, ctx, &moved, 1).await?,
+            // What the forward restart moved pod by pod goes back the same way.
+            None => prepare(env, ctx, &moved, 1, true).await?,
         };
         run_wave(
             env,
@@ -579,6 +632,7 @@ impl Action for RestartBack {
             parallelism,
             timeout,
             "restart back",
+            &source,
         )
         .await?;
         Ok(ActionOutcome::done(outputs([
@@ -586,6 +640,105 @@ impl Action for RestartBack {
             ("namespaces", json!(namespaces)),
         ])))
     }
+}
+
+/// Complete's orphan guard, before it refuses: workloads in the migrated `namespaces` that
+/// still have pods on `source` (a pod recreated from an old template, a late scale-up) are
+/// restarted again, up to [`STRAGGLER_ROUNDS`] times, each round journaled before its patches
+/// like a wave. A round left in flight by a crash is finished first. Paused and `OnDelete`
+/// workloads are left to the guard, which names their pods.
+pub async fn restart_stragglers(
+    env: &Env,
+    ctx: &ActionCtx,
+    namespaces: &[String],
+    source: &str,
+    target: &str,
+) -> Result<(), StepError> {
+    let earlier: Vec<_> = ctx
+        .journal
+        .step_entries()
+        .into_iter()
+        .filter(|e| e.kind == KIND_STRAGGLERS)
+        .collect();
+    let mut wave = earlier.len();
+    let timeout = rollout_timeout(ctx);
+    let mut rounds = 0;
+    if let Some(e) = earlier.into_iter().last().filter(|e| !e.is_done()) {
+        let records = wave_records(&e.details)?;
+        let label = format!("stragglers, round {}", e.details["wave"]);
+        run_wave(
+            env,
+            ctx,
+            Some(e),
+            KIND_STRAGGLERS,
+            &records,
+            4,
+            timeout,
+            &label,
+            target,
+        )
+        .await?;
+        rounds += 1;
+    }
+    while rounds < STRAGGLER_ROUNDS {
+        let todo = stragglers(env, namespaces, source).await?;
+        if todo.is_empty() {
+            return Ok(());
+        }
+        rounds += 1;
+        wave += 1;
+        ctx.events.info(format!(
+            "orphan guard: {} workload(s) still have pods on {source}: restarting them again (round {rounds}/{STRAGGLER_ROUNDS}): {}",
+            todo.len(),
+            super::first_few(&todo, 8, "workloads")
+        ));
+        let records = prepare(env, ctx, &todo, wave, false).await?;
+        let label = format!("stragglers, round {rounds}/{STRAGGLER_ROUNDS}");
+        run_wave(
+            env,
+            ctx,
+            None,
+            KIND_STRAGGLERS,
+            &records,
+            4,
+            timeout,
+            &label,
+            target,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Workloads in `namespaces` with pods injected by `source` that a rollout restart replaces.
+async fn stragglers(
+    env: &Env,
+    namespaces: &[String],
+    source: &str,
+) -> Result<Vec<WorkloadRef>, StepError> {
+    let mut found = BTreeSet::new();
+    for (_, pods) in pods_of_namespaces(env, namespaces.to_vec()).await? {
+        for pod in pods.iter().filter(|p| !p.terminating) {
+            if let (Owner::Workload(w), Some(r)) = (&pod.owner, pod.revision.revision())
+                && r == source
+            {
+                found.insert(w.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for w in found {
+        match get_workload(&env.kube, &w).await {
+            Ok(c) if !c.is_paused() && c.replaces_pods_on_restart() => out.push(w),
+            Ok(_) => {}
+            Err(K8sError::Api {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => {}
+            Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -661,5 +814,88 @@ impl Gate for WorkloadsOnRevision {
             .collect::<Vec<_>>()
             .join("; ");
         Ok(GateStatus::waiting_progress(summary, good, Some(total)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    /// A pod of Deployment `deploy` in `shop`, injected by `rev` (`None`: no sidecar).
+    fn mk_pod(deploy: &str, rev: Option<&str>, labels: &[(&str, &str)]) -> PodInfo {
+        let mut containers = vec![Container {
+            name: "app".into(),
+            image: Some("app:1".into()),
+            ..Default::default()
+        }];
+        if let Some(rev) = rev {
+            containers.push(Container {
+                name: "istio-proxy".into(),
+                image: Some(format!("mcr.microsoft.com/oss/istio/proxyv2:{rev}")),
+                ..Default::default()
+            });
+        }
+        let annotations = rev.map(|r| {
+            [(
+                "sidecar.istio.io/status".to_string(),
+                format!(r#"{{"containers":["istio-proxy"],"revision":"{r}"}}"#),
+            )]
+            .into()
+        });
+        let mut all_labels: std::collections::BTreeMap<String, String> =
+            [("pod-template-hash".to_string(), "abc12".to_string())].into();
+        all_labels.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        PodInfo::from_pod(&Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{deploy}-abc12-x")),
+                namespace: Some("shop".into()),
+                labels: Some(all_labels),
+                annotations,
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: format!("{deploy}-abc12"),
+                    uid: "u".into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn deploy(name: &str) -> WorkloadRef {
+        WorkloadRef::new(WorkloadKind::Deployment, "shop", name)
+    }
+
+    /// Regression: a namespace labelled after its pods started showed "late (0)" in the plan
+    /// and its pods stayed without a sidecar while the upgrade reported success.
+    #[test]
+    fn pods_without_a_sidecar_in_a_meshed_namespace_are_restarted_to_get_one() {
+        let pods = [
+            mk_pod("moved", Some("asm-1-29"), &[]),
+            mk_pod("old", Some("asm-1-27"), &[]),
+            mk_pod("bare", None, &[]),
+            mk_pod("optout", None, &[("sidecar.istio.io/inject", "false")]),
+        ];
+        let plan = plan_pods("shop", &pods, "asm-1-29");
+        assert_eq!(
+            plan.workloads,
+            BTreeSet::from([deploy("old"), deploy("bare")])
+        );
+        assert_eq!(plan.uninjected, BTreeSet::from([deploy("bare")]));
+        assert!(plan.unmovable.is_empty());
+        assert!(
+            uninjected_line(&plan.uninjected).contains("Deployment shop/bare"),
+            "{}",
+            uninjected_line(&plan.uninjected)
+        );
     }
 }

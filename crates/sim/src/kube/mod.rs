@@ -63,6 +63,7 @@ impl KubeState {
         );
         controllers::seed_workloads(&state);
         controllers::settle(&state);
+        controllers::label_late(&state);
         state
     }
 }

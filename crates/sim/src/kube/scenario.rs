@@ -42,6 +42,10 @@ pub struct KubeScenario {
 pub struct NamespaceShape {
     pub name: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Labels put on the namespace only after its pods exist, as `kubectl label ns` run on a
+    /// live namespace: `istio.io/rev` here leaves the pods without a sidecar until they are
+    /// recreated (the "labelled but never restarted" namespace).
+    pub late_labels: std::collections::BTreeMap<String, String>,
     pub deployments: Vec<WorkloadShape>,
     pub statefulsets: Vec<WorkloadShape>,
     pub daemonsets: Vec<WorkloadShape>,

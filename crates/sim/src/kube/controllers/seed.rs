@@ -28,6 +28,24 @@ pub fn seed_workloads(kube: &KubeState) {
     }
 }
 
+/// Puts each namespace's `late_labels` on it, once the starting cluster has settled: its pods
+/// were admitted without them (no sidecar when the label is `istio.io/rev`).
+pub fn label_late(kube: &KubeState) {
+    let kubectl_label = kube.client("kubectl-label");
+    for ns in kube.scenario.namespaces.iter() {
+        if ns.late_labels.is_empty() {
+            continue;
+        }
+        let _ = kubectl_label.update(rt("namespaces"), "", &ns.name, |current| {
+            let mut next = current.clone();
+            for (k, v) in &ns.late_labels {
+                next["metadata"]["labels"][k] = json!(v);
+            }
+            Ok(Some(next))
+        });
+    }
+}
+
 /// The scenario's namespaces, then the generated ones (`app-000`, … with `svc-00`, …).
 fn namespaces(scenario: &KubeScenario) -> Vec<NamespaceShape> {
     let mut namespaces = scenario.namespaces.clone();
