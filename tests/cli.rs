@@ -654,3 +654,46 @@ fn cluster_flags_naming_another_cluster_than_the_checkpoint_are_refused() {
         "the checkpoint is untouched"
     );
 }
+
+/// `ln -s victim.txt run.json.lock; asm-canary rollback --state run.json` overwrote
+/// `victim.txt` (with the lock holder's pid) although the command exited 2, and the event log
+/// was appended through a link the same way. Neither is written through a link now: the lock
+/// refuses it by name (exit 2), the event log is skipped with a warning naming it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_at_the_lock_and_event_log_paths_are_not_followed() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let victim = sim.dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let beside = |suffix: &str| {
+        let mut p = state.clone().into_os_string();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    std::os::unix::fs::symlink(&victim, beside(".lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, beside(".events.jsonl")).unwrap();
+    let out = sim
+        .run(&[
+            "rollback",
+            "--unattended",
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run.json.lock is a symbolic link"),
+        "names the lock: {err}"
+    );
+    assert!(
+        err.contains("run.json.events.jsonl is a symbolic link"),
+        "names the event log: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"], "nothing changed");
+}
