@@ -697,3 +697,47 @@ async fn symlinks_at_the_lock_and_event_log_paths_are_not_followed() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     assert_eq!(sim.revisions().await, vec!["asm-1-27"], "nothing changed");
 }
+
+/// `plan --kubeconfig bad.yaml` printed the parser's message, which quoted the offending lines:
+/// `user: "SUPERSECRETTOKEN-abc123"` on stderr. The error names the file, line and column only.
+#[test]
+fn kubeconfig_parse_error_does_not_print_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user: \"SUPERSECRETTOKEN-abc123\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args([
+            "plan",
+            "--subscription",
+            "00000000-0000-0000-0000-000000000000",
+            "--resource-group",
+            "rg",
+            "--cluster",
+            "c",
+            "--auth",
+            "client-secret",
+            "--arm-endpoint",
+            "https://127.0.0.1:1",
+            "--kubeconfig",
+        ])
+        .arg(&bad)
+        .env("AZURE_TENANT_ID", "t")
+        .env("AZURE_CLIENT_ID", "c")
+        .env("AZURE_CLIENT_SECRET", "s")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        !err.contains("SUPERSECRET"),
+        "the secret was printed: {err}"
+    );
+    assert!(
+        err.contains(&format!("{}:5:", bad.display())),
+        "names the file and position: {err}"
+    );
+}

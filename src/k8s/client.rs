@@ -36,6 +36,30 @@ fn add_extra_ca(config: &mut Config, extra_ca_pem: Option<&[u8]>) -> Result<(), 
     Ok(())
 }
 
+/// A kubeconfig error that names `origin` (a file; empty for bytes from ARM) and, for a YAML
+/// error, the line and column: never the YAML itself, whose lines hold tokens, keys and
+/// passwords (the parser's own message quotes them).
+fn kubeconfig_error(origin: &str, e: kube::config::KubeconfigError) -> K8sError {
+    use kube::config::KubeconfigError as E;
+    let message = match e {
+        E::Parse(p) => {
+            let place = match (p.location(), origin.is_empty()) {
+                (Some(l), false) => format!("{origin}:{}:{}", l.line(), l.column()),
+                (Some(l), true) => format!("line {}, column {}", l.line(), l.column()),
+                (None, false) => origin.to_string(),
+                (None, true) => "it".to_string(),
+            };
+            format!(
+                "cannot parse {place}: not a valid kubeconfig there (its text is not shown, as a kubeconfig holds credentials)"
+            )
+        }
+        E::ReadConfig(io, _) => format!("cannot read {origin}: {io}"),
+        other if origin.is_empty() => format!("unusable: {other}"),
+        other => format!("{origin} is unusable: {other}"),
+    };
+    K8sError::Kubeconfig { message }
+}
+
 /// A client from kubeconfig YAML bytes, using its current context.
 pub async fn client_from_kubeconfig_bytes(
     bytes: &[u8],
@@ -44,14 +68,10 @@ pub async fn client_from_kubeconfig_bytes(
     let text = std::str::from_utf8(bytes).map_err(|e| K8sError::Kubeconfig {
         message: format!("not UTF-8: {e}"),
     })?;
-    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| K8sError::Kubeconfig {
-        message: format!("cannot parse: {e}"),
-    })?;
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| kubeconfig_error("", e))?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| K8sError::Kubeconfig {
-            message: format!("unusable: {e}"),
-        })?;
+        .map_err(|e| kubeconfig_error("", e))?;
     add_extra_ca(&mut config, extra_ca_pem)?;
     build_client(config)
 }
@@ -63,20 +83,16 @@ pub async fn client_from_kubeconfig(
 ) -> Result<Client, K8sError> {
     let mut config = match path {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
-                message: format!("cannot read {}: {e}", path.display()),
-            })?;
+            let origin = path.display().to_string();
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| kubeconfig_error(&origin, e))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| K8sError::Kubeconfig {
-                    message: format!("{} is unusable: {e}", path.display()),
-                })?
+                .map_err(|e| kubeconfig_error(&origin, e))?
         }
         None => Config::from_kubeconfig(&KubeConfigOptions::default())
             .await
-            .map_err(|e| K8sError::Kubeconfig {
-                message: format!("no usable kubeconfig in $KUBECONFIG or ~/.kube/config: {e}"),
-            })?,
+            .map_err(|e| kubeconfig_error("$KUBECONFIG or ~/.kube/config", e))?,
     };
     add_extra_ca(&mut config, extra_ca_pem)?;
     build_client(config)
@@ -105,6 +121,40 @@ mod tests {
             panic!("a non-UTF-8 kubeconfig was accepted");
         };
         assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    /// A kubeconfig with a YAML error was refused with the parser's message, which quoted the
+    /// offending lines: `user: "SUPERSECRETTOKEN-abc123"` on stderr. Now only the position.
+    #[tokio::test]
+    async fn kubeconfig_parse_error_names_the_position_not_the_secret() {
+        let bad =
+            "apiVersion: v1\nusers:\n- name: u\n  user: \"SUPERSECRETTOKEN-abc123\"\n  token: [\n";
+        let Err(err) = client_from_kubeconfig_bytes(bad.as_bytes(), None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        let text = err.to_string();
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+        assert!(text.contains("cannot parse"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, bad).unwrap();
+        let Err(err) = client_from_kubeconfig(Some(&path), None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        let text = err.to_string();
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+        assert!(
+            text.contains(&format!("{}:", path.display())),
+            "names the file: {text}"
+        );
+        // The wrong type is the user's string at line 4.
+        let type_error = "users:\n- name: u\n  user: \"SUPERSECRETTOKEN-abc123\"\n";
+        let Err(err) = client_from_kubeconfig_bytes(type_error.as_bytes(), None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        let text = err.to_string();
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+        assert!(text.contains("line 3, column"), "{text}");
     }
 
     #[tokio::test]
