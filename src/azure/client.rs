@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 use super::cluster::same_revisions;
 use super::error::{parse_error_body, redact, redact_str};
+use super::http::{ARM_BODY_LIMIT, ARM_ERROR_BODY_LIMIT, LimitedBodyError, read_limited};
 use super::profiles::{MeshRevisionProfile, MeshUpgradeProfile};
 use super::retry::{Decision, RetryPolicy, decide, retry_after};
 use super::{ArmError, ClusterDoc, ClusterId};
@@ -393,10 +394,22 @@ impl ArmClient {
             };
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|source| ArmError::Transport {
-                what: ctx.what.to_string(),
-                url: redact(url),
-                source,
+            let limit = if status >= 400 {
+                ARM_ERROR_BODY_LIMIT
+            } else {
+                ARM_BODY_LIMIT
+            };
+            let body = read_limited(resp, limit).await.map_err(|e| match e {
+                LimitedBodyError::TooLarge { limit } => ArmError::BodyTooLarge {
+                    what: ctx.what.to_string(),
+                    url: redact(url),
+                    limit,
+                },
+                LimitedBodyError::Read(source) => ArmError::Transport {
+                    what: ctx.what.to_string(),
+                    url: redact(url),
+                    source,
+                },
             })?;
             let answer = Answer {
                 status,

@@ -98,6 +98,15 @@ pub enum ArmError {
         #[source]
         source: reqwest::Error,
     },
+    #[error(
+        "ARM answered {what} with a body larger than {} MiB at {url}; no ARM answer is that large — check --arm-endpoint and any proxy in between",
+        .limit >> 20
+    )]
+    BodyTooLarge {
+        what: String,
+        url: String,
+        limit: usize,
+    },
     #[error("ARM answered {what} with something unexpected: {message}")]
     Decode { what: String, message: String },
     #[error("invalid ARM endpoint {endpoint:?}: {message}")]

@@ -48,6 +48,40 @@ pub fn build_http_client(
     builder.build().map_err(HttpSetupError::Build)
 }
 
+/// The most of a body ARM answers with success that is read (a managed cluster document is
+/// tens of KiB; the kubeconfig a few): a larger one is refused, not buffered.
+pub const ARM_BODY_LIMIT: usize = 32 << 20;
+/// The most of an error body read: ARM's are a few hundred bytes.
+pub const ARM_ERROR_BODY_LIMIT: usize = 1 << 20;
+
+/// A body read with a running limit.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitedBodyError {
+    #[error("the body is larger than {} MiB", .limit >> 20)]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Read(reqwest::Error),
+}
+
+/// Reads `resp`'s body chunk by chunk, refusing it (without reading further) as soon as it
+/// passes `limit` bytes, or at once when its Content-Length says it will.
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, LimitedBodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(LimitedBodyError::TooLarge { limit });
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(LimitedBodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(LimitedBodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
