@@ -1,4 +1,8 @@
-//! The ARM and Kubernetes clients against hostile endpoints on loopback: a body that never ends.
+//! The ARM and Kubernetes clients against hostile or misconfigured endpoints on loopback: a
+//! body that never ends, an error that would print a signed URL, a certificate from an
+//! unknown CA.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use common::{TestSim, stderr};
 
 #[derive(Debug)]
 struct FakeCredential;
@@ -107,6 +112,81 @@ async fn an_endless_arm_body_is_refused_at_the_limit() {
     .expect("the read stops at the limit")
     .unwrap_err();
     assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+}
+
+/// reqwest's error text is "error sending request for url (<the full URL>)": an operation URL's
+/// signed query (`sig=…`) was printed although the message named the URL redacted.
+#[tokio::test]
+async fn a_transport_error_never_prints_the_signed_query() {
+    // Accepts connections and closes them without an answer.
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let arm = client(
+        base.clone(),
+        asm_canary::azure::build_http_client(None).unwrap(),
+    );
+    let op = format!("{base}/op/1?api-version=2016-03-30&t=1&c=x&sig=SECRETSIGNATURE");
+    let err = arm.poll_operation(&cluster_id(), &op).await.unwrap_err();
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        text.push_str(&format!(" / {c} / {c:?}"));
+        cause = c.source();
+    }
+    text.push_str(&format!(" / {err:?}"));
+    assert!(matches!(err, ArmError::Transport { .. }), "{text}");
+    assert!(!text.contains("SECRETSIGNATURE"), "{text}");
+    assert!(
+        text.contains("/op/1?"),
+        "the URL is named, redacted: {text}"
+    );
+}
+
+/// A certificate from an unknown CA ended as "error sending request" (ARM) or
+/// "ClientSecretCredential authentication failed" with a hint to try another --auth. The
+/// message now names the certificate problem and --ca-file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_ca_is_named_with_the_ca_file_fix() {
+    let sim = TestSim::start("healthy").await;
+    // The ARM client with the platform roots only.
+    let arm = client(
+        sim.handle.info.arm_endpoint.clone(),
+        asm_canary::azure::build_http_client(None).unwrap(),
+    );
+    let id: ClusterId = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
+        sim.handle.info.subscription, sim.handle.info.resource_group, sim.handle.info.cluster
+    )
+    .parse()
+    .unwrap();
+    let err = arm.get_cluster(&id).await.unwrap_err();
+    assert!(matches!(err, ArmError::Tls { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("CA this machine does not trust") && text.contains("--ca-file"),
+        "{text}"
+    );
+    // The binary without the CA file: the token request fails first.
+    let out = sim
+        .command(&["plan"])
+        .env_remove("ASM_CANARY_CA_FILE")
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("CA this machine does not trust") && err.contains("--ca-file"),
+        "{err}"
+    );
+    assert!(!err.contains("choose another with --auth"), "{err}");
 }
 
 /// Kubernetes answers were read whole too: a server streaming without end filled memory.

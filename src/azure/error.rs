@@ -107,6 +107,9 @@ pub enum ArmError {
         url: String,
         limit: usize,
     },
+    /// A TLS handshake failed: `problem` says why and what to do.
+    #[error("cannot connect to {peer} over TLS: {problem}")]
+    Tls { peer: String, problem: String },
     #[error("ARM answered {what} with something unexpected: {message}")]
     Decode { what: String, message: String },
     #[error("invalid ARM endpoint {endpoint:?}: {message}")]

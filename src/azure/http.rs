@@ -48,6 +48,56 @@ pub fn build_http_client(
     builder.build().map_err(HttpSetupError::Build)
 }
 
+/// Why a TLS handshake failed and what to do, when `e`'s cause chain holds a rustls error
+/// (a certificate signed by an unknown CA, a name mismatch, an expired certificate). reqwest
+/// and the Azure SDK only say "error sending request"; the cause sits deep in the chain,
+/// inside an `io::Error` (whose `source()` skips it, so it is looked into).
+pub fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as C;
+    let found = find_rustls(e)?;
+    let ca_fix = "pass the CA that signed it with --ca-file FILE (or ASM_CANARY_CA_FILE)";
+    let name_fix = "check the endpoint's host name (--arm-endpoint, --authority-host)";
+    Some(match found {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => format!(
+                "the server's TLS certificate is signed by a CA this machine does not trust; {ca_fix}"
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the server's TLS certificate is not valid for the host name asked for ({cert}); {name_fix}"
+            ),
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => {
+                format!(
+                    "the server's TLS certificate is outside its validity period ({cert}); check this machine's clock, or the server's certificate"
+                )
+            }
+            other => format!(
+                "the server's TLS certificate was refused ({other}); {ca_fix}, or {name_fix}"
+            ),
+        },
+        other => format!("the TLS handshake failed ({other}); {ca_fix}, or {name_fix}"),
+    })
+}
+
+fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = find_rustls(inner)
+        {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// The most of a body ARM answers with success that is read (a managed cluster document is
 /// tens of KiB; the kubeconfig a few): a larger one is refused, not buffered.
 pub const ARM_BODY_LIMIT: usize = 32 << 20;
