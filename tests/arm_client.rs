@@ -148,7 +148,9 @@ async fn connect_resolves_auto_to_client_secret_and_reads_the_cluster() {
     )
     .unwrap();
     let err = untrusting.get_cluster(&s.id).await.unwrap_err();
-    assert!(matches!(err, ArmError::Transport { .. }), "{err}");
+    // Named as the TLS failure it is, with the fix (#13 item 8), not "error sending request".
+    assert!(matches!(err, ArmError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("--ca-file"), "{err}");
 }
 
 #[tokio::test]

@@ -741,3 +741,90 @@ async fn a_mistyped_tag_is_refused_unless_create_tag_asks_for_it() {
     let out = sim.run(&["upgrade", "--help"]).await;
     assert!(stdout(&out).contains("--create-tag"), "{}", stdout(&out));
 }
+
+/// `ln -s victim.txt run.json.lock; asm-canary rollback --state run.json` overwrote
+/// `victim.txt` (with the lock holder's pid) although the command exited 2, and the event log
+/// was appended through a link the same way. Neither is written through a link now: the lock
+/// refuses it by name (exit 2), the event log is skipped with a warning naming it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_at_the_lock_and_event_log_paths_are_not_followed() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    let victim = sim.dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let beside = |suffix: &str| {
+        let mut p = state.clone().into_os_string();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    std::os::unix::fs::symlink(&victim, beside(".lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, beside(".events.jsonl")).unwrap();
+    let out = sim
+        .run(&[
+            "rollback",
+            "--unattended",
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("run.json.lock is a symbolic link"),
+        "names the lock: {err}"
+    );
+    assert!(
+        err.contains("run.json.events.jsonl is a symbolic link"),
+        "names the event log: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"], "nothing changed");
+}
+
+/// `plan --kubeconfig bad.yaml` printed the parser's message, which quoted the offending lines:
+/// `user: "SUPERSECRETTOKEN-abc123"` on stderr. The error names the file, line and column only.
+#[test]
+fn kubeconfig_parse_error_does_not_print_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user: \"SUPERSECRETTOKEN-abc123\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args([
+            "plan",
+            "--subscription",
+            "00000000-0000-0000-0000-000000000000",
+            "--resource-group",
+            "rg",
+            "--cluster",
+            "c",
+            "--auth",
+            "client-secret",
+            "--arm-endpoint",
+            "https://127.0.0.1:1",
+            "--kubeconfig",
+        ])
+        .arg(&bad)
+        .env("AZURE_TENANT_ID", "t")
+        .env("AZURE_CLIENT_ID", "c")
+        .env("AZURE_CLIENT_SECRET", "s")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        !err.contains("SUPERSECRET"),
+        "the secret was printed: {err}"
+    );
+    assert!(
+        err.contains(&format!("{}:5:", bad.display())),
+        "names the file and position: {err}"
+    );
+}

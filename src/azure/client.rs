@@ -31,6 +31,9 @@ use tokio::time::Instant;
 
 use super::cluster::same_revisions;
 use super::error::{parse_error_body, redact, redact_str};
+use super::http::{
+    ARM_BODY_LIMIT, ARM_ERROR_BODY_LIMIT, LimitedBodyError, read_limited, tls_problem,
+};
 use super::profiles::{MeshRevisionProfile, MeshUpgradeProfile};
 use super::retry::{Decision, RetryPolicy, decide, retry_after};
 use super::{ArmError, ClusterDoc, ClusterId};
@@ -325,9 +328,15 @@ impl ArmClient {
             .credential
             .get_token(&[self.scope.as_str()], None)
             .await
-            .map_err(|source| ArmError::Token {
-                scope: self.scope.clone(),
-                source,
+            .map_err(|source| match tls_problem(&source) {
+                Some(problem) => ArmError::Tls {
+                    peer: format!("the Azure token endpoint (for {})", self.scope),
+                    problem,
+                },
+                None => ArmError::Token {
+                    scope: self.scope.clone(),
+                    source,
+                },
             })?;
         Ok(token.token.secret().to_string())
     }
@@ -372,10 +381,13 @@ impl ArmClient {
             attempt += 1;
             let token = self.token().await?;
             let req = self.request(&method, url, &token, body, if_match);
-            let resp = match req.send().await {
+            // reqwest's errors print the full URL, signed query included: drop it, as `url`
+            // is named redacted.
+            let resp = match req.send().await.map_err(reqwest::Error::without_url) {
                 Ok(resp) => resp,
                 Err(err)
                     if (err.is_connect() || err.is_timeout())
+                        && tls_problem(&err).is_none()
                         && attempt < self.retry.max_attempts =>
                 {
                     let delay = self.retry.backoff(attempt);
@@ -383,20 +395,22 @@ impl ArmClient {
                     tokio::time::sleep(delay).await;
                     continue;
                 }
-                Err(source) => {
-                    return Err(ArmError::Transport {
-                        what: ctx.what.to_string(),
-                        url: redact(url),
-                        source,
-                    });
-                }
+                Err(source) => return Err(transport_error(ctx, url, source)),
             };
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|source| ArmError::Transport {
-                what: ctx.what.to_string(),
-                url: redact(url),
-                source,
+            let limit = if status >= 400 {
+                ARM_ERROR_BODY_LIMIT
+            } else {
+                ARM_BODY_LIMIT
+            };
+            let body = read_limited(resp, limit).await.map_err(|e| match e {
+                LimitedBodyError::TooLarge { limit } => ArmError::BodyTooLarge {
+                    what: ctx.what.to_string(),
+                    url: redact(url),
+                    limit,
+                },
+                LimitedBodyError::Read(source) => transport_error(ctx, url, source.without_url()),
             })?;
             let answer = Answer {
                 status,
@@ -796,5 +810,21 @@ impl ArmClient {
                 what: ctx.what.to_string(),
                 message: format!("kubeconfig {:?} is not base64: {e}", first.name),
             })
+    }
+}
+
+/// A request that got no answer: a TLS failure says its cause and fix; anything else is
+/// [`ArmError::Transport`]. `source` must come without its URL (`without_url`).
+fn transport_error(ctx: &Ctx<'_>, url: &Url, source: reqwest::Error) -> ArmError {
+    match tls_problem(&source) {
+        Some(problem) => ArmError::Tls {
+            peer: format!("ARM for {} at {}", ctx.what, redact(url)),
+            problem,
+        },
+        None => ArmError::Transport {
+            what: ctx.what.to_string(),
+            url: redact(url),
+            source,
+        },
     }
 }

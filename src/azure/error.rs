@@ -98,6 +98,18 @@ pub enum ArmError {
         #[source]
         source: reqwest::Error,
     },
+    #[error(
+        "ARM answered {what} with a body larger than {} MiB at {url}; no ARM answer is that large — check --arm-endpoint and any proxy in between",
+        .limit >> 20
+    )]
+    BodyTooLarge {
+        what: String,
+        url: String,
+        limit: usize,
+    },
+    /// A TLS handshake failed: `problem` says why and what to do.
+    #[error("cannot connect to {peer} over TLS: {problem}")]
+    Tls { peer: String, problem: String },
     #[error("ARM answered {what} with something unexpected: {message}")]
     Decode { what: String, message: String },
     #[error("invalid ARM endpoint {endpoint:?}: {message}")]

@@ -48,6 +48,90 @@ pub fn build_http_client(
     builder.build().map_err(HttpSetupError::Build)
 }
 
+/// Why a TLS handshake failed and what to do, when `e`'s cause chain holds a rustls error
+/// (a certificate signed by an unknown CA, a name mismatch, an expired certificate). reqwest
+/// and the Azure SDK only say "error sending request"; the cause sits deep in the chain,
+/// inside an `io::Error` (whose `source()` skips it, so it is looked into).
+pub fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as C;
+    let found = find_rustls(e)?;
+    let ca_fix = "pass the CA that signed it with --ca-file FILE (or ASM_CANARY_CA_FILE)";
+    let name_fix = "check the endpoint's host name (--arm-endpoint, --authority-host)";
+    Some(match found {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => format!(
+                "the server's TLS certificate is signed by a CA this machine does not trust; {ca_fix}"
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the server's TLS certificate is not valid for the host name asked for ({cert}); {name_fix}"
+            ),
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => {
+                format!(
+                    "the server's TLS certificate is outside its validity period ({cert}); check this machine's clock, or the server's certificate"
+                )
+            }
+            other => format!(
+                "the server's TLS certificate was refused ({other}); {ca_fix}, or {name_fix}"
+            ),
+        },
+        other => format!("the TLS handshake failed ({other}); {ca_fix}, or {name_fix}"),
+    })
+}
+
+fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = find_rustls(inner)
+        {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The most of a body ARM answers with success that is read (a managed cluster document is
+/// tens of KiB; the kubeconfig a few): a larger one is refused, not buffered.
+pub const ARM_BODY_LIMIT: usize = 32 << 20;
+/// The most of an error body read: ARM's are a few hundred bytes.
+pub const ARM_ERROR_BODY_LIMIT: usize = 1 << 20;
+
+/// A body read with a running limit.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitedBodyError {
+    #[error("the body is larger than {} MiB", .limit >> 20)]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Read(reqwest::Error),
+}
+
+/// Reads `resp`'s body chunk by chunk, refusing it (without reading further) as soon as it
+/// passes `limit` bytes, or at once when its Content-Length says it will.
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, LimitedBodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(LimitedBodyError::TooLarge { limit });
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(LimitedBodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(LimitedBodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

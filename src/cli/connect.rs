@@ -194,18 +194,19 @@ async fn kube_client(
         None => {
             let bytes = arm.list_cluster_user_kubeconfig(cluster).await.map_err(|source| {
                 let e = source.to_string();
-                let hint = if e.contains("Azure token") {
-                    format!(
-                        "signed in with --auth {} ({}); choose another with --auth cli|workload-identity|managed-identity|client-secret|pipelines (see README, \"Sign-in\")",
+                let hint = match &source {
+                    // Another credential would fail the same way: the message says the fix.
+                    crate::azure::ArmError::Tls { .. } => String::new(),
+                    crate::azure::ArmError::Token { .. } => format!(
+                        "; signed in with --auth {} ({}); choose another with --auth cli|workload-identity|managed-identity|client-secret|pipelines (see README, \"Sign-in\")",
                         credential.mode.as_str(),
                         credential.reason
-                    )
-                } else {
-                    "pass --kubeconfig to use your own".to_string()
+                    ),
+                    _ => "; pass --kubeconfig to use your own".to_string(),
                 };
                 CliError::connect(
                     format!(
-                        "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}; {hint}"
+                        "cannot get a kubeconfig for {cluster} from ARM (listClusterUserCredential): {e}{hint}"
                     ),
                     source,
                 )

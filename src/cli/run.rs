@@ -287,11 +287,16 @@ fn renderers(
     // The event log lives next to a checkpoint file; a checkpoint kept in the cluster
     // (`--state-backend kubernetes` without `--state`) leaves no file on the agent.
     if let Some(file) = file {
-        match open_event_log(file) {
+        let path = crate::report::events_path(file);
+        match open_event_log(&path) {
             Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
+            Err(e) if is_symlink(&path) => eprintln!(
+                "asm-canary: warning: the event log {} is a symbolic link; asm-canary does not write through one, so this run's events are not logged ({e}) — remove it; the report will lack gate details",
+                path.display()
+            ),
             Err(e) => eprintln!(
                 "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
-                crate::report::events_path(file).display()
+                path.display()
             ),
         }
     }
@@ -347,7 +352,8 @@ async fn drive(
     Ok((report.run_id.clone(), report.exit_code()))
 }
 
-fn open_event_log(state: &Path) -> std::io::Result<std::fs::File> {
+/// Opens `<state>.events.jsonl` for appending; never through a symbolic link planted there.
+fn open_event_log(path: &Path) -> std::io::Result<std::fs::File> {
     let mut opts = std::fs::OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
@@ -355,7 +361,12 @@ fn open_event_log(state: &Path) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(crate::report::events_path(state))
+    asm_canary_engine::checkpoint::no_follow(&mut opts);
+    opts.open(path)
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// Writes `<file>.report.md` from the checkpoint as its store holds it, and names it on

@@ -36,6 +36,30 @@ fn add_extra_ca(config: &mut Config, extra_ca_pem: Option<&[u8]>) -> Result<(), 
     Ok(())
 }
 
+/// A kubeconfig error that names `origin` (a file; empty for bytes from ARM) and, for a YAML
+/// error, the line and column: never the YAML itself, whose lines hold tokens, keys and
+/// passwords (the parser's own message quotes them).
+fn kubeconfig_error(origin: &str, e: kube::config::KubeconfigError) -> K8sError {
+    use kube::config::KubeconfigError as E;
+    let message = match e {
+        E::Parse(p) => {
+            let place = match (p.location(), origin.is_empty()) {
+                (Some(l), false) => format!("{origin}:{}:{}", l.line(), l.column()),
+                (Some(l), true) => format!("line {}, column {}", l.line(), l.column()),
+                (None, false) => origin.to_string(),
+                (None, true) => "it".to_string(),
+            };
+            format!(
+                "cannot parse {place}: not a valid kubeconfig there (its text is not shown, as a kubeconfig holds credentials)"
+            )
+        }
+        E::ReadConfig(io, _) => format!("cannot read {origin}: {io}"),
+        other if origin.is_empty() => format!("unusable: {other}"),
+        other => format!("{origin} is unusable: {other}"),
+    };
+    K8sError::Kubeconfig { message }
+}
+
 /// A client from kubeconfig YAML bytes, using its current context.
 pub async fn client_from_kubeconfig_bytes(
     bytes: &[u8],
@@ -44,14 +68,10 @@ pub async fn client_from_kubeconfig_bytes(
     let text = std::str::from_utf8(bytes).map_err(|e| K8sError::Kubeconfig {
         message: format!("not UTF-8: {e}"),
     })?;
-    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| K8sError::Kubeconfig {
-        message: format!("cannot parse: {e}"),
-    })?;
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| kubeconfig_error("", e))?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| K8sError::Kubeconfig {
-            message: format!("unusable: {e}"),
-        })?;
+        .map_err(|e| kubeconfig_error("", e))?;
     add_extra_ca(&mut config, extra_ca_pem)?;
     build_client(config)
 }
@@ -63,20 +83,16 @@ pub async fn client_from_kubeconfig(
 ) -> Result<Client, K8sError> {
     let mut config = match path {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
-                message: format!("cannot read {}: {e}", path.display()),
-            })?;
+            let origin = path.display().to_string();
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| kubeconfig_error(&origin, e))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| K8sError::Kubeconfig {
-                    message: format!("{} is unusable: {e}", path.display()),
-                })?
+                .map_err(|e| kubeconfig_error(&origin, e))?
         }
         None => Config::from_kubeconfig(&KubeConfigOptions::default())
             .await
-            .map_err(|e| K8sError::Kubeconfig {
-                message: format!("no usable kubeconfig in $KUBECONFIG or ~/.kube/config: {e}"),
-            })?,
+            .map_err(|e| kubeconfig_error("$KUBECONFIG or ~/.kube/config", e))?,
     };
     add_extra_ca(&mut config, extra_ca_pem)?;
     build_client(config)
@@ -105,6 +121,40 @@ mod tests {
             panic!("a non-UTF-8 kubeconfig was accepted");
         };
         assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    /// A kubeconfig with a YAML error was refused with the parser's message, which quoted the
+    /// offending lines: `user: "SUPERSECRETTOKEN-abc123"` on stderr. Now only the position.
+    #[tokio::test]
+    async fn kubeconfig_parse_error_names_the_position_not_the_secret() {
+        let bad =
+            "apiVersion: v1\nusers:\n- name: u\n  user: \"SUPERSECRETTOKEN-abc123\"\n  token: [\n";
+        let Err(err) = client_from_kubeconfig_bytes(bad.as_bytes(), None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        let text = err.to_string();
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+        assert!(text.contains("cannot parse"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, bad).unwrap();
+        let Err(err) = client_from_kubeconfig(Some(&path), None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        let text = err.to_string();
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+        assert!(
+            text.contains(&format!("{}:", path.display())),
+            "names the file: {text}"
+        );
+        // The wrong type is the user's string at line 4.
+        let type_error = "users:\n- name: u\n  user: \"SUPERSECRETTOKEN-abc123\"\n";
+        let Err(err) = client_from_kubeconfig_bytes(type_error.as_bytes(), None).await else {
+            panic!("a broken kubeconfig was accepted");
+        };
+        let text = err.to_string();
+        assert!(!text.contains("SUPERSECRET"), "{text}");
+        assert!(text.contains("line 3, column"), "{text}");
     }
 
     #[tokio::test]
@@ -144,6 +194,7 @@ fn build_client(config: Config) -> Result<Client, K8sError> {
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|source| K8sError::Client { source })?;
     Ok(builder
+        .with_layer(&LimitBodiesLayer)
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&tower::retry::RetryLayer::new(ConnectRetry::default()))
         .build())
@@ -218,5 +269,93 @@ impl<Res>
             http::Response<Res>,
             tower::BoxError,
         >>::clone_request(&mut self.inner, req)
+    }
+}
+
+/// The most of a Kubernetes API answer that is read: lists are paged, and a page of the
+/// largest objects is a few MiB. A watch is a stream that lasts as long as the watch, so it
+/// is not capped as a whole.
+pub const KUBE_BODY_LIMIT: usize = 128 << 20;
+
+/// A Kubernetes answer larger than [`KUBE_BODY_LIMIT`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Kubernetes API answered a body larger than {} MiB; no real answer is that large — check the API server address and any proxy in between",
+    KUBE_BODY_LIMIT >> 20
+)]
+pub struct KubeBodyTooLarge;
+
+/// Caps every response body but a watch's at [`KUBE_BODY_LIMIT`]
+/// (`http_body_util::Limited`): a server streaming without end fails the request instead of
+/// filling memory.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitBodiesLayer;
+
+impl<S> tower::Layer<S> for LimitBodiesLayer {
+    type Service = LimitBodies<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        LimitBodies { inner }
+    }
+}
+
+/// See [`LimitBodiesLayer`].
+#[derive(Clone, Debug)]
+pub struct LimitBodies<S> {
+    inner: S,
+}
+
+type LimitedBody<B> = http_body_util::combinators::MapErr<
+    http_body_util::Limited<B>,
+    fn(tower::BoxError) -> tower::BoxError,
+>;
+
+fn name_the_limit(e: tower::BoxError) -> tower::BoxError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        Box::new(KubeBodyTooLarge)
+    } else {
+        e
+    }
+}
+
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
+}
+
+impl<S, B> tower::Service<http::Request<kube::client::Body>> for LimitBodies<S>
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    type Response = http::Response<LimitedBody<B>>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+        let limit = if is_watch(req.uri()) {
+            usize::MAX
+        } else {
+            KUBE_BODY_LIMIT
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            let map: fn(tower::BoxError) -> tower::BoxError = name_the_limit;
+            Ok(resp.map(|b| {
+                http_body_util::BodyExt::map_err(http_body_util::Limited::new(b, limit), map)
+            }))
+        })
     }
 }

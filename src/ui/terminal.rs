@@ -367,9 +367,7 @@ fn ask(request: &ApprovalRequest) -> ApprovalDecision {
             "y" | "yes" => ApprovalDecision::Approved {
                 by: format!(
                     "terminal:{}",
-                    std::env::var("USER")
-                        .or_else(|_| std::env::var("LOGNAME"))
-                        .unwrap_or_else(|_| "unknown".into())
+                    approver_name(&crate::azure::auth::process_env, effective_user)
                 ),
             },
             _ => ApprovalDecision::Denied {
@@ -377,6 +375,39 @@ fn ask(request: &ApprovalRequest) -> ApprovalDecision {
             },
         },
     }
+}
+
+/// Who answered at the terminal: `$USER`, else `$LOGNAME`, else the name the operating
+/// system's user database gives the effective user (root in a container has no `$USER`),
+/// else `uid:<n>` for a uid the database does not know. `env` and `user_db` are injected for
+/// tests; `user_db` answers the effective uid and its name, if any.
+pub fn approver_name(
+    env: &dyn Fn(&str) -> Option<String>,
+    user_db: impl FnOnce() -> (u32, Option<String>),
+) -> String {
+    if let Some(name) = env("USER").or_else(|| env("LOGNAME")) {
+        return name;
+    }
+    match user_db() {
+        (_, Some(name)) if !name.is_empty() => name,
+        (uid, _) => format!("uid:{uid}"),
+    }
+}
+
+/// The effective uid and its name in the user database (`getpwuid_r`, so NSS sources too).
+#[cfg(unix)]
+pub fn effective_user() -> (u32, Option<String>) {
+    let uid = nix::unistd::Uid::effective();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    (uid.as_raw(), name)
+}
+
+#[cfg(not(unix))]
+pub fn effective_user() -> (u32, Option<String>) {
+    (0, None)
 }
 
 #[async_trait]
@@ -486,6 +517,29 @@ impl SharedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With no `$USER` (root in a container) a guided approval was recorded as
+    /// `terminal:unknown`; the name now comes from the user database, and a uid it does not
+    /// know is recorded as `uid:<n>`.
+    #[test]
+    fn approval_without_user_env_names_the_os_user() {
+        let none = |_: &str| None;
+        assert_eq!(approver_name(&none, || (0, Some("root".into()))), "root");
+        assert_eq!(approver_name(&none, || (4242, None)), "uid:4242");
+        assert_eq!(
+            approver_name(&none, || (4242, Some(String::new()))),
+            "uid:4242"
+        );
+        let env = |k: &str| (k == "LOGNAME").then(|| "alice".to_string());
+        assert_eq!(approver_name(&env, || unreachable!()), "alice");
+        let env = |k: &str| (k == "USER").then(|| "bob".to_string());
+        assert_eq!(approver_name(&env, || unreachable!()), "bob");
+        // The real database knows the user these tests run as.
+        let (uid, name) = effective_user();
+        let name = name.unwrap_or_else(|| panic!("uid {uid} has no name in the user database"));
+        assert_eq!(approver_name(&none, effective_user), name);
+        assert_ne!(name, "unknown");
+    }
     use asm_canary_engine::{EVENTS_SCHEMA, Level, Outcome, Phase, Progress};
     use serde_json::json;
 

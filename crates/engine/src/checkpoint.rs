@@ -341,6 +341,10 @@ pub enum CheckpointError {
     )]
     AlreadyExists { path: String, run_id: String },
     #[error(
+        "{path} is a symbolic link; asm-canary does not write through one — remove it (it was left untouched, and so was what it points at)"
+    )]
+    Symlink { path: String },
+    #[error(
         "no checkpoint at {path}; start a run first, or check where its checkpoint was written"
     )]
     Missing { path: String },
@@ -492,6 +496,20 @@ impl FileStore {
         }
     }
 
+    /// A lock file that cannot be opened; a symbolic link planted at its path is refused by
+    /// name (opening it would write the pid into whatever it points at).
+    fn lock_open_error(&self, lock_path: &Path, source: std::io::Error) -> CheckpointError {
+        let is_link = std::fs::symlink_metadata(lock_path)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link {
+            return CheckpointError::Symlink {
+                path: lock_path.display().to_string(),
+            };
+        }
+        self.io("open lock file")(source)
+    }
+
     /// Synchronous atomic write (used by the async trait method; checkpoints are small).
     pub fn write_sync(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
         write_atomic(&self.path, bytes).map_err(|(op, e)| self.io(op)(e))
@@ -514,7 +532,10 @@ impl FileStore {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let file = opts.open(&lock_path).map_err(self.io("open lock file"))?;
+        no_follow(&mut opts);
+        let file = opts
+            .open(&lock_path)
+            .map_err(|e| self.lock_open_error(&lock_path, e))?;
         let info = format!(
             "pid {}, started {}, host {}",
             std::process::id(),
@@ -537,7 +558,12 @@ impl FileStore {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let mut holder = String::new();
-                let _ = File::open(&lock_path).and_then(|mut f| f.read_to_string(&mut holder));
+                let mut read = OpenOptions::new();
+                read.read(true);
+                no_follow(&mut read);
+                let _ = read
+                    .open(&lock_path)
+                    .and_then(|mut f| f.read_to_string(&mut holder));
                 let holder = holder.trim();
                 return Err(CheckpointError::Locked {
                     path: self.path.display().to_string(),
@@ -555,6 +581,19 @@ impl FileStore {
             path: lock_path,
         })
     }
+}
+
+/// Makes `opts` refuse to open a symbolic link at the last component of the path
+/// (`O_NOFOLLOW`): files asm-canary appends to or rewrites in place (the `.lock`, the event
+/// log) are never written through a link someone planted there.
+pub fn no_follow(opts: &mut OpenOptions) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW);
+    }
+    #[cfg(not(unix))]
+    let _ = opts;
 }
 
 /// The held lock of a [`FileStore`].

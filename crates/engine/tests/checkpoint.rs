@@ -339,3 +339,56 @@ fn a_symlink_at_the_old_temp_name_does_not_redirect_the_write() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// `ln -s victim.txt run.json.lock; asm-canary rollback --state run.json` overwrote
+/// `victim.txt` with the lock holder's pid: the lock file was opened through the link. It is
+/// now opened with `O_NOFOLLOW`, and the link is refused by name (bad input).
+#[cfg(unix)]
+#[test]
+fn a_symlink_at_the_lock_path_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let store = FileStore::new(dir.path().join("run.json"));
+    std::os::unix::fs::symlink(&victim, store.lock_path()).unwrap();
+    let err = store.lock_sync().unwrap_err();
+    assert!(
+        matches!(err, asm_canary_engine::CheckpointError::Symlink { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("run.json.lock") && text.contains("symbolic link"),
+        "{text}"
+    );
+    assert_eq!(err.exit_code(), 2);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    // A dangling link is not followed either (it would create the file it names).
+    let dangling = dir.path().join("other.json");
+    let store = FileStore::new(&dangling);
+    let target = dir.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, store.lock_path()).unwrap();
+    assert!(store.lock_sync().is_err());
+    assert!(!target.exists(), "the lock was created through the link");
+}
+
+/// The report and the checkpoint are written with `write_atomic`: a symlink at the destination
+/// is replaced by the new file, never written through.
+#[cfg(unix)]
+#[test]
+fn a_symlink_at_an_atomically_written_path_is_replaced_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let report = dir.path().join("run.json.report.md");
+    std::os::unix::fs::symlink(&victim, &report).unwrap();
+    asm_canary_engine::checkpoint::write_atomic(&report, b"# report").unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(
+        !std::fs::symlink_metadata(&report)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), "# report");
+}
