@@ -6,8 +6,8 @@ use asm_canary_engine::{
     Checkpoint, EVENTS_SCHEMA, Event, EventRecord, EventSink, Executor, Level, RunState,
 };
 
+use super::confirm;
 use super::error::CliError;
-use super::run::{RunArgs, confirm, interactive};
 use super::state::{RunLocation, StateBackend};
 use crate::k8s::owner::{self, Claimed, Owner, OwnerError};
 use crate::steps::Env;
@@ -44,8 +44,8 @@ fn phase(state: RunState) -> &'static str {
 /// Before a new run is validated: another run's owner record is exit 5, whatever the mesh
 /// looks like (its canary would otherwise read as "an upgrade no run owns"). `--take-over`
 /// skips this; the claim under the lock decides for good.
-pub async fn refuse_if_owned(env: &Env, run: &RunArgs) -> Result<(), CliError> {
-    if run.take_over {
+pub async fn refuse_if_owned(env: &Env, take_over: bool) -> Result<(), CliError> {
+    if take_over {
         return Ok(());
     }
     match owner::read(&env.kube).await {
@@ -61,12 +61,20 @@ pub async fn refuse_if_owned(env: &Env, run: &RunArgs) -> Result<(), CliError> {
     }
 }
 
+/// `--take-over` as asked: given, confirmed with `--yes`, and whether a person can be asked.
+#[derive(Debug, Clone, Copy)]
+pub struct TakeOver {
+    pub asked: bool,
+    pub yes: bool,
+    pub can_prompt: bool,
+}
+
 /// Claims the cluster's upgrade for `run_id` (its checkpoint named by `checkpoint`); another
 /// run's record is refused (exit 5) unless `--take-over` was given and confirmed. With a
 /// take-over, the sentence saying so (for stderr, said here, and the run's events).
 pub async fn claim_owner(
     env: &Env,
-    run: &RunArgs,
+    ask: TakeOver,
     run_id: &str,
     checkpoint: String,
     known: Option<&Checkpoint>,
@@ -81,7 +89,7 @@ pub async fn claim_owner(
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         took_over: None,
     };
-    let mut confirmed = run.take_over && run.yes;
+    let mut confirmed = ask.asked && ask.yes;
     loop {
         match owner::claim(&env.kube, &mut me, confirmed).await {
             Ok(Claimed::TookOver(prev)) => {
@@ -94,7 +102,7 @@ pub async fn claim_owner(
             }
             Ok(Claimed::New | Claimed::Own) => return Ok((me, None)),
             Err(OwnerError::Owned { owner: theirs })
-                if run.take_over && !confirmed && interactive(run) =>
+                if ask.asked && !confirmed && ask.can_prompt =>
             {
                 if !confirm(&format!(
                     "Take over the upgrade of {theirs}? Only if that run is gone for good."
@@ -106,7 +114,7 @@ pub async fn claim_owner(
                 }
                 confirmed = true;
             }
-            Err(OwnerError::Owned { owner: theirs }) if run.take_over => {
+            Err(OwnerError::Owned { owner: theirs }) if ask.asked => {
                 return Err(CliError::locked(
                     format!(
                         "--take-over: the upgrade belongs to {theirs}; not taken over without confirmation — pass --yes to take it over unattended"

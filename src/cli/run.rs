@@ -14,9 +14,12 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use super::args::{ClusterArgs, OutputArg};
+use super::confirm;
 use super::connect::{Pace, connect};
 use super::error::CliError;
-use super::owner::{announce, checkpoint_flags, claim_owner, refuse_if_owned, settle_owner};
+use super::owner::{
+    TakeOver, announce, checkpoint_flags, claim_owner, refuse_if_owned, settle_owner,
+};
 use super::request::{UpgradeOptions, check_approvals, load_runbook};
 use super::state::{RunLocation, StateArgs, StateBackend, cluster_from_checkpoint};
 use super::validate::{NewRun, validate_new_run};
@@ -147,7 +150,12 @@ pub async fn execute(
     let (mut owner, mut took_over) = (None, None);
     if let Some(id) = &lock_run_id {
         let known = executor.checkpoint().await.ok();
-        match claim_owner(&env, run, id, owner_checkpoint, known.as_ref()).await {
+        let ask = TakeOver {
+            asked: run.take_over,
+            yes: run.yes,
+            can_prompt: interactive(run),
+        };
+        match claim_owner(&env, ask, id, owner_checkpoint, known.as_ref()).await {
             Ok((me, note)) => (owner, took_over) = (Some(me), note),
             Err(e) => {
                 if let Some(lock) = lock {
@@ -487,7 +495,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         check_state_path(file)?;
     }
     refuse_existing(&location.store).await?;
-    refuse_if_owned(&env, &run).await?;
+    refuse_if_owned(&env, run.take_over).await?;
     if let NewRun::Skip(why) = validate_new_run(&env, &upgrade, skip_if_not_ready).await? {
         eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
         return Ok(asm_canary_engine::exit::OK);
@@ -534,16 +542,4 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         Mode::Resume { force }
     };
     execute(env, &run, mode, location).await
-}
-
-/// Asks a yes/no question on the terminal; anything but y/yes is no.
-pub(crate) fn confirm(question: &str) -> bool {
-    use std::io::Write;
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().read_line(&mut answer).is_err() {
-        return false;
-    }
-    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }

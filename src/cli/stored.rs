@@ -102,7 +102,7 @@ async fn archive(args: &StoredArgs, yes: bool) -> Result<u8, CliError> {
                 "archiving the checkpoint needs confirmation: run it at a terminal, or add --yes; nothing was changed",
             ));
         }
-        if !super::run::confirm("Archive this checkpoint (a new run can then start)?") {
+        if !super::confirm("Archive this checkpoint (a new run can then start)?") {
             return Err(CliError::bad("not confirmed; nothing was changed"));
         }
     }

@@ -145,7 +145,7 @@ pub enum Refusal {
     },
     /// Tag mode, and namespaces labelled with the source revision itself: moving the tag does
     /// not move them, and their pods would block `complete`.
-    #[error("{}", super::traps::source_labelled_sentence(.namespaces, .installed, .tag))]
+    #[error("{}", source_labelled_sentence(.namespaces, .installed, .tag))]
     SourceLabelled {
         namespaces: Vec<String>,
         installed: String,
@@ -153,13 +153,13 @@ pub enum Refusal {
     },
     /// `OnDelete` StatefulSets or DaemonSets without `--restart-ondelete`: a rollout restart
     /// does not replace their pods.
-    #[error("{}", super::traps::on_delete_sentence(.workloads, .installed))]
+    #[error("{}", on_delete_sentence(.workloads, .installed))]
     OnDelete {
         workloads: Vec<String>,
         installed: String,
     },
     /// Paused Deployments: a restart cannot move their pods.
-    #[error("{}", super::traps::paused_sentence(.workloads, .installed))]
+    #[error("{}", paused_sentence(.workloads, .installed))]
     Paused {
         workloads: Vec<crate::k8s::WorkloadRef>,
         installed: String,
@@ -200,6 +200,52 @@ pub async fn tag_refusal(env: &Env, tag: &TagRequest) -> Result<Option<Refusal>,
         tag: tag.name.clone(),
         known: known.into_iter().collect(),
     }))
+}
+
+fn source_labelled_sentence(namespaces: &[String], source: &str, tag: &str) -> String {
+    let first = namespaces.first().map(String::as_str).unwrap_or("NS");
+    format!(
+        "{} labelled istio.io/rev={source}, the source revision itself rather than the tag {tag}: \
+         moving the tag does not move them, and their pods would block complete; relabel them to \
+         the tag (kubectl label ns {first} istio.io/rev={tag} --overwrite), or upgrade with --mode label",
+        super::first_few(
+            namespaces.iter().map(|n| format!("namespace {n}")),
+            8,
+            "namespaces"
+        ) + if namespaces.len() == 1 { " is" } else { " are" }
+    )
+}
+
+fn on_delete_sentence(workloads: &[String], source: &str) -> String {
+    format!(
+        "{} {} updateStrategy OnDelete: a rollout restart does not replace their pods, which would \
+         stay on {source} and block complete; pass --restart-ondelete to have their pods deleted \
+         one at a time (each replacement ready on the target before the next), or switch them to \
+         RollingUpdate",
+        super::first_few(workloads, 8, "workloads"),
+        if workloads.len() == 1 { "uses" } else { "use" }
+    )
+}
+
+fn paused_sentence(workloads: &[crate::k8s::WorkloadRef], source: &str) -> String {
+    let fix = workloads
+        .first()
+        .map(|w| {
+            format!(
+                "kubectl rollout resume deployment/{} -n {}",
+                w.name, w.namespace
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{} {} paused: a restart cannot move a paused Deployment's pods, which would stay on \
+         {source} and block complete; resume {} ({fix}) or take {} namespace out of the mesh, \
+         then run again",
+        super::first_few(workloads, 8, "workloads"),
+        if workloads.len() == 1 { "is" } else { "are" },
+        if workloads.len() == 1 { "it" } else { "them" },
+        if workloads.len() == 1 { "its" } else { "their" },
+    )
 }
 
 /// What stopped the plan from being made: Azure or the cluster could not be read.

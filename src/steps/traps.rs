@@ -164,52 +164,6 @@ impl super::plan::Plan {
     }
 }
 
-pub(crate) fn source_labelled_sentence(namespaces: &[String], source: &str, tag: &str) -> String {
-    let first = namespaces.first().map(String::as_str).unwrap_or("NS");
-    format!(
-        "{} labelled istio.io/rev={source}, the source revision itself rather than the tag {tag}: \
-         moving the tag does not move them, and their pods would block complete; relabel them to \
-         the tag (kubectl label ns {first} istio.io/rev={tag} --overwrite), or upgrade with --mode label",
-        super::first_few(
-            namespaces.iter().map(|n| format!("namespace {n}")),
-            8,
-            "namespaces"
-        ) + if namespaces.len() == 1 { " is" } else { " are" }
-    )
-}
-
-pub(crate) fn on_delete_sentence(workloads: &[String], source: &str) -> String {
-    format!(
-        "{} {} updateStrategy OnDelete: a rollout restart does not replace their pods, which would \
-         stay on {source} and block complete; pass --restart-ondelete to have their pods deleted \
-         one at a time (each replacement ready on the target before the next), or switch them to \
-         RollingUpdate",
-        super::first_few(workloads, 8, "workloads"),
-        if workloads.len() == 1 { "uses" } else { "use" }
-    )
-}
-
-pub(crate) fn paused_sentence(workloads: &[WorkloadRef], source: &str) -> String {
-    let fix = workloads
-        .first()
-        .map(|w| {
-            format!(
-                "kubectl rollout resume deployment/{} -n {}",
-                w.name, w.namespace
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "{} {} paused: a restart cannot move a paused Deployment's pods, which would stay on \
-         {source} and block complete; resume {} ({fix}) or take {} namespace out of the mesh, \
-         then run again",
-        super::first_few(workloads, 8, "workloads"),
-        if workloads.len() == 1 { "is" } else { "are" },
-        if workloads.len() == 1 { "it" } else { "them" },
-        if workloads.len() == 1 { "its" } else { "their" },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
