@@ -80,6 +80,8 @@ pub struct Timeline {
     pub rows: Vec<Row>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// Warnings about the run as a whole (not of a step), such as a `--take-over`.
+    pub notes: Vec<String>,
 }
 
 impl Timeline {
@@ -131,11 +133,23 @@ impl Timeline {
             .max()
             .unwrap_or(cp.updated_at)
             .max(start);
+        let notes = events
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Message {
+                    step: None,
+                    level: asm_canary_engine::Level::Warn,
+                    text,
+                } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
         Timeline {
             cp,
             rows,
             start,
             end,
+            notes,
         }
     }
 }
@@ -244,6 +258,9 @@ fn summary_str(cp: &Checkpoint, key: &str) -> String {
 pub fn markdown(t: &Timeline) -> String {
     let mut s = String::new();
     md_facts(&mut s, t);
+    for note in &t.notes {
+        let _ = writeln!(s, "\n> **Note:** {note}");
+    }
     md_timeline(&mut s, t);
     md_changes(&mut s, &t.cp);
     md_final_check(&mut s, &t.cp);

@@ -122,6 +122,11 @@ async fn take_over_adopts_an_unfinished_run_only_when_confirmed_and_says_so() {
         "the take-over is in the events: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+    let report = std::fs::read_to_string(sim.dir.path().join("b.json.report.md")).unwrap();
+    assert!(
+        report.contains("took over the upgrade of run"),
+        "the report says so: {report}"
+    );
     assert_eq!(owner_run_id(&sim).await.as_deref(), Some(b.as_str()));
 
     // A's checkpoint is no longer the run of record.
