@@ -11,12 +11,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use asm_canary_engine::{
-    Access, Action, ActionCtx, ActionOutcome, Checkpoint, Gate, GateCtx, GateStatus, Registry,
-    Runbook, StepError,
-};
+use asm_canary_engine::{Access, Checkpoint, Registry, Runbook};
 use asm_canary_sim::{Scenario, ScenarioError};
-use async_trait::async_trait;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -305,56 +301,8 @@ fn parse_checkpoint(bytes: &[u8]) -> Result<Verdict, String> {
     }
 }
 
-/// Actions and gates under the names the canary runbook uses; they never run.
-struct Nop;
-
-#[async_trait]
-impl Action for Nop {
-    async fn run(&self, _ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
-        unreachable!("the harness only parses")
-    }
-}
-
-#[async_trait]
-impl Gate for Nop {
-    async fn check(&self, _ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
-        unreachable!("the harness only parses")
-    }
-}
-
 fn canary_registry() -> Registry {
-    let actions = [
-        "complete-upgrade",
-        "copy-shared-configmap",
-        "delete-target-configmap",
-        "get-upgrades",
-        "preflight",
-        "remove-canary",
-        "repoint-tag",
-        "restart-back",
-        "restart-workloads",
-        "restore-tag",
-        "start-canary",
-        "verify-proxies",
-    ];
-    let gates = [
-        "cluster-ready",
-        "configmap-copied",
-        "control-planes-ready",
-        "proxies-synced",
-        "single-revision",
-        "tag-points-at",
-        "target-available",
-        "workloads-on-revision",
-    ];
-    let mut r = Registry::new();
-    for a in actions {
-        r = r.action(a, Nop);
-    }
-    for g in gates {
-        r = r.gate(g, Nop);
-    }
-    r
+    asm_canary::steps::names_only()
 }
 
 fn runbook_seeds() -> Vec<Vec<u8>> {

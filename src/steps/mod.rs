@@ -41,8 +41,52 @@ pub struct Env {
     pub kube: kube::Client,
 }
 
+/// The action names [`registry`] registers, sorted.
+pub const ACTION_NAMES: &[&str] = &[
+    "complete-upgrade",
+    "copy-shared-configmap",
+    "delete-target-configmap",
+    "get-upgrades",
+    "preflight",
+    "remove-canary",
+    "repoint-tag",
+    "restart-back",
+    "restart-workloads",
+    "restore-tag",
+    "start-canary",
+    "verify-proxies",
+];
+
+/// The gate names [`registry`] registers, sorted.
+pub const GATE_NAMES: &[&str] = &[
+    "cluster-ready",
+    "configmap-copied",
+    "control-planes-ready",
+    "proxies-synced",
+    "single-revision",
+    "tag-points-at",
+    "target-available",
+    "workloads-on-revision",
+];
+
+/// The names of [`registry`] without clients behind them (stubs that fail if run): to load
+/// and validate a runbook offline.
+pub fn names_only() -> Registry {
+    Registry::stubs(ACTION_NAMES.iter().copied(), GATE_NAMES.iter().copied())
+}
+
 /// The registry of every action and gate the canary runbook names.
 pub fn registry(env: Arc<Env>) -> Registry {
+    let r = clients_registry(env);
+    debug_assert!(
+        r.action_names().eq(ACTION_NAMES.iter().copied())
+            && r.gate_names().eq(GATE_NAMES.iter().copied()),
+        "ACTION_NAMES / GATE_NAMES must list what registry() registers"
+    );
+    r
+}
+
+fn clients_registry(env: Arc<Env>) -> Registry {
     let e = || env.clone();
     Registry::new()
         .action("preflight", cluster::Preflight(e()))

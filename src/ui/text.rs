@@ -309,36 +309,12 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use asm_canary_engine::{Registry, Runbook};
+    use asm_canary_engine::Runbook;
 
     fn canary() -> Runbook {
-        let actions = [
-            "complete-upgrade",
-            "copy-shared-configmap",
-            "delete-target-configmap",
-            "get-upgrades",
-            "preflight",
-            "remove-canary",
-            "repoint-tag",
-            "restart-back",
-            "restart-workloads",
-            "restore-tag",
-            "start-canary",
-            "verify-proxies",
-        ];
-        let gates = [
-            "cluster-ready",
-            "configmap-copied",
-            "control-planes-ready",
-            "proxies-synced",
-            "single-revision",
-            "tag-points-at",
-            "target-available",
-            "workloads-on-revision",
-        ];
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("runbooks/asm-canary-upgrade.yaml");
-        match Runbook::load(&path, &Registry::stubs(actions, gates)) {
+        match Runbook::load(&path, &crate::steps::names_only()) {
             Ok(rb) => rb,
             Err(e) => panic!("{e}"),
         }
