@@ -15,4 +15,5 @@ pub mod istio;
 pub mod k8s;
 pub mod report;
 pub mod steps;
+pub mod tls;
 pub mod ui;

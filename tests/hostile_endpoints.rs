@@ -212,3 +212,85 @@ async fn an_endless_kubernetes_body_is_refused_at_the_limit() {
     let text = asm_canary::cli::error::chain(&err);
     assert!(text.contains("larger than 128 MiB"), "{text}");
 }
+
+/// A Kubernetes API server whose certificate the kubeconfig does not vouch for ended as
+/// "client error (Connect)", with no word of TLS. The message now names the certificate
+/// problem and where the CA comes from (the kubeconfig, or --ca-file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_server_with_an_unknown_ca_is_named_with_the_fix() {
+    let sim = TestSim::start("healthy").await;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n",
+        sim.handle.info.kube_server
+    );
+    let kube = asm_canary::k8s::client_from_kubeconfig_bytes(kubeconfig.as_bytes(), None)
+        .await
+        .unwrap();
+    let err = asm_canary::k8s::namespaces_by_label(&kube, "istio.io/rev")
+        .await
+        .unwrap_err();
+    let text = asm_canary::cli::error::chain(&err);
+    assert!(
+        text.contains("CA this machine does not trust")
+            && text.contains("certificate-authority-data")
+            && text.contains("--ca-file"),
+        "{text}"
+    );
+}
+
+/// The token requests went through azure_identity, which reads an answer whole: a token
+/// endpoint streaming without end filled memory. Its transport caps the body at 1 MiB now.
+#[tokio::test]
+async fn an_endless_token_endpoint_body_is_refused_at_the_limit() {
+    use asm_canary::azure::http::{LimitedTransport, TOKEN_BODY_LIMIT};
+    use azure_core::http::{HttpClient, Method, Request, Url};
+    let app = Router::new().route(
+        "/{tenant}/oauth2/v2.0/token",
+        axum::routing::post(|| async { endless(200) }),
+    );
+    let base = serve(app).await;
+    let transport = LimitedTransport {
+        http: asm_canary::azure::build_http_client(None).unwrap(),
+        limit: TOKEN_BODY_LIMIT,
+    };
+    let url = Url::parse(&format!("{base}/tenant/oauth2/v2.0/token")).unwrap();
+    let response = transport
+        .execute_request(&Request::new(url, Method::Post))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(60), response.into_body().collect())
+        .await
+        .expect("the read stops at the limit")
+        .unwrap_err();
+    assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+}
+
+/// A watch is not capped as a whole (it lasts as long as the watch), so an endless line — an
+/// "event" that never ends — filled memory. Each event is capped at 16 MiB now.
+#[tokio::test]
+async fn an_endless_watch_event_is_refused_at_the_limit() {
+    use futures::StreamExt;
+    let app = Router::new().route(
+        "/api/v1/namespaces/{ns}/configmaps",
+        axum::routing::get(|| async { endless(200) }),
+    );
+    let base = serve(app).await;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {base}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
+    );
+    let kube = asm_canary::k8s::client_from_kubeconfig_bytes(kubeconfig.as_bytes(), None)
+        .await
+        .unwrap();
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(kube, "shop");
+    let stream = api
+        .watch(&kube::api::WatchParams::default(), "0")
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(60), Box::pin(stream).next())
+        .await
+        .expect("the read stops at the limit")
+        .expect("an item");
+    let err = first.unwrap_err();
+    let text = asm_canary::cli::error::chain(&err);
+    assert!(text.contains("watch event larger than 16 MiB"), "{text}");
+}

@@ -31,6 +31,8 @@ use azure_identity::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::http::{LimitedTransport, TOKEN_BODY_LIMIT};
+
 /// How to authenticate to Azure (`--auth`).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
@@ -199,7 +201,10 @@ fn client_options(
         max_delay: azure_core::time::Duration::seconds(5),
     });
     let mut options = ClientOptions {
-        transport: Some(Transport::new(Arc::new(http.clone()))),
+        transport: Some(Transport::new(Arc::new(LimitedTransport {
+            http: http.clone(),
+            limit: TOKEN_BODY_LIMIT,
+        }))),
         retry,
         ..Default::default()
     };

@@ -48,55 +48,16 @@ pub fn build_http_client(
     builder.build().map_err(HttpSetupError::Build)
 }
 
-/// Why a TLS handshake failed and what to do, when `e`'s cause chain holds a rustls error
-/// (a certificate signed by an unknown CA, a name mismatch, an expired certificate). reqwest
-/// and the Azure SDK only say "error sending request"; the cause sits deep in the chain,
-/// inside an `io::Error` (whose `source()` skips it, so it is looked into).
+/// Why a TLS handshake with ARM or Entra failed and what to do (see [`crate::tls::problem`]).
 pub fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    use rustls::CertificateError as C;
-    let found = find_rustls(e)?;
-    let ca_fix = "pass the CA that signed it with --ca-file FILE (or ASM_CANARY_CA_FILE)";
-    let name_fix = "check the endpoint's host name (--arm-endpoint, --authority-host)";
-    Some(match found {
-        rustls::Error::InvalidCertificate(cert) => match cert {
-            C::UnknownIssuer => format!(
-                "the server's TLS certificate is signed by a CA this machine does not trust; {ca_fix}"
-            ),
-            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
-                "the server's TLS certificate is not valid for the host name asked for ({cert}); {name_fix}"
-            ),
-            C::Expired
-            | C::ExpiredContext { .. }
-            | C::NotValidYet
-            | C::NotValidYetContext { .. } => {
-                format!(
-                    "the server's TLS certificate is outside its validity period ({cert}); check this machine's clock, or the server's certificate"
-                )
-            }
-            other => format!(
-                "the server's TLS certificate was refused ({other}); {ca_fix}, or {name_fix}"
-            ),
-        },
-        other => format!("the TLS handshake failed ({other}); {ca_fix}, or {name_fix}"),
-    })
+    crate::tls::problem(e, &ARM_TLS_FIXES)
 }
 
-fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(found) = err.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(found) = find_rustls(inner)
-        {
-            return Some(found);
-        }
-        cur = err.source();
-    }
-    None
-}
+/// The fixes for a certificate ARM or the token endpoint presented.
+pub const ARM_TLS_FIXES: crate::tls::Fixes = crate::tls::Fixes {
+    ca: "pass the CA that signed it with --ca-file FILE (or ASM_CANARY_CA_FILE)",
+    name: "check the endpoint's host name (--arm-endpoint, --authority-host)",
+};
 
 /// The most of a body ARM answers with success that is read (a managed cluster document is
 /// tens of KiB; the kubeconfig a few): a larger one is refused, not buffered.
@@ -130,6 +91,50 @@ pub async fn read_limited(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// The most of a token endpoint's answer that is read: Entra's are a few KiB.
+pub const TOKEN_BODY_LIMIT: usize = 1 << 20;
+
+/// azure_core's transport for the credential's token requests: the same reqwest client, with
+/// the answer's body refused once it passes `limit` bytes (azure_identity reads it whole).
+#[derive(Debug)]
+pub struct LimitedTransport {
+    pub http: reqwest::Client,
+    pub limit: usize,
+}
+
+#[async_trait::async_trait]
+impl azure_core::http::HttpClient for LimitedTransport {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        use futures::StreamExt;
+        let response = self.http.execute_request(request).await?;
+        let (status, headers, body) = response.deconstruct();
+        let limit = self.limit;
+        let mut read = 0usize;
+        let capped = body.map(move |chunk| {
+            let chunk = chunk?;
+            read += chunk.len();
+            if read > limit {
+                return Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Io,
+                    format!(
+                        "the token endpoint's answer is larger than {} MiB",
+                        limit >> 20
+                    ),
+                ));
+            }
+            Ok(chunk)
+        });
+        Ok(azure_core::http::AsyncRawResponse::new(
+            status,
+            headers,
+            Box::pin(capped),
+        ))
+    }
 }
 
 #[cfg(test)]

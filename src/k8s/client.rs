@@ -194,7 +194,7 @@ fn build_client(config: Config) -> Result<Client, K8sError> {
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|source| K8sError::Client { source })?;
     Ok(builder
-        .with_layer(&LimitBodiesLayer)
+        .with_layer(&super::limit::LimitBodiesLayer)
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&tower::retry::RetryLayer::new(ConnectRetry::default()))
         .build())
@@ -269,93 +269,5 @@ impl<Res>
             http::Response<Res>,
             tower::BoxError,
         >>::clone_request(&mut self.inner, req)
-    }
-}
-
-/// The most of a Kubernetes API answer that is read: lists are paged, and a page of the
-/// largest objects is a few MiB. A watch is a stream that lasts as long as the watch, so it
-/// is not capped as a whole.
-pub const KUBE_BODY_LIMIT: usize = 128 << 20;
-
-/// A Kubernetes answer larger than [`KUBE_BODY_LIMIT`].
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the Kubernetes API answered a body larger than {} MiB; no real answer is that large — check the API server address and any proxy in between",
-    KUBE_BODY_LIMIT >> 20
-)]
-pub struct KubeBodyTooLarge;
-
-/// Caps every response body but a watch's at [`KUBE_BODY_LIMIT`]
-/// (`http_body_util::Limited`): a server streaming without end fails the request instead of
-/// filling memory.
-#[derive(Clone, Copy, Debug)]
-pub struct LimitBodiesLayer;
-
-impl<S> tower::Layer<S> for LimitBodiesLayer {
-    type Service = LimitBodies<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        LimitBodies { inner }
-    }
-}
-
-/// See [`LimitBodiesLayer`].
-#[derive(Clone, Debug)]
-pub struct LimitBodies<S> {
-    inner: S,
-}
-
-type LimitedBody<B> = http_body_util::combinators::MapErr<
-    http_body_util::Limited<B>,
-    fn(tower::BoxError) -> tower::BoxError,
->;
-
-fn name_the_limit(e: tower::BoxError) -> tower::BoxError {
-    if e.is::<http_body_util::LengthLimitError>() {
-        Box::new(KubeBodyTooLarge)
-    } else {
-        e
-    }
-}
-
-fn is_watch(uri: &http::Uri) -> bool {
-    uri.query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
-}
-
-impl<S, B> tower::Service<http::Request<kube::client::Body>> for LimitBodies<S>
-where
-    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<tower::BoxError>,
-{
-    type Response = http::Response<LimitedBody<B>>;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
-        let limit = if is_watch(req.uri()) {
-            usize::MAX
-        } else {
-            KUBE_BODY_LIMIT
-        };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            let map: fn(tower::BoxError) -> tower::BoxError = name_the_limit;
-            Ok(resp.map(|b| {
-                http_body_util::BodyExt::map_err(http_body_util::Limited::new(b, limit), map)
-            }))
-        })
     }
 }

@@ -96,7 +96,7 @@ pub enum LockError {
         "--break-lock: the lock is held by {holder} (expires {expires}); not broken without confirmation — pass --yes to break it unattended"
     )]
     NotConfirmed { holder: Holder, expires: String },
-    #[error("cannot {action} Lease {LOCK_NAMESPACE}/{LOCK_NAME}: {source}")]
+    #[error("cannot {action} Lease {LOCK_NAMESPACE}/{LOCK_NAME}: {source}{}", super::tls_hint(.source))]
     Api {
         action: &'static str,
         #[source]

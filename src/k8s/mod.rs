@@ -11,11 +11,13 @@
 //!   portforward HTTP/1.1 GET through a pod port-forward (istiod /debug/syncz on 15014)
 //!   mesh        proxy status of a revision: every running istiod's syncz, as rows
 //!   lease       delete the gateway leader-election Leases AKS leaves behind
+//!   limit       response bodies capped: a whole answer, or each event of a watch
 //! ```
 
 pub mod client;
 pub mod configmap;
 pub mod lease;
+pub mod limit;
 pub mod lock;
 pub mod mesh;
 pub mod owner;
@@ -40,7 +42,7 @@ pub use rollout::{
 /// What went wrong talking to Kubernetes, with the object it concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
-    #[error("cannot {action} {kind} {target}: {source}")]
+    #[error("cannot {action} {kind} {target}: {source}{}", tls_hint(.source))]
     Api {
         action: &'static str,
         kind: &'static str,
@@ -53,7 +55,7 @@ pub enum K8sError {
     Kubeconfig { message: String },
     #[error("extra CA file: {message}")]
     ExtraCa { message: String },
-    #[error("cannot build the Kubernetes client: {source}")]
+    #[error("cannot build the Kubernetes client: {source}{}", tls_hint(.source))]
     Client {
         #[source]
         source: kube::Error,
@@ -72,6 +74,20 @@ pub enum K8sError {
         port: u16,
         message: String,
     },
+}
+
+/// The fixes for a certificate the Kubernetes API server presented.
+pub const KUBE_TLS_FIXES: crate::tls::Fixes = crate::tls::Fixes {
+    ca: "the kubeconfig's certificate-authority-data does not hold it: fix the kubeconfig, or pass the CA with --ca-file FILE (or ASM_CANARY_CA_FILE)",
+    name: "check the server address in the kubeconfig",
+};
+
+/// `; <why the TLS handshake failed and what to do>` when `e` is a refused certificate
+/// (kube only says "client error (Connect)"), else nothing.
+pub(crate) fn tls_hint(e: &kube::Error) -> String {
+    crate::tls::problem(e, &KUBE_TLS_FIXES)
+        .map(|p| format!("; {p}"))
+        .unwrap_or_default()
 }
 
 /// Objects per list page: large clusters are read in pages, as kubectl reads them.

@@ -117,7 +117,7 @@ pub enum OwnerError {
         ck = checkpoint_flags(owner)
     )]
     Owned { owner: Owner },
-    #[error("cannot {action} ConfigMap {OWNER_NAMESPACE}/{OWNER_NAME}: {source}")]
+    #[error("cannot {action} ConfigMap {OWNER_NAMESPACE}/{OWNER_NAME}: {source}{}", super::tls_hint(.source))]
     Api {
         action: &'static str,
         #[source]

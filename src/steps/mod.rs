@@ -146,7 +146,7 @@ pub(crate) fn outputs<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> 
 }
 
 pub(crate) fn kube_err(what: impl std::fmt::Display, e: kube::Error) -> StepError {
-    StepError::with_source(what, e)
+    StepError::with_source(format!("{what}{}", crate::k8s::tls_hint(&e)), e)
 }
 
 pub(crate) fn k8s_err(what: impl std::fmt::Display, e: K8sError) -> StepError {
