@@ -275,3 +275,75 @@ async fn a_run_refused_before_its_checkpoint_leaves_no_owner_record() {
     assert_eq!(owner_run_id(&sim).await, None, "nothing owns the cluster");
     paused_at_start(&sim).await;
 }
+
+/// A run stopped between its owner claim and its first checkpoint left a record no command
+/// could continue (`resume` has no checkpoint), and every later run exited 5 until someone
+/// passed `--take-over`. A record whose checkpoint is provably gone is taken over, and said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_checkpoint_is_gone_does_not_block_the_next_run() {
+    let sim = TestSim::start("healthy").await;
+    let a = paused_at_start(&sim).await;
+    // Another host's record is never judged: its checkpoint may well exist there.
+    let cms = Api::<ConfigMap>::namespaced(sim.kube().await, "aks-istio-system");
+    let elsewhere = serde_json::json!({"data": {"host": "build-agent-7"}});
+    let patch = kube::api::Patch::Merge(&elsewhere);
+    cms.patch(OWNER, &kube::api::PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    std::fs::remove_file(sim.state_file()).unwrap();
+    let out = other_upgrade(&sim, "b.json", &["--approve", "start"]).await;
+    assert_eq!(code(&out), 5, "another host's record: {}", stderr(&out));
+
+    // This host's record, its checkpoint file gone: taken over, with the reason.
+    let here = serde_json::json!({"data": {"host": asm_canary::k8s::lock::Holder::this_process("x").host}});
+    cms.patch(
+        OWNER,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&here),
+    )
+    .await
+    .unwrap();
+    let out = other_upgrade(
+        &sim,
+        "b.json",
+        &["--approve", "start", "--approve", "complete"],
+    )
+    .await;
+    assert_eq!(code(&out), 0, "B runs: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("took over the upgrade of run {a}"))
+            && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        events(&out).iter().any(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("does not exist"))),
+        "the take-over is in the events"
+    );
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    assert_eq!(owner_run_id(&sim).await, None);
+}
+
+/// `state archive` set a kubernetes-backend checkpoint aside but left its run's owner record,
+/// so the next run was refused (exit 5) for a run nothing could continue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_a_checkpoint_releases_its_runs_owner_record() {
+    let sim = TestSim::start("healthy").await;
+    let k8s = ["--state-backend", "kubernetes"];
+    let out = other_upgrade(&sim, "a.log", &k8s).await;
+    assert_eq!(code(&out), 4, "paused at start: {}", stderr(&out));
+    let a = last_event(&out)["run_id"].as_str().unwrap().to_string();
+    assert_eq!(owner_run_id(&sim).await.as_deref(), Some(a.as_str()));
+
+    let out = sim
+        .run(&[&["state", "archive", "--yes"][..], &k8s].concat())
+        .await;
+    assert_eq!(code(&out), 0, "archived: {}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("released the owner record of run {a}")));
+    assert_eq!(owner_run_id(&sim).await, None);
+
+    let out = other_upgrade(&sim, "b.log", &k8s).await;
+    assert_eq!(code(&out), 4, "a new run starts: {}", stderr(&out));
+}

@@ -9,7 +9,9 @@ use asm_canary_engine::{
 use super::confirm;
 use super::error::CliError;
 use super::state::{RunLocation, StateBackend};
+use crate::k8s::lock::Holder;
 use crate::k8s::owner::{self, Claimed, Owner, OwnerError};
+use crate::k8s::state::{ConfigMapStore, STATE_NAMESPACE};
 use crate::steps::Env;
 
 /// How another agent names this run's checkpoint: an absolute `--state` path, or the
@@ -43,13 +45,15 @@ fn phase(state: RunState) -> &'static str {
 
 /// Before a new run is validated: another run's owner record is exit 5, whatever the mesh
 /// looks like (its canary would otherwise read as "an upgrade no run owns"). `--take-over`
-/// skips this; the claim under the lock decides for good.
+/// skips this, and so does a record whose checkpoint is gone ([`checkpoint_gone`]); the claim
+/// under the lock decides for good.
 pub async fn refuse_if_owned(env: &Env, take_over: bool) -> Result<(), CliError> {
     if take_over {
         return Ok(());
     }
     match owner::read(&env.kube).await {
         Ok(None) => Ok(()),
+        Ok(Some((theirs, _))) if checkpoint_gone(env, &theirs).await.is_some() => Ok(()),
         Ok(Some((theirs, _))) => {
             let e = OwnerError::Owned { owner: theirs };
             Err(CliError::locked(e.to_string(), Some(e.into())))
@@ -61,6 +65,34 @@ pub async fn refuse_if_owned(env: &Env, take_over: bool) -> Result<(), CliError>
     }
 }
 
+/// Why `theirs` is a record no command can continue, if it is: its checkpoint does not exist
+/// (the run was stopped between its claim and its first checkpoint, or its checkpoint was
+/// archived). Only what this process can see is judged: a checkpoint file on another host,
+/// or one that cannot be read, is never taken for gone.
+pub async fn checkpoint_gone(env: &Env, theirs: &Owner) -> Option<String> {
+    if theirs.checkpoint.starts_with("--state-backend kubernetes") {
+        let store = ConfigMapStore::new(env.kube.clone(), &env.cluster.name);
+        return match store.stored().await {
+            Ok(None) => Some(format!(
+                "its checkpoint (configmap {STATE_NAMESPACE}/{}) does not exist",
+                store.name()
+            )),
+            _ => None,
+        };
+    }
+    let path = theirs.checkpoint.strip_prefix("--state ")?;
+    let here = Holder::this_process(&theirs.run_id).host;
+    if theirs.host != here {
+        return None;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("its checkpoint ({path}) does not exist on {here}"))
+        }
+        _ => None,
+    }
+}
+
 /// `--take-over` as asked: given, confirmed with `--yes`, and whether a person can be asked.
 #[derive(Debug, Clone, Copy)]
 pub struct TakeOver {
@@ -69,9 +101,38 @@ pub struct TakeOver {
     pub can_prompt: bool,
 }
 
+impl TakeOver {
+    /// Whether `theirs` may be taken over: `--take-over` given and confirmed (at the prompt,
+    /// or `--yes`); otherwise the refusal (exit 5).
+    fn confirm(&self, theirs: Owner) -> Result<(), CliError> {
+        if !self.asked {
+            let e = OwnerError::Owned { owner: theirs };
+            return Err(CliError::locked(e.to_string(), Some(e.into())));
+        }
+        if !self.can_prompt {
+            return Err(CliError::locked(
+                format!(
+                    "--take-over: the upgrade belongs to {theirs}; not taken over without confirmation — pass --yes to take it over unattended"
+                ),
+                None,
+            ));
+        }
+        if !confirm(&format!(
+            "Take over the upgrade of {theirs}? Only if that run is gone for good."
+        )) {
+            return Err(CliError::locked(
+                format!("the upgrade of {theirs} was not taken over (not confirmed)"),
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Claims the cluster's upgrade for `run_id` (its checkpoint named by `checkpoint`); another
-/// run's record is refused (exit 5) unless `--take-over` was given and confirmed. With a
-/// take-over, the sentence saying so (for stderr, said here, and the run's events).
+/// run's record is refused (exit 5) unless `--take-over` was given and confirmed, or its
+/// checkpoint is gone. With a take-over, the sentence saying so (for stderr, said here, and
+/// the run's events).
 pub async fn claim_owner(
     env: &Env,
     ask: TakeOver,
@@ -81,7 +142,7 @@ pub async fn claim_owner(
 ) -> Result<(Owner, Option<String>), CliError> {
     let mut me = Owner {
         run_id: run_id.to_string(),
-        host: crate::k8s::lock::Holder::this_process(run_id).host,
+        host: Holder::this_process(run_id).host,
         checkpoint,
         source: summary(known, "source"),
         target: summary(known, "target"),
@@ -90,37 +151,29 @@ pub async fn claim_owner(
         took_over: None,
     };
     let mut confirmed = ask.asked && ask.yes;
+    let mut gone = None;
     loop {
         match owner::claim(&env.kube, &mut me, confirmed).await {
             Ok(Claimed::TookOver(prev)) => {
-                let text = format!(
-                    "took over the upgrade of {prev} on --take-over; its checkpoint ({}) is no longer the run of record",
-                    prev.checkpoint
-                );
+                let text = match gone.take() {
+                    Some(why) => format!(
+                        "took over the upgrade of {prev}: {why}, so no command can continue that run"
+                    ),
+                    None => format!(
+                        "took over the upgrade of {prev} on --take-over; its checkpoint ({}) is no longer the run of record",
+                        prev.checkpoint
+                    ),
+                };
                 eprintln!("asm-canary: warning: {text}");
                 return Ok((me, Some(text)));
             }
             Ok(Claimed::New | Claimed::Own) => return Ok((me, None)),
-            Err(OwnerError::Owned { owner: theirs })
-                if ask.asked && !confirmed && ask.can_prompt =>
-            {
-                if !confirm(&format!(
-                    "Take over the upgrade of {theirs}? Only if that run is gone for good."
-                )) {
-                    return Err(CliError::locked(
-                        format!("the upgrade of {theirs} was not taken over (not confirmed)"),
-                        None,
-                    ));
+            Err(OwnerError::Owned { owner: theirs }) if !confirmed => {
+                gone = checkpoint_gone(env, &theirs).await;
+                if gone.is_none() {
+                    ask.confirm(theirs)?;
                 }
                 confirmed = true;
-            }
-            Err(OwnerError::Owned { owner: theirs }) if ask.asked => {
-                return Err(CliError::locked(
-                    format!(
-                        "--take-over: the upgrade belongs to {theirs}; not taken over without confirmation — pass --yes to take it over unattended"
-                    ),
-                    None,
-                ));
             }
             Err(e @ OwnerError::Owned { .. }) => {
                 return Err(CliError::locked(e.to_string(), Some(e.into())));

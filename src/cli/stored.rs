@@ -128,6 +128,20 @@ async fn archive(args: &StoredArgs, yes: bool) -> Result<u8, CliError> {
         eprintln!("asm-canary: warning: {e}; it expires by itself");
     }
     let archived = result.map_err(|e| CliError::connect("cannot archive the checkpoint", e))?;
+    // The archived run can no longer be continued: its owner record goes too.
+    let run_id = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(STATE_KEY))
+        .and_then(|text| Checkpoint::from_json(text.as_bytes(), STATE_KEY, Access::ReadOnly).ok())
+        .map(|cp| cp.run_id);
+    if let Some(run_id) = run_id {
+        match crate::k8s::owner::release(&env.kube, &run_id).await {
+            Ok(true) => eprintln!("released the owner record of run {run_id}"),
+            Ok(false) => {}
+            Err(e) => eprintln!("asm-canary: warning: {e}"),
+        }
+    }
     eprintln!(
         "archived to configmap {STATE_NAMESPACE}/{archived}; a new run can start (asm-canary upgrade --state-backend kubernetes)"
     );
