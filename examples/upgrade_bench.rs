@@ -1,8 +1,12 @@
-//! The canary upgrade against the simulator's `large` shape, at several sizes: wall time
-//! against the simulator's own critical path, and API requests per Deployment.
+//! The canary upgrade against the simulator's `large` shape, at several sizes, each on fresh
+//! simulators: the seed's runbook by hand with the real kubectl beside the `asm-canary` binary
+//! at its defaults (their ratio, the binary's requests per Deployment and peak RSS; see
+//! `bench/compare.rs`), then the upgrade with parallelism unbounded against the simulator's
+//! own critical path.
 //!
-//! `cargo run --release --example upgrade_bench [-- NAMESPACES...]` (default 20 50 200; the
-//! `large` scenario is 200 namespaces × 10 Deployments × 5 replicas = 10,000 pods).
+//! `cargo build --release && cargo run --release --example upgrade_bench [-- NAMESPACES...]`
+//! (default 20 50 200; the `large` scenario is 200 namespaces × 10 Deployments × 5 replicas =
+//! 10,000 pods). `--unbounded-only` skips the side-by-side part.
 //!
 //! The critical path is what no client could beat: the two ARM operations (start, complete)
 //! plus the slowest wave's rollouts. The run restarts every Deployment in one wave
@@ -11,6 +15,9 @@
 //! the same simulator. The soak is a policy wait, printed and also excluded.
 //!
 //! It runs with mimalloc, the allocator of the `asm-canary` binary.
+
+#[path = "bench/compare.rs"]
+mod compare;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,7 +30,7 @@ use asm_canary::cli::demo::sim_cluster_args;
 use asm_canary::cli::request::load_runbook;
 use asm_canary::k8s::{WorkloadKind, WorkloadRef};
 use asm_canary_engine::{Event, Executor, FileStore, MemorySink, PreApproved, RunRequest};
-use asm_canary_sim::{Scenario, SimOptions};
+use asm_canary_sim::SimOptions;
 use serde_json::json;
 
 /// A restart as the restart step makes it: read the workload, pick kubectl's stamp, patch.
@@ -55,16 +62,7 @@ fn totals(h: &asm_canary_sim::SimHandle) -> (u64, u64) {
 }
 
 async fn one(namespaces: u32) {
-    let mut scenario = Scenario::builtin("large").expect("large scenario");
-    let per_ns = scenario
-        .kube
-        .generated
-        .as_ref()
-        .map(|g| g.deployments_per_namespace)
-        .unwrap_or(10);
-    if let Some(g) = scenario.kube.generated.as_mut() {
-        g.namespaces = namespaces;
-    }
+    let (scenario, per_ns) = compare::large(namespaces);
     let deployments = u64::from(namespaces * per_ns);
     let lro = Duration::from_secs_f64(scenario.arm.lro_seconds * scenario.time_scale);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -263,6 +261,49 @@ async fn one(namespaces: u32) {
     sim.shutdown().await;
 }
 
+/// The seed's runbook by hand and the binary at its defaults, each on a fresh simulator.
+async fn by_hand_and_defaults(namespaces: u32) {
+    let (_, per_ns) = compare::large(namespaces);
+    let deployments = u64::from(namespaces * per_ns);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _) = compare::fresh_sim(namespaces, dir.path()).await;
+    let tool = compare::tool(&sim, dir.path()).await;
+    sim.shutdown().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, ca_file) = compare::fresh_sim(namespaces, dir.path()).await;
+    let info = sim.info.clone();
+    let env = connect_with_secret(
+        &sim_cluster_args(&info, &ca_file),
+        Pace::Simulated,
+        &info.tenant_id,
+        &info.client_id,
+        &info.client_secret,
+    )
+    .await
+    .expect("connect")
+    .env;
+    let names: Vec<String> = (0..namespaces).map(|i| format!("app-{i:03}")).collect();
+    let revisions = (tool.source.as_str(), tool.target.as_str());
+    let hand = compare::by_hand(&sim, &env, &ca_file, dir.path(), &names, revisions).await;
+    sim.shutdown().await;
+    if let Err(e) = &hand {
+        println!("      by hand failed: {e}");
+    }
+    let hand = hand.ok().map(|d| d.as_secs_f64());
+    let show = |x: Option<f64>, unit: &str| x.map_or("failed".into(), |x| format!("{x:.2}{unit}"));
+    let ratio = hand.map(|h| h / tool.wall.as_secs_f64());
+    println!(
+        "{namespaces:>4} ns {deployments:>5} deploys | by hand (kubectl) {} | asm-canary at defaults {:.2}s (exit {}) | by hand ÷ asm-canary {} | requests {:.1} per Deployment | peak RSS {:.0} MiB",
+        show(hand, "s"),
+        tool.wall.as_secs_f64(),
+        tool.exit,
+        show(ratio, ""),
+        tool.requests as f64 / deployments as f64,
+        tool.peak_rss_mib,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     asm_canary::azure::ensure_ring_provider();
@@ -275,7 +316,14 @@ async fn main() {
     } else {
         sizes
     };
+    let side_by_side = !std::env::args().any(|a| a == "--unbounded-only");
+    if side_by_side {
+        println!("kubectl: {}", compare::kubectl_version());
+    }
     for n in sizes {
+        if side_by_side {
+            by_hand_and_defaults(n).await;
+        }
         one(n).await;
     }
 }
