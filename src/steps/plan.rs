@@ -1139,6 +1139,50 @@ mod tests {
         }
     }
 
+    /// Regression: a canary no run owns was always refused (exit 2), though the run could
+    /// adopt it (`--to` it) or consolidate it (`--to` a newer one).
+    #[test]
+    fn a_canary_no_run_owns_is_resumed_or_consolidated_not_refused() {
+        use RunClass::*;
+        let two = mk_cluster(&["asm-1-27", "asm-1-28"]);
+        let cases = [
+            (&two, Some("asm-1-28"), ResumeCanary),
+            (&two, Some("asm-1-29"), Consolidate),
+            (&two, None, Consolidate),
+            (&two, Some("asm-1-27"), Refuse),
+            (&two, Some("asm-1-26"), Refuse),
+        ];
+        for (doc, to, want) in cases {
+            let state = classify(doc, to);
+            assert_eq!(state.class(to), want, "{to:?}");
+            let decisions = Decisions {
+                doc: doc.clone(),
+                state,
+                to: to.map(str::to_string),
+                upgrade: None,
+            };
+            assert_eq!(decisions.refusals().is_empty(), want != Refuse, "{to:?}");
+            let verdict = decisions.verdict("aks-sim");
+            match want {
+                Refuse => assert!(verdict.contains("rollback --from-cluster"), "{verdict}"),
+                _ => assert!(
+                    verdict.contains("adopt") || verdict.contains("consolidate"),
+                    "{verdict}"
+                ),
+            }
+        }
+        let cluster = |revs: &[&str]| mk_cluster(revs);
+        assert_eq!(classify(&cluster(&["asm-1-27"]), None).class(None), Upgrade);
+        let at = Some("asm-1-27");
+        assert_eq!(classify(&cluster(&["asm-1-27"]), at).class(at), Reconcile);
+        assert_eq!(
+            classify(&mk_busy("Updating", &["asm-1-27"]), None).class(None),
+            Skip
+        );
+        let three = cluster(&["asm-1-26", "asm-1-27", "asm-1-28"]);
+        assert_eq!(classify(&three, None).class(None), Refuse);
+    }
+
     #[test]
     fn refusals_say_what_the_pre_run_check_always_said() {
         let downgrade = Refusal::Downgrade {
