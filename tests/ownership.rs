@@ -196,13 +196,15 @@ async fn a_rollback_never_reports_success_while_a_canary_it_did_not_install_rema
 async fn a_canary_no_run_owns_is_refused_with_exit_2_and_no_resume_hint() {
     let sim = TestSim::start("healthy").await;
     sim.arm_put_revisions(&["asm-1-27", "asm-1-28"]).await;
-    for to in ["asm-1-28", "asm-1-29"] {
+    // `--to` the newer one resumes that canary, `--to` a newer one consolidates it
+    // (tests/recovery.rs); `--to` the older one, or one older still, cannot start.
+    for to in ["asm-1-27", "asm-1-26"] {
         let out = sim.upgrade(&["--to", to]).await;
         assert_eq!(code(&out), 2, "--to {to}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains("az aks mesh upgrade"),
-            "says how to finish it: {err}"
+            err.contains("asm-canary rollback --from-cluster"),
+            "says how to roll it back: {err}"
         );
         assert!(
             !err.contains("resume"),

@@ -41,8 +41,9 @@ pub enum Command {
     Upgrade(run::UpgradeArgs),
     /// Continue a run from its checkpoint.
     Resume(run::ResumeArgs),
-    /// Roll a run back from wherever it stands (itself resumable).
-    Rollback(run::ResumeArgs),
+    /// Roll a run back from wherever it stands (itself resumable); `--from-cluster` rolls
+    /// back a canary found in the cluster, without a checkpoint.
+    Rollback(run::RollbackArgs),
     /// What the checkpoint says, what the cluster says now, and the next command to run.
     Status(status::StatusArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
@@ -114,7 +115,8 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Plan(a) => plan::plan(a).await,
         Command::Upgrade(a) => run::upgrade(a).await,
         Command::Resume(a) => run::resume(a, false).await,
-        Command::Rollback(a) => run::resume(a, true).await,
+        Command::Rollback(a) if a.from_cluster => run::rollback_from_cluster(a).await,
+        Command::Rollback(a) => run::resume(a.resume, true).await,
         Command::Status(a) => status::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
         Command::Report(a) => inspect::report(a).await,

@@ -13,7 +13,7 @@ use super::connect::{Pace, connect};
 use super::error::CliError;
 use super::request::{UpgradeOptions, load_runbook};
 use crate::steps::Env;
-use crate::steps::plan::{GateLine, Plan, PlanRequest, Wave};
+use crate::steps::plan::{GateLine, Plan, PlanRequest, RunClass, Wave};
 use crate::steps::tag::mode_of;
 
 #[derive(Debug, Clone, Args)]
@@ -121,10 +121,13 @@ pub fn render_plan(plan: &Plan) -> String {
             plan.installed.join(", "),
             plan.kubernetes_version.as_deref().unwrap_or("?")
         ),
+        format!("Class       {}", plan.class.as_str()),
         format!("Preflight   {}", plan.verdict),
     ];
     match (&plan.source, &plan.target) {
         (Some(src), Some(tgt)) => render_upgrade(plan, src, tgt, &mut lines),
+        // The canary steps are planned by the run once the canary is adopted (or consolidated).
+        _ if matches!(plan.class, RunClass::ResumeCanary | RunClass::Consolidate) => {}
         _ => lines.push("Nothing to do: see the preflight verdict above.".to_string()),
     }
     lines.extend(plan.pod_by_pod.iter().map(|p| format!("Pod by pod  {p}")));

@@ -92,6 +92,22 @@ pub struct ResumeArgs {
     pub force: bool,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+    /// No checkpoint: roll back the canary the cluster runs (two revisions, no run owning
+    /// them) onto the older revision — tags and labels back, the workloads on the newer
+    /// restarted, the newer removed. Starts a new checkpoint at `--state` (default
+    /// `asm-canary-<cluster>.json`, which must not exist), itself resumable with `rollback`.
+    #[arg(long)]
+    pub from_cluster: bool,
+    /// With `--from-cluster`: a runbook param of the new checkpoint, KEY=VALUE (repeatable),
+    /// e.g. `soak=30s`.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "from_cluster")]
+    pub params: Vec<String>,
+}
+
 /// Prompts only when a person can answer: stdin and stderr are terminals, and not unattended.
 pub fn interactive(run: &RunArgs) -> bool {
     !run.unattended
@@ -542,4 +558,73 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
         Mode::Resume { force }
     };
     execute(env, &run, mode, location).await
+}
+
+/// `rollback --from-cluster`: the canary is read from the cluster (refused while another run
+/// owns it: exit 5), a new checkpoint records its adoption, and the runbook's rollback
+/// sequence undoes it. One revision installed: nothing to do (exit 0); a cluster busy, or
+/// with more than two revisions: exit 2.
+pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
+    let ResumeArgs { cluster, run, .. } = args.resume;
+    let mut given = Map::new();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
+        given.insert(k.trim().to_string(), Value::String(v.to_string()));
+    }
+    if let (StateBackend::File, Some(file)) = (run.checkpoint.state_backend, &run.checkpoint.state)
+    {
+        check_state_path(file)?;
+        refuse_existing(&FileStore::new(file)).await?;
+    }
+    let env = connect(&cluster, Pace::Real).await?.env;
+    let location = run
+        .checkpoint
+        .locate(&env, Some(default_state(&env.cluster.name)));
+    if let Some(file) = &location.file {
+        check_state_path(file)?;
+    }
+    refuse_existing(&location.store).await?;
+    refuse_if_owned(&env, run.take_over).await?;
+    use crate::steps::recover::{FromCluster, from_cluster, rollback_seed};
+    let found = from_cluster(&env)
+        .await
+        .map_err(|e| CliError::connect("cannot read the cluster", e))?;
+    let adoption = match found {
+        FromCluster::Nothing(revisions) => {
+            eprintln!(
+                "asm-canary: nothing to roll back: {} runs only [{}]; nothing was changed",
+                env.cluster.name,
+                revisions.join(", ")
+            );
+            return Ok(asm_canary_engine::exit::OK);
+        }
+        FromCluster::Refused(why) => {
+            return Err(CliError::bad(format!("{why}; nothing was changed")));
+        }
+        FromCluster::Canary(a) => a,
+    };
+    eprintln!(
+        "asm-canary: rolling back from the cluster: {}",
+        adoption.describe()
+    );
+    let (runbook, _) = load_runbook(run.runbook.as_deref(), env.clone())?;
+    let params = runbook.bind_params(&given).map_err(CliError::bad)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let seed = rollback_seed(
+        &runbook,
+        params,
+        &run_id,
+        &env.cluster.to_string(),
+        &adoption,
+        chrono::Utc::now(),
+    )
+    .map_err(|e| CliError::internal("cannot build the checkpoint", e))?;
+    location
+        .store
+        .write(&seed.to_json())
+        .await
+        .map_err(EngineError::from)?;
+    execute(env, &run, Mode::Rollback { force: false }, location).await
 }

@@ -18,7 +18,8 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
 
-use super::plan::{MeshState, PlanError, choose_upgrade, observe, preflight_warnings};
+use super::plan::{MeshState, PlanError, RunClass, choose_upgrade, observe, preflight_warnings};
+use super::recover::older_newer;
 use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::azure::ClusterDoc;
 use crate::istio::tag::tag_revision;
@@ -66,26 +67,9 @@ impl Action for Preflight {
             ("location", json!(doc.location())),
             ("ingress_gateways", json!(ingress_modes(&doc))),
             ("mesh_state", json!(state)),
-            ("upgrade_needed", json!(state.is_ready())),
         ]);
-        match &state {
-            MeshState::Ready => {
-                out.insert("source".into(), json!(revisions[0]));
-            }
-            MeshState::AlreadyAtTarget => {
-                out.insert("source".into(), json!(revisions[0]));
-                ctx.events.info(state.explain(&self.0.cluster.name));
-                return Ok(ActionOutcome::already_done(
-                    out,
-                    state.explain(&self.0.cluster.name),
-                ));
-            }
-            // Waiting for an operation to end is the gate's job.
-            MeshState::NotReady { .. } if revisions.len() == 1 => {
-                out.insert("source".into(), json!(revisions[0]));
-            }
-            // Nothing this run can wait for or resume: refused, not halted.
-            other => return Err(StepError::refused(other.explain(&self.0.cluster.name))),
+        if let Some(done) = classify_run(&self.0, ctx, &state, to.as_deref(), &mut out).await? {
+            return Ok(done);
         }
         for w in preflight_warnings(&self.0, &revisions).await? {
             ctx.events.warn(w);
@@ -98,6 +82,64 @@ impl Action for Preflight {
         ));
         Ok(ActionOutcome::done(out))
     }
+}
+
+/// Preflight's decision, by the plan's [`RunClass`]: the outputs the later steps run on
+/// (`source`, `class`, `canary`, `upgrade_needed`, `consolidate`, `reconcile`). A canary no
+/// run owns is adopted here, journaled before any change. `Some` when preflight ends here.
+async fn classify_run(
+    env: &Env,
+    ctx: &ActionCtx,
+    state: &MeshState,
+    to: Option<&str>,
+    out: &mut asm_canary_engine::Outputs,
+) -> Result<Option<ActionOutcome>, StepError> {
+    let class = state.class(to);
+    let mut canary = None;
+    let source = match (state, class) {
+        (MeshState::MidUpgrade { revisions } | MeshState::StaleCanary { revisions }, _)
+            if matches!(class, RunClass::ResumeCanary | RunClass::Consolidate) =>
+        {
+            let (older, newer) = older_newer(revisions)
+                .ok_or_else(|| StepError::refused(state.explain(&env.cluster.name)))?;
+            super::recover::adopt(env, ctx, &older, &newer).await?;
+            if let Some(does) = state.what_it_does(class, to) {
+                ctx.events.info(does);
+            }
+            canary = Some(newer);
+            older
+        }
+        (MeshState::Ready | MeshState::AlreadyAtTarget, _) => out_revisions(out)[0].clone(),
+        // Waiting for an operation to end is the gate's job.
+        (MeshState::NotReady { .. }, _) if out_revisions(out).len() == 1 => {
+            out_revisions(out)[0].clone()
+        }
+        // Nothing this run can wait for or resume: refused, not halted.
+        (other, _) => return Err(StepError::refused(other.explain(&env.cluster.name))),
+    };
+    let upgrade_needed = matches!(
+        class,
+        RunClass::Upgrade | RunClass::ResumeCanary | RunClass::Consolidate
+    );
+    out.insert("source".into(), json!(source));
+    out.insert("class".into(), json!(class.as_str()));
+    out.insert("canary".into(), json!(canary));
+    out.insert("upgrade_needed".into(), json!(upgrade_needed));
+    out.insert("consolidate".into(), json!(class == RunClass::Consolidate));
+    out.insert("reconcile".into(), json!(class == RunClass::Reconcile));
+    if class == RunClass::Reconcile {
+        let why = state.explain(&env.cluster.name);
+        ctx.events.info(why.clone());
+        return Ok(Some(ActionOutcome::already_done(out.clone(), why)));
+    }
+    Ok(None)
+}
+
+fn out_revisions(out: &asm_canary_engine::Outputs) -> Vec<String> {
+    out.get("revisions")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
 
 fn ingress_modes(doc: &ClusterDoc) -> Vec<String> {
@@ -130,10 +172,21 @@ impl Gate for ClusterReady {
         if state != "Succeeded" {
             return Ok(GateStatus::waiting(format!("cluster is {state}")));
         }
+        let canary: Option<String> = ctx.input_opt("canary")?;
         match (source, revisions.as_slice()) {
             (Some(s), [one]) if *one == s => Ok(GateStatus::Passed {
                 detail: Some(format!("Succeeded, mesh Istio, one revision ({s})")),
             }),
+            // A canary this run adopted (or consolidated away since).
+            (Some(s), revs)
+                if canary.as_ref().is_some_and(|c| {
+                    crate::azure::same_revisions(revs, &[s.clone(), c.clone()])
+                }) =>
+            {
+                Ok(GateStatus::Passed {
+                    detail: Some(format!("Succeeded, mesh Istio, {s} and the adopted canary")),
+                })
+            }
             (_, revs) => Ok(GateStatus::failed(format!(
                 "expected exactly one revision, found [{}]",
                 revs.join(", ")
@@ -152,6 +205,19 @@ impl Action for GetUpgrades {
             .map(str::parse::<Revision>)
             .transpose()
             .map_err(|e| StepError::msg(format!("--to: {e}")))?;
+        let canary: Option<String> = ctx.input_opt("canary")?;
+        let class: Option<String> = ctx.input_opt("class")?;
+        if let Some(target) = canary.filter(|_| class.as_deref() == Some("resume-canary")) {
+            // ARM lists no upgrades while two revisions are installed: the target is the
+            // canary this run adopted (preflight checked it is the one asked for).
+            let why = "installed already: the canary this run adopted";
+            ctx.events.info(format!("target {target} ({why})"));
+            return Ok(ActionOutcome::done(outputs([
+                ("target", json!(target)),
+                ("offered", json!([])),
+                ("reason", json!(why)),
+            ])));
+        }
         let choice = choose_upgrade(&self.0, &source, requested)
             .await
             .map_err(|e| match e {
@@ -189,7 +255,8 @@ impl Gate for TargetAvailable {
             .transpose()
             .map_err(|e| StepError::with_source("reading the offered upgrades", e))?
             .unwrap_or_default();
-        if !offered.contains(&target) {
+        let canary: Option<String> = ctx.input_opt("canary")?;
+        if !offered.contains(&target) && canary.as_deref() != Some(target.as_str()) {
             return Ok(GateStatus::failed(format!(
                 "{target} is not among the upgrades ARM offers ({})",
                 offered.join(", ")
@@ -372,12 +439,14 @@ impl Action for StartCanary {
 /// This run installed `target` if its journal holds an update of the revisions that asked
 /// for it (the intent is journaled before the PUT is sent).
 fn installed_by_this_run(ctx: &ActionCtx, target: &str) -> bool {
-    ctx.journal.all().iter().any(|e| {
-        e.kind == KIND_PUT
-            && e.details["revisions"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|v| v == target))
-    })
+    let journal = ctx.journal.all();
+    super::recover::adopted(&journal, target)
+        || journal.iter().any(|e| {
+            e.kind == KIND_PUT
+                && e.details["revisions"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|v| v == target))
+        })
 }
 
 /// `start` finds the target already installed: that is this run's work only if its journal
@@ -601,22 +670,31 @@ impl Action for RemoveCanary {
                 "{target} was not installed by this run (its journal has no update of the revisions): left as it is"
             )));
         }
-        let users = users_of_revision(&self.0, &target).await?;
-        refuse_if_used(&target, &users, &format!("roll back (remove {target})"))?;
-        let (result, _) = put_revisions(
-            &self.0,
-            ctx,
-            vec![source.clone()],
-            vec![vec![source.clone(), target.clone()]],
-        )
-        .await?;
-        let names = orphaned_lease_names(&target).to_vec();
-        let _ = delete_leases(&self.0.kube, ISTIO_NAMESPACE, &names).await;
-        Ok(ActionOutcome::done(outputs([(
-            "revisions",
-            result["revisions"].clone(),
-        )])))
+        let revisions = remove_revision(&self.0, ctx, &source, &target).await?;
+        Ok(ActionOutcome::done(outputs([("revisions", revisions)])))
     }
+}
+
+/// Removes the canary `target`, leaving `source` (refused while anything still uses it),
+/// and its gateway leader Leases; the revisions after.
+pub(super) async fn remove_revision(
+    env: &Env,
+    ctx: &ActionCtx,
+    source: &str,
+    target: &str,
+) -> Result<serde_json::Value, StepError> {
+    let users = users_of_revision(env, target).await?;
+    refuse_if_used(target, &users, &format!("roll back (remove {target})"))?;
+    let (result, _) = put_revisions(
+        env,
+        ctx,
+        vec![source.to_string()],
+        vec![vec![source.to_string(), target.to_string()]],
+    )
+    .await?;
+    let names = orphaned_lease_names(target).to_vec();
+    let _ = delete_leases(&env.kube, ISTIO_NAMESPACE, &names).await;
+    Ok(result["revisions"].clone())
 }
 
 #[async_trait]

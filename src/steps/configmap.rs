@@ -151,6 +151,19 @@ impl Action for DeleteTargetConfigMap {
             .all()
             .into_iter()
             .any(|e| e.kind == KIND_CREATE && e.target == to && !is_overwrite(&e.details));
+        let source: Option<String> = ctx.input_opt("source")?;
+        if !created
+            && let Some(older) =
+                source.filter(|_| super::recover::adopted(&ctx.journal.all(), &target))
+        {
+            // An adopted canary's ConfigMap is a copy of the older one's, if that has one.
+            let removed =
+                super::recover::delete_canary_configmap(&self.0, ctx, &older, &target).await?;
+            return Ok(ActionOutcome::done(super::outputs([(
+                "removed",
+                serde_json::json!(removed),
+            )])));
+        }
         if !created {
             return Ok(ActionOutcome::skipped(format!(
                 "this run did not create {ISTIO_NAMESPACE}/{to}"

@@ -8,6 +8,8 @@
 //! | runbook name | kind | module |
 //! |---|---|---|
 //! | preflight, cluster-ready | action, gate | [`cluster`] |
+//! | reconcile-mesh | action | [`reconcile`] |
+//! | consolidate-canary | action | [`recover`] |
 //! | get-upgrades, target-available | action, gate | [`cluster`] |
 //! | copy-shared-configmap, configmap-copied | action, gate | [`configmap`] |
 //! | start-canary, control-planes-ready | action, gate | [`cluster`], [`controlplane`] |
@@ -22,6 +24,8 @@ pub mod configmap;
 pub mod controlplane;
 pub mod finalcheck;
 pub mod plan;
+pub mod reconcile;
+pub mod recover;
 pub mod restart;
 pub mod tag;
 pub mod traps;
@@ -44,10 +48,12 @@ pub struct Env {
 /// The action names [`registry`] registers, sorted.
 pub const ACTION_NAMES: &[&str] = &[
     "complete-upgrade",
+    "consolidate-canary",
     "copy-shared-configmap",
     "delete-target-configmap",
     "get-upgrades",
     "preflight",
+    "reconcile-mesh",
     "remove-canary",
     "repoint-tag",
     "restart-back",
@@ -91,6 +97,8 @@ fn clients_registry(env: Arc<Env>) -> Registry {
     Registry::new()
         .action("preflight", cluster::Preflight(e()))
         .gate("cluster-ready", cluster::ClusterReady(e()))
+        .action("reconcile-mesh", reconcile::ReconcileMesh(e()))
+        .action("consolidate-canary", recover::ConsolidateCanary(e()))
         .action("get-upgrades", cluster::GetUpgrades(e()))
         .gate("target-available", cluster::TargetAvailable(e()))
         .action("copy-shared-configmap", configmap::CopySharedConfigMap(e()))

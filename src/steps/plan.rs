@@ -65,6 +65,9 @@ pub struct Plan {
     pub kubernetes_version: Option<String>,
     pub installed: Vec<String>,
     pub state: MeshState,
+    /// What kind of run this cluster calls for (`upgrade`, `resume-canary`, `consolidate`,
+    /// `reconcile`, `skip`, `refuse`).
+    pub class: RunClass,
     pub verdict: String,
     pub source: Option<String>,
     pub target: Option<String>,
@@ -331,16 +334,15 @@ impl MeshState {
                 "the Istio add-on is not enabled on {cluster} (serviceMeshProfile.mode is not Istio)"
             ),
             MeshState::MidUpgrade { revisions } => format!(
-                "an upgrade is already in progress on {cluster} ({}) and no asm-canary run owns it \
-                 (it was started by hand, or by a run whose owner record is gone): finish it with \
-                 az aks mesh upgrade complete, or roll it back with az aks mesh upgrade rollback, \
-                 then run again",
+                "{cluster} runs two revisions ({}) and no asm-canary run owns them; --to names the \
+                 older one: to return to it, roll the canary back (asm-canary rollback --from-cluster); \
+                 to finish the upgrade, run upgrade --to the newer one",
                 revisions.join(", ")
             ),
             MeshState::StaleCanary { revisions } => format!(
-                "{cluster} runs two revisions ({}) and neither is the target: a canary was left behind, \
-                 and no asm-canary run owns it; complete it (az aks mesh upgrade complete) or roll it \
-                 back (az aks mesh upgrade rollback) first, then run again",
+                "{cluster} runs two revisions ({}), no asm-canary run owns them, and --to is not newer \
+                 than the older one: roll the canary back (asm-canary rollback --from-cluster), or run \
+                 upgrade --to a revision newer than the older one (the canary is consolidated first)",
                 revisions.join(", ")
             ),
             MeshState::TooManyRevisions { revisions } => format!(
@@ -354,6 +356,83 @@ impl MeshState {
 
     pub fn is_ready(&self) -> bool {
         matches!(self, MeshState::Ready)
+    }
+}
+
+/// What a run does with the mesh it finds (Azure/ARO-Tools `decide.go`'s classes): the plan
+/// says it, preflight acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunClass {
+    /// One revision: a canary upgrade.
+    Upgrade,
+    /// The target installed next to an older revision, no run owning it: adopt that canary
+    /// and carry the upgrade on from there.
+    ResumeCanary,
+    /// A stale canary that is not the target: roll it back onto the older revision, then a
+    /// fresh canary to the target.
+    Consolidate,
+    /// Only the target is installed: repair what an upgrade left behind.
+    Reconcile,
+    /// Busy or failed: nothing now (`--skip-if-not-ready` exits 0).
+    Skip,
+    /// Nothing a run can start from (exit 2).
+    Refuse,
+}
+
+impl RunClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunClass::Upgrade => "upgrade",
+            RunClass::ResumeCanary => "resume-canary",
+            RunClass::Consolidate => "consolidate",
+            RunClass::Reconcile => "reconcile",
+            RunClass::Skip => "skip",
+            RunClass::Refuse => "refuse",
+        }
+    }
+}
+
+impl MeshState {
+    /// The class of run this state calls for, against `to`.
+    pub fn class(&self, to: Option<&str>) -> RunClass {
+        let newer_than = |rev: &str, than: &str| matches!((rev.parse::<Revision>(), than.parse::<Revision>()), (Ok(r), Ok(t)) if r > t);
+        match self {
+            MeshState::Ready => RunClass::Upgrade,
+            MeshState::AlreadyAtTarget => RunClass::Reconcile,
+            MeshState::NotReady { .. } => RunClass::Skip,
+            MeshState::MidUpgrade { revisions } => match super::recover::older_newer(revisions) {
+                Some((_, newer)) if to == Some(newer.as_str()) => RunClass::ResumeCanary,
+                _ => RunClass::Refuse,
+            },
+            MeshState::StaleCanary { revisions } => match super::recover::older_newer(revisions) {
+                Some((older, _)) if to.is_none_or(|t| newer_than(t, &older)) => {
+                    RunClass::Consolidate
+                }
+                _ => RunClass::Refuse,
+            },
+            _ => RunClass::Refuse,
+        }
+    }
+
+    /// What a run of `class` does here, for the plan and preflight.
+    pub fn what_it_does(&self, class: RunClass, to: Option<&str>) -> Option<String> {
+        let (older, newer) = match self {
+            MeshState::MidUpgrade { revisions } | MeshState::StaleCanary { revisions } => {
+                super::recover::older_newer(revisions)?
+            }
+            _ => return None,
+        };
+        let to = to.map_or("the newest upgrade offered".to_string(), str::to_string);
+        match class {
+            RunClass::ResumeCanary => Some(format!(
+                "resume the canary: {newer} runs next to {older} and no run owns it; this run adopts it (journaled before any change), moves the tag and restarts the workloads onto {newer}, verifies, then completes (removes {older}); its rollback returns everything to {older} and removes {newer}"
+            )),
+            RunClass::Consolidate => Some(format!(
+                "consolidate, then upgrade: {newer} is a stale canary next to {older} that no run owns; step consolidate (its own approval) moves tags, labels and workloads on {newer} back onto {older} and removes {newer}, then a fresh canary {older} → {to}"
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -543,6 +622,8 @@ impl ConfigMapCopy {
 pub struct Decisions {
     pub doc: ClusterDoc,
     pub state: MeshState,
+    /// `--to`, as asked.
+    pub to: Option<String>,
     /// Only when the mesh is ready for an upgrade.
     pub upgrade: Option<Upgrade>,
 }
@@ -563,6 +644,7 @@ pub async fn decide(env: &Env, to: Option<Revision>, force: bool) -> Result<Deci
         return Ok(Decisions {
             doc,
             state,
+            to: to_name,
             upgrade: None,
         });
     }
@@ -576,6 +658,7 @@ pub async fn decide(env: &Env, to: Option<Revision>, force: bool) -> Result<Deci
     Ok(Decisions {
         doc,
         state,
+        to: to_name,
         upgrade: Some(Upgrade {
             source,
             choice,
@@ -604,10 +687,24 @@ impl Decisions {
                 | MeshState::StaleCanary { .. }
                 | MeshState::TooManyRevisions { .. }
                 | MeshState::MeshDisabled
-        ) {
+        ) && self.class() == RunClass::Refuse
+        {
             out.push(Refusal::Mesh(self.state.clone()));
         }
         out
+    }
+
+    /// The class of run these decisions call for.
+    pub fn class(&self) -> RunClass {
+        self.state.class(self.to.as_deref())
+    }
+
+    /// The plan's verdict: what a run of this class does, or why it cannot run.
+    pub fn verdict(&self, cluster: &str) -> String {
+        let class = self.class();
+        (self.state)
+            .what_it_does(class, self.to.as_deref())
+            .unwrap_or_else(|| self.state.explain(cluster))
     }
 
     /// Why a pipeline that retries on a schedule may skip this run (`--skip-if-not-ready`):
@@ -663,7 +760,8 @@ pub async fn build(env: &Env, req: &PlanRequest) -> Result<Plan, PlanError> {
         kubernetes_version: decisions.doc.kubernetes_version().map(str::to_string),
         installed: installed.clone(),
         state: decisions.state.clone(),
-        verdict: decisions.state.explain(&env.cluster.name),
+        class: decisions.class(),
+        verdict: decisions.verdict(&env.cluster.name),
         source: None,
         target: None,
         target_reason: None,
@@ -1041,6 +1139,50 @@ mod tests {
         }
     }
 
+    /// Regression: a canary no run owns was always refused (exit 2), though the run could
+    /// adopt it (`--to` it) or consolidate it (`--to` a newer one).
+    #[test]
+    fn a_canary_no_run_owns_is_resumed_or_consolidated_not_refused() {
+        use RunClass::*;
+        let two = mk_cluster(&["asm-1-27", "asm-1-28"]);
+        let cases = [
+            (&two, Some("asm-1-28"), ResumeCanary),
+            (&two, Some("asm-1-29"), Consolidate),
+            (&two, None, Consolidate),
+            (&two, Some("asm-1-27"), Refuse),
+            (&two, Some("asm-1-26"), Refuse),
+        ];
+        for (doc, to, want) in cases {
+            let state = classify(doc, to);
+            assert_eq!(state.class(to), want, "{to:?}");
+            let decisions = Decisions {
+                doc: doc.clone(),
+                state,
+                to: to.map(str::to_string),
+                upgrade: None,
+            };
+            assert_eq!(decisions.refusals().is_empty(), want != Refuse, "{to:?}");
+            let verdict = decisions.verdict("aks-sim");
+            match want {
+                Refuse => assert!(verdict.contains("rollback --from-cluster"), "{verdict}"),
+                _ => assert!(
+                    verdict.contains("adopt") || verdict.contains("consolidate"),
+                    "{verdict}"
+                ),
+            }
+        }
+        let cluster = |revs: &[&str]| mk_cluster(revs);
+        assert_eq!(classify(&cluster(&["asm-1-27"]), None).class(None), Upgrade);
+        let at = Some("asm-1-27");
+        assert_eq!(classify(&cluster(&["asm-1-27"]), at).class(at), Reconcile);
+        assert_eq!(
+            classify(&mk_busy("Updating", &["asm-1-27"]), None).class(None),
+            Skip
+        );
+        let three = cluster(&["asm-1-26", "asm-1-27", "asm-1-28"]);
+        assert_eq!(classify(&three, None).class(None), Refuse);
+    }
+
     #[test]
     fn refusals_say_what_the_pre_run_check_always_said() {
         let downgrade = Refusal::Downgrade {
@@ -1071,6 +1213,7 @@ mod tests {
         let decisions = Decisions {
             doc: mk_cluster(&["asm-1-27"]),
             state: classify(&mk_cluster(&["asm-1-27"]), Some("asm-1-26")),
+            to: Some("asm-1-26".into()),
             upgrade: None,
         };
         assert_eq!(decisions.refusals(), vec![downgrade]);

@@ -589,7 +589,6 @@ impl Action for RestartBack {
         let env = &self.0;
         let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
         let source: String = ctx.input("source")?;
-        let timeout = rollout_timeout(ctx);
         // Exactly the workloads the forward restart journaled (done, or in flight: the patch
         // may have landed), once each.
         let mut moved: Vec<WorkloadRef> = Vec::new();
@@ -605,41 +604,66 @@ impl Action for RestartBack {
                 }
             }
         }
+        // A canary this run adopted is wholly its own: whatever runs on it goes back too.
+        if let Some(a) = super::recover::adoption(&ctx.journal.all()) {
+            for w in super::recover::workloads_on(env, &a.newer).await? {
+                if !moved.contains(&w) {
+                    moved.push(w);
+                }
+            }
+        }
         if moved.is_empty() {
             return Ok(ActionOutcome::skipped("this run restarted no workload"));
         }
         let mut namespaces: Vec<String> = moved.iter().map(|m| m.namespace.clone()).collect();
         namespaces.sort();
         namespaces.dedup();
-        let earlier = ctx
-            .journal
-            .step_entries()
-            .into_iter()
-            .rev()
-            .find(|e| e.kind == KIND_BACK_WAVE);
-        let records = match &earlier {
-            Some(e) => wave_records(&e.details)?,
-            // Workloads deleted since are nothing to move back: `prepare` skips them.
-            // What the forward restart moved pod by pod goes back the same way.
-            None => prepare(env, ctx, &moved, 1, true).await?,
-        };
-        run_wave(
-            env,
-            ctx,
-            earlier,
-            KIND_BACK_WAVE,
-            &records,
-            parallelism,
-            timeout,
-            "restart back",
-            &source,
-        )
-        .await?;
+        let records = restart_onto(env, ctx, KIND_BACK_WAVE, &moved, parallelism, &source).await?;
         Ok(ActionOutcome::done(outputs([
             ("workloads", json!(records)),
             ("namespaces", json!(namespaces)),
         ])))
     }
+}
+
+/// Restarts `todo` onto `revision` as one wave journaled under `kind` (what goes pod by pod
+/// goes back the same way); a wave of this step left by a crash is finished instead. The
+/// workloads restarted.
+pub(super) async fn restart_onto(
+    env: &Env,
+    ctx: &ActionCtx,
+    kind: &str,
+    todo: &[WorkloadRef],
+    parallelism: usize,
+    revision: &str,
+) -> Result<Vec<Restarted>, StepError> {
+    let earlier = ctx
+        .journal
+        .step_entries()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == kind);
+    let records = match &earlier {
+        Some(e) => wave_records(&e.details)?,
+        // Workloads deleted since are nothing to move back: `prepare` skips them.
+        None => prepare(env, ctx, todo, 1, true).await?,
+    };
+    if records.is_empty() {
+        return Ok(records);
+    }
+    run_wave(
+        env,
+        ctx,
+        earlier,
+        kind,
+        &records,
+        parallelism,
+        rollout_timeout(ctx),
+        "restart back",
+        revision,
+    )
+    .await?;
+    Ok(records)
 }
 
 /// Complete's orphan guard, before it refuses: workloads in the migrated `namespaces` that

@@ -105,7 +105,11 @@ fn namespaces(env: &Env) -> Api<Namespace> {
     Api::all(env.kube.clone())
 }
 
-async fn set_namespace_rev(env: &Env, ns: &str, revision: &str) -> Result<(), StepError> {
+pub(super) async fn set_namespace_rev(
+    env: &Env,
+    ns: &str,
+    revision: &str,
+) -> Result<(), StepError> {
     let patch = json!({ "metadata": { "labels": { REV_LABEL: revision } } });
     namespaces(env)
         .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
@@ -239,7 +243,8 @@ impl Action for RestoreTag {
         let journal = ctx.journal.all();
         let tag_moves: Vec<_> = journal.iter().filter(|e| e.kind == KIND_TAG).collect();
         let relabels: Vec<_> = journal.iter().filter(|e| e.kind == KIND_LABEL).collect();
-        if tag_moves.is_empty() && relabels.is_empty() {
+        let adopted = super::recover::adoption(&journal);
+        if tag_moves.is_empty() && relabels.is_empty() && adopted.is_none() {
             return Ok(ActionOutcome::skipped(
                 "this run did not move the tag or relabel any namespace",
             ));
@@ -272,6 +277,12 @@ impl Action for RestoreTag {
             set_namespace_rev(&self.0, &e.target, &back).await?;
             ctx.journal.done(id, None).await?;
             restored.push(format!("namespace/{}", e.target));
+        }
+        // A canary this run adopted: every tag and label still on it goes back to the older.
+        if let Some(a) = adopted {
+            restored.extend(
+                super::recover::tags_back(&self.0, ctx, &a.older, &a.newer, &a.older).await?,
+            );
         }
         Ok(ActionOutcome::done(outputs([(
             "restored",

@@ -9,10 +9,12 @@ use common::Fakes;
 /// register exactly these.
 pub const CANARY_ACTIONS: &[&str] = &[
     "complete-upgrade",
+    "consolidate-canary",
     "copy-shared-configmap",
     "delete-target-configmap",
     "get-upgrades",
     "preflight",
+    "reconcile-mesh",
     "remove-canary",
     "repoint-tag",
     "restart-back",
@@ -46,6 +48,8 @@ fn canary_runbook_loads_against_its_action_and_gate_names() {
         ids,
         [
             "preflight",
+            "reconcile",
+            "consolidate",
             "get-upgrades",
             "copy-configmap",
             "start",
