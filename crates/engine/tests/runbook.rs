@@ -335,6 +335,31 @@ fn integer_params_out_of_range_are_refused_naming_the_param_and_range() {
     assert_eq!(ok["par"], serde_json::json!(100));
 }
 
+/// Parallelism is a number or a share of a wave: `count_or_percent` takes a bounded count or
+/// a percentage from 1% to 100%, and nothing else.
+#[test]
+fn count_or_percent_params_take_a_bounded_count_or_a_percentage() {
+    let fakes = Fakes::new();
+    let yaml = format!(
+        "{HEAD}params:\n  par: {{ type: count_or_percent, default: 50%, min: 1, max: 100 }}\nsteps:\n  - id: a\n    action: echo\n"
+    );
+    let rb = Runbook::parse(&yaml, "rb.yaml", &fakes.registry()).unwrap();
+    let bind = |v: serde_json::Value| {
+        rb.bind_params(serde_json::json!({ "par": v }).as_object().unwrap())
+            .map(|m| m["par"].clone())
+    };
+    assert_eq!(rb.bind_params(&Default::default()).unwrap()["par"], "50%");
+    assert_eq!(bind("25%".into()).unwrap(), "25%");
+    assert_eq!(bind(" 100 % ".into()).unwrap(), "100%");
+    assert_eq!(bind("8".into()).unwrap(), 8);
+    assert_eq!(bind(8.into()).unwrap(), 8);
+    for bad in ["0%", "101%", "x%", "-5%", "abc"] {
+        assert!(bind(bad.into()).is_err(), "{bad}");
+    }
+    let err = bind("0".into()).unwrap_err();
+    assert!(err.contains("0 is out of range: allowed 1..=100"), "{err}");
+}
+
 #[test]
 fn integer_bounds_are_checked_where_written() {
     let p = problems(&format!(
@@ -352,8 +377,9 @@ fn integer_bounds_are_checked_where_written() {
         "{p:?}"
     );
     assert!(
-        msgs.iter()
-            .any(|m| m.contains("param \"c\": min and max apply to integer params only")),
+        msgs.iter().any(|m| m.contains(
+            "param \"c\": min and max apply to integer and count_or_percent params only"
+        )),
         "{p:?}"
     );
 }
