@@ -58,6 +58,9 @@ impl Action for Preflight {
             .await
             .map_err(|e| arm_err("reading the cluster", e))?;
         let revisions = doc.revisions();
+        // `promote` (the approval after the canary wave) runs only in an upgrade that asks
+        // for it: a step's `when` cannot reference a step that may be skipped.
+        let promote: bool = ctx.input_opt("promote_approval")?.unwrap_or(false);
         let mut out = outputs([
             ("cluster", json!(self.0.cluster.to_string())),
             ("revisions", json!(revisions)),
@@ -67,6 +70,7 @@ impl Action for Preflight {
             ("ingress_gateways", json!(ingress_modes(&doc))),
             ("mesh_state", json!(state)),
             ("upgrade_needed", json!(state.is_ready())),
+            ("promote", json!(state.is_ready() && promote)),
         ]);
         match &state {
             MeshState::Ready => {

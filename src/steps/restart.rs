@@ -337,7 +337,6 @@ impl Action for CanaryWave {
         let mode = mode_of(ctx.input_opt("mode")?)?;
         let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
         let requested: Vec<String> = ctx.input_opt("canary_namespaces")?.unwrap_or_default();
-        let promote: bool = ctx.input_opt("promote_approval")?.unwrap_or(false);
         let label = label_before(mode, &tag, &source);
         let journaled = ctx
             .journal
@@ -368,11 +367,7 @@ impl Action for CanaryWave {
             }
         };
         let out = |records: &[Restarted]| {
-            outputs([
-                ("namespaces", json!(canary)),
-                ("workloads", json!(records)),
-                ("promote", json!(promote && !canary.is_empty())),
-            ])
+            outputs([("namespaces", json!(canary)), ("workloads", json!(records))])
         };
         if canary.is_empty() {
             return Ok(ActionOutcome::already_done(
