@@ -376,3 +376,62 @@ impl Gate for TagPointsAt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asm_canary_engine::{EntryStatus, JournalEntry, Phase};
+
+    fn mk_entry(seq: u64, kind: &str, target: &str, details: serde_json::Value) -> JournalEntry {
+        JournalEntry {
+            seq,
+            step: "s".into(),
+            phase: Phase::Forward,
+            attempt: 1,
+            kind: kind.into(),
+            target: target.into(),
+            details,
+            status: EntryStatus::Intent,
+            result: None,
+            recorded_at: chrono::Utc::now(),
+            done_at: None,
+        }
+    }
+
+    /// The rollback restores the label a namespace had before the run, not the one of its
+    /// last relabel: the canary namespace relabelled prod → target, then target → prod (its
+    /// tag label back), goes back to prod; a label-mode wave goes back to the source.
+    #[test]
+    fn original_labels_are_those_before_the_runs_first_relabel() {
+        let journal = [
+            mk_entry(
+                1,
+                KIND_RELABEL_SET,
+                "canary",
+                json!({ "from": "prod", "to": "asm-1-29", "namespaces": ["frontend"] }),
+            ),
+            mk_entry(
+                2,
+                KIND_RELABEL_SET,
+                "wave-2",
+                json!({ "from": "asm-1-27", "to": "asm-1-29", "namespaces": ["orders", "payments"] }),
+            ),
+            mk_entry(
+                3,
+                KIND_RELABEL_SET,
+                "canary-back",
+                json!({ "from": "asm-1-29", "to": "prod", "namespaces": ["frontend"] }),
+            ),
+            mk_entry(4, KIND_LABEL, "legacy", json!({ "to": "asm-1-29" })),
+        ];
+        assert_eq!(
+            original_labels(&journal, "asm-1-27"),
+            vec![
+                ("frontend".to_string(), "prod".to_string()),
+                ("orders".to_string(), "asm-1-27".to_string()),
+                ("payments".to_string(), "asm-1-27".to_string()),
+                ("legacy".to_string(), "asm-1-27".to_string()),
+            ]
+        );
+    }
+}
