@@ -8,11 +8,13 @@ use common::Fakes;
 /// The action and gate names `runbooks/asm-canary-upgrade.yaml` uses: the canary steps must
 /// register exactly these.
 pub const CANARY_ACTIONS: &[&str] = &[
+    "canary-wave",
     "complete-upgrade",
     "copy-shared-configmap",
     "delete-target-configmap",
     "get-upgrades",
     "preflight",
+    "promote-canary",
     "remove-canary",
     "repoint-tag",
     "restart-back",
@@ -49,6 +51,8 @@ fn canary_runbook_loads_against_its_action_and_gate_names() {
             "get-upgrades",
             "copy-configmap",
             "start",
+            "canary",
+            "promote",
             "repoint-tag",
             "restart",
             "verify",
@@ -61,6 +65,8 @@ fn canary_runbook_loads_against_its_action_and_gate_names() {
     assert_eq!(complete.approval, ApprovalMode::Required);
     assert_eq!(complete.on_failure, OnFailure::Halt);
     assert_eq!(rb.step("restart").unwrap().on_failure, OnFailure::Rollback);
+    assert_eq!(rb.step("canary").unwrap().on_failure, OnFailure::Rollback);
+    assert_eq!(rb.step("promote").unwrap().approval, ApprovalMode::Required);
     assert_eq!(
         rb.step("verify").unwrap().gate.as_ref().unwrap().stable_for,
         DurationSpec::Param("soak".into())
