@@ -113,6 +113,7 @@ async fn one(namespaces: u32) {
     let mut params = serde_json::Map::new();
     for (k, v) in [
         ("soak", json!("1s")),
+        ("wave_soak", json!("1s")),
         ("poll_interval", json!("200ms")),
         ("parallelism", json!(deployments.max(1))),
         ("rollout_timeout", json!("10m")),

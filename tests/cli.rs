@@ -103,7 +103,7 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
     assert!(md.contains("proxies-synced"));
     assert!(
         md.lines()
-            .any(|l| l.contains("restart-wave `wave-1`") && l.contains("Deployment payments/api")),
+            .any(|l| l.contains("restart-wave `wave-1`") && l.contains("Deployment frontend/web")),
         "{md}"
     );
     assert!(md.contains("`complete` approved by --approve"));
@@ -129,12 +129,13 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
     let svg_end = html.find("</svg>").expect("svg end") + "</svg>".len();
     let svg = &html[svg_start..svg_end];
     well_formed(svg);
-    assert_eq!(svg.matches("<rect class=\"step").count(), 8, "{svg}");
+    assert_eq!(svg.matches("<rect class=\"step").count(), 9, "{svg}");
     for step in [
         "preflight",
         "get-upgrades",
         "copy-configmap",
         "start",
+        "canary",
         "repoint-tag",
         "restart",
         "verify",
@@ -282,7 +283,7 @@ async fn bad_flags_exit_2_with_a_sentence_and_nothing_on_stdout() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("--approve \"strat\"")
-            && stderr(&out).contains("approvable steps: consolidate, start, complete"),
+            && stderr(&out).contains("approvable steps: consolidate, start, promote, complete"),
         "{}",
         stderr(&out)
     );
@@ -321,7 +322,10 @@ async fn stale_proxies_roll_back_with_exit_3_and_status_names_what_happened() {
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("rolled back"), "{text}");
-    assert!(text.contains("verify"), "{text}");
+    assert!(
+        text.contains("canary"),
+        "the canary wave's gate failed: {text}"
+    );
     assert!(text.contains("revisions [asm-1-27]"), "{text}");
     assert!(text.contains("Next"), "{text}");
     assert!(text.contains("asm-canary upgrade"), "next command: {text}");
@@ -329,7 +333,7 @@ async fn stale_proxies_roll_back_with_exit_3_and_status_names_what_happened() {
     let out = sim.run(&["status", "--state", s, "--output", "json"]).await;
     let doc: Value = serde_json::from_slice(&out.stdout).expect("status json");
     assert_eq!(doc["state"], "rolled_back");
-    assert_eq!(doc["failed_step"], "verify");
+    assert_eq!(doc["failed_step"], "canary");
     assert_eq!(
         doc["cluster_now"]["revisions"],
         serde_json::json!(["asm-1-27"])
@@ -343,7 +347,7 @@ async fn stale_proxies_roll_back_with_exit_3_and_status_names_what_happened() {
 
     let md = std::fs::read_to_string(asm_canary::report::report_path(&state)).unwrap();
     assert!(md.contains("| Outcome | rolled_back |"), "{md}");
-    assert!(md.contains("| verify | forward | failed"), "{md}");
+    assert!(md.contains("| canary | forward | failed"), "{md}");
     assert!(
         md.contains("STALE"),
         "the report says what the gate waited for: {md}"

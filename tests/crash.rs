@@ -409,6 +409,22 @@ pub async fn check(sim: &TestSim, inv: &Invariants, killed: &Killed) -> Vec<Stri
     if tag.map(|h| h["revision"].clone()) != Some(Value::from(inv.expect)) {
         bad.push(format!("tag prod is {:?}, expected {}", tag, inv.expect));
     }
+    // Namespace labels: every namespace labelled as before the run, forward or back (the
+    // canary namespaces take the tag label back after the tag moved).
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(sim.kube().await);
+    for ns in ["frontend", "payments", "orders", "logging"] {
+        let label = namespaces
+            .get(ns)
+            .await
+            .ok()
+            .and_then(|n| n.metadata.labels)
+            .and_then(|l| l.get("istio.io/rev").cloned());
+        if label.as_deref() != Some("prod") {
+            bad.push(format!(
+                "namespace {ns} labelled istio.io/rev={label:?}, expected prod"
+            ));
+        }
+    }
     // Shared ConfigMaps: none lost, none left behind.
     let (keep, gone) = if inv.expect == TARGET {
         (TARGET, SOURCE)
@@ -495,6 +511,7 @@ pub fn kill_points(seed: u64) -> Vec<(&'static str, KillAt)> {
             KillAt::at("copy-configmap", "step_succeeded"),
         ),
         ("after-start", KillAt::at("start", "step_succeeded")),
+        ("after-canary", KillAt::at("canary", "step_succeeded")),
         (
             "after-repoint-tag",
             KillAt::at("repoint-tag", "step_succeeded"),
@@ -555,6 +572,16 @@ pub fn kill_points(seed: u64) -> Vec<(&'static str, KillAt)> {
         "complete-lease-delete",
         KillAt::effect("complete", "lease-delete", false),
     ));
+    v.push((
+        "canary-relabel-in-flight",
+        // The canary's namespaces are relabelled to the target under one entry.
+        KillAt::effect("canary", "namespaces-relabel", false).after_ms(rng.range(0, 20)),
+    ));
+    v.push((
+        "canary-mid-wave",
+        // The canary wave is journaled once, before its first patch.
+        KillAt::effect("canary", "restart-wave", false).after_ms(rng.range(0, 60)),
+    ));
     v
 }
 
@@ -581,6 +608,9 @@ crash_cases! {
     resume_after_get_upgrades => "after-get-upgrades", false;
     resume_after_copy_configmap => "after-copy-configmap", false;
     resume_after_start => "after-start", false;
+    resume_after_canary => "after-canary", false;
+    resume_canary_relabel_in_flight => "canary-relabel-in-flight", false;
+    resume_canary_mid_wave => "canary-mid-wave", false;
     resume_after_repoint_tag => "after-repoint-tag", false;
     resume_after_restart => "after-restart", false;
     resume_after_verify => "after-verify", false;
@@ -601,6 +631,9 @@ crash_cases! {
     rollback_before_preflight => "before-preflight", true;
     rollback_after_copy_configmap => "after-copy-configmap", true;
     rollback_after_start => "after-start", true;
+    rollback_after_canary => "after-canary", true;
+    rollback_canary_relabel_in_flight => "canary-relabel-in-flight", true;
+    rollback_canary_mid_wave => "canary-mid-wave", true;
     rollback_after_repoint_tag => "after-repoint-tag", true;
     rollback_after_restart => "after-restart", true;
     rollback_after_verify => "after-verify", true;
@@ -679,6 +712,7 @@ fn every_step_has_a_boundary_and_an_inside_kill_point() {
         "get-upgrades",
         "copy-configmap",
         "start",
+        "canary",
         "repoint-tag",
         "restart",
         "verify",

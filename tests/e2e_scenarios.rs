@@ -66,7 +66,7 @@ async fn assert_completed_on_target(sim: &TestSim, out: &std::process::Output) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_proxies_fail_verify_and_roll_back_to_the_source() {
+async fn stale_proxies_fail_the_canary_gate_and_roll_back_to_the_source() {
     let sim = TestSim::start("stale-proxies").await;
     let mut args = APPROVE.to_vec();
     args.extend(["--param", "verify_timeout=4s"]);

@@ -68,7 +68,7 @@ async fn guided_yes_shows_the_plan_asks_before_start_and_complete_and_completes(
         plan_at < prompt_at,
         "the plan comes before the first prompt"
     );
-    assert!(t.contains("Wave 1/1"), "{t}");
+    assert!(t.contains("Wave 1/3    canary: 1 workload(s)"), "{t}");
     assert!(t.contains("completed: asm-1-27 → asm-1-29"), "{t}");
     assert!(t.contains("report: "), "{t}");
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
@@ -96,7 +96,10 @@ async fn guided_gate_failure_offers_rollback_and_rolling_back_exits_3() {
     .await;
     let t = transcript(&out);
     assert_eq!(out.status.code(), Some(3), "transcript:\n{t}");
-    assert!(t.contains("step \"verify\" failed"), "{t}");
+    assert!(
+        t.contains("step \"canary\" failed"),
+        "the canary wave's gate: {t}"
+    );
     assert!(t.contains("[r]ollback"), "{t}");
     assert!(t.contains("rolled back to asm-1-27"), "{t}");
     assert!(t.contains("(exit 3)"), "{t}");
@@ -115,7 +118,10 @@ async fn guided_halt_leaves_the_canary_paused_and_a_later_rollback_finishes_it()
     .await;
     let t = transcript(&out);
     assert_eq!(out.status.code(), Some(4), "transcript:\n{t}");
-    assert!(t.contains("halted: step \"verify\" failed"), "{t}");
+    assert!(
+        t.contains("halted: step \"canary\" failed"),
+        "the canary wave's gate: {t}"
+    );
     assert!(!t.contains("rolling back"), "{t}");
     // Halting changes nothing more: both control planes still run.
     assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);

@@ -34,6 +34,7 @@ fn demo_params(
 ) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
     let mut params = serde_json::Map::new();
     params.insert("soak".into(), json!("2s"));
+    params.insert("wave_soak".into(), json!("1s"));
     params.insert("poll_interval".into(), json!("250ms"));
     params.insert("control_plane_timeout".into(), json!("45s"));
     params.insert("rollout_timeout".into(), json!("60s"));

@@ -90,6 +90,8 @@ fn plan_request(
         restart_ondelete,
         // these reach the plan through `params` (the gates' durations)
         parallelism: _,
+        waves: _,
+        promote_approval: _,
         soak: _,
         params: _,
     } = upgrade;
@@ -150,6 +152,26 @@ fn render_upgrade(plan: &Plan, src: &str, tgt: &str, lines: &mut Vec<String>) {
     if let Some(t) = &plan.tag_move {
         lines.push(format!("Injection   {t}"));
     }
+    if let Some(c) = &plan.canary {
+        lines.push(format!(
+            "Canary      {}{}{}",
+            c.namespaces.join(", "),
+            if c.chosen_by_default {
+                " (chosen by default: the namespace with the fewest workloads to move; --canary-namespaces chooses)"
+            } else {
+                ""
+            },
+            if c.promote_approval {
+                "; approval \"promote\" before the tag moves"
+            } else {
+                ""
+            }
+        ));
+    }
+    for (i, o) in plan.order.iter().enumerate() {
+        let head = if i == 0 { "Order" } else { "" };
+        lines.push(format!("{head:<11} {}. {o}", i + 1));
+    }
     if plan.waves.is_empty() {
         lines.push("Waves       none: no namespace uses the tag; nothing to restart".to_string());
     }
@@ -174,9 +196,13 @@ fn render_wave(i: usize, of: usize, w: &Wave) -> String {
         "namespaces",
     );
     format!(
-        "Wave {:<6} {} workload(s): {nss}",
+        "Wave {:<6} {}{} workload(s), {}% of the mesh ({}% done), {} at once: {nss}",
         format!("{}/{of}", i + 1),
-        w.workloads
+        if w.canary { "canary: " } else { "" },
+        w.workloads,
+        w.percent_of_mesh,
+        w.cumulative_percent,
+        w.parallelism
     )
 }
 
@@ -189,6 +215,9 @@ fn render_gate(g: &GateLine) -> String {
         extra.push("asks approval first".to_string());
     }
     extra.push(format!("on failure: {}", g.on_failure));
+    if g.gate.is_empty() {
+        return format!("  {:<15} {:<41} {}", g.step, "no gate", extra.join(", "));
+    }
     format!(
         "  {:<15} gate {:<22} timeout {:<5} {}",
         g.step,

@@ -31,12 +31,23 @@ pub struct UpgradeOptions {
     /// `tag`: move the revision tag; `label`: relabel namespaces istio.io/rev=<target>.
     #[arg(long, default_value = "tag", value_parser = ["tag", "label"])]
     pub mode: String,
-    /// Namespaces restarted in the first wave (comma-separated or repeated).
+    /// The canary wave's namespaces (comma-separated or repeated): relabelled to the target
+    /// and restarted while the tag still names the source; default: the namespace with the
+    /// fewest workloads to move.
     #[arg(long, value_delimiter = ',', value_name = "NS")]
     pub canary_namespaces: Vec<String>,
-    /// Workloads restarted at once within a wave.
-    #[arg(long, default_value_t = 4)]
-    pub parallelism: u32,
+    /// Workloads restarted at once within a wave: a count (4) or a percentage of the wave
+    /// (25%); default: the runbook's (100%: the wave is the blast radius, its gate the check).
+    #[arg(long, value_name = "N|P%")]
+    pub parallelism: Option<String>,
+    /// How the waves after the canary grow: a factor (x2, the default) or cumulative
+    /// percentages of the remaining workloads (10%,30%,100%).
+    #[arg(long, value_name = "xN|P%,…")]
+    pub waves: Option<String>,
+    /// Ask for approval after the canary wave passed, before the tag moves (step `promote`:
+    /// a prompt, or `--approve promote` when unattended).
+    #[arg(long)]
+    pub promote_approval: bool,
     /// How long every proxy must stay SYNCED before verify passes (e.g. 2m).
     #[arg(long)]
     pub soak: Option<String>,
@@ -72,6 +83,8 @@ impl UpgradeOptions {
             mode,
             canary_namespaces,
             parallelism,
+            waves,
+            promote_approval,
             soak,
             force,
             restart_ondelete,
@@ -86,7 +99,16 @@ impl UpgradeOptions {
         map.insert("tag".into(), json!(tag));
         map.insert("injection_mode".into(), json!(mode));
         map.insert("canary_namespaces".into(), json!(canary_namespaces));
-        map.insert("parallelism".into(), json!(parallelism));
+        // Only when given: the runbook's defaults otherwise (a --runbook need not declare them).
+        if let Some(p) = parallelism {
+            map.insert("parallelism".into(), json!(p));
+        }
+        if let Some(w) = waves {
+            map.insert("waves".into(), json!(w));
+        }
+        if *promote_approval {
+            map.insert("promote_approval".into(), json!(true));
+        }
         if let Some(soak) = soak {
             map.insert("soak".into(), json!(soak));
         }
@@ -100,6 +122,10 @@ impl UpgradeOptions {
                 .split_once('=')
                 .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
             map.insert(k.trim().to_string(), json!(v));
+        }
+        // A string to the runbook, so checked here, before anything else happens.
+        if let Some(w) = map.get("waves").and_then(Value::as_str) {
+            crate::steps::wave::Growth::parse(w).map_err(CliError::bad)?;
         }
         Ok(map)
     }

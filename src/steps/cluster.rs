@@ -59,6 +59,9 @@ impl Action for Preflight {
             .await
             .map_err(|e| arm_err("reading the cluster", e))?;
         let revisions = doc.revisions();
+        // `promote` (the approval after the canary wave) runs only in an upgrade that asks
+        // for it: a step's `when` cannot reference a step that may be skipped.
+        let promote: bool = ctx.input_opt("promote_approval")?.unwrap_or(false);
         let mut out = outputs([
             ("cluster", json!(self.0.cluster.to_string())),
             ("revisions", json!(revisions)),
@@ -67,10 +70,13 @@ impl Action for Preflight {
             ("location", json!(doc.location())),
             ("ingress_gateways", json!(ingress_modes(&doc))),
             ("mesh_state", json!(state)),
+            ("promote", json!(false)),
         ]);
         if let Some(done) = classify_run(&self.0, ctx, &state, to.as_deref(), &mut out).await? {
             return Ok(done);
         }
+        let upgrade_needed = out.get("upgrade_needed") == Some(&json!(true));
+        out.insert("promote".into(), json!(upgrade_needed && promote));
         for w in preflight_warnings(&self.0, &revisions).await? {
             ctx.events.warn(w);
         }

@@ -13,8 +13,10 @@
 //! | get-upgrades, target-available | action, gate | [`cluster`] |
 //! | copy-shared-configmap, configmap-copied | action, gate | [`configmap`] |
 //! | start-canary, control-planes-ready | action, gate | [`cluster`], [`controlplane`] |
+//! | canary-wave, workloads-on-revision | action, gate | [`restart`] (relabel: [`tag`]; the gate after the wave: [`wave`]) |
+//! | promote-canary | action (the `promote` approval) | [`restart`] |
 //! | repoint-tag, tag-points-at | action, gate | [`tag`] |
-//! | restart-workloads, workloads-on-revision | action, gate | [`restart`] |
+//! | restart-workloads, workloads-on-revision | action, gate | [`restart`], growing waves and their gates: [`wave`] |
 //! | verify-proxies, proxies-synced | action, gate | [`verify`] |
 //! | complete-upgrade, single-revision | action, gate | [`cluster`] |
 //! | restore-tag, restart-back, remove-canary, delete-target-configmap | rollback actions | [`tag`], [`restart`], [`cluster`], [`configmap`] |
@@ -30,6 +32,7 @@ pub mod restart;
 pub mod tag;
 pub mod traps;
 pub mod verify;
+pub mod wave;
 
 use std::sync::Arc;
 
@@ -47,12 +50,14 @@ pub struct Env {
 
 /// The action names [`registry`] registers, sorted.
 pub const ACTION_NAMES: &[&str] = &[
+    "canary-wave",
     "complete-upgrade",
     "consolidate-canary",
     "copy-shared-configmap",
     "delete-target-configmap",
     "get-upgrades",
     "preflight",
+    "promote-canary",
     "reconcile-mesh",
     "remove-canary",
     "repoint-tag",
@@ -108,6 +113,8 @@ fn clients_registry(env: Arc<Env>) -> Registry {
             "control-planes-ready",
             controlplane::ControlPlanesReady(e()),
         )
+        .action("canary-wave", restart::CanaryWave(e()))
+        .action("promote-canary", restart::Promote)
         .action("repoint-tag", tag::RepointTag(e()))
         .gate("tag-points-at", tag::TagPointsAt(e()))
         .action("restart-workloads", restart::RestartWorkloads(e()))

@@ -25,8 +25,9 @@ use kube::api::ListParams;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::restart::{mesh_namespaces, plan_namespace, restart_blockers, waves};
+use super::restart::{MovePlan, mesh_namespaces, plan_each, restart_blockers};
 use super::tag::Mode;
+use super::wave::{Growth, choose_canary, grow_waves};
 use super::{Env, kube_err};
 use crate::azure::{ArmError, ClusterDoc};
 use crate::istio::{
@@ -75,6 +76,13 @@ pub struct Plan {
     pub offered: Vec<String>,
     pub configmap: Option<String>,
     pub tag_move: Option<String>,
+    /// The canary wave: restarted and gated before the tag moves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryPlan>,
+    /// What the run does after `start`, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<String>,
+    /// The canary first, then the growing waves, each with its blast radius.
     pub waves: Vec<Wave>,
     pub gates: Vec<GateLine>,
     pub warnings: Vec<String>,
@@ -92,8 +100,26 @@ pub struct Plan {
 
 #[derive(Debug, Serialize)]
 pub struct Wave {
+    /// True for the canary wave (restarted before the tag moves).
+    pub canary: bool,
     pub namespaces: Vec<NamespaceCount>,
     pub workloads: usize,
+    /// The wave's blast radius: its share of the workloads this run moves, in percent.
+    pub percent_of_mesh: f64,
+    /// The share moved once this wave is done, in percent.
+    pub cumulative_percent: f64,
+    /// Workloads restarted at once in this wave.
+    pub parallelism: usize,
+}
+
+/// The canary wave's namespaces and how they were chosen.
+#[derive(Debug, Serialize)]
+pub struct CanaryPlan {
+    pub namespaces: Vec<String>,
+    /// No (usable) `--canary-namespaces`: the namespace with the fewest workloads to move.
+    pub chosen_by_default: bool,
+    /// The run asks for approval (step `promote`) after the canary passed.
+    pub promote_approval: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -768,6 +794,8 @@ pub async fn build(env: &Env, req: &PlanRequest) -> Result<Plan, PlanError> {
         offered: vec![],
         configmap: None,
         tag_move: None,
+        canary: None,
+        order: vec![],
         waves: vec![],
         gates: gate_lines(&req.runbook, &req.params),
         warnings: preflight_warnings(env, &installed).await?,
@@ -775,6 +803,11 @@ pub async fn build(env: &Env, req: &PlanRequest) -> Result<Plan, PlanError> {
         refused: vec![],
         refusals: decisions.refusals(),
     };
+    // `promote` asks only when promote_approval is on (otherwise its `when` skips it).
+    let promote = param_value(req, "promote_approval").and_then(|v| v.as_bool()) == Some(true);
+    if let Some(g) = plan.gates.iter_mut().find(|g| g.step == "promote") {
+        g.approval = promote;
+    }
     if let Some(upgrade) = &decisions.upgrade {
         plan.add_upgrade(env, req, upgrade).await?;
     }
@@ -815,7 +848,7 @@ impl Plan {
                 self.refusals.push(refusal);
             }
         }
-        self.waves = plan_waves(env, req, source, &target, &mut self.warnings).await?;
+        self.waves = plan_waves(env, req, source, &target, self).await?;
         self.add_traps(env, req, source, &target).await?;
         self.target = Some(target);
         Ok(())
@@ -824,61 +857,181 @@ impl Plan {
 
 fn tag_move(req: &PlanRequest, source: &str, target: &str) -> String {
     match req.mode {
-        Mode::Tag => format!("tag {}: {source} → {target}", req.tag),
-        Mode::Label => format!("namespaces labelled istio.io/rev={source} → istio.io/rev={target}"),
+        Mode::Tag => format!(
+            "tag {}: {source} → {target}, after the canary wave passed",
+            req.tag
+        ),
+        Mode::Label => format!(
+            "namespaces labelled istio.io/rev={source} → istio.io/rev={target}, wave by wave"
+        ),
     }
 }
 
-/// The restart waves: the canary namespaces first, with what each namespace would move.
+/// A param as the run will see it: given on the command line, else the runbook's default.
+fn param_value(req: &PlanRequest, name: &str) -> Option<Value> {
+    req.params.get(name).cloned().or_else(|| {
+        req.runbook
+            .params
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.default.clone())
+    })
+}
+
+fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 1000.0 / whole as f64).round() / 10.0
+}
+
+/// The waves as the run restarts them: the canary first (given, or the default), then the
+/// rest in growing waves, each with what its namespaces would move and its blast radius;
+/// also the plan's canary and order.
 async fn plan_waves(
     env: &Env,
     req: &PlanRequest,
     source: &str,
     target: &str,
-    warnings: &mut Vec<String>,
+    plan: &mut Plan,
 ) -> Result<Vec<Wave>, StepError> {
     // Before the run, the namespaces to migrate carry the tag (or, in label mode, the source).
-    let label_for = match req.mode {
-        Mode::Tag => req.tag.clone(),
-        Mode::Label => source.to_string(),
-    };
-    let nss = mesh_namespaces(env, Mode::Tag, &label_for, target).await?;
+    let label = super::restart::label_before(req.mode, &req.tag, source);
+    let nss = mesh_namespaces(env, Mode::Tag, &label, target).await?;
     for c in &req.canary_namespaces {
         if !nss.contains(c) {
-            warnings.push(format!(
-                "--canary-namespaces {c}: not a namespace this run migrates (none labelled istio.io/rev={label_for})"
+            plan.warnings.push(format!(
+                "--canary-namespaces {c}: not a namespace this run migrates (none labelled istio.io/rev={label})"
             ));
         }
     }
+    let mut moves: Vec<(String, MovePlan)> = plan_each(env, &nss, target).await?;
+    moves.sort_by(|a, b| a.0.cmp(&b.0));
+    let counts: Vec<(String, usize)> = moves
+        .iter()
+        .map(|(ns, p)| (ns.clone(), p.workloads.len()))
+        .collect();
+    let (canary, defaulted) = choose_canary(&req.canary_namespaces, &counts);
+    let growth_raw = param_value(req, "waves")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| super::wave::DEFAULT_GROWTH.to_string());
+    let growth = Growth::parse(&growth_raw).map_err(StepError::msg)?;
+    let parallelism = param_value(req, "parallelism").unwrap_or(serde_json::json!(4));
+    let promote = param_value(req, "promote_approval").and_then(|v| v.as_bool()) == Some(true);
+    let count_of = |ns: &str| counts.iter().find(|(n, _)| n == ns).map_or(0, |c| c.1);
+    let canary_size: usize = canary.iter().map(|ns| count_of(ns)).sum();
+    let rest: Vec<(String, usize)> = counts
+        .iter()
+        .filter(|(ns, _)| !canary.contains(ns))
+        .cloned()
+        .collect();
+    let mut groups = vec![canary.clone()];
+    groups.extend(grow_waves(&rest, canary_size.max(1), &growth));
+    groups.retain(|g| !g.is_empty());
+    let total: usize = counts.iter().map(|c| c.1).sum();
+    let mut done = 0usize;
     let mut out = Vec::new();
-    for w in waves(&nss, &req.canary_namespaces) {
+    for (i, group) in groups.iter().enumerate() {
         let mut wave = Wave {
+            canary: i == 0 && !canary.is_empty(),
             namespaces: vec![],
             workloads: 0,
+            percent_of_mesh: 0.0,
+            cumulative_percent: 0.0,
+            parallelism: 0,
         };
-        for ns in w {
-            let p = plan_namespace(env, &ns, target).await?;
+        for ns in group {
+            let Some((_, p)) = moves.iter().find(|(n, _)| n == ns) else {
+                continue;
+            };
             wave.workloads += p.workloads.len();
             if !p.uninjected.is_empty() {
-                warnings.push(format!(
+                plan.warnings.push(format!(
                     "namespace {ns}: {}",
                     super::restart::uninjected_line(&p.uninjected)
                 ));
             }
             wave.namespaces.push(NamespaceCount {
-                namespace: ns,
+                namespace: ns.clone(),
                 workloads: p.workloads.len(),
                 without_sidecar: p.uninjected.iter().map(|w| w.to_string()).collect(),
             });
-            warnings.extend(
-                p.unmovable
-                    .into_iter()
-                    .map(|u| format!("will not move {u}")),
-            );
+            plan.warnings
+                .extend(p.unmovable.iter().map(|u| format!("will not move {u}")));
         }
+        done += wave.workloads;
+        wave.percent_of_mesh = percent(wave.workloads, total);
+        wave.cumulative_percent = percent(done, total);
+        wave.parallelism = super::wave::parallelism_for(&parallelism, wave.workloads);
         out.push(wave);
     }
+    if !canary.is_empty() {
+        plan.canary = Some(CanaryPlan {
+            namespaces: canary.clone(),
+            chosen_by_default: defaulted,
+            promote_approval: promote,
+        });
+    }
+    plan.order = order_lines(
+        req,
+        source,
+        target,
+        &canary,
+        promote,
+        out.len(),
+        &growth_raw,
+    );
     Ok(out)
+}
+
+/// The run after `start`, in order, as sentences.
+fn order_lines(
+    req: &PlanRequest,
+    source: &str,
+    target: &str,
+    canary: &[String],
+    promote: bool,
+    waves: usize,
+    growth: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let soak = param_value(req, "wave_soak")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "the wave soak".into());
+    let gate = format!("gate: rolled out, every proxy SYNCED for {soak}, then the analysis");
+    if !canary.is_empty() {
+        let still = match req.mode {
+            Mode::Tag => format!("tag {} still names {source}", req.tag),
+            Mode::Label => "no other namespace is relabelled".to_string(),
+        };
+        out.push(format!(
+            "canary: {} relabelled istio.io/rev={target} directly and restarted while {still}; {gate}",
+            super::first_few(canary, 8, "namespaces")
+        ));
+    }
+    if promote {
+        out.push("promote: asks for approval (a prompt, or --approve promote)".to_string());
+    }
+    if req.mode == Mode::Tag {
+        out.push(format!("tag {}: {source} → {target}", req.tag));
+    }
+    let later = waves.saturating_sub(usize::from(!canary.is_empty()));
+    if later > 0 {
+        let relabel = match req.mode {
+            Mode::Tag => String::new(),
+            Mode::Label => format!(", each relabelled istio.io/rev={target} just before"),
+        };
+        out.push(format!(
+            "{later} more wave(s), growing {growth}{relabel}; after each, the {gate}"
+        ));
+    }
+    if req.mode == Mode::Tag && !canary.is_empty() {
+        out.push(format!(
+            "the canary namespaces take istio.io/rev={} back (no restart: the tag names {target} now)",
+            req.tag
+        ));
+    }
+    out
 }
 
 /// Every step's gate, as the runbook says; a param given on the command line wins over the

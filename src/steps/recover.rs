@@ -250,7 +250,7 @@ impl Action for ConsolidateCanary {
         let env = &self.0;
         let older: String = ctx.input("source")?;
         let canary: String = ctx.input("canary")?;
-        let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
+        let parallelism: serde_json::Value = ctx.input_opt("parallelism")?.unwrap_or(json!(4));
         let doc = env
             .arm
             .wait_idle(&env.cluster)
@@ -275,7 +275,7 @@ impl Action for ConsolidateCanary {
             ctx,
             KIND_CONSOLIDATE_WAVE,
             &todo,
-            parallelism,
+            &parallelism,
             &older,
         )
         .await?;

@@ -277,14 +277,274 @@ pub async fn mesh_namespaces(
     Ok(list.into_iter().filter_map(|n| n.metadata.name).collect())
 }
 
-/// Splits namespaces into waves: the canary namespaces first, then the rest.
-pub fn waves(namespaces: &[String], canary: &[String]) -> Vec<Vec<String>> {
-    let (first, rest): (Vec<String>, Vec<String>) =
-        namespaces.iter().cloned().partition(|n| canary.contains(n));
-    [first, rest]
+/// Each namespace with what a restart would move there, read as [`pods_of_namespaces`] reads
+/// them (one list for many namespaces), in the namespaces' order.
+pub async fn plan_each(
+    env: &Env,
+    namespaces: &[String],
+    target: &str,
+) -> Result<Vec<(String, MovePlan)>, StepError> {
+    Ok(pods_of_namespaces(env, namespaces.to_vec())
+        .await?
         .into_iter()
-        .filter(|w| !w.is_empty())
-        .collect()
+        .map(|(ns, pods)| {
+            let p = plan_pods(&ns, &pods, target);
+            (ns, p)
+        })
+        .collect())
+}
+
+/// The label the namespaces to migrate carry before the run: the tag, or (label mode) the
+/// source revision itself.
+pub fn label_before(mode: Mode, tag: &str, source: &str) -> String {
+    match mode {
+        Mode::Tag => tag.to_string(),
+        Mode::Label => source.to_string(),
+    }
+}
+
+/// The canary (given, or the default) among the namespaces labelled `label`, with each
+/// namespace's workload count (sorted by name): what the canary step and the plan decide.
+pub async fn decide_canary(
+    env: &Env,
+    label: &str,
+    target: &str,
+    requested: &[String],
+) -> Result<(Vec<String>, bool, Vec<(String, usize)>), StepError> {
+    let mut nss = mesh_namespaces(env, Mode::Tag, label, target).await?;
+    nss.sort();
+    let counts: Vec<(String, usize)> = plan_each(env, &nss, target)
+        .await?
+        .into_iter()
+        .map(|(ns, p)| (ns, p.workloads.len()))
+        .collect();
+    let (canary, defaulted) = super::wave::choose_canary(requested, &counts);
+    Ok((canary, defaulted, counts))
+}
+
+/// The canary wave (step `canary`): its namespaces are relabelled `istio.io/rev=<target>`
+/// directly (the tag still names the source, so nothing else gets the new proxy), their
+/// workloads restarted, then the wave's gate. One journal entry for the relabel (which also
+/// fixes the canary set for a resumed step), one for the restart.
+pub struct CanaryWave(pub Arc<Env>);
+
+#[async_trait]
+impl Action for CanaryWave {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let env = &self.0;
+        let target: String = ctx.input("target")?;
+        let source: String = ctx.input("source")?;
+        let mode = mode_of(ctx.input_opt("mode")?)?;
+        let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
+        let requested: Vec<String> = ctx.input_opt("canary_namespaces")?.unwrap_or_default();
+        let label = label_before(mode, &tag, &source);
+        let journaled = ctx
+            .journal
+            .step_entries()
+            .into_iter()
+            .find(|e| e.kind == super::tag::KIND_RELABEL_SET && e.target == "canary");
+        let canary: Vec<String> = match &journaled {
+            Some(e) => serde_json::from_value(e.details["namespaces"].clone())
+                .map_err(|e| StepError::with_source("reading the canary from the journal", e))?,
+            None => {
+                let (canary, defaulted, counts) =
+                    decide_canary(env, &label, &target, &requested).await?;
+                for ns in requested
+                    .iter()
+                    .filter(|r| !counts.iter().any(|(n, _)| n == *r))
+                {
+                    ctx.events.warn(format!(
+                        "canary namespace {ns} is not among the namespaces being migrated (labelled {REV_LABEL}={label}); ignored"
+                    ));
+                }
+                if defaulted && !canary.is_empty() {
+                    ctx.events.info(format!(
+                        "canary: {} (chosen by default: the namespace with the fewest workloads to move; --canary-namespaces chooses)",
+                        canary.join(", ")
+                    ));
+                }
+                canary
+            }
+        };
+        let out = |records: &[Restarted]| {
+            outputs([("namespaces", json!(canary)), ("workloads", json!(records))])
+        };
+        if canary.is_empty() {
+            return Ok(ActionOutcome::already_done(
+                out(&[]),
+                format!("no namespace labelled {REV_LABEL}={label} has a workload to move"),
+            ));
+        }
+        super::tag::relabel_set(
+            env,
+            ctx,
+            "canary",
+            &canary,
+            &label,
+            &target,
+            Default::default(),
+        )
+        .await?;
+        let spec = WaveSpec::of(ctx, &target)?;
+        let (records, acted) = restart_wave(env, ctx, &spec, 1, "canary", &canary, None).await?;
+        if !acted {
+            return Ok(ActionOutcome::already_done(
+                out(&records),
+                format!("every injected pod of the canary already runs {target}"),
+            ));
+        }
+        Ok(ActionOutcome::done(out(&records)))
+    }
+}
+
+/// Step `promote`: the canary has passed; with `promote_approval`, the approval before the
+/// tag moves is asked at this step (`--approve promote`). Changes nothing itself.
+pub struct Promote;
+
+#[async_trait]
+impl Action for Promote {
+    async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
+        let canary: Vec<String> = ctx.input_opt("canary")?.unwrap_or_default();
+        ctx.events.info(format!(
+            "the canary ({}) passed its gate: promoting",
+            super::first_few(&canary, 8, "namespaces")
+        ));
+        Ok(ActionOutcome::done(outputs([("canary", json!(canary))])))
+    }
+}
+
+/// How a wave restarts: the same for the canary and every later wave.
+struct WaveSpec {
+    target: String,
+    parallelism: serde_json::Value,
+    pod_by_pod: bool,
+    timeout: Duration,
+}
+
+impl WaveSpec {
+    fn of(ctx: &ActionCtx, target: &str) -> Result<WaveSpec, StepError> {
+        Ok(WaveSpec {
+            target: target.to_string(),
+            parallelism: ctx
+                .input_opt::<serde_json::Value>("parallelism")?
+                .unwrap_or(json!(4)),
+            pod_by_pod: ctx.input_opt("restart_ondelete")?.unwrap_or(false),
+            timeout: rollout_timeout(ctx),
+        })
+    }
+}
+
+/// Restarts the workloads of `namespaces` not yet on the target as wave `wave` (journaled
+/// once, before its first patch; `plan` rides along in that entry), waits for every rollout,
+/// then the gate after the wave ([`super::wave::gate_wave`]). A resumed step restarts only
+/// what the wave's entry lists, and skips the gate of a wave a later wave followed (it passed).
+async fn restart_wave(
+    env: &Env,
+    ctx: &ActionCtx,
+    spec: &WaveSpec,
+    wave: usize,
+    label: &str,
+    namespaces: &[String],
+    plan: Option<&serde_json::Value>,
+) -> Result<(Vec<Restarted>, bool), StepError> {
+    let entries = ctx.journal.step_entries();
+    let later_started = entries.iter().any(|e| {
+        e.details["wave"]
+            .as_u64()
+            .is_some_and(|w| w as usize > wave)
+    });
+    let earlier = entries
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == KIND_WAVE && e.target == wave_target(wave));
+    let (entry, records) = match earlier {
+        Some(e) => {
+            let records = wave_records(&e.details)?;
+            (Some(e), records)
+        }
+        None => {
+            let plan = plan_namespaces(env, namespaces, &spec.target).await?;
+            for u in &plan.unmovable {
+                ctx.events.warn(format!("will not move {u}"));
+            }
+            if !plan.uninjected.is_empty() {
+                ctx.events.info(uninjected_line(&plan.uninjected));
+            }
+            let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
+            (None, prepare(env, ctx, &todo, wave, spec.pod_by_pod).await?)
+        }
+    };
+    let parallelism = super::wave::parallelism_for(&spec.parallelism, records.len());
+    ctx.events.info(format!(
+        "{label}: {} workload(s) in {}, {parallelism} at once",
+        records.len(),
+        super::first_few(namespaces, 8, "namespaces")
+    ));
+    if records.is_empty() {
+        return Ok((records, false));
+    }
+    run_wave(
+        env,
+        ctx,
+        entry,
+        WaveRun {
+            kind: KIND_WAVE,
+            parallelism,
+            timeout: spec.timeout,
+            label,
+            revision: &spec.target,
+            plan,
+        },
+        &records,
+    )
+    .await?;
+    if !later_started {
+        let scope = super::wave::WaveScope {
+            label: label.to_string(),
+            revision: spec.target.clone(),
+            namespaces: namespaces.to_vec(),
+            workloads: records.iter().map(Restarted::workload).collect(),
+            restarted_at: records.iter().filter_map(|r| r.restarted_at.clone()).min(),
+        };
+        super::wave::gate_wave(env, ctx, &scope).await?;
+    }
+    Ok((records, true))
+}
+
+/// The waves after the canary, as journaled by the step's first entry, else decided now:
+/// the namespaces still labelled as before the run (the canary's are not), in name order,
+/// grown from the canary's size.
+async fn later_waves(
+    env: &Env,
+    ctx: &ActionCtx,
+    label: &str,
+    target: &str,
+    canary: &[String],
+    canary_size: usize,
+) -> Result<(Vec<Vec<String>>, bool), StepError> {
+    if let Some(plan) = ctx
+        .journal
+        .step_entries()
+        .iter()
+        .find_map(|e| e.details.get("plan").cloned())
+    {
+        let waves = serde_json::from_value(plan)
+            .map_err(|e| StepError::with_source("reading the wave plan from the journal", e))?;
+        return Ok((waves, true));
+    }
+    let growth = super::wave::Growth::of_input(ctx.input_opt("waves")?)?;
+    let mut nss = mesh_namespaces(env, Mode::Tag, label, target).await?;
+    nss.retain(|n| !canary.contains(n));
+    nss.sort();
+    let counts: Vec<(String, usize)> = plan_each(env, &nss, target)
+        .await?
+        .into_iter()
+        .map(|(ns, p)| (ns, p.workloads.len()))
+        .collect();
+    Ok((
+        super::wave::grow_waves(&counts, canary_size, &growth),
+        false,
+    ))
 }
 
 #[async_trait]
@@ -292,73 +552,67 @@ impl Action for RestartWorkloads {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let env = &self.0;
         let target: String = ctx.input("target")?;
+        let source: String = ctx.input("source")?;
         let mode = mode_of(ctx.input_opt("mode")?)?;
         let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
-        let canary: Vec<String> = ctx.input_opt("canary_namespaces")?.unwrap_or_default();
-        let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
-        let pod_by_pod: bool = ctx.input_opt("restart_ondelete")?.unwrap_or(false);
-        let namespaces = mesh_namespaces(env, mode, &tag, &target).await?;
-        for ns in &canary {
-            if !namespaces.contains(ns) {
-                ctx.events.warn(format!(
-                    "canary namespace {ns} is not among the namespaces being migrated; ignored"
-                ));
-            }
-        }
-        let waves = waves(&namespaces, &canary);
-        let timeout = rollout_timeout(ctx);
-        let mut all: Vec<Restarted> = Vec::new();
+        let canary: Vec<String> = ctx.input_opt("canary")?.unwrap_or_default();
+        let canary_records: Vec<Restarted> = ctx.input_opt("canary_workloads")?.unwrap_or_default();
+        let label = label_before(mode, &tag, &source);
+        let (waves, journaled) = later_waves(
+            env,
+            ctx,
+            &label,
+            &target,
+            &canary,
+            canary_records.len().max(1),
+        )
+        .await?;
+        let spec = WaveSpec::of(ctx, &target)?;
+        let plan_json = json!(waves);
+        let mut plan_saved = journaled;
+        let total = waves.len() + 1;
+        let mut all: Vec<Restarted> = canary_records;
         let mut acted = false;
-        for (i, wave) in waves.iter().enumerate() {
-            let label = format!("wave {}/{}", i + 1, waves.len());
-            // A resumed step finds this wave's entry: only its workloads, never new ones.
-            let earlier = ctx
-                .journal
-                .step_entries()
-                .into_iter()
-                .rev()
-                .find(|e| e.kind == KIND_WAVE && e.target == wave_target(i + 1));
-            let (entry, records) = match earlier {
-                Some(e) => {
-                    let records = wave_records(&e.details)?;
-                    (Some(e), records)
+        for (i, nss) in waves.iter().enumerate() {
+            let wave = i + 2;
+            let label_text = format!("wave {wave}/{total}");
+            let plan = (!plan_saved).then_some(&plan_json);
+            if mode == Mode::Label && !nss.is_empty() {
+                let mut extra = serde_json::Map::new();
+                extra.insert("wave".into(), json!(wave));
+                if let Some(p) = plan {
+                    extra.insert("plan".into(), p.clone());
                 }
-                None => {
-                    let plan = plan_namespaces(env, wave, &target).await?;
-                    for u in &plan.unmovable {
-                        ctx.events.warn(format!("will not move {u}"));
-                    }
-                    if !plan.uninjected.is_empty() {
-                        ctx.events.info(uninjected_line(&plan.uninjected));
-                    }
-                    let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
-                    (None, prepare(env, ctx, &todo, i + 1, pod_by_pod).await?)
-                }
-            };
-            ctx.events.info(format!(
-                "{label}: {} workload(s) in {}",
-                records.len(),
-                super::first_few(wave, 8, "namespaces")
-            ));
-            if records.is_empty() {
-                continue;
+                super::tag::relabel_set(env, ctx, &wave_target(wave), nss, &source, &target, extra)
+                    .await?;
+                plan_saved = true;
             }
-            run_wave(
-                env,
-                ctx,
-                entry,
-                KIND_WAVE,
-                &records,
-                parallelism,
-                timeout,
-                &label,
-                &target,
-            )
-            .await?;
-            acted = true;
+            let plan = (!plan_saved).then_some(&plan_json);
+            let (records, moved) =
+                restart_wave(env, ctx, &spec, wave, &label_text, nss, plan).await?;
+            plan_saved |= moved;
+            acted |= moved;
             all.extend(records);
         }
+        if mode == Mode::Tag && !canary.is_empty() {
+            // The tag now names the target: the canary namespaces take the tag label back
+            // (no restart: their pods already run the target).
+            super::tag::relabel_set(
+                env,
+                ctx,
+                "canary-back",
+                &canary,
+                &target,
+                &tag,
+                Default::default(),
+            )
+            .await?;
+        }
         all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut namespaces: Vec<String> = canary.clone();
+        namespaces.extend(waves.into_iter().flatten());
+        namespaces.sort();
+        namespaces.dedup();
         let out = outputs([("workloads", json!(all)), ("namespaces", json!(namespaces))]);
         if !acted {
             return Ok(ActionOutcome::already_done(
@@ -477,34 +731,48 @@ async fn prepare(
     Ok(records)
 }
 
+/// How [`run_wave`] restarts: the journal kind, how many at once, the rollout timeout, the
+/// progress label, the revision pods move to, and the wave plan to journal with the entry.
+struct WaveRun<'a> {
+    kind: &'a str,
+    parallelism: usize,
+    timeout: Duration,
+    label: &'a str,
+    revision: &'a str,
+    plan: Option<&'a serde_json::Value>,
+}
+
 /// Restarts a wave: one journal entry for all of it (before any patch), then each workload
 /// patched and waited for with bounded parallelism, then the entry marked done. On resume
 /// with the entry in flight, a workload whose annotation already carries its journaled
 /// timestamp is not patched again, only waited for.
-#[allow(clippy::too_many_arguments)]
 async fn run_wave(
     env: &Env,
     ctx: &ActionCtx,
     entry: Option<asm_canary_engine::JournalEntry>,
-    kind: &str,
+    how: WaveRun<'_>,
     records: &[Restarted],
-    parallelism: usize,
-    timeout: Duration,
-    label: &str,
-    revision: &str,
 ) -> Result<(), StepError> {
+    let WaveRun {
+        kind,
+        parallelism,
+        timeout,
+        label,
+        revision,
+        plan,
+    } = how;
     let wave = records.first().map(|r| r.wave).unwrap_or(1);
     let fresh = entry.is_none();
     let (id, done) = match entry {
         Some(e) => (EntryId(e.seq), e.is_done()),
         None => {
+            let mut details = json!({ "wave": wave, "workloads": records });
+            if let Some(plan) = plan {
+                details["plan"] = plan.clone();
+            }
             let id = ctx
                 .journal
-                .intent(
-                    kind,
-                    &wave_target(wave),
-                    json!({ "wave": wave, "workloads": records }),
-                )
+                .intent(kind, &wave_target(wave), details)
                 .await?;
             (id, false)
         }
@@ -587,7 +855,7 @@ fn now_local() -> DateTime<FixedOffset> {
 impl Action for RestartBack {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let env = &self.0;
-        let parallelism: usize = ctx.input_opt::<usize>("parallelism")?.unwrap_or(4).max(1);
+        let parallelism: serde_json::Value = ctx.input_opt("parallelism")?.unwrap_or(json!(4));
         let source: String = ctx.input("source")?;
         // Exactly the workloads the forward restart journaled (done, or in flight: the patch
         // may have landed), once each.
@@ -618,7 +886,7 @@ impl Action for RestartBack {
         let mut namespaces: Vec<String> = moved.iter().map(|m| m.namespace.clone()).collect();
         namespaces.sort();
         namespaces.dedup();
-        let records = restart_onto(env, ctx, KIND_BACK_WAVE, &moved, parallelism, &source).await?;
+        let records = restart_onto(env, ctx, KIND_BACK_WAVE, &moved, &parallelism, &source).await?;
         Ok(ActionOutcome::done(outputs([
             ("workloads", json!(records)),
             ("namespaces", json!(namespaces)),
@@ -634,7 +902,7 @@ pub(super) async fn restart_onto(
     ctx: &ActionCtx,
     kind: &str,
     todo: &[WorkloadRef],
-    parallelism: usize,
+    parallelism: &serde_json::Value,
     revision: &str,
 ) -> Result<Vec<Restarted>, StepError> {
     let earlier = ctx
@@ -655,12 +923,15 @@ pub(super) async fn restart_onto(
         env,
         ctx,
         earlier,
-        kind,
+        WaveRun {
+            kind,
+            parallelism: super::wave::parallelism_for(parallelism, records.len()),
+            timeout: rollout_timeout(ctx),
+            label: "restart back",
+            revision,
+            plan: None,
+        },
         &records,
-        parallelism,
-        rollout_timeout(ctx),
-        "restart back",
-        revision,
     )
     .await?;
     Ok(records)
@@ -694,12 +965,8 @@ pub async fn restart_stragglers(
             env,
             ctx,
             Some(e),
-            KIND_STRAGGLERS,
+            stragglers_run(timeout, &label, target),
             &records,
-            4,
-            timeout,
-            &label,
-            target,
         )
         .await?;
         rounds += 1;
@@ -722,16 +989,23 @@ pub async fn restart_stragglers(
             env,
             ctx,
             None,
-            KIND_STRAGGLERS,
+            stragglers_run(timeout, &label, target),
             &records,
-            4,
-            timeout,
-            &label,
-            target,
         )
         .await?;
     }
     Ok(())
+}
+
+fn stragglers_run<'a>(timeout: Duration, label: &'a str, target: &'a str) -> WaveRun<'a> {
+    WaveRun {
+        kind: KIND_STRAGGLERS,
+        parallelism: 4,
+        timeout,
+        label,
+        revision: target,
+        plan: None,
+    }
 }
 
 /// Workloads in `namespaces` with pods injected by `source` that a rollout restart replaces.

@@ -118,19 +118,6 @@ pub(super) async fn set_namespace_rev(
     Ok(())
 }
 
-async fn namespaces_labelled(env: &Env, revision: &str) -> Result<Vec<String>, StepError> {
-    let sel = format!("{REV_LABEL}={revision}");
-    let list = namespaces(env)
-        .list(&ListParams::default().labels(&sel))
-        .await
-        .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name)
-        .collect())
-}
-
 #[async_trait]
 impl Action for RepointTag {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
@@ -141,7 +128,14 @@ impl Action for RepointTag {
                 let tag: String = ctx.input("tag")?;
                 move_tag(&self.0, ctx, &tag, &source, &target).await
             }
-            Mode::Label => relabel(&self.0, ctx, &source, &target).await,
+            // Label mode relabels wave by wave, each wave's namespaces just before its
+            // restart (the canary step's, then the restart step's): nothing moves here.
+            Mode::Label => Ok(ActionOutcome::already_done(
+                outputs([("namespaces", json!([]))]),
+                format!(
+                    "label mode: namespaces are relabelled {REV_LABEL}={target} wave by wave, before each wave's restart (from {source})"
+                ),
+            )),
         }
     }
 }
@@ -194,46 +188,76 @@ async fn move_tag(
     Ok(ActionOutcome::done(out))
 }
 
-async fn relabel(
+/// The journal kind of a relabelling of a set of namespaces (the canary's, a label-mode
+/// wave's, the canary's tag label given back): one entry, before the first patch.
+pub const KIND_RELABEL_SET: &str = "namespaces-relabel";
+
+/// Labels `namespaces` `istio.io/rev=<to>` (they were `<from>`), journaled as one entry named
+/// `name` in this step: a resumed step finishes an entry in flight and repeats none that is
+/// done. `extra` goes into the entry's details (the wave, the restart step's wave plan).
+pub async fn relabel_set(
     env: &Env,
     ctx: &ActionCtx,
+    name: &str,
+    namespaces: &[String],
     from: &str,
     to: &str,
-) -> Result<ActionOutcome, StepError> {
-    // Namespaces this step already moved (done or in flight) stay in the set on resume.
-    let mut moved: Vec<String> = ctx
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), StepError> {
+    let earlier = ctx
         .journal
         .step_entries()
         .into_iter()
-        .filter(|e| e.kind == KIND_LABEL)
-        .map(|e| e.target)
-        .collect();
-    let pending = namespaces_labelled(env, from).await?;
-    for ns in &pending {
-        let id = ctx
-            .journal
-            .intent(KIND_LABEL, ns, json!({ "from": from, "to": to }))
-            .await?;
+        .rev()
+        .find(|e| e.kind == KIND_RELABEL_SET && e.target == name);
+    let id = match earlier {
+        Some(e) if e.is_done() => return Ok(()),
+        Some(e) => EntryId(e.seq),
+        None if namespaces.is_empty() => return Ok(()),
+        None => {
+            let mut details = json!({ "from": from, "to": to, "namespaces": namespaces });
+            for (k, v) in extra {
+                details[k] = v;
+            }
+            ctx.journal.intent(KIND_RELABEL_SET, name, details).await?
+        }
+    };
+    for ns in namespaces {
         set_namespace_rev(env, ns, to).await?;
-        ctx.journal.done(id, None).await?;
-        moved.push(ns.clone());
     }
-    for e in ctx.journal.in_flight() {
+    ctx.journal.done(id, None).await?;
+    ctx.events.info(format!(
+        "{} labelled {REV_LABEL}={to} (was {from})",
+        super::first_few(namespaces, 8, "namespaces")
+    ));
+    Ok(())
+}
+
+/// Each namespace this run relabelled, with the label it had before the run's first change
+/// to it (the rollback puts exactly that back), in the order first relabelled.
+pub fn original_labels(
+    journal: &[asm_canary_engine::JournalEntry],
+    source: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut note = |ns: &str, from: Option<&str>| {
+        if !out.iter().any(|(n, _)| n == ns) {
+            out.push((ns.to_string(), from.unwrap_or(source).to_string()));
+        }
+    };
+    for e in journal {
+        let from = e.details["from"].as_str();
         if e.kind == KIND_LABEL {
-            set_namespace_rev(env, &e.target, to).await?;
-            ctx.journal.done(EntryId(e.seq), None).await?;
+            note(&e.target, from);
+        } else if e.kind == KIND_RELABEL_SET {
+            for ns in e.details["namespaces"].as_array().into_iter().flatten() {
+                if let Some(ns) = ns.as_str() {
+                    note(ns, from);
+                }
+            }
         }
     }
-    moved.sort();
-    moved.dedup();
-    let out = outputs([("namespaces", json!(moved))]);
-    if pending.is_empty() {
-        return Ok(ActionOutcome::already_done(
-            out,
-            format!("no namespace is labelled {REV_LABEL}={from}"),
-        ));
-    }
-    Ok(ActionOutcome::done(out))
+    out
 }
 
 #[async_trait]
@@ -242,15 +266,16 @@ impl Action for RestoreTag {
         let source: String = ctx.input("source")?;
         let journal = ctx.journal.all();
         let tag_moves: Vec<_> = journal.iter().filter(|e| e.kind == KIND_TAG).collect();
-        let relabels: Vec<_> = journal.iter().filter(|e| e.kind == KIND_LABEL).collect();
+        let labels = original_labels(&journal, &source);
         let adopted = super::recover::adoption(&journal);
-        if tag_moves.is_empty() && relabels.is_empty() && adopted.is_none() {
+        if tag_moves.is_empty() && labels.is_empty() && adopted.is_none() {
             return Ok(ActionOutcome::skipped(
                 "this run did not move the tag or relabel any namespace",
             ));
         }
         let mut restored = Vec::new();
-        for e in tag_moves.iter().rev().take(1) {
+        for e in tag_moves.iter().take(1) {
+            // The first move says where the tag pointed before this run.
             let tag = e.details["tag"].as_str().unwrap_or_default().to_string();
             let previous = e.details["from"].as_str().map(str::to_string);
             let back_to = previous.unwrap_or_else(|| source.clone());
@@ -268,15 +293,30 @@ impl Action for RestoreTag {
                 .info(format!("tag {tag} points at {back_to} again"));
             restored.push(name);
         }
-        for e in relabels {
-            let back = e.details["from"].as_str().unwrap_or(&source).to_string();
+        if !labels.is_empty() {
             let id = ctx
                 .journal
-                .intent("namespace-restore", &e.target, json!({ "to": back }))
+                .intent(
+                    "namespaces-restore",
+                    "namespaces",
+                    json!({ "labels": labels.iter().map(|(ns, l)| json!({ "namespace": ns, "to": l })).collect::<Vec<_>>() }),
+                )
                 .await?;
-            set_namespace_rev(&self.0, &e.target, &back).await?;
+            for (ns, back) in &labels {
+                set_namespace_rev(&self.0, ns, back).await?;
+                restored.push(format!("namespace/{ns}"));
+            }
             ctx.journal.done(id, None).await?;
-            restored.push(format!("namespace/{}", e.target));
+            ctx.events.info(format!(
+                "{} labelled as before the run again",
+                super::first_few(
+                    labels
+                        .iter()
+                        .map(|(ns, l)| format!("{ns} ({REV_LABEL}={l})")),
+                    8,
+                    "namespaces"
+                )
+            ));
         }
         // A canary this run adopted: every tag and label still on it goes back to the older.
         if let Some(a) = adopted {
@@ -345,5 +385,64 @@ impl Gate for TagPointsAt {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asm_canary_engine::{EntryStatus, JournalEntry, Phase};
+
+    fn mk_entry(seq: u64, kind: &str, target: &str, details: serde_json::Value) -> JournalEntry {
+        JournalEntry {
+            seq,
+            step: "s".into(),
+            phase: Phase::Forward,
+            attempt: 1,
+            kind: kind.into(),
+            target: target.into(),
+            details,
+            status: EntryStatus::Intent,
+            result: None,
+            recorded_at: chrono::Utc::now(),
+            done_at: None,
+        }
+    }
+
+    /// The rollback restores the label a namespace had before the run, not the one of its
+    /// last relabel: the canary namespace relabelled prod → target, then target → prod (its
+    /// tag label back), goes back to prod; a label-mode wave goes back to the source.
+    #[test]
+    fn original_labels_are_those_before_the_runs_first_relabel() {
+        let journal = [
+            mk_entry(
+                1,
+                KIND_RELABEL_SET,
+                "canary",
+                json!({ "from": "prod", "to": "asm-1-29", "namespaces": ["frontend"] }),
+            ),
+            mk_entry(
+                2,
+                KIND_RELABEL_SET,
+                "wave-2",
+                json!({ "from": "asm-1-27", "to": "asm-1-29", "namespaces": ["orders", "payments"] }),
+            ),
+            mk_entry(
+                3,
+                KIND_RELABEL_SET,
+                "canary-back",
+                json!({ "from": "asm-1-29", "to": "prod", "namespaces": ["frontend"] }),
+            ),
+            mk_entry(4, KIND_LABEL, "legacy", json!({ "to": "asm-1-29" })),
+        ];
+        assert_eq!(
+            original_labels(&journal, "asm-1-27"),
+            vec![
+                ("frontend".to_string(), "prod".to_string()),
+                ("orders".to_string(), "asm-1-27".to_string()),
+                ("payments".to_string(), "asm-1-27".to_string()),
+                ("legacy".to_string(), "asm-1-27".to_string()),
+            ]
+        );
     }
 }

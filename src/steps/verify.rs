@@ -49,72 +49,80 @@ impl Gate for ProxiesSynced {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        if namespaces.is_empty() {
-            return Ok(GateStatus::Passed {
-                detail: Some("no migrated namespace to verify".into()),
-            });
-        }
-        // What istiod reports and the pods that should be there, read at once.
-        let (rows, listed) = futures::try_join!(
-            proxy_status(&self.0, &revision),
-            super::restart::pods_of_namespaces(&self.0, namespaces.iter().cloned().collect()),
-        )?;
-        let by_proxy: BTreeMap<&str, &ProxyStatus> =
-            rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
-        // Every running, injected pod of the migrated namespaces must be connected and synced.
-        let mut expected = Vec::new();
-        for (_, pods) in listed {
-            for p in pods {
-                if p.terminating
-                    || !p.revision.is_injected()
-                    || p.phase.as_deref() != Some("Running")
-                {
-                    continue;
-                }
-                expected.push(p);
-            }
-        }
-        let mut problems = Vec::new();
-        let mut synced = 0u64;
-        for p in &expected {
-            let key = format!("{}.{}", p.name, p.namespace);
-            match by_proxy.get(key.as_str()) {
-                None => problems.push(format!(
-                    "{}/{} not connected to istiod {revision}",
-                    p.namespace, p.name
-                )),
-                Some(row) if row.is_synced() => synced += 1,
-                Some(row) => problems.push(format!(
-                    "{}/{} {}",
-                    p.namespace,
-                    p.name,
-                    row.unsynced().join(", ")
-                )),
-            }
-        }
-        let total = expected.len() as u64;
-        if problems.is_empty() {
-            return Ok(GateStatus::Passed {
-                detail: Some(format!("{synced}/{total} proxies SYNCED on {revision}")),
-            });
-        }
-        Ok(GateStatus::waiting_progress(
-            format!(
-                "{synced}/{total} proxies SYNCED; {}{}",
-                problems
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                if problems.len() > 3 {
-                    format!("; {} more", problems.len() - 3)
-                } else {
-                    String::new()
-                }
-            ),
-            synced,
-            Some(total),
-        ))
+        synced_status(&self.0, &revision, namespaces.into_iter().collect()).await
     }
+}
+
+/// One check of the proxies of `namespaces` against `revision`'s istiod: passed when every
+/// running, injected pod there is connected and SYNCED. The `proxies-synced` gate and the gate
+/// after every restart wave ([`super::wave::gate_wave`]) both judge by it.
+pub async fn synced_status(
+    env: &Env,
+    revision: &str,
+    namespaces: Vec<String>,
+) -> Result<GateStatus, StepError> {
+    if namespaces.is_empty() {
+        return Ok(GateStatus::Passed {
+            detail: Some("no migrated namespace to verify".into()),
+        });
+    }
+    // What istiod reports and the pods that should be there, read at once.
+    let (rows, listed) = futures::try_join!(
+        proxy_status(env, revision),
+        super::restart::pods_of_namespaces(env, namespaces),
+    )?;
+    let by_proxy: BTreeMap<&str, &ProxyStatus> =
+        rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
+    // Every running, injected pod of the migrated namespaces must be connected and synced.
+    let mut expected = Vec::new();
+    for (_, pods) in listed {
+        for p in pods {
+            if p.terminating || !p.revision.is_injected() || p.phase.as_deref() != Some("Running") {
+                continue;
+            }
+            expected.push(p);
+        }
+    }
+    let mut problems = Vec::new();
+    let mut synced = 0u64;
+    for p in &expected {
+        let key = format!("{}.{}", p.name, p.namespace);
+        match by_proxy.get(key.as_str()) {
+            None => problems.push(format!(
+                "{}/{} not connected to istiod {revision}",
+                p.namespace, p.name
+            )),
+            Some(row) if row.is_synced() => synced += 1,
+            Some(row) => problems.push(format!(
+                "{}/{} {}",
+                p.namespace,
+                p.name,
+                row.unsynced().join(", ")
+            )),
+        }
+    }
+    let total = expected.len() as u64;
+    if problems.is_empty() {
+        return Ok(GateStatus::Passed {
+            detail: Some(format!("{synced}/{total} proxies SYNCED on {revision}")),
+        });
+    }
+    Ok(GateStatus::waiting_progress(
+        format!(
+            "{synced}/{total} proxies SYNCED; {}{}",
+            problems
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            if problems.len() > 3 {
+                format!("; {} more", problems.len() - 3)
+            } else {
+                String::new()
+            }
+        ),
+        synced,
+        Some(total),
+    ))
 }

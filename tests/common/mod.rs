@@ -24,6 +24,8 @@ pub const FAST: &[&str] = &[
     "--param",
     "soak=1s",
     "--param",
+    "wave_soak=500ms",
+    "--param",
     "poll_interval=200ms",
     "--param",
     "control_plane_timeout=30s",

@@ -999,7 +999,15 @@ impl Run {
         }
         match self.resolve(when, phase == Phase::Rollback) {
             Ok(v) if !template::truthy(&v) => {
-                let reason = format!("when {} is false", value_text(when));
+                // A single reference is named without `${…}`: the reason is human text (it
+                // reaches the terminal, where braces would look like leaked JSON).
+                let text = value_text(when);
+                let shown = text
+                    .strip_prefix("${")
+                    .and_then(|r| r.strip_suffix('}'))
+                    .filter(|r| !r.contains(['$', '{', '}']))
+                    .unwrap_or(&text);
+                let reason = format!("when {shown} is false");
                 self.skip(phase, &spec.id, reason).await.map(Some)
             }
             Ok(_) => Ok(None),

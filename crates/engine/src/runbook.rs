@@ -127,6 +127,9 @@ pub enum ParamType {
     Duration,
     /// A list of strings (`--set x=a,b` gives `["a","b"]`).
     StringList,
+    /// A count (an integer, bounded like [`ParamType::Integer`]) or a percentage of something
+    /// the step knows (`"25%"`, 1 to 100): parallelism as a number or a share of a wave.
+    CountOrPercent,
 }
 
 impl ParamType {
@@ -137,6 +140,7 @@ impl ParamType {
             "boolean" | "bool" => ParamType::Boolean,
             "duration" => ParamType::Duration,
             "string_list" | "list" => ParamType::StringList,
+            "count_or_percent" => ParamType::CountOrPercent,
             _ => return None,
         })
     }
@@ -147,6 +151,7 @@ impl ParamType {
             ParamType::Boolean => "boolean",
             ParamType::Duration => "duration",
             ParamType::StringList => "string_list",
+            ParamType::CountOrPercent => "count or percentage",
         }
     }
 
@@ -155,8 +160,21 @@ impl ParamType {
         match (self, v) {
             (_, Value::Null) => Ok(Value::Null),
             (ParamType::String, Value::String(_)) => Ok(v.clone()),
-            (ParamType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(v.clone()),
-            (ParamType::Integer, Value::String(s)) => s
+            (ParamType::Integer | ParamType::CountOrPercent, Value::Number(n))
+                if n.is_i64() || n.is_u64() =>
+            {
+                Ok(v.clone())
+            }
+            (ParamType::CountOrPercent, Value::String(s)) if s.trim().ends_with('%') => {
+                let p = s.trim().trim_end_matches('%').trim();
+                match p.parse::<u32>() {
+                    Ok(n) if (1..=100).contains(&n) => Ok(Value::String(format!("{n}%"))),
+                    _ => Err(format!(
+                        "{s:?} is not a percentage from 1% to 100% (or a count)"
+                    )),
+                }
+            }
+            (ParamType::Integer | ParamType::CountOrPercent, Value::String(s)) => s
                 .trim()
                 .parse::<i64>()
                 .map(Value::from)
@@ -756,7 +774,7 @@ impl Validator<'_> {
             self.problem(
                 Pos::from(&p.value.kind),
                 format!(
-                    "param {name:?}: unknown type {:?} (use string, integer, boolean, duration or string_list)",
+                    "param {name:?}: unknown type {:?} (use string, integer, boolean, duration, string_list or count_or_percent)",
                     p.value.kind.value
                 ),
             );
@@ -785,11 +803,13 @@ impl Validator<'_> {
         kind: ParamType,
         p: &RawParam,
     ) -> Option<RangeInclusive<i64>> {
-        if kind != ParamType::Integer {
+        if !matches!(kind, ParamType::Integer | ParamType::CountOrPercent) {
             for bound in [&p.min, &p.max].into_iter().flatten() {
                 self.problem(
                     Pos::from(bound),
-                    format!("param {name:?}: min and max apply to integer params only"),
+                    format!(
+                        "param {name:?}: min and max apply to integer and count_or_percent params only"
+                    ),
                 );
             }
             return None;

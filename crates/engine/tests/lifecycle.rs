@@ -127,7 +127,7 @@ steps:
     assert_eq!(cp.steps[1].status, Skipped);
     assert_eq!(
         cp.steps[1].skip_reason.as_deref(),
-        Some("when ${params.enabled} is false")
+        Some("when params.enabled is false")
     );
     assert_eq!(cp.steps[2].status, Skipped);
     assert_eq!(cp.steps[2].skip_reason.as_deref(), Some("nothing to copy"));

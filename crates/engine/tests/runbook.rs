@@ -8,12 +8,14 @@ use common::Fakes;
 /// The action and gate names `runbooks/asm-canary-upgrade.yaml` uses: the canary steps must
 /// register exactly these.
 pub const CANARY_ACTIONS: &[&str] = &[
+    "canary-wave",
     "complete-upgrade",
     "consolidate-canary",
     "copy-shared-configmap",
     "delete-target-configmap",
     "get-upgrades",
     "preflight",
+    "promote-canary",
     "reconcile-mesh",
     "remove-canary",
     "repoint-tag",
@@ -53,6 +55,8 @@ fn canary_runbook_loads_against_its_action_and_gate_names() {
             "get-upgrades",
             "copy-configmap",
             "start",
+            "canary",
+            "promote",
             "repoint-tag",
             "restart",
             "verify",
@@ -65,6 +69,8 @@ fn canary_runbook_loads_against_its_action_and_gate_names() {
     assert_eq!(complete.approval, ApprovalMode::Required);
     assert_eq!(complete.on_failure, OnFailure::Halt);
     assert_eq!(rb.step("restart").unwrap().on_failure, OnFailure::Rollback);
+    assert_eq!(rb.step("canary").unwrap().on_failure, OnFailure::Rollback);
+    assert_eq!(rb.step("promote").unwrap().approval, ApprovalMode::Required);
     assert_eq!(
         rb.step("verify").unwrap().gate.as_ref().unwrap().stable_for,
         DurationSpec::Param("soak".into())
@@ -339,6 +345,31 @@ fn integer_params_out_of_range_are_refused_naming_the_param_and_range() {
     assert_eq!(ok["par"], serde_json::json!(100));
 }
 
+/// Parallelism is a number or a share of a wave: `count_or_percent` takes a bounded count or
+/// a percentage from 1% to 100%, and nothing else.
+#[test]
+fn count_or_percent_params_take_a_bounded_count_or_a_percentage() {
+    let fakes = Fakes::new();
+    let yaml = format!(
+        "{HEAD}params:\n  par: {{ type: count_or_percent, default: 50%, min: 1, max: 100 }}\nsteps:\n  - id: a\n    action: echo\n"
+    );
+    let rb = Runbook::parse(&yaml, "rb.yaml", &fakes.registry()).unwrap();
+    let bind = |v: serde_json::Value| {
+        rb.bind_params(serde_json::json!({ "par": v }).as_object().unwrap())
+            .map(|m| m["par"].clone())
+    };
+    assert_eq!(rb.bind_params(&Default::default()).unwrap()["par"], "50%");
+    assert_eq!(bind("25%".into()).unwrap(), "25%");
+    assert_eq!(bind(" 100 % ".into()).unwrap(), "100%");
+    assert_eq!(bind("8".into()).unwrap(), 8);
+    assert_eq!(bind(8.into()).unwrap(), 8);
+    for bad in ["0%", "101%", "x%", "-5%", "abc"] {
+        assert!(bind(bad.into()).is_err(), "{bad}");
+    }
+    let err = bind("0".into()).unwrap_err();
+    assert!(err.contains("0 is out of range: allowed 1..=100"), "{err}");
+}
+
 #[test]
 fn integer_bounds_are_checked_where_written() {
     let p = problems(&format!(
@@ -356,8 +387,9 @@ fn integer_bounds_are_checked_where_written() {
         "{p:?}"
     );
     assert!(
-        msgs.iter()
-            .any(|m| m.contains("param \"c\": min and max apply to integer params only")),
+        msgs.iter().any(|m| m.contains(
+            "param \"c\": min and max apply to integer and count_or_percent params only"
+        )),
         "{p:?}"
     );
 }
