@@ -286,3 +286,22 @@ async fn reconcile_repairs_a_missing_configmap_a_tag_on_a_removed_revision_and_o
     assert!(leases.get_opt(old_lease).await.unwrap().is_none());
     assert_eq!(sim.revisions().await, vec!["asm-1-28"]);
 }
+
+/// A cluster busy with an operation (`Updating`) when the run started: preflight's gate waited
+/// for the operation to end, then every later step was skipped (`upgrade_needed` was decided
+/// before the wait) and the run exited 0 having upgraded nothing. It upgrades now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_waits_for_a_busy_cluster_then_upgrades_it() {
+    let sim = TestSim::start("healthy").await;
+    sim.arm_begin_revisions(&["asm-1-27"]).await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        sim.revisions().await,
+        vec!["asm-1-29"],
+        "upgraded, not only waited: {}",
+        stderr(&out)
+    );
+}

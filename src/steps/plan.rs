@@ -400,7 +400,8 @@ pub enum RunClass {
     Consolidate,
     /// Only the target is installed: repair what an upgrade left behind.
     Reconcile,
-    /// Busy or failed: nothing now (`--skip-if-not-ready` exits 0).
+    /// A failed operation: nothing a run can do until it is fixed (`--skip-if-not-ready`
+    /// exits 0). A cluster busy with an operation is an [`RunClass::Upgrade`] once it ends.
     Skip,
     /// Nothing a run can start from (exit 2).
     Refuse,
@@ -426,6 +427,10 @@ impl MeshState {
         match self {
             MeshState::Ready => RunClass::Upgrade,
             MeshState::AlreadyAtTarget => RunClass::Reconcile,
+            // An operation running: preflight's gate waits for it to end, then the upgrade.
+            MeshState::NotReady { provisioning_state } if provisioning_state != "Failed" => {
+                RunClass::Upgrade
+            }
             MeshState::NotReady { .. } => RunClass::Skip,
             MeshState::MidUpgrade { revisions } => match super::recover::older_newer(revisions) {
                 Some((_, newer)) if to == Some(newer.as_str()) => RunClass::ResumeCanary,
@@ -1330,6 +1335,11 @@ mod tests {
         assert_eq!(classify(&cluster(&["asm-1-27"]), at).class(at), Reconcile);
         assert_eq!(
             classify(&mk_busy("Updating", &["asm-1-27"]), None).class(None),
+            Upgrade,
+            "the gate waits for the operation, then the upgrade"
+        );
+        assert_eq!(
+            classify(&mk_busy("Failed", &["asm-1-27"]), None).class(None),
             Skip
         );
         let three = cluster(&["asm-1-26", "asm-1-27", "asm-1-28"]);

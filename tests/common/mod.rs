@@ -131,11 +131,11 @@ impl TestSim {
         serde_json::from_value(s["arm"]["revisions"].clone()).unwrap()
     }
 
-    /// Sets the cluster's revisions with a plain ARM PUT (LRO to the end), as
-    /// `az aks mesh upgrade start|complete|rollback` would: no asm-canary run involved.
-    pub async fn arm_put_revisions(&self, revisions: &[&str]) {
+    /// An ARM client of the simulated cluster, signed in as its service principal, and the
+    /// cluster's id.
+    pub fn arm(&self) -> (asm_canary::azure::ArmClient, asm_canary::azure::ClusterId) {
         use asm_canary::azure::{
-            ArmClient, ArmClientOptions, AuthMode, AuthSettings, ClusterId, build_credential,
+            ArmClient, ArmClientOptions, AuthMode, AuthSettings, build_credential,
             build_http_client,
         };
         let info = &self.handle.info;
@@ -153,12 +153,29 @@ impl TestSim {
             ..Default::default()
         };
         let client = ArmClient::new(options, credential, http).unwrap();
-        let id: ClusterId = info.cluster_id().parse().unwrap();
+        (client, info.cluster_id().parse().unwrap())
+    }
+
+    /// Sets the cluster's revisions with a plain ARM PUT (LRO to the end), as
+    /// `az aks mesh upgrade start|complete|rollback` would: no asm-canary run involved.
+    pub async fn arm_put_revisions(&self, revisions: &[&str]) {
+        let (client, id) = self.arm();
         let want: Vec<String> = revisions.iter().map(|s| s.to_string()).collect();
         client
             .set_revisions(&id, &want, &|_: &asm_canary::azure::ClusterDoc| Ok(()))
             .await
             .expect("plain ARM PUT of the revisions");
+    }
+
+    /// Begins that PUT and returns while its operation runs (the cluster is `Updating`), as
+    /// `az aks mesh upgrade start --no-wait` would.
+    pub async fn arm_begin_revisions(&self, revisions: &[&str]) {
+        let (client, id) = self.arm();
+        let want: Vec<String> = revisions.iter().map(|s| s.to_string()).collect();
+        client
+            .begin_set_revisions(&id, &want, &|_: &asm_canary::azure::ClusterDoc| Ok(()))
+            .await
+            .expect("plain ARM PUT of the revisions, begun");
     }
 
     pub async fn kube(&self) -> kube::Client {
