@@ -65,6 +65,8 @@ pub struct RunArgs {
         env = "ASM_CANARY_LOCK_DURATION"
     )]
     pub lock_duration: u64,
+    #[command(flatten)]
+    pub prometheus: super::metrics::PrometheusArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -126,6 +128,9 @@ pub async fn execute(
 ) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
     let guided = interactive(run);
+    // Whether the analysis gate judges anything, said before the run starts.
+    let (env, analysis_line) = super::metrics::attach_metrics(env, &run.prometheus)?;
+    eprintln!("asm-canary: {analysis_line}");
     let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
     check_approvals(&runbook, &run.approve)?;
     if let Some(file) = &location.file {

@@ -93,6 +93,27 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             reason,
             ..
         } => format!("  {step}: {check} failed: {reason}"),
+        Event::GateInconclusive {
+            step,
+            check,
+            reason,
+        } => format!("⏸ {step}: {check} inconclusive: {reason}"),
+        Event::Measurement {
+            step, measurement, ..
+        } => format!(
+            "  {step}: {} {}{} = {} → {}",
+            measurement.name,
+            measurement.series.as_deref().unwrap_or(""),
+            measurement
+                .baseline
+                .map(|b| format!(" (baseline {b:.2})"))
+                .unwrap_or_default(),
+            measurement
+                .value
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "no data".into()),
+            measurement.verdict
+        ),
         Event::StepSucceeded {
             step,
             phase,

@@ -80,6 +80,30 @@ impl Progress {
     }
 }
 
+/// One measurement of a gate: what was asked, the answer, what it was held against and the
+/// verdict (`pass`, `fail` or `inconclusive`). A value that is not a number (no data, NaN)
+/// is `null`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeasurementRecord {
+    /// The measurement's name (e.g. `request-success-rate`).
+    pub name: String,
+    /// What it measures (e.g. `payments/api`), when it is one of several series.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub series: Option<String>,
+    /// The query asked (e.g. PromQL).
+    pub query: String,
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max: Option<f64>,
+    pub verdict: String,
+    /// When the value was measured (the query's evaluation time).
+    pub at: DateTime<Utc>,
+}
+
 /// Every event the engine emits. JSON: internally tagged by `"event"`, snake_case names.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -155,6 +179,19 @@ pub enum Event {
         check: String,
         reason: String,
         timed_out: bool,
+    },
+    /// The gate could not tell (e.g. a metric with no data); the run pauses, resumable.
+    GateInconclusive {
+        step: String,
+        check: String,
+        reason: String,
+    },
+    /// One measurement a gate took (e.g. a metric query of an analysis gate).
+    Measurement {
+        step: String,
+        check: String,
+        #[serde(flatten)]
+        measurement: MeasurementRecord,
     },
     StepSucceeded {
         step: String,
