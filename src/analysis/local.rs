@@ -57,6 +57,7 @@ impl LocalPrometheus {
     /// Starts `prometheus` scraping `scrape_url`, and waits until it answers ready.
     pub async fn start(scrape_url: &str) -> Result<Self, LocalPrometheusError> {
         let binary = find_on_path("prometheus").ok_or(LocalPrometheusError::NotInstalled)?;
+        crate::azure::http::ensure_ring_provider();
         let target = reqwest::Url::parse(scrape_url)
             .map_err(|e| LocalPrometheusError::Start(format!("scrape URL {scrape_url:?}: {e}")))?;
         let dir = tempfile::tempdir()

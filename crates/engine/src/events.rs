@@ -1,7 +1,7 @@
 //! Typed events: what the executor tells the renderers (terminal, JSON Lines) and tests.
 //!
 //! Every event travels in an [`EventRecord`] envelope whose JSON form is one line of
-//! `--output json`: `{"schema":"asm-canary.events/1.0","ts":"…","run_id":"…","event":"step_started",…}`.
+//! `--output json`: `{"schema":"asm-canary.events/1.1","ts":"…","run_id":"…","event":"step_started",…}`.
 //! The schema is documented in `docs/events.md`; bump [`EVENTS_SCHEMA`]'s minor for added
 //! fields or events, its major for anything a consumer could trip on.
 
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The `schema` field of every JSON Lines object.
-pub const EVENTS_SCHEMA: &str = "asm-canary.events/1.0";
+pub const EVENTS_SCHEMA: &str = "asm-canary.events/1.1";
 
 /// The envelope of one event: one JSON Lines object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
