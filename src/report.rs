@@ -321,6 +321,67 @@ fn measurement_cells(m: &MeasurementRecord) -> [String; 7] {
     ]
 }
 
+/// A line chart of one measurement (`name`) of a gate over time: one polyline per series, the
+/// bound as a dashed line. Empty when nothing of that name was measured.
+fn measurement_chart(ms: &[&MeasurementRecord], name: &str, title: &str) -> String {
+    let points: Vec<&MeasurementRecord> = ms
+        .iter()
+        .copied()
+        .filter(|m| m.name == name && m.value.is_some_and(f64::is_finite))
+        .collect();
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return String::new();
+    };
+    let (w, h, pad) = (480.0, 160.0, 30.0);
+    let t0 = first.at;
+    let span = secs(t0, last.at).max(1.0);
+    let bound = points.iter().find_map(|m| m.min.or(m.max));
+    let values = points.iter().filter_map(|m| m.value).chain(bound);
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    };
+    let x = |m: &MeasurementRecord| pad + (w - 2.0 * pad) * secs(t0, m.at) / span;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - lo) / (hi - lo);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" data-chart=\"{}\"><text x=\"{pad}\" y=\"16\" font-size=\"12\">{} ({lo:.1} – {hi:.1})</text>",
+        xml(name),
+        xml(title)
+    );
+    if let Some(b) = bound {
+        let _ = write!(
+            s,
+            "<line x1=\"{pad}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#c00\" stroke-dasharray=\"4 3\"/>",
+            w - pad,
+            y = y(b)
+        );
+    }
+    let mut series: Vec<&str> = points
+        .iter()
+        .map(|m| m.series.as_deref().unwrap_or(""))
+        .collect();
+    series.sort();
+    series.dedup();
+    for (i, name) in series.iter().enumerate() {
+        let pts: Vec<String> = points
+            .iter()
+            .filter(|m| m.series.as_deref().unwrap_or("") == *name)
+            .map(|m| format!("{:.1},{:.1}", x(m), y(m.value.unwrap_or(lo))))
+            .collect();
+        let colour = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"][i % 5];
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{colour}\" points=\"{}\"><title>{}</title></polyline>",
+            pts.join(" "),
+            xml(name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// One table per gate that measured (the analysis gate): every value, its bounds, its verdict.
 fn md_measurements(s: &mut String, t: &Timeline) {
     for ((step, check), ms) in measurement_groups(t) {
@@ -667,9 +728,11 @@ pub fn html(t: &Timeline) -> String {
     for ((step, check), ms) in measurement_groups(t) {
         let _ = write!(
             s,
-            "<h2>Measurements: {} ({})</h2><table><tr><th>At</th><th>Measurement</th><th>Series</th><th>Value</th><th>Baseline</th><th>Bounds</th><th>Verdict</th></tr>",
+            "<h2>Measurements: {} ({})</h2><p>{}{}</p><table><tr><th>At</th><th>Measurement</th><th>Series</th><th>Value</th><th>Baseline</th><th>Bounds</th><th>Verdict</th></tr>",
             xml(step),
-            xml(check)
+            xml(check),
+            measurement_chart(&ms, "request-success-rate", "success rate, % (min dashed)"),
+            measurement_chart(&ms, "request-duration", "p99 latency, ms (max dashed)"),
         );
         for m in ms {
             s.push_str("<tr>");
@@ -926,6 +989,13 @@ mod tests {
         let page = html(&t);
         assert!(page.contains("<h2>Measurements: analysis (analysis)</h2>"));
         assert!(page.contains("<td>95.00</td>"));
+        // The chart of the success rate, its bound dashed; no p99 was measured.
+        assert!(
+            page.contains("data-chart=\"request-success-rate\""),
+            "{page}"
+        );
+        assert!(page.contains("stroke-dasharray"));
+        assert!(!page.contains("data-chart=\"request-duration\""));
     }
 
     #[test]

@@ -196,6 +196,15 @@ async fn no_data_pauses_the_run_with_the_query_shown() {
     );
     // Nothing was rolled back: the canary is still installed, waiting for a person.
     assert_eq!(sim.revisions().await.len(), 2);
+    // A resume without --prometheus does not pass the gate as "off": it pauses again and
+    // names the Prometheus the run judges on.
+    let again = sim.resume(&[]).await;
+    assert_eq!(again.status.code(), Some(4), "stderr:\n{}", stderr(&again));
+    let reason = last_event(&again)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains(&format!("resume with --prometheus {}", prom.url)),
+        "{reason}"
+    );
 }
 
 #[test]

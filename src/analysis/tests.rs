@@ -2,11 +2,14 @@ use std::sync::Mutex;
 
 use super::*;
 
+/// Per check: how many answers were given, and the script of answers.
+type Script = BTreeMap<String, (usize, Vec<Vec<Sample>>)>;
+
 /// Answers by the check a query belongs to: a script of answers per check (the last repeats),
 /// and a fixed answer at the baseline time.
 #[derive(Default)]
 struct Fake {
-    script: Mutex<BTreeMap<String, (usize, Vec<Vec<Sample>>)>>,
+    script: Mutex<Script>,
     baseline: BTreeMap<String, Vec<Sample>>,
     baseline_at: Option<DateTime<Utc>>,
     asked: Mutex<Vec<(String, DateTime<Utc>)>>,

@@ -31,17 +31,18 @@ pub const GATE_OFF: &str = "analysis gate off: no Prometheus configured (give --
 
 /// The wave's scope from the gate's (or action's) inputs.
 fn scope_of(inputs: &serde_json::Map<String, Value>) -> Result<WaveScope, StepError> {
-    let mut scope = WaveScope::default();
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
+    let mut scope = WaveScope {
+        namespaces: inputs
+            .get("namespaces")
+            .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
                     .filter_map(|s| s.as_str().map(str::to_string))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        ..WaveScope::default()
     };
-    scope.namespaces = strings(inputs.get("namespaces"));
     let mut earliest: Option<DateTime<Utc>> = None;
     for w in inputs
         .get("workloads")
@@ -137,6 +138,15 @@ impl Action for AnalysisScope {
 impl Gate for AnalysisGate {
     async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
         let Some(source) = self.0.metrics.clone() else {
+            // A run started with a Prometheus is not judged "off" by a resume without it.
+            if let Some(url) = ctx
+                .input_opt::<String>("prometheus")?
+                .filter(|u| !u.is_empty())
+            {
+                return Ok(GateStatus::inconclusive(format!(
+                    "this run's analysis gate judges on Prometheus {url}, and none is configured now: resume with --prometheus {url}"
+                )));
+            }
             return Ok(GateStatus::Passed {
                 detail: Some(GATE_OFF.into()),
             });
