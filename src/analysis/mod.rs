@@ -512,12 +512,17 @@ impl Analysis {
         decided: &[Option<Verdict>],
         measurements: Vec<Measurement>,
     ) -> Judgement {
+        // The first check with the worst verdict decides (checks in the spec's order).
         let (worst_i, verdict) = decided
             .iter()
             .enumerate()
             .map(|(i, d)| (i, d.unwrap_or(Verdict::Pass)))
-            .max_by_key(|(_, v)| *v)
-            .unwrap_or((0, Verdict::Pass));
+            .fold(
+                (0, Verdict::Pass),
+                |best, (i, v)| {
+                    if v > best.1 { (i, v) } else { best }
+                },
+            );
         let Some(check) = self.spec.checks.get(worst_i) else {
             return Judgement {
                 verdict: Verdict::Pass,

@@ -163,7 +163,13 @@ async fn no_data_is_inconclusive_never_a_pass() {
     let j = a.judge(&scope()).await.unwrap();
     assert_eq!(j.verdict, Verdict::Inconclusive);
     assert!(j.reason.contains("no data"), "{}", j.reason);
-    // The query is shown.
+    // The first check in order decides a tie, and its query is shown.
+    assert!(
+        j.reason
+            .starts_with("request-success-rate was inconclusive"),
+        "{}",
+        j.reason
+    );
     assert!(j.reason.contains("query sum by ("), "{}", j.reason);
     assert!(j.measurements.iter().all(|m| m.value.is_none()));
 }
