@@ -46,6 +46,19 @@ fn payments() -> WaveScope {
     }
 }
 
+/// A Prometheus scraping `sim`'s sidecars, once it has their traffic (on a loaded machine a
+/// fast upgrade would otherwise be judged before the first scrapes).
+async fn scraping(sim: &TestSim) -> asm_canary::analysis::local::LocalPrometheus {
+    let prom = common::prometheus::start(&sim.handle.info.metrics_url).await;
+    common::prometheus::wait_for(
+        &prom,
+        "sum(rate(istio_requests_total{reporter=\"destination\"}[5s]))",
+        Duration::from_secs(30),
+    )
+    .await;
+    prom
+}
+
 async fn upgrade_with_prometheus(sim: &TestSim, url: &str) -> std::process::Output {
     let mut extra = vec![
         "--approve",
@@ -122,7 +135,7 @@ async fn no_data_is_inconclusive_on_real_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_canary_fails_the_gate_with_the_success_rate_and_rolls_back() {
     let sim = TestSim::start("bad-canary").await;
-    let prom = common::prometheus::start(&sim.handle.info.metrics_url).await;
+    let prom = scraping(&sim).await;
     let out = upgrade_with_prometheus(&sim, &prom.url).await;
     assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
     let failed = gate_failed(&out);
@@ -155,7 +168,7 @@ async fn bad_canary_fails_the_gate_with_the_success_rate_and_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_canary_fails_the_gate_on_p99() {
     let sim = TestSim::start("slow-canary").await;
-    let prom = common::prometheus::start(&sim.handle.info.metrics_url).await;
+    let prom = scraping(&sim).await;
     let out = upgrade_with_prometheus(&sim, &prom.url).await;
     assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
     let reason = gate_failed(&out)["reason"].as_str().unwrap().to_string();
@@ -167,7 +180,7 @@ async fn slow_canary_fails_the_gate_on_p99() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_upgrade_completes_with_the_gate_on() {
     let sim = TestSim::start("healthy").await;
-    let prom = common::prometheus::start(&sim.handle.info.metrics_url).await;
+    let prom = scraping(&sim).await;
     let out = upgrade_with_prometheus(&sim, &prom.url).await;
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", stderr(&out));
     assert!(stderr(&out).contains("analysis gate on: Prometheus http://127.0.0.1:"));

@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn urls_with_secrets_or_queries_are_refused() {
-        let http = reqwest::Client::new();
+        let http = crate::azure::build_http_client(None).unwrap();
         for bad in [
             "ftp://x",
             "http://u:p@host:9090",

@@ -69,7 +69,7 @@ fn fake(rate: Vec<Vec<Sample>>, p99: Vec<Vec<Sample>>) -> Fake {
 
 fn spec(count: u32, failure_limit: u32) -> AnalysisSpec {
     AnalysisSpec {
-        interval: Duration::from_secs(10),
+        interval: Duration::from_millis(1),
         count,
         failure_limit,
         baseline: false,
@@ -85,7 +85,7 @@ fn scope() -> WaveScope {
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn healthy_numbers_pass_after_count_measurements() {
     let f = fake(
         vec![vec![
@@ -102,7 +102,7 @@ async fn healthy_numbers_pass_after_count_measurements() {
     assert!(j.measurements.iter().all(|m| m.verdict == Verdict::Pass));
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn failures_are_counted_against_the_failure_limit() {
     // One bad measurement of three is tolerated with failure_limit 1 …
     let answers = vec![
@@ -138,7 +138,7 @@ async fn failures_are_counted_against_the_failure_limit() {
     );
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_slow_p99_fails_the_duration_check() {
     let a = Analysis::new(
         Arc::new(fake(
@@ -157,7 +157,7 @@ async fn a_slow_p99_fails_the_duration_check() {
     assert!(j.reason.contains("860.00 (max 500)"), "{}", j.reason);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn no_data_is_inconclusive_never_a_pass() {
     let a = Analysis::new(Arc::new(fake(vec![vec![]], vec![vec![]])), spec(3, 0));
     let j = a.judge(&scope()).await.unwrap();
@@ -174,7 +174,7 @@ async fn no_data_is_inconclusive_never_a_pass() {
     assert!(j.measurements.iter().all(|m| m.value.is_none()));
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn nan_is_inconclusive_never_a_pass() {
     let a = Analysis::new(
         Arc::new(fake(
@@ -203,7 +203,7 @@ async fn nan_is_inconclusive_never_a_pass() {
     assert_eq!(a.judge(&scope()).await.unwrap().verdict, Verdict::Pass);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_relative_baseline_judges_a_workload_against_itself() {
     let restarted = Utc::now() - chrono::Duration::minutes(5);
     let mut f = fake(
