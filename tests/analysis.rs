@@ -174,7 +174,10 @@ async fn slow_canary_fails_the_gate_on_p99() {
     let reason = gate_failed(&out)["reason"].as_str().unwrap().to_string();
     assert!(reason.starts_with("request-duration failed"), "{reason}");
     assert!(reason.contains("payments/api"), "{reason}");
-    assert!(reason.contains("(max 500)"), "{reason}");
+    assert!(
+        reason.contains("= 8") && reason.contains("max 500"),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
