@@ -12,7 +12,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use asm_canary_engine::{Checkpoint, EntryStatus, Event, EventRecord, Phase, StepStatus};
+use asm_canary_engine::{
+    Checkpoint, EntryStatus, Event, EventRecord, MeasurementRecord, Phase, StepStatus,
+};
 use chrono::{DateTime, Utc};
 
 /// `<state>.events.jsonl`: every event of every invocation on this checkpoint, appended.
@@ -82,6 +84,8 @@ pub struct Timeline {
     pub end: DateTime<Utc>,
     /// Warnings about the run as a whole (not of a step), such as a `--take-over`.
     pub notes: Vec<String>,
+    /// Every measurement a gate took (the analysis gate's), in order: (step, gate, value).
+    pub measurements: Vec<(String, String, MeasurementRecord)>,
 }
 
 impl Timeline {
@@ -144,12 +148,24 @@ impl Timeline {
                 _ => None,
             })
             .collect();
+        let measurements = events
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::Measurement {
+                    step,
+                    check,
+                    measurement,
+                } => Some((step.clone(), check.clone(), measurement.clone())),
+                _ => None,
+            })
+            .collect();
         Timeline {
             cp,
             rows,
             start,
             end,
             notes,
+            measurements,
         }
     }
 }
@@ -262,10 +278,128 @@ pub fn markdown(t: &Timeline) -> String {
         let _ = writeln!(s, "\n> **Note:** {note}");
     }
     md_timeline(&mut s, t);
+    md_measurements(&mut s, t);
     md_changes(&mut s, &t.cp);
     md_final_check(&mut s, &t.cp);
     md_approvals(&mut s, &t.cp);
     s
+}
+
+/// The groups of measurements, one per step and gate, in the order they were first taken.
+fn measurement_groups(t: &Timeline) -> Vec<((&str, &str), Vec<&MeasurementRecord>)> {
+    let mut groups: Vec<((&str, &str), Vec<&MeasurementRecord>)> = Vec::new();
+    for (step, check, m) in &t.measurements {
+        let key = (step.as_str(), check.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(m),
+            None => groups.push((key, vec![m])),
+        }
+    }
+    groups
+}
+
+/// The cells of one measurement: time, name, series, value, baseline, bounds, verdict.
+fn measurement_cells(m: &MeasurementRecord) -> [String; 7] {
+    let num = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into());
+    let mut bounds = Vec::new();
+    if let Some(v) = m.min {
+        bounds.push(format!("≥ {v}"));
+    }
+    if let Some(v) = m.max {
+        bounds.push(format!("≤ {v}"));
+    }
+    [
+        m.at.format("%H:%M:%S").to_string(),
+        m.name.clone(),
+        m.series.clone().unwrap_or_default(),
+        m.value
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "no data".into()),
+        num(m.baseline),
+        bounds.join(", "),
+        m.verdict.clone(),
+    ]
+}
+
+/// A line chart of one measurement (`name`) of a gate over time: one polyline per series, the
+/// bound as a dashed line. Empty when nothing of that name was measured.
+fn measurement_chart(ms: &[&MeasurementRecord], name: &str, title: &str) -> String {
+    let points: Vec<&MeasurementRecord> = ms
+        .iter()
+        .copied()
+        .filter(|m| m.name == name && m.value.is_some_and(f64::is_finite))
+        .collect();
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return String::new();
+    };
+    let (w, h, pad) = (480.0, 160.0, 30.0);
+    let t0 = first.at;
+    let span = secs(t0, last.at).max(1.0);
+    let bound = points.iter().find_map(|m| m.min.or(m.max));
+    let values = points.iter().filter_map(|m| m.value).chain(bound);
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if hi - lo < 1e-9 {
+        (lo - 1.0, hi + 1.0)
+    } else {
+        (lo, hi)
+    };
+    let x = |m: &MeasurementRecord| pad + (w - 2.0 * pad) * secs(t0, m.at) / span;
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - lo) / (hi - lo);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" data-chart=\"{}\"><text x=\"{pad}\" y=\"16\" font-size=\"12\">{} ({lo:.1} – {hi:.1})</text>",
+        xml(name),
+        xml(title)
+    );
+    if let Some(b) = bound {
+        let _ = write!(
+            s,
+            "<line x1=\"{pad}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#c00\" stroke-dasharray=\"4 3\"/>",
+            w - pad,
+            y = y(b)
+        );
+    }
+    let mut series: Vec<&str> = points
+        .iter()
+        .map(|m| m.series.as_deref().unwrap_or(""))
+        .collect();
+    series.sort();
+    series.dedup();
+    for (i, name) in series.iter().enumerate() {
+        let pts: Vec<String> = points
+            .iter()
+            .filter(|m| m.series.as_deref().unwrap_or("") == *name)
+            .map(|m| format!("{:.1},{:.1}", x(m), y(m.value.unwrap_or(lo))))
+            .collect();
+        let colour = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"][i % 5];
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{colour}\" points=\"{}\"><title>{}</title></polyline>",
+            pts.join(" "),
+            xml(name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// One table per gate that measured (the analysis gate): every value, its bounds, its verdict.
+fn md_measurements(s: &mut String, t: &Timeline) {
+    for ((step, check), ms) in measurement_groups(t) {
+        let _ = writeln!(s, "\n## Measurements: {step} ({check})\n");
+        s.push_str("| at | measurement | series | value | baseline | bounds | verdict |\n|---|---|---|---|---|---|---|\n");
+        for m in ms {
+            let cells = measurement_cells(m).map(|c| md_cell(&c));
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+        if let Some(q) = t
+            .measurements
+            .iter()
+            .find(|(st, c, _)| st == step && c == check)
+            .map(|(_, _, m)| &m.query)
+        {
+            let _ = writeln!(s, "\nFirst query: `{}`", q.replace('`', "'"));
+        }
+    }
 }
 
 /// The final check after `complete` (its `final_check` output), when it ran.
@@ -591,6 +725,24 @@ pub fn html(t: &Timeline) -> String {
         );
     }
     s.push_str("</table>");
+    for ((step, check), ms) in measurement_groups(t) {
+        let _ = write!(
+            s,
+            "<h2>Measurements: {} ({})</h2><p>{}{}</p><table><tr><th>At</th><th>Measurement</th><th>Series</th><th>Value</th><th>Baseline</th><th>Bounds</th><th>Verdict</th></tr>",
+            xml(step),
+            xml(check),
+            measurement_chart(&ms, "request-success-rate", "success rate, % (min dashed)"),
+            measurement_chart(&ms, "request-duration", "p99 latency, ms (max dashed)"),
+        );
+        for m in ms {
+            s.push_str("<tr>");
+            for c in measurement_cells(m) {
+                let _ = write!(s, "<td>{}</td>", xml(&c));
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</table>");
+    }
     s.push_str("<h2>Approvals</h2><ul>");
     for a in &cp.approvals {
         let _ = write!(
@@ -797,6 +949,53 @@ mod tests {
                 "istiod-asm-1-28 <still> running",
             ),
         ]
+    }
+
+    #[test]
+    fn the_analysis_gates_measurements_are_a_table_per_gate() {
+        let mut events = gate_events();
+        let m = |value: Option<f64>, verdict: &str| asm_canary_engine::MeasurementRecord {
+            name: "request-success-rate".into(),
+            series: Some("payments/api".into()),
+            query: "sum(rate(istio_requests_total[1m]))".into(),
+            value,
+            baseline: Some(100.0),
+            min: Some(99.0),
+            max: None,
+            verdict: verdict.into(),
+            at: at("00:04:00"),
+        };
+        for (v, verdict) in [(Some(95.0), "fail"), (None, "inconclusive")] {
+            events.push(rec(
+                "00:04:00",
+                Event::Measurement {
+                    step: "analysis".into(),
+                    check: "analysis".into(),
+                    measurement: m(v, verdict),
+                },
+            ));
+        }
+        let t = Timeline::build(rolled_back_run().cp, &events);
+        let md = markdown(&t);
+        assert!(md.contains("## Measurements: analysis (analysis)"), "{md}");
+        assert!(
+            md.contains(
+                "| 00:04:00 | request-success-rate | payments/api | 95.00 | 100.00 | ≥ 99 | fail |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| no data |"), "{md}");
+        assert!(md.contains("First query: `sum(rate(istio_requests_total[1m]))`"));
+        let page = html(&t);
+        assert!(page.contains("<h2>Measurements: analysis (analysis)</h2>"));
+        assert!(page.contains("<td>95.00</td>"));
+        // The chart of the success rate, its bound dashed; no p99 was measured.
+        assert!(
+            page.contains("data-chart=\"request-success-rate\""),
+            "{page}"
+        );
+        assert!(page.contains("stroke-dasharray"));
+        assert!(!page.contains("data-chart=\"request-duration\""));
     }
 
     #[test]

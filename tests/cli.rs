@@ -62,7 +62,7 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
     for line in text.lines() {
         let v: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-        assert_eq!(v["schema"], "asm-canary.events/1.0", "{line}");
+        assert_eq!(v["schema"], "asm-canary.events/1.1", "{line}");
         assert!(v["ts"].as_str().is_some_and(|t| t.contains('T')), "{line}");
         assert!(v["run_id"].as_str().is_some_and(|r| !r.is_empty()));
         assert!(v["event"].as_str().is_some());
@@ -139,13 +139,14 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
         "repoint-tag",
         "restart",
         "verify",
+        "analysis",
         "complete",
     ] {
         assert!(svg.contains(&format!("data-step=\"{step}\"")), "{step}");
     }
 }
 
-/// The required fields of each event, as docs/events.md lists them (`asm-canary.events/1.0`).
+/// The required fields of each event, as docs/events.md lists them (`asm-canary.events/1.1`).
 fn check_event_schema(e: &Value) {
     let required: &[&str] = match e["event"].as_str().unwrap_or_default() {
         "run_started" => &[
@@ -165,6 +166,8 @@ fn check_event_schema(e: &Value) {
         "gate_progress" => &["step", "check", "detail"],
         "gate_passed" => &["step", "check"],
         "gate_failed" => &["step", "check", "reason", "timed_out"],
+        "gate_inconclusive" => &["step", "check", "reason"],
+        "measurement" => &["step", "check", "name", "query", "value", "verdict", "at"],
         "step_succeeded" => &["step", "phase", "already_done"],
         "step_failed" => &["step", "phase", "error"],
         "step_interrupted" => &["step", "phase"],

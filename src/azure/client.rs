@@ -306,6 +306,17 @@ impl ArmClient {
         self.endpoint.as_str().trim_end_matches('/')
     }
 
+    /// The credential ARM's tokens come from (the analysis gate's Azure Monitor provider asks
+    /// it for its own scope).
+    pub fn credential(&self) -> Arc<dyn TokenCredential> {
+        self.credential.clone()
+    }
+
+    /// The HTTPS client (extra CA included) ARM's requests go through.
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     pub fn api_version(&self) -> &str {
         &self.api_version
     }

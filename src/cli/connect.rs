@@ -174,7 +174,12 @@ async fn connect_inner(
     );
     let kube = kube_client(args, &arm, &cluster, ca_pem.as_deref(), &credential).await?;
     Ok(Connected {
-        env: Arc::new(Env { arm, cluster, kube }),
+        env: Arc::new(Env {
+            arm,
+            cluster,
+            kube,
+            metrics: None,
+        }),
         credential,
     })
 }

@@ -18,7 +18,8 @@ use crate::istio::pod_revision;
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// A built-in scenario (healthy, stale-proxies, crashloop-istiod, arm-throttling,
-    /// lro-failure, slow-rollout, stuck-rollout, legacy-labels, native-sidecars, large) or a
+    /// lro-failure, slow-rollout, stuck-rollout, legacy-labels, native-sidecars, large, bad-canary,
+    /// slow-canary) or a
     /// scenario YAML file.
     #[arg(long, default_value = "healthy")]
     pub scenario: String,
@@ -39,6 +40,11 @@ fn demo_params(
     params.insert("control_plane_timeout".into(), json!("45s"));
     params.insert("rollout_timeout".into(), json!("60s"));
     params.insert("verify_timeout".into(), json!("30s"));
+    // The analysis on the simulator's clock: Prometheus scrapes every second.
+    params.insert("analysis_interval".into(), json!("2s"));
+    params.insert("analysis_count".into(), json!(3));
+    params.insert("analysis_window".into(), json!("10s"));
+    params.insert("analysis_timeout".into(), json!("60s"));
     for (k, v) in upgrade.params()? {
         params.insert(k, v);
     }
@@ -77,6 +83,30 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         info.kube_server,
         ca_file.display()
     ));
+    // The analysis gate judges the simulator's traffic on a local Prometheus when there is one.
+    let _prometheus = match run.prometheus.prometheus {
+        Some(_) => None,
+        None if crate::analysis::local::find_on_path("prometheus").is_none() => {
+            say("  no prometheus on PATH (install the `prometheus` package, or give --prometheus URL): the analysis gate is off".to_string());
+            None
+        }
+        None => match crate::analysis::local::LocalPrometheus::start(&info.metrics_url).await {
+            Ok(p) => {
+                say(format!(
+                    "  Prometheus {} scraping the sidecars' metrics at {} every second",
+                    p.url, info.metrics_url
+                ));
+                run.prometheus.prometheus = Some(p.url.clone());
+                Some(p)
+            }
+            Err(e) => {
+                say(format!(
+                    "  cannot start a local Prometheus ({e}): the analysis gate is off"
+                ));
+                None
+            }
+        },
+    };
     // The demo talks to the simulator as any client would: a service principal, the
     // simulator's CA as an extra trusted root, the kubeconfig from listClusterUserCredential.
     let cluster = sim_cluster_args(&info, &ca_file);

@@ -10,6 +10,7 @@ pub mod connect;
 pub mod demo;
 pub mod error;
 pub mod inspect;
+pub mod metrics;
 mod owner;
 pub mod plan;
 pub mod request;

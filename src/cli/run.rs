@@ -65,6 +65,8 @@ pub struct RunArgs {
         env = "ASM_CANARY_LOCK_DURATION"
     )]
     pub lock_duration: u64,
+    #[command(flatten)]
+    pub prometheus: super::metrics::PrometheusArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,8 +144,12 @@ pub async fn execute(
 ) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
     let guided = interactive(run);
+    // Whether the analysis gate judges anything, said before the run starts.
+    let (env, analysis_line) = super::metrics::attach_metrics(env, &run.prometheus)?;
+    eprintln!("asm-canary: {analysis_line}");
     let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
     check_approvals(&runbook, &run.approve)?;
+    let mode = remember_prometheus(mode, &runbook, &run.prometheus);
     if let Some(file) = &location.file {
         check_state_path(file)?;
     }
@@ -520,6 +526,26 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         super::plan::show_plan(&env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     execute(env, &run, Mode::Run(params), location).await
+}
+
+/// A new run records `--prometheus` in its params (when the runbook declares `prometheus`), so
+/// that a resume without it does not pass the analysis gate as "off".
+fn remember_prometheus(
+    mode: Mode,
+    runbook: &asm_canary_engine::Runbook,
+    args: &super::metrics::PrometheusArgs,
+) -> Mode {
+    match mode {
+        Mode::Run(mut params) => {
+            if let Some(url) = args.prometheus.as_deref().filter(|u| !u.is_empty())
+                && runbook.params.iter().any(|p| p.name == "prometheus")
+            {
+                params.insert("prometheus".into(), serde_json::json!(url));
+            }
+            Mode::Run(params)
+        }
+        other => other,
+    }
 }
 
 /// A new run never replaces a checkpoint: one in the store (even a corrupt one) is refused.

@@ -133,6 +133,10 @@ async fn serve_until_stopped(
             .map(|p| format!(", settings in {}", p.display()))
             .unwrap_or_default()
     );
+    eprintln!(
+        "asm-canary sim: the sidecars' metrics (a Prometheus scrape target, plain HTTP): {}",
+        info.metrics_url
+    );
     eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
     wait_for_stop().await;
     eprintln!("asm-canary sim: stopping");

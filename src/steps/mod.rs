@@ -18,9 +18,11 @@
 //! | repoint-tag, tag-points-at | action, gate | [`tag`] |
 //! | restart-workloads, workloads-on-revision | action, gate | [`restart`], growing waves and their gates: [`wave`] |
 //! | verify-proxies, proxies-synced | action, gate | [`verify`] |
+//! | analysis-scope, analysis | action, gate | [`analysis`] |
 //! | complete-upgrade, single-revision | action, gate | [`cluster`] |
 //! | restore-tag, restart-back, remove-canary, delete-target-configmap | rollback actions | [`tag`], [`restart`], [`cluster`], [`configmap`] |
 
+pub mod analysis;
 pub mod cluster;
 pub mod configmap;
 pub mod controlplane;
@@ -46,10 +48,13 @@ pub struct Env {
     pub arm: ArmClient,
     pub cluster: ClusterId,
     pub kube: kube::Client,
+    /// The analysis gate's metrics (a Prometheus); `None`: the gate is off.
+    pub metrics: Option<Arc<dyn crate::analysis::MetricSource>>,
 }
 
 /// The action names [`registry`] registers, sorted.
 pub const ACTION_NAMES: &[&str] = &[
+    "analysis-scope",
     "canary-wave",
     "complete-upgrade",
     "consolidate-canary",
@@ -70,6 +75,7 @@ pub const ACTION_NAMES: &[&str] = &[
 
 /// The gate names [`registry`] registers, sorted.
 pub const GATE_NAMES: &[&str] = &[
+    "analysis",
     "cluster-ready",
     "configmap-copied",
     "control-planes-ready",
@@ -121,6 +127,8 @@ fn clients_registry(env: Arc<Env>) -> Registry {
         .gate("workloads-on-revision", restart::WorkloadsOnRevision(e()))
         .action("verify-proxies", verify::VerifyProxies(e()))
         .gate("proxies-synced", verify::ProxiesSynced(e()))
+        .action("analysis-scope", analysis::AnalysisScope(e()))
+        .gate("analysis", analysis::AnalysisGate(e()))
         .action("complete-upgrade", cluster::CompleteUpgrade(e()))
         .gate("single-revision", cluster::SingleRevision(e()))
         .action("restore-tag", tag::RestoreTag(e()))

@@ -219,19 +219,59 @@ pub enum WaveVerdict {
 }
 
 /// The further check after a wave has rolled out and its proxies stayed SYNCED for the soak:
-/// the one place where an application-health judgement of the wave is made. Without an
-/// analysis configured, the wave passes on rollout and proxy sync alone.
+/// the one place where an application-health judgement of the wave is made — the analysis
+/// ([`crate::analysis`]) of the wave's workloads on the run's Prometheus, from the run's
+/// `analysis_*` params, each measurement an event. Without a Prometheus, the wave passes on
+/// rollout and proxy sync alone (a run that had one and lost it on resume is inconclusive).
 pub async fn judge_wave(
     env: &Env,
     ctx: &ActionCtx,
     scope: &WaveScope,
 ) -> Result<WaveVerdict, StepError> {
-    let _ = (env, ctx);
-    Ok(WaveVerdict::Pass {
-        detail: format!(
-            "{}: no analysis configured; rollout and proxy sync passed",
-            scope.label
-        ),
+    let label = &scope.label;
+    let Some(source) = env.metrics.clone() else {
+        let url = ctx.params.get("prometheus").and_then(|v| v.as_str());
+        return Ok(match url.filter(|u| !u.is_empty()) {
+            Some(url) => WaveVerdict::Inconclusive {
+                reason: format!(
+                    "this run judges its waves on Prometheus {url}, and none is configured now: resume with --prometheus {url}"
+                ),
+            },
+            None => WaveVerdict::Pass {
+                detail: format!("{label}: no analysis configured; rollout and proxy sync passed"),
+            },
+        });
+    };
+    let spec = super::analysis::spec_from_params(&ctx.params)?;
+    let judged = crate::analysis::WaveScope {
+        namespaces: scope.namespaces.clone(),
+        workloads: scope
+            .workloads
+            .iter()
+            .map(|w| format!("{}/{}", w.namespace, w.name))
+            .collect(),
+        restarted_at: scope
+            .restarted_at
+            .as_deref()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
+    };
+    let judgement = crate::analysis::Analysis::new(source, spec)
+        .judge(&judged)
+        .await
+        .map_err(|e| StepError::with_source("the analysis could not query its metrics", e))?;
+    for m in &judgement.measurements {
+        ctx.events.emit(asm_canary_engine::Event::Measurement {
+            step: ctx.step.clone(),
+            check: label.clone(),
+            measurement: m.record(),
+        });
+    }
+    let reason = judgement.reason;
+    Ok(match judgement.verdict {
+        crate::analysis::Verdict::Pass => WaveVerdict::Pass { detail: reason },
+        crate::analysis::Verdict::Fail => WaveVerdict::Fail { reason },
+        crate::analysis::Verdict::Inconclusive => WaveVerdict::Inconclusive { reason },
     })
 }
 
@@ -281,6 +321,12 @@ pub async fn gate_wave(env: &Env, ctx: &ActionCtx, scope: &WaveScope) -> Result<
                         scope.label
                     )));
                 }
+                Ok(GateStatus::Inconclusive { reason }) => {
+                    return Err(StepError::Inconclusive(format!(
+                        "{}: gate proxies-synced: {reason}",
+                        scope.label
+                    )));
+                }
                 Err(e) => {
                     last = format!("could not check: {e}");
                     false
@@ -324,7 +370,8 @@ pub async fn gate_wave(env: &Env, ctx: &ActionCtx, scope: &WaveScope) -> Result<
             "{} failed its analysis: {reason}",
             scope.label
         ))),
-        WaveVerdict::Inconclusive { reason } => Err(StepError::msg(format!(
+        // Not a failure: the run pauses (exit 4), and a resume judges the wave again.
+        WaveVerdict::Inconclusive { reason } => Err(StepError::Inconclusive(format!(
             "{} analysis inconclusive: {reason}",
             scope.label
         ))),

@@ -97,8 +97,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                r#"{"schema":"asm-canary.events/1.0","ts":"2026-01-01T00:00:00Z","run_id":"r1","event":"step_started","step":"start","phase":"forward","attempt":1}"#,
-                r#"{"schema":"asm-canary.events/1.0","ts":"2026-01-01T00:00:00Z","run_id":"r1","event":"run_finished","outcome":"completed","exit_code":0,"source":"asm-1-27","target":"asm-1-28"}"#,
+                r#"{"schema":"asm-canary.events/1.1","ts":"2026-01-01T00:00:00Z","run_id":"r1","event":"step_started","step":"start","phase":"forward","attempt":1}"#,
+                r#"{"schema":"asm-canary.events/1.1","ts":"2026-01-01T00:00:00Z","run_id":"r1","event":"run_finished","outcome":"completed","exit_code":0,"source":"asm-1-27","target":"asm-1-28"}"#,
             ]
         );
     }

@@ -93,15 +93,19 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             reason,
             ..
         } => format!("  {step}: {check} failed: {reason}"),
+        Event::GateInconclusive {
+            step,
+            check,
+            reason,
+        } => format!("⏸ {step}: {check} inconclusive: {reason}"),
+        Event::Measurement {
+            step, measurement, ..
+        } => measurement_line(step, measurement),
         Event::StepSucceeded {
             step,
             phase,
             already_done,
-        } => format!(
-            "✔ {}{step}{}",
-            phase_tag(*phase),
-            if *already_done { " (already done)" } else { "" }
-        ),
+        } => step_succeeded(step, *phase, *already_done),
         Event::StepFailed {
             step,
             phase,
@@ -127,6 +131,27 @@ pub fn line(event: &Event, state_hint: Option<&str>) -> Option<String> {
             summary,
         } => run_finished(*outcome, reason.as_deref(), *exit_code, summary, state_hint),
     })
+}
+
+/// `  analysis: request-success-rate payments/api = 95.00 (baseline 100.00) → fail`.
+fn measurement_line(step: &str, m: &asm_canary_engine::MeasurementRecord) -> String {
+    format!(
+        "  {step}: {} {}{} = {} → {}",
+        m.name,
+        m.series.as_deref().unwrap_or(""),
+        m.baseline
+            .map(|b| format!(" (baseline {b:.2})"))
+            .unwrap_or_default(),
+        m.value
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "no data".into()),
+        m.verdict
+    )
+}
+
+fn step_succeeded(step: &str, phase: Phase, already_done: bool) -> String {
+    let done = if already_done { " (already done)" } else { "" };
+    format!("✔ {}{step}{done}", phase_tag(phase))
 }
 
 fn step_started(step: &str, phase: Phase, attempt: u32, description: Option<&str>) -> String {

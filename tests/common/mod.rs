@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
 
+pub mod prometheus;
+
 use asm_canary_sim::{Scenario, SimHandle, SimOptions};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;

@@ -1,7 +1,7 @@
 //! Typed events: what the executor tells the renderers (terminal, JSON Lines) and tests.
 //!
 //! Every event travels in an [`EventRecord`] envelope whose JSON form is one line of
-//! `--output json`: `{"schema":"asm-canary.events/1.0","ts":"…","run_id":"…","event":"step_started",…}`.
+//! `--output json`: `{"schema":"asm-canary.events/1.1","ts":"…","run_id":"…","event":"step_started",…}`.
 //! The schema is documented in `docs/events.md`; bump [`EVENTS_SCHEMA`]'s minor for added
 //! fields or events, its major for anything a consumer could trip on.
 
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The `schema` field of every JSON Lines object.
-pub const EVENTS_SCHEMA: &str = "asm-canary.events/1.0";
+pub const EVENTS_SCHEMA: &str = "asm-canary.events/1.1";
 
 /// The envelope of one event: one JSON Lines object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,6 +78,30 @@ impl Progress {
     pub fn count(done: u64) -> Self {
         Progress { done, total: None }
     }
+}
+
+/// One measurement of a gate: what was asked, the answer, what it was held against and the
+/// verdict (`pass`, `fail` or `inconclusive`). A value that is not a number (no data, NaN)
+/// is `null`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeasurementRecord {
+    /// The measurement's name (e.g. `request-success-rate`).
+    pub name: String,
+    /// What it measures (e.g. `payments/api`), when it is one of several series.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub series: Option<String>,
+    /// The query asked (e.g. PromQL).
+    pub query: String,
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max: Option<f64>,
+    pub verdict: String,
+    /// When the value was measured (the query's evaluation time).
+    pub at: DateTime<Utc>,
 }
 
 /// Every event the engine emits. JSON: internally tagged by `"event"`, snake_case names.
@@ -155,6 +179,19 @@ pub enum Event {
         check: String,
         reason: String,
         timed_out: bool,
+    },
+    /// The gate could not tell (e.g. a metric with no data); the run pauses, resumable.
+    GateInconclusive {
+        step: String,
+        check: String,
+        reason: String,
+    },
+    /// One measurement a gate took (e.g. a metric query of an analysis gate).
+    Measurement {
+        step: String,
+        check: String,
+        #[serde(flatten)]
+        measurement: MeasurementRecord,
     },
     StepSucceeded {
         step: String,

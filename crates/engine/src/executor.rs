@@ -518,7 +518,13 @@ struct Run {
 /// What a gate ended with.
 enum GateEnd {
     Passed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// The gate could not tell: the run pauses, and a resume runs the gate again.
+    Inconclusive {
+        reason: String,
+    },
     Cancelled,
 }
 
@@ -1135,6 +1141,11 @@ impl Run {
                 let error = format!("gate {:?} failed: {reason}", gate.check);
                 self.fail_action(phase, id, error).await
             }
+            // The step stays `gating`: a resume runs only its gate again.
+            GateEnd::Inconclusive { reason } => Ok(Some(StepEnd::Paused(format!(
+                "gate {:?} of step {id:?} was inconclusive: {reason}; resume to judge again, or roll back",
+                gate.check
+            )))),
         }
     }
 
@@ -1227,6 +1238,13 @@ impl Run {
             Err(StepError::Refused(e)) => {
                 self.fail_action(phase, &id, e.clone()).await?;
                 Ok(Some(StepEnd::Refused(e)))
+            }
+            Err(StepError::Inconclusive(reason)) => {
+                self.update_step(phase, &id, |r| r.status = StepStatus::Interrupted)
+                    .await?;
+                Ok(Some(StepEnd::Paused(format!(
+                    "step {id:?} was inconclusive: {reason}; resume to judge again, or roll back"
+                ))))
             }
             Err(e) => self.fail_action(phase, &id, e.to_string()).await,
             Ok(ActionOutcome::Skipped { reason }) => {
@@ -1485,6 +1503,14 @@ impl GateWait<'_> {
                 self.progress(detail, progress);
             }
             Ok(GateStatus::Failed { reason }) => return Some(self.failed(reason, false)),
+            Ok(GateStatus::Inconclusive { reason }) => {
+                self.run.emitter.emit(Event::GateInconclusive {
+                    step: self.step.clone(),
+                    check: self.check.clone(),
+                    reason: reason.clone(),
+                });
+                return Some(GateEnd::Inconclusive { reason });
+            }
             Err(StepError::Cancelled) => return Some(GateEnd::Cancelled),
             Err(e) => {
                 self.stable.observe(false, now);

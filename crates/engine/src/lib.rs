@@ -103,8 +103,8 @@ pub use checkpoint::{
     StepStatus,
 };
 pub use events::{
-    ChannelSink, EVENTS_SCHEMA, Emitter, Event, EventRecord, EventSink, FanOut, Level, MemorySink,
-    NullSink, Outcome, Phase, Progress,
+    ChannelSink, EVENTS_SCHEMA, Emitter, Event, EventRecord, EventSink, FanOut, Level,
+    MeasurementRecord, MemorySink, NullSink, Outcome, Phase, Progress,
 };
 pub use executor::{EngineError, Executor, ResumeOptions, RunReport, RunRequest, read_checkpoint};
 pub use failure::{FailureDecider, FailureDecision, FailureRequest, RunbookPolicy};

@@ -131,6 +131,11 @@ pub enum GateStatus {
     Failed {
         reason: String,
     },
+    /// The gate cannot tell (e.g. a metric with no data): neither a pass nor a failure. The
+    /// run pauses (exit 4) with `reason`; `resume` runs the gate again, `rollback` undoes.
+    Inconclusive {
+        reason: String,
+    },
 }
 
 impl GateStatus {
@@ -151,6 +156,11 @@ impl GateStatus {
     }
     pub fn failed(reason: impl Into<String>) -> Self {
         GateStatus::Failed {
+            reason: reason.into(),
+        }
+    }
+    pub fn inconclusive(reason: impl Into<String>) -> Self {
+        GateStatus::Inconclusive {
             reason: reason.into(),
         }
     }

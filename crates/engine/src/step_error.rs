@@ -21,6 +21,11 @@ pub enum StepError {
     /// looked.
     #[error("{0}")]
     Refused(String),
+    /// The step cannot decide now (an analysis with no data, or NaN): not a failure, so no
+    /// rollback. The step is left interrupted and the run pauses (exit 4) with the reason;
+    /// `resume` runs the step again, which re-observes from its journal.
+    #[error("{0}")]
+    Inconclusive(String),
     /// The step stopped because the run was cancelled; the run pauses, resumable.
     #[error("interrupted")]
     Cancelled,

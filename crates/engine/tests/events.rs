@@ -95,7 +95,7 @@ fn events_round_trip_through_json() {
     let line = serde_json::to_string(rec).unwrap();
     assert_eq!(
         line,
-        r#"{"schema":"asm-canary.events/1.0","ts":"2026-01-01T00:00:00Z","run_id":"r","event":"run_finished","outcome":"paused","reason":"step \"complete\" awaits approval","exit_code":4,"source":"asm-1-27","target":"asm-1-28"}"#
+        r#"{"schema":"asm-canary.events/1.1","ts":"2026-01-01T00:00:00Z","run_id":"r","event":"run_finished","outcome":"paused","reason":"step \"complete\" awaits approval","exit_code":4,"source":"asm-1-27","target":"asm-1-28"}"#
     );
     let back: EventRecord = serde_json::from_str(&line).unwrap();
     assert_eq!(&back, rec);

@@ -285,6 +285,51 @@ async fn gate_failure_rolls_back_and_names_the_gate() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn inconclusive_gate_pauses_without_rollback_and_resume_judges_again() {
+    let yaml = three_steps("rollback", false);
+    let (f, _d, state, ev) = setup(&yaml);
+    f.gate.set(
+        "b",
+        vec![
+            GateStatus::inconclusive("no data for request-success-rate"),
+            GateStatus::passed(),
+        ],
+    );
+    let r = executor(&yaml, &f, &state, &ev)
+        .run(request())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    assert_eq!(r.exit_code(), 4);
+    let reason = r.reason.clone().unwrap();
+    assert!(
+        reason.contains("inconclusive: no data for request-success-rate"),
+        "{reason}"
+    );
+    assert_eq!(
+        f.world.count("undo:b-prod"),
+        0,
+        "no rollback on inconclusive"
+    );
+    assert!(ev.events().contains(&Event::GateInconclusive {
+        step: "b".into(),
+        check: "scripted".into(),
+        reason: "no data for request-success-rate".into(),
+    }));
+    let cp = load(&state);
+    assert_eq!(cp.state, RunState::Paused);
+    assert_eq!(statuses(&cp)[1], ("b".into(), Gating));
+    // A resume runs only the gate again (the action is not repeated).
+    let r = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert_eq!(f.world.count("b-prod"), 1);
+    assert_eq!(f.gate.checks("b"), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn gate_timeout_is_a_failure_with_the_last_detail() {
     let yaml = three_steps("rollback", false);
     let (f, _d, state, ev) = setup(&yaml);

@@ -8,6 +8,7 @@ use common::Fakes;
 /// The action and gate names `runbooks/asm-canary-upgrade.yaml` uses: the canary steps must
 /// register exactly these.
 pub const CANARY_ACTIONS: &[&str] = &[
+    "analysis-scope",
     "canary-wave",
     "complete-upgrade",
     "consolidate-canary",
@@ -26,6 +27,7 @@ pub const CANARY_ACTIONS: &[&str] = &[
     "verify-proxies",
 ];
 pub const CANARY_GATES: &[&str] = &[
+    "analysis",
     "cluster-ready",
     "configmap-copied",
     "control-planes-ready",
@@ -60,6 +62,7 @@ fn canary_runbook_loads_against_its_action_and_gate_names() {
             "repoint-tag",
             "restart",
             "verify",
+            "analysis",
             "complete"
         ]
     );

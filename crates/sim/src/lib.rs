@@ -120,6 +120,9 @@ pub struct ConnectionInfo {
     pub ca_file: Option<PathBuf>,
     /// Bearer token accepted by `/_sim/*` (and by the Kubernetes API).
     pub sim_token: String,
+    /// The sidecars' metrics page for a Prometheus to scrape (`http://127.0.0.1:PORT/metrics`,
+    /// plain HTTP, no auth): `istio_requests_total` and `istio_request_duration_milliseconds`.
+    pub metrics_url: String,
     /// How often a client should poll an ARM operation here: a real client's 15 s on the
     /// simulator's scaled clock (an operation lasts `lro_seconds` scaled; without this a
     /// client would sleep its real default between polls of a one-second operation).
@@ -179,6 +182,8 @@ pub struct SimOptions {
     pub arm_listen: SocketAddr,
     /// Kubernetes API server. Port 0 picks a free port.
     pub kube_listen: SocketAddr,
+    /// The sidecars' metrics page (plain HTTP). Port 0 picks a free port.
+    pub metrics_listen: SocketAddr,
     /// Where to write `ca.pem`; nothing is written when `None`.
     pub ca_file: Option<PathBuf>,
 }
@@ -189,6 +194,7 @@ impl SimOptions {
             scenario,
             arm_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kube_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ca_file: None,
         }
     }
@@ -221,6 +227,7 @@ pub struct SimHandle {
     server_config: Arc<rustls::ServerConfig>,
     arm_addr: SocketAddr,
     kube_addr: SocketAddr,
+    metrics_addr: SocketAddr,
 }
 
 impl SimHandle {
@@ -242,11 +249,11 @@ impl SimHandle {
         };
         let arm_listener = bind(self.arm_addr).await?;
         let kube_listener = bind(self.kube_addr).await?;
+        let metrics_listener = bind(self.metrics_addr).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         self.tasks = spawn_services(
             &self.shared,
-            arm_listener,
-            kube_listener,
+            [arm_listener, kube_listener, metrics_listener],
             &self.server_config,
             shutdown_rx,
         );
@@ -295,6 +302,14 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
             addr: opts.kube_listen,
             source,
         })?;
+    let metrics_bind = |source| SimError::Bind {
+        addr: opts.metrics_listen,
+        source,
+    };
+    let metrics_listener = TcpListener::bind(opts.metrics_listen)
+        .await
+        .map_err(metrics_bind)?;
+    let metrics_addr = metrics_listener.local_addr().map_err(metrics_bind)?;
     if let Some(path) = &opts.ca_file {
         write_private(path, tls.ca_pem.as_bytes()).map_err(|source| SimError::WriteCa {
             path: path.clone(),
@@ -318,6 +333,7 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
         ca_pem: tls.ca_pem.clone(),
         ca_file: opts.ca_file.clone(),
         sim_token: format!("sim-{}", uuid::Uuid::new_v4().simple()),
+        metrics_url: format!("http://{metrics_addr}/metrics"),
         arm_poll_interval_ms: ((15_000.0 * scenario.time_scale) as u64).max(50),
     };
     let (mesh, _) = watch::channel(MeshSpec {
@@ -340,8 +356,7 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let tasks = spawn_services(
         &shared,
-        arm_listener,
-        kube_listener,
+        [arm_listener, kube_listener, metrics_listener],
         &tls.server_config,
         shutdown_rx,
     );
@@ -353,17 +368,27 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
         server_config: tls.server_config.clone(),
         arm_addr,
         kube_addr,
+        metrics_addr,
     })
 }
 
+/// Serves the ARM, Kubernetes (both TLS) and metrics (plain HTTP) listeners, and starts the
+/// controllers.
 fn spawn_services(
     shared: &Arc<Shared>,
-    arm_listener: TcpListener,
-    kube_listener: TcpListener,
+    [arm_listener, kube_listener, metrics_listener]: [TcpListener; 3],
     server_config: &Arc<rustls::ServerConfig>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut metrics_shutdown = shutdown_rx.clone();
+    let metrics = axum::serve(metrics_listener, kube::metrics_router(shared.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = metrics_shutdown.wait_for(|stop| *stop).await;
+        });
     let mut tasks = vec![
+        tokio::spawn(async move {
+            let _ = metrics.await;
+        }),
         tokio::spawn(server::serve_tls(
             arm_listener,
             server_config.clone(),

@@ -22,6 +22,8 @@ pub const BUILTIN: &[&str] = &[
     "legacy-labels",
     "native-sidecars",
     "large",
+    "bad-canary",
+    "slow-canary",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -392,6 +394,49 @@ impl Scenario {
                 t.revision.clone(),
             ));
         }
+        let traffic = &kube.traffic;
+        if !(traffic.rps_per_pod.is_finite() && (0.0..=1e6).contains(&traffic.rps_per_pod)) {
+            return bad(
+                vec![K("kube"), K("traffic"), K("rps_per_pod")],
+                format!(
+                    "kube.traffic.rps_per_pod must be between 0 and 1000000, not {}",
+                    traffic.rps_per_pod
+                ),
+            );
+        }
+        let share_ok = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !share_ok(traffic.error_rate) {
+            return bad(
+                vec![K("kube"), K("traffic"), K("error_rate")],
+                format!(
+                    "kube.traffic.error_rate must be between 0 and 1, not {}",
+                    traffic.error_rate
+                ),
+            );
+        }
+        for (i, f) in traffic.faults.iter().enumerate() {
+            let at = |k: &'static str| vec![K("kube"), K("traffic"), K("faults"), I(i), K(k)];
+            if !share_ok(f.error_rate) {
+                return bad(
+                    at("error_rate"),
+                    format!("error_rate must be between 0 and 1, not {}", f.error_rate),
+                );
+            }
+            if !(f.latency_factor.is_finite() && f.latency_factor > 0.0 && f.latency_factor <= 1e4)
+            {
+                return bad(
+                    at("latency_factor"),
+                    format!(
+                        "latency_factor must be above 0 and at most 10000, not {}",
+                        f.latency_factor
+                    ),
+                );
+            }
+            named.extend(list(
+                &[K("kube"), K("traffic"), K("faults"), I(i), K("revisions")],
+                &f.revisions,
+            ));
+        }
         for (key, items) in [
             ("crashloop_revisions", &kube.crashloop_revisions),
             ("stale_revisions", &kube.stale_revisions),
@@ -565,6 +610,12 @@ fn describe(name: &str) -> &'static str {
         }
         "native-sidecars" => "Proxies are injected as native sidecars (init containers).",
         "large" => "200 namespaces, 2,000 Deployments, 10,000 pods.",
+        "bad-canary" => {
+            "Pods of payments/api injected by a new revision answer 5% of requests with 503."
+        }
+        "slow-canary" => {
+            "Pods of payments/api injected by a new revision answer five times slower (p99 ×5)."
+        }
         _ => "",
     }
 }

@@ -315,3 +315,92 @@ async fn a_yaml_scenario_shapes_the_cluster_like_large_does_in_miniature() {
     let err = asm_canary_sim::Scenario::from_yaml("bad.yaml", "kube:\n  bogus: 1\n").unwrap_err();
     assert!(err.to_string().contains("bad.yaml:2"), "{err}");
 }
+
+/// `istio_requests_total` of `workload` in `ns` with `code`, reporter destination, from a
+/// metrics page.
+fn requests(page: &str, ns: &str, workload: &str, code: u16) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with("istio_requests_total{reporter=\"destination\""))
+        .filter(|l| {
+            l.contains(&format!("destination_workload=\"{workload}\","))
+                && l.contains(&format!("destination_workload_namespace=\"{ns}\","))
+                && l.contains(&format!("response_code=\"{code}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(sim: &asm_canary_sim::SimHandle) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::get(&sim.info.metrics_url)
+        .await
+        .expect("the metrics page answers")
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sidecars_export_istio_metrics_with_growing_counters() {
+    let (sim, _client) = start("healthy").await;
+    assert!(sim.info.metrics_url.starts_with("http://127.0.0.1:"));
+    let first = scrape(&sim).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let page = scrape(&sim).await;
+    assert!(page.contains("# TYPE istio_requests_total counter"));
+    assert!(page.contains("# TYPE istio_request_duration_milliseconds histogram"));
+    for label in [
+        "reporter=\"destination\"",
+        "source_workload=\"aks-istio-ingressgateway-external\"",
+        "destination_workload=\"api\"",
+        "destination_workload_namespace=\"payments\"",
+        "response_code=\"200\"",
+        "le=\"500\"",
+        "le=\"+Inf\"",
+    ] {
+        assert!(page.contains(label), "{label} missing");
+    }
+    let before = requests(&first, "payments", "api", 200);
+    let after = requests(&page, "payments", "api", 200);
+    assert!(after > before && after > 0.0, "{before} → {after}");
+    // Healthy: no 5xx at all.
+    assert_eq!(requests(&page, "payments", "api", 503), 0.0);
+}
+
+#[tokio::test]
+async fn bad_canary_pods_on_a_new_revision_answer_five_percent_503() {
+    let (sim, client) = start("bad-canary").await;
+    add_canary(&sim, &client).await;
+    // Before the restart: pods on the installed revision answer no 503.
+    let page = scrape(&sim).await;
+    assert_eq!(requests(&page, "payments", "api", 503), 0.0);
+    relabel(&client, "payments", "asm-1-28").await;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "payments");
+    deps.patch("api", &PatchParams::default(), &restart())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "payments");
+    eventually(20, || async {
+        let list = pods.list(&ListParams::default()).await.unwrap();
+        let on_new = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.metadata.name.as_deref().unwrap_or("").starts_with("api-")
+                    && status_revision(p).as_deref() == Some("asm-1-28")
+            })
+            .count();
+        (on_new == 3).then_some(())
+    })
+    .await;
+    let a = scrape(&sim).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let b = scrape(&sim).await;
+    let ok = requests(&b, "payments", "api", 200) - requests(&a, "payments", "api", 200);
+    let bad = requests(&b, "payments", "api", 503) - requests(&a, "payments", "api", 503);
+    let share = bad / (ok + bad);
+    assert!((0.04..0.06).contains(&share), "503 share {share}");
+    // worker is not faulty.
+    assert_eq!(requests(&b, "payments", "worker", 503), 0.0);
+}

@@ -39,6 +39,7 @@ mod state;
 mod status;
 mod store;
 mod summary;
+mod traffic;
 mod watch;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use tokio::sync::watch as tokio_watch;
 pub use scenario::{GeneratedShape, KubeScenario, NamespaceShape, TagShape, WorkloadShape};
 pub use state::KubeState;
 pub use store::{Event, EventType, Obj, Store, Stored};
+pub use traffic::{BUCKETS_MS, TrafficFault, TrafficShape};
 
 use crate::{Scenario, Shared};
 
@@ -81,6 +83,25 @@ pub fn start_controllers(
         tokio::spawn(controllers::run(shared.clone(), shutdown.clone())),
         tokio::spawn(addon::run(shared, shutdown)),
     ]
+}
+
+/// The sidecars' metrics page (`GET /metrics`), for a Prometheus to scrape over plain HTTP.
+pub fn metrics_router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    shared.kube.metrics_text(),
+                )
+            }
+        }),
+    )
 }
 
 /// The Kubernetes side of `/_sim/state`: namespaces, workloads, pods by revision, webhooks, tags.

@@ -35,6 +35,8 @@ pub struct KubeScenario {
     pub never_ready_revisions: Vec<String>,
     /// istiod replicas per revision.
     pub istiod_replicas: u32,
+    /// The application traffic the sidecars report (the metrics a Prometheus scrapes).
+    pub traffic: super::traffic::TrafficShape,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -152,6 +154,7 @@ impl Default for KubeScenario {
             never_ready: Vec::new(),
             never_ready_revisions: Vec::new(),
             istiod_replicas: 2,
+            traffic: Default::default(),
         }
     }
 }
@@ -187,6 +190,18 @@ impl KubeScenario {
                 s.namespaces.push(legacy);
                 s.namespaces.push(orphan);
             }
+            // payments/api's pods injected by a new revision answer 5 % 503s …
+            "bad-canary" => s.traffic.faults.push(super::traffic::TrafficFault {
+                workload: "payments/api".into(),
+                error_rate: 0.05,
+                ..Default::default()
+            }),
+            // … or take five times as long (p99 600 ms instead of 120 ms).
+            "slow-canary" => s.traffic.faults.push(super::traffic::TrafficFault {
+                workload: "payments/api".into(),
+                latency_factor: 5.0,
+                ..Default::default()
+            }),
             "native-sidecars" => {
                 s.native_sidecar_revisions =
                     vec!["asm-1-27".into(), "asm-1-28".into(), "asm-1-29".into()];

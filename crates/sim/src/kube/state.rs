@@ -29,6 +29,8 @@ pub struct KubeState {
     pub(crate) proxies: Mutex<HashMap<String, Instant>>,
     /// Revisions at start (the installed ones), for "new revision" faults.
     pub(crate) initial_revisions: Vec<String>,
+    /// The application traffic's counters.
+    pub(crate) traffic: super::traffic::Traffic,
 }
 
 impl KubeState {
@@ -44,6 +46,7 @@ impl KubeState {
             ready_timers: Mutex::new(Vec::new()),
             proxies: Mutex::new(HashMap::new()),
             initial_revisions: scenario.cluster.revisions.clone(),
+            traffic: Default::default(),
         }
     }
 
