@@ -225,11 +225,16 @@ async fn slow_canary_fails_the_gate_on_p99() {
     assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
     let reason = analysis_failure(&out);
     assert!(reason.starts_with("request-duration failed"), "{reason}");
-    assert!(reason.contains("payments/api"), "{reason}");
-    assert!(
-        reason.contains("= 8") && reason.contains("max 500"),
-        "{reason}"
-    );
+    assert!(reason.contains("max 500"), "{reason}");
+    // The wave is judged soon after its restart, over a window that may still hold the old
+    // pods' requests: the p99 is above the bound, not yet the full ×5.
+    let p99: f64 = reason
+        .split("payments/api = ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no p99 of payments/api in {reason}"));
+    assert!(p99 > 500.0, "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,10 +262,17 @@ async fn no_data_pauses_the_run_with_the_query_shown() {
     let reason = last["reason"].as_str().unwrap();
     assert!(reason.contains("inconclusive"), "{reason}");
     assert!(reason.contains("query sum by ("), "{reason}");
+    // The canary wave's judgement was inconclusive: the canary step paused, nothing failed.
     assert!(
-        events(&out)
+        reason.contains("step \"canary\" was inconclusive"),
+        "{reason}"
+    );
+    assert!(
+        !events(&out)
             .iter()
-            .any(|e| e["event"] == "gate_inconclusive" && e["check"] == "analysis")
+            .any(|e| e["event"] == "step_failed" || e["event"] == "rollback_started"),
+        "stderr:\n{}",
+        stderr(&out)
     );
     // Nothing was rolled back: the canary is still installed, waiting for a person.
     assert_eq!(sim.revisions().await.len(), 2);

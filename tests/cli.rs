@@ -129,7 +129,7 @@ async fn unattended_json_lines_only_on_stdout_text_on_stderr_and_a_report_next_t
     let svg_end = html.find("</svg>").expect("svg end") + "</svg>".len();
     let svg = &html[svg_start..svg_end];
     well_formed(svg);
-    assert_eq!(svg.matches("<rect class=\"step").count(), 9, "{svg}");
+    assert_eq!(svg.matches("<rect class=\"step").count(), 10, "{svg}");
     for step in [
         "preflight",
         "get-upgrades",

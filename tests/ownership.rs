@@ -349,3 +349,44 @@ async fn archiving_a_checkpoint_releases_its_runs_owner_record() {
     let out = other_upgrade(&sim, "b.log", &k8s).await;
     assert_eq!(code(&out), 4, "a new run starts: {}", stderr(&out));
 }
+
+/// The tag moved to the target by hand while the run was paused after its canary: the
+/// resumed `repoint-tag` found its work "already done" without having done it, journaled
+/// nothing, and a later rollback would have left the tag on the removed revision. It refuses
+/// now (exit 2), changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repoint_tag_refuses_a_tag_moved_by_someone_else() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let sim = TestSim::start("healthy").await;
+    let out = sim
+        .upgrade(&["--approve", "start", "--promote-approval"])
+        .await;
+    assert_eq!(code(&out), 4, "paused at promote: {}", stderr(&out));
+    // Someone points the tag at the canary by hand.
+    let webhooks = Api::<MutatingWebhookConfiguration>::all(sim.kube().await);
+    let name = "istio-revision-tag-prod-aks-istio-system";
+    let mut wh = webhooks.get(name).await.unwrap();
+    for w in wh.webhooks.iter_mut().flatten() {
+        if let Some(svc) = w.client_config.service.as_mut() {
+            svc.name = svc.name.replace("asm-1-27", "asm-1-29");
+        }
+    }
+    webhooks
+        .replace(name, &Default::default(), &wh)
+        .await
+        .unwrap();
+    let out = sim
+        .resume(&["--approve", "promote", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 2, "refused: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this run did not move it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        sim.revisions().await,
+        vec!["asm-1-27", "asm-1-29"],
+        "nothing removed"
+    );
+}

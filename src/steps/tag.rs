@@ -155,9 +155,17 @@ async fn move_tag(
         ("previous", json!(now)),
     ]);
     if now.as_deref() == Some(to) {
-        if let Some(e) = ctx.journal.find(KIND_TAG, &name).filter(|e| !e.is_done()) {
+        let mine = ctx.journal.find(KIND_TAG, &name);
+        if let Some(e) = mine.as_ref().filter(|e| !e.is_done()) {
             ctx.journal.done(EntryId(e.seq), None).await?;
             return Ok(ActionOutcome::done(out));
+        }
+        // Done only if this run did it: its own move, or the canary it adopted (whose tags
+        // its rollback restores). A move nobody journaled would never be put back.
+        if mine.is_none() && super::recover::adoption(&ctx.journal.all()).is_none() {
+            return Err(StepError::refused(format!(
+                "tag {tag} already points at {to}, but this run did not move it (someone else did, by hand or with another tool): nothing was changed; point the tag back at {from} and resume, or roll back"
+            )));
         }
         return Ok(ActionOutcome::already_done(
             out,
