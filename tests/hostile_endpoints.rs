@@ -75,6 +75,16 @@ async fn serve(app: Router) -> String {
     base
 }
 
+/// A Kubernetes client of `server` with a bearer token and no CA data (the platform roots).
+async fn kube_client(server: &str) -> kube::Client {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
+    );
+    asm_canary::k8s::client_from_kubeconfig_bytes(kubeconfig.as_bytes(), None)
+        .await
+        .unwrap()
+}
+
 /// A loopback server streaming a large body to the ARM client drove the process to 2.2 GB:
 /// bodies were read whole, without a limit. They are read with a running limit now (32 MiB
 /// for an answer, 1 MiB for an error), and a larger one is a clean error naming the limit.
@@ -198,12 +208,7 @@ async fn an_endless_kubernetes_body_is_refused_at_the_limit() {
         axum::routing::get(|| async { endless(200) }),
     );
     let base = serve(app).await;
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {base}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
-    );
-    let kube = asm_canary::k8s::client_from_kubeconfig_bytes(kubeconfig.as_bytes(), None)
-        .await
-        .unwrap();
+    let kube = kube_client(&base).await;
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(kube, "shop");
     let err = tokio::time::timeout(Duration::from_secs(60), api.get("settings"))
         .await
@@ -219,13 +224,7 @@ async fn an_endless_kubernetes_body_is_refused_at_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_server_with_an_unknown_ca_is_named_with_the_fix() {
     let sim = TestSim::start("healthy").await;
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n",
-        sim.handle.info.kube_server
-    );
-    let kube = asm_canary::k8s::client_from_kubeconfig_bytes(kubeconfig.as_bytes(), None)
-        .await
-        .unwrap();
+    let kube = kube_client(&sim.handle.info.kube_server).await;
     let err = asm_canary::k8s::namespaces_by_label(&kube, "istio.io/rev")
         .await
         .unwrap_err();
@@ -275,12 +274,7 @@ async fn an_endless_watch_event_is_refused_at_the_limit() {
         axum::routing::get(|| async { endless(200) }),
     );
     let base = serve(app).await;
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {base}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"
-    );
-    let kube = asm_canary::k8s::client_from_kubeconfig_bytes(kubeconfig.as_bytes(), None)
-        .await
-        .unwrap();
+    let kube = kube_client(&base).await;
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(kube, "shop");
     let stream = api
         .watch(&kube::api::WatchParams::default(), "0")
