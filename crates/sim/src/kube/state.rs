@@ -11,6 +11,7 @@ use super::client::Client;
 use super::resources;
 use super::scenario::KubeScenario;
 use super::store::Store;
+use super::traffic::{Serving, workload_of};
 use crate::clock::Clock;
 use crate::scenario::Scenario;
 
@@ -63,5 +64,33 @@ impl KubeState {
             .create(resources::by_plural(plural), obj)
             .map(|_| ())
             .map_err(|e| e.message)
+    }
+}
+
+impl KubeState {
+    /// The sidecars' metrics page ([`super::traffic`]): every Ready, injected application pod
+    /// serves traffic between scrapes.
+    pub fn metrics_text(&self) -> String {
+        use super::istio::{INGRESS_NS, ISTIO_NS};
+        let (pods, _) = self.store.list_raw(resources::by_plural("pods"), None);
+        let serving: Vec<Serving> = pods
+            .iter()
+            .filter_map(|pod| {
+                let facts = pod.pod.as_ref()?;
+                let revision = facts.revision.clone()?;
+                let app = ![ISTIO_NS, INGRESS_NS].contains(&&*pod.namespace);
+                (facts.ready && !pod.deleting && app).then(|| Serving {
+                    namespace: pod.namespace.clone(),
+                    workload: workload_of(&pod.controller, &pod.name),
+                    revision,
+                })
+            })
+            .collect();
+        self.traffic.scrape(
+            &serving,
+            &self.scenario.traffic,
+            &self.initial_revisions,
+            self.clock.scale(),
+        )
     }
 }

@@ -14,9 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::istio::{INGRESS_NS, ISTIO_NS};
-use super::resources::by_plural;
-use super::state::KubeState;
+use super::istio::INGRESS_NS;
 
 /// Envoy's default histogram buckets (milliseconds), which Istio's request duration uses
 /// (envoy `source/common/stats/histogram_impl.cc`, `defaultBuckets`).
@@ -140,7 +138,7 @@ impl Default for Traffic {
 
 /// The workload a pod belongs to, as Istio names it: a ReplicaSet's Deployment, else its
 /// controller.
-fn workload_of(controller: &Option<(String, String)>, pod: &str) -> String {
+pub(crate) fn workload_of(controller: &Option<(String, String)>, pod: &str) -> String {
     match controller {
         Some((kind, name)) if kind == "ReplicaSet" => name
             .rsplit_once('-')
@@ -151,65 +149,73 @@ fn workload_of(controller: &Option<(String, String)>, pod: &str) -> String {
     }
 }
 
-impl KubeState {
-    /// The fault that applies to a pod of `workload` injected by `revision`, if any.
-    fn fault_for(&self, workload: &str, revision: &str) -> Option<&TrafficFault> {
-        self.scenario.traffic.faults.iter().find(|f| {
+impl TrafficShape {
+    /// The fault that applies to a pod of `workload` (`namespace/name`) injected by
+    /// `revision`, if any; `initial` are the revisions installed at start.
+    fn fault_for(
+        &self,
+        workload: &str,
+        revision: &str,
+        initial: &[String],
+    ) -> Option<&TrafficFault> {
+        self.faults.iter().find(|f| {
             f.workload == workload
                 && if f.revisions.is_empty() {
-                    !self.initial_revisions.iter().any(|r| r == revision)
+                    !initial.iter().any(|r| r == revision)
                 } else {
                     f.revisions.iter().any(|r| r == revision)
                 }
         })
     }
+}
 
-    /// Adds the traffic served since the last call: every Ready, injected application pod
-    /// serves for the whole interval.
-    fn advance_traffic(&self) {
+/// A pod serving traffic: its namespace, its workload (as Istio names it, see
+/// [`workload_of`]) and the revision that injected it.
+pub(crate) struct Serving {
+    pub namespace: String,
+    pub workload: String,
+    pub revision: String,
+}
+
+impl Traffic {
+    /// Adds the traffic `serving` pods served since the last call (`scale` real seconds per
+    /// simulated one; `initial`: the revisions installed at start, for faults on new ones).
+    fn advance(&self, serving: &[Serving], shape: &TrafficShape, initial: &[String], scale: f64) {
         let now = Instant::now();
         let simulated = {
-            let mut last = self.traffic.last.lock().expect("traffic clock poisoned");
+            let mut last = self.last.lock().expect("traffic clock poisoned");
             let real = now.duration_since(*last).as_secs_f64();
             *last = now;
-            real / self.clock.scale()
+            real / scale
         };
-        let shape = &self.scenario.traffic;
-        let (pods, _) = self.store.list_raw(by_plural("pods"), None);
-        let mut series = self.traffic.series.lock().expect("traffic poisoned");
-        for pod in pods {
-            let Some(facts) = &pod.pod else { continue };
-            let Some(revision) = &facts.revision else {
-                continue;
-            };
-            if !facts.ready || pod.deleting || [ISTIO_NS, INGRESS_NS].contains(&&*pod.namespace) {
-                continue;
-            }
-            let workload = workload_of(&pod.controller, &pod.name);
-            let key = format!("{}/{workload}", pod.namespace);
-            let (error_rate, factor) = match self.fault_for(&key, revision) {
+        let mut series = self.series.lock().expect("traffic poisoned");
+        for pod in serving {
+            let key = format!("{}/{}", pod.namespace, pod.workload);
+            let (error_rate, factor) = match shape.fault_for(&key, &pod.revision, initial) {
                 Some(f) => (f.error_rate, f.latency_factor),
                 None => (shape.error_rate, 1.0),
             };
             let requests = shape.rps_per_pod * simulated;
             for (code, share) in [(200u16, 1.0 - error_rate), (503, error_rate)] {
                 let acc = series
-                    .entry((pod.namespace.clone(), workload.clone(), code))
+                    .entry((pod.namespace.clone(), pod.workload.clone(), code))
                     .or_default();
                 acc.add(requests * share, factor);
             }
         }
     }
 
-    /// The metrics page: every series so far, in Prometheus's text format (0.0.4).
-    pub fn metrics_text(&self) -> String {
-        self.advance_traffic();
-        let series = self
-            .traffic
-            .series
-            .lock()
-            .expect("traffic poisoned")
-            .clone();
+    /// The metrics page after adding what `serving` served since the last scrape: every
+    /// series so far, in Prometheus's text format (0.0.4).
+    pub(crate) fn scrape(
+        &self,
+        serving: &[Serving],
+        shape: &TrafficShape,
+        initial: &[String],
+        scale: f64,
+    ) -> String {
+        self.advance(serving, shape, initial, scale);
+        let series = self.series.lock().expect("traffic poisoned").clone();
         let mut out = String::new();
         out.push_str("# HELP istio_requests_total Total requests handled by an Istio proxy.\n# TYPE istio_requests_total counter\n");
         for ((ns, wl, code), acc) in &series {
