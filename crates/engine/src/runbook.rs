@@ -130,6 +130,9 @@ pub enum ParamType {
     /// A count (an integer, bounded like [`ParamType::Integer`]) or a percentage of something
     /// the step knows (`"25%"`, 1 to 100): parallelism as a number or a share of a wave.
     CountOrPercent,
+    /// A list of objects (e.g. the analysis gate's custom checks), given in JSON on a command
+    /// line; what each object holds is the step's to check.
+    ObjectList,
 }
 
 impl ParamType {
@@ -141,6 +144,7 @@ impl ParamType {
             "duration" => ParamType::Duration,
             "string_list" | "list" => ParamType::StringList,
             "count_or_percent" => ParamType::CountOrPercent,
+            "object_list" => ParamType::ObjectList,
             _ => return None,
         })
     }
@@ -152,6 +156,7 @@ impl ParamType {
             ParamType::Duration => "duration",
             ParamType::StringList => "string_list",
             ParamType::CountOrPercent => "count or percentage",
+            ParamType::ObjectList => "list of objects",
         }
     }
 
@@ -198,6 +203,15 @@ impl ParamType {
                     .map(|x| Value::String(x.to_string()))
                     .collect(),
             )),
+            (ParamType::ObjectList, Value::Array(a)) if a.iter().all(Value::is_object) => {
+                Ok(v.clone())
+            }
+            (ParamType::ObjectList, Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                Ok(parsed @ Value::Array(_)) => ParamType::ObjectList.coerce(&parsed),
+                _ => Err(format!(
+                    "{s:?} is not a list of objects (give a JSON array such as [{{\"name\": \"x\"}}])"
+                )),
+            },
             (t, other) => Err(format!("{other} is not a {}", t.name())),
         }
     }
@@ -774,7 +788,7 @@ impl Validator<'_> {
             self.problem(
                 Pos::from(&p.value.kind),
                 format!(
-                    "param {name:?}: unknown type {:?} (use string, integer, boolean, duration, string_list or count_or_percent)",
+                    "param {name:?}: unknown type {:?} (use string, integer, boolean, duration, string_list, count_or_percent or object_list)",
                     p.value.kind.value
                 ),
             );

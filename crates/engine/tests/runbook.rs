@@ -373,6 +373,36 @@ fn count_or_percent_params_take_a_bounded_count_or_a_percentage() {
     assert!(err.contains("0 is out of range: allowed 1..=100"), "{err}");
 }
 
+/// `object_list` takes a list of objects, or its JSON from a command line, and nothing else.
+#[test]
+fn object_list_params_take_a_list_of_objects_or_its_json() {
+    let fakes = Fakes::new();
+    let yaml = format!(
+        "{HEAD}params:\n  checks: {{ type: object_list, default: [] }}\nsteps:\n  - id: a\n    action: echo\n"
+    );
+    let rb = Runbook::parse(&yaml, "rb.yaml", &fakes.registry()).unwrap();
+    let bind = |v: serde_json::Value| {
+        rb.bind_params(serde_json::json!({ "checks": v }).as_object().unwrap())
+            .map(|m| m["checks"].clone())
+    };
+    assert_eq!(
+        rb.bind_params(&Default::default()).unwrap()["checks"],
+        serde_json::json!([])
+    );
+    let one = serde_json::json!([{"name": "x", "max": 1}]);
+    assert_eq!(bind(one.clone()).unwrap(), one);
+    assert_eq!(bind(one.to_string().into()).unwrap(), one);
+    for bad in [
+        serde_json::json!("x"),
+        serde_json::json!("{\"name\": \"x\"}"),
+        serde_json::json!(["a"]),
+        serde_json::json!(3),
+    ] {
+        let err = bind(bad.clone()).unwrap_err();
+        assert!(err.contains("list of objects"), "{bad}: {err}");
+    }
+}
+
 #[test]
 fn integer_bounds_are_checked_where_written() {
     let p = problems(&format!(
