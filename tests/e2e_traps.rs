@@ -319,3 +319,44 @@ async fn complete_restarts_stragglers_at_most_three_times_then_completes_once_th
         "{report}"
     );
 }
+
+/// Regression: the traps were read only for a fresh upgrade. A canary found in the cluster
+/// (started by `az aks mesh upgrade start`, its run's checkpoint lost) that `upgrade --to` the
+/// canary resumes, or a stale one it consolidates first, met an `OnDelete` StatefulSet only
+/// after its first change. Both are now refused before it: exit 2, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_are_refused_before_a_canary_found_in_the_cluster_is_resumed_or_consolidated() {
+    for (to, class) in [("asm-1-28", "resume-canary"), ("asm-1-29", "consolidate")] {
+        let mut on_delete = meshed("orders2", "prod");
+        on_delete.statefulsets = vec![WorkloadShape {
+            update_strategy: Some("OnDelete".into()),
+            ..wl("ledger", 2)
+        }];
+        let sim = TestSim::start_with(healthy_with(vec![on_delete])).await;
+        sim.arm_put_revisions(&["asm-1-27", "asm-1-28"]).await;
+        let out = sim.run(&["plan", "--to", to, "--output", "json"]).await;
+        assert_eq!(code(&out), 0, "{class}: {}", stderr(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(plan["class"], class, "{plan}");
+        let refused = plan["refused"].to_string();
+        assert!(
+            refused.contains("StatefulSet orders2/ledger uses updateStrategy OnDelete"),
+            "{class}: {plan}"
+        );
+
+        let writes_before = sim.handle.shared.requests.snapshot().len();
+        let mut args = vec!["--to", to];
+        args.extend_from_slice(APPROVE);
+        args.extend_from_slice(&["--approve", "consolidate"]);
+        let out = sim.upgrade(&args).await;
+        assert_eq!(code(&out), 2, "{class}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("--restart-ondelete"), "{class}: {err}");
+        assert!(err.contains("nothing was changed"), "{class}: {err}");
+        assert_nothing_written(&sim, writes_before).await;
+        assert!(!sim.state_file().exists(), "{class}: no checkpoint written");
+        let mut revisions = sim.revisions().await;
+        revisions.sort();
+        assert_eq!(revisions, vec!["asm-1-27", "asm-1-28"], "{class}");
+    }
+}

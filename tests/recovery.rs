@@ -6,7 +6,7 @@
 mod common;
 
 use common::{TestSim, events, stderr};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -99,6 +99,20 @@ async fn a_stale_canary_is_consolidated_then_upgraded_by_upgrade_to_a_newer_one(
     );
 }
 
+/// `rollback --from-cluster --unattended --output json` with fast gates, and `extra`.
+fn from_cluster<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "rollback",
+        "--from-cluster",
+        "--unattended",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(common::FAST);
+    args.extend_from_slice(extra);
+    args
+}
+
 /// `payments` labelled with the canary directly and its pods recreated on it: half the
 /// workloads on each revision, no checkpoint anywhere.
 async fn half_restarted(sim: &TestSim) {
@@ -136,23 +150,7 @@ async fn rollback_from_cluster_returns_a_half_restarted_cluster_to_one_revision(
 
     let state = sim.state_file();
     let out = sim
-        .run(&[
-            "rollback",
-            "--from-cluster",
-            "--state",
-            state.to_str().unwrap(),
-            "--unattended",
-            "--output",
-            "json",
-            "--param",
-            "soak=1s",
-            "--param",
-            "poll_interval=200ms",
-            "--param",
-            "rollout_timeout=60s",
-            "--param",
-            "verify_timeout=20s",
-        ])
+        .run(&from_cluster(&["--state", state.to_str().unwrap()]))
         .await;
     assert_eq!(code(&out), 0, "rolled back: {}", stderr(&out));
     assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
@@ -168,8 +166,8 @@ async fn rollback_from_cluster_returns_a_half_restarted_cluster_to_one_revision(
         .unwrap();
     assert_eq!(
         ns.metadata.labels.unwrap()["istio.io/rev"],
-        "asm-1-27",
-        "the label is back on the older revision"
+        "prod",
+        "the label is back on the tag, which points at the older revision again"
     );
 
     // Nothing left to roll back: exit 0, and a checkpoint that exists is never replaced.
@@ -200,6 +198,56 @@ async fn rollback_from_cluster_returns_a_half_restarted_cluster_to_one_revision(
         stderr(&out)
     );
     assert!(!other.exists(), "no checkpoint when there is nothing to do");
+}
+
+/// `rollback --from-cluster` on an agent with no files: its checkpoint lives in the cluster
+/// (`--state-backend kubernetes`), so any agent can follow it, and the ownership record is
+/// closed when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_from_cluster_keeps_its_checkpoint_in_the_cluster_with_the_kubernetes_backend() {
+    let sim = TestSim::start("healthy").await;
+    half_restarted(&sim).await;
+    let agent = tempfile::tempdir().unwrap();
+    let out = sim
+        .command(&from_cluster(&["--state-backend", "kubernetes"]))
+        .current_dir(agent.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(code(&out), 0, "rolled back: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+    assert_eq!(
+        std::fs::read_dir(agent.path()).unwrap().count(),
+        0,
+        "no file written on the agent"
+    );
+    let cm = Api::<ConfigMap>::namespaced(sim.kube().await, "aks-istio-system")
+        .get("asm-canary-run-aks-sim")
+        .await
+        .expect("the checkpoint ConfigMap");
+    let doc: serde_json::Value =
+        serde_json::from_str(&cm.data.unwrap()["checkpoint.json"]).expect("checkpoint JSON");
+    assert_eq!(doc["state"], "rolled_back", "{doc}");
+
+    // Another agent reads the same run from the cluster.
+    let out = sim
+        .run(&[
+            "status",
+            "--state-backend",
+            "kubernetes",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "status: {}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["run_id"], doc["run_id"], "{status}");
+
+    // The run is closed: a new upgrade is not refused as owned (exit 5).
+    let out = sim
+        .upgrade(&["--approve", "start", "--approve", "complete"])
+        .await;
+    assert_eq!(code(&out), 0, "a new run after it: {}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,23 +59,19 @@ pub async fn validate_new_run(
     Ok(NewRun::Go)
 }
 
-/// Refuses a new upgrade whose namespaces hold what would block `complete` later (paused
+/// Refuses a new run whose namespaces hold what would block `complete` later (paused
 /// Deployments, `OnDelete` workloads without `--restart-ondelete`, namespaces labelled with
-/// the source revision in tag mode): exit 2 before anything is written. `Ok` when there is
-/// no upgrade to check (preflight decides).
+/// the source revision in tag mode): exit 2 before anything is written. An upgrade, a canary
+/// resumed from the cluster and a stale canary consolidated are all checked (see
+/// [`Decisions::migration`]); `Ok` when there is nothing to check (preflight decides).
 async fn traps(env: &Env, upgrade: &UpgradeOptions, decisions: &Decisions) -> Result<(), CliError> {
-    let Some((source, Ok(target))) = decisions
-        .upgrade
-        .as_ref()
-        .map(|u| (u.source.as_str(), u.choice.target.as_ref()))
-    else {
+    let Some((source, target)) = decisions.migration() else {
         return Ok(());
     };
-    let target = target.to_string();
     let req = TrapRequest {
         mode: mode_of(Some(upgrade.mode.clone())).map_err(|e| CliError::bad(e.to_string()))?,
         tag: &upgrade.tag,
-        source,
+        source: &source,
         target: &target,
         restart_ondelete: upgrade.restart_ondelete,
     };

@@ -267,7 +267,7 @@ impl Action for ConsolidateCanary {
                 "{canary} was not adopted by this run (its journal has no adopt-canary entry): left as it is"
             )));
         }
-        let label_to = consolidated_label(env, ctx, &older, &canary).await?;
+        let label_to = label_back_to(env, ctx, &older, &canary).await?;
         let moved = tags_back(env, ctx, &older, &canary, &label_to).await?;
         let todo = workloads_on(env, &canary).await?;
         let restarted = super::restart::restart_onto(
@@ -294,10 +294,11 @@ impl Action for ConsolidateCanary {
     }
 }
 
-/// What a namespace labelled with the stale canary is labelled with once consolidated: in tag
-/// mode the run's tag, when it points at the older revision (then the fresh canary moves the
-/// namespace on with the tag, as its label on the canary asked); else the older revision.
-async fn consolidated_label(
+/// What a namespace labelled with an adopted canary is labelled with once it is consolidated or
+/// rolled back: in tag mode the run's tag, when it points at the older revision (then it moves
+/// with the tag again, as tag mode asks, and a next run does not meet it labelled with the
+/// source revision itself); else the older revision.
+pub(super) async fn label_back_to(
     env: &Env,
     ctx: &ActionCtx,
     older: &str,

@@ -328,8 +328,9 @@ impl Action for RestoreTag {
         }
         // A canary this run adopted: every tag and label still on it goes back to the older.
         if let Some(a) = adopted {
+            let label_to = super::recover::label_back_to(&self.0, ctx, &a.older, &a.newer).await?;
             restored.extend(
-                super::recover::tags_back(&self.0, ctx, &a.older, &a.newer, &a.older).await?,
+                super::recover::tags_back(&self.0, ctx, &a.older, &a.newer, &label_to).await?,
             );
         }
         Ok(ActionOutcome::done(outputs([(
