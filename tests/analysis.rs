@@ -217,6 +217,123 @@ async fn a_bad_canary_wave_is_stopped_by_the_analysis_before_the_tag_moves() {
     assert_eq!(sim.pods_by_revision().await, before);
 }
 
+/// As a user first meets it: `demo --scenario bad-canary` with a Prometheus on PATH stops in
+/// the canary wave — `payments`, chosen by its `asm-canary/canary=true` label — on the success
+/// rate, and rolls back: the tag never moved, no other wave ever restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_bad_canary_stops_in_the_canary_wave_chosen_by_its_label() {
+    common::prometheus::require().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args([
+            "demo",
+            "--scenario",
+            "bad-canary",
+            "--unattended",
+            "--output",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .env_remove("ASM_CANARY_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
+    let all = events(&out);
+    let chosen = all.iter().any(|e| {
+        e["event"] == "message"
+            && e["text"].as_str().is_some_and(|m| {
+                m.starts_with(
+                    "canary: payments (chosen by the namespace label asm-canary/canary=true)",
+                )
+            })
+    });
+    assert!(chosen, "stderr:\n{}", stderr(&out));
+    let failed: Vec<&Value> = all.iter().filter(|e| e["event"] == "step_failed").collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["step"], "canary", "{failed:?}");
+    let reason = analysis_failure(&out);
+    assert!(
+        reason.starts_with("request-success-rate failed"),
+        "{reason}"
+    );
+    assert!(reason.contains("payments/api = 9"), "{reason}");
+    let started = |step: &str| {
+        all.iter()
+            .any(|e| e["event"] == "step_started" && e["step"] == step)
+    };
+    assert!(
+        !started("repoint-tag") && !started("restart"),
+        "only the canary wave ran"
+    );
+    assert_eq!(last_event(&out)["outcome"], "rolled_back");
+}
+
+/// `--analysis-checks FILE`: the user's own PromQL checks judge every wave instead of the
+/// default two. A request-volume ceiling the healthy canary's traffic exceeds fails the canary
+/// wave under the custom check's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_checks_from_a_file_judge_the_canary_wave() {
+    let sim = TestSim::start("healthy").await;
+    let prom = scraping(&sim).await;
+    let file = sim.dir.path().join("checks.yaml");
+    std::fs::write(
+        &file,
+        "- name: request-volume\n  query: sum(rate(istio_requests_total{reporter=\"destination\", destination_workload_namespace=~\"{{ namespace }}\"}[{{ interval }}]))\n  max: 0.001\n",
+    )
+    .unwrap();
+    let mut extra = vec!["--analysis-checks", file.to_str().unwrap()];
+    extra.extend_from_slice(&["--prometheus", &prom.url, "--approve", "start"]);
+    extra.extend_from_slice(ANALYSIS);
+    let out = sim.upgrade(&extra).await;
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
+    let reason = analysis_failure(&out);
+    assert!(reason.starts_with("request-volume failed"), "{reason}");
+    let failed: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "step_failed")
+        .collect();
+    assert_eq!(failed[0]["step"], "canary", "{failed:?}");
+    let names: std::collections::BTreeSet<String> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "measurement")
+        .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        vec!["request-volume"]
+    );
+}
+
+/// A bad checks file is refused before anything is written, saying where and what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_analysis_checks_file_is_refused_with_its_place() {
+    let sim = TestSim::start("healthy").await;
+    let file = sim.dir.path().join("checks.yaml");
+    for (text, want) in [
+        ("- name: a\n  query: up\n  maximum: 1\n", "checks.yaml:3:"),
+        (
+            "- name: a\n  query: up{x=\"{{ ns }}\"}\n  max: 1\n",
+            "unknown placeholder {{ ns }}",
+        ),
+        ("- name: a\n  query: up\n", "give it a bound"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = sim
+            .upgrade(&["--analysis-checks", file.to_str().unwrap()])
+            .await;
+        assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
+        assert!(
+            !sim.state_file().exists(),
+            "no checkpoint for a refused run"
+        );
+    }
+    assert_eq!(sim.revisions().await, vec!["asm-1-27".to_string()]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_canary_fails_the_gate_on_p99() {
     let sim = TestSim::start("slow-canary").await;

@@ -37,7 +37,7 @@ async fn plan_shows_cluster_target_configmap_tag_waves_gates_and_changes_nothing
     assert_eq!(code(&out), 0, "stderr: {}", stderr(&out));
     let doc: Value =
         serde_json::from_slice(&out.stdout).expect("plan --output json is one JSON document");
-    assert_eq!(doc["schema"], "asm-canary.plan/1.0");
+    assert_eq!(doc["schema"], "asm-canary.plan/1.1");
     assert_eq!(doc["source"], "asm-1-27");
     assert_eq!(doc["target"], "asm-1-29");
     assert_eq!(doc["waves"][0]["namespaces"][0]["namespace"], "payments");

@@ -70,7 +70,9 @@ pub async fn tool(sim: &SimHandle, dir: &Path) -> ToolRun {
     let mut cmd = tokio::process::Command::new(tool_binary());
     cmd.args(["upgrade", "--unattended", "--output", "json"])
         .args(["--approve", "start", "--approve", "complete"])
-        .args(["--param", "soak=1s", "--param", "poll_interval=200ms"])
+        // Policy waits (the soaks) at their minimum; everything else at its default.
+        .args(["--param", "soak=1s", "--param", "wave_soak=1s"])
+        .args(["--param", "poll_interval=200ms"])
         .arg("--state")
         .arg(&state)
         .envs(sim.info.env_lines())

@@ -17,6 +17,12 @@ pub enum LocalPrometheusError {
     Start(String),
     #[error("prometheus did not become ready within {secs}s; its log:\n{log}")]
     NotReady { secs: u64, log: String },
+    #[error("prometheus had no data for {query} within {secs}s; its log:\n{log}")]
+    NoData {
+        query: String,
+        secs: u64,
+        log: String,
+    },
 }
 
 /// A running Prometheus; killed on drop.
@@ -103,6 +109,33 @@ impl LocalPrometheus {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(LocalPrometheusError::NotReady {
+            secs: within.as_secs(),
+            log: self.log(),
+        })
+    }
+
+    /// Waits until `query` has a finite sample: the first scrapes are in, so a run judged
+    /// right after the start does not meet "no data".
+    pub async fn wait_for_data(
+        &self,
+        query: &str,
+        within: Duration,
+    ) -> Result<(), LocalPrometheusError> {
+        let start = |e: String| LocalPrometheusError::Start(e);
+        let http = crate::azure::build_http_client(None).map_err(|e| start(e.to_string()))?;
+        let client = super::PrometheusClient::new(&self.url, super::PrometheusAuth::None, http)
+            .map_err(|e| start(e.to_string()))?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(samples) = client.query(query, chrono::Utc::now()).await
+                && samples.iter().any(|s| s.value.is_finite())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(LocalPrometheusError::NoData {
+            query: query.to_string(),
             secs: within.as_secs(),
             log: self.log(),
         })

@@ -273,6 +273,71 @@ fn regex_literal(name: &str) -> String {
     out
 }
 
+/// The placeholders a check's query may hold (see [`render`]).
+pub const PLACEHOLDERS: [&str; 3] = ["namespace", "workloads", "interval"];
+
+/// Checks written by a person (the runbook, `--analysis-checks`): each has a name, a query and
+/// a bound, the names differ, and the queries hold only the known placeholders. The message
+/// names the check and what to write.
+pub fn validate_checks(checks: &[Check]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in checks.iter().enumerate() {
+        let which = if c.name.trim().is_empty() {
+            format!("check {}", i + 1)
+        } else {
+            format!("check {:?}", c.name)
+        };
+        if c.name.trim().is_empty() {
+            return Err(format!("{which}: give it a name"));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(format!("{which}: the name is used twice"));
+        }
+        if c.query.trim().is_empty() {
+            return Err(format!("{which}: give it a PromQL query"));
+        }
+        if c.min.is_none() && c.max.is_none() {
+            return Err(format!(
+                "{which}: give it a bound (min, max or both): a check without one always passes"
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (c.min, c.max)
+            && lo > hi
+        {
+            return Err(format!("{which}: min {lo} is greater than max {hi}"));
+        }
+        let mut rest = c.query.as_str();
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                return Err(format!(
+                    "{which}: a \"{{{{\" without its \"}}}}\" in the query"
+                ));
+            };
+            let name = after[..end].trim();
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(format!(
+                    "{which}: unknown placeholder {{{{ {name} }}}} (use {{{{ namespace }}}}, {{{{ workloads }}}} or {{{{ interval }}}})"
+                ));
+            }
+            rest = &after[end + 2..];
+        }
+    }
+    Ok(())
+}
+
+/// Custom checks from a param's value: a list, or its JSON (as `--param` gives it); checked
+/// with [`validate_checks`].
+pub fn checks_from_value(v: &serde_json::Value) -> Result<Vec<Check>, String> {
+    let checks: Vec<Check> = match v {
+        serde_json::Value::String(s) => serde_json::from_str(s),
+        other => serde_json::from_value(other.clone()),
+    }
+    .map_err(|e| format!("not a list of checks: {e}"))?;
+    validate_checks(&checks)?;
+    Ok(checks)
+}
+
 /// `template` with `{{ namespace }}`, `{{ workloads }}` and `{{ interval }}` replaced.
 pub fn render(template: &str, scope: &WaveScope, window: &str) -> String {
     let alternation = |items: &mut dyn Iterator<Item = String>| {

@@ -287,3 +287,54 @@ fn default_checks_are_flaggers_istio_queries_by_workload() {
     assert!(p99.contains("istio_request_duration_milliseconds_bucket{reporter=\"destination\""));
     assert_eq!(checks[1].max, Some(500.0));
 }
+
+#[test]
+fn written_checks_need_a_name_a_query_a_bound_and_known_placeholders() {
+    let check = |name: &str, query: &str, min: Option<f64>, max: Option<f64>| Check {
+        name: name.into(),
+        query: query.into(),
+        min,
+        max,
+        relative: None,
+    };
+    let ok = check(
+        "volume",
+        "sum(rate(x{ns=~\"{{ namespace }}\", w=~\"{{workloads}}\"}[{{ interval }}]))",
+        Some(1.0),
+        None,
+    );
+    assert_eq!(validate_checks(std::slice::from_ref(&ok)), Ok(()));
+    assert_eq!(validate_checks(&default_checks()), Ok(()));
+    let cases = [
+        (check("", "up", Some(1.0), None), "check 1: give it a name"),
+        (
+            check("a", " ", Some(1.0), None),
+            "check \"a\": give it a PromQL query",
+        ),
+        (check("a", "up", None, None), "give it a bound"),
+        (
+            check("a", "up", Some(2.0), Some(1.0)),
+            "min 2 is greater than max 1",
+        ),
+        (
+            check("a", "x{{ ns }}", Some(1.0), None),
+            "unknown placeholder {{ ns }}",
+        ),
+        (check("a", "x{{ namespace", Some(1.0), None), "without its"),
+    ];
+    for (c, want) in cases {
+        let err = validate_checks(std::slice::from_ref(&c)).unwrap_err();
+        assert!(err.contains(want), "{c:?}: {err}");
+    }
+    let twice = validate_checks(&[ok.clone(), ok.clone()]).unwrap_err();
+    assert!(twice.contains("the name is used twice"), "{twice}");
+    // A param's value: the list, or its JSON as --param gives it; unknown fields refused.
+    let v = serde_json::to_value(vec![ok.clone()]).unwrap();
+    assert_eq!(checks_from_value(&v), Ok(vec![ok.clone()]));
+    assert_eq!(
+        checks_from_value(&serde_json::Value::String(v.to_string())),
+        Ok(vec![ok])
+    );
+    let typo = serde_json::json!([{"name": "a", "query": "up", "maximum": 1}]);
+    assert!(checks_from_value(&typo).unwrap_err().contains("maximum"));
+}

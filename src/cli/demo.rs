@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
@@ -14,6 +15,9 @@ use super::error::CliError;
 use super::request::UpgradeOptions;
 use super::run::{Mode, RunArgs, execute};
 use crate::istio::pod_revision;
+
+/// The range of the demo's analysis queries, on the simulator's clock.
+const DEMO_WINDOW: &str = "10s";
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -43,7 +47,7 @@ fn demo_params(
     // The analysis on the simulator's clock: Prometheus scrapes every second.
     params.insert("analysis_interval".into(), json!("2s"));
     params.insert("analysis_count".into(), json!(3));
-    params.insert("analysis_window".into(), json!("10s"));
+    params.insert("analysis_window".into(), json!(DEMO_WINDOW));
     params.insert("analysis_timeout".into(), json!("60s"));
     for (k, v) in upgrade.params()? {
         params.insert(k, v);
@@ -96,6 +100,13 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
                     "  Prometheus {} scraping the sidecars' metrics at {} every second",
                     p.url, info.metrics_url
                 ));
+                // Its first scrapes, so that the canary is not judged on "no data".
+                let first = format!(
+                    "sum(rate(istio_requests_total{{reporter=\"destination\"}}[{DEMO_WINDOW}]))"
+                );
+                if let Err(e) = p.wait_for_data(&first, Duration::from_secs(30)).await {
+                    say(format!("  warning: {e}"));
+                }
                 run.prometheus.prometheus = Some(p.url.clone());
                 Some(p)
             }

@@ -93,6 +93,7 @@ fn plan_request(
         waves: _,
         promote_approval: _,
         soak: _,
+        analysis_checks: _,
         params: _,
     } = upgrade;
     let to = match to {
@@ -156,11 +157,10 @@ fn render_upgrade(plan: &Plan, src: &str, tgt: &str, lines: &mut Vec<String>) {
         lines.push(format!(
             "Canary      {}{}{}",
             c.namespaces.join(", "),
-            if c.chosen_by_default {
-                " (chosen by default: the namespace with the fewest workloads to move; --canary-namespaces chooses)"
-            } else {
-                ""
-            },
+            c.chosen_by
+                .why()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default(),
             if c.promote_approval {
                 "; approval \"promote\" before the tag moves"
             } else {

@@ -61,6 +61,11 @@ pub struct UpgradeOptions {
     /// resume them (`kubectl rollout resume`) or take their namespace out of the mesh first.
     #[arg(long)]
     pub restart_ondelete: bool,
+    /// Custom analysis checks, judged instead of Flagger's two on every wave and at the end
+    /// (with --prometheus): a YAML list of `name`, `query` (PromQL with {{ namespace }},
+    /// {{ workloads }}, {{ interval }}), `min` and/or `max`, `relative`.
+    #[arg(long, value_name = "FILE")]
+    pub analysis_checks: Option<std::path::PathBuf>,
     /// Set any runbook param: KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
@@ -88,6 +93,7 @@ impl UpgradeOptions {
             soak,
             force,
             restart_ondelete,
+            analysis_checks,
             params,
         } = self;
         let mut map = Map::new();
@@ -123,12 +129,40 @@ impl UpgradeOptions {
                 .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
             map.insert(k.trim().to_string(), json!(v));
         }
-        // A string to the runbook, so checked here, before anything else happens.
+        if let Some(path) = analysis_checks {
+            map.insert("analysis_checks".into(), read_checks(path)?);
+        }
+        // Strings to the runbook, so checked here, before anything else happens.
         if let Some(w) = map.get("waves").and_then(Value::as_str) {
             crate::steps::wave::Growth::parse(w).map_err(CliError::bad)?;
         }
+        if let Some(v) = map.get("analysis_checks") {
+            crate::analysis::checks_from_value(v)
+                .map_err(|e| CliError::bad(format!("analysis checks: {e}")))?;
+        }
         Ok(map)
     }
+}
+
+/// The checks of `--analysis-checks FILE` as the param's value; a YAML error says where.
+fn read_checks(path: &Path) -> Result<Value, CliError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::bad_because(format!("--analysis-checks {shown}: {e}"), e))?;
+    let checks: Vec<crate::analysis::Check> = serde_saphyr::from_str(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or_default().to_string();
+        CliError::bad(format!(
+            "--analysis-checks {shown}{at}: {first} (a list of checks: name, query, min and/or max, relative)"
+        ))
+    })?;
+    crate::analysis::validate_checks(&checks)
+        .map_err(|e| CliError::bad(format!("--analysis-checks {shown}: {e}")))?;
+    Ok(json!(checks))
 }
 
 /// Loads the runbook (embedded or `--runbook`) against the canary registry.

@@ -26,6 +26,7 @@ use super::validate::{NewRun, validate_new_run};
 use crate::k8s::lock::{
     Acquired, Holder, LOCK_NAME, LOCK_NAMESPACE, LockError, LockOptions, RunLock,
 };
+use crate::k8s::owner::Owner;
 use crate::steps::Env;
 use crate::ui;
 
@@ -163,30 +164,13 @@ pub async fn execute(
     let token = CancellationToken::new();
     asm_canary_engine::signals::cancel_on_signals(token.clone())
         .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
-    let lock = match &lock_run_id {
-        Some(id) => Some(take_lock(&env, run, id).await?),
-        None => None,
-    };
-    // The upgrade's owner, claimed under the lock before the first change; a refusal lets
-    // the lock go again.
-    let (mut owner, mut took_over) = (None, None);
-    if let Some(id) = &lock_run_id {
-        let known = executor.checkpoint().await.ok();
-        let ask = TakeOver {
-            asked: run.take_over,
-            yes: run.yes,
-            can_prompt: interactive(run),
-        };
-        match claim_owner(&env, ask, id, owner_checkpoint, known.as_ref()).await {
-            Ok((me, note)) => (owner, took_over) = (Some(me), note),
-            Err(e) => {
-                if let Some(lock) = lock {
-                    let _ = lock.release().await;
-                }
-                return Err(e);
-            }
+    let (lock, owner, took_over) = match &lock_run_id {
+        Some(id) => {
+            let (lock, me, note) = hold_cluster(&env, run, id, owner_checkpoint, &executor).await?;
+            (Some(lock), Some(me), note)
         }
-    }
+        None => (None, None, None),
+    };
     if let Some(lock) = &lock {
         let lost = lock.lost();
         let token = token.clone();
@@ -221,6 +205,32 @@ pub async fn execute(
         write_report(&executor, file, &run_id).await;
     }
     Ok(code)
+}
+
+/// The cluster lock for run `id`, then the upgrade's owner record, claimed under the lock
+/// before the first change (a refused claim lets the lock go again). The note says that the
+/// run took another's over.
+async fn hold_cluster(
+    env: &Env,
+    run: &RunArgs,
+    id: &str,
+    owner_checkpoint: String,
+    executor: &Executor,
+) -> Result<(RunLock, Owner, Option<String>), CliError> {
+    let lock = take_lock(env, run, id).await?;
+    let known = executor.checkpoint().await.ok();
+    let ask = TakeOver {
+        asked: run.take_over,
+        yes: run.yes,
+        can_prompt: interactive(run),
+    };
+    match claim_owner(env, ask, id, owner_checkpoint, known.as_ref()).await {
+        Ok((me, note)) => Ok((lock, me, note)),
+        Err(e) => {
+            let _ = lock.release().await;
+            Err(e)
+        }
+    }
 }
 
 /// What the engine would refuse, checked before the Lease and before any file is created

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::Env;
-use crate::analysis::{Analysis, AnalysisSpec, Check, Verdict, WaveScope, default_checks};
+use crate::analysis::{Analysis, AnalysisSpec, Verdict, WaveScope, default_checks};
 
 pub struct AnalysisScope(pub Arc<Env>);
 pub struct AnalysisGate(pub Arc<Env>);
@@ -80,65 +80,59 @@ fn scope_of(inputs: &serde_json::Map<String, Value>) -> Result<WaveScope, StepEr
     Ok(scope)
 }
 
-/// How to judge, from the gate's inputs (defaults: [`AnalysisSpec::default`]).
-fn spec_of(ctx: &GateCtx) -> Result<AnalysisSpec, StepError> {
-    let mut spec = AnalysisSpec::default();
-    if let Some(s) = ctx.input_opt::<String>("interval")? {
-        spec.interval = asm_canary_engine::duration::parse_duration(&s)
-            .map_err(|e| StepError::msg(format!("input \"interval\" {s:?}: {e}")))?;
-    }
-    if let Some(n) = ctx.input_opt::<u32>("count")? {
-        spec.count = n.max(1);
-    }
-    if let Some(n) = ctx.input_opt::<u32>("failure_limit")? {
-        spec.failure_limit = n;
-    }
-    if let Some(n) = ctx.input_opt::<u32>("inconclusive_limit")? {
-        spec.inconclusive_limit = n;
-    }
-    if let Some(w) = ctx.input_opt::<String>("window")? {
-        spec.window = w;
-    }
-    if let Some(b) = ctx.input_opt::<bool>("baseline")? {
-        spec.baseline = b;
-    }
-    if let Some(checks) = ctx.input_opt::<Vec<Check>>("checks")?
-        && !checks.is_empty()
-    {
-        spec.checks = checks;
-    } else {
-        spec.checks = default_checks();
-    }
-    Ok(spec)
-}
-
-/// How to judge a wave inside a restart step, from the run's params (`analysis_interval`,
-/// `analysis_count`, `analysis_failure_limit`, `analysis_window`): Flagger's checks.
-pub fn spec_from_params(
-    params: &serde_json::Map<String, Value>,
+/// How to judge, from `values` — the gate's inputs (`interval`, `count`, …) or, with the
+/// prefix `analysis_`, the run's params (what every wave's gate reads). Unset or null values
+/// keep [`AnalysisSpec::default`]; no (or an empty) `checks` list means Flagger's
+/// [`default_checks`]. `origin` names the values in errors (`input`, `param`).
+pub fn spec_from(
+    values: &serde_json::Map<String, Value>,
+    prefix: &str,
+    origin: &str,
 ) -> Result<AnalysisSpec, StepError> {
-    let mut spec = AnalysisSpec {
-        checks: default_checks(),
-        ..AnalysisSpec::default()
+    let get = |name: &str| {
+        let key = format!("{prefix}{name}");
+        let v = values.get(&key).filter(|v| !v.is_null()).cloned();
+        (key, v)
     };
-    let count = |name: &str| {
-        params
-            .get(name)
-            .and_then(Value::as_u64)
-            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    let bad = |key: &str, v: &Value, e: &dyn std::fmt::Display| {
+        StepError::msg(format!("{origin} \"{key}\" {v}: {e}"))
     };
-    if let Some(s) = params.get("analysis_interval").and_then(Value::as_str) {
-        spec.interval = asm_canary_engine::duration::parse_duration(s)
-            .map_err(|e| StepError::msg(format!("param \"analysis_interval\" {s:?}: {e}")))?;
+    let mut spec = AnalysisSpec::default();
+    if let (key, Some(v)) = get("interval") {
+        let s = v.as_str().unwrap_or_default();
+        spec.interval =
+            asm_canary_engine::duration::parse_duration(s).map_err(|e| bad(&key, &v, &e))?;
     }
-    if let Some(n) = count("analysis_count") {
-        spec.count = n.max(1);
+    for (name, field) in [
+        ("count", &mut spec.count),
+        ("failure_limit", &mut spec.failure_limit),
+        ("inconclusive_limit", &mut spec.inconclusive_limit),
+    ] {
+        if let (key, Some(v)) = get(name) {
+            let n = v
+                .as_u64()
+                .ok_or_else(|| bad(&key, &v, &"not a whole number"))?;
+            *field = u32::try_from(n).unwrap_or(u32::MAX);
+        }
     }
-    if let Some(n) = count("analysis_failure_limit") {
-        spec.failure_limit = n;
+    spec.count = spec.count.max(1);
+    if let (key, Some(v)) = get("window") {
+        spec.window = v
+            .as_str()
+            .ok_or_else(|| bad(&key, &v, &"not a string"))?
+            .to_string();
     }
-    if let Some(w) = params.get("analysis_window").and_then(Value::as_str) {
-        spec.window = w.to_string();
+    if let (key, Some(v)) = get("baseline") {
+        spec.baseline = v
+            .as_bool()
+            .ok_or_else(|| bad(&key, &v, &"not true or false"))?;
+    }
+    spec.checks = match get("checks") {
+        (key, Some(v)) => crate::analysis::checks_from_value(&v).map_err(|e| bad(&key, &v, &e))?,
+        (_, None) => Vec::new(),
+    };
+    if spec.checks.is_empty() {
+        spec.checks = default_checks();
     }
     Ok(spec)
 }
@@ -188,7 +182,7 @@ impl Gate for AnalysisGate {
                 detail: Some("no workload restarted: nothing to judge".into()),
             });
         }
-        let spec = spec_of(ctx)?;
+        let spec = spec_from(&ctx.inputs, "", "input")?;
         let judgement = Analysis::new(source, spec)
             .judge(&scope)
             .await

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use super::restart::{MovePlan, mesh_namespaces, plan_each, restart_blockers};
 use super::tag::Mode;
-use super::wave::{Growth, choose_canary, grow_waves};
+use super::wave::{CanaryChoice, Growth, choose_canary, grow_waves};
 use super::{Env, kube_err};
 use crate::azure::{ArmError, ClusterDoc};
 use crate::istio::{
@@ -37,7 +37,7 @@ use crate::istio::{
 use crate::k8s::{CopyPlan, K8sError, plan_copy, read_copy, write_copy};
 
 /// The plan document's schema (`plan --output json`).
-pub const PLAN_SCHEMA: &str = "asm-canary.plan/1.0";
+pub const PLAN_SCHEMA: &str = "asm-canary.plan/1.1";
 
 /// What a person asked for, checked: the plan's input.
 #[derive(Debug, Clone)]
@@ -116,8 +116,12 @@ pub struct Wave {
 #[derive(Debug, Serialize)]
 pub struct CanaryPlan {
     pub namespaces: Vec<String>,
-    /// No (usable) `--canary-namespaces`: the namespace with the fewest workloads to move.
+    /// No (usable) `--canary-namespaces` nor labelled namespace: the namespace with the
+    /// fewest workloads to move.
     pub chosen_by_default: bool,
+    /// `flag` (`--canary-namespaces`), `label` (namespaces labelled `asm-canary/canary=true`)
+    /// or `default`.
+    pub chosen_by: CanaryChoice,
     /// The run asks for approval (step `promote`) after the canary passed.
     pub promote_approval: bool,
 }
@@ -421,6 +425,16 @@ impl RunClass {
 }
 
 impl MeshState {
+    /// The two revisions of a canary (mid-upgrade or stale).
+    pub fn revisions(&self) -> Option<&[String]> {
+        match self {
+            MeshState::MidUpgrade { revisions } | MeshState::StaleCanary { revisions } => {
+                Some(revisions)
+            }
+            _ => None,
+        }
+    }
+
     /// The class of run this state calls for, against `to`.
     pub fn class(&self, to: Option<&str>) -> RunClass {
         let newer_than = |rev: &str, than: &str| matches!((rev.parse::<Revision>(), than.parse::<Revision>()), (Ok(r), Ok(t)) if r > t);
@@ -738,6 +752,26 @@ impl Decisions {
             .unwrap_or_else(|| self.state.explain(cluster))
     }
 
+    /// The revisions a run of this class moves workloads between (source, target), when it
+    /// is known before the run: an upgrade's, a canary it resumes (older → newer), a stale
+    /// canary it consolidates before the upgrade to `--to` (older → `--to`). What preflight's
+    /// traps are read for.
+    pub fn migration(&self) -> Option<(String, String)> {
+        match self.class() {
+            RunClass::Upgrade => {
+                let u = self.upgrade.as_ref()?;
+                let target = u.choice.target.as_ref().ok()?;
+                Some((u.source.clone(), target.to_string()))
+            }
+            RunClass::ResumeCanary => super::recover::older_newer(self.state.revisions()?),
+            RunClass::Consolidate => {
+                let (older, _) = super::recover::older_newer(self.state.revisions()?)?;
+                Some((older, self.to.clone()?))
+            }
+            _ => None,
+        }
+    }
+
     /// Why a pipeline that retries on a schedule may skip this run (`--skip-if-not-ready`):
     /// the cluster is busy or failed, or no upgrade is offered.
     pub fn not_ready(&self) -> Option<String> {
@@ -815,6 +849,9 @@ pub async fn build(env: &Env, req: &PlanRequest) -> Result<Plan, PlanError> {
     }
     if let Some(upgrade) = &decisions.upgrade {
         plan.add_upgrade(env, req, upgrade).await?;
+    } else if let Some((source, target)) = decisions.migration() {
+        // A canary resumed or consolidated: its workloads meet the same traps.
+        plan.add_traps(env, req, &source, &target).await?;
     }
     Ok(plan)
 }
@@ -916,7 +953,8 @@ async fn plan_waves(
         .iter()
         .map(|(ns, p)| (ns.clone(), p.workloads.len()))
         .collect();
-    let (canary, defaulted) = choose_canary(&req.canary_namespaces, &counts);
+    let marked = super::restart::marked_canaries(env).await?;
+    let (canary, choice) = choose_canary(&req.canary_namespaces, &marked, &counts);
     let growth_raw = param_value(req, "waves")
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| super::wave::DEFAULT_GROWTH.to_string());
@@ -973,7 +1011,8 @@ async fn plan_waves(
     if !canary.is_empty() {
         plan.canary = Some(CanaryPlan {
             namespaces: canary.clone(),
-            chosen_by_default: defaulted,
+            chosen_by_default: choice == CanaryChoice::Default,
+            chosen_by: choice,
             promote_approval: promote,
         });
     }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::tag::{Mode, mode_of};
+use super::wave::CanaryChoice;
 use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::podbypod::replace_pods_one_by_one;
@@ -303,14 +304,23 @@ pub fn label_before(mode: Mode, tag: &str, source: &str) -> String {
     }
 }
 
-/// The canary (given, or the default) among the namespaces labelled `label`, with each
-/// namespace's workload count (sorted by name): what the canary step and the plan decide.
+/// The namespaces labelled [`super::wave::CANARY_LABEL`]`=true`: the team's own canaries.
+pub async fn marked_canaries(env: &Env) -> Result<Vec<String>, StepError> {
+    let selector = format!("{}=true", super::wave::CANARY_LABEL);
+    let list = namespaces_by_label(&env.kube, &selector)
+        .await
+        .map_err(|e| k8s_err("listing the namespaces marked as canaries", e))?;
+    Ok(list.into_iter().filter_map(|n| n.metadata.name).collect())
+}
+
+/// The canary (given, labelled, or the default) among the namespaces labelled `label`, with
+/// each namespace's workload count (sorted by name): what the canary step and the plan decide.
 pub async fn decide_canary(
     env: &Env,
     label: &str,
     target: &str,
     requested: &[String],
-) -> Result<(Vec<String>, bool, Vec<(String, usize)>), StepError> {
+) -> Result<(Vec<String>, CanaryChoice, Vec<(String, usize)>), StepError> {
     let mut nss = mesh_namespaces(env, Mode::Tag, label, target).await?;
     nss.sort();
     let counts: Vec<(String, usize)> = plan_each(env, &nss, target)
@@ -318,8 +328,32 @@ pub async fn decide_canary(
         .into_iter()
         .map(|(ns, p)| (ns, p.workloads.len()))
         .collect();
-    let (canary, defaulted) = super::wave::choose_canary(requested, &counts);
-    Ok((canary, defaulted, counts))
+    let marked = marked_canaries(env).await?;
+    let (canary, choice) = super::wave::choose_canary(requested, &marked, &counts);
+    Ok((canary, choice, counts))
+}
+
+/// What every wave step reads first: the revisions, the injection mode, and the label the
+/// namespaces to migrate carry before the run.
+struct WaveInputs {
+    target: String,
+    source: String,
+    mode: Mode,
+    label: String,
+}
+
+impl WaveInputs {
+    fn read(ctx: &ActionCtx) -> Result<Self, StepError> {
+        let source: String = ctx.input("source")?;
+        let mode = mode_of(ctx.input_opt("mode")?)?;
+        let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
+        Ok(Self {
+            target: ctx.input("target")?,
+            label: label_before(mode, &tag, &source),
+            source,
+            mode,
+        })
+    }
 }
 
 /// The canary wave (step `canary`): its namespaces are relabelled `istio.io/rev=<target>`
@@ -332,12 +366,8 @@ pub struct CanaryWave(pub Arc<Env>);
 impl Action for CanaryWave {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let env = &self.0;
-        let target: String = ctx.input("target")?;
-        let source: String = ctx.input("source")?;
-        let mode = mode_of(ctx.input_opt("mode")?)?;
-        let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
+        let WaveInputs { target, label, .. } = WaveInputs::read(ctx)?;
         let requested: Vec<String> = ctx.input_opt("canary_namespaces")?.unwrap_or_default();
-        let label = label_before(mode, &tag, &source);
         let journaled = ctx
             .journal
             .step_entries()
@@ -347,7 +377,7 @@ impl Action for CanaryWave {
             Some(e) => serde_json::from_value(e.details["namespaces"].clone())
                 .map_err(|e| StepError::with_source("reading the canary from the journal", e))?,
             None => {
-                let (canary, defaulted, counts) =
+                let (canary, choice, counts) =
                     decide_canary(env, &label, &target, &requested).await?;
                 for ns in requested
                     .iter()
@@ -357,11 +387,9 @@ impl Action for CanaryWave {
                         "canary namespace {ns} is not among the namespaces being migrated (labelled {REV_LABEL}={label}); ignored"
                     ));
                 }
-                if defaulted && !canary.is_empty() {
-                    ctx.events.info(format!(
-                        "canary: {} (chosen by default: the namespace with the fewest workloads to move; --canary-namespaces chooses)",
-                        canary.join(", ")
-                    ));
+                if let (Some(why), false) = (choice.why(), canary.is_empty()) {
+                    ctx.events
+                        .info(format!("canary: {} ({why})", canary.join(", ")));
                 }
                 canary
             }
@@ -551,13 +579,14 @@ async fn later_waves(
 impl Action for RestartWorkloads {
     async fn run(&self, ctx: &ActionCtx) -> Result<ActionOutcome, StepError> {
         let env = &self.0;
-        let target: String = ctx.input("target")?;
-        let source: String = ctx.input("source")?;
-        let mode = mode_of(ctx.input_opt("mode")?)?;
-        let tag: String = ctx.input_opt("tag")?.unwrap_or_default();
+        let WaveInputs {
+            target,
+            source,
+            mode,
+            label,
+        } = WaveInputs::read(ctx)?;
         let canary: Vec<String> = ctx.input_opt("canary")?.unwrap_or_default();
         let canary_records: Vec<Restarted> = ctx.input_opt("canary_workloads")?.unwrap_or_default();
-        let label = label_before(mode, &tag, &source);
         let (waves, journaled) = later_waves(
             env,
             ctx,
@@ -603,7 +632,7 @@ impl Action for RestartWorkloads {
                 "canary-back",
                 &canary,
                 &target,
-                &tag,
+                &label, // in tag mode, the tag
                 Default::default(),
             )
             .await?;

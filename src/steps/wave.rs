@@ -170,23 +170,65 @@ pub fn default_canary(namespaces: &[(String, usize)]) -> Option<String> {
         .map(|(ns, _)| ns.clone())
 }
 
-/// The canary namespaces: those `requested` that this run migrates (in the order given),
-/// else the [`default_canary`]. The flag says whether the default was taken.
-pub fn choose_canary(requested: &[String], namespaces: &[(String, usize)]) -> (Vec<String>, bool) {
-    let given: Vec<String> = requested
-        .iter()
-        .filter(|r| namespaces.iter().any(|(n, _)| n == *r))
-        .cloned()
-        .fold(Vec::new(), |mut acc, r| {
-            if !acc.contains(&r) {
-                acc.push(r);
-            }
-            acc
-        });
-    if !given.is_empty() {
-        return (given, false);
+/// The namespace label that marks a team's canary namespaces (`asm-canary/canary=true`), taken
+/// when `--canary-namespaces` names none this run migrates.
+pub const CANARY_LABEL: &str = "asm-canary/canary";
+
+/// How the canary namespaces were chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryChoice {
+    /// `--canary-namespaces`.
+    Flag,
+    /// The namespaces labelled [`CANARY_LABEL`]`=true`.
+    Label,
+    /// Neither: the [`default_canary`].
+    Default,
+}
+
+impl CanaryChoice {
+    /// Why the plan and the events name these namespaces (nothing when the user named them).
+    pub fn why(self) -> Option<String> {
+        match self {
+            Self::Flag => None,
+            Self::Label => Some(format!("chosen by the namespace label {CANARY_LABEL}=true")),
+            Self::Default => Some(format!(
+                "chosen by default: the namespace with the fewest workloads to move; --canary-namespaces or the namespace label {CANARY_LABEL}=true chooses"
+            )),
+        }
     }
-    (default_canary(namespaces).into_iter().collect(), true)
+}
+
+/// The canary namespaces: those `requested` that this run migrates (in the order given), else
+/// those `marked` with [`CANARY_LABEL`] that it migrates, else the [`default_canary`].
+pub fn choose_canary(
+    requested: &[String],
+    marked: &[String],
+    namespaces: &[(String, usize)],
+) -> (Vec<String>, CanaryChoice) {
+    let among = |names: &[String]| {
+        names
+            .iter()
+            .filter(|r| namespaces.iter().any(|(n, _)| n == *r))
+            .fold(Vec::<String>::new(), |mut acc, r| {
+                if !acc.contains(r) {
+                    acc.push(r.clone());
+                }
+                acc
+            })
+    };
+    let given = among(requested);
+    if !given.is_empty() {
+        return (given, CanaryChoice::Flag);
+    }
+    let labelled = among(marked);
+    if !labelled.is_empty() {
+        return (labelled, CanaryChoice::Label);
+    }
+    (
+        default_canary(namespaces).into_iter().collect(),
+        CanaryChoice::Default,
+    )
 }
 
 /// A wave as the gate after it sees it: what restarted, where, and when.
@@ -242,7 +284,7 @@ pub async fn judge_wave(
             },
         });
     };
-    let spec = super::analysis::spec_from_params(&ctx.params)?;
+    let spec = super::analysis::spec_from(&ctx.params, "analysis_", "param")?;
     let judged = crate::analysis::WaveScope {
         namespaces: scope.namespaces.clone(),
         workloads: scope
@@ -488,14 +530,33 @@ mod tests {
         ];
         assert_eq!(default_canary(&nss).as_deref(), Some("frontend"));
         assert_eq!(default_canary(&mk_ns(&[0, 0])), None);
-        let named =
-            |r: &[&str]| choose_canary(&r.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &nss);
+        let s = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let named = |r: &[&str]| choose_canary(&s(r), &[], &nss);
         assert_eq!(
             named(&["payments", "nope", "payments"]),
-            (vec!["payments".to_string()], false)
+            (vec!["payments".to_string()], CanaryChoice::Flag)
         );
-        assert_eq!(named(&["nope"]), (vec!["frontend".to_string()], true));
-        assert_eq!(named(&[]), (vec!["frontend".to_string()], true));
+        assert_eq!(
+            named(&["nope"]),
+            (vec!["frontend".to_string()], CanaryChoice::Default)
+        );
+        assert_eq!(
+            named(&[]),
+            (vec!["frontend".to_string()], CanaryChoice::Default)
+        );
+        // The label chooses when the flag names none; the flag wins over the label.
+        assert_eq!(
+            choose_canary(&[], &s(&["logging", "nope"]), &nss),
+            (vec!["logging".to_string()], CanaryChoice::Label)
+        );
+        assert_eq!(
+            choose_canary(&s(&["payments"]), &s(&["logging"]), &nss),
+            (vec!["payments".to_string()], CanaryChoice::Flag)
+        );
+        assert_eq!(
+            choose_canary(&[], &s(&["nope"]), &nss),
+            (vec!["frontend".to_string()], CanaryChoice::Default)
+        );
     }
 
     proptest! {

@@ -2,18 +2,24 @@
 //! scraping the simulator's sidecar metrics every second. A test that needs it fails, never
 //! skips, when it cannot start.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use asm_canary::analysis::local::LocalPrometheus;
 use asm_canary::analysis::{PrometheusAuth, PrometheusClient};
 
-/// Starts a Prometheus scraping `scrape_url`; panics (the test fails) when there is none.
-pub async fn start(scrape_url: &str) -> LocalPrometheus {
+/// Makes sure `prometheus` is on PATH (installing it when missing); panics (the test fails)
+/// when it cannot be.
+pub async fn require() {
     if let Err(e) = tokio::task::spawn_blocking(ensure_installed).await.unwrap() {
         panic!(
             "this test needs a real Prometheus: {e}\ninstall the `prometheus` package (apt-get install -y prometheus)"
         );
     }
+}
+
+/// Starts a Prometheus scraping `scrape_url`; panics (the test fails) when there is none.
+pub async fn start(scrape_url: &str) -> LocalPrometheus {
+    require().await;
     match LocalPrometheus::start(scrape_url).await {
         Ok(p) => p,
         Err(e) => panic!(
@@ -75,19 +81,7 @@ pub fn client(prom: &LocalPrometheus) -> PrometheusClient {
 
 /// Waits until `query` has at least one finite sample (the scrapes have data).
 pub async fn wait_for(prom: &LocalPrometheus, query: &str, within: Duration) {
-    let c = client(prom);
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(s) = c.query(query, chrono::Utc::now()).await
-            && s.iter().any(|s| s.value.is_finite())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    if let Err(e) = prom.wait_for_data(query, within).await {
+        panic!("Prometheus at {}: {e}", prom.url);
     }
-    panic!(
-        "Prometheus at {} had no data for {query} within {within:?}; its log:\n{}",
-        prom.url,
-        prom.log()
-    );
 }

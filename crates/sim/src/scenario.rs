@@ -611,10 +611,10 @@ fn describe(name: &str) -> &'static str {
         "native-sidecars" => "Proxies are injected as native sidecars (init containers).",
         "large" => "200 namespaces, 2,000 Deployments, 10,000 pods.",
         "bad-canary" => {
-            "Pods of payments/api injected by a new revision answer 5% of requests with 503."
+            "Pods of payments/api injected by a new revision answer 5% of requests with 503; payments is labelled asm-canary/canary=true."
         }
         "slow-canary" => {
-            "Pods of payments/api injected by a new revision answer five times slower (p99 ×5)."
+            "Pods of payments/api injected by a new revision answer five times slower (p99 ×5); payments is labelled asm-canary/canary=true."
         }
         _ => "",
     }

@@ -160,6 +160,14 @@ impl Default for KubeScenario {
 }
 
 impl KubeScenario {
+    /// The team marks `namespace` as its canary with the namespace label
+    /// `asm-canary/canary=true` (a label like any other to the API server).
+    fn mark_canary(&mut self, namespace: &str) {
+        if let Some(n) = self.namespaces.iter_mut().find(|n| n.name == namespace) {
+            n.labels.insert("asm-canary/canary".into(), "true".into());
+        }
+    }
+
     /// The Kubernetes side of a built-in scenario (`healthy` for names that only concern ARM).
     pub fn builtin(name: &str) -> Self {
         let mut s = Self::default();
@@ -191,17 +199,23 @@ impl KubeScenario {
                 s.namespaces.push(orphan);
             }
             // payments/api's pods injected by a new revision answer 5 % 503s …
-            "bad-canary" => s.traffic.faults.push(super::traffic::TrafficFault {
-                workload: "payments/api".into(),
-                error_rate: 0.05,
-                ..Default::default()
-            }),
+            "bad-canary" => {
+                s.traffic.faults.push(super::traffic::TrafficFault {
+                    workload: "payments/api".into(),
+                    error_rate: 0.05,
+                    ..Default::default()
+                });
+                s.mark_canary("payments");
+            }
             // … or take five times as long (p99 600 ms instead of 120 ms).
-            "slow-canary" => s.traffic.faults.push(super::traffic::TrafficFault {
-                workload: "payments/api".into(),
-                latency_factor: 5.0,
-                ..Default::default()
-            }),
+            "slow-canary" => {
+                s.traffic.faults.push(super::traffic::TrafficFault {
+                    workload: "payments/api".into(),
+                    latency_factor: 5.0,
+                    ..Default::default()
+                });
+                s.mark_canary("payments");
+            }
             "native-sidecars" => {
                 s.native_sidecar_revisions =
                     vec!["asm-1-27".into(), "asm-1-28".into(), "asm-1-29".into()];
