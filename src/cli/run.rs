@@ -67,6 +67,10 @@ pub struct RunArgs {
     pub lock_duration: u64,
     #[command(flatten)]
     pub prometheus: super::metrics::PrometheusArgs,
+    /// The built-in runbook this command runs (without `--runbook`); `resume` and `rollback`
+    /// take the checkpoint's.
+    #[arg(skip)]
+    pub builtin: super::request::Builtin,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,7 +151,8 @@ pub async fn execute(
     // Whether the analysis gate judges anything, said before the run starts.
     let (env, analysis_line) = super::metrics::attach_metrics(env, &run.prometheus)?;
     eprintln!("asm-canary: {analysis_line}");
-    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
+    let (runbook, registry) =
+        super::request::load_builtin_or(run.runbook.as_deref(), run.builtin, env.clone())?;
     check_approvals(&runbook, &run.approve)?;
     let mode = remember_prometheus(mode, &runbook, &run.prometheus);
     if let Some(file) = &location.file {
@@ -549,7 +554,7 @@ fn remember_prometheus(
 }
 
 /// A new run never replaces a checkpoint: one in the store (even a corrupt one) is refused.
-async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
+pub(super) async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
     if let Some(cp) = store
         .load(Access::ReadOnly)
         .await
@@ -567,7 +572,7 @@ async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
 pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     let ResumeArgs {
         mut cluster,
-        run,
+        mut run,
         force,
     } = args;
     // With a checkpoint file, the cluster defaults to the checkpoint's; in the cluster, the
@@ -578,6 +583,12 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     }
     let env = connect(&cluster, Pace::Real).await?.env;
     let location = run.checkpoint.locate(&env, None);
+    // The built-in runbook the checkpoint was written by (the upgrade, or a day-2 job).
+    if let Ok(Some(cp)) = location.store.load(Access::ReadOnly).await
+        && let Some(b) = super::request::Builtin::named(&cp.runbook.name)
+    {
+        run.builtin = b;
+    }
     let mode = if rollback {
         Mode::Rollback { force }
     } else {

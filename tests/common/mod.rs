@@ -128,6 +128,28 @@ impl TestSim {
             .unwrap()
     }
 
+    /// `POST /_sim/patch?revision=REV`: AKS rolls the next Istio patch of `rev` (istiod, the
+    /// injector, the gateways); the answer's JSON (`version`, `proxyImage`).
+    pub async fn roll_patch(&self, rev: &str) -> Value {
+        let ca = reqwest::Certificate::from_pem(self.handle.info.ca_pem.as_bytes()).unwrap();
+        asm_canary::azure::ensure_ring_provider();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        let resp = http
+            .post(format!(
+                "{}/_sim/patch?revision={rev}",
+                self.handle.info.arm_endpoint
+            ))
+            .bearer_auth(&self.handle.info.sim_token)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "roll patch: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
     pub async fn revisions(&self) -> Vec<String> {
         let s = self.sim_state().await;
         serde_json::from_value(s["arm"]["revisions"].clone()).unwrap()
