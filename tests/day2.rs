@@ -19,20 +19,6 @@ use serde_json::Value;
 
 const REV: &str = "asm-1-27";
 
-/// Gate timings for the simulator's clock (the day-2 runbooks declare no control-plane timeout).
-const DAY2_FAST: &[&str] = &[
-    "--param",
-    "soak=1s",
-    "--param",
-    "wave_soak=500ms",
-    "--param",
-    "poll_interval=200ms",
-    "--param",
-    "rollout_timeout=60s",
-    "--param",
-    "verify_timeout=20s",
-];
-
 /// `<command> --unattended --output json --state <test's state>` with fast gates.
 async fn day2(sim: &TestSim, args: &[&str]) -> Output {
     let state = sim.state_file();
@@ -44,7 +30,7 @@ async fn day2(sim: &TestSim, args: &[&str]) -> Output {
         "--state",
         state.to_str().unwrap(),
     ]);
-    argv.extend_from_slice(DAY2_FAST);
+    argv.extend(common::fast_day2());
     sim.run(&argv).await
 }
 
@@ -140,6 +126,31 @@ async fn patch_restart_restarts_exactly_the_drifted_workloads() {
     );
 }
 
+/// The plans people read, as snapshots: a change in what they say is a reviewed change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn day2_plans_as_people_read_them() {
+    let sim = TestSim::start("patch-rolled").await;
+    let out = sim.run(&["patch-restart", "--plan"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!(
+        "patch_restart_plan_text",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = sim
+        .run(&[
+            "onboard",
+            "-n",
+            "payments,orders",
+            "--plan",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    insta::assert_json_snapshot!("onboard_plan_json_all_meshed", doc);
+}
+
 /// The `_sim` control rolls a patch: a healthy cluster has no drift, then every sidecar does;
 /// `--plan` names them and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +205,7 @@ async fn patch_restart_resumes_after_it_was_killed_mid_wave() {
         "--state",
         state.to_str().unwrap(),
     ];
-    argv.extend_from_slice(DAY2_FAST);
+    argv.extend(common::fast_day2());
     let mut child = sim
         .command(&argv)
         .stdout(std::process::Stdio::piped())
@@ -309,6 +320,14 @@ async fn onboard_labels_and_restarts_every_pod_to_two_of_two() {
     let sim = sim_with_shop(false).await;
     let kube = sim.kube().await;
     assert!(pod_shapes(&kube, "shop").await.iter().all(|s| *s == (1, 1)));
+    let plan = sim.run(&["onboard", "-n", "shop", "--plan"]).await;
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    insta::assert_snapshot!("onboard_plan_text", String::from_utf8_lossy(&plan.stdout));
+    assert_eq!(
+        rev_label(&kube, "shop").await,
+        None,
+        "--plan changes nothing"
+    );
     let out = day2(&sim, &["onboard", "-n", "shop"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(outcome(&out), "completed", "{}", stderr(&out));

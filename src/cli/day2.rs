@@ -66,12 +66,7 @@ impl Day2Options {
         if *restart_ondelete {
             map.insert("restart_ondelete".into(), json!(true));
         }
-        for p in params {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
-            map.insert(k.trim().to_string(), json!(v));
-        }
+        map.extend(super::request::param_pairs(params)?);
         Ok(map)
     }
 }

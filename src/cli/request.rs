@@ -160,18 +160,25 @@ impl UpgradeOptions {
         if *restart_ondelete {
             map.insert("restart_ondelete".into(), json!(true));
         }
-        for p in params {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
-            map.insert(k.trim().to_string(), json!(v));
-        }
+        map.extend(param_pairs(params)?);
         // A string to the runbook, so checked here, before anything else happens.
         if let Some(w) = map.get("waves").and_then(Value::as_str) {
             crate::steps::wave::Growth::parse(w).map_err(CliError::bad)?;
         }
         Ok(map)
     }
+}
+
+/// `--param KEY=VALUE` flags as runbook params (string values; the runbook checks their type).
+pub fn param_pairs(params: &[String]) -> Result<Map<String, Value>, CliError> {
+    let mut map = Map::new();
+    for p in params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
+        map.insert(k.trim().to_string(), json!(v));
+    }
+    Ok(map)
 }
 
 /// Loads the runbook (embedded or `--runbook`) against the canary registry.

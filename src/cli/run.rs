@@ -603,13 +603,7 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
 /// with more than two revisions: exit 2.
 pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
     let ResumeArgs { cluster, run, .. } = args.resume;
-    let mut given = Map::new();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
-        given.insert(k.trim().to_string(), Value::String(v.to_string()));
-    }
+    let given = super::request::param_pairs(&args.params)?;
     if let (StateBackend::File, Some(file)) = (run.checkpoint.state_backend, &run.checkpoint.state)
     {
         check_state_path(file)?;

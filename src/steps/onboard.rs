@@ -222,17 +222,12 @@ impl Action for OnboardRestart {
         };
         let spec = WaveSpec::of(ctx, &revision)?;
         let (records, acted) = restart_in_waves(env, ctx, &spec, &waves, None).await?;
-        let out = outputs([
-            ("workloads", json!(records)),
-            ("namespaces", json!(namespaces)),
-        ]);
-        if !acted {
-            return Ok(ActionOutcome::already_done(
-                out,
-                format!("every pod of the onboarded namespaces already runs {revision}"),
-            ));
-        }
-        Ok(ActionOutcome::done(out))
+        Ok(super::restart::waves_outcome(
+            &records,
+            &namespaces,
+            acted,
+            format!("every pod of the onboarded namespaces already runs {revision}"),
+        ))
     }
 }
 

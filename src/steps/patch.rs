@@ -181,17 +181,12 @@ impl Action for RestartDrifted {
         let spec = WaveSpec::of(ctx, &revision)?;
         let (records, acted) = restart_in_waves(env, ctx, &spec, &waves, Some(&only)).await?;
         let namespaces: Vec<String> = waves.into_iter().flatten().collect();
-        let out = outputs([
-            ("workloads", json!(records)),
-            ("namespaces", json!(namespaces)),
-        ]);
-        if !acted {
-            return Ok(ActionOutcome::already_done(
-                out,
-                "no drifted workload was left to restart",
-            ));
-        }
-        Ok(ActionOutcome::done(out))
+        Ok(super::restart::waves_outcome(
+            &records,
+            &namespaces,
+            acted,
+            "no drifted workload was left to restart".into(),
+        ))
     }
 }
 

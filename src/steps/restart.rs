@@ -591,6 +591,25 @@ pub(super) fn journaled_waves(ctx: &ActionCtx) -> Result<Option<Vec<Vec<String>>
     }
 }
 
+/// The outcome of a step that restarted `records` in waves over `namespaces`: its outputs
+/// (`workloads`, `namespaces`), done, or already done (`nothing`: why) when nothing moved.
+pub(super) fn waves_outcome(
+    records: &[Restarted],
+    namespaces: &[String],
+    acted: bool,
+    nothing: String,
+) -> ActionOutcome {
+    let out = outputs([
+        ("workloads", json!(records)),
+        ("namespaces", json!(namespaces)),
+    ]);
+    if acted {
+        ActionOutcome::done(out)
+    } else {
+        ActionOutcome::already_done(out, nothing)
+    }
+}
+
 /// Restarts `waves` in order onto the spec's target (wave 1 first and smallest), each gated
 /// by [`restart_wave`]; the plan rides along in the first journaled entry so that a resumed
 /// step restarts the same waves. `only`: exactly these workloads. What was restarted, and
