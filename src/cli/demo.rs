@@ -12,7 +12,7 @@ use serde_json::json;
 use super::args::{AuthArg, ClusterArgs, OutputArg};
 use super::connect::Pace;
 use super::error::CliError;
-use super::request::UpgradeOptions;
+use super::request::{Builtin, UpgradeOptions};
 use super::run::{Mode, RunArgs, execute};
 use crate::istio::pod_revision;
 
@@ -23,8 +23,8 @@ const DEMO_WINDOW: &str = "10s";
 pub struct DemoArgs {
     /// A built-in scenario (healthy, stale-proxies, crashloop-istiod, arm-throttling,
     /// lro-failure, slow-rollout, stuck-rollout, legacy-labels, native-sidecars, large, bad-canary,
-    /// slow-canary) or a
-    /// scenario YAML file.
+    /// slow-canary, patch-rolled) or a scenario YAML file. A scenario where AKS rolled a patch
+    /// (patch-rolled) runs the patch restart instead of the upgrade.
     #[arg(long, default_value = "healthy")]
     pub scenario: String,
     #[command(flatten)]
@@ -33,10 +33,27 @@ pub struct DemoArgs {
     pub run: RunArgs,
 }
 
-/// Gate timings that suit the simulator's scaled clock; `--soak`/`--param` still win.
+/// Gate timings that suit the simulator's scaled clock; `--soak`/`--param` still win. A patch
+/// restart takes only the timings its runbook declares.
 fn demo_params(
     upgrade: &UpgradeOptions,
+    builtin: Builtin,
 ) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    let mut params = timings();
+    if builtin == Builtin::PatchRestart {
+        params.remove("control_plane_timeout");
+        if let Some(soak) = &upgrade.soak {
+            params.insert("soak".into(), json!(soak));
+        }
+        return Ok(params);
+    }
+    for (k, v) in upgrade.params()? {
+        params.insert(k, v);
+    }
+    Ok(params)
+}
+
+fn timings() -> serde_json::Map<String, serde_json::Value> {
     let mut params = serde_json::Map::new();
     params.insert("soak".into(), json!("2s"));
     params.insert("wave_soak".into(), json!("1s"));
@@ -49,10 +66,7 @@ fn demo_params(
     params.insert("analysis_count".into(), json!(3));
     params.insert("analysis_window".into(), json!(DEMO_WINDOW));
     params.insert("analysis_timeout".into(), json!("60s"));
-    for (k, v) in upgrade.params()? {
-        params.insert(k, v);
-    }
-    Ok(params)
+    params
 }
 
 pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
@@ -72,8 +86,13 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         .await
         .map_err(|e| CliError::internal("cannot start the simulated cluster", e))?;
     let info = sim.info.clone();
-    let say = |line: String| {
-        if run.output == OutputArg::Text {
+    // AKS rolled a patch in this scenario: the demo shows the patch restart.
+    if !scenario.kube.rolled_patches.is_empty() && run.runbook.is_none() {
+        run.builtin = Builtin::PatchRestart;
+    }
+    let text = run.output == OutputArg::Text;
+    let say = move |line: String| {
+        if text {
             eprintln!("{line}");
         }
     };
@@ -87,37 +106,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         info.kube_server,
         ca_file.display()
     ));
-    // The analysis gate judges the simulator's traffic on a local Prometheus when there is one.
-    let _prometheus = match run.prometheus.prometheus {
-        Some(_) => None,
-        None if crate::analysis::local::find_on_path("prometheus").is_none() => {
-            say("  no prometheus on PATH (install the `prometheus` package, or give --prometheus URL): the analysis gate is off".to_string());
-            None
-        }
-        None => match crate::analysis::local::LocalPrometheus::start(&info.metrics_url).await {
-            Ok(p) => {
-                say(format!(
-                    "  Prometheus {} scraping the sidecars' metrics at {} every second",
-                    p.url, info.metrics_url
-                ));
-                // Its first scrapes, so that the canary is not judged on "no data".
-                let first = format!(
-                    "sum(rate(istio_requests_total{{reporter=\"destination\"}}[{DEMO_WINDOW}]))"
-                );
-                if let Err(e) = p.wait_for_data(&first, Duration::from_secs(30)).await {
-                    say(format!("  warning: {e}"));
-                }
-                run.prometheus.prometheus = Some(p.url.clone());
-                Some(p)
-            }
-            Err(e) => {
-                say(format!(
-                    "  cannot start a local Prometheus ({e}): the analysis gate is off"
-                ));
-                None
-            }
-        },
-    };
+    let _prometheus = local_prometheus(&mut run, &info.metrics_url).await;
     // The demo talks to the simulator as any client would: a service principal, the
     // simulator's CA as an extra trusted root, the kubeconfig from listClusterUserCredential.
     let cluster = sim_cluster_args(&info, &ca_file);
@@ -129,7 +118,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         &info.client_secret,
     )
     .await?;
-    if !super::run::interactive(&run) && run.approve.is_empty() {
+    if !super::run::interactive(&run) && run.approve.is_empty() && run.builtin == Builtin::Upgrade {
         // A rehearsal has no one to approve: approve the gated steps, say so.
         run.approve = vec!["start".into(), "complete".into()];
         say("  unattended: approving start and complete in advance".to_string());
@@ -138,8 +127,15 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     let location = run
         .checkpoint
         .locate(&env, Some(PathBuf::from(dir.path()).join("demo-run.json")));
-    let params = demo_params(&upgrade)?;
-    if super::run::interactive(&run) {
+    let params = demo_params(&upgrade, run.builtin)?;
+    if run.builtin == Builtin::PatchRestart {
+        say(format!(
+            "  AKS rolled a patch: running the patch restart ({})",
+            Builtin::PatchRestart.source().1
+        ));
+        let plan = super::day2::day2_plan(&connected.env, &run, &params).await?;
+        say(crate::steps::day2::render(&plan, super::plan::render_gate));
+    } else if super::run::interactive(&run) {
         super::plan::show_plan(&connected.env, &upgrade, &params, run.runbook.as_deref()).await?;
     }
     let code = execute(connected.env, &run, Mode::Run(params), location).await?;
@@ -152,6 +148,49 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     }
     sim.shutdown().await;
     Ok(code)
+}
+
+/// The analysis gate judges the simulator's traffic on a local Prometheus when there is one
+/// (and no `--prometheus` was given): started, and set as the run's Prometheus.
+async fn local_prometheus(
+    run: &mut RunArgs,
+    metrics_url: &str,
+) -> Option<crate::analysis::local::LocalPrometheus> {
+    let text = run.output == OutputArg::Text;
+    let say = |line: String| {
+        if text {
+            eprintln!("{line}");
+        }
+    };
+    if run.prometheus.prometheus.is_some() {
+        return None;
+    }
+    if crate::analysis::local::find_on_path("prometheus").is_none() {
+        say("  no prometheus on PATH (install the `prometheus` package, or give --prometheus URL): the analysis gate is off".to_string());
+        return None;
+    }
+    match crate::analysis::local::LocalPrometheus::start(metrics_url).await {
+        Ok(p) => {
+            say(format!(
+                "  Prometheus {} scraping the sidecars' metrics at {metrics_url} every second",
+                p.url
+            ));
+            // Its first scrapes, so that the first wave is not judged on "no data".
+            let first =
+                format!("sum(rate(istio_requests_total{{reporter=\"destination\"}}[{DEMO_WINDOW}]))");
+            if let Err(e) = p.wait_for_data(&first, Duration::from_secs(30)).await {
+                say(format!("  warning: {e}"));
+            }
+            run.prometheus.prometheus = Some(p.url.clone());
+            Some(p)
+        }
+        Err(e) => {
+            say(format!(
+                "  cannot start a local Prometheus ({e}): the analysis gate is off"
+            ));
+            None
+        }
+    }
 }
 
 /// The cluster flags of the simulator `info` describes, with its CA trusted (the demo, and the

@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod args;
 pub mod connect;
+pub mod day2;
 pub mod demo;
 pub mod error;
 pub mod inspect;
@@ -47,6 +48,12 @@ pub enum Command {
     Rollback(run::RollbackArgs),
     /// What the checkpoint says, what the cluster says now, and the next command to run.
     Status(status::StatusArgs),
+    /// Restart the workloads whose proxy image is older than what their revision's injector
+    /// injects now (AKS rolled a newer patch), in gated waves; `--plan` shows them.
+    PatchRestart(day2::PatchRestartArgs),
+    /// Bring namespaces into the mesh: label them for the tag (or `--revision`), restart their
+    /// workloads in gated waves, verify every pod 2/2 and SYNCED; rolled back when a gate fails.
+    Onboard(day2::OnboardArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
     ProxyStatus(inspect::ProxyStatusArgs),
     /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
@@ -115,6 +122,8 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Demo(a) => demo::demo(a).await,
         Command::Plan(a) => plan::plan(a).await,
         Command::Upgrade(a) => run::upgrade(a).await,
+        Command::PatchRestart(a) => day2::patch_restart(a).await,
+        Command::Onboard(a) => day2::onboard(a).await,
         Command::Resume(a) => run::resume(a, false).await,
         Command::Rollback(a) if a.from_cluster => run::rollback_from_cluster(a).await,
         Command::Rollback(a) => run::resume(a.resume, true).await,

@@ -206,7 +206,7 @@ fn render_wave(i: usize, of: usize, w: &Wave) -> String {
     )
 }
 
-fn render_gate(g: &GateLine) -> String {
+pub(super) fn render_gate(g: &GateLine) -> String {
     let mut extra = vec![];
     if let Some(st) = &g.stable_for {
         extra.push(format!("stable for {st}"));

@@ -15,6 +15,49 @@ use crate::steps::Env;
 pub const EMBEDDED_RUNBOOK: &str = include_str!("../../runbooks/asm-canary-upgrade.yaml");
 const EMBEDDED_RUNBOOK_NAME: &str = "runbooks/asm-canary-upgrade.yaml";
 
+/// The runbooks compiled in: the upgrade and the day-2 jobs. A checkpoint names its
+/// runbook, so `resume` and `rollback` pick the one the run was started with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Builtin {
+    #[default]
+    Upgrade,
+    PatchRestart,
+    Onboard,
+}
+
+impl Builtin {
+    const ALL: [Builtin; 3] = [Builtin::Upgrade, Builtin::PatchRestart, Builtin::Onboard];
+
+    /// The runbook's text and file name.
+    pub fn source(self) -> (&'static str, &'static str) {
+        match self {
+            Builtin::Upgrade => (EMBEDDED_RUNBOOK, EMBEDDED_RUNBOOK_NAME),
+            Builtin::PatchRestart => (
+                include_str!("../../runbooks/asm-canary-patch-restart.yaml"),
+                "runbooks/asm-canary-patch-restart.yaml",
+            ),
+            Builtin::Onboard => (
+                include_str!("../../runbooks/asm-canary-onboard.yaml"),
+                "runbooks/asm-canary-onboard.yaml",
+            ),
+        }
+    }
+
+    /// The runbook's `name:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Upgrade => "asm-canary-upgrade",
+            Builtin::PatchRestart => "asm-canary-patch-restart",
+            Builtin::Onboard => "asm-canary-onboard",
+        }
+    }
+
+    /// The built-in runbook called `name`.
+    pub fn named(name: &str) -> Option<Builtin> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
 /// What to upgrade to and how.
 #[derive(Debug, Clone, Args)]
 pub struct UpgradeOptions {
@@ -123,12 +166,7 @@ impl UpgradeOptions {
         if *restart_ondelete {
             map.insert("restart_ondelete".into(), json!(true));
         }
-        for p in params {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
-            map.insert(k.trim().to_string(), json!(v));
-        }
+        map.extend(param_pairs(params)?);
         if let Some(path) = analysis_checks {
             map.insert("analysis_checks".into(), read_checks(path)?);
         }
@@ -165,15 +203,39 @@ fn read_checks(path: &Path) -> Result<Value, CliError> {
     Ok(json!(checks))
 }
 
+/// `--param KEY=VALUE` flags as runbook params (string values; the runbook checks their type).
+pub fn param_pairs(params: &[String]) -> Result<Map<String, Value>, CliError> {
+    let mut map = Map::new();
+    for p in params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
+        map.insert(k.trim().to_string(), json!(v));
+    }
+    Ok(map)
+}
+
 /// Loads the runbook (embedded or `--runbook`) against the canary registry.
 pub fn load_runbook(path: Option<&Path>, env: Arc<Env>) -> Result<(Runbook, Registry), CliError> {
+    load_builtin_or(path, Builtin::Upgrade, env)
+}
+
+/// Loads `--runbook` when given, else the built-in runbook `builtin`.
+pub fn load_builtin_or(
+    path: Option<&Path>,
+    builtin: Builtin,
+    env: Arc<Env>,
+) -> Result<(Runbook, Registry), CliError> {
     let registry = crate::steps::registry(env);
     let runbook = match path {
         Some(p) => {
             Runbook::load(p, &registry).map_err(|e| CliError::bad_because(e.to_string(), e))?
         }
-        None => Runbook::parse(EMBEDDED_RUNBOOK, EMBEDDED_RUNBOOK_NAME, &registry)
-            .map_err(|e| CliError::internal("the built-in runbook does not load", e))?,
+        None => {
+            let (text, name) = builtin.source();
+            Runbook::parse(text, name, &registry)
+                .map_err(|e| CliError::internal("the built-in runbook does not load", e))?
+        }
     };
     Ok((runbook, registry))
 }

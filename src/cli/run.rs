@@ -68,6 +68,10 @@ pub struct RunArgs {
     pub lock_duration: u64,
     #[command(flatten)]
     pub prometheus: super::metrics::PrometheusArgs,
+    /// The built-in runbook this command runs (without `--runbook`); `resume` and `rollback`
+    /// take the checkpoint's.
+    #[arg(skip)]
+    pub builtin: super::request::Builtin,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -148,7 +152,8 @@ pub async fn execute(
     // Whether the analysis gate judges anything, said before the run starts.
     let (env, analysis_line) = super::metrics::attach_metrics(env, &run.prometheus)?;
     eprintln!("asm-canary: {analysis_line}");
-    let (runbook, registry) = load_runbook(run.runbook.as_deref(), env.clone())?;
+    let (runbook, registry) =
+        super::request::load_builtin_or(run.runbook.as_deref(), run.builtin, env.clone())?;
     check_approvals(&runbook, &run.approve)?;
     let mode = remember_prometheus(mode, &runbook, &run.prometheus);
     if let Some(file) = &location.file {
@@ -559,7 +564,7 @@ fn remember_prometheus(
 }
 
 /// A new run never replaces a checkpoint: one in the store (even a corrupt one) is refused.
-async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
+pub(super) async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
     if let Some(cp) = store
         .load(Access::ReadOnly)
         .await
@@ -577,7 +582,7 @@ async fn refuse_existing(store: &dyn CheckpointStore) -> Result<(), CliError> {
 pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     let ResumeArgs {
         mut cluster,
-        run,
+        mut run,
         force,
     } = args;
     // With a checkpoint file, the cluster defaults to the checkpoint's; in the cluster, the
@@ -588,6 +593,12 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
     }
     let env = connect(&cluster, Pace::Real).await?.env;
     let location = run.checkpoint.locate(&env, None);
+    // The built-in runbook the checkpoint was written by (the upgrade, or a day-2 job).
+    if let Ok(Some(cp)) = location.store.load(Access::ReadOnly).await
+        && let Some(b) = super::request::Builtin::named(&cp.runbook.name)
+    {
+        run.builtin = b;
+    }
     let mode = if rollback {
         Mode::Rollback { force }
     } else {
@@ -602,13 +613,7 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
 /// with more than two revisions: exit 2.
 pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
     let ResumeArgs { cluster, run, .. } = args.resume;
-    let mut given = Map::new();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| CliError::bad(format!("--param {p:?}: expected KEY=VALUE")))?;
-        given.insert(k.trim().to_string(), Value::String(v.to_string()));
-    }
+    let given = super::request::param_pairs(&args.params)?;
     if let (StateBackend::File, Some(file)) = (run.checkpoint.state_backend, &run.checkpoint.state)
     {
         check_state_path(file)?;

@@ -21,6 +21,7 @@ pub mod limit;
 pub mod lock;
 pub mod mesh;
 pub mod owner;
+pub mod patch;
 pub mod podbypod;
 pub mod pods;
 pub mod portforward;
@@ -31,6 +32,7 @@ pub use client::{client_from_kubeconfig, client_from_kubeconfig_bytes};
 pub use configmap::{CopyOutcome, CopyPlan, plan_copy, read_copy, write_copy};
 pub use lease::{LeaseDeletion, delete_leases};
 pub use mesh::{istiod_pods, proxy_status};
+pub use patch::{DriftedWorkload, PatchDrift, find_patch_drift};
 pub use pods::{Owner, PodInfo, namespaces_by_label, owner_of};
 pub use portforward::{HttpResponse, http_get_via_portforward};
 pub use rollout::{

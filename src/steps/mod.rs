@@ -21,12 +21,23 @@
 //! | analysis-scope, analysis | action, gate | [`analysis`] |
 //! | complete-upgrade, single-revision | action, gate | [`cluster`] |
 //! | restore-tag, restart-back, remove-canary, delete-target-configmap | rollback actions | [`tag`], [`restart`], [`cluster`], [`configmap`] |
+//!
+//! The day-2 runbooks reuse these (waves, their gates, verify, analysis) and add:
+//!
+//! | runbook name | kind | module |
+//! |---|---|---|
+//! | day2-preflight, find-patch-drift, restart-drifted, workloads-patched | actions, gate (patch restart) | [`patch`] |
+//! | onboard-preflight, label-namespaces, onboard-restart, unlabel-namespaces | actions (onboarding) | [`onboard`] |
+//! | workloads-without-sidecar | gate (onboarding's rollback) | [`restart`] |
 
 pub mod analysis;
 pub mod cluster;
 pub mod configmap;
 pub mod controlplane;
+pub mod day2;
 pub mod finalcheck;
+pub mod onboard;
+pub mod patch;
 pub mod plan;
 pub mod reconcile;
 pub mod recover;
@@ -59,17 +70,24 @@ pub const ACTION_NAMES: &[&str] = &[
     "complete-upgrade",
     "consolidate-canary",
     "copy-shared-configmap",
+    "day2-preflight",
     "delete-target-configmap",
+    "find-patch-drift",
     "get-upgrades",
+    "label-namespaces",
+    "onboard-preflight",
+    "onboard-restart",
     "preflight",
     "promote-canary",
     "reconcile-mesh",
     "remove-canary",
     "repoint-tag",
     "restart-back",
+    "restart-drifted",
     "restart-workloads",
     "restore-tag",
     "start-canary",
+    "unlabel-namespaces",
     "verify-proxies",
 ];
 
@@ -84,6 +102,8 @@ pub const GATE_NAMES: &[&str] = &[
     "tag-points-at",
     "target-available",
     "workloads-on-revision",
+    "workloads-patched",
+    "workloads-without-sidecar",
 ];
 
 /// The names of [`registry`] without clients behind them (stubs that fail if run): to load
@@ -92,7 +112,7 @@ pub fn names_only() -> Registry {
     Registry::stubs(ACTION_NAMES.iter().copied(), GATE_NAMES.iter().copied())
 }
 
-/// The registry of every action and gate the canary runbook names.
+/// The registry of every action and gate the built-in runbooks name.
 pub fn registry(env: Arc<Env>) -> Registry {
     let r = clients_registry(env);
     debug_assert!(
@@ -137,6 +157,18 @@ fn clients_registry(env: Arc<Env>) -> Registry {
         .action(
             "delete-target-configmap",
             configmap::DeleteTargetConfigMap(e()),
+        )
+        .action("day2-preflight", patch::Day2Preflight(e()))
+        .action("find-patch-drift", patch::FindPatchDrift(e()))
+        .action("restart-drifted", patch::RestartDrifted(e()))
+        .gate("workloads-patched", patch::WorkloadsPatched(e()))
+        .action("onboard-preflight", onboard::OnboardPreflight(e()))
+        .action("label-namespaces", onboard::LabelNamespaces(e()))
+        .action("onboard-restart", onboard::OnboardRestart(e()))
+        .action("unlabel-namespaces", onboard::UnlabelNamespaces(e()))
+        .gate(
+            "workloads-without-sidecar",
+            restart::WorkloadsWithoutSidecar(e()),
         )
 }
 

@@ -414,7 +414,16 @@ impl Action for CanaryWave {
         )
         .await?;
         let spec = WaveSpec::of(ctx, &target)?;
-        let (records, acted) = restart_wave(env, ctx, &spec, 1, "canary", &canary, None).await?;
+        let (records, acted) = restart_wave(
+            env,
+            ctx,
+            &spec,
+            1,
+            "canary",
+            WaveSet::off_target(&canary),
+            None,
+        )
+        .await?;
         if !acted {
             return Ok(ActionOutcome::already_done(
                 out(&records),
@@ -442,7 +451,7 @@ impl Action for Promote {
 }
 
 /// How a wave restarts: the same for the canary and every later wave.
-struct WaveSpec {
+pub(super) struct WaveSpec {
     target: String,
     parallelism: serde_json::Value,
     pod_by_pod: bool,
@@ -450,7 +459,7 @@ struct WaveSpec {
 }
 
 impl WaveSpec {
-    fn of(ctx: &ActionCtx, target: &str) -> Result<WaveSpec, StepError> {
+    pub(super) fn of(ctx: &ActionCtx, target: &str) -> Result<WaveSpec, StepError> {
         Ok(WaveSpec {
             target: target.to_string(),
             parallelism: ctx
@@ -462,19 +471,37 @@ impl WaveSpec {
     }
 }
 
-/// Restarts the workloads of `namespaces` not yet on the target as wave `wave` (journaled
+/// What a wave restarts: the workloads of `namespaces` not yet on the target, or (`only`)
+/// exactly those of these workloads that live in `namespaces` (a patch restart's drifted ones).
+#[derive(Clone, Copy)]
+pub(super) struct WaveSet<'a> {
+    pub namespaces: &'a [String],
+    pub only: Option<&'a [WorkloadRef]>,
+}
+
+impl<'a> WaveSet<'a> {
+    pub(super) fn off_target(namespaces: &'a [String]) -> Self {
+        Self {
+            namespaces,
+            only: None,
+        }
+    }
+}
+
+/// Restarts the workloads of a wave's set not yet on the target as wave `wave` (journaled
 /// once, before its first patch; `plan` rides along in that entry), waits for every rollout,
 /// then the gate after the wave ([`super::wave::gate_wave`]). A resumed step restarts only
 /// what the wave's entry lists, and skips the gate of a wave a later wave followed (it passed).
-async fn restart_wave(
+pub(super) async fn restart_wave(
     env: &Env,
     ctx: &ActionCtx,
     spec: &WaveSpec,
     wave: usize,
     label: &str,
-    namespaces: &[String],
+    set: WaveSet<'_>,
     plan: Option<&serde_json::Value>,
 ) -> Result<(Vec<Restarted>, bool), StepError> {
+    let namespaces = set.namespaces;
     let entries = ctx.journal.step_entries();
     let later_started = entries.iter().any(|e| {
         e.details["wave"]
@@ -491,14 +518,23 @@ async fn restart_wave(
             (Some(e), records)
         }
         None => {
-            let plan = plan_namespaces(env, namespaces, &spec.target).await?;
-            for u in &plan.unmovable {
-                ctx.events.warn(format!("will not move {u}"));
-            }
-            if !plan.uninjected.is_empty() {
-                ctx.events.info(uninjected_line(&plan.uninjected));
-            }
-            let todo: Vec<WorkloadRef> = plan.workloads.into_iter().collect();
+            let todo: Vec<WorkloadRef> = match set.only {
+                Some(only) => only
+                    .iter()
+                    .filter(|w| namespaces.contains(&w.namespace))
+                    .cloned()
+                    .collect(),
+                None => {
+                    let plan = plan_namespaces(env, namespaces, &spec.target).await?;
+                    for u in &plan.unmovable {
+                        ctx.events.warn(format!("will not move {u}"));
+                    }
+                    if !plan.uninjected.is_empty() {
+                        ctx.events.info(uninjected_line(&plan.uninjected));
+                    }
+                    plan.workloads.into_iter().collect()
+                }
+            };
             (None, prepare(env, ctx, &todo, wave, spec.pod_by_pod).await?)
         }
     };
@@ -550,14 +586,7 @@ async fn later_waves(
     canary: &[String],
     canary_size: usize,
 ) -> Result<(Vec<Vec<String>>, bool), StepError> {
-    if let Some(plan) = ctx
-        .journal
-        .step_entries()
-        .iter()
-        .find_map(|e| e.details.get("plan").cloned())
-    {
-        let waves = serde_json::from_value(plan)
-            .map_err(|e| StepError::with_source("reading the wave plan from the journal", e))?;
+    if let Some(waves) = journaled_waves(ctx)? {
         return Ok((waves, true));
     }
     let growth = super::wave::Growth::of_input(ctx.input_opt("waves")?)?;
@@ -573,6 +602,71 @@ async fn later_waves(
         super::wave::grow_waves(&counts, canary_size, &growth),
         false,
     ))
+}
+
+/// The wave plan this step journaled with its first wave, if any.
+pub(super) fn journaled_waves(ctx: &ActionCtx) -> Result<Option<Vec<Vec<String>>>, StepError> {
+    match ctx
+        .journal
+        .step_entries()
+        .iter()
+        .find_map(|e| e.details.get("plan").cloned())
+    {
+        Some(plan) => serde_json::from_value(plan)
+            .map(Some)
+            .map_err(|e| StepError::with_source("reading the wave plan from the journal", e)),
+        None => Ok(None),
+    }
+}
+
+/// The outcome of a step that restarted `records` in waves over `namespaces`: its outputs
+/// (`workloads`, `namespaces`), done, or already done (`nothing`: why) when nothing moved.
+pub(super) fn waves_outcome(
+    records: &[Restarted],
+    namespaces: &[String],
+    acted: bool,
+    nothing: String,
+) -> ActionOutcome {
+    let out = outputs([
+        ("workloads", json!(records)),
+        ("namespaces", json!(namespaces)),
+    ]);
+    if acted {
+        ActionOutcome::done(out)
+    } else {
+        ActionOutcome::already_done(out, nothing)
+    }
+}
+
+/// Restarts `waves` in order onto the spec's target (wave 1 first and smallest), each gated
+/// by [`restart_wave`]; the plan rides along in the first journaled entry so that a resumed
+/// step restarts the same waves. `only`: exactly these workloads. What was restarted, and
+/// whether anything was.
+pub(super) async fn restart_in_waves(
+    env: &Env,
+    ctx: &ActionCtx,
+    spec: &WaveSpec,
+    waves: &[Vec<String>],
+    only: Option<&[WorkloadRef]>,
+) -> Result<(Vec<Restarted>, bool), StepError> {
+    let plan_json = json!(waves);
+    let mut plan_saved = journaled_waves(ctx)?.is_some();
+    let mut all = Vec::new();
+    let mut acted = false;
+    for (i, nss) in waves.iter().enumerate() {
+        let label = format!("wave {}/{}", i + 1, waves.len());
+        let plan = (!plan_saved).then_some(&plan_json);
+        let set = WaveSet {
+            namespaces: nss,
+            only,
+        };
+        let (records, moved) = restart_wave(env, ctx, spec, i + 1, &label, set, plan).await?;
+        plan_saved |= moved;
+        acted |= moved;
+        all.extend(records);
+    }
+    all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok((all, acted))
 }
 
 #[async_trait]
@@ -617,8 +711,16 @@ impl Action for RestartWorkloads {
                 plan_saved = true;
             }
             let plan = (!plan_saved).then_some(&plan_json);
-            let (records, moved) =
-                restart_wave(env, ctx, &spec, wave, &label_text, nss, plan).await?;
+            let (records, moved) = restart_wave(
+                env,
+                ctx,
+                &spec,
+                wave,
+                &label_text,
+                WaveSet::off_target(nss),
+                plan,
+            )
+            .await?;
             plan_saved |= moved;
             acted |= moved;
             all.extend(records);
@@ -1080,68 +1182,117 @@ impl Gate for WorkloadsOnRevision {
     async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
         let revision: String = ctx.input("revision")?;
         let workloads: Vec<WorkloadKey> = ctx.input_opt("workloads")?.unwrap_or_default();
-        if workloads.is_empty() {
-            return Ok(GateStatus::Passed {
-                detail: Some("no workload needed moving".into()),
-            });
-        }
-        let wanted: BTreeSet<WorkloadRef> = workloads
-            .iter()
-            .map(|w| WorkloadRef::new(w.kind, &w.namespace, &w.name))
-            .collect();
-        let namespaces: BTreeSet<&str> = wanted.iter().map(|w| w.namespace.as_str()).collect();
-        let (mut good, mut total) = (0u64, 0u64);
-        let mut behind: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (ns, pods) in pods_of_namespaces(
+        workloads_status(
             &self.0,
-            namespaces.into_iter().map(str::to_string).collect(),
+            &workloads_of(&workloads),
+            Want::Revision(&revision),
         )
-        .await?
-        {
-            let ns = ns.as_str();
-            for pod in pods {
-                let Owner::Workload(w) = &pod.owner else {
-                    continue;
-                };
-                if !wanted.contains(w) || pod.terminating {
-                    continue;
-                }
-                total += 1;
-                let on = pod.revision.revision() == Some(revision.as_str());
-                if on && pod.ready {
-                    good += 1;
-                } else {
-                    let why = match pod.revision.revision() {
-                        Some(r) if r != revision => r.to_string(),
-                        Some(_) => "not ready".to_string(),
-                        None => "not injected".to_string(),
-                    };
-                    behind
-                        .entry(ns.to_string())
-                        .or_default()
-                        .push(format!("{}/{} ({why})", ns, pod.name));
-                }
+        .await
+    }
+}
+
+/// Gate `workloads-without-sidecar`: every pod of `workloads` ready and without a sidecar (an
+/// onboarding rolled back).
+pub struct WorkloadsWithoutSidecar(pub Arc<Env>);
+
+#[async_trait]
+impl Gate for WorkloadsWithoutSidecar {
+    async fn check(&self, ctx: &mut GateCtx) -> Result<GateStatus, StepError> {
+        let workloads: Vec<WorkloadKey> = ctx.input_opt("workloads")?.unwrap_or_default();
+        workloads_status(&self.0, &workloads_of(&workloads), Want::NoSidecar).await
+    }
+}
+
+fn workloads_of(keys: &[WorkloadKey]) -> BTreeSet<WorkloadRef> {
+    keys.iter()
+        .map(|w| WorkloadRef::new(w.kind, &w.namespace, &w.name))
+        .collect()
+}
+
+/// What every pod of a set of workloads should show.
+#[derive(Clone, Copy)]
+pub enum Want<'a> {
+    /// Injected by this revision.
+    Revision(&'a str),
+    /// No sidecar.
+    NoSidecar,
+}
+
+impl Want<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Want::Revision(r) => format!("on {r}"),
+            Want::NoSidecar => "without a sidecar".to_string(),
+        }
+    }
+}
+
+/// One check of `wanted`'s pods: passed when every one (not terminating) is ready and as
+/// `want` says; else waiting, with the pods still behind named per namespace.
+pub async fn workloads_status(
+    env: &Env,
+    wanted: &BTreeSet<WorkloadRef>,
+    want: Want<'_>,
+) -> Result<GateStatus, StepError> {
+    if wanted.is_empty() {
+        return Ok(GateStatus::Passed {
+            detail: Some("no workload needed moving".into()),
+        });
+    }
+    let namespaces: BTreeSet<&str> = wanted.iter().map(|w| w.namespace.as_str()).collect();
+    let (mut good, mut total) = (0u64, 0u64);
+    let mut behind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (ns, pods) in
+        pods_of_namespaces(env, namespaces.into_iter().map(str::to_string).collect()).await?
+    {
+        for pod in pods {
+            let Owner::Workload(w) = &pod.owner else {
+                continue;
+            };
+            if !wanted.contains(w) || pod.terminating {
+                continue;
+            }
+            total += 1;
+            let rev = pod.revision.revision();
+            let why = match (want, rev) {
+                (Want::Revision(want), Some(r)) if r == want => None,
+                (Want::Revision(_), Some(r)) => Some(r.to_string()),
+                (Want::Revision(_), None) => Some("not injected".to_string()),
+                (Want::NoSidecar, None) if !pod.revision.is_injected() => None,
+                (Want::NoSidecar, _) => Some("still has a sidecar".to_string()),
+            };
+            let why = why.or_else(|| (!pod.ready).then(|| "not ready".to_string()));
+            match why {
+                None => good += 1,
+                Some(why) => behind
+                    .entry(ns.clone())
+                    .or_default()
+                    .push(format!("{}/{} ({why})", ns, pod.name)),
             }
         }
-        if behind.is_empty() {
-            return Ok(GateStatus::Passed {
-                detail: Some(format!("{good} pods ready and injected by {revision}")),
-            });
-        }
-        let summary = behind
-            .iter()
-            .map(|(ns, pods)| {
-                format!(
-                    "{} pods in {ns} not yet on {revision} ({}{})",
-                    pods.len(),
-                    pods[0],
-                    if pods.len() > 1 { ", …" } else { "" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        Ok(GateStatus::waiting_progress(summary, good, Some(total)))
     }
+    let wanted_text = want.describe();
+    if behind.is_empty() {
+        return Ok(GateStatus::Passed {
+            detail: Some(match want {
+                Want::Revision(r) => format!("{good} pods ready and injected by {r}"),
+                Want::NoSidecar => format!("{good} pods ready without a sidecar"),
+            }),
+        });
+    }
+    let summary = behind
+        .iter()
+        .map(|(ns, pods)| {
+            format!(
+                "{} pods in {ns} not yet {wanted_text} ({}{})",
+                pods.len(),
+                pods[0],
+                if pods.len() > 1 { ", …" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Ok(GateStatus::waiting_progress(summary, good, Some(total)))
 }
 
 #[cfg(test)]

@@ -231,6 +231,27 @@ pub fn choose_canary(
     )
 }
 
+/// Waves for a restart without a canary revision (a patch restart, an onboarding): the first
+/// wave is the [`default_canary`] namespace (the fewest workloads to restart), the rest grow
+/// from it as `growth` says. Namespaces with nothing to restart are left out.
+pub fn first_then_growing(namespaces: &[(String, usize)], growth: &Growth) -> Vec<Vec<String>> {
+    let Some(first) = default_canary(namespaces) else {
+        return Vec::new();
+    };
+    let first_size = namespaces
+        .iter()
+        .find(|(n, _)| *n == first)
+        .map_or(1, |(_, c)| *c);
+    let rest: Vec<(String, usize)> = namespaces
+        .iter()
+        .filter(|(n, c)| *n != first && *c > 0)
+        .cloned()
+        .collect();
+    let mut waves = vec![vec![first]];
+    waves.extend(grow_waves(&rest, first_size, growth));
+    waves
+}
+
 /// A wave as the gate after it sees it: what restarted, where, and when.
 #[derive(Clone, Debug)]
 pub struct WaveScope {
@@ -557,6 +578,25 @@ mod tests {
             choose_canary(&[], &s(&["nope"]), &nss),
             (vec!["frontend".to_string()], CanaryChoice::Default)
         );
+    }
+
+    #[test]
+    fn without_a_canary_revision_the_smallest_namespace_goes_first() {
+        let nss = vec![
+            ("payments".to_string(), 2),
+            ("frontend".to_string(), 1),
+            ("empty".to_string(), 0),
+            ("orders".to_string(), 2),
+        ];
+        assert_eq!(
+            first_then_growing(&nss, &Growth::Factor(2)),
+            vec![
+                vec!["frontend".to_string()],
+                vec!["payments".to_string()],
+                vec!["orders".to_string()]
+            ]
+        );
+        assert!(first_then_growing(&[], &Growth::Factor(2)).is_empty());
     }
 
     proptest! {

@@ -37,6 +37,15 @@ pub const FAST: &[&str] = &[
     "verify_timeout=20s",
 ];
 
+/// [`FAST`] without the params a day-2 runbook does not declare (no control plane to start).
+pub fn fast_day2() -> Vec<&'static str> {
+    FAST.chunks(2)
+        .filter(|kv| !kv[1].starts_with("control_plane_timeout="))
+        .flatten()
+        .copied()
+        .collect()
+}
+
 impl TestSim {
     pub async fn start(scenario: &str) -> Self {
         let scenario = Scenario::builtin(scenario).expect("built-in scenario");
@@ -111,14 +120,19 @@ impl TestSim {
         self.run(&args).await
     }
 
-    pub async fn sim_state(&self) -> Value {
+    /// An HTTP client that trusts the simulator's CA (for `/_sim/*`).
+    fn sim_http(&self) -> reqwest::Client {
         let ca = reqwest::Certificate::from_pem(self.handle.info.ca_pem.as_bytes()).unwrap();
         asm_canary::azure::ensure_ring_provider();
-        let http = reqwest::Client::builder()
+        reqwest::Client::builder()
             .tls_certs_only([ca])
             .build()
-            .unwrap();
-        http.get(format!("{}/_sim/state", self.handle.info.arm_endpoint))
+            .unwrap()
+    }
+
+    pub async fn sim_state(&self) -> Value {
+        self.sim_http()
+            .get(format!("{}/_sim/state", self.handle.info.arm_endpoint))
             .bearer_auth(&self.handle.info.sim_token)
             .send()
             .await
@@ -126,6 +140,23 @@ impl TestSim {
             .json()
             .await
             .unwrap()
+    }
+
+    /// `POST /_sim/patch?revision=REV`: AKS rolls the next Istio patch of `rev` (istiod, the
+    /// injector, the gateways); the answer's JSON (`version`, `proxyImage`).
+    pub async fn roll_patch(&self, rev: &str) -> Value {
+        let resp = self
+            .sim_http()
+            .post(format!(
+                "{}/_sim/patch?revision={rev}",
+                self.handle.info.arm_endpoint
+            ))
+            .bearer_auth(&self.handle.info.sim_token)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "roll patch: {}", resp.status());
+        resp.json().await.unwrap()
     }
 
     pub async fn revisions(&self) -> Vec<String> {

@@ -24,6 +24,7 @@ pub const BUILTIN: &[&str] = &[
     "large",
     "bad-canary",
     "slow-canary",
+    "patch-rolled",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -615,6 +616,9 @@ fn describe(name: &str) -> &'static str {
         }
         "slow-canary" => {
             "Pods of payments/api injected by a new revision answer five times slower (p99 ×5); payments is labelled asm-canary/canary=true."
+        }
+        "patch-rolled" => {
+            "AKS rolled asm-1-27 from 1.27.3 to 1.27.4 (istiod, injector, gateways); the sidecars still run 1.27.3."
         }
         _ => "",
     }

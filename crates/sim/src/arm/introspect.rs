@@ -1,4 +1,5 @@
-//! `/_sim/state` and `/_sim/requests`: what tests read to check the simulator's side of a run.
+//! `/_sim/state` and `/_sim/requests`: what tests read to check the simulator's side of a run;
+//! `POST /_sim/patch?revision=REV`: AKS rolls the next Istio patch of an installed revision.
 //! Bearer-authenticated with the simulator's token (`ASM_CANARY_SIM_TOKEN`) or a valid ARM token.
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -19,6 +20,9 @@ pub(crate) fn handle(
 ) -> Response {
     if let Err(err) = authorize(shared, headers) {
         return err.into_response();
+    }
+    if let [_, "patch"] = segs {
+        return roll_patch(shared, method, uri);
     }
     if method != Method::GET {
         return ArmError::method_not_allowed(method.as_str(), uri.path()).into_response();
@@ -45,6 +49,40 @@ pub(crate) fn handle(
             (StatusCode::OK, axum::Json(json!({ "requests": requests }))).into_response()
         }
         _ => ArmError::no_route(method.as_str(), uri.path()).into_response(),
+    }
+}
+
+/// `POST /_sim/patch?revision=asm-1-27`: `{"revision", "version", "proxyImage"}`; 404 when
+/// the revision is not installed.
+fn roll_patch(shared: &Shared, method: &Method, uri: &Uri) -> Response {
+    if method != Method::POST {
+        return ArmError::method_not_allowed(method.as_str(), uri.path()).into_response();
+    }
+    let revision = uri
+        .query()
+        .and_then(|q| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "revision")
+                .map(|(_, v)| v)
+        })
+        .unwrap_or_default();
+    match shared.kube.roll_patch(&revision) {
+        Ok(version) => (
+            StatusCode::OK,
+            axum::Json(json!({
+                "revision": revision,
+                "version": version,
+                "proxyImage": shared.kube.injected_proxy_image(&revision),
+            })),
+        )
+            .into_response(),
+        Err(message) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"code": "RevisionNotInstalled", "message": message}})),
+        )
+            .into_response(),
     }
 }
 

@@ -57,7 +57,12 @@ impl KubeState {
     /// Builds the starting cluster, already settled: the installed revisions' control plane,
     /// the tags, the application workloads with their pods injected, Ready and SYNCED.
     pub fn new(scenario: &Scenario) -> Self {
-        let state = Self::empty(scenario, addon::Webhooks::new(&scenario.kube));
+        let patches = addon::Patches::default();
+        let mut state = Self::empty(
+            scenario,
+            addon::Webhooks::new(&scenario.kube, patches.clone()),
+        );
+        state.patches = patches;
         addon::seed(
             &state,
             &scenario.cluster.revisions,
@@ -66,7 +71,29 @@ impl KubeState {
         controllers::seed_workloads(&state);
         controllers::settle(&state);
         controllers::label_late(&state);
+        if !scenario.kube.rolled_patches.is_empty() {
+            // AKS rolled a patch after the workloads started: istiod and the gateways move
+            // to it, the sidecars keep the image they were injected with.
+            for (rev, times) in &scenario.kube.rolled_patches {
+                for _ in 0..*times {
+                    let _ = addon::roll_patch(&state, rev);
+                }
+            }
+            controllers::settle(&state);
+        }
         state
+    }
+
+    /// Rolls the next Istio patch of the installed revision `rev`, as AKS does by itself:
+    /// istiod, the injector and the gateways move to it; sidecars keep their image until
+    /// their pods are recreated. The new version (`1.27.4`).
+    pub fn roll_patch(&self, rev: &str) -> Result<String, String> {
+        addon::roll_patch(self, rev)
+    }
+
+    /// The proxy image the injector of `rev` injects now.
+    pub fn injected_proxy_image(&self, rev: &str) -> String {
+        self.patches.proxy_image(rev)
     }
 }
 

@@ -37,6 +37,9 @@ pub struct KubeScenario {
     pub istiod_replicas: u32,
     /// The application traffic the sidecars report (the metrics a Prometheus scrapes).
     pub traffic: super::traffic::TrafficShape,
+    /// Patches AKS rolled after the workloads started, per revision (`asm-1-27: 1`: istiod,
+    /// the injector and the gateways at 1.27.4, the sidecars still at 1.27.3).
+    pub rolled_patches: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -155,6 +158,7 @@ impl Default for KubeScenario {
             never_ready_revisions: Vec::new(),
             istiod_replicas: 2,
             traffic: Default::default(),
+            rolled_patches: Default::default(),
         }
     }
 }
@@ -215,6 +219,9 @@ impl KubeScenario {
                     ..Default::default()
                 });
                 s.mark_canary("payments");
+            }
+            "patch-rolled" => {
+                s.rolled_patches.insert("asm-1-27".into(), 1);
             }
             "native-sidecars" => {
                 s.native_sidecar_revisions =

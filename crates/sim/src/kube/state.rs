@@ -32,6 +32,8 @@ pub struct KubeState {
     pub(crate) initial_revisions: Vec<String>,
     /// The application traffic's counters.
     pub(crate) traffic: super::traffic::Traffic,
+    /// The Istio patch each revision runs (the add-on and its injector share it).
+    pub(crate) patches: super::addon::Patches,
 }
 
 impl KubeState {
@@ -48,6 +50,7 @@ impl KubeState {
             proxies: Mutex::new(HashMap::new()),
             initial_revisions: scenario.cluster.revisions.clone(),
             traffic: Default::default(),
+            patches: Default::default(),
         }
     }
 

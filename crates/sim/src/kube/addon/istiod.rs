@@ -175,7 +175,7 @@ pub fn http(
         }
         "/version" | "/debug/version" => {
             let rev = label(istiod_pod, "istio.io/rev").unwrap_or("");
-            let v = istio_version(rev);
+            let v = kube.patches.version(rev);
             (200, "application/json", json!({"version": v, "revision": rev}).to_string().into_bytes())
         }
         "/metrics" => (

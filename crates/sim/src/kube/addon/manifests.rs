@@ -36,8 +36,14 @@ pub fn istio_version(rev: &str) -> String {
     format!("1.{minor}.{patch}")
 }
 
-pub fn proxy_image(rev: &str) -> String {
-    format!("{PROXY_IMAGE}:{}-distroless", istio_version(rev))
+/// The proxy image of Istio `version` (`1.27.3`), as AKS ships it.
+pub fn proxy_image_of(version: &str) -> String {
+    format!("{PROXY_IMAGE}:{version}-distroless")
+}
+
+/// istiod's image of Istio `version`.
+pub fn pilot_image_of(version: &str) -> String {
+    format!("{PILOT_IMAGE}:{version}-distroless")
 }
 
 fn aks_labels(rev: &str) -> Value {
@@ -140,9 +146,8 @@ pub(super) fn gateway_modes(gateways: &[String]) -> Vec<&'static str> {
     out
 }
 
-fn istiod_deployment(scenario: &KubeScenario, rev: &str) -> Value {
+fn istiod_deployment(scenario: &KubeScenario, rev: &str, version: &str) -> Value {
     let native = scenario.native_sidecar_revisions.iter().any(|r| r == rev);
-    let version = istio_version(rev);
     json!({
         "metadata": {"name": format!("istiod-{rev}"), "namespace": ISTIO_NS,
                      "labels": merge_labels(aks_labels(rev), json!({"app": "istiod", "istio": "pilot"}))},
@@ -161,7 +166,7 @@ fn istiod_deployment(scenario: &KubeScenario, rev: &str) -> Value {
                     "serviceAccountName": format!("istiod-{rev}"),
                     "containers": [{
                         "name": "discovery",
-                        "image": format!("{PILOT_IMAGE}:{version}-distroless"),
+                        "image": pilot_image_of(version),
                         "args": ["discovery", "--monitoringAddr=:15014", "--log_output_level=default:info", "--domain", "cluster.local", "--keepaliveMaxServerConnectionAge", "30m"],
                         "ports": [{"containerPort": 8080, "protocol": "TCP"},
                                   {"containerPort": 15010, "protocol": "TCP"},
@@ -181,7 +186,7 @@ fn istiod_deployment(scenario: &KubeScenario, rev: &str) -> Value {
     })
 }
 
-fn gateway_deployment(rev: &str, mode: &str) -> Value {
+fn gateway_deployment(rev: &str, version: &str, mode: &str) -> Value {
     let app = format!("aks-istio-ingressgateway-{mode}");
     json!({
         "metadata": {"name": format!("{app}-{rev}"), "namespace": INGRESS_NS,
@@ -199,7 +204,7 @@ fn gateway_deployment(rev: &str, mode: &str) -> Value {
                     "serviceAccountName": app,
                     "containers": [{
                         "name": "istio-proxy",
-                        "image": proxy_image(rev),
+                        "image": proxy_image_of(version),
                         "args": ["proxy", "router", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
                         "ports": [{"containerPort": 15021, "protocol": "TCP"},
                                   {"containerPort": 8080, "protocol": "TCP"},
@@ -288,21 +293,23 @@ pub(super) fn shared_configmap(rev: &str, mesh: &str) -> Value {
 }
 
 /// What a revision brings, by resource (plural), in the order the add-on creates it.
+/// `version` is the Istio patch the revision runs now.
 pub(super) fn revision(
     scenario: &KubeScenario,
     rev: &str,
+    version: &str,
     gateways: &[String],
 ) -> Vec<(&'static str, Value)> {
     let istiod = format!("istiod-{rev}");
     let mut out = vec![
         ("configmaps", mesh_configmap(rev)),
-        ("configmaps", injector_configmap(rev)),
+        ("configmaps", injector_configmap(rev, version)),
         (
             "serviceaccounts",
             json!({"metadata": {"name": istiod, "namespace": ISTIO_NS, "labels": aks_labels(rev)}}),
         ),
         ("services", istiod_service(rev)),
-        ("deployments", istiod_deployment(scenario, rev)),
+        ("deployments", istiod_deployment(scenario, rev, version)),
         (
             "horizontalpodautoscalers",
             hpa(&istiod, ISTIO_NS, &istiod, 2, 5, rev),
@@ -312,7 +319,7 @@ pub(super) fn revision(
     ];
     let modes = gateway_modes(gateways);
     for mode in &modes {
-        let dep = gateway_deployment(rev, mode);
+        let dep = gateway_deployment(rev, version, mode);
         let name = name_of(&dep).to_string();
         out.push(("deployments", dep));
         out.push((
@@ -377,10 +384,16 @@ fn mesh_configmap(rev: &str) -> Value {
                     "meshNetworks": "networks: {}"}})
 }
 
-fn injector_configmap(rev: &str) -> Value {
-    let version = istio_version(rev);
+/// The injector ConfigMap's `values`: the hub, tag and proxy image it injects.
+pub(super) fn injector_values(rev: &str, version: &str) -> String {
+    format!(
+        "{{\"global\":{{\"hub\":\"mcr.microsoft.com/oss/istio\",\"tag\":\"{version}-distroless\",\"proxy\":{{\"image\":\"proxyv2\"}}}},\"revision\":\"{rev}\"}}"
+    )
+}
+
+fn injector_configmap(rev: &str, version: &str) -> Value {
     json!({"metadata": {"name": format!("istio-sidecar-injector-{rev}"), "namespace": ISTIO_NS, "labels": aks_labels(rev)},
-           "data": {"values": format!("{{\"global\":{{\"hub\":\"mcr.microsoft.com/oss/istio\",\"tag\":\"{version}-distroless\",\"proxy\":{{\"image\":\"proxyv2\"}}}},\"revision\":\"{rev}\"}}"),
+           "data": {"values": injector_values(rev, version),
                     "config": "policy: enabled\nalwaysInjectSelector: []\nneverInjectSelector: []\n"}})
 }
 

@@ -16,6 +16,7 @@
 
 mod istiod;
 mod manifests;
+mod patch;
 mod webhooks;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 pub use istiod::http as istiod_http;
 pub use manifests::tag_webhook;
+pub use patch::{Patches, roll_patch};
 pub use webhooks::Webhooks;
 
 use super::client::Client;
@@ -103,7 +105,8 @@ fn ensure_gateway_services(client: &Client, gateways: &[String]) {
 
 /// Creates what a revision brings (idempotent).
 fn ensure_revision(kube: &KubeState, client: &Client, rev: &str, gateways: &[String]) {
-    for (plural, obj) in manifests::revision(&kube.scenario, rev, gateways) {
+    let version = kube.patches.version(rev);
+    for (plural, obj) in manifests::revision(&kube.scenario, rev, &version, gateways) {
         create_if_missing(client, plural, obj);
     }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::manifests::proxy_image;
+use super::patch::Patches;
 use crate::kube::admission::WebhookServer;
 use crate::kube::istio::ISTIO_NS;
 use crate::kube::object::{annotation, label, metadata_mut, name_of, ns_of};
@@ -16,12 +16,15 @@ use crate::kube::status::ApiError;
 pub struct Webhooks {
     /// Revisions whose proxy runs as a native sidecar (an init container that keeps running).
     native_sidecar_revisions: Vec<String>,
+    /// The patch each revision's injector is at (AKS rolls them).
+    patches: Patches,
 }
 
 impl Webhooks {
-    pub fn new(scenario: &KubeScenario) -> Self {
+    pub fn new(scenario: &KubeScenario, patches: Patches) -> Self {
         Self {
             native_sidecar_revisions: scenario.native_sidecar_revisions.clone(),
+            patches,
         }
     }
 }
@@ -36,7 +39,8 @@ impl WebhookServer for Webhooks {
             .to_string();
         if annotation(pod, "sidecar.istio.io/status").is_none() {
             let native = self.native_sidecar_revisions.contains(&rev);
-            inject(pod, &rev, native);
+            let image = self.patches.proxy_image(&rev);
+            inject(pod, &rev, &image, native);
         }
     }
 
@@ -60,7 +64,7 @@ const VOLUMES: [&str; 8] = [
     "istiod-ca-cert",
 ];
 
-fn inject(pod: &mut Value, rev: &str, native: bool) {
+fn inject(pod: &mut Value, rev: &str, image: &str, native: bool) {
     let status = json!({
         "initContainers": if native { json!(["istio-init", "istio-proxy"]) } else { json!(["istio-init"]) },
         "containers": if native { Value::Null } else { json!(["istio-proxy"]) },
@@ -74,8 +78,8 @@ fn inject(pod: &mut Value, rev: &str, native: bool) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    inits.insert(0, init_container(rev));
-    let mut proxy = proxy_container(rev);
+    inits.insert(0, init_container(image));
+    let mut proxy = proxy_container(rev, image);
     if native {
         proxy["restartPolicy"] = json!("Always");
         inits.insert(1, proxy);
@@ -137,10 +141,10 @@ fn label_and_annotate(pod: &mut Value, rev: &str, status: &Value) {
     }
 }
 
-fn proxy_container(rev: &str) -> Value {
+fn proxy_container(rev: &str, image: &str) -> Value {
     json!({
         "name": "istio-proxy",
-        "image": proxy_image(rev),
+        "image": image,
         "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local", "--proxyLogLevel=warning", "--proxyComponentLogLevel=misc:error", "--log_output_level=default:info"],
         "env": [
             {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
@@ -158,10 +162,10 @@ fn proxy_container(rev: &str) -> Value {
     })
 }
 
-fn init_container(rev: &str) -> Value {
+fn init_container(image: &str) -> Value {
     json!({
         "name": "istio-init",
-        "image": proxy_image(rev),
+        "image": image,
         "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"],
         "imagePullPolicy": "IfNotPresent",
         "terminationMessagePath": "/dev/termination-log",
