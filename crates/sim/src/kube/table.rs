@@ -175,6 +175,14 @@ fn columns(rt: &ResourceType) -> Option<&'static [Col]> {
                 1,
             ),
         ],
+        _ => return more_columns(rt),
+    };
+    Some(cols)
+}
+
+/// The columns of configmaps, leases and nodes.
+fn more_columns(rt: &ResourceType) -> Option<&'static [Col]> {
+    let cols: &'static [Col] = match (rt.group, rt.kind) {
         ("", "ConfigMap") => &[
             ("Data", "string", "Data contains the configuration data.", 0),
             ("Age", "string", AGE_DESC, 0),
