@@ -116,3 +116,80 @@ async fn kubectl_create_namespace_configmap_deployment_then_get_pods_shows_2_of_
         "{payments:?}"
     );
 }
+
+/// `sim serve --rehearsal DIR`: one `source DIR/env` points kubectl (and the Azure CLI, when
+/// `$AZ` names one) at the simulator.
+#[tokio::test]
+async fn sim_serve_rehearsal_folder_points_kubectl_and_az_at_the_simulator() {
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("rehearsal");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args(["sim", "serve", "--rehearsal"])
+        .arg(&folder)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn asm-canary sim serve");
+    let env_file = folder.join("env");
+    for _ in 0..200 {
+        if env_file.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&env_file).expect("the rehearsal env file");
+    let vars: std::collections::HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    let kc = std::path::PathBuf::from(&vars["KUBECONFIG"]);
+    let ns = rows(&run(&bin, &kc, &["get", "namespace", "payments"]).await);
+    assert_eq!(ns[0]["STATUS"], "Active");
+    let az_dir = std::path::PathBuf::from(&vars["AZURE_CONFIG_DIR"]);
+    let config = std::fs::read_to_string(az_dir.join("config")).unwrap();
+    assert!(
+        config.contains("name = asm-canary-sim") && config.contains("instance_discovery = false")
+    );
+    let clouds = std::fs::read_to_string(az_dir.join("clouds.config")).unwrap();
+    assert!(
+        clouds.contains(&format!(
+            "endpoint_resource_manager = {}",
+            vars["ASM_CANARY_ARM_ENDPOINT"]
+        )),
+        "{clouds}"
+    );
+    assert!(std::path::Path::new(&vars["REQUESTS_CA_BUNDLE"]).exists());
+    if let Ok(az) = std::env::var("AZ") {
+        let out = std::process::Command::new(az)
+            .args([
+                "aks",
+                "show",
+                "-g",
+                &vars["ASM_CANARY_RESOURCE_GROUP"],
+                "-n",
+                &vars["ASM_CANARY_CLUSTER"],
+                "--query",
+                "name",
+                "-o",
+                "tsv",
+            ])
+            .envs(&vars)
+            .output()
+            .expect("run az");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            vars["ASM_CANARY_CLUSTER"]
+        );
+    }
+    child.kill().await.ok();
+}
