@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod metrics;
 mod owner;
 pub mod plan;
+mod rehearsal;
 pub mod request;
 pub mod run;
 pub mod sim;

@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// certificate goes next to it as `<stem>-ca.pem`.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// Also write, in DIR, what the runbook by hand needs: the CA, a kubeconfig, an Azure CLI
+    /// configuration folder with the simulated cloud registered and its service principal
+    /// signed in, and `DIR/env` to `source` (AZURE_CONFIG_DIR, REQUESTS_CA_BUNDLE, KUBECONFIG).
+    #[arg(long, value_name = "DIR")]
+    pub rehearsal: Option<PathBuf>,
 }
 
 /// Serves until Ctrl-C or SIGTERM. A bad scenario or an address that cannot be bound is bad
@@ -53,6 +58,7 @@ fn run(args: ServeArgs) -> Result<(), CliError> {
         listen,
         kube_listen,
         env_file,
+        rehearsal,
     } = args;
     let scenario =
         Scenario::load(&scenario).map_err(|e| CliError::bad_because("bad scenario", e))?;
@@ -60,7 +66,13 @@ fn run(args: ServeArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::internal("cannot start the async runtime", e))?;
-    runtime.block_on(serve_async(scenario, listen, kube_listen, env_file))
+    runtime.block_on(serve_async(
+        scenario,
+        listen,
+        kube_listen,
+        env_file,
+        rehearsal,
+    ))
 }
 
 /// Where the CA goes: next to the env file, else in a directory of our own under the temp dir.
@@ -85,6 +97,7 @@ async fn serve_async(
     listen: SocketAddr,
     kube_listen: SocketAddr,
     env_file: Option<PathBuf>,
+    rehearsal: Option<PathBuf>,
 ) -> Result<(), CliError> {
     let (ca_file, temp_dir) = ca_path(env_file.as_deref())?;
     let name = scenario.name.clone();
@@ -92,7 +105,7 @@ async fn serve_async(
     opts.arm_listen = listen;
     opts.kube_listen = kube_listen;
     opts.ca_file = Some(ca_file);
-    let result = serve_until_stopped(opts, &name, env_file.as_deref()).await;
+    let result = serve_until_stopped(opts, &name, env_file.as_deref(), rehearsal.as_deref()).await;
     if let Some(dir) = temp_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -103,9 +116,18 @@ async fn serve_until_stopped(
     opts: SimOptions,
     scenario: &str,
     env_file: Option<&Path>,
+    rehearsal: Option<&Path>,
 ) -> Result<(), CliError> {
     let handle = asm_canary_sim::start(opts).await.map_err(start_error)?;
     let info = handle.info.clone();
+    if let Some(dir) = rehearsal {
+        let env = super::rehearsal::write(dir, &info).map_err(|source| write_error(dir, source))?;
+        eprintln!(
+            "asm-canary sim: rehearsal folder {}: `source {}`, then az and kubectl talk to the simulator",
+            dir.display(),
+            env.display()
+        );
+    }
     let text: String = info
         .env_lines()
         .iter()

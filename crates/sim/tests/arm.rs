@@ -1039,3 +1039,87 @@ async fn patch_updates_tags_only_and_requests_can_be_read_since_a_seq() {
             .all(|r| r["time"].as_str().is_some_and(|t| t.ends_with('Z')))
     );
 }
+
+#[tokio::test]
+async fn az_sign_in_documents_metadata_tenants_and_subscriptions() {
+    let sim = Sim::start(fast("healthy")).await;
+    let info = sim.handle.info.clone();
+    // the cloud metadata document `az cloud register --endpoint-resource-manager` reads: no
+    // token, every endpoint the simulator
+    let r = reply(
+        sim.http
+            .get(format!(
+                "{}/metadata/endpoints?api-version=2022-09-01",
+                info.arm_endpoint
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let arm = format!("{}/", info.arm_endpoint);
+    assert_eq!(r.body["resourceManager"], arm.as_str());
+    assert_eq!(
+        r.body["authentication"]["loginEndpoint"],
+        info.authority_host.as_str()
+    );
+    assert_eq!(r.body["authentication"]["audiences"][0], arm.as_str());
+    assert!(r.body["name"].is_string() && r.body["suffixes"]["storage"].is_string());
+    let old = reply(
+        sim.http
+            .get(format!(
+                "{}/metadata/endpoints?api-version=2019-05-01",
+                info.arm_endpoint
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(old.body[0], r.body, "the older form is a list of clouds");
+
+    // what `az login --service-principal` lists, with the token it got
+    let get = |path: &str| {
+        sim.send(
+            sim.http
+                .get(format!("{}{path}", info.arm_endpoint))
+                .bearer_auth(&sim.token),
+        )
+    };
+    let t = get("/tenants?api-version=2022-12-01").await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert_eq!(t.body["value"][0]["tenantId"], info.tenant_id.as_str());
+    let s = get("/subscriptions?api-version=2022-12-01").await;
+    assert_eq!(
+        s.body["value"][0]["subscriptionId"],
+        info.subscription.as_str()
+    );
+    assert_eq!(s.body["value"][0]["tenantId"], info.tenant_id.as_str());
+    assert_eq!(s.body["value"][0]["state"], "Enabled");
+    let one = get(&format!(
+        "/subscriptions/{}?api-version=2022-12-01",
+        info.subscription
+    ))
+    .await;
+    assert_eq!(one.body, s.body["value"][0]);
+    let other =
+        get("/subscriptions/99999999-0000-0000-0000-000000000000?api-version=2022-12-01").await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::NOT_FOUND, "SubscriptionNotFound")
+    );
+    // without a token: 401, as ARM
+    let anon = reply(
+        sim.http
+            .get(format!(
+                "{}/subscriptions?api-version=2022-12-01",
+                info.arm_endpoint
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+}

@@ -22,6 +22,7 @@ pub mod errors;
 mod introspect;
 mod lro;
 mod profiles;
+mod signin;
 pub mod token;
 
 use std::collections::HashMap;
@@ -256,6 +257,9 @@ fn route(
     if segs.len() == 4 && is(1, "v2.0") && is(2, ".well-known") && is(3, "openid-configuration") {
         return (Api::Token, token::openid_configuration(shared, segs[0]));
     }
+    if let Some(response) = signin_request(shared, method, uri, headers, &segs) {
+        return (Api::Arm, response);
+    }
     if !is(0, "subscriptions") {
         return (
             Api::Arm,
@@ -267,6 +271,46 @@ fn route(
         Err(err) => err.into_response(),
     };
     (Api::Arm, response)
+}
+
+/// What Azure tooling reads at sign-in (`/metadata/endpoints`, `/tenants`, `/subscriptions`,
+/// `/subscriptions/{id}`), or `None` for any other request. The metadata document needs no
+/// token; the others do, and any `api-version` (the subscriptions API's, not AKS's).
+fn signin_request(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    segs: &[&str],
+) -> Option<Response> {
+    let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
+    let metadata = segs.len() == 2 && is(0, "metadata") && is(1, "endpoints");
+    let tenants = segs.len() == 1 && is(0, "tenants");
+    let subscriptions = (1..=2).contains(&segs.len()) && is(0, "subscriptions");
+    if !(metadata || tenants || subscriptions) {
+        return None;
+    }
+    if *method != Method::GET {
+        return Some(ArmError::method_not_allowed(method.as_str(), uri.path()).into_response());
+    }
+    let version = api_version(uri);
+    if metadata {
+        return Some(signin::metadata(shared, version.as_deref()));
+    }
+    let answer = authenticate(shared, headers)
+        .and_then(|()| {
+            version
+                .map(|_| ())
+                .ok_or_else(ArmError::missing_api_version)
+        })
+        .and_then(|()| {
+            if tenants {
+                Ok(signin::tenants(shared))
+            } else {
+                signin::subscriptions(shared, segs.get(1).copied())
+            }
+        });
+    Some(answer.unwrap_or_else(IntoResponse::into_response))
 }
 
 /// The query's `api-version`, matched case-insensitively as ARM does.

@@ -16,10 +16,12 @@ use super::discovery;
 use super::gc::{self, Propagation};
 use super::object::{labels_of, meta_str, metadata_mut, name_of, ns_of, rv_of, uid_of};
 use super::patch::{self, PatchType};
+use super::proto;
 use super::resources::{self, ResourceType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, json_response};
 use super::store::{Obj, Stored};
+use super::table;
 use super::watch::{self, WatchRequest};
 use crate::Shared;
 
@@ -31,10 +33,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     shared.requests.count("kube", method.as_str());
+    let wants = Wants::of(&req);
     let resp = match dispatch(&shared, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    let resp = wants.answer(&method, &path, resp).await;
     if matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -44,6 +48,84 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             .record("kube", method.as_str(), &path, resp.status().as_u16());
     }
     resp
+}
+
+/// What the client asked the answer to be (`Accept`): a `meta.k8s.io` Table (`kubectl get`),
+/// protobuf, or the JSON every handler writes.
+struct Wants {
+    table: Option<&'static str>,
+    include: table::Include,
+    protobuf: bool,
+    watch: bool,
+}
+
+impl Wants {
+    fn of(req: &Request) -> Wants {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let q = query_map(req);
+        Wants {
+            table: table::wanted(accept),
+            include: table::Include::parse(q.get("includeObject").map(String::as_str)),
+            protobuf: proto::prefers_protobuf(accept),
+            watch: q.get("watch").is_some_and(|w| w == "true" || w == "1"),
+        }
+    }
+
+    /// The handler's JSON answer, rewritten as the Table or the protobuf asked for when the
+    /// kind has one; anything else (errors, watches, other kinds) as it was.
+    async fn answer(&self, method: &Method, path: &str, resp: Response) -> Response {
+        if self.watch || (self.table.is_none() && !self.protobuf) || !resp.status().is_success() {
+            return resp;
+        }
+        let is_json = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == b"application/json");
+        let Ok(Some(t)) = parse_target(path.trim_end_matches('/')) else {
+            return resp;
+        };
+        if !is_json || t.sub.is_some() {
+            return resp;
+        }
+        let status = resp.status();
+        let (parts, body) = resp.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "reading the answer").into_response();
+        };
+        let keep = |bytes: bytes::Bytes| Response::from_parts(parts, Body::from(bytes));
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+            return keep(bytes);
+        };
+        if let Some(version) = self.table
+            && *method == Method::GET
+            && table::printed(t.rt)
+        {
+            let (objs, meta) = match v.get("items").and_then(Value::as_array) {
+                Some(items) => (items.clone(), v["metadata"].clone()),
+                None => (vec![v], json!({})),
+            };
+            if let Some(tbl) = table::table(t.rt, version, &objs, meta, self.include) {
+                return json_response(status, &tbl);
+            }
+            return keep(bytes);
+        }
+        if self.protobuf
+            && let Some(pb) = proto::encode(&v)
+        {
+            let mut r = Response::new(Body::from(pb));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(proto::PROTOBUF),
+            );
+            return r;
+        }
+        keep(bytes)
+    }
 }
 
 pub struct Target {
@@ -237,8 +319,28 @@ async fn read_bytes(req: Request) -> Result<bytes::Bytes, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
 }
 
+/// The object of a create or an update: JSON, or the protobuf kubectl sends built-in kinds in.
 async fn read_json(req: Request) -> Result<Value, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let bytes = read_bytes(req).await?;
+    if proto::is_protobuf(&ct) {
+        return proto::decode(&bytes).map_err(|e| match e {
+            proto::DecodeError::Malformed(m) => ApiError::bad_request(format!(
+                "the object provided is unrecognized or malformed: {m}"
+            )),
+            proto::DecodeError::Unsupported(m) => ApiError {
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message: m,
+                details: Value::Null,
+            },
+        });
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the object provided is unrecognized or malformed: {e}"

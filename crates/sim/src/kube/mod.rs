@@ -32,6 +32,7 @@ mod istio;
 mod object;
 mod patch;
 mod portforward;
+mod proto;
 mod resources;
 pub(crate) mod scenario;
 mod selectors;
@@ -39,6 +40,7 @@ mod state;
 mod status;
 mod store;
 mod summary;
+mod table;
 mod traffic;
 mod watch;
 
