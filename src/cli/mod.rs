@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 pub mod args;
 pub mod connect;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
@@ -49,6 +50,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
     ProxyStatus(inspect::ProxyStatusArgs),
+    /// The add-on's traps, checked against the cluster as it is; changes nothing. Exit 0: all
+    /// fine, 4: warnings only, 3: something is broken.
+    Doctor(doctor::DoctorArgs),
     /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
     Report(inspect::ReportArgs),
     /// The checkpoint kept in the cluster (`--state-backend kubernetes`): show it as stored,
@@ -120,6 +124,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Rollback(a) => run::resume(a.resume, true).await,
         Command::Status(a) => status::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
+        Command::Doctor(a) => doctor::doctor(a).await,
         Command::Report(a) => inspect::report(a).await,
         Command::State(c) => stored::state(c).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),

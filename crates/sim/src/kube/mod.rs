@@ -32,7 +32,7 @@ mod istio;
 mod object;
 mod patch;
 mod portforward;
-mod resources;
+pub(crate) mod resources;
 pub(crate) mod scenario;
 mod selectors;
 mod state;
@@ -46,7 +46,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch as tokio_watch;
 
-pub use scenario::{GeneratedShape, KubeScenario, NamespaceShape, TagShape, WorkloadShape};
+pub use scenario::{
+    GeneratedShape, KubeScenario, NamespaceShape, SidecarRestart, TagShape, WorkloadShape,
+};
 pub use state::KubeState;
 pub use store::{Event, EventType, Obj, Store, Stored};
 pub use traffic::{BUCKETS_MS, TrafficFault, TrafficShape};
@@ -66,6 +68,7 @@ impl KubeState {
         controllers::seed_workloads(&state);
         controllers::settle(&state);
         controllers::label_late(&state);
+        controllers::seed_objects(&state);
         state
     }
 }
