@@ -744,6 +744,23 @@ mod tests {
     }
 
     #[test]
+    fn scenario_objects_are_read_from_yaml_and_unserved_kinds_refused_where_written() {
+        let yaml = "kube:\n  pending_load_balancers: [Internal]\n  unready_workloads: [aks-istio-ingress/gw]\n  sidecar_restarts:\n    - workload: orders/web\n  objects:\n    - apiVersion: security.istio.io/v1\n      kind: PeerAuthentication\n      metadata: {name: default, namespace: istio-system}\n      spec: {mtls: {mode: STRICT}}\n";
+        let s = Scenario::from_yaml("s.yaml", yaml).unwrap();
+        assert_eq!(s.kube.objects[0]["spec"]["mtls"]["mode"], "STRICT");
+        assert_eq!(s.kube.pending_load_balancers, vec!["Internal".to_string()]);
+        assert_eq!(s.kube.sidecar_restarts[0].reason, "OOMKilled");
+        let err = refused_at(
+            "kube:\n  objects:\n    - apiVersion: networking.istio.io/v1\n      kind: VirtualService\n      metadata: {name: x, namespace: y}\n",
+        );
+        assert!(err.starts_with("s.yaml:3:7: kube.objects: apiVersion \"networking.istio.io/v1\" kind \"VirtualService\" is not a type"), "{err}");
+        let err = refused_at(
+            "kube:\n  objects:\n    - {apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {name: l}}\n",
+        );
+        assert!(err.contains("Lease l needs metadata.namespace"), "{err}");
+    }
+
+    #[test]
     fn invalid_revision_names_are_refused_where_written() {
         let err = refused_at("cluster:\n  revisions:\n    - asm-1-27\n    - istio-1.28\n");
         assert!(
