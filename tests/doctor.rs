@@ -286,6 +286,20 @@ async fn a_webhook_whose_istiod_has_no_ready_endpoints_is_broken() {
     );
 }
 
+/// Regression: against a crash-looping istiod the doctor hung on its syncz (the port-forward
+/// never answered); now the proxy check says it could not read it, and the doctor finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashlooping_istiod_does_not_hang_the_doctor() {
+    let mut s = healthy();
+    s.kube.crashloop_revisions = vec!["asm-1-27".into()];
+    let (code, doc) = tokio::time::timeout(std::time::Duration::from_secs(90), doctor(s))
+        .await
+        .expect("the doctor finishes");
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(check(&doc, "webhook-endpoints")["status"], "broken");
+    assert_ne!(check(&doc, "proxy-sync")["status"], "ok", "{doc:#}");
+}
+
 fn shared_cm(rev: &str, mesh: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
            "metadata": {"name": format!("istio-shared-configmap-{rev}"), "namespace": "aks-istio-system"},

@@ -139,6 +139,9 @@ where
     .await
 }
 
+/// How long istiod's syncz may take to answer, per revision.
+const SYNCZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Reads the cluster: ARM's view first, then the Kubernetes objects, then istiod's syncz.
 pub async fn observe(env: &Env, doc: &ClusterDoc) -> Result<Observed, K8sError> {
     let mut o = Observed {
@@ -177,9 +180,15 @@ pub async fn observe(env: &Env, doc: &ClusterDoc) -> Result<Observed, K8sError> 
         o.istio.extend(istio_objects(env, kind).await?);
     }
     for rev in &o.installed {
-        let rows = crate::k8s::mesh::proxy_status(&env.kube, rev, None)
-            .await
-            .map_err(|e| e.to_string());
+        // An unhealthy istiod may accept the port-forward and never answer: bounded.
+        let read = crate::k8s::mesh::proxy_status(&env.kube, rev, None);
+        let rows = match tokio::time::timeout(SYNCZ_TIMEOUT, read).await {
+            Ok(rows) => rows.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "istiod did not answer /debug/syncz within {}s",
+                SYNCZ_TIMEOUT.as_secs()
+            )),
+        };
         o.proxies.push((rev.clone(), rows));
     }
     o.support = support(env, doc).await;
