@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod azure;
 pub mod cli;
 pub mod contract;
+pub mod doctor;
 pub mod istio;
 pub mod k8s;
 pub mod report;

@@ -176,8 +176,9 @@ async fn local_prometheus(
                 p.url
             ));
             // Its first scrapes, so that the first wave is not judged on "no data".
-            let first =
-                format!("sum(rate(istio_requests_total{{reporter=\"destination\"}}[{DEMO_WINDOW}]))");
+            let first = format!(
+                "sum(rate(istio_requests_total{{reporter=\"destination\"}}[{DEMO_WINDOW}]))"
+            );
             if let Err(e) = p.wait_for_data(&first, Duration::from_secs(30)).await {
                 say(format!("  warning: {e}"));
             }

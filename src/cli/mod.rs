@@ -9,6 +9,7 @@ pub mod args;
 pub mod connect;
 pub mod day2;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod inspect;
 pub mod metrics;
@@ -57,6 +58,9 @@ pub enum Command {
     Onboard(day2::OnboardArgs),
     /// The proxy sync table, like `istioctl proxy-status`.
     ProxyStatus(inspect::ProxyStatusArgs),
+    /// The add-on's traps, checked against the cluster as it is; changes nothing. Exit 0: all
+    /// fine, 4: warnings only, 3: something is broken.
+    Doctor(doctor::DoctorArgs),
     /// The run's report (timeline of steps and gates, what changed), from its checkpoint.
     Report(inspect::ReportArgs),
     /// The checkpoint kept in the cluster (`--state-backend kubernetes`): show it as stored,
@@ -130,6 +134,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Rollback(a) => run::resume(a.resume, true).await,
         Command::Status(a) => status::status(a).await,
         Command::ProxyStatus(a) => inspect::proxy_status(a).await,
+        Command::Doctor(a) => doctor::doctor(a).await,
         Command::Report(a) => inspect::report(a).await,
         Command::State(c) => stored::state(c).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),

@@ -11,6 +11,7 @@
 //!   tag        canonical revision webhook + tag -> MutatingWebhookConfiguration
 //! ```
 
+pub mod meshconfig;
 pub mod pod;
 pub mod revision;
 pub mod syncz;

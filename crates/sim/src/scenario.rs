@@ -446,6 +446,11 @@ impl Scenario {
         ] {
             named.extend(list(&[K("kube"), K(key)], items));
         }
+        for (i, obj) in kube.objects.iter().enumerate() {
+            if let Err(message) = check_object(obj) {
+                return bad(vec![K("kube"), K("objects"), I(i)], message);
+            }
+        }
         if let Some((path, r)) = named.into_iter().find(|(_, r)| !is_revision(r)) {
             return bad(
                 path,
@@ -470,6 +475,31 @@ fn check_seconds(name: &str, secs: f64) -> Result<(), String> {
             "{name} must be between 0 and {MAX_SECONDS} seconds, not {secs}"
         ))
     }
+}
+
+/// A scenario object names a type the API server serves, and a name.
+fn check_object(obj: &serde_json::Value) -> Result<(), String> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let Some(rt) = crate::kube::resources::by_kind(api_version, kind) else {
+        return Err(format!(
+            "kube.objects: apiVersion {api_version:?} kind {kind:?} is not a type the simulator serves"
+        ));
+    };
+    if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        return Err(format!("kube.objects: a {kind} needs metadata.name"));
+    }
+    if rt.namespaced
+        && obj["metadata"]["namespace"]
+            .as_str()
+            .is_none_or(str::is_empty)
+    {
+        return Err(format!(
+            "kube.objects: {kind} {} needs metadata.namespace",
+            obj["metadata"]["name"].as_str().unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 /// `asm-<major>-<minor>`, as the add-on names its revisions.
@@ -607,7 +637,7 @@ fn describe(name: &str) -> &'static str {
             "A Deployment never finishes rolling out and hits its progress deadline."
         }
         "legacy-labels" => {
-            "Namespaces labelled istio-injection=enabled and with a revision that is not installed."
+            "Namespaces labelled istio-injection=enabled, with a revision that is not installed, or for the tag but never restarted; leftovers of asm-1-25 (a tag, its shared ConfigMap and gateway Leases); a PeerAuthentication in istio-system; sidecars OOMKilled."
         }
         "native-sidecars" => "Proxies are injected as native sidecars (init containers).",
         "large" => "200 namespaces, 2,000 Deployments, 10,000 pods.",
@@ -715,6 +745,23 @@ mod tests {
             err.starts_with("s.yaml:2:22: kube.pod_ready_seconds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn scenario_objects_are_read_from_yaml_and_unserved_kinds_refused_where_written() {
+        let yaml = "kube:\n  pending_load_balancers: [Internal]\n  unready_workloads: [aks-istio-ingress/gw]\n  sidecar_restarts:\n    - workload: orders/web\n  objects:\n    - apiVersion: security.istio.io/v1\n      kind: PeerAuthentication\n      metadata: {name: default, namespace: istio-system}\n      spec: {mtls: {mode: STRICT}}\n";
+        let s = Scenario::from_yaml("s.yaml", yaml).unwrap();
+        assert_eq!(s.kube.objects[0]["spec"]["mtls"]["mode"], "STRICT");
+        assert_eq!(s.kube.pending_load_balancers, vec!["Internal".to_string()]);
+        assert_eq!(s.kube.sidecar_restarts[0].reason, "OOMKilled");
+        let err = refused_at(
+            "kube:\n  objects:\n    - apiVersion: networking.istio.io/v1\n      kind: VirtualService\n      metadata: {name: x, namespace: y}\n",
+        );
+        assert!(err.starts_with("s.yaml:3:7: kube.objects: apiVersion \"networking.istio.io/v1\" kind \"VirtualService\" is not a type"), "{err}");
+        let err = refused_at(
+            "kube:\n  objects:\n    - {apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {name: l}}\n",
+        );
+        assert!(err.contains("Lease l needs metadata.namespace"), "{err}");
     }
 
     #[test]

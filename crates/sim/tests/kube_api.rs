@@ -723,3 +723,85 @@ async fn wire_errors_for_content_types_force_and_unknown_paths() {
     })
     .await;
 }
+
+/// Istio's policy CRDs are served as the API server serves a CRD: in discovery (with their
+/// short names and categories), and created, listed, read, patched and deleted like any type.
+#[tokio::test]
+async fn istio_policy_kinds_are_served_like_installed_crds() {
+    use kube::api::{ApiResource, DynamicObject};
+    let (_sim, client) = start("healthy").await;
+    let raw: serde_json::Value = client
+        .request(
+            http::Request::get("/apis/security.istio.io/v1")
+                .body(vec![])
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pa = raw["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "peerauthentications")
+        .unwrap();
+    assert_eq!(pa["kind"], "PeerAuthentication");
+    assert_eq!(pa["shortNames"], json!(["pa"]));
+    assert_eq!(pa["categories"], json!(["istio-io", "security-istio-io"]));
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    let kinds: Vec<String> = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .map(|(ar, _)| format!("{}/{}", ar.api_version, ar.kind))
+        .collect();
+    for want in [
+        "security.istio.io/v1/PeerAuthentication",
+        "security.istio.io/v1/AuthorizationPolicy",
+        "networking.istio.io/v1/DestinationRule",
+        "networking.istio.io/v1/ServiceEntry",
+        "networking.istio.io/v1/Sidecar",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
+    }
+
+    let ar = ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "DestinationRule".into(),
+        plural: "destinationrules".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "frontend", &ar);
+    let dr: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "api"},
+        "spec": {"host": "api.payments.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &dr).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let patched = api
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"trafficPolicy": {"tls": {"mode": "DISABLE"}}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.data["spec"]["trafficPolicy"]["tls"]["mode"],
+        "DISABLE"
+    );
+    assert_eq!(patched.metadata.generation, Some(2));
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let listed = all.list(&ListParams::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(
+        listed.items[0].metadata.namespace.as_deref(),
+        Some("frontend")
+    );
+    api.delete("api", &DeleteParams::default()).await.unwrap();
+    assert!(api.get_opt("api").await.unwrap().is_none());
+}

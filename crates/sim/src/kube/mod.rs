@@ -33,7 +33,7 @@ mod object;
 mod patch;
 mod portforward;
 mod proto;
-mod resources;
+pub(crate) mod resources;
 pub(crate) mod scenario;
 mod selectors;
 mod state;
@@ -48,7 +48,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch as tokio_watch;
 
-pub use scenario::{GeneratedShape, KubeScenario, NamespaceShape, TagShape, WorkloadShape};
+pub use scenario::{
+    GeneratedShape, KubeScenario, NamespaceShape, SidecarRestart, TagShape, WorkloadShape,
+};
 pub use state::KubeState;
 pub use store::{Event, EventType, Obj, Store, Stored};
 pub use traffic::{BUCKETS_MS, TrafficFault, TrafficShape};
@@ -83,6 +85,7 @@ impl KubeState {
             }
             controllers::settle(&state);
         }
+        controllers::seed_objects(&state);
         state
     }
 

@@ -52,6 +52,8 @@ impl ResourceType {
 }
 
 const ALL: &[&str] = &["all"];
+const ISTIO_SECURITY: &[&str] = &["istio-io", "security-istio-io"];
+const ISTIO_NETWORKING: &[&str] = &["istio-io", "networking-istio-io"];
 macro_rules! rt {
     ($group:expr, $version:expr, $plural:expr, $singular:expr, $kind:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr, $gen:expr, $status:expr) => {
         ResourceType {
@@ -280,6 +282,72 @@ pub static RESOURCES: &[ResourceType] = &[
         false,
         false
     ),
+    // Istio's CRDs as `istioctl install` registers them (status subresource, generation kept).
+    rt!(
+        "security.istio.io",
+        "v1",
+        "authorizationpolicies",
+        "authorizationpolicy",
+        "AuthorizationPolicy",
+        true,
+        &["ap"],
+        ISTIO_SECURITY,
+        &["status"],
+        true,
+        true
+    ),
+    rt!(
+        "security.istio.io",
+        "v1",
+        "peerauthentications",
+        "peerauthentication",
+        "PeerAuthentication",
+        true,
+        &["pa"],
+        ISTIO_SECURITY,
+        &["status"],
+        true,
+        true
+    ),
+    rt!(
+        "networking.istio.io",
+        "v1",
+        "destinationrules",
+        "destinationrule",
+        "DestinationRule",
+        true,
+        &["dr"],
+        ISTIO_NETWORKING,
+        &["status"],
+        true,
+        true
+    ),
+    rt!(
+        "networking.istio.io",
+        "v1",
+        "serviceentries",
+        "serviceentry",
+        "ServiceEntry",
+        true,
+        &["se"],
+        ISTIO_NETWORKING,
+        &["status"],
+        true,
+        true
+    ),
+    rt!(
+        "networking.istio.io",
+        "v1",
+        "sidecars",
+        "sidecar",
+        "Sidecar",
+        true,
+        &[],
+        ISTIO_NETWORKING,
+        &["status"],
+        true,
+        true
+    ),
 ];
 
 /// Group versions in discovery order, with their group's preferred version first.
@@ -297,6 +365,13 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The type of an object by its `apiVersion` and `kind` (a scenario's `objects`).
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 pub fn by_plural(plural: &str) -> &'static ResourceType {

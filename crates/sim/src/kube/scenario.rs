@@ -40,6 +40,41 @@ pub struct KubeScenario {
     /// Patches AKS rolled after the workloads started, per revision (`asm-1-27: 1`: istiod,
     /// the injector and the gateways at 1.27.4, the sidecars still at 1.27.3).
     pub rolled_patches: std::collections::BTreeMap<String, u32>,
+    /// Objects the cluster holds at start besides the workloads (Istio policy, Leases,
+    /// ConfigMaps, webhooks, namespaces), each with `apiVersion`, `kind` and `metadata`.
+    /// Stored as given once the cluster has settled, without admission: as objects created
+    /// before a webhook existed (a shared ConfigMap the add-on would now reject).
+    pub objects: Vec<serde_json::Value>,
+    /// Ingress gateway modes (`External`, `Internal`) whose LoadBalancer the cloud never
+    /// gives an address (`status.loadBalancer` stays empty).
+    pub pending_load_balancers: Vec<String>,
+    /// Workloads (`namespace/name`, a Deployment's name for its pods) whose pods never turn
+    /// ready, from the start on (the starting cluster's pods included).
+    pub unready_workloads: Vec<String>,
+    /// Sidecars that were killed and restarted before the start: their pods' `istio-proxy`
+    /// status shows the restarts and the last termination's reason.
+    pub sidecar_restarts: Vec<SidecarRestart>,
+}
+
+/// The `istio-proxy` containers of a workload's pods restarted `restarts` times, last for
+/// `reason` (`OOMKilled`, `Error`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SidecarRestart {
+    /// `namespace/name` of the workload (a Deployment's name for its pods).
+    pub workload: String,
+    pub reason: String,
+    pub restarts: u32,
+}
+
+impl Default for SidecarRestart {
+    fn default() -> Self {
+        Self {
+            workload: String::new(),
+            reason: "OOMKilled".into(),
+            restarts: 3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -159,6 +194,10 @@ impl Default for KubeScenario {
             istiod_replicas: 2,
             traffic: Default::default(),
             rolled_patches: Default::default(),
+            objects: Vec::new(),
+            pending_load_balancers: Vec::new(),
+            unready_workloads: Vec::new(),
+            sidecar_restarts: Vec::new(),
         }
     }
 }
@@ -170,6 +209,49 @@ impl KubeScenario {
         if let Some(n) = self.namespaces.iter_mut().find(|n| n.name == namespace) {
             n.labels.insert("asm-canary/canary".into(), "true".into());
         }
+    }
+
+    /// What a cluster that once ran asm-1-25 and followed upstream Istio's docs keeps (the
+    /// rest of `legacy-labels`): a namespace labelled for the tag but never restarted, a tag
+    /// still on asm-1-25, that revision's shared ConfigMap and gateway Leases, a mesh-wide
+    /// PeerAuthentication in `istio-system`, and sidecars of orders/web killed for memory.
+    fn legacy_leftovers(&mut self) {
+        let mut billing = NamespaceShape {
+            name: "billing".into(),
+            ..Default::default()
+        };
+        billing
+            .late_labels
+            .insert("istio.io/rev".into(), "prod".into());
+        billing.deployments = vec![wl("invoices", 1)];
+        self.namespaces.push(billing);
+        self.tags.push(TagShape {
+            name: "canary".into(),
+            revision: "asm-1-25".into(),
+        });
+        let sys = "aks-istio-system";
+        let lease = |name: String| {
+            serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": sys},
+                "spec": {"holderIdentity": "istiod-asm-1-25-0", "leaseDurationSeconds": 30, "leaseTransitions": 0}})
+        };
+        self.objects.extend([
+            lease("istio-gateway-deployment-asm-1-25".into()),
+            lease("istio-gateway-status-leader-asm-1-25".into()),
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "istio-shared-configmap-asm-1-25", "namespace": sys},
+                "data": {"mesh": "accessLogFile: /dev/stdout\n"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "istio-system", "labels": {"kubernetes.io/metadata.name": "istio-system"}}}),
+            serde_json::json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                "metadata": {"name": "default", "namespace": "istio-system"},
+                "spec": {"mtls": {"mode": "STRICT"}}}),
+        ]);
+        self.sidecar_restarts.push(SidecarRestart {
+            workload: "orders/web".into(),
+            reason: "OOMKilled".into(),
+            restarts: 3,
+        });
     }
 
     /// The Kubernetes side of a built-in scenario (`healthy` for names that only concern ARM).
@@ -201,6 +283,7 @@ impl KubeScenario {
                 orphan.deployments = vec![wl("app", 1)];
                 s.namespaces.push(legacy);
                 s.namespaces.push(orphan);
+                s.legacy_leftovers();
             }
             // payments/api's pods injected by a new revision answer 5 % 503s …
             "bad-canary" => {

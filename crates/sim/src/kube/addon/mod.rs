@@ -73,7 +73,7 @@ pub fn seed(kube: &KubeState, revisions: &[String], gateways: &[String]) {
         create_if_missing(&client, "nodes", node);
         set_status(&client, "nodes", "", &name, status);
     }
-    ensure_gateway_services(&client, gateways);
+    ensure_gateway_services(kube, &client, gateways);
     for rev in revisions {
         ensure_revision(kube, &client, rev, gateways);
         if let Some(mesh) = &kube.scenario.shared_mesh_config {
@@ -93,9 +93,14 @@ pub fn seed(kube: &KubeState, revisions: &[String], gateways: &[String]) {
     }
 }
 
-fn ensure_gateway_services(client: &Client, gateways: &[String]) {
+fn ensure_gateway_services(kube: &KubeState, client: &Client, gateways: &[String]) {
+    let pending = &kube.scenario.pending_load_balancers;
     for (i, mode) in manifests::gateway_modes(gateways).into_iter().enumerate() {
-        let (service, status) = manifests::gateway_service(i, mode);
+        let (service, mut status) = manifests::gateway_service(i, mode);
+        if pending.iter().any(|p| p.eq_ignore_ascii_case(mode)) {
+            // the cloud never assigned an address: the Service shows none
+            status = serde_json::json!({"loadBalancer": {}});
+        }
         let name = name_of(&service).to_string();
         let ns = ns_of(&service).to_string();
         create_if_missing(client, "services", service);
@@ -127,7 +132,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let spec = mesh.borrow_and_update().clone();
         let kube = &shared.kube;
         let client = kube.client(MANAGER);
-        ensure_gateway_services(&client, &spec.ingress_gateways);
+        ensure_gateway_services(kube, &client, &spec.ingress_gateways);
         for rev in &spec.revisions {
             ensure_revision(kube, &client, rev, &spec.ingress_gateways);
         }

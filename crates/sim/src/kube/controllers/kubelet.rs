@@ -11,6 +11,7 @@ use super::common::{controller_ref, owner_ref};
 use super::{Ctl, rt};
 use crate::kube::istio::{is_istiod, pod_revision};
 use crate::kube::object::{label, meta_str, name_of, now_rfc3339, ns_of, random_suffix, uid_of};
+use crate::kube::scenario::SidecarRestart;
 use crate::kube::status::ApiError;
 
 impl Ctl<'_> {
@@ -59,8 +60,10 @@ impl Ctl<'_> {
                 let crashloop = is_istiod(p)
                     && label(p, "istio.io/rev")
                         .is_some_and(|r| crashloop_revs.iter().any(|c| c == r));
+                let faults = self.faults_of(p);
+                let ready = !crashloop && !faults.unready;
                 let ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
-                p["status"] = pod_status(p, !crashloop, crashloop, &now_rfc3339(), &ip);
+                p["status"] = pod_status(p, ready, crashloop, &now_rfc3339(), &ip, faults.restart);
             })?;
             return Ok(());
         }
@@ -147,10 +150,11 @@ impl Ctl<'_> {
                 .never_ready
                 .iter()
                 .any(|w| *w == format!("{ns}/{workload}"));
-        let ready = !crashloop && !stuck;
+        let faults = self.faults_of(&pod);
+        let ready = !crashloop && !stuck && !faults.unready;
         let now = now_rfc3339();
         let pod_ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
-        let status = pod_status(&pod, ready, crashloop, &now, &pod_ip);
+        let status = pod_status(&pod, ready, crashloop, &now, &pod_ip, faults.restart);
         let _ = self.client.update(rt("pods"), ns, name, |cur| {
             if uid_of(cur) != uid {
                 return Ok(None);
@@ -168,6 +172,16 @@ impl Ctl<'_> {
         }
     }
 
+    /// The scenario's faults for the workload of `pod` (`unready_workloads`, `sidecar_restarts`).
+    fn faults_of(&self, pod: &Value) -> PodFaults<'_> {
+        let workload = format!("{}/{}", ns_of(pod), self.workload_of(pod));
+        let s = &self.kube.scenario;
+        PodFaults {
+            unready: s.unready_workloads.contains(&workload),
+            restart: s.sidecar_restarts.iter().find(|r| r.workload == workload),
+        }
+    }
+
     /// The pod is gone: its proxy no longer counts as connected to istiod.
     pub(super) fn forget_proxy(&self, pod_uid: &str) {
         self.kube
@@ -178,12 +192,25 @@ impl Ctl<'_> {
     }
 }
 
+/// What the scenario does to one workload's pods.
+struct PodFaults<'a> {
+    unready: bool,
+    restart: Option<&'a SidecarRestart>,
+}
+
 fn random_index(n: usize) -> usize {
     use rand::Rng;
     rand::rng().random_range(0..n)
 }
 
-fn pod_status(pod: &Value, ready: bool, crashloop: bool, now: &str, ip: &str) -> Value {
+fn pod_status(
+    pod: &Value,
+    ready: bool,
+    crashloop: bool,
+    now: &str,
+    ip: &str,
+    restart: Option<&SidecarRestart>,
+) -> Value {
     let r = if ready { "True" } else { "False" };
     let started = match meta_str(pod, "creationTimestamp") {
         "" => now.to_string(),
@@ -216,6 +243,13 @@ fn pod_status(pod: &Value, ready: bool, crashloop: bool, now: &str, ip: &str) ->
             s["started"] = json!(true);
             s["restartCount"] = json!(0);
             s["state"] = json!({"running": {"startedAt": now}});
+        }
+        if let Some(r) = restart.filter(|_| cname == "istio-proxy") {
+            // 137: killed by SIGKILL, as the kernel's OOM killer does
+            let exit_code = if r.reason == "OOMKilled" { 137 } else { 1 };
+            s["restartCount"] = json!(r.restarts);
+            s["lastState"] = json!({"terminated": {"exitCode": exit_code, "reason": r.reason,
+                "startedAt": started, "finishedAt": now}});
         }
         s
     };

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
 
-pub use seed::{label_late, seed_workloads};
+pub use seed::{label_late, seed_objects, seed_workloads};
 
 use super::client::{CONTROLLER_MANAGER, Client};
 use super::istio::ISTIO_NS;

@@ -46,6 +46,18 @@ pub fn label_late(kube: &KubeState) {
     }
 }
 
+/// Stores the scenario's `objects` as given, without admission (see
+/// [`KubeScenario::objects`]); the scenario's validation has checked their types.
+pub fn seed_objects(kube: &KubeState) {
+    for obj in &kube.scenario.objects {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        if let Some(rt) = crate::kube::resources::by_kind(api_version, kind) {
+            let _ = kube.store.create(rt, obj.clone());
+        }
+    }
+}
+
 /// The scenario's namespaces, then the generated ones (`app-000`, … with `svc-00`, …).
 fn namespaces(scenario: &KubeScenario) -> Vec<NamespaceShape> {
     let mut namespaces = scenario.namespaces.clone();
