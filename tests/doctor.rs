@@ -81,6 +81,7 @@ const CHECK_IDS: &[&str] = &[
     "webhook-endpoints",
     "shared-configmap",
     "proxy-sync",
+    "patch-drift",
     "policy-namespace",
     "mtls",
     "ingress-gateways",
@@ -165,7 +166,7 @@ async fn legacy_labels_names_every_problem() {
         "PeerAuthentication istio-system/default",
         "last because OOMKilled",
         "kubectl delete lease istio-gateway-deployment-asm-1-25 -n aks-istio-system",
-        "3 broken, 4 warning(s), 5 fine.",
+        "3 broken, 4 warning(s), 6 fine.",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -600,4 +601,22 @@ async fn a_revision_out_of_support_is_broken() {
         f[0].2.starts_with("asm-canary upgrade --to asm-1-28"),
         "{f:?}"
     );
+}
+
+/// AKS rolled a patch of asm-1-27 (`patch-rolled`): every sidecar still runs the old proxy
+/// image. Doctor warns, names the workloads and the patch restart that renews them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_older_than_their_injector_are_a_warning_naming_patch_restart() {
+    let (code, doc) = doctor(Scenario::builtin("patch-rolled").unwrap()).await;
+    assert_eq!(code, 4, "warnings only: {doc:#}");
+    assert_eq!(not_ok(&doc), vec![("patch-drift".into(), "warning".into())]);
+    let f = findings(&doc, "patch-drift", "warning");
+    assert_eq!(f.len(), 1, "one finding for asm-1-27: {f:?}");
+    assert!(f[0].0.contains("on asm-1-27"), "{f:?}");
+    assert!(f[0].0.contains("1.27.4"), "the injector's image: {f:?}");
+    assert!(
+        f[0].1.iter().any(|o| o.contains("payments/api")),
+        "the workloads named: {f:?}"
+    );
+    assert!(f[0].2.contains("asm-canary patch-restart"), "{f:?}");
 }

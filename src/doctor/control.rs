@@ -221,3 +221,38 @@ pub fn orphaned_leases(o: &Observed) -> Vec<Finding> {
     }
     out
 }
+
+/// Proxies older than what their revision's injector injects now: AKS rolled a patch of the
+/// revision (istiod, the injector and the gateways moved) and these pods were not restarted.
+pub fn patch_drift(o: &Observed) -> Vec<Finding> {
+    let pods: Vec<crate::k8s::PodInfo> = o
+        .pods
+        .iter()
+        .map(crate::k8s::PodInfo::from_pod)
+        .filter(|p| !p.namespace.starts_with("aks-istio-") && !p.namespace.starts_with("kube-"))
+        .collect();
+    let drift = crate::k8s::patch::drifted_workloads(&pods, &o.injected);
+    let mut by_revision: BTreeMap<&str, Vec<&crate::k8s::patch::DriftedWorkload>> = BTreeMap::new();
+    for w in &drift.workloads {
+        by_revision.entry(&w.revision).or_default().push(w);
+    }
+    by_revision
+        .into_iter()
+        .map(|(rev, ws)| {
+            let injected = o.injected.get(rev).cloned().unwrap_or_default();
+            Finding::warning(
+                format!(
+                    "{} workload(s) on {rev} run a proxy older than its injector's {injected}: {}",
+                    ws.len(),
+                    crate::steps::first_few(
+                        ws.iter().map(|w| format!("{} ({})", w.workload, w.running)),
+                        5,
+                        "workloads"
+                    )
+                ),
+                ws.iter().map(|w| w.workload.to_string()).collect(),
+                "asm-canary patch-restart (restarts them in gated waves; --plan first)".to_string(),
+            )
+        })
+        .collect()
+}

@@ -75,8 +75,12 @@ pub const CHECKS: &[Check] = &[
         run: control::proxy_sync,
         all_clear: "every proxy is SYNCED (CDS, LDS, EDS, RDS)",
     },
-    // Patch drift (proxies whose image is older than what their revision's injector now
-    // injects) goes here: it comes with `patch-restart` (issue 15, item 2).
+    Check {
+        id: "patch-drift",
+        title: "Proxies on their revision's current patch",
+        run: control::patch_drift,
+        all_clear: "every sidecar runs the proxy image its revision's injector injects now",
+    },
     Check {
         id: "policy-namespace",
         title: "Mesh policy in the add-on's root namespace (aks-istio-system)",

@@ -111,6 +111,8 @@ pub struct Observed {
     pub istio: Vec<IstioObject>,
     /// Per installed revision, its proxies' sync status or why it could not be read.
     pub proxies: Vec<(String, Result<Vec<ProxyStatus>, String>)>,
+    /// Per installed revision, the proxy image its injector injects now (patch drift).
+    pub injected: std::collections::BTreeMap<String, String>,
     pub support: SupportFacts,
 }
 
@@ -191,6 +193,7 @@ pub async fn observe(env: &Env, doc: &ClusterDoc) -> Result<Observed, K8sError> 
         };
         o.proxies.push((rev.clone(), rows));
     }
+    o.injected = crate::k8s::patch::injected_images(&env.kube, &o.installed).await?;
     o.support = support(env, doc).await;
     Ok(o)
 }
