@@ -33,7 +33,7 @@ pub struct KubeState {
     /// The application traffic's counters.
     pub(crate) traffic: super::traffic::Traffic,
     /// The Istio patch each revision runs (the add-on and its injector share it).
-    pub(crate) patches: super::addon::Patches,
+    pub(crate) patches: super::addon::versions::Patches,
 }
 
 impl KubeState {

@@ -17,6 +17,7 @@
 mod istiod;
 mod manifests;
 mod patch;
+pub(crate) mod versions;
 mod webhooks;
 
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use tokio::sync::watch;
 
 pub use istiod::http as istiod_http;
 pub use manifests::tag_webhook;
-pub use patch::{Patches, roll_patch};
+pub use patch::roll_patch;
+pub use versions::Patches;
 pub use webhooks::Webhooks;
 
 use super::client::Client;

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::patch::Patches;
+use super::versions::Patches;
 use crate::kube::admission::WebhookServer;
 use crate::kube::istio::ISTIO_NS;
 use crate::kube::object::{annotation, label, metadata_mut, name_of, ns_of};
