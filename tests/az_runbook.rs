@@ -249,15 +249,12 @@ async fn the_runbook_by_hand_with_az_and_kubectl_upgrades_the_simulated_cluster(
         .await;
         let kinds = "deployment,statefulset,daemonset";
         k(s(&["rollout", "restart", kinds, "-n", &ns])).await;
-        k(s(&[
-            "rollout",
-            "status",
-            kinds,
-            "-n",
-            &ns,
-            "--timeout=120s",
-        ]))
-        .await;
+        // One workload at a time: kubectl before 1.23 (Debian's kubernetes-client is 1.20)
+        // waits for a type without a name forever.
+        let workloads = k(s(&["get", kinds, "-n", &ns, "-o", "name"])).await;
+        for w in workloads.lines().filter(|l| !l.trim().is_empty()) {
+            k(s(&["rollout", "status", w, "-n", &ns, "--timeout=120s"])).await;
+        }
     }
     let mut pods = vec![];
     for _ in 0..100 {

@@ -5,18 +5,27 @@ use std::path::{Path, PathBuf};
 
 use asm_canary_sim::SimHandle;
 
-/// The kubectl binary to run; panics (the test fails) when there is none.
+/// The kubectl binary to run: `$KUBECTL`, else `kubectl` on PATH (Debian's
+/// `kubernetes-client` installed when missing); panics (the test fails) when there is none.
 pub fn binary() -> String {
-    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let bin = match std::env::var("KUBECTL") {
+        Ok(b) => b,
+        Err(_) => {
+            if let Err(e) = super::apt::ensure("kubectl", "kubernetes-client") {
+                panic!("this test needs the real kubectl: {e}");
+            }
+            "kubectl".into()
+        }
+    };
     match std::process::Command::new(&bin)
         .args(["version", "--client"])
         .output()
     {
         Ok(o) if o.status.success() => bin,
         other => panic!(
-            "this test needs the real kubectl (1.30 or later) and `{bin}` does not run ({other:?}).\n\
-             Install it (https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/, or the\n\
-             pkgs.k8s.io apt repository) or point $KUBECTL at one."
+            "this test needs the real kubectl and `{bin}` does not run ({other:?}).\n\
+             Install it (Debian: apt-get install kubernetes-client; or kubectl 1.32 from\n\
+             pkgs.k8s.io) or point $KUBECTL at one."
         ),
     }
 }

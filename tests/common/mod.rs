@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Output;
 
+pub mod apt;
 pub mod kubectl;
 pub mod prometheus;
 
