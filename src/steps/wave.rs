@@ -221,7 +221,13 @@ pub fn choose_canary(
     if !given.is_empty() {
         return (given, CanaryChoice::Flag);
     }
-    let labelled = among(marked);
+    // A marked namespace with nothing to move would make an empty canary: not a canary.
+    let with_work: Vec<String> = marked
+        .iter()
+        .filter(|m| namespaces.iter().any(|(n, c)| n == *m && *c > 0))
+        .cloned()
+        .collect();
+    let labelled = among(&with_work);
     if !labelled.is_empty() {
         return (labelled, CanaryChoice::Label);
     }
@@ -576,6 +582,11 @@ mod tests {
         );
         assert_eq!(
             choose_canary(&[], &s(&["nope"]), &nss),
+            (vec!["frontend".to_string()], CanaryChoice::Default)
+        );
+        // A marked namespace with nothing left to move is no canary: the default is taken.
+        assert_eq!(
+            choose_canary(&[], &s(&["empty"]), &nss),
             (vec!["frontend".to_string()], CanaryChoice::Default)
         );
     }
