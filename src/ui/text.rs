@@ -215,8 +215,9 @@ fn run_finished(
     let why = colon(reason);
     match outcome {
         Outcome::Completed => match (source, target) {
-            (Some(s), Some(t)) => format!("completed: {s} → {t}"),
-            (None, Some(t)) => format!("completed: on {t}"),
+            // A run that stays on its revision (a patch restart, onboarding) moved nothing.
+            (Some(s), Some(t)) if s != t => format!("completed: {s} → {t}"),
+            (_, Some(t)) => format!("completed: on {t}"),
             _ => "completed".to_string(),
         },
         Outcome::RolledBack => format!(
@@ -343,6 +344,25 @@ mod tests {
             Ok(rb) => rb,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// Regression: a patch restart (source and target the same revision) ended with
+    /// "completed: asm-1-27 → asm-1-27", as if it had upgraded.
+    #[test]
+    fn a_run_that_stays_on_its_revision_completes_on_it_not_from_it_to_itself() {
+        let summary = |s: &str, t: &str| {
+            let mut m = serde_json::Map::new();
+            m.insert("source".into(), s.into());
+            m.insert("target".into(), t.into());
+            m
+        };
+        let line =
+            |s: &str, t: &str| run_finished(Outcome::Completed, None, 0, &summary(s, t), None);
+        assert_eq!(line("asm-1-27", "asm-1-27"), "completed: on asm-1-27");
+        assert_eq!(
+            line("asm-1-27", "asm-1-28"),
+            "completed: asm-1-27 → asm-1-28"
+        );
     }
 
     #[test]
