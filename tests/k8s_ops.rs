@@ -57,10 +57,7 @@ async fn restart(
 async fn pods(client: &kube::Client, namespace: &str, selector: Option<&str>) -> Vec<PodInfo> {
     let mut out: Vec<PodInfo> = asm_canary::k8s::pods::list_pods(client, Some(namespace), selector)
         .await
-        .unwrap()
-        .iter()
-        .map(PodInfo::from_pod)
-        .collect();
+        .unwrap();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -349,15 +346,15 @@ async fn paged_slim_pod_list_matches_the_full_list() {
         "one request per page of {}",
         asm_canary::k8s::pods::LIST_PAGE
     );
-    let info = |pods: &[k8s_openapi::api::core::v1::Pod]| {
-        let mut v: Vec<asm_canary::k8s::PodInfo> = pods
-            .iter()
-            .map(asm_canary::k8s::PodInfo::from_pod)
-            .collect();
+    let sorted = |mut v: Vec<asm_canary::k8s::PodInfo>| {
         v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         v
     };
-    let (slim, full) = (info(&slim), info(&full));
+    let full = full
+        .iter()
+        .map(asm_canary::k8s::PodInfo::from_pod)
+        .collect();
+    let (slim, full) = (sorted(slim), sorted(full));
     assert_eq!(slim.len(), full.len());
     assert!(
         slim.iter()
@@ -366,4 +363,81 @@ async fn paged_slim_pod_list_matches_the_full_list() {
     for (a, b) in slim.iter().zip(&full) {
         assert_eq!(a, b);
     }
+}
+
+/// The board's verdicts are `wait_rollout`'s (done, timed out with the last status, does not
+/// exist, deleted while waiting), and a wave of many workloads costs one list and one watch
+/// per kind, not a list and a watch per workload.
+#[tokio::test]
+async fn one_rollout_board_watch_per_kind_gives_each_workloads_verdict() {
+    let mut scenario = healthy();
+    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+        namespaces: 5,
+        deployments_per_namespace: 6,
+        replicas: 1,
+        revision_label: "prod".into(),
+    });
+    scenario.kube.never_ready = vec!["payments/api".into()];
+    let (sim, client) = start(scenario).await;
+    let listed = asm_canary::k8s::rollout::list_workloads(&client, WorkloadKind::Deployment)
+        .await
+        .unwrap();
+    let wave: Vec<WorkloadRef> = listed
+        .iter()
+        .map(|w| w.reference())
+        .filter(|w| w.namespace != "kube-system" && !w.namespace.starts_with("aks-istio"))
+        .collect();
+    assert!(wave.len() > 30, "{} workloads", wave.len());
+    let missing = WorkloadRef::new(WorkloadKind::Deployment, "payments", "nope");
+    let doomed = WorkloadRef::new(WorkloadKind::Deployment, "payments", "worker");
+    let stuck = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
+    let gets = |sim: &SimHandle| sim.shared.requests.totals()[&("kube".into(), "GET".into())];
+    let before = gets(&sim);
+    let board = asm_canary::k8s::RolloutBoard::follow(
+        &client,
+        wave.iter().cloned().chain([missing.clone()]),
+    );
+    let mut waits = Vec::new();
+    for w in wave.iter().filter(|w| **w != doomed) {
+        let outcome = restart(&client, w, now()).await;
+        let timeout = Duration::from_secs(if *w == stuck { 1 } else { 60 });
+        let (board, generation) = (&board, outcome.generation);
+        waits.push(async move { (w.clone(), board.wait(w, generation, timeout).await) });
+    }
+    let gone = board.wait(&doomed, Some(i64::MAX), Duration::from_secs(60));
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "payments")
+            .delete("worker", &Default::default())
+            .await
+            .unwrap();
+    };
+    let (results, gone, _) = tokio::join!(futures::future::join_all(waits), gone, delete);
+    for (w, result) in results {
+        match result {
+            Ok(p) if w != stuck => assert!(p.done, "{w}: {p:?}"),
+            Err(e) if w == stuck => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("not finished after")
+                        && text.contains("Waiting for deployment \"api\""),
+                    "{text}"
+                );
+            }
+            other => panic!("{w}: {other:?}"),
+        }
+    }
+    assert!(gone.unwrap_err().to_string().contains("was deleted"));
+    let err = board
+        .wait(&missing, None, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    // Reads: the restarts' own reads (one per workload), plus one paged list and one watch.
+    let reads = gets(&sim) - before;
+    let restarted = wave.len() as u64 - 1;
+    assert!(
+        reads <= restarted + 3,
+        "{reads} reads for {restarted} workloads"
+    );
 }

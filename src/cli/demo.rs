@@ -14,7 +14,6 @@ use super::connect::Pace;
 use super::error::CliError;
 use super::request::{Builtin, UpgradeOptions};
 use super::run::{Mode, RunArgs, execute};
-use crate::istio::pod_revision;
 
 /// The range of the demo's analysis queries, on the simulator's clock.
 const DEMO_WINDOW: &str = "10s";
@@ -223,14 +222,11 @@ async fn cluster_now(env: &crate::steps::Env) -> Option<String> {
         .unwrap_or_default();
     let mut by_rev: BTreeMap<String, usize> = BTreeMap::new();
     for p in &pods {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+        let ns = p.namespace.as_str();
         if ns.starts_with("aks-istio-") || ns == "kube-system" {
             continue;
         }
-        let rev = pod_revision(p)
-            .revision()
-            .unwrap_or("no sidecar")
-            .to_string();
+        let rev = p.revision.revision().unwrap_or("no sidecar").to_string();
         *by_rev.entry(rev).or_default() += 1;
     }
     let pods_line = by_rev

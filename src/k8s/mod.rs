@@ -14,6 +14,7 @@
 //!   limit       response bodies capped: a whole answer, or each event of a watch
 //! ```
 
+pub mod board;
 pub mod client;
 pub mod configmap;
 pub mod lease;
@@ -28,6 +29,7 @@ pub mod portforward;
 pub mod rollout;
 pub mod state;
 
+pub use board::RolloutBoard;
 pub use client::{client_from_kubeconfig, client_from_kubeconfig_bytes};
 pub use configmap::{CopyOutcome, CopyPlan, plan_copy, read_copy, write_copy};
 pub use lease::{LeaseDeletion, delete_leases};
@@ -99,10 +101,25 @@ pub const LIST_PAGE: u32 = 500;
 /// `target`.
 pub(crate) async fn list_paged<K>(
     api: &kube::Api<K>,
-    mut params: kube::api::ListParams,
+    params: kube::api::ListParams,
     kind: &'static str,
     target: &str,
 ) -> Result<Vec<K>, K8sError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    list_paged_map(api, params, kind, target, |k| k).await
+}
+
+/// [`list_paged`], each object turned into what the caller keeps as its page arrives: a
+/// list of ten thousand objects never sits in memory whole, only one page and the kept parts.
+pub(crate) async fn list_paged_map<K, T>(
+    api: &kube::Api<K>,
+    mut params: kube::api::ListParams,
+    kind: &'static str,
+    target: &str,
+    mut keep: impl FnMut(K) -> T,
+) -> Result<Vec<T>, K8sError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -115,7 +132,7 @@ where
             target: target.to_string(),
             source,
         })?;
-        out.extend(page.items);
+        out.extend(page.items.into_iter().map(&mut keep));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(out),

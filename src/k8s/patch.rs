@@ -216,8 +216,7 @@ pub async fn drift_against(
 ) -> Result<PatchDrift, K8sError> {
     let pods: Vec<PodInfo> = super::pods::list_pods(client, None, None)
         .await?
-        .iter()
-        .map(PodInfo::from_pod)
+        .into_iter()
         .filter(|p| !p.namespace.starts_with("aks-istio-") && !p.namespace.starts_with("kube-"))
         .filter(|p| namespaces.is_none_or(|nss| nss.contains(&p.namespace)))
         .collect();

@@ -21,8 +21,7 @@ const POLL: Duration = Duration::from_millis(250);
 async fn pods_of(client: &Client, w: &WorkloadRef) -> Result<Vec<PodInfo>, K8sError> {
     Ok(list_pods(client, Some(&w.namespace), None)
         .await?
-        .iter()
-        .map(PodInfo::from_pod)
+        .into_iter()
         .filter(|p| !p.terminating && p.owner == Owner::Workload(w.clone()))
         .collect())
 }

@@ -263,12 +263,13 @@ impl PodView {
 }
 
 /// Pods of one namespace (`None`: every namespace), read in pages of [`LIST_PAGE`] as
-/// [`PodView`]s and returned as Pods carrying only what the canary steps read.
+/// [`PodView`]s, each page turned into [`PodInfo`]s as it arrives (ten thousand pods never
+/// sit in memory as Pods).
 pub async fn list_pods(
     client: &Client,
     namespace: Option<&str>,
     label_selector: Option<&str>,
-) -> Result<Vec<Pod>, K8sError> {
+) -> Result<Vec<PodInfo>, K8sError> {
     let api: Api<PodView> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -278,11 +279,10 @@ pub async fn list_pods(
         params = params.labels(sel);
     }
     let what = target(namespace.unwrap_or("*"), label_selector.unwrap_or("*"));
-    Ok(super::list_paged(&api, params, "Pod", &what)
-        .await?
-        .into_iter()
-        .map(PodView::into_pod)
-        .collect())
+    super::list_paged_map(&api, params, "Pod", &what, |v| {
+        PodInfo::from_pod(&v.into_pod())
+    })
+    .await
 }
 
 /// Namespaces matching a label selector (e.g. `istio.io/rev=prod`), sorted by name.

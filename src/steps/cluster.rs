@@ -24,8 +24,7 @@ use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::azure::ClusterDoc;
 use crate::istio::tag::tag_revision;
 use crate::istio::{
-    ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, orphaned_lease_names, pod_revision,
-    shared_configmap_name,
+    ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, orphaned_lease_names, shared_configmap_name,
 };
 use crate::k8s::delete_leases;
 
@@ -507,17 +506,11 @@ pub async fn users_of_revision(env: &Env, revision: &str) -> Result<Vec<String>,
     )?;
     let mut stuck: Vec<String> = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| pod_revision(p).revision() == Some(revision))
-        .filter(|p| p.metadata.namespace.as_deref() != Some(ISTIO_NAMESPACE))
-        .filter(|p| p.metadata.namespace.as_deref() != Some(crate::istio::INGRESS_NAMESPACE))
-        .map(|p| {
-            format!(
-                "pod {}/{}",
-                p.metadata.namespace.clone().unwrap_or_default(),
-                p.metadata.name.clone().unwrap_or_default()
-            )
-        })
+        .filter(|p| !p.terminating)
+        .filter(|p| p.revision.revision() == Some(revision))
+        .filter(|p| p.namespace != ISTIO_NAMESPACE)
+        .filter(|p| p.namespace != crate::istio::INGRESS_NAMESPACE)
+        .map(|p| format!("pod {}/{}", p.namespace, p.name))
         .collect();
     stuck.sort();
     users.extend(stuck);

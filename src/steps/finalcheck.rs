@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::tag::Mode;
 use super::{Env, arm_err, k8s_err, kube_err};
 use crate::istio::tag::tag_revision;
-use crate::istio::{INGRESS_NAMESPACE, ISTIO_NAMESPACE, REV_LABEL, TAG_LABEL, pod_revision};
+use crate::istio::{INGRESS_NAMESPACE, ISTIO_NAMESPACE, REV_LABEL, TAG_LABEL};
 
 /// The check's result: in complete's outputs (`final_check`) and in the report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,18 +183,15 @@ async fn observe(env: &Env) -> Result<Observed, StepError> {
             seen.labels.insert(name.clone(), label.clone());
         }
     }
-    for p in pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+    for p in pods.iter().filter(|p| !p.terminating) {
+        let ns = p.namespace.as_str();
         // The add-on's own pods (istiod, gateways) go with their revision by themselves.
         if ns == ISTIO_NAMESPACE || ns == INGRESS_NAMESPACE {
             continue;
         }
-        if let Some(rev) = pod_revision(p).revision() {
-            let name = p.metadata.name.as_deref().unwrap_or_default();
-            seen.pods.insert(format!("{ns}/{name}"), rev.to_string());
+        if let Some(rev) = p.revision.revision() {
+            seen.pods
+                .insert(format!("{ns}/{}", p.name), rev.to_string());
         }
     }
     Ok(seen)

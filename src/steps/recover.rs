@@ -31,8 +31,7 @@ use serde_json::{Map, Value, json};
 use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::istio::tag::tag_revision;
 use crate::istio::{
-    INGRESS_NAMESPACE, ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, pod_revision,
-    shared_configmap_name,
+    INGRESS_NAMESPACE, ISTIO_NAMESPACE, REV_LABEL, Revision, TAG_LABEL, shared_configmap_name,
 };
 use crate::k8s::{Owner, PodInfo, WorkloadRef};
 
@@ -172,14 +171,10 @@ async fn app_pods_on(env: &Env, revision: &str) -> Result<Vec<PodInfo>, StepErro
         .await
         .map_err(|e| k8s_err("listing pods", e))?;
     Ok(pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| pod_revision(p).revision() == Some(revision))
-        .filter(|p| {
-            let ns = p.metadata.namespace.as_deref();
-            ns != Some(ISTIO_NAMESPACE) && ns != Some(INGRESS_NAMESPACE)
-        })
-        .map(PodInfo::from_pod)
+        .into_iter()
+        .filter(|p| !p.terminating)
+        .filter(|p| p.revision.revision() == Some(revision))
+        .filter(|p| p.namespace != ISTIO_NAMESPACE && p.namespace != INGRESS_NAMESPACE)
         .collect())
 }
 

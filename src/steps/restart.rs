@@ -28,9 +28,12 @@ use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::podbypod::replace_pods_one_by_one;
 use crate::k8s::rollout::{
-    Workload, get_workload, list_workloads, patch_restart, restart_stamp, wait_rollout,
+    RolloutProgress, Workload, get_workload, list_workloads, patch_restart, restart_stamp,
+    wait_rollout,
 };
-use crate::k8s::{K8sError, Owner, PodInfo, WorkloadKind, WorkloadRef, namespaces_by_label};
+use crate::k8s::{
+    K8sError, Owner, PodInfo, RolloutBoard, WorkloadKind, WorkloadRef, namespaces_by_label,
+};
 
 /// One journal entry per wave: every workload and the timestamp it gets, before any patch.
 const KIND_WAVE: &str = "restart-wave";
@@ -97,10 +100,7 @@ pub async fn plan_namespace(
 ) -> Result<MovePlan, StepError> {
     let pods: Vec<PodInfo> = crate::k8s::pods::list_pods(&env.kube, Some(namespace), None)
         .await
-        .map_err(|e| k8s_err(format!("listing pods in {namespace}"), e))?
-        .iter()
-        .map(PodInfo::from_pod)
-        .collect();
+        .map_err(|e| k8s_err(format!("listing pods in {namespace}"), e))?;
     Ok(plan_pods(namespace, &pods, target))
 }
 
@@ -228,14 +228,9 @@ pub async fn pods_of_namespaces(
             .iter()
             .map(|ns| (ns.clone(), Vec::new()))
             .collect();
-        for p in &all {
-            if let Some(list) = p
-                .metadata
-                .namespace
-                .as_deref()
-                .and_then(|ns| by_ns.get_mut(ns))
-            {
-                list.push(PodInfo::from_pod(p));
+        for p in all {
+            if let Some(list) = by_ns.get_mut(&p.namespace) {
+                list.push(p);
             }
         }
         return Ok(namespaces
@@ -252,7 +247,7 @@ pub async fn pods_of_namespaces(
             let pods = crate::k8s::pods::list_pods(&env.kube, Some(&ns), None)
                 .await
                 .map_err(|e| k8s_err(format!("listing pods in {ns}"), e))?;
-            Ok::<_, StepError>((ns, pods.iter().map(PodInfo::from_pod).collect()))
+            Ok::<_, StepError>((ns, pods))
         })
         .collect();
     stream::iter(reads)
@@ -910,44 +905,25 @@ async fn run_wave(
     };
     let total = records.len() as u64;
     let finished = std::sync::atomic::AtomicU64::new(0);
+    let waits = Rollouts::for_wave(&env.kube, records);
+    let requests = tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT);
     let tasks: Vec<_> = records
         .iter()
         .map(|r| {
-            let finished = &finished;
+            let (finished, waits, requests) = (&finished, &waits, &requests);
             async move {
                 let w = r.workload();
                 let stamp = r.restarted_at.clone().unwrap_or_default();
-                // A wave just prepared was read a moment ago: patch at once. A resumed one is
-                // read first, to tell a patch that landed from one that did not.
-                let (generation, replaces_pods) = if fresh {
-                    let out = patch_restart(&env.kube, &w, &stamp)
-                        .await
-                        .map_err(|e| k8s_err(format!("restarting {w}"), e))?;
-                    (out.generation, out.replaces_pods)
-                } else {
-                    let current = match get_workload(&env.kube, &w).await {
-                        Ok(c) => c,
-                        Err(K8sError::Api {
-                            source: kube::Error::Api(s),
-                            ..
-                        }) if s.code == 404 => {
-                            ctx.events.warn(format!("{w} no longer exists; skipped"));
-                            return Ok(());
-                        }
-                        Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
-                    };
-                    let generation = if done || current.restarted_at() == Some(stamp.as_str()) {
-                        current.generation()
-                    } else {
-                        patch_restart(&env.kube, &w, &stamp)
-                            .await
-                            .map_err(|e| k8s_err(format!("restarting {w}"), e))?
-                            .generation
-                    };
-                    (generation, current.replaces_pods_on_restart())
+                let permit = requests.acquire().await.expect("never closed");
+                let Some((generation, replaces_pods)) =
+                    patch_once(env, ctx, &w, &stamp, done, fresh).await?
+                else {
+                    return Ok(());
                 };
+                drop(permit);
                 if replaces_pods {
-                    wait_rollout(&env.kube, &w, generation, timeout, &mut |_| {})
+                    waits
+                        .wait(&w, generation, timeout)
                         .await
                         .map_err(|e| k8s_err(format!("waiting for the rollout of {w}"), e))?;
                 } else if r.pod_by_pod {
@@ -976,6 +952,87 @@ async fn run_wave(
         ctx.journal.done(id, None).await?;
     }
     Ok(())
+}
+
+/// Restart patches (and reads) of a wave in flight at once, whatever its parallelism: each
+/// takes milliseconds, and a thousand at once would open a thousand connections.
+const REQUESTS_IN_FLIGHT: usize = 32;
+
+/// Patches `w` with its journaled `stamp` and returns the generation to wait for and whether
+/// the restart replaces pods; `None` when it no longer exists. A wave just prepared was read
+/// a moment ago (`fresh`): patch at once. A resumed one is read first, to tell a patch that
+/// landed from one that did not (`landed`: the journal says the whole wave was patched).
+async fn patch_once(
+    env: &Env,
+    ctx: &ActionCtx,
+    w: &WorkloadRef,
+    stamp: &str,
+    landed: bool,
+    fresh: bool,
+) -> Result<Option<(Option<i64>, bool)>, StepError> {
+    if fresh {
+        let out = patch_restart(&env.kube, w, stamp)
+            .await
+            .map_err(|e| k8s_err(format!("restarting {w}"), e))?;
+        return Ok(Some((out.generation, out.replaces_pods)));
+    }
+    let current = match get_workload(&env.kube, w).await {
+        Ok(c) => c,
+        Err(K8sError::Api {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => {
+            ctx.events.warn(format!("{w} no longer exists; skipped"));
+            return Ok(None);
+        }
+        Err(e) => return Err(k8s_err(format!("reading {w}"), e)),
+    };
+    let generation = if landed || current.restarted_at() == Some(stamp) {
+        current.generation()
+    } else {
+        patch_restart(&env.kube, w, stamp)
+            .await
+            .map_err(|e| k8s_err(format!("restarting {w}"), e))?
+            .generation
+    };
+    Ok(Some((generation, current.replaces_pods_on_restart())))
+}
+
+/// How a wave waits for its rollouts: a watch each for a few workloads, one shared watch
+/// per kind ([`RolloutBoard`]) for more (a thousand watch connections held at once cost
+/// memory on both ends and a list and a watch request per workload).
+enum Rollouts<'a> {
+    Each(&'a kube::Client),
+    Board(RolloutBoard),
+}
+
+impl<'a> Rollouts<'a> {
+    fn for_wave(client: &'a kube::Client, records: &[Restarted]) -> Self {
+        let followed: Vec<WorkloadRef> = records
+            .iter()
+            .filter(|r| !r.pod_by_pod)
+            .map(Restarted::workload)
+            .collect();
+        if followed.len() > NAMESPACE_FANOUT {
+            Rollouts::Board(RolloutBoard::follow(client, followed))
+        } else {
+            Rollouts::Each(client)
+        }
+    }
+
+    async fn wait(
+        &self,
+        w: &WorkloadRef,
+        generation: Option<i64>,
+        timeout: Duration,
+    ) -> Result<RolloutProgress, K8sError> {
+        match self {
+            Rollouts::Each(client) => {
+                wait_rollout(client, w, generation, timeout, &mut |_| {}).await
+            }
+            Rollouts::Board(board) => board.wait(w, generation, timeout).await,
+        }
+    }
 }
 
 fn now_local() -> DateTime<FixedOffset> {
