@@ -108,17 +108,18 @@ pub(crate) async fn list_paged<K>(
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    list_paged_map(api, params, kind, target, |k| k).await
+    list_paged_map(api, params, kind, target, Some).await
 }
 
-/// [`list_paged`], each object turned into what the caller keeps as its page arrives: a
-/// list of ten thousand objects never sits in memory whole, only one page and the kept parts.
+/// [`list_paged`], each object turned into what the caller keeps (or dropped, `None`) as its
+/// page arrives: a list of ten thousand objects never sits in memory whole, only one page
+/// and the kept parts.
 pub(crate) async fn list_paged_map<K, T>(
     api: &kube::Api<K>,
     mut params: kube::api::ListParams,
     kind: &'static str,
     target: &str,
-    mut keep: impl FnMut(K) -> T,
+    mut keep: impl FnMut(K) -> Option<T>,
 ) -> Result<Vec<T>, K8sError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -132,7 +133,7 @@ where
             target: target.to_string(),
             source,
         })?;
-        out.extend(page.items.into_iter().map(&mut keep));
+        out.extend(page.items.into_iter().filter_map(&mut keep));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(out),

@@ -280,7 +280,7 @@ pub async fn list_pods(
     }
     let what = target(namespace.unwrap_or("*"), label_selector.unwrap_or("*"));
     super::list_paged_map(&api, params, "Pod", &what, |v| {
-        PodInfo::from_pod(&v.into_pod())
+        Some(PodInfo::from_pod(&v.into_pod()))
     })
     .await
 }

@@ -428,7 +428,12 @@ pub async fn get_workload(client: &Client, w: &WorkloadRef) -> Result<Workload, 
     })
 }
 
-async fn list_typed<K>(client: &Client, kind: WorkloadKind) -> Result<Vec<K>, K8sError>
+async fn list_typed<K>(
+    client: &Client,
+    kind: WorkloadKind,
+    wrap: fn(K) -> Workload,
+    wanted: &(dyn Fn(&WorkloadRef) -> bool + Sync),
+) -> Result<Vec<Workload>, K8sError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -436,7 +441,11 @@ where
         + fmt::Debug,
 {
     let api = Api::<K>::all(client.clone());
-    super::list_paged(&api, Default::default(), kind_str(kind), "*").await
+    super::list_paged_map(&api, Default::default(), kind_str(kind), "*", |k| {
+        let w = wrap(k);
+        wanted(&w.reference()).then_some(w)
+    })
+    .await
 }
 
 /// Every workload of a kind in the cluster, read in pages: cheaper than one read each when a
@@ -445,23 +454,29 @@ pub async fn list_workloads(
     client: &Client,
     kind: WorkloadKind,
 ) -> Result<Vec<Workload>, K8sError> {
-    Ok(match kind {
-        WorkloadKind::Deployment => list_typed(client, kind)
-            .await?
-            .into_iter()
-            .map(|d| Workload::Deployment(Box::new(d)))
-            .collect(),
-        WorkloadKind::StatefulSet => list_typed(client, kind)
-            .await?
-            .into_iter()
-            .map(|d| Workload::StatefulSet(Box::new(d)))
-            .collect(),
-        WorkloadKind::DaemonSet => list_typed(client, kind)
-            .await?
-            .into_iter()
-            .map(|d| Workload::DaemonSet(Box::new(d)))
-            .collect(),
-    })
+    list_workloads_where(client, kind, &|_| true).await
+}
+
+/// [`list_workloads`], keeping only those `wanted` accepts as each page arrives.
+pub async fn list_workloads_where(
+    client: &Client,
+    kind: WorkloadKind,
+    wanted: &(dyn Fn(&WorkloadRef) -> bool + Sync),
+) -> Result<Vec<Workload>, K8sError> {
+    match kind {
+        WorkloadKind::Deployment => {
+            list_typed::<Deployment>(client, kind, |d| Workload::Deployment(Box::new(d)), wanted)
+                .await
+        }
+        WorkloadKind::StatefulSet => {
+            list_typed::<StatefulSet>(client, kind, |s| Workload::StatefulSet(Box::new(s)), wanted)
+                .await
+        }
+        WorkloadKind::DaemonSet => {
+            list_typed::<DaemonSet>(client, kind, |d| Workload::DaemonSet(Box::new(d)), wanted)
+                .await
+        }
+    }
 }
 
 async fn patch_typed<K>(

@@ -28,8 +28,8 @@ use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::podbypod::replace_pods_one_by_one;
 use crate::k8s::rollout::{
-    RolloutProgress, Workload, get_workload, list_workloads, patch_restart, restart_stamp,
-    wait_rollout,
+    RolloutProgress, Workload, get_workload, list_workloads, list_workloads_where, patch_restart,
+    restart_stamp, wait_rollout,
 };
 use crate::k8s::{
     K8sError, Owner, PodInfo, RolloutBoard, WorkloadKind, WorkloadRef, namespaces_by_label,
@@ -785,8 +785,9 @@ async fn prepare(
         kinds.dedup();
         let mut current: std::collections::HashMap<WorkloadRef, Workload> =
             std::collections::HashMap::new();
+        let wanted: std::collections::HashSet<&WorkloadRef> = todo.iter().collect();
         for kind in kinds {
-            let listed = list_workloads(&env.kube, kind)
+            let listed = list_workloads_where(&env.kube, kind, &|w| wanted.contains(w))
                 .await
                 .map_err(|e| k8s_err(format!("listing {kind}s"), e))?;
             current.extend(listed.into_iter().map(|w| (w.reference(), w)));
