@@ -786,6 +786,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_starts_with_the_tags_and_provisioning_state_written() {
+        let s = Scenario::from_yaml(
+            "s.yaml",
+            "cluster:\n  provisioning_state: Failed\n  tags: {asm-canary/ring: early}\n",
+        )
+        .unwrap();
+        assert_eq!(s.cluster.provisioning_state, "Failed");
+        assert_eq!(s.cluster.tags["asm-canary/ring"], "early");
+        assert_eq!(Scenario::default().cluster.tags["environment"], "sim");
+        let err = refused_at("cluster:\n  provisioning_state: Updating\n");
+        assert!(
+            err.starts_with("s.yaml:2:23: cluster.provisioning_state must be one of"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn invalid_revision_names_are_refused_where_written() {
         let err = refused_at("cluster:\n  revisions:\n    - asm-1-27\n    - istio-1.28\n");
         assert!(
