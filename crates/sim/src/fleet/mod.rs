@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 pub use scenario::{
     AnyScenario, FLEET_BUILTIN, FleetMember, FleetScenario, MEMBER_BUILTIN, RING_TAG, load_any,
+    member_scenario,
 };
 
 use crate::{MemberLink, RequestLog, RequestRecord, SimError, SimHandle, SimOptions};
