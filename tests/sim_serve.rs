@@ -187,3 +187,76 @@ async fn sim_serve_exits_2_when_the_port_is_in_use() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn sim_serve_fleet_prints_the_shared_settings_and_the_member_table() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut child = serve_command()
+        .args(["--scenario", "fleet"])
+        .spawn()
+        .expect("spawn asm-canary sim serve --scenario fleet");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let last = line.starts_with("ASM_CANARY_SIM_TOKEN=");
+            printed.push(line);
+            if last {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("sim serve prints the fleet's settings");
+    let vars: std::collections::HashMap<&str, &str> =
+        printed.iter().filter_map(|l| l.split_once('=')).collect();
+    for key in [
+        "ASM_CANARY_ARM_ENDPOINT",
+        "AZURE_AUTHORITY_HOST",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "ASM_CANARY_CA_FILE",
+    ] {
+        assert!(vars.contains_key(key), "{key} missing from {printed:?}");
+    }
+    for key in ["ASM_CANARY_SUBSCRIPTION", "ASM_CANARY_CLUSTER"] {
+        assert!(
+            !vars.contains_key(key),
+            "{key} is one cluster's: {printed:?}"
+        );
+    }
+    let pid = child.id().expect("child pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("12 clusters in 2 subscriptions"),
+        "{stderr}"
+    );
+    let early = stderr
+        .lines()
+        .find(|l| l.contains("managedClusters/aks-early-2"))
+        .expect("the member table names each cluster");
+    assert!(
+        early.starts_with("early") && early.contains("fails its gates"),
+        "{early}"
+    );
+}

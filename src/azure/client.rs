@@ -17,6 +17,8 @@
 //! bounded by the [`RetryPolicy`]. Bearer tokens are only ever sent to the ARM endpoint's
 //! own origin (an operation URL elsewhere is refused).
 
+mod list;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +39,8 @@ use super::http::{
 use super::profiles::{MeshRevisionProfile, MeshUpgradeProfile};
 use super::retry::{Decision, RetryPolicy, decide, retry_after};
 use super::{ArmError, ClusterDoc, ClusterId};
+
+pub use list::{MAX_LIST_PAGES, ManagedClusterSummary};
 
 /// Stable api-version used by default; `az aks mesh` talks 2026-06-01 (azure-mgmt-containerservice 41.6).
 pub const DEFAULT_API_VERSION: &str = "2026-06-01";

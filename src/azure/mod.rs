@@ -5,7 +5,8 @@
 //!   http      one reqwest client (ring, extra CA) for token requests and ARM calls
 //!   id        ClusterId ⇄ /subscriptions/…/managedClusters/<name>
 //!   cluster   ClusterDoc: the cluster as untyped JSON; only the revisions change
-//!   client    ArmClient: GET, PUT with If-Match + LRO, mesh profiles, user kubeconfig
+//!   client    ArmClient: GET, PUT with If-Match + LRO, mesh profiles, user kubeconfig,
+//!             the paged list of managed clusters (client/list)
 //!   retry     pure retry decisions (429/5xx/412/409) and Retry-After parsing
 //!   profiles  meshUpgradeProfiles / meshRevisionProfiles models
 //! ```
@@ -26,7 +27,7 @@ pub use auth::{
 };
 pub use client::{
     ArmClient, ArmClientOptions, DEFAULT_API_VERSION, DEFAULT_ARM_ENDPOINT, Expectation,
-    OperationStatus, PollOptions, PutAccepted,
+    MAX_LIST_PAGES, ManagedClusterSummary, OperationStatus, PollOptions, PutAccepted,
 };
 pub use cluster::{BodyError, ClusterDoc, same_revisions};
 pub use error::ArmError;

@@ -1,4 +1,5 @@
-//! `asm-canary sim serve`: the simulated AKS cluster on its own, until Ctrl-C or SIGTERM.
+//! `asm-canary sim serve`: the simulated AKS cluster (or fleet: `--scenario fleet`, or a
+//! fleet file) on its own, until Ctrl-C or SIGTERM.
 //!
 //! stdout gets only the `KEY=value` connection lines (so `eval`/`source` and scripts can use
 //! them); everything a person reads goes to stderr.
@@ -6,7 +7,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use asm_canary_sim::{Scenario, SimError, SimOptions};
+use asm_canary_sim::fleet::{AnyScenario, load_any};
+use asm_canary_sim::{FleetOptions, FleetScenario, Scenario, SimError, SimOptions};
 use clap::Args;
 
 use super::error::CliError;
@@ -14,7 +16,9 @@ use crate::contract::exit;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A built-in scenario (healthy, arm-throttling, lro-failure, …) or the path of a scenario YAML file.
+    /// A built-in scenario (healthy, arm-throttling, lro-failure, …), `fleet` (a dozen
+    /// clusters in three rings behind one ARM endpoint), or the path of a scenario YAML file
+    /// (a fleet file has a top-level `fleet:` key).
     #[arg(long, value_name = "NAME|FILE", default_value = "healthy")]
     pub scenario: String,
     /// Address of the ARM, token-endpoint and `/_sim` listener (port 0 picks a free one).
@@ -60,19 +64,28 @@ fn run(args: ServeArgs) -> Result<(), CliError> {
         env_file,
         rehearsal,
     } = args;
-    let scenario =
-        Scenario::load(&scenario).map_err(|e| CliError::bad_because("bad scenario", e))?;
+    let scenario = load_any(&scenario).map_err(|e| CliError::bad_because("bad scenario", e))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::internal("cannot start the async runtime", e))?;
-    runtime.block_on(serve_async(
-        scenario,
-        listen,
-        kube_listen,
-        env_file,
-        rehearsal,
-    ))
+    match scenario {
+        AnyScenario::Cluster(scenario) => runtime.block_on(serve_async(
+            *scenario,
+            listen,
+            kube_listen,
+            env_file,
+            rehearsal,
+        )),
+        AnyScenario::Fleet(fleet) => {
+            if rehearsal.is_some() {
+                return Err(CliError::bad(
+                    "--rehearsal prepares one cluster: it does not apply to a fleet scenario",
+                ));
+            }
+            runtime.block_on(serve_fleet(fleet, listen, env_file))
+        }
+    }
 }
 
 /// Where the CA goes: next to the env file, else in a directory of our own under the temp dir.
@@ -128,21 +141,7 @@ async fn serve_until_stopped(
             env.display()
         );
     }
-    let text: String = info
-        .env_lines()
-        .iter()
-        .map(|(k, v)| format!("{k}={v}\n"))
-        .collect();
-    if let Some(path) = env_file {
-        asm_canary_sim::write_private(path, text.as_bytes())
-            .map_err(|source| write_error(path, source))?;
-    }
-    {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes());
-        let _ = out.flush();
-    }
+    publish_env(&info.env_lines(), env_file)?;
     eprintln!(
         "asm-canary sim: scenario {scenario}; ARM and token endpoint {}, Kubernetes API {}, CA {}{}",
         info.arm_endpoint,
@@ -163,6 +162,56 @@ async fn serve_until_stopped(
     wait_for_stop().await;
     eprintln!("asm-canary sim: stopping");
     handle.shutdown().await;
+    Ok(())
+}
+
+/// Serves a fleet: the shared ARM and sign-in settings on stdout (and in the env file),
+/// the member table on stderr.
+async fn serve_fleet(
+    fleet: FleetScenario,
+    listen: SocketAddr,
+    env_file: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let (ca_file, temp_dir) = ca_path(env_file.as_deref())?;
+    let name = fleet.name.clone();
+    let mut opts = FleetOptions::new(fleet);
+    opts.arm_listen = listen;
+    opts.ca_file = Some(ca_file);
+    let result = async {
+        let handle = asm_canary_sim::start_fleet(opts).await.map_err(start_error)?;
+        let info = &handle.info;
+        publish_env(&info.env_lines(), env_file.as_deref())?;
+        eprintln!(
+            "asm-canary sim: fleet {name}: {} clusters in {} subscriptions; ARM and token endpoint {}",
+            info.members.len(),
+            info.subscriptions.len(),
+            info.arm_endpoint
+        );
+        eprint!("{}", info.member_table());
+        eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
+        wait_for_stop().await;
+        eprintln!("asm-canary sim: stopping");
+        handle.shutdown().await;
+        Ok(())
+    }
+    .await;
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+/// The `KEY=value` lines on stdout, and in the env file when asked.
+fn publish_env(lines: &[(String, String)], env_file: Option<&Path>) -> Result<(), CliError> {
+    let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    if let Some(path) = env_file {
+        asm_canary_sim::write_private(path, text.as_bytes())
+            .map_err(|source| write_error(path, source))?;
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
     Ok(())
 }
 

@@ -22,6 +22,7 @@
 
 pub mod arm;
 pub mod clock;
+pub mod fleet;
 pub mod kube;
 pub mod scenario;
 mod server;
@@ -29,6 +30,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -36,6 +38,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use clock::Clock;
+pub use fleet::{
+    AnyScenario, FleetConnectionInfo, FleetHandle, FleetMember, FleetMemberInfo, FleetOptions,
+    FleetRequest, FleetScenario, start_fleet,
+};
 pub use scenario::{Scenario, ScenarioError};
 
 /// The mesh as ARM last applied it: what the add-on must run.
@@ -58,6 +64,10 @@ pub struct RequestRecord {
     pub status: u16,
     /// RFC 3339, wall clock.
     pub time: String,
+    /// Position among every request recorded by the logs sharing this log's counter (a
+    /// fleet's members share one, so their requests are totally ordered).
+    #[serde(skip)]
+    pub order: u64,
 }
 
 /// Append-only log of mutating requests (never reads: GET, LIST and WATCH are not logged),
@@ -66,9 +76,18 @@ pub struct RequestRecord {
 pub struct RequestLog {
     inner: Mutex<Vec<RequestRecord>>,
     totals: Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    order: Arc<AtomicU64>,
 }
 
 impl RequestLog {
+    /// A log numbering its records from `order`, a counter other logs may share.
+    pub fn with_order(order: Arc<AtomicU64>) -> Self {
+        Self {
+            order,
+            ..Self::default()
+        }
+    }
+
     pub fn record(&self, api: &'static str, method: &str, path: &str, status: u16) {
         let mut log = self.inner.lock().expect("request log poisoned");
         let seq = log.len() as u64 + 1;
@@ -79,6 +98,7 @@ impl RequestLog {
             path: path.to_string(),
             status,
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            order: self.order.fetch_add(1, Ordering::SeqCst) + 1,
         });
     }
 
@@ -186,6 +206,22 @@ pub struct SimOptions {
     pub metrics_listen: SocketAddr,
     /// Where to write `ca.pem`; nothing is written when `None`.
     pub ca_file: Option<PathBuf>,
+    /// The CA and server certificate to serve with; a fresh one is generated when `None`
+    /// (a fleet passes its one CA to every member).
+    pub tls: Option<tls::SimTls>,
+    /// Set for a member of a fleet: ARM is served by the fleet's listener.
+    pub(crate) member: Option<MemberLink>,
+}
+
+/// What a fleet member shares with the fleet: it binds no ARM listener of its own.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberLink {
+    /// The fleet's ARM (and token endpoint) URL.
+    pub arm_endpoint: String,
+    pub sim_token: String,
+    pub tokens: Arc<arm::token::TokenStore>,
+    /// The fleet-wide request counter.
+    pub order: Arc<AtomicU64>,
 }
 
 impl SimOptions {
@@ -196,6 +232,8 @@ impl SimOptions {
             kube_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ca_file: None,
+            tls: None,
+            member: None,
         }
     }
 }
@@ -225,7 +263,8 @@ pub struct SimHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     server_config: Arc<rustls::ServerConfig>,
-    arm_addr: SocketAddr,
+    /// `None` for a fleet member (the fleet serves its ARM).
+    arm_addr: Option<SocketAddr>,
     kube_addr: SocketAddr,
     metrics_addr: SocketAddr,
 }
@@ -234,7 +273,8 @@ impl SimHandle {
     /// A restart of the simulated services: stops serving (listeners closed, open
     /// connections and watches ended, controllers stopped), stays down for `down_for`, then
     /// serves the same state again on the same addresses with the same CA. The state lives in
-    /// memory, so it survives this restart but not the process.
+    /// memory, so it survives this restart but not the process. (A fleet member restarts its
+    /// Kubernetes API; the fleet's ARM listener stays up.)
     pub async fn restart(&mut self, down_for: std::time::Duration) -> Result<(), SimError> {
         self.shared.kube.store.interrupt_watches(false);
         let _ = self.shutdown.send(true);
@@ -242,18 +282,20 @@ impl SimHandle {
             let _ = task.await;
         }
         tokio::time::sleep(down_for).await;
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| SimError::Bind { addr, source })
+        let arm_listener = match self.arm_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
         };
-        let arm_listener = bind(self.arm_addr).await?;
         let kube_listener = bind(self.kube_addr).await?;
         let metrics_listener = bind(self.metrics_addr).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         self.tasks = spawn_services(
             &self.shared,
-            [arm_listener, kube_listener, metrics_listener],
+            Listeners {
+                arm: arm_listener,
+                kube: kube_listener,
+                metrics: metrics_listener,
+            },
             &self.server_config,
             shutdown_rx,
         );
@@ -276,90 +318,72 @@ impl Drop for SimHandle {
     }
 }
 
-/// Starts the simulator: generates the CA, binds both listeners, starts the controllers.
-pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
-    let tls = tls::SimTls::generate()?;
-    let arm_listener =
-        TcpListener::bind(opts.arm_listen)
-            .await
-            .map_err(|source| SimError::Bind {
-                addr: opts.arm_listen,
-                source,
-            })?;
-    let kube_listener = TcpListener::bind(opts.kube_listen)
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, SimError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| SimError::Bind {
-            addr: opts.kube_listen,
-            source,
-        })?;
-    let arm_addr = arm_listener.local_addr().map_err(|source| SimError::Bind {
-        addr: opts.arm_listen,
+        .map_err(|source| SimError::Bind { addr, source })
+}
+
+pub(crate) fn local_addr(
+    listener: &TcpListener,
+    asked: SocketAddr,
+) -> Result<SocketAddr, SimError> {
+    listener.local_addr().map_err(|source| SimError::Bind {
+        addr: asked,
         source,
-    })?;
-    let kube_addr = kube_listener
-        .local_addr()
-        .map_err(|source| SimError::Bind {
-            addr: opts.kube_listen,
-            source,
-        })?;
-    let metrics_bind = |source| SimError::Bind {
-        addr: opts.metrics_listen,
-        source,
+    })
+}
+
+/// The bound listeners of one cluster (no ARM listener for a fleet member).
+struct Listeners {
+    arm: Option<TcpListener>,
+    kube: TcpListener,
+    metrics: TcpListener,
+}
+
+/// Starts the simulator: generates the CA (unless given one), binds the listeners, starts the
+/// controllers.
+pub async fn start(mut opts: SimOptions) -> Result<SimHandle, SimError> {
+    let tls = match opts.tls.take() {
+        Some(tls) => tls,
+        None => tls::SimTls::generate()?,
     };
-    let metrics_listener = TcpListener::bind(opts.metrics_listen)
-        .await
-        .map_err(metrics_bind)?;
-    let metrics_addr = metrics_listener.local_addr().map_err(metrics_bind)?;
+    let arm_listener = match opts.member {
+        Some(_) => None,
+        None => Some(bind(opts.arm_listen).await?),
+    };
+    let arm_addr = match &arm_listener {
+        Some(l) => Some(local_addr(l, opts.arm_listen)?),
+        None => None,
+    };
+    let kube_listener = bind(opts.kube_listen).await?;
+    let kube_addr = local_addr(&kube_listener, opts.kube_listen)?;
+    let metrics_listener = bind(opts.metrics_listen).await?;
+    let metrics_addr = local_addr(&metrics_listener, opts.metrics_listen)?;
     if let Some(path) = &opts.ca_file {
         write_private(path, tls.ca_pem.as_bytes()).map_err(|source| SimError::WriteCa {
             path: path.clone(),
             source,
         })?;
     }
-
-    let scenario = opts.scenario;
-    let shape = &scenario.cluster;
-    let info = ConnectionInfo {
-        arm_endpoint: format!("https://{}", host_port(arm_addr)),
-        authority_host: format!("https://{}", host_port(arm_addr)),
-        kube_server: format!("https://{}", host_port(kube_addr)),
-        tenant_id: shape.tenant_id.clone(),
-        client_id: shape.client_id.clone(),
-        client_secret: shape.client_secret.clone(),
-        subscription: shape.subscription.clone(),
-        resource_group: shape.resource_group.clone(),
-        cluster: shape.name.clone(),
-        location: shape.location.clone(),
-        ca_pem: tls.ca_pem.clone(),
-        ca_file: opts.ca_file.clone(),
-        sim_token: format!("sim-{}", uuid::Uuid::new_v4().simple()),
-        metrics_url: format!("http://{metrics_addr}/metrics"),
-        arm_poll_interval_ms: ((15_000.0 * scenario.time_scale) as u64).max(50),
+    let arm_endpoint = match (&opts.member, arm_addr) {
+        (Some(link), _) => link.arm_endpoint.clone(),
+        (None, Some(addr)) => format!("https://{}", host_port(addr)),
+        (None, None) => unreachable!("a cluster of its own binds its ARM listener"),
     };
-    let (mesh, _) = watch::channel(MeshSpec {
-        revisions: shape.revisions.clone(),
-        ingress_gateways: shape.ingress_gateways.clone(),
-    });
-    let clock = Clock::new(scenario.time_scale);
-    let arm_state = arm::ArmState::new(&scenario);
-    let kube_state = kube::KubeState::new(&scenario);
-    let shared = Arc::new(Shared {
-        scenario,
-        clock,
-        info: info.clone(),
-        mesh,
-        requests: RequestLog::default(),
-        arm: arm_state,
-        kube: kube_state,
-    });
-
+    let info = connection_info(&tls, &opts, arm_endpoint, kube_addr, metrics_addr);
+    let shared = Arc::new(new_shared(
+        opts.scenario,
+        info.clone(),
+        opts.member.as_ref(),
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let tasks = spawn_services(
-        &shared,
-        [arm_listener, kube_listener, metrics_listener],
-        &tls.server_config,
-        shutdown_rx,
-    );
+    let listeners = Listeners {
+        arm: arm_listener,
+        kube: kube_listener,
+        metrics: metrics_listener,
+    };
+    let tasks = spawn_services(&shared, listeners, &tls.server_config, shutdown_rx);
     Ok(SimHandle {
         info,
         shared,
@@ -372,16 +396,72 @@ pub async fn start(opts: SimOptions) -> Result<SimHandle, SimError> {
     })
 }
 
-/// Serves the ARM, Kubernetes (both TLS) and metrics (plain HTTP) listeners, and starts the
-/// controllers.
+fn connection_info(
+    tls: &tls::SimTls,
+    opts: &SimOptions,
+    arm_endpoint: String,
+    kube_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+) -> ConnectionInfo {
+    let scenario = &opts.scenario;
+    let shape = &scenario.cluster;
+    let sim_token = match &opts.member {
+        Some(link) => link.sim_token.clone(),
+        None => format!("sim-{}", uuid::Uuid::new_v4().simple()),
+    };
+    ConnectionInfo {
+        authority_host: arm_endpoint.clone(),
+        arm_endpoint,
+        kube_server: format!("https://{}", host_port(kube_addr)),
+        tenant_id: shape.tenant_id.clone(),
+        client_id: shape.client_id.clone(),
+        client_secret: shape.client_secret.clone(),
+        subscription: shape.subscription.clone(),
+        resource_group: shape.resource_group.clone(),
+        cluster: shape.name.clone(),
+        location: shape.location.clone(),
+        ca_pem: tls.ca_pem.clone(),
+        ca_file: opts.ca_file.clone(),
+        sim_token,
+        metrics_url: format!("http://{metrics_addr}/metrics"),
+        arm_poll_interval_ms: ((15_000.0 * scenario.time_scale) as u64).max(50),
+    }
+}
+
+fn new_shared(scenario: Scenario, info: ConnectionInfo, member: Option<&MemberLink>) -> Shared {
+    let shape = &scenario.cluster;
+    let (mesh, _) = watch::channel(MeshSpec {
+        revisions: shape.revisions.clone(),
+        ingress_gateways: shape.ingress_gateways.clone(),
+    });
+    let (arm_state, requests) = match member {
+        Some(link) => (
+            arm::ArmState::with_tokens(&scenario, link.tokens.clone()),
+            RequestLog::with_order(link.order.clone()),
+        ),
+        None => (arm::ArmState::new(&scenario), RequestLog::default()),
+    };
+    Shared {
+        clock: Clock::new(scenario.time_scale),
+        kube: kube::KubeState::new(&scenario),
+        arm: arm_state,
+        scenario,
+        info,
+        mesh,
+        requests,
+    }
+}
+
+/// Serves the ARM (unless a fleet does), Kubernetes (both TLS) and metrics (plain HTTP)
+/// listeners, and starts the controllers.
 fn spawn_services(
     shared: &Arc<Shared>,
-    [arm_listener, kube_listener, metrics_listener]: [TcpListener; 3],
+    listeners: Listeners,
     server_config: &Arc<rustls::ServerConfig>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut metrics_shutdown = shutdown_rx.clone();
-    let metrics = axum::serve(metrics_listener, kube::metrics_router(shared.clone()))
+    let metrics = axum::serve(listeners.metrics, kube::metrics_router(shared.clone()))
         .with_graceful_shutdown(async move {
             let _ = metrics_shutdown.wait_for(|stop| *stop).await;
         });
@@ -390,23 +470,25 @@ fn spawn_services(
             let _ = metrics.await;
         }),
         tokio::spawn(server::serve_tls(
-            arm_listener,
-            server_config.clone(),
-            arm::router(shared.clone()),
-            shutdown_rx.clone(),
-        )),
-        tokio::spawn(server::serve_tls(
-            kube_listener,
+            listeners.kube,
             server_config.clone(),
             kube::router(shared.clone()),
             shutdown_rx.clone(),
         )),
     ];
+    if let Some(arm_listener) = listeners.arm {
+        tasks.push(tokio::spawn(server::serve_tls(
+            arm_listener,
+            server_config.clone(),
+            arm::router(shared.clone()),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.extend(kube::start_controllers(shared.clone(), shutdown_rx));
     tasks
 }
 
-fn host_port(addr: SocketAddr) -> String {
+pub(crate) fn host_port(addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(v4) if v4.ip().is_loopback() => format!("localhost:{}", v4.port()),
         SocketAddr::V6(v6) if v6.ip().is_loopback() => format!("localhost:{}", v6.port()),

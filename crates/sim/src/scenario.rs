@@ -60,6 +60,11 @@ pub struct ClusterShape {
     pub mesh_revisions: Vec<MeshRevisionShape>,
     /// Show `serviceMeshProfile.istio.certificateAuthority.plugin` (a Key Vault plug-in CA).
     pub plugin_ca: bool,
+    /// The cluster's ARM tags at start.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// `properties.provisioningState` at start: `Succeeded`, or `Failed` / `Canceled` for a
+    /// cluster whose last operation went wrong.
+    pub provisioning_state: String,
 }
 
 /// ARM and Entra ID behaviour: durations and faults. Durations marked "simulated" are scaled
@@ -210,6 +215,8 @@ impl Default for ClusterShape {
                 },
             ],
             plugin_ca: true,
+            tags: [("environment".to_string(), "sim".to_string())].into(),
+            provisioning_state: "Succeeded".into(),
         }
     }
 }
@@ -359,6 +366,16 @@ impl Scenario {
                 .or_else(|m| bad(vec![K("kube"), K(key)], m))?;
         }
         let cluster = &self.cluster;
+        if !PROVISIONING_STATES.contains(&cluster.provisioning_state.as_str()) {
+            return bad(
+                vec![K("cluster"), K("provisioning_state")],
+                format!(
+                    "cluster.provisioning_state must be one of {}, not {:?}",
+                    PROVISIONING_STATES.join(", "),
+                    cluster.provisioning_state
+                ),
+            );
+        }
         if cluster.revisions.len() > 2 {
             return bad(
                 vec![K("cluster"), K("revisions")],
@@ -460,6 +477,10 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// The provisioning states a scenario may start a cluster in (an operation in progress is
+/// only ever started by a PUT).
+pub const PROVISIONING_STATES: &[&str] = &["Succeeded", "Failed", "Canceled"];
 
 /// The largest `time_scale`: a simulated second may last this many real seconds. Above it,
 /// scaled durations overflow the clock.
@@ -611,7 +632,7 @@ impl<'de> serde::de::Visitor<'de> for TreeVisitor {
 
 /// The parser's message without its own "error: line L column C: " prefix (the location is
 /// already in front of it).
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     let line = s.lines().next().unwrap_or(s);
     let trimmed = line.strip_prefix("error: ").unwrap_or(line);
     match trimmed
@@ -762,6 +783,23 @@ mod tests {
             "kube:\n  objects:\n    - {apiVersion: coordination.k8s.io/v1, kind: Lease, metadata: {name: l}}\n",
         );
         assert!(err.contains("Lease l needs metadata.namespace"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_starts_with_the_tags_and_provisioning_state_written() {
+        let s = Scenario::from_yaml(
+            "s.yaml",
+            "cluster:\n  provisioning_state: Failed\n  tags: {asm-canary/ring: early}\n",
+        )
+        .unwrap();
+        assert_eq!(s.cluster.provisioning_state, "Failed");
+        assert_eq!(s.cluster.tags["asm-canary/ring"], "early");
+        assert_eq!(Scenario::default().cluster.tags["environment"], "sim");
+        let err = refused_at("cluster:\n  provisioning_state: Updating\n");
+        assert!(
+            err.starts_with("s.yaml:2:23: cluster.provisioning_state must be one of"),
+            "{err}"
+        );
     }
 
     #[test]

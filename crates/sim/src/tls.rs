@@ -9,11 +9,19 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A CA and one server certificate for `localhost`, `127.0.0.1` and `::1`.
+/// A CA and one server certificate for `localhost`, `127.0.0.1` and `::1`. Cloning shares
+/// both (a fleet serves every listener with one CA).
+#[derive(Clone)]
 pub struct SimTls {
     /// PEM of the CA certificate: what a client must trust.
     pub ca_pem: String,
     pub(crate) server_config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for SimTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimTls").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ pub(crate) fn initial_document(scenario: &Scenario) -> Value {
         "id": id,
         "location": c.location,
         "name": c.name,
-        "tags": {"environment": "sim"},
+        "tags": c.tags,
         "type": "Microsoft.ContainerService/ManagedClusters",
         "eTag": new_etag(),
         "sku": {"name": "Base", "tier": "Standard"},
@@ -58,7 +58,7 @@ pub(crate) fn initial_document(scenario: &Scenario) -> Value {
             "tenantId": c.tenant_id,
         },
         "properties": {
-            "provisioningState": "Succeeded",
+            "provisioningState": c.provisioning_state,
             "powerState": {"code": "Running"},
             "kubernetesVersion": c.kubernetes_version,
             "currentKubernetesVersion": c.current_kubernetes_version,

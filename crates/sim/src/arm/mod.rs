@@ -25,7 +25,6 @@ mod profiles;
 mod signin;
 pub mod token;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Bytes;
@@ -68,6 +67,8 @@ pub struct Counters {
 /// ARM's mutable state: the cluster document, operations, tokens.
 pub struct ArmState {
     inner: Mutex<ArmInner>,
+    /// Issued access tokens (shared by the members of a fleet).
+    tokens: Arc<token::TokenStore>,
 }
 
 pub(crate) struct ArmInner {
@@ -76,7 +77,6 @@ pub(crate) struct ArmInner {
     pub operations: Vec<Operation>,
     /// The operation in progress, if any.
     pub running: Option<String>,
-    pub tokens: HashMap<String, IssuedToken>,
     pub counters: Counters,
     /// PUTs that reached the conflict check (for `conflict_every`).
     pub puts_seen: u64,
@@ -86,12 +86,17 @@ pub(crate) struct ArmInner {
 
 impl ArmState {
     pub fn new(scenario: &Scenario) -> Self {
+        Self::with_tokens(scenario, Arc::default())
+    }
+
+    /// ARM state whose tokens live in `tokens` (a fleet's store, shared by its members).
+    pub(crate) fn with_tokens(scenario: &Scenario, tokens: Arc<token::TokenStore>) -> Self {
         Self {
+            tokens,
             inner: Mutex::new(ArmInner {
                 cluster: document::initial_document(scenario),
                 operations: Vec::new(),
                 running: None,
-                tokens: HashMap::new(),
                 counters: Counters::default(),
                 puts_seen: 0,
                 failures_fired: vec![0; scenario.arm.lro_failures.len()],
@@ -106,22 +111,16 @@ impl ArmState {
     }
 
     fn register_token(&self, token: String, issued: IssuedToken) {
-        let mut inner = self.lock();
-        let now = chrono::Utc::now();
-        // Forget tokens that expired long ago so a long-running sim does not grow forever.
-        inner
-            .tokens
-            .retain(|_, t| t.expires_at + chrono::Duration::hours(1) > now);
-        inner.tokens.insert(token, issued);
+        self.tokens.register(token, issued);
     }
 
     fn check_token(&self, token: &str) -> TokenCheck {
-        let inner = self.lock();
-        match inner.tokens.get(token) {
-            None => TokenCheck::Unknown,
-            Some(t) if t.expires_at <= chrono::Utc::now() => TokenCheck::Expired(t.expires_at),
-            Some(_) => TokenCheck::Valid,
-        }
+        self.tokens.check(token)
+    }
+
+    /// Whether this cluster started the operation `id`.
+    pub fn has_operation(&self, id: &str) -> bool {
+        self.lock().operations.iter().any(|o| o.id == id)
     }
 
     /// Installed revisions as the cluster document shows them now.
@@ -246,16 +245,8 @@ fn route(
             introspect::handle(shared, method, &segs, uri, headers),
         );
     }
-    if segs.len() == 4 && is(1, "oauth2") && is(2, "v2.0") && is(3, "token") {
-        let response = if method == Method::POST {
-            token::issue(shared, segs[0], body)
-        } else {
-            ArmError::method_not_allowed(method.as_str(), uri.path()).into_response()
-        };
+    if let Some(response) = token_request(shared, method, uri, body, &segs) {
         return (Api::Token, response);
-    }
-    if segs.len() == 4 && is(1, "v2.0") && is(2, ".well-known") && is(3, "openid-configuration") {
-        return (Api::Token, token::openid_configuration(shared, segs[0]));
     }
     if let Some(response) = signin_request(shared, method, uri, headers, &segs) {
         return (Api::Arm, response);
@@ -271,6 +262,52 @@ fn route(
         Err(err) => err.into_response(),
     };
     (Api::Arm, response)
+}
+
+/// The Entra ID token endpoint and its OpenID configuration, or `None` for another path.
+fn token_request(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    body: &Bytes,
+    segs: &[&str],
+) -> Option<Response> {
+    let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
+    if segs.len() == 4 && is(1, "oauth2") && is(2, "v2.0") && is(3, "token") {
+        return Some(if method == Method::POST {
+            token::issue(shared, segs[0], body)
+        } else {
+            ArmError::method_not_allowed(method.as_str(), uri.path()).into_response()
+        });
+    }
+    if segs.len() == 4 && is(1, "v2.0") && is(2, ".well-known") && is(3, "openid-configuration") {
+        return Some(token::openid_configuration(shared, segs[0]));
+    }
+    None
+}
+
+/// The token endpoint and what Azure tooling reads at sign-in, as this cluster's ARM
+/// listener serves them (a fleet serves them for all its members); `None` for another path.
+pub(crate) fn identity_request(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    segs: &[&str],
+) -> Option<Response> {
+    token_request(shared, method, uri, body, segs)
+        .or_else(|| signin_request(shared, method, uri, headers, segs))
+}
+
+/// The subscription as `GET /subscriptions` lists it.
+pub(crate) fn signin_subscription(shared: &Shared) -> serde_json::Value {
+    signin::subscription(shared)
+}
+
+/// What `/_sim/state` reports.
+pub(crate) fn introspect_state(shared: &Shared) -> serde_json::Value {
+    introspect::state(shared)
 }
 
 /// What Azure tooling reads at sign-in (`/metadata/endpoints`, `/tenants`, `/subscriptions`,
@@ -338,7 +375,7 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 }
 
 /// ARM's authentication: a token the simulator's token endpoint issued and that has not expired.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), ArmError> {
+pub(crate) fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), ArmError> {
     match bearer(headers) {
         None => Err(ArmError::missing_token()),
         Some(Err(())) => Err(ArmError::invalid_token()),
@@ -462,7 +499,7 @@ impl SubscriptionRequest<'_> {
 
 /// The request's `api-version`, when its route accepts it. The Azure-AsyncOperation URL
 /// carries its own api-version; it is checked before the managedClusters versions.
-fn checked_api_version(uri: &Uri, segs: &[&str]) -> Result<String, ArmError> {
+pub(crate) fn checked_api_version(uri: &Uri, segs: &[&str]) -> Result<String, ArmError> {
     let is = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
     let is_operation = segs.len() == 8
         && is(2, "providers")

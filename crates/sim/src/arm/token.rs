@@ -19,6 +19,32 @@ pub struct IssuedToken {
     pub audience: String,
 }
 
+/// The access tokens issued so far; a fleet's members share one store, so a token from the
+/// fleet's token endpoint is good for every cluster.
+#[derive(Debug, Default)]
+pub struct TokenStore {
+    inner: std::sync::Mutex<std::collections::HashMap<String, IssuedToken>>,
+}
+
+impl TokenStore {
+    pub(crate) fn register(&self, token: String, issued: IssuedToken) {
+        let mut tokens = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Utc::now();
+        // Forget tokens that expired long ago so a long-running sim does not grow forever.
+        tokens.retain(|_, t| t.expires_at + chrono::Duration::hours(1) > now);
+        tokens.insert(token, issued);
+    }
+
+    pub(crate) fn check(&self, token: &str) -> TokenCheck {
+        let tokens = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match tokens.get(token) {
+            None => TokenCheck::Unknown,
+            Some(t) if t.expires_at <= Utc::now() => TokenCheck::Expired(t.expires_at),
+            Some(_) => TokenCheck::Valid,
+        }
+    }
+}
+
 /// What ARM concludes about a bearer token.
 pub enum TokenCheck {
     Valid,
