@@ -858,7 +858,7 @@ fn parse_concurrency(v: &Value) -> Result<Concurrency, String> {
         "write a count of at least 1 (3) or a percentage of the stage from 1% to 100% (\"25%\")";
     let count = |n: Option<u64>| match n {
         Some(n) if n >= 1 && n <= u32::MAX as u64 => Ok(Concurrency::Count(n as u32)),
-        _ => Err(format!("{v} is not a count of at least 1; {hint}")),
+        _ => Err(format!("{v} is not a whole number of at least 1; {hint}")),
     };
     match v {
         Value::Number(n) => count(n.as_u64()),
