@@ -75,7 +75,23 @@ fn pipeline_command(args: PipelineArgs) -> Result<u8, CliError> {
         .map_err(|e| CliError::bad_because(e.to_string(), e))?;
     match output {
         None => super::print_stdout(&yaml),
-        Some(path) => write_output(&path, &yaml)?,
+        Some(path) => {
+            write_output(&path, &yaml)?;
+            let clusters: usize = rings.rings.iter().map(|r| r.clusters.len()).sum();
+            let mut said = format!(
+                "wrote {}: {} stages, {clusters} clusters",
+                path.display(),
+                rings.rings.len()
+            );
+            if !rings.unassigned.is_empty() {
+                said += &format!("; {} in no stage (left alone)", rings.unassigned.len());
+            }
+            let empty = rings.empty_stages();
+            if !empty.is_empty() {
+                said += &format!("; stages with no cluster: {}", empty.join(", "));
+            }
+            eprintln!("{said}");
+        }
     }
     Ok(exit::OK)
 }
