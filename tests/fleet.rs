@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use asm_canary::fleet::{FleetFile, Member, Rings, assign};
+use asm_canary::fleet::{FleetFile, Member, Rings, assign, members_of};
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -52,16 +52,7 @@ fn example_rings() -> Rings {
     let fleet = FleetFile::load(&root().join(FLEET)).unwrap();
     let text = std::fs::read_to_string(root().join(CLUSTERS)).unwrap();
     let listed: Vec<Member> = serde_json::from_str(&text).unwrap();
-    let mut members: Vec<Member> = listed.into_iter().filter(|m| fleet.covers(&m.id)).collect();
-    for id in fleet.explicit_clusters() {
-        if !members.iter().any(|m| m.id == id) {
-            members.push(Member {
-                id,
-                tags: Default::default(),
-            });
-        }
-    }
-    assign(&fleet, &members).unwrap()
+    assign(&fleet, &members_of(&fleet, &listed)).unwrap()
 }
 
 fn ids_of(ring: &asm_canary::fleet::Ring) -> Vec<String> {

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::error::CliError;
 use crate::contract::exit;
 use crate::fleet::pipeline::{self, PipelineFormat};
-use crate::fleet::{FleetFile, Member, assign};
+use crate::fleet::{FleetFile, Member, assign, members_of};
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
@@ -109,16 +109,7 @@ fn members(file: &FleetFile, clusters: Option<&Path>) -> Result<Vec<Member>, Cli
         }
         None => Vec::new(),
     };
-    let mut members: Vec<Member> = listed.into_iter().filter(|m| file.covers(&m.id)).collect();
-    for id in file.explicit_clusters() {
-        if !members.iter().any(|m| m.id == id) {
-            members.push(Member {
-                id,
-                tags: Default::default(),
-            });
-        }
-    }
-    Ok(members)
+    Ok(members_of(file, &listed))
 }
 
 fn read_clusters(path: &Path) -> Result<Vec<Member>, CliError> {

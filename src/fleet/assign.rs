@@ -59,6 +59,26 @@ pub enum AssignError {
     },
 }
 
+/// The fleet's clusters from a list of known ones (ARM's, or `--clusters`): those the fleet's
+/// sources cover, and every cluster the file names one by one (tags from the list when it has
+/// them, else none).
+pub fn members_of(fleet: &FleetFile, listed: &[Member]) -> Vec<Member> {
+    let mut members: Vec<Member> = listed
+        .iter()
+        .filter(|m| fleet.covers(&m.id))
+        .cloned()
+        .collect();
+    for id in fleet.explicit_clusters() {
+        if !members.iter().any(|m| same_id(&m.id, &id)) {
+            members.push(Member {
+                id,
+                tags: BTreeMap::new(),
+            });
+        }
+    }
+    members
+}
+
 fn sort_key(m: &Member) -> String {
     m.id.to_string().to_ascii_lowercase()
 }
@@ -168,6 +188,38 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("managedClusters/aks-1"), "{msg}");
+    }
+
+    #[test]
+    fn members_are_the_listed_clusters_the_sources_cover_plus_the_named_ones() {
+        let text = format!(
+            "apiVersion: asm-canary.fleet/1\nclusters:\n  - {{subscription: {SUB}, resource_group: rg}}\n  - id: /subscriptions/{SUB}/resourceGroups/other/providers/Microsoft.ContainerService/managedClusters/aks-named\nstages:\n  - {{name: all, selector: {{names: [x]}}}}\n"
+        );
+        let fleet = FleetFile::parse(&text, "fleet.yaml").unwrap();
+        let outside = Member {
+            id: ClusterId::new(SUB, "elsewhere", "aks-out").unwrap(),
+            tags: BTreeMap::new(),
+        };
+        let named = Member {
+            id: ClusterId::new(SUB, "OTHER", "aks-named").unwrap(),
+            tags: BTreeMap::from([("t".to_string(), "v".to_string())]),
+        };
+        let members = members_of(
+            &fleet,
+            &[mk_member("aks-in", "prod"), outside, named.clone()],
+        );
+        let names: Vec<&str> = members.iter().map(|m| m.id.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["aks-in", "aks-named"],
+            "outside the sources: dropped"
+        );
+        assert_eq!(
+            members[1].tags, named.tags,
+            "a named cluster keeps its listed tags"
+        );
+        let alone = members_of(&fleet, &[]);
+        assert_eq!(alone.len(), 1, "a named cluster is a member without a list");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod assign;
 mod file;
 pub mod pipeline;
 
-pub use assign::{AssignError, Member, Ring, Rings, assign};
+pub use assign::{AssignError, Member, Ring, Rings, assign, members_of};
 pub use file::{
     APPROVABLE_STEPS, Concurrency, FLEET_API_VERSION, FleetError, FleetFile, Selector, Source,
     Stage, Target, UpgradeSettings,
