@@ -13,6 +13,7 @@ pub mod azure;
 pub mod cli;
 pub mod contract;
 pub mod doctor;
+pub mod fleet;
 pub mod istio;
 pub mod k8s;
 pub mod report;

@@ -27,7 +27,7 @@ pub enum ClusterIdError {
     },
 }
 
-fn check_subscription(v: &str) -> Result<(), ClusterIdError> {
+pub(crate) fn check_subscription(v: &str) -> Result<(), ClusterIdError> {
     let bad = |reason| ClusterIdError::BadPart {
         part: "subscription",
         value: v.to_string(),
@@ -42,7 +42,7 @@ fn check_subscription(v: &str) -> Result<(), ClusterIdError> {
     Ok(())
 }
 
-fn check_group(v: &str) -> Result<(), ClusterIdError> {
+pub(crate) fn check_group(v: &str) -> Result<(), ClusterIdError> {
     let bad = |reason| ClusterIdError::BadPart {
         part: "resource group",
         value: v.to_string(),
@@ -65,7 +65,7 @@ fn check_group(v: &str) -> Result<(), ClusterIdError> {
     Ok(())
 }
 
-fn check_name(v: &str) -> Result<(), ClusterIdError> {
+pub(crate) fn check_name(v: &str) -> Result<(), ClusterIdError> {
     let bad = |reason| ClusterIdError::BadPart {
         part: "cluster name",
         value: v.to_string(),

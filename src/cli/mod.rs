@@ -11,6 +11,7 @@ pub mod day2;
 pub mod demo;
 pub mod doctor;
 pub mod error;
+pub mod fleet;
 pub mod inspect;
 pub mod metrics;
 mod owner;
@@ -67,6 +68,9 @@ pub enum Command {
     /// or archive it so that a new run can start.
     #[command(subcommand)]
     State(stored::StateCommand),
+    /// Every AKS cluster of an organisation, upgraded in rings, from a fleet file.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Run the simulated AKS cluster.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -137,6 +141,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Doctor(a) => doctor::doctor(a).await,
         Command::Report(a) => inspect::report(a).await,
         Command::State(c) => stored::state(c).await,
+        Command::Fleet(c) => fleet::fleet(c).await,
         Command::Sim(_) | Command::Completions { .. } => unreachable!("handled before the runtime"),
     }
 }
