@@ -82,10 +82,18 @@ impl KubeState {
                 let facts = pod.pod.as_ref()?;
                 let revision = facts.revision.clone()?;
                 let app = ![ISTIO_NS, INGRESS_NS].contains(&&*pod.namespace);
+                let workload = workload_of(&pod.controller, &pod.name);
+                let egress = super::egress::calls_of(self, &pod.namespace, &workload)
+                    .map(|c| {
+                        let route = super::egress::route(self, &pod.namespace, &revision, c);
+                        (c.clone(), route)
+                    })
+                    .collect();
                 (facts.ready && !pod.deleting && app).then(|| Serving {
                     namespace: pod.namespace.clone(),
-                    workload: workload_of(&pod.controller, &pod.name),
+                    workload,
                     revision,
+                    egress,
                 })
             })
             .collect();
