@@ -15,7 +15,10 @@
 //! `destination_service="unknown"`. The series are on the proxy's own stats endpoint (port
 //! 15090, `/stats/prometheus`, which a port-forward reaches) and on the sim's metrics page.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -207,8 +210,23 @@ fn controller_of(pod: &Value) -> Option<(String, String)> {
         })
 }
 
+/// Per proxy (pod uid) and call (host, port, protocol): the calls counted per route, and
+/// when they were last counted. A route a call no longer takes keeps its count, as Envoy's
+/// counters do until the proxy restarts.
+#[derive(Default)]
+pub(crate) struct ProxyCounters {
+    counted: Mutex<HashMap<CallKey, Counted>>,
+}
+
+/// A call's count per route, and when it was last counted.
+type Counted = (BTreeMap<Route, f64>, Instant);
+
+/// A proxy's call: pod uid, host, port, protocol.
+type CallKey = (String, String, u16, String);
+
 /// A sidecar's `/stats/prometheus` (port 15090): the egress series of its pod, counted from
-/// the pod's creation (`rate` calls per simulated second; at least one once it runs).
+/// the pod's creation (`rate` calls per simulated second; at least one once it runs) on the
+/// route each call takes at the time.
 pub(crate) fn proxy_stats(kube: &KubeState, pod: &Value) -> String {
     let ns = ns_of(pod);
     let wl = workload_of(&controller_of(pod), name_of(pod));
@@ -216,18 +234,31 @@ pub(crate) fn proxy_stats(kube: &KubeState, pod: &Value) -> String {
     let age = chrono::DateTime::parse_from_rfc3339(meta_str(pod, "creationTimestamp"))
         .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).as_seconds_f64())
         .unwrap_or(0.0)
-        .max(0.0)
-        / kube.clock.scale();
+        .max(0.0);
     let mut out = String::from(
         "# TYPE istio_requests_total counter\n# TYPE istio_tcp_connections_opened_total counter\n",
     );
+    let now = Instant::now();
+    let mut counted = kube.egress.counted.lock().expect("egress poisoned");
     for call in calls_of(kube, ns, &wl) {
         let route = route(kube, ns, &revision, call);
-        let _ = write!(
-            out,
-            "{}",
-            series(ns, &wl, call, &route, (call.rate * age).max(1.0))
+        let key = (
+            meta_str(pod, "uid").to_string(),
+            call.host.clone(),
+            call.port,
+            call.protocol.clone(),
         );
+        let (routes, last) = counted.entry(key).or_insert_with(|| {
+            let started = now - Duration::from_secs_f64(age.min(1e6));
+            (BTreeMap::new(), started.min(now))
+        });
+        let simulated = now.duration_since(*last).as_secs_f64() / kube.clock.scale();
+        *last = now;
+        let n = routes.entry(route).or_insert(0.0);
+        *n = (*n + call.rate * simulated).max(1.0);
+        for (route, n) in routes.iter() {
+            let _ = write!(out, "{}", series(ns, &wl, call, route, *n));
+        }
     }
     out.push_str("# TYPE envoy_server_live gauge\nenvoy_server_live{} 1\n");
     out
@@ -303,11 +334,12 @@ mod tests {
         )
         .unwrap();
         let api = proxy_stats(&kube, &pod_of(&kube, "payments", "api"));
-        assert!(!api.contains("BlackHoleCluster"), "{api}");
         assert!(
             api.contains("destination_service_name=\"api.stripe.com\""),
             "{api}"
         );
+        // what it dropped before stays counted, as Envoy's counters do until a restart
+        assert!(api.contains("BlackHoleCluster"), "{api}");
     }
 
     #[test]
