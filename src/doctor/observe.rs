@@ -146,9 +146,6 @@ where
     .await
 }
 
-/// How long istiod's syncz may take to answer, per revision.
-const SYNCZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// Reads the cluster: ARM's view first, then the Kubernetes objects, then istiod's syncz.
 pub async fn observe(env: &Env, doc: &ClusterDoc) -> Result<Observed, K8sError> {
     let mut o = Observed {
@@ -188,14 +185,14 @@ pub async fn observe(env: &Env, doc: &ClusterDoc) -> Result<Observed, K8sError> 
     }
     for rev in &o.installed {
         // An unhealthy istiod may accept the port-forward and never answer: bounded.
-        let read = crate::k8s::mesh::proxy_status(&env.kube, rev, None);
-        let rows = match tokio::time::timeout(SYNCZ_TIMEOUT, read).await {
-            Ok(rows) => rows.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "istiod did not answer /debug/syncz within {}s",
-                SYNCZ_TIMEOUT.as_secs()
-            )),
-        };
+        let rows = crate::k8s::mesh::proxy_status_within(
+            &env.kube,
+            rev,
+            None,
+            crate::k8s::mesh::SYNCZ_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string());
         o.proxies.push((rev.clone(), rows));
     }
     o.injected = crate::k8s::patch::injected_images(&env.kube, &o.installed).await?;
