@@ -235,9 +235,7 @@ pub(crate) fn proxy_stats(kube: &KubeState, pod: &Value) -> String {
         .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).as_seconds_f64())
         .unwrap_or(0.0)
         .max(0.0);
-    let mut out = String::from(
-        "# TYPE istio_requests_total counter\n# TYPE istio_tcp_connections_opened_total counter\n",
-    );
+    let mut lines = Vec::new();
     let now = Instant::now();
     let mut counted = kube.egress.counted.lock().expect("egress poisoned");
     for call in calls_of(kube, ns, &wl) {
@@ -257,7 +255,19 @@ pub(crate) fn proxy_stats(kube: &KubeState, pod: &Value) -> String {
         let n = routes.entry(route).or_insert(0.0);
         *n = (*n + call.rate * simulated).max(1.0);
         for (route, n) in routes.iter() {
-            let _ = write!(out, "{}", series(ns, &wl, call, route, *n));
+            lines.push(series(ns, &wl, call, route, *n));
+        }
+    }
+    drop(counted);
+    // a metric family's series stay together, under its TYPE line
+    let mut out = String::new();
+    for family in ["istio_requests_total", "istio_tcp_connections_opened_total"] {
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for line in lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+        {
+            out.push_str(line);
         }
     }
     out.push_str("# TYPE envoy_server_live gauge\nenvoy_server_live{} 1\n");
@@ -321,6 +331,19 @@ mod tests {
             page.lines().any(|l| l
                 .starts_with("istio_requests_total{reporter=\"source\",source_workload=\"api\"")
                 && l.contains("BlackHoleCluster")),
+            "{page}"
+        );
+
+        // … in istio_requests_total's block: a metric family's series stay together
+        let family: Vec<usize> = page
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("istio_requests_total{"))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            family.last().unwrap() - family[0] + 1,
+            family.len(),
             "{page}"
         );
 

@@ -254,6 +254,9 @@ impl Traffic {
                 );
             }
         }
+        // a metric family's series stay together: the egress ones join the requests' block
+        let (egress_http, egress_tcp) = self.egress_page(&shape.egress);
+        out.push_str(&egress_http);
         out.push_str("# HELP istio_request_duration_milliseconds Request duration in milliseconds.\n# TYPE istio_request_duration_milliseconds histogram\n");
         for ((ns, wl, code), acc) in &series {
             for reporter in ["destination", "source"] {
@@ -273,24 +276,33 @@ impl Traffic {
                 );
             }
         }
-        out.push_str(&self.egress_page(&shape.egress));
+        if !egress_tcp.is_empty() {
+            out.push_str("# TYPE istio_tcp_connections_opened_total counter\n");
+            out.push_str(&egress_tcp);
+        }
         out
     }
 
-    /// The egress series so far ([`super::egress::series`]); a call whose pods served since
-    /// the last scrape shows at least one.
-    fn egress_page(&self, calls: &[EgressCall]) -> String {
+    /// The egress series so far ([`super::egress::series`]): the HTTP ones (which belong in
+    /// `istio_requests_total`'s block) and the TCP ones. A call whose pods served since the
+    /// last scrape shows at least one.
+    fn egress_page(&self, calls: &[EgressCall]) -> (String, String) {
         let egress = self.egress.lock().expect("traffic poisoned").clone();
-        let mut out = String::from("# TYPE istio_tcp_connections_opened_total counter\n");
+        let (mut http, mut tcp) = (String::new(), String::new());
         for ((ns, wl, host, port, protocol, route), count) in &egress {
             let call = calls
                 .iter()
                 .find(|c| c.host == *host && c.port == *port && c.protocol == *protocol)
                 .cloned()
                 .unwrap_or_default();
-            out.push_str(&super::egress::series(ns, wl, &call, route, count.max(1.0)));
+            let line = super::egress::series(ns, wl, &call, route, count.max(1.0));
+            if line.starts_with("istio_requests_total{") {
+                http.push_str(&line);
+            } else {
+                tcp.push_str(&line);
+            }
         }
-        out
+        (http, tcp)
     }
 }
 
