@@ -477,3 +477,18 @@ async fn azure_monitor_provider_sends_an_entra_token_for_the_prometheus_scope() 
         AZURE_MONITOR_SCOPE
     );
 }
+
+/// The egress series of `registry-only` reach a real Prometheus as Istio's do: the blackholed
+/// calls of payments/api to api.stripe.com are queryable by `destination_service_name`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_sees_blackholed_egress_as_istio_reports_it() {
+    common::prometheus::require().await;
+    let sim = TestSim::start("registry-only").await;
+    let prom = common::prometheus::start(&sim.handle.info.metrics_url).await;
+    common::prometheus::wait_for(
+        &prom,
+        "sum(istio_requests_total{reporter=\"source\",source_workload=\"api\",source_workload_namespace=\"payments\",destination_service=\"api.stripe.com\",destination_service_name=\"BlackHoleCluster\",response_code=\"502\"})",
+        Duration::from_secs(30),
+    )
+    .await;
+}

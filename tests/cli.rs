@@ -839,3 +839,25 @@ fn kubeconfig_parse_error_does_not_print_secrets() {
         "names the file and position: {err}"
     );
 }
+
+/// Regression: `proxy-status` against a crash-looping istiod (its pods running, never ready)
+/// waited forever on the port-forward to /debug/syncz; now it gives up after the same bound
+/// the doctor uses (15 s) and says which istiod did not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_gives_up_on_an_istiod_that_never_answers_syncz() {
+    let mut s = asm_canary_sim::Scenario::builtin("healthy").unwrap();
+    s.kube.crashloop_revisions = vec!["asm-1-27".into()];
+    let sim = TestSim::start_with(s).await;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        sim.run(&["proxy-status"]),
+    )
+    .await
+    .expect("proxy-status finishes within a minute");
+    assert_ne!(code(&out), 0, "stdout: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not answer /debug/syncz within 15s") && err.contains("istiod"),
+        "{err}"
+    );
+}

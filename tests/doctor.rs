@@ -84,6 +84,7 @@ const CHECK_IDS: &[&str] = &[
     "patch-drift",
     "policy-namespace",
     "mtls",
+    "egress",
     "ingress-gateways",
     "sidecar-restarts",
     "orphaned-leases",
@@ -122,6 +123,14 @@ async fn healthy_cluster_exits_0_with_every_check_ok() {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, CHECK_IDS);
+    // healthy runs REGISTRY_ONLY: the egress check read the proxies and found nothing dropped
+    assert!(
+        check(&doc, "egress")["findings"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m
+                .starts_with("outboundTrafficPolicy is REGISTRY_ONLY (asm-1-27): no proxy of the")),
+        "{doc:#}"
+    );
     for c in doc["checks"].as_array().unwrap() {
         assert_eq!(c["status"], "ok", "{c:#}");
         assert!(c["title"].as_str().is_some_and(|t| !t.is_empty()));
@@ -166,7 +175,7 @@ async fn legacy_labels_names_every_problem() {
         "PeerAuthentication istio-system/default",
         "last because OOMKilled",
         "kubectl delete lease istio-gateway-deployment-asm-1-25 -n aks-istio-system",
-        "3 broken, 4 warning(s), 6 fine.",
+        "3 broken, 4 warning(s), 7 fine.",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -619,4 +628,94 @@ async fn proxies_older_than_their_injector_are_a_warning_naming_patch_restart() 
         "the workloads named: {f:?}"
     );
     assert!(f[0].2.contains("asm-canary patch-restart"), "{f:?}");
+}
+
+/// `registry-only`: REGISTRY_ONLY in the shared ConfigMap, payments/api calls api.stripe.com
+/// with no ServiceEntry (its proxy blackholes it), orders/web a host a ServiceEntry lists. The
+/// doctor reads the proxies' stats and names the workload, the host and the ServiceEntry that
+/// lets it out; once that ServiceEntry exists (created through the API), the check clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_only_egress_without_a_service_entry_is_broken_until_one_is_added() {
+    let sim = TestSim::start("registry-only").await;
+    let out = sim.run(&["doctor", "--output", "json"]).await;
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}); stderr: {}", stderr(&out)));
+    assert_eq!(code(&out), 3, "{doc:#}");
+    assert_eq!(doc["exit_code"], 3);
+    assert_eq!(not_ok(&doc), vec![("egress".into(), "broken".into())]);
+    let f = findings(&doc, "egress", "broken");
+    assert_eq!(f.len(), 1, "only payments/api: {f:?}");
+    assert_eq!(f[0].1, vec!["payments/api"]);
+    assert!(
+        f[0].0.contains("api.stripe.com") && f[0].0.contains("BlackHoleCluster"),
+        "{f:?}"
+    );
+    assert!(!f[0].0.contains("api.partner.example.com"), "{f:?}");
+    for line in [
+        "kind: ServiceEntry",
+        "  namespace: payments",
+        "  - api.stripe.com",
+        "  location: MESH_EXTERNAL",
+        "  resolution: DNS",
+        "  - number: 80",
+    ] {
+        assert!(f[0].2.lines().any(|l| l == line), "{line:?} in {}", f[0].2);
+    }
+
+    // the table names it too
+    let text = sim.run(&["doctor"]).await;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("[✗] REGISTRY_ONLY egress") && text.contains("payments/api calls hosts"),
+        "{text}"
+    );
+
+    // the fix: the ServiceEntry, created through the API server
+    let se: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": "api-stripe-com", "namespace": "payments"},
+        "spec": {"hosts": ["api.stripe.com"], "location": "MESH_EXTERNAL", "resolution": "DNS",
+                 "ports": [{"number": 80, "name": "http-80", "protocol": "HTTP"}]}}))
+    .unwrap();
+    let ar = kube::api::ApiResource {
+        group: "networking.istio.io".into(),
+        version: "v1".into(),
+        api_version: "networking.istio.io/v1".into(),
+        kind: "ServiceEntry".into(),
+        plural: "serviceentries".into(),
+    };
+    kube::Api::<kube::api::DynamicObject>::namespaced_with(sim.kube().await, "payments", &ar)
+        .create(&Default::default(), &se)
+        .await
+        .expect("ServiceEntry created");
+    let out = sim.run(&["doctor", "--output", "json"]).await;
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(code(&out), 0, "{doc:#}");
+    assert_eq!(check(&doc, "egress")["status"], "ok");
+    // the proxy's counter still holds what it dropped before: named as fixed, not broken
+    let ok = findings(&doc, "egress", "ok");
+    assert!(
+        ok.iter().any(|f| f
+            .0
+            .starts_with("dropped before a ServiceEntry listed the host")
+            && f.0
+                .contains("payments/api → api.stripe.com (ServiceEntry payments/api-stripe-com)")),
+        "{ok:?}"
+    );
+}
+
+/// Under ALLOW_ANY nothing is dropped: the same calls pass through, the check is ✓ and says
+/// why (it reads no proxy then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_any_egress_is_ok() {
+    let mut s = Scenario::builtin("registry-only").unwrap();
+    s.kube.shared_mesh_config = Some("accessLogFile: /dev/stdout\n".into());
+    let (code, doc) = doctor(s).await;
+    assert_eq!(code, 0, "{doc:#}");
+    let ok = findings(&doc, "egress", "ok");
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert!(
+        ok[0].0.starts_with("outboundTrafficPolicy is ALLOW_ANY"),
+        "{ok:?}"
+    );
 }

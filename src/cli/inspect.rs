@@ -44,11 +44,17 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
     };
     let mut rows = Vec::new();
     for rev in &revisions {
-        let mut r = crate::k8s::mesh::proxy_status(&env.kube, rev, namespace.as_deref())
-            .await
-            .map_err(|e| {
-                CliError::connect(format!("cannot read the proxy status from istiod-{rev}"), e)
-            })?;
+        // bounded: a crash-looping istiod may accept the port-forward and never answer
+        let mut r = crate::k8s::mesh::proxy_status_within(
+            &env.kube,
+            rev,
+            namespace.as_deref(),
+            crate::k8s::mesh::SYNCZ_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            CliError::connect(format!("cannot read the proxy status from istiod-{rev}"), e)
+        })?;
         rows.append(&mut r);
     }
     match output {

@@ -229,7 +229,7 @@ pub fn patch_drift(o: &Observed) -> Vec<Finding> {
         .pods
         .iter()
         .map(crate::k8s::PodInfo::from_pod)
-        .filter(|p| !p.namespace.starts_with("aks-istio-") && !p.namespace.starts_with("kube-"))
+        .filter(|p| crate::k8s::is_application_namespace(&p.namespace))
         .collect();
     let drift = crate::k8s::patch::drifted_workloads(&pods, &o.injected);
     let mut by_revision: BTreeMap<&str, Vec<&crate::k8s::patch::DriftedWorkload>> = BTreeMap::new();

@@ -1,12 +1,14 @@
 //! `asm-canary doctor`: the add-on's traps, checked against the cluster as it is. Changes
-//! nothing: GETs and LISTs only (and the port-forwards that read istiod's syncz), no lock, no
-//! owner record. Knows nothing of terminals: it returns the doctor document
-//! ([`crate::contract::doctor::DoctorDoc`]), which `cli::doctor` renders.
+//! nothing: GETs and LISTs only (and the port-forwards that read istiod's syncz and, under
+//! REGISTRY_ONLY, the proxies' stats), no lock, no owner record. Knows nothing of terminals:
+//! it returns the doctor document ([`crate::contract::doctor::DoctorDoc`]), which
+//! `cli::doctor` renders.
 //!
 //! ```text
 //!  ARM (cluster, revision profile, upgrade profile) ─┐
 //!  Kubernetes (namespaces, pods, webhooks, services, ├─▶ observe::Observed ─▶ CHECKS (pure fns)
-//!    configmaps, leases, Istio CRs), istiod syncz ───┘        ─▶ Vec<CheckResult> ─▶ DoctorDoc
+//!    configmaps, leases, Istio CRs), istiod syncz, ──┘        ─▶ Vec<CheckResult> ─▶ DoctorDoc
+//!    proxy stats (REGISTRY_ONLY only)
 //! ```
 //!
 //! Each check is one small pure function of [`Observed`] returning its findings; a check
@@ -14,6 +16,7 @@
 //! [`CHECKS`].
 
 mod control;
+mod egress;
 mod injection;
 pub mod observe;
 mod policy;
@@ -23,6 +26,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
+pub use egress::{EgressFacts, ProxyStats};
 pub use observe::{IstioKind, IstioObject, Observed, SupportFacts, observe};
 
 use crate::contract::doctor::{CheckResult, DoctorDoc, Finding};
@@ -92,6 +96,12 @@ pub const CHECKS: &[Check] = &[
         title: "DestinationRules agree with STRICT mTLS",
         run: policy::mtls_conflicts,
         all_clear: "no DestinationRule disables TLS toward a STRICT namespace",
+    },
+    Check {
+        id: "egress",
+        title: "REGISTRY_ONLY egress: a ServiceEntry for every host called",
+        run: egress::registry_only,
+        all_clear: "outboundTrafficPolicy is ALLOW_ANY (Istio's default): external hosts pass through, nothing is dropped",
     },
     Check {
         id: "ingress-gateways",

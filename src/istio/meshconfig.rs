@@ -64,6 +64,15 @@ pub const PROXY_FIELDS: &[&str] = &[
     "proxyHeaders",
 ];
 
+/// `outboundTrafficPolicy.mode` of a `data.mesh` document (`REGISTRY_ONLY`, `ALLOW_ANY`);
+/// `None` when it does not say (or cannot be read): Istio's default, `ALLOW_ANY`.
+pub fn outbound_traffic_mode(mesh: &str) -> Option<String> {
+    let parsed: serde_json::Value = serde_saphyr::from_str(mesh).ok()?;
+    parsed["outboundTrafficPolicy"]["mode"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// What is wrong with a `data.mesh` document for the add-on: each refused field (`configSources`,
 /// `defaultConfig.image`), or why it cannot be read at all. Empty: the add-on accepts it.
 pub fn rejected_fields(mesh: &str) -> Vec<String> {
@@ -102,6 +111,16 @@ pub fn rejected_fields(mesh: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outbound_traffic_mode_is_read_or_absent() {
+        assert_eq!(
+            outbound_traffic_mode("outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n").as_deref(),
+            Some("REGISTRY_ONLY")
+        );
+        assert_eq!(outbound_traffic_mode("accessLogFile: /dev/stdout\n"), None);
+        assert_eq!(outbound_traffic_mode(""), None);
+    }
 
     #[test]
     fn the_allowlist_accepts_the_documented_fields_and_names_the_rest() {

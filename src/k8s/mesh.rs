@@ -46,6 +46,30 @@ pub async fn istiod_pods(client: &Client, revision: &str) -> Result<Vec<Pod>, K8
     Ok(pods)
 }
 
+/// How long istiod's syncz may take to answer, per revision: an unhealthy istiod may accept
+/// the port-forward and never answer.
+pub const SYNCZ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`proxy_status`], given up after `limit` with an error that says so.
+pub async fn proxy_status_within(
+    client: &Client,
+    revision: &str,
+    namespace: Option<&str>,
+    limit: std::time::Duration,
+) -> Result<Vec<ProxyStatus>, K8sError> {
+    match tokio::time::timeout(limit, proxy_status(client, revision, namespace)).await {
+        Ok(rows) => rows,
+        Err(_) => Err(K8sError::PortForward {
+            target: target(ISTIO_NAMESPACE, &istiod_selector(revision)),
+            port: 15014,
+            message: format!(
+                "istiod did not answer /debug/syncz within {}s (is it ready? kubectl get pods -n {ISTIO_NAMESPACE} -l app=istiod,istio.io/rev={revision})",
+                limit.as_secs()
+            ),
+        }),
+    }
+}
+
 /// The proxy-status rows of every running istiod of `revision` (each proxy is connected to
 /// one istiod, so rows do not repeat), sorted by proxy. `namespace` narrows the syncz query
 /// (`/debug/syncz?namespace=<ns>`) as istioctl does.

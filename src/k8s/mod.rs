@@ -35,7 +35,7 @@ pub use configmap::{CopyOutcome, CopyPlan, plan_copy, read_copy, write_copy};
 pub use lease::{LeaseDeletion, delete_leases};
 pub use mesh::{istiod_pods, proxy_status};
 pub use patch::{DriftedWorkload, PatchDrift, find_patch_drift};
-pub use pods::{Owner, PodInfo, namespaces_by_label, owner_of};
+pub use pods::{Owner, PodInfo, is_application_namespace, namespaces_by_label, owner_of};
 pub use portforward::{HttpResponse, http_get_via_portforward};
 pub use rollout::{
     RestartOutcome, RolloutError, RolloutProgress, WorkloadKind, WorkloadRef, daemonset_status,

@@ -217,7 +217,7 @@ pub async fn drift_against(
     let pods: Vec<PodInfo> = super::pods::list_pods(client, None, None)
         .await?
         .into_iter()
-        .filter(|p| !p.namespace.starts_with("aks-istio-") && !p.namespace.starts_with("kube-"))
+        .filter(|p| super::is_application_namespace(&p.namespace))
         .filter(|p| namespaces.is_none_or(|nss| nss.contains(&p.namespace)))
         .collect();
     Ok(drifted_workloads(&pods, injected))

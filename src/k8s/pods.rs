@@ -13,6 +13,13 @@ use super::rollout::{WorkloadKind, WorkloadRef};
 use super::{K8sError, target};
 use crate::istio::{PodRevision, pod_revision};
 
+/// A namespace of the cluster's own applications: not the add-on's (`aks-istio-*`) nor
+/// Kubernetes' (`kube-*`), which patch restarts, onboarding and the doctor's workload checks
+/// never look at.
+pub fn is_application_namespace(namespace: &str) -> bool {
+    !namespace.starts_with("aks-istio-") && !namespace.starts_with("kube-")
+}
+
 /// Who controls a pod, resolved to the object a restart would act on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "name")]

@@ -25,6 +25,7 @@ pub const BUILTIN: &[&str] = &[
     "bad-canary",
     "slow-canary",
     "patch-rolled",
+    "registry-only",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -670,6 +671,9 @@ fn describe(name: &str) -> &'static str {
         }
         "patch-rolled" => {
             "AKS rolled asm-1-27 from 1.27.3 to 1.27.4 (istiod, injector, gateways); the sidecars still run 1.27.3."
+        }
+        "registry-only" => {
+            "Egress locked down (outboundTrafficPolicy REGISTRY_ONLY in the shared ConfigMap): payments/api calls api.stripe.com, which no ServiceEntry lists (its proxy sends it to BlackHoleCluster: 502); orders/web calls api.partner.example.com, which a ServiceEntry lists."
         }
         _ => "",
     }

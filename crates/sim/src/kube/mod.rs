@@ -27,6 +27,7 @@ mod api;
 mod client;
 mod controllers;
 mod discovery;
+mod egress;
 mod gc;
 mod istio;
 mod object;
@@ -48,6 +49,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch as tokio_watch;
 
+pub use egress::EgressCall;
 pub use scenario::{
     GeneratedShape, KubeScenario, NamespaceShape, SidecarRestart, TagShape, WorkloadShape,
 };

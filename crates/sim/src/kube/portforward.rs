@@ -3,7 +3,8 @@
 //! 3-byte `[channel, port_lo, port_hi]` frame on the data and the error channel of every
 //! requested port; then `[2*i, payload…]` carries the bytes of port `i` both ways, and an
 //! error is plain text on channel `2*i+1`. An istiod pod's port 15014 is served by an
-//! in-process HTTP/1.1 server answering as istiod's monitoring port does; any other port is
+//! in-process HTTP/1.1 server answering as istiod's monitoring port does, a ready proxied
+//! pod's 15090 as its Envoy's stats endpoint does ([`super::egress`]); any other port is
 //! refused as a kubelet would report it.
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, WriteHalf};
 use tokio::sync::mpsc;
 
 use super::addon;
-use super::istio::is_istiod;
+use super::egress;
+use super::istio::{is_istiod, pod_revision};
 use super::object::{name_of, pod_ready, uid_of};
 use super::resources::by_plural;
 use super::status::ApiError;
@@ -97,11 +99,18 @@ async fn forward(shared: Arc<Shared>, pod: Arc<Value>, ports: Vec<u16>, socket: 
         let _ = out_tx.send(vec![(2 * i) as u8, lo, hi]).await;
         let _ = out_tx.send(vec![(2 * i + 1) as u8, lo, hi]).await;
     }
-    let serving = is_istiod(&pod) && pod_ready(&pod);
+    let istiod = is_istiod(&pod) && pod_ready(&pod);
+    // a sidecar's (or gateway's) Envoy serves its stats on 15090
+    let proxy = !is_istiod(&pod) && pod_revision(&pod).is_some() && pod_ready(&pod);
     let mut writers: HashMap<usize, WriteHalf<DuplexStream>> = HashMap::new();
     for (i, port) in ports.iter().enumerate() {
-        if serving && *port == 15014 {
-            writers.insert(i, connect_istiod(&shared, &pod, i, out_tx.clone()));
+        let server: Option<Handler> = match port {
+            15014 if istiod => Some(addon::istiod_http),
+            15090 if proxy => Some(egress::proxy_http),
+            _ => None,
+        };
+        if let Some(server) = server {
+            writers.insert(i, connect_http(&shared, &pod, i, out_tx.clone(), server));
         } else {
             let _ = out_tx.send(refused(i, *port, &pod)).await;
         }
@@ -131,13 +140,18 @@ async fn forward(shared: Arc<Shared>, pod: Arc<Value>, ports: Vec<u16>, socket: 
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
 }
 
-/// Connects port `i` to an in-process istiod monitoring server: its answers go out on the
-/// port's data channel; the returned half takes what the client sends.
-fn connect_istiod(
+/// An in-process HTTP server of a pod's port: (state, pod, path and query) → (status,
+/// content type, body).
+type Handler = fn(&super::KubeState, &Value, &str) -> (u16, &'static str, Vec<u8>);
+
+/// Connects port `i` to an in-process HTTP server (istiod's monitoring port, a proxy's stats):
+/// its answers go out on the port's data channel; the returned half takes what the client sends.
+fn connect_http(
     shared: &Arc<Shared>,
     pod: &Arc<Value>,
     i: usize,
     out_tx: mpsc::Sender<Vec<u8>>,
+    handler: Handler,
 ) -> WriteHalf<DuplexStream> {
     let (client, server) = tokio::io::duplex(256 * 1024);
     let kube_shared = shared.clone();
@@ -152,7 +166,7 @@ fn connect_istiod(
                     .path_and_query()
                     .map(|p| p.as_str().to_string())
                     .unwrap_or_else(|| "/".into());
-                let (code, ct, body) = addon::istiod_http(&shared.kube, &pod, &pq);
+                let (code, ct, body) = handler(&shared.kube, &pod, &pq);
                 let mut resp = Response::new(axum::body::Body::from(body));
                 *resp.status_mut() =
                     axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);

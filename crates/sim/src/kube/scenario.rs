@@ -254,6 +254,29 @@ impl KubeScenario {
         });
     }
 
+    /// Egress locked down: `REGISTRY_ONLY` in the shared ConfigMap; payments/api calls
+    /// api.stripe.com with no ServiceEntry (blackholed), orders/web a host a ServiceEntry in
+    /// orders lists.
+    fn registry_only(&mut self) {
+        self.shared_mesh_config = Some(
+            "accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n".into(),
+        );
+        let call = |workload: &str, host: &str| super::egress::EgressCall {
+            workload: workload.into(),
+            host: host.into(),
+            ..Default::default()
+        };
+        self.traffic.egress = vec![
+            call("payments/api", "api.stripe.com"),
+            call("orders/web", "api.partner.example.com"),
+        ];
+        self.objects.push(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": "partner-api", "namespace": "orders"},
+            "spec": {"hosts": ["api.partner.example.com"], "location": "MESH_EXTERNAL", "resolution": "DNS",
+                     "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}}));
+    }
+
     /// The Kubernetes side of a built-in scenario (`healthy` for names that only concern ARM).
     pub fn builtin(name: &str) -> Self {
         let mut s = Self::default();
@@ -306,6 +329,7 @@ impl KubeScenario {
             "patch-rolled" => {
                 s.rolled_patches.insert("asm-1-27".into(), 1);
             }
+            "registry-only" => s.registry_only(),
             "native-sidecars" => {
                 s.native_sidecar_revisions =
                     vec!["asm-1-27".into(), "asm-1-28".into(), "asm-1-29".into()];

@@ -32,6 +32,8 @@ pub struct KubeState {
     pub(crate) initial_revisions: Vec<String>,
     /// The application traffic's counters.
     pub(crate) traffic: super::traffic::Traffic,
+    /// Each proxy's egress counters (Envoy's: they count since the proxy started).
+    pub(crate) egress: super::egress::ProxyCounters,
     /// The Istio patch each revision runs (the add-on and its injector share it).
     pub(crate) patches: super::addon::versions::Patches,
 }
@@ -50,6 +52,7 @@ impl KubeState {
             proxies: Mutex::new(HashMap::new()),
             initial_revisions: scenario.cluster.revisions.clone(),
             traffic: Default::default(),
+            egress: Default::default(),
             patches: Default::default(),
         }
     }
@@ -82,10 +85,18 @@ impl KubeState {
                 let facts = pod.pod.as_ref()?;
                 let revision = facts.revision.clone()?;
                 let app = ![ISTIO_NS, INGRESS_NS].contains(&&*pod.namespace);
+                let workload = workload_of(&pod.controller, &pod.name);
+                let egress = super::egress::calls_of(self, &pod.namespace, &workload)
+                    .map(|c| {
+                        let route = super::egress::route(self, &pod.namespace, &revision, c);
+                        (c.clone(), route)
+                    })
+                    .collect();
                 (facts.ready && !pod.deleting && app).then(|| Serving {
                     namespace: pod.namespace.clone(),
-                    workload: workload_of(&pod.controller, &pod.name),
+                    workload,
                     revision,
+                    egress,
                 })
             })
             .collect();

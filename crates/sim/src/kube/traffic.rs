@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::egress::{EgressCall, Route};
 use super::istio::INGRESS_NS;
 
 /// Envoy's default histogram buckets (milliseconds), which Istio's request duration uses
@@ -44,6 +45,8 @@ pub struct TrafficShape {
     pub error_rate: f64,
     /// Workloads whose pods of some revisions answer worse.
     pub faults: Vec<TrafficFault>,
+    /// The external hosts workloads call ([`super::egress`]).
+    pub egress: Vec<EgressCall>,
 }
 
 impl Default for TrafficShape {
@@ -52,6 +55,7 @@ impl Default for TrafficShape {
             rps_per_pod: 10.0,
             error_rate: 0.0,
             faults: Vec::new(),
+            egress: Vec::new(),
         }
     }
 }
@@ -125,13 +129,19 @@ pub struct Traffic {
     last: Mutex<Instant>,
     /// (namespace, workload, response code) → counts.
     series: Mutex<BTreeMap<(String, String, u16), Acc>>,
+    /// (namespace, workload, call, route) → calls to external hosts.
+    egress: Mutex<BTreeMap<EgressKey, f64>>,
 }
+
+/// An egress series: the calling workload's namespace and name, the call and its route.
+type EgressKey = (String, String, String, u16, String, Route);
 
 impl Default for Traffic {
     fn default() -> Self {
         Self {
             last: Mutex::new(Instant::now()),
             series: Mutex::new(BTreeMap::new()),
+            egress: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -175,6 +185,8 @@ pub(crate) struct Serving {
     pub namespace: String,
     pub workload: String,
     pub revision: String,
+    /// Its workload's external calls and where its proxy sends them.
+    pub egress: Vec<(EgressCall, Route)>,
 }
 
 impl Traffic {
@@ -203,6 +215,20 @@ impl Traffic {
                 acc.add(requests * share, factor);
             }
         }
+        let mut egress = self.egress.lock().expect("traffic poisoned");
+        for pod in serving {
+            for (call, route) in &pod.egress {
+                let key = (
+                    pod.namespace.clone(),
+                    pod.workload.clone(),
+                    call.host.clone(),
+                    call.port,
+                    call.protocol.clone(),
+                    route.clone(),
+                );
+                *egress.entry(key).or_default() += call.rate * simulated;
+            }
+        }
     }
 
     /// The metrics page after adding what `serving` served since the last scrape: every
@@ -228,6 +254,9 @@ impl Traffic {
                 );
             }
         }
+        // a metric family's series stay together: the egress ones join the requests' block
+        let (egress_http, egress_tcp) = self.egress_page(&shape.egress);
+        out.push_str(&egress_http);
         out.push_str("# HELP istio_request_duration_milliseconds Request duration in milliseconds.\n# TYPE istio_request_duration_milliseconds histogram\n");
         for ((ns, wl, code), acc) in &series {
             for reporter in ["destination", "source"] {
@@ -247,7 +276,33 @@ impl Traffic {
                 );
             }
         }
+        if !egress_tcp.is_empty() {
+            out.push_str("# TYPE istio_tcp_connections_opened_total counter\n");
+            out.push_str(&egress_tcp);
+        }
         out
+    }
+
+    /// The egress series so far ([`super::egress::series`]): the HTTP ones (which belong in
+    /// `istio_requests_total`'s block) and the TCP ones. A call whose pods served since the
+    /// last scrape shows at least one.
+    fn egress_page(&self, calls: &[EgressCall]) -> (String, String) {
+        let egress = self.egress.lock().expect("traffic poisoned").clone();
+        let (mut http, mut tcp) = (String::new(), String::new());
+        for ((ns, wl, host, port, protocol, route), count) in &egress {
+            let call = calls
+                .iter()
+                .find(|c| c.host == *host && c.port == *port && c.protocol == *protocol)
+                .cloned()
+                .unwrap_or_default();
+            let line = super::egress::series(ns, wl, &call, route, count.max(1.0));
+            if line.starts_with("istio_requests_total{") {
+                http.push_str(&line);
+            } else {
+                tcp.push_str(&line);
+            }
+        }
+        (http, tcp)
     }
 }
 
