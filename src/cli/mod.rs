@@ -106,7 +106,12 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         command => {
-            let result = tokio::runtime::Runtime::new()
+            // A few blocking threads are enough (file writes, name lookups); each one an
+            // allocator keeps memory for.
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(8)
+                .build()
                 .map_err(|e| CliError::internal("cannot start the async runtime", e))
                 .and_then(|runtime| runtime.block_on(dispatch(command)));
             finish("asm-canary", result)
