@@ -35,7 +35,7 @@ pub struct PipelineArgs {
     #[arg(long, value_enum)]
     pub format: FormatArg,
     /// The clusters of the fleet's subscription sources, with their tags: a JSON list of
-    /// `{"id": …, "tags": {…}}` (the clusters of `fleet plan --output json`). Not needed when
+    /// `{"id": …, "tags": {…}}`, e.g. from `az aks list --query "[].{id:id,tags:tags}"`. Not needed when
     /// the fleet file lists every cluster by id.
     #[arg(long, value_name = "FILE")]
     pub clusters: Option<PathBuf>,
@@ -103,7 +103,7 @@ fn members(file: &FleetFile, clusters: Option<&Path>) -> Result<Vec<Member>, Cli
         Some(path) => read_clusters(path)?,
         None if file.needs_discovery() => {
             return Err(CliError::bad(format!(
-                "{}: a source lists every cluster of a subscription or resource group, which only ARM knows; give --clusters FILE (a JSON list of {{\"id\", \"tags\"}}, as `fleet plan --output json` lists them), or list the clusters by id",
+                "{}: a source lists every cluster of a subscription or resource group, which only ARM knows; give --clusters FILE (a JSON list of {{\"id\", \"tags\"}}, e.g. from `az aks list --subscription SUB --query \"[].{{id:id,tags:tags}}\"`), or list the clusters by id",
                 file.origin
             )));
         }
