@@ -141,6 +141,7 @@ async fn serve_until_stopped(
             env.display()
         );
     }
+    let stop = StopSignals::listen();
     publish_env(&info.env_lines(), env_file)?;
     eprintln!(
         "asm-canary sim: scenario {scenario}; ARM and token endpoint {}, Kubernetes API {}, CA {}{}",
@@ -159,7 +160,7 @@ async fn serve_until_stopped(
         info.metrics_url
     );
     eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
-    wait_for_stop().await;
+    stop.wait().await;
     eprintln!("asm-canary sim: stopping");
     handle.shutdown().await;
     Ok(())
@@ -180,6 +181,7 @@ async fn serve_fleet(
     let result = async {
         let handle = asm_canary_sim::start_fleet(opts).await.map_err(start_error)?;
         let info = &handle.info;
+        let stop = StopSignals::listen();
         publish_env(&info.env_lines(), env_file.as_deref())?;
         eprintln!(
             "asm-canary sim: fleet {name}: {} clusters in {} subscriptions; ARM and token endpoint {}",
@@ -189,7 +191,7 @@ async fn serve_fleet(
         );
         eprint!("{}", info.member_table());
         eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
-        wait_for_stop().await;
+        stop.wait().await;
         eprintln!("asm-canary sim: stopping");
         handle.shutdown().await;
         Ok(())
@@ -215,24 +217,37 @@ fn publish_env(lines: &[(String, String)], env_file: Option<&Path>) -> Result<()
     Ok(())
 }
 
-async fn wait_for_stop() {
+/// Ctrl-C and SIGTERM, listened for from the moment this is made: made before the settings
+/// are printed, so a signal sent as soon as they are read stops the server cleanly (exit 0)
+/// instead of killing it.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok();
+            Self { signals }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
