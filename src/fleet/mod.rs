@@ -14,6 +14,7 @@
 mod assign;
 mod file;
 pub mod pipeline;
+pub mod schedule;
 
 pub use assign::{AssignError, Member, Ring, Rings, assign, members_of};
 pub use file::{
