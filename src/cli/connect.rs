@@ -119,6 +119,51 @@ async fn connect_inner(
     secret: Option<(&str, &str, &str)>,
 ) -> Result<Connected, CliError> {
     let cluster = cluster_id(args)?;
+    let azure = connect_azure(args, pace, secret)?;
+    let env = azure.cluster(cluster).await?;
+    Ok(Connected {
+        env,
+        credential: azure.credential,
+    })
+}
+
+/// ARM reached and signed in to, ready to reach any cluster the credential may: one token
+/// cache for a whole fleet.
+pub struct Azure {
+    pub arm: ArmClient,
+    pub credential: CredentialChoice,
+    args: ClusterArgs,
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl Azure {
+    /// The clients for one cluster: this ARM client, and a Kubernetes client from
+    /// `--kubeconfig` or from ARM's listClusterUserCredential.
+    pub async fn cluster(&self, cluster: ClusterId) -> Result<Arc<Env>, CliError> {
+        let kube = kube_client(
+            &self.args,
+            &self.arm,
+            &cluster,
+            self.ca_pem.as_deref(),
+            &self.credential,
+        )
+        .await?;
+        Ok(Arc::new(Env {
+            arm: self.arm.clone(),
+            cluster,
+            kube,
+            metrics: None,
+        }))
+    }
+}
+
+/// The ARM client for `args` (the cluster identity flags are not read), with the credential
+/// chosen and said on stderr.
+pub fn connect_azure(
+    args: &ClusterArgs,
+    pace: Pace,
+    secret: Option<(&str, &str, &str)>,
+) -> Result<Azure, CliError> {
     let ca_pem = match &args.ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| {
             CliError::bad_because(
@@ -128,26 +173,7 @@ async fn connect_inner(
         })?),
         None => None,
     };
-    let mut options = ArmClientOptions {
-        endpoint: arm_endpoint(&args.arm_endpoint)?,
-        ..Default::default()
-    };
-    if let Pace::Simulated = pace {
-        options.poll = PollOptions {
-            default_interval: Duration::from_millis(200),
-            min_interval: Duration::from_millis(50),
-            max_interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(300),
-        };
-        options.retry.base_delay = Duration::from_millis(50);
-        options.retry.max_delay = Duration::from_secs(2);
-    }
-    if let Some(raw) = &args.arm_poll_interval {
-        let d = arm_poll_interval(raw)?;
-        options.poll.default_interval = d;
-        options.poll.min_interval = options.poll.min_interval.min(d);
-        options.retry.base_delay = options.retry.base_delay.min(d);
-    }
+    let options = arm_options(args, pace)?;
     let mut auth = AuthSettings {
         mode: auth_mode(args.auth),
         authority_host: args.authority_host.clone(),
@@ -172,16 +198,37 @@ async fn connect_inner(
         credential.mode.as_str(),
         credential.reason
     );
-    let kube = kube_client(args, &arm, &cluster, ca_pem.as_deref(), &credential).await?;
-    Ok(Connected {
-        env: Arc::new(Env {
-            arm,
-            cluster,
-            kube,
-            metrics: None,
-        }),
+    Ok(Azure {
+        arm,
         credential,
+        args: args.clone(),
+        ca_pem,
     })
+}
+
+/// ARM's endpoint, polling and retry pace from the flags.
+fn arm_options(args: &ClusterArgs, pace: Pace) -> Result<ArmClientOptions, CliError> {
+    let mut options = ArmClientOptions {
+        endpoint: arm_endpoint(&args.arm_endpoint)?,
+        ..Default::default()
+    };
+    if let Pace::Simulated = pace {
+        options.poll = PollOptions {
+            default_interval: Duration::from_millis(200),
+            min_interval: Duration::from_millis(50),
+            max_interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(300),
+        };
+        options.retry.base_delay = Duration::from_millis(50);
+        options.retry.max_delay = Duration::from_secs(2);
+    }
+    if let Some(raw) = &args.arm_poll_interval {
+        let d = arm_poll_interval(raw)?;
+        options.poll.default_interval = d;
+        options.poll.min_interval = options.poll.min_interval.min(d);
+        options.retry.base_delay = options.retry.base_delay.min(d);
+    }
+    Ok(options)
 }
 
 /// The Kubernetes client: from `--kubeconfig`, or from ARM's listClusterUserCredential.

@@ -117,10 +117,12 @@ pub struct RollbackArgs {
 
 /// Prompts only when a person can answer: stdin and stderr are terminals, and not unattended.
 pub fn interactive(run: &RunArgs) -> bool {
-    !run.unattended
-        && run.output == OutputArg::Text
-        && std::io::stdin().is_terminal()
-        && std::io::stderr().is_terminal()
+    !run.unattended && run.output == OutputArg::Text && terminal_at_hand()
+}
+
+/// stdin and stderr are terminals: a person can be asked.
+pub fn terminal_at_hand() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 fn default_state(cluster: &str) -> PathBuf {
@@ -147,11 +149,32 @@ pub async fn execute(
     mode: Mode,
     location: RunLocation,
 ) -> Result<u8, CliError> {
+    execute_with(env, run, mode, location, None).await
+}
+
+/// A run that is one cluster of a fleet: its events go to the fleet's sink, its run id was
+/// chosen (and saved) by the fleet, Ctrl-C is the fleet's, and nothing is asked of a person.
+pub struct MemberRun {
+    pub sink: Arc<dyn EventSink>,
+    pub run_id: String,
+    pub cancel: CancellationToken,
+}
+
+/// [`execute`], for a fleet's member when `member` is given.
+pub async fn execute_with(
+    env: Arc<Env>,
+    run: &RunArgs,
+    mode: Mode,
+    location: RunLocation,
+    member: Option<MemberRun>,
+) -> Result<u8, CliError> {
     let target = env.cluster.to_string();
-    let guided = interactive(run);
+    let guided = member.is_none() && interactive(run);
     // Whether the analysis gate judges anything, said before the run starts.
     let (env, analysis_line) = super::metrics::attach_metrics(env, &run.prometheus)?;
-    eprintln!("asm-canary: {analysis_line}");
+    if member.is_none() {
+        eprintln!("asm-canary: {analysis_line}");
+    }
     let (runbook, registry) =
         super::request::load_builtin_or(run.runbook.as_deref(), run.builtin, env.clone())?;
     check_approvals(&runbook, &run.approve)?;
@@ -163,12 +186,23 @@ pub async fn execute(
     let executor = Executor::new(runbook, registry, location.store);
     // The run this process acts for: a new id, or the checkpoint's. `None` for a finished
     // run, which is only reported again: then the cluster lock is not taken.
-    let lock_run_id = preflight(&executor, &mode, &target)
+    let mut lock_run_id = preflight(&executor, &mode, &target)
         .await
         .map_err(|e| finish_instead(e, &location.flags))?;
-    let token = CancellationToken::new();
-    asm_canary_engine::signals::cancel_on_signals(token.clone())
-        .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
+    let token = match &member {
+        Some(m) => {
+            if matches!(mode, Mode::Run(_)) {
+                lock_run_id = Some(m.run_id.clone());
+            }
+            m.cancel.child_token()
+        }
+        None => {
+            let token = CancellationToken::new();
+            asm_canary_engine::signals::cancel_on_signals(token.clone())
+                .map_err(|e| CliError::internal("cannot install the Ctrl-C handler", e))?;
+            token
+        }
+    };
     let (lock, owner, took_over) = match &lock_run_id {
         Some(id) => {
             let (lock, me, note) = hold_cluster(&env, run, id, owner_checkpoint, &executor).await?;
@@ -184,7 +218,10 @@ pub async fn execute(
             token.cancel();
         });
     }
-    let (sink, approver, decider) = renderers(run, guided, &location.file, &location.flags);
+    let (sink, approver, decider) = match member {
+        Some(m) => member_renderers(run, m.sink),
+        None => renderers(run, guided, &location.file, &location.flags),
+    };
     if let (Some(text), Some(id)) = (took_over, &lock_run_id) {
         announce(sink.as_ref(), id, text);
     }
@@ -354,6 +391,22 @@ fn renderers(
         )
     };
     (Arc::new(FanOut(sinks)), approver, decider)
+}
+
+/// A fleet member's: the fleet's sink, `--approve` approves, the runbook's `on_failure` decides.
+fn member_renderers(
+    run: &RunArgs,
+    sink: Arc<dyn EventSink>,
+) -> (
+    Arc<dyn EventSink>,
+    Arc<dyn Approver>,
+    Arc<dyn FailureDecider>,
+) {
+    (
+        sink,
+        Arc::new(PreApproved::new(run.approve.iter().cloned())),
+        Arc::new(RunbookPolicy),
+    )
 }
 
 /// A refused rollback says how to finish the run instead, as this checkpoint is named.
