@@ -52,7 +52,7 @@ fn demo_params(
     Ok(params)
 }
 
-fn timings() -> serde_json::Map<String, serde_json::Value> {
+pub fn timings() -> serde_json::Map<String, serde_json::Value> {
     let mut params = serde_json::Map::new();
     params.insert("soak".into(), json!("2s"));
     params.insert("wave_soak".into(), json!("1s"));
@@ -69,6 +69,9 @@ fn timings() -> serde_json::Map<String, serde_json::Value> {
 }
 
 pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
+    if asm_canary_sim::fleet::FLEET_BUILTIN.contains(&args.scenario.as_str()) {
+        return super::fleet_demo::demo_fleet(args).await;
+    }
     let DemoArgs {
         scenario,
         upgrade,

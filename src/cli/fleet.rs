@@ -12,6 +12,16 @@ use crate::fleet::{FleetFile, Member, assign, members_of};
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
+    /// Every cluster of the fleet with its revisions, target, stage and preflight verdict
+    /// (ready, at target, stale canary, in progress, blocked and why). Reads only.
+    Plan(super::fleet_view::FleetPlanArgs),
+    /// Upgrade the fleet from this process: the stages in order, each cluster through the
+    /// same runbook, lock and in-cluster checkpoint as `upgrade --state-backend kubernetes`;
+    /// a failed cluster halts what follows. Run it again to resume.
+    Run(super::fleet_run::FleetRunArgs),
+    /// Where a fleet run stands: each cluster's state and the next command. Reads the fleet
+    /// checkpoint only.
+    Status(super::fleet_view::FleetStatusArgs),
     /// Write a CI pipeline that upgrades the fleet: each stage a ring, each cluster a parallel
     /// job running `asm-canary upgrade` (max-parallel = the stage's max_concurrency), the rings
     /// in order, the soak a wait job, the approval the CI environment's.
@@ -47,6 +57,9 @@ pub struct PipelineArgs {
 pub async fn fleet(command: FleetCommand) -> Result<u8, CliError> {
     match command {
         FleetCommand::Pipeline(a) => pipeline_command(a),
+        FleetCommand::Plan(a) => super::fleet_view::plan(a).await,
+        FleetCommand::Run(a) => super::fleet_run::run(a).await,
+        FleetCommand::Status(a) => super::fleet_view::status(a),
     }
 }
 

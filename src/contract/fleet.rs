@@ -271,12 +271,27 @@ pub enum Verdict {
     Unreachable,
 }
 
-/// `fleet status --output json`.
+/// `fleet status --output json`: the fleet checkpoint, with the next command for the fleet
+/// and for each cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetStatusDoc {
     pub schema: &'static str,
+    pub fleet_run_id: String,
+    pub fleet_file: String,
+    pub state: FleetRunState,
+    pub reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub stages: Vec<StageRecord>,
+    pub clusters: Vec<StatusCluster>,
+    /// The next command for the fleet; `null` when it is done.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusCluster {
     #[serde(flatten)]
-    pub state: FleetState,
-    /// The next command to run, for a person or a pipeline.
-    pub next: String,
+    pub record: ClusterRecord,
+    /// The next command for this cluster, when a person has one to run.
+    pub next: Option<String>,
 }

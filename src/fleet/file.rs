@@ -19,6 +19,7 @@
 //!   canary_namespaces: [payments]
 //!   analysis: {checks: checks.yaml}
 //!   approve: [start, complete]     # the default
+//!   params: {soak: 10m}            # runbook params (--param KEY=VALUE), a stage's over these
 //! ```
 //!
 //! Every problem found is reported at once, each as `file:line:column: message` (the runbook
@@ -196,6 +197,9 @@ pub struct UpgradeSettings {
     pub analysis_checks: Option<PathBuf>,
     /// `--approve`, one per step.
     pub approve: Vec<String>,
+    /// `--param KEY=VALUE`: runbook params such as `soak` or `rollout_timeout` (a stage's
+    /// keys over the file's).
+    pub params: BTreeMap<String, String>,
 }
 
 impl UpgradeSettings {
@@ -212,6 +216,9 @@ impl UpgradeSettings {
         if let Some(path) = &self.analysis_checks {
             flags.push("--analysis-checks".into());
             flags.push(path.display().to_string());
+        }
+        for (key, value) in &self.params {
+            flags.extend(["--param".to_string(), format!("{key}={value}")]);
         }
         for step in &self.approve {
             flags.extend(["--approve".to_string(), step.clone()]);
@@ -337,6 +344,8 @@ struct RawUpgrade {
     analysis: Option<RawAnalysis>,
     #[serde(default)]
     approve: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    params: Option<BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -838,6 +847,15 @@ impl Validator {
             }
             out.approve = steps.iter().map(|s| s.value.clone()).collect();
         }
+        for (key, value) in raw.params.iter().flatten() {
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                self.problem(
+                    Pos::from(value),
+                    format!("params: {key:?} is not a runbook param name (letters, digits, _)"),
+                );
+            }
+            out.params.insert(key.clone(), value.value.clone());
+        }
         out
     }
 }
@@ -849,6 +867,7 @@ fn base_settings() -> UpgradeSettings {
         canary_namespaces: Vec::new(),
         analysis_checks: None,
         approve: DEFAULT_APPROVE.iter().map(|s| s.to_string()).collect(),
+        params: Default::default(),
     }
 }
 

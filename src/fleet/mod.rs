@@ -14,7 +14,9 @@
 mod assign;
 mod file;
 pub mod pipeline;
+pub mod report;
 pub mod schedule;
+pub mod verdict;
 
 pub use assign::{AssignError, Member, Ring, Rings, assign, members_of};
 pub use file::{

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use asm_canary_engine::CancellationToken;
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::task::JoinSet;
-use asm_canary_engine::CancellationToken;
 
 use super::assign::{Ring, Rings};
 use crate::azure::ClusterId;
@@ -61,7 +61,9 @@ pub trait FleetIo: Send + Sync {
 
 /// Why a fleet run stopped before its clusters decided it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot save the fleet checkpoint: {0}; the fleet run stopped (each cluster's own checkpoint is in that cluster)")]
+#[error(
+    "cannot save the fleet checkpoint: {0}; the fleet run stopped (each cluster's own checkpoint is in that cluster)"
+)]
 pub struct SaveError(pub String);
 
 /// A new fleet checkpoint for `rings`, every cluster pending.
@@ -179,7 +181,11 @@ async fn run_stage(
     let todo: Vec<&super::Member> = ring
         .clusters
         .iter()
-        .filter(|m| state.cluster(&m.id.to_string()).is_none_or(|c| !c.status.settled()))
+        .filter(|m| {
+            state
+                .cluster(&m.id.to_string())
+                .is_none_or(|c| !c.status.settled())
+        })
         .collect();
     if !todo.is_empty() {
         let rec = stage(state, &name);
@@ -341,7 +347,10 @@ fn stage_outcome(
         ClusterStatus::RolledBack => (FleetRunState::Halted, exit::ROLLED_BACK),
         _ => (
             FleetRunState::Halted,
-            worst.exit_code.filter(|c| *c != exit::OK).unwrap_or(exit::INTERNAL),
+            worst
+                .exit_code
+                .filter(|c| *c != exit::OK)
+                .unwrap_or(exit::INTERNAL),
         ),
     };
     let reason = match worst.status {
@@ -352,7 +361,11 @@ fn stage_outcome(
             "stage {name}: cluster {} {}{}; the following work was not started",
             worst.id,
             status_words(worst.status),
-            worst.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            worst
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ),
     };
     io.event(
@@ -374,9 +387,10 @@ pub fn halted_code(state: &FleetState) -> u8 {
         .max_by_key(|c| severity(c));
     match worst {
         Some(c) if c.status == ClusterStatus::RolledBack => exit::ROLLED_BACK,
-        Some(c) if c.status == ClusterStatus::Failed => {
-            c.exit_code.filter(|x| *x != exit::OK).unwrap_or(exit::INTERNAL)
-        }
+        Some(c) if c.status == ClusterStatus::Failed => c
+            .exit_code
+            .filter(|x| *x != exit::OK)
+            .unwrap_or(exit::INTERNAL),
         _ => exit::PAUSED,
     }
 }

@@ -141,7 +141,12 @@ async fn stages_run_in_order_within_their_concurrency_and_pause_for_the_approval
     assert!(early_done < prod_first, "{ran:?}");
     assert!(fake.peak.load(Ordering::SeqCst) <= 4);
     assert_eq!(state.state, FleetRunState::Completed);
-    assert!(state.clusters.iter().all(|c| c.status == ClusterStatus::Completed));
+    assert!(
+        state
+            .clusters
+            .iter()
+            .all(|c| c.status == ClusterStatus::Completed)
+    );
 }
 
 #[tokio::test]
@@ -159,7 +164,10 @@ async fn a_stage_never_runs_more_clusters_at_once_than_its_max_concurrency() {
         at: Utc::now(),
     });
     let fake = Arc::new(Fake::default());
-    assert_eq!(go(&rings, &mut state, &fake, &Io::default()).await, exit::OK);
+    assert_eq!(
+        go(&rings, &mut state, &fake, &Io::default()).await,
+        exit::OK
+    );
     assert_eq!(fake.ran().len(), 3);
     assert_eq!(fake.peak.load(Ordering::SeqCst), 2);
 }
@@ -186,8 +194,18 @@ async fn a_rolled_back_cluster_halts_its_stage_and_the_next_and_stays_halted() {
     ran.sort();
     assert_eq!(ran, ["e1", "e2"]);
     assert_eq!(state.state, FleetRunState::Halted);
-    assert_eq!(state.cluster(&member("e3", "").id.to_string()).unwrap().status, ClusterStatus::Pending);
-    assert!(state.reason.as_deref().unwrap().contains("e1"), "{:?}", state.reason);
+    assert_eq!(
+        state
+            .cluster(&member("e3", "").id.to_string())
+            .unwrap()
+            .status,
+        ClusterStatus::Pending
+    );
+    assert!(
+        state.reason.as_deref().unwrap().contains("e1"),
+        "{:?}",
+        state.reason
+    );
 
     // Running it again changes nothing.
     let again = Arc::new(Fake::default());
@@ -216,7 +234,11 @@ async fn a_resumed_fleet_gives_a_started_cluster_its_saved_run_id_and_skips_fini
     let io = Io::default();
     assert_eq!(go(&rings, &mut state, &fake, &io).await, exit::OK);
     let jobs = fake.jobs.lock().unwrap().clone();
-    assert!(!jobs.iter().any(|j| j.cluster.name == "e1" || j.cluster.name == "c1"));
+    assert!(
+        !jobs
+            .iter()
+            .any(|j| j.cluster.name == "e1" || j.cluster.name == "c1")
+    );
     let e2 = jobs.iter().find(|j| j.cluster.name == "e2").unwrap();
     assert_eq!(e2.run_id, "r-e2");
     assert!(e2.resumed);
@@ -230,7 +252,11 @@ async fn a_resumed_fleet_gives_a_started_cluster_its_saved_run_id_and_skips_fini
             .find(|s| s.cluster(&j.cluster.to_string()).unwrap().status == ClusterStatus::Running)
             .unwrap();
         assert_eq!(
-            first_running.cluster(&j.cluster.to_string()).unwrap().run_id.as_deref(),
+            first_running
+                .cluster(&j.cluster.to_string())
+                .unwrap()
+                .run_id
+                .as_deref(),
             Some(j.run_id.as_str())
         );
     }

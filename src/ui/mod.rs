@@ -8,6 +8,7 @@
 //!                                   └─▶ Terminal  (stderr: bars and spinners, or plain lines)
 //! ```
 
+pub mod fleet;
 pub mod json;
 pub mod terminal;
 pub mod text;

@@ -129,6 +129,9 @@ impl FleetMember {
         match self.scenario.name.as_str() {
             "healthy" => format!("healthy on {revisions}"),
             "bad-canary" => format!("on {revisions}; a new revision's canary fails its gates"),
+            "crashloop-istiod" => format!(
+                "on {revisions}; a new revision's istiod never becomes ready: its canary fails its gates"
+            ),
             other => format!("{other} on {revisions}"),
         }
     }
@@ -216,7 +219,7 @@ impl FleetScenario {
             m(SUB_B, "canary", 2, "healthy")?,
             m(SUB_A, "canary", 3, "at-newest")?,
             m(SUB_A, "early", 1, "healthy")?,
-            m(SUB_A, "early", 2, "bad-canary")?,
+            m(SUB_A, "early", 2, "crashloop-istiod")?,
             m(SUB_B, "early", 3, "healthy")?,
             m(SUB_B, "early", 4, "not-ready")?,
             m(SUB_A, "prod", 1, "healthy")?,

@@ -1,0 +1,508 @@
+//! `fleet run`, `fleet status` and `fleet plan` against the simulated fleet, through the real
+//! binary: stage order and concurrency seen in the fleet's request log, the failing cluster
+//! rolled back and the rest halted, approvals that pause and resume, and a fleet run killed
+//! mid-stage that resumes without repeating any cluster's side effects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use asm_canary_sim::{
+    FleetHandle, FleetMember, FleetOptions, FleetRequest, FleetScenario, Scenario,
+};
+use serde_json::Value;
+
+/// Runbook params for the simulator's scaled clock, as a fleet file's `params:`.
+const FAST_PARAMS: &str = "{soak: 1s, wave_soak: 500ms, poll_interval: 200ms, control_plane_timeout: 30s, rollout_timeout: 60s, verify_timeout: 20s}";
+
+struct Fleet {
+    handle: FleetHandle,
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+}
+
+impl Fleet {
+    async fn start(mut scenario: FleetScenario) -> Self {
+        for m in &mut scenario.members {
+            m.scenario.time_scale = 0.002;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        let mut opts = FleetOptions::new(scenario);
+        opts.ca_file = Some(ca_file.clone());
+        let handle = asm_canary_sim::start_fleet(opts)
+            .await
+            .expect("fleet starts");
+        Fleet {
+            handle,
+            dir,
+            ca_file,
+        }
+    }
+
+    /// Writes the fleet file: every subscription of the fleet, then `stages`.
+    fn fleet_file(&self, stages: &str) -> PathBuf {
+        let sources: String = (self.handle.info.subscriptions.iter())
+            .map(|s| format!("  - subscription: {s}\n"))
+            .collect();
+        let text = format!(
+            "apiVersion: asm-canary.fleet/1\nclusters:\n{sources}stages:\n{stages}upgrade:\n  params: {FAST_PARAMS}\n"
+        );
+        let path = self.dir.path().join("fleet.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("fleet-run.json")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
+        cmd.args(args);
+        for (k, v) in self.handle.info.env_lines() {
+            cmd.env(k, v);
+        }
+        cmd.env("ASM_CANARY_CA_FILE", &self.ca_file)
+            .env("ASM_CANARY_AUTH", "client-secret")
+            .env("ASM_CANARY_ARM_POLL_INTERVAL", "100ms")
+            .env_remove("ASM_CANARY_LOG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn fleet_run(&self, fleet: &Path, extra: &[&str]) -> Output {
+        let state = self.state();
+        let mut args = vec![
+            "fleet",
+            "run",
+            "--fleet",
+            fleet.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        self.command(&args).output().await.unwrap()
+    }
+
+    async fn status(&self) -> Value {
+        let state = self.state();
+        let out = self
+            .command(&[
+                "fleet",
+                "status",
+                "--state",
+                state.to_str().unwrap(),
+                "--output",
+                "json",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The fleet's mutating requests by cluster name (without listClusterUserCredential, a
+    /// POST that reads).
+    fn requests_by_cluster(&self) -> BTreeMap<String, Vec<FleetRequest>> {
+        let mut out: BTreeMap<String, Vec<FleetRequest>> = BTreeMap::new();
+        let changes = self.handle.requests().into_iter();
+        for r in changes.filter(|r| !r.record.path.contains("listClusterUserCredential")) {
+            if let Some(c) = &r.cluster {
+                let name = c.rsplit('/').next().unwrap().to_string();
+                out.entry(name).or_default().push(r);
+            }
+        }
+        out
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn status_of<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"].as_str().unwrap().ends_with(&format!("/{name}")))
+        .unwrap_or_else(|| panic!("{name} in {status}"))
+}
+
+/// The (first, last) fleet-wide order of each cluster's mutating requests.
+fn spans(by: &BTreeMap<String, Vec<FleetRequest>>) -> BTreeMap<String, (u64, u64)> {
+    by.iter()
+        .map(|(n, rs)| {
+            let first = rs.iter().map(|r| r.order).min().unwrap();
+            let last = rs.iter().map(|r| r.order).max().unwrap();
+            (n.clone(), (first, last))
+        })
+        .collect()
+}
+
+/// Most clusters whose request spans overlap at one point.
+fn most_at_once(spans: &[(u64, u64)]) -> usize {
+    spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s <= b).count())
+        .max()
+        .unwrap_or(0)
+}
+
+const THREE_RINGS: &str = "  - name: canary
+    selector: {tags: {asm-canary/ring: canary}}
+    after: {approval: true}
+  - name: early
+    selector: {tags: {asm-canary/ring: early}}
+    max_concurrency: 2
+    upgrade:
+      params: {control_plane_timeout: 6s}
+  - name: prod
+    selector: {tags: {asm-canary/ring: prod}}
+    max_concurrency: 3
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failing_cluster_is_rolled_back_and_halts_its_ring_and_the_next() {
+    let fleet = Fleet::start(FleetScenario::builtin("fleet").unwrap()).await;
+    let file = fleet.fleet_file(THREE_RINGS);
+    let out = fleet.fleet_run(&file, &["--approve", "stage:canary"]).await;
+    let tail: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .rev()
+        .take(30)
+        .collect();
+    assert_eq!(out.status.code(), Some(3), "{}\n{tail:#?}", stderr(&out));
+    let evs = events(&out);
+    // Every cluster event names its cluster; the fleet's last event says halted.
+    assert!(
+        evs.iter().any(|e| e["event"] == "step_failed"
+            && e["cluster"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/aks-early-2")),
+        "{evs:?}"
+    );
+    let last = evs.last().unwrap();
+    assert_eq!(last["event"], "fleet_finished");
+    assert_eq!(last["state"], "halted");
+    assert!(
+        last["reason"].as_str().unwrap().contains("aks-early-2"),
+        "{last}"
+    );
+
+    let by = fleet.requests_by_cluster();
+    let span = spans(&by);
+    // The canary ring before the early ring; nothing in prod; aks-early-4 (not ready) and
+    // aks-canary-3 (at the newest) changed nothing.
+    let canary_last = ["aks-canary-1", "aks-canary-2"]
+        .iter()
+        .map(|n| span[*n].1)
+        .max()
+        .unwrap();
+    let early_first = ["aks-early-1", "aks-early-2"]
+        .iter()
+        .map(|n| span[*n].0)
+        .min()
+        .unwrap();
+    assert!(canary_last < early_first, "{span:?}");
+    assert!(!span.keys().any(|n| n.starts_with("aks-prod")), "{span:?}");
+    assert!(!span.contains_key("aks-canary-3"), "{span:?}");
+    assert!(!span.contains_key("aks-early-4"), "{span:?}");
+    let early: Vec<(u64, u64)> = span
+        .iter()
+        .filter(|(n, _)| n.starts_with("aks-early"))
+        .map(|(_, s)| *s)
+        .collect();
+    assert!(most_at_once(&early) <= 2, "{span:?}");
+
+    let status = fleet.status().await;
+    assert_eq!(status["state"], "halted");
+    assert_eq!(status_of(&status, "aks-early-2")["status"], "rolled_back");
+    assert!(
+        status_of(&status, "aks-early-2")["next"]
+            .as_str()
+            .unwrap()
+            .contains("asm-canary status --state-backend kubernetes")
+    );
+    assert_eq!(status_of(&status, "aks-canary-1")["status"], "completed");
+    assert_eq!(status_of(&status, "aks-canary-3")["status"], "up_to_date");
+    assert_eq!(status_of(&status, "aks-prod-1")["status"], "pending");
+
+    // Running the halted fleet again changes nothing.
+    let before = fleet.requests_by_cluster();
+    let again = fleet.fleet_run(&file, &[]).await;
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    assert_eq!(spans(&fleet.requests_by_cluster()), spans(&before));
+}
+
+/// Four healthy clusters: two in ring a, two in ring b.
+fn two_rings() -> FleetScenario {
+    let healthy = Scenario::builtin("healthy").unwrap();
+    let sub = "5ca1ab1e-0000-4000-8000-0000000000aa";
+    let members = ["a", "a", "b", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| {
+            FleetMember::new(sub, "rg", &format!("aks-{ring}-{i}"), healthy.clone()).in_ring(ring)
+        })
+        .collect();
+    FleetScenario {
+        members,
+        ..FleetScenario::default()
+    }
+}
+
+const TWO_RINGS: &str = "  - name: a
+    selector: {tags: {asm-canary/ring: a}}
+    max_concurrency: 2
+    after: {approval: true}
+  - name: b
+    selector: {tags: {asm-canary/ring: b}}
+    max_concurrency: 2
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_between_stages_pauses_the_fleet_until_approve_stage_is_given() {
+    let fleet = Fleet::start(two_rings()).await;
+    let file = fleet.fleet_file(TWO_RINGS);
+    let out = fleet.fleet_run(&file, &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let evs = events(&out);
+    assert!(
+        evs.iter()
+            .any(|e| e["event"] == "approval_awaited" && e["approve"] == "--approve stage:a"),
+        "{evs:?}"
+    );
+    let by = fleet.requests_by_cluster();
+    assert!(
+        by.contains_key("aks-a-0") && by.contains_key("aks-a-1"),
+        "{:?}",
+        by.keys()
+    );
+    assert!(
+        !by.keys().any(|n| n.starts_with("aks-b")),
+        "{:?}",
+        by.keys()
+    );
+    let status = fleet.status().await;
+    assert_eq!(status["state"], "paused");
+    assert!(
+        status["next"]
+            .as_str()
+            .unwrap()
+            .ends_with("--approve stage:a"),
+        "{status}"
+    );
+
+    let a_before: usize = by
+        .iter()
+        .filter(|(n, _)| n.starts_with("aks-a"))
+        .map(|(_, r)| r.len())
+        .sum();
+    let out = fleet.fleet_run(&file, &["--approve", "stage:a"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let by = fleet.requests_by_cluster();
+    let a_after: usize = by
+        .iter()
+        .filter(|(n, _)| n.starts_with("aks-a"))
+        .map(|(_, r)| r.len())
+        .sum();
+    assert_eq!(a_before, a_after, "ring a was not touched again");
+    assert!(by.contains_key("aks-b-2") && by.contains_key("aks-b-3"));
+    let status = fleet.status().await;
+    assert_eq!(status["state"], "completed");
+    assert!(status["next"].is_null());
+}
+
+/// ARM PUTs of each cluster (start and complete: two per upgrade) and restart PATCHes per
+/// Deployment.
+fn side_effects(by: &BTreeMap<String, Vec<FleetRequest>>) -> BTreeMap<String, (usize, usize)> {
+    by.iter()
+        .map(|(n, rs)| {
+            let puts = rs
+                .iter()
+                .filter(|r| r.record.api == "arm" && r.record.method == "PUT")
+                .count();
+            let mut patches: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in rs
+                .iter()
+                .filter(|r| r.record.method == "PATCH" && r.record.path.contains("/deployments/"))
+            {
+                *patches.entry(r.record.path.as_str()).or_default() += 1;
+            }
+            (
+                n.clone(),
+                (puts, patches.values().copied().max().unwrap_or(0)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_run_killed_mid_stage_resumes_without_repeating_side_effects() {
+    let fleet = Fleet::start(two_rings()).await;
+    let file = fleet.fleet_file(
+        TWO_RINGS
+            .replace("    after: {approval: true}\n", "")
+            .as_str(),
+    );
+    let state = fleet.state();
+    let mut child = fleet
+        .command(&[
+            "fleet",
+            "run",
+            "--fleet",
+            file.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once a ring-b cluster has begun changing its cluster (its start PUT sent).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let by = fleet.requests_by_cluster();
+        if by.get("aks-b-2").is_some_and(|r| {
+            r.iter()
+                .any(|r| r.record.api == "arm" && r.record.method == "PUT")
+        }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "ring b never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["state"], "running", "killed while running: {saved}");
+
+    let out = fleet.fleet_run(&file, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let evs = events(&out);
+    assert!(
+        evs.iter()
+            .any(|e| e["event"] == "cluster_started" && e["resumed"] == true),
+        "{evs:?}"
+    );
+    for (name, (puts, patches)) in side_effects(&fleet.requests_by_cluster()) {
+        assert_eq!(puts, 2, "{name}: one start and one complete");
+        assert_eq!(patches, 1, "{name}: each Deployment restarted once");
+    }
+    let status = fleet.status().await;
+    assert_eq!(status["state"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_plan_shows_each_cluster_with_its_verdict_and_changes_nothing() {
+    let fleet = Fleet::start(FleetScenario::builtin("fleet").unwrap()).await;
+    let file = fleet.fleet_file(THREE_RINGS);
+    let out = fleet
+        .command(&[
+            "fleet",
+            "plan",
+            "--fleet",
+            file.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut verdicts = BTreeMap::new();
+    for stage in doc["stages"].as_array().unwrap() {
+        for c in stage["clusters"].as_array().unwrap() {
+            let name = c["id"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            verdicts.insert(
+                name,
+                (
+                    stage["name"].as_str().unwrap().to_string(),
+                    c["verdict"].as_str().unwrap().to_string(),
+                ),
+            );
+        }
+    }
+    assert_eq!(verdicts.len(), 12, "{doc}");
+    assert_eq!(verdicts["aks-canary-1"], ("canary".into(), "ready".into()));
+    assert_eq!(verdicts["aks-canary-3"].1, "at-target");
+    assert_eq!(verdicts["aks-early-4"].1, "blocked");
+    assert_eq!(verdicts["aks-prod-4"].1, "stale-canary");
+    assert!(
+        fleet.handle.requests().iter().all(|r| r.cluster.is_none()
+            || r.record.method == "POST" && r.record.path.contains("listClusterUserCredential")),
+        "fleet plan changed nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_fleet_runs_three_rings_halts_at_the_failing_cluster_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("fleet.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args([
+            "demo",
+            "--scenario",
+            "fleet",
+            "--unattended",
+            "--output",
+            "json",
+            "--state",
+        ])
+        .arg(&state)
+        .env_remove("ASM_CANARY_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let evs = events(&out);
+    let last = evs.last().unwrap();
+    assert_eq!(last["event"], "fleet_finished", "{last}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("aks-early-2"),
+        "{last}"
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let status = |name: &str| {
+        saved["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"].as_str().unwrap().ends_with(name))
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("/aks-early-2"), "rolled_back");
+    assert_eq!(status("/aks-canary-1"), "completed");
+    assert_eq!(status("/aks-prod-1"), "pending");
+    assert!(dir.path().join("fleet.json.report.md").exists());
+}
