@@ -506,3 +506,124 @@ async fn demo_fleet_runs_three_rings_halts_at_the_failing_cluster_and_exits_3() 
     assert_eq!(status("/aks-prod-1"), "pending");
     assert!(dir.path().join("fleet.json.report.md").exists());
 }
+
+/// `fleet run` with `args` in an empty folder and no Azure settings at all: refused (exit 2)
+/// before ARM is asked anything, with `want` in the message, and no fleet checkpoint written.
+async fn refused(fleet_text: &str, state_text: Option<&str>, args: &[&str], want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.yaml");
+    std::fs::write(&file, fleet_text).unwrap();
+    let state = dir.path().join("fleet-run.json");
+    if let Some(text) = state_text {
+        std::fs::write(&state, text).unwrap();
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args(["fleet", "run", "--unattended", "--fleet"])
+        .arg(&file)
+        .arg("--state")
+        .arg(&state)
+        .args(args)
+        .env("ASM_CANARY_ARM_ENDPOINT", "https://127.0.0.1:9")
+        .env_remove("ASM_CANARY_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(want), "{want:?} in {err}");
+    match state_text {
+        Some(text) => assert_eq!(
+            std::fs::read_to_string(&state).unwrap(),
+            text,
+            "left untouched"
+        ),
+        None => assert!(!state.exists(), "no fleet checkpoint written"),
+    }
+}
+
+const ONE_STAGE: &str = "apiVersion: asm-canary.fleet/1
+clusters:
+  - id: /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks-1
+stages:
+  - name: prod
+    selector: {names: [aks-1]}
+";
+
+#[tokio::test]
+async fn fleet_run_refuses_an_approval_that_is_not_a_stage() {
+    refused(
+        ONE_STAGE,
+        None,
+        &["--approve", "start"],
+        "--approve stage:NAME",
+    )
+    .await;
+    refused(
+        ONE_STAGE,
+        None,
+        &["--approve", "stage:canary"],
+        "has no stage \"canary\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fleet_run_refuses_a_corrupt_fleet_checkpoint_and_leaves_it_untouched() {
+    refused(
+        ONE_STAGE,
+        Some("{\"schema\": \"asm-canary.fleet-state/1\", \"trunc"),
+        &[],
+        "not a fleet checkpoint",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fleet_run_refuses_to_continue_with_a_changed_fleet_file() {
+    let state = r#"{"schema":"asm-canary.fleet-state/1","fleet_run_id":"f","fleet_file":"fleet.yaml","fleet_digest":"0000","state":"paused","started_at":"2026-11-30T00:00:00Z","updated_at":"2026-11-30T00:00:00Z","stages":[],"clusters":[]}"#;
+    refused(
+        ONE_STAGE,
+        Some(state),
+        &[],
+        "another version of the fleet file",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fleet_run_refuses_a_bad_fleet_file_at_its_line_and_a_kubeconfig() {
+    refused(
+        "apiVersion: asm-canary.fleet/1\nclusters: []\nstages: []\n",
+        None,
+        &[],
+        "fleet.yaml:",
+    )
+    .await;
+    refused(
+        ONE_STAGE,
+        None,
+        &["--kubeconfig", "/dev/null"],
+        "--kubeconfig",
+    )
+    .await;
+    let bad_param = format!("{ONE_STAGE}upgrade:\n  params: {{soak: [1]}}\n");
+    refused(&bad_param, None, &[], "fleet.yaml:").await;
+}
+
+#[tokio::test]
+async fn fleet_status_without_a_fleet_checkpoint_says_which_file_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args(["fleet", "status", "--state"])
+        .arg(dir.path().join("none.json"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no fleet checkpoint there"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -37,7 +37,7 @@ pub async fn fresh_sim(namespaces: u32, dir: &Path) -> (SimHandle, PathBuf) {
 }
 
 /// The `asm-canary` binary built next to this example (`cargo build --release` first).
-fn tool_binary() -> PathBuf {
+pub fn tool_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
         .parent()
@@ -75,24 +75,8 @@ pub async fn tool(sim: &SimHandle, dir: &Path) -> ToolRun {
         .args(["--param", "poll_interval=200ms"])
         .arg("--state")
         .arg(&state)
-        .envs(sim.info.env_lines())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let t = Instant::now();
-    let child = cmd.spawn().expect("run asm-canary");
-    let pid = child.id().expect("pid");
-    let mut output = tokio::spawn(child.wait_with_output());
-    // VmHWM is the peak resident set so far; the last reading before the exit is the peak.
-    let mut peak_kib = 0u64;
-    let out = loop {
-        tokio::select! {
-            done = &mut output => break done.expect("join").expect("wait"),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                peak_kib = peak_kib.max(vm_hwm_kib(pid).unwrap_or(0));
-            }
-        }
-    };
-    let wall = t.elapsed();
+        .envs(sim.info.env_lines());
+    let (out, wall, peak_rss_mib) = measured(cmd).await;
     let last = String::from_utf8_lossy(&out.stdout)
         .lines()
         .rev()
@@ -112,9 +96,29 @@ pub async fn tool(sim: &SimHandle, dir: &Path) -> ToolRun {
         exit,
         source: field("source"),
         target: field("target"),
-        peak_rss_mib: peak_kib as f64 / 1024.0,
+        peak_rss_mib,
         requests: requests(sim) - before,
     }
+}
+
+/// Runs `cmd` (stdout and stderr piped) to its end: its output, wall time and peak resident
+/// set in MiB (`VmHWM`, sampled every 20 ms; the last reading before the exit is the peak).
+pub async fn measured(mut cmd: tokio::process::Command) -> (std::process::Output, Duration, f64) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let child = cmd.spawn().expect("run asm-canary");
+    let pid = child.id().expect("pid");
+    let mut output = tokio::spawn(child.wait_with_output());
+    let mut peak_kib = 0u64;
+    let out = loop {
+        tokio::select! {
+            done = &mut output => break done.expect("join").expect("wait"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                peak_kib = peak_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+            }
+        }
+    };
+    (out, t.elapsed(), peak_kib as f64 / 1024.0)
 }
 
 /// `VmHWM` of `/proc/PID/status`, in KiB.

@@ -23,7 +23,8 @@ pub struct DemoArgs {
     /// A built-in scenario (healthy, stale-proxies, crashloop-istiod, arm-throttling,
     /// lro-failure, slow-rollout, stuck-rollout, legacy-labels, native-sidecars, large, bad-canary,
     /// slow-canary, patch-rolled) or a scenario YAML file. A scenario where AKS rolled a patch
-    /// (patch-rolled) runs the patch restart instead of the upgrade.
+    /// (patch-rolled) runs the patch restart instead of the upgrade. `fleet`: twelve simulated
+    /// clusters upgraded in three rings by `fleet run` (`--state` is then the fleet checkpoint).
     #[arg(long, default_value = "healthy")]
     pub scenario: String,
     #[command(flatten)]

@@ -81,11 +81,16 @@ pub async fn demo_fleet(args: DemoArgs) -> Result<u8, CliError> {
         );
     }
     let azure_args = sim_fleet_args(&info, &ca_file);
-    let azure = super::connect::connect_azure(
-        &azure_args,
-        Pace::Simulated,
-        Some((&info.tenant_id, &info.client_id, &info.client_secret)),
-    )?;
+    let secret = (
+        info.tenant_id.clone(),
+        info.client_id.clone(),
+        info.client_secret.clone(),
+    );
+    let flags = azure_args.clone();
+    let connect = move || {
+        let (t, c, s) = &secret;
+        super::connect::connect_azure(&flags, Pace::Simulated, Some((t, c, s)))
+    };
     let args = FleetRunArgs {
         fleet: fleet_file,
         state: state.clone(),
@@ -95,7 +100,7 @@ pub async fn demo_fleet(args: DemoArgs) -> Result<u8, CliError> {
         lock_duration: run.lock_duration,
         azure: azure_args,
     };
-    let code = run_fleet(args, azure, super::demo::timings()).await?;
+    let code = run_fleet(args, connect, super::demo::timings()).await?;
     if text {
         show_status(&state);
         if run.checkpoint.state.is_none() {

@@ -82,8 +82,13 @@ pub fn stage_approvals(given: &[String], file: &FleetFile) -> Result<Vec<String>
         .iter()
         .map(|a| {
             let name = a.strip_prefix("stage:").ok_or_else(|| {
+                let hint = if file.stages.iter().any(|s| &s.name == a) {
+                    format!("; did you mean --approve stage:{a}?")
+                } else {
+                    String::new()
+                };
                 CliError::bad(format!(
-                    "--approve {a:?}: fleet run approves stages: --approve stage:NAME (the stage after which the next may start)"
+                    "--approve {a:?}: fleet run approves stages: --approve stage:NAME (the stage after which the next may start; a cluster's steps are approved by the fleet file's upgrade.approve){hint}"
                 ))
             })?;
             if !file.stages.iter().any(|s| s.name == name) {
@@ -128,19 +133,25 @@ pub async fn discover(azure: &Azure, file: &FleetFile) -> Result<Vec<Member>, Cl
     Ok(members_of(file, &listed))
 }
 
-/// The fleet file, its digest, and the rings of the clusters ARM lists.
-pub async fn load_fleet(
-    path: &Path,
-    azure: &Azure,
-) -> Result<(FleetFile, String, Rings), CliError> {
+/// The fleet file and the SHA-256 of its bytes (a fleet run continues only with the same).
+pub fn read_fleet(path: &Path) -> Result<(FleetFile, String), CliError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        CliError::bad_because(format!("cannot read fleet file {}: {e}", path.display()), e)
+        CliError::bad_because(
+            format!(
+                "cannot read fleet file {}: {e}; check the path",
+                path.display()
+            ),
+            e,
+        )
     })?;
     let file = FleetFile::load(path).map_err(|e| CliError::bad_because(e.to_string(), e))?;
-    let digest = hex_sha256(&bytes);
-    let members = discover(azure, &file).await?;
-    let rings = assign(&file, &members).map_err(|e| CliError::bad_because(e.to_string(), e))?;
-    Ok((file, digest, rings))
+    Ok((file, hex_sha256(&bytes)))
+}
+
+/// The rings of the clusters ARM lists for the fleet's sources.
+pub async fn rings_of(file: &FleetFile, azure: &Azure) -> Result<Rings, CliError> {
+    let members = discover(azure, file).await?;
+    assign(file, &members).map_err(|e| CliError::bad_because(e.to_string(), e))
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -153,11 +164,10 @@ fn hex_sha256(bytes: &[u8]) -> String {
 
 /// `fleet run`.
 pub async fn run(args: FleetRunArgs) -> Result<u8, CliError> {
-    FleetFile::load(&args.fleet).map_err(|e| CliError::bad_because(e.to_string(), e))?;
-    super::run::check_state_path(&args.state)?;
     reject_cluster_flags(&args.azure)?;
-    let azure = super::connect::connect_azure(&args.azure, Pace::Real, None)?;
-    run_fleet(args, azure, serde_json::Map::new()).await
+    let flags = args.azure.clone();
+    let connect = move || super::connect::connect_azure(&flags, Pace::Real, None);
+    run_fleet(args, connect, serde_json::Map::new()).await
 }
 
 /// A fleet names its clusters; flags for one cluster would be ignored, so they are refused.
@@ -170,27 +180,33 @@ fn reject_cluster_flags(azure: &ClusterArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `fleet run` with ARM reached (the demo's fleet comes in here too); `params` are runbook
-/// params every cluster's run gets unless its stage sets them (the demo's timings).
+/// `fleet run` (the demo's fleet comes in here too): the local checks, then `connect` to ARM.
+/// `params` are runbook params every cluster's run gets unless its stage sets them (the
+/// demo's timings).
 pub async fn run_fleet(
     args: FleetRunArgs,
-    azure: Azure,
+    connect: impl FnOnce() -> Result<Azure, CliError>,
     params: serde_json::Map<String, serde_json::Value>,
 ) -> Result<u8, CliError> {
-    let (file, digest, rings) = load_fleet(&args.fleet, &azure).await?;
+    // What can be refused locally is, before ARM is asked anything.
+    let (file, digest) = read_fleet(&args.fleet)?;
     let approved = stage_approvals(&args.approve, &file)?;
+    for stage in &file.stages {
+        stage_options(&stage.upgrade)?.0.params()?;
+    }
+    super::run::check_state_path(&args.state)?;
     let store = FileStore::new(&args.state);
     let _lock = store.lock().await.map_err(EngineError::from)?;
-    let (mut state, resumed) = match read_state(&args.state)? {
-        Some(state) => {
-            check_same_fleet(&state, &args, &digest)?;
-            (state, true)
-        }
-        None => (
-            crate::fleet::schedule::new_state(&rings, &args.fleet.display().to_string(), &digest),
-            false,
-        ),
-    };
+    let known = read_state(&args.state)?;
+    if let Some(state) = &known {
+        check_same_fleet(state, &args, &digest)?;
+    }
+    let azure = connect()?;
+    let rings = rings_of(&file, &azure).await?;
+    let resumed = known.is_some();
+    let mut state = known.unwrap_or_else(|| {
+        crate::fleet::schedule::new_state(&rings, &args.fleet.display().to_string(), &digest)
+    });
     crate::fleet::schedule::merge(&mut state, &rings);
     let output = FleetOutput::new(
         args.output == OutputArg::Json,

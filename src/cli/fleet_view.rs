@@ -11,7 +11,7 @@ use futures::StreamExt;
 use super::args::{ClusterArgs, OutputArg};
 use super::connect::{Azure, Pace};
 use super::error::CliError;
-use super::fleet_run::{judged, load_fleet, owner_run, read_state, stage_options};
+use super::fleet_run::{judged, owner_run, read_fleet, read_state, rings_of, stage_options};
 use crate::contract::exit;
 use crate::contract::fleet::{
     ClusterStatus, FLEET_PLAN_SCHEMA, FLEET_STATUS_SCHEMA, FleetPlanDoc, FleetRunState, FleetState,
@@ -48,10 +48,9 @@ pub struct FleetStatusArgs {
 
 /// `fleet plan`: reads only (ARM's list and each cluster), changes nothing.
 pub async fn plan(args: FleetPlanArgs) -> Result<u8, CliError> {
-    crate::fleet::FleetFile::load(&args.fleet)
-        .map_err(|e| CliError::bad_because(e.to_string(), e))?;
+    let (file, _) = read_fleet(&args.fleet)?;
     let azure = super::connect::connect_azure(&args.azure, Pace::Real, None)?;
-    let (_, _, rings) = load_fleet(&args.fleet, &azure).await?;
+    let rings = rings_of(&file, &azure).await?;
     let mut stages = Vec::new();
     for ring in &rings.rings {
         stages.push(plan_stage(&azure, ring).await);
