@@ -66,7 +66,7 @@ async fn single() -> (Duration, i32) {
 }
 
 /// The whole fleet in one stage, every cluster at once.
-async fn whole_fleet(n: usize) -> (Duration, i32, f64, Option<f64>) {
+async fn whole_fleet(n: usize) -> (Duration, i32, f64, Option<f64>, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fleet = fleet(n, dir.path()).await;
     let params: Vec<String> = PARAMS.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -93,7 +93,7 @@ async fn whole_fleet(n: usize) -> (Duration, i32, f64, Option<f64>) {
     .arg(&file)
     .arg("--state")
     .arg(&state);
-    let (out, wall, rss) = compare::measured(cmd).await;
+    let (out, wall, rss, cpu) = compare::measured_cpu(cmd).await;
     let code = out.status.code().unwrap_or(-1);
     if code != 0 {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -104,7 +104,7 @@ async fn whole_fleet(n: usize) -> (Duration, i32, f64, Option<f64>) {
     }
     let slowest_inside = slowest_in_state(&state);
     fleet.shutdown().await;
-    (wall, code, rss, slowest_inside)
+    (wall, code, rss, slowest_inside, cpu)
 }
 
 /// The longest cluster upgrade inside the fleet run, from its checkpoint (seconds).
@@ -137,12 +137,18 @@ async fn main() {
         );
         slowest = slowest.max(wall);
     }
-    let (wall, code, rss, inside) = whole_fleet(clusters).await;
+    let own_before = compare::cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let (wall, code, rss, inside, cpu) = whole_fleet(clusters).await;
+    let own = compare::cpu_seconds(std::process::id()).unwrap_or(0.0) - own_before;
     println!(
         "{clusters} clusters, max_concurrency {clusters}: fleet wall {:.2}s (exit {code}) | slowest single-cluster upgrade alone {:.2}s | fleet ÷ slowest single {:.2} (target ≤ 1.3) | slowest cluster inside the fleet {} | peak RSS {rss:.0} MiB (target < 300 MB)",
         wall.as_secs_f64(),
         slowest.as_secs_f64(),
         wall.as_secs_f64() / slowest.as_secs_f64(),
         inside.map_or("?".into(), |s| format!("{s:.2}s")),
+    );
+    println!(
+        "  CPU during the fleet run: asm-canary {cpu:.1}s, the simulated fleet (this process) {own:.1}s, on {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 }

@@ -627,3 +627,64 @@ async fn fleet_status_without_a_fleet_checkpoint_says_which_file_to_give() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_run_stopped_by_sigterm_pauses_its_clusters_and_resumes_them() {
+    let fleet = Fleet::start(two_rings()).await;
+    let file = fleet.fleet_file(
+        TWO_RINGS
+            .replace("    after: {approval: true}\n", "")
+            .as_str(),
+    );
+    let state = fleet.state();
+    let child = fleet
+        .command(&[
+            "fleet",
+            "run",
+            "--fleet",
+            file.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !fleet.requests_by_cluster().get("aks-a-0").is_some_and(|r| {
+        r.iter()
+            .any(|r| r.record.api == "arm" && r.record.method == "PUT")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "ring a never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let status = fleet.status().await;
+    assert_eq!(status["state"], "paused", "{status}");
+    assert_eq!(
+        status_of(&status, "aks-a-0")["status"],
+        "paused",
+        "{status}"
+    );
+    assert!(
+        status["next"].as_str().unwrap().contains("fleet run"),
+        "{status}"
+    );
+
+    let out = fleet.fleet_run(&file, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (name, (puts, patches)) in side_effects(&fleet.requests_by_cluster()) {
+        assert_eq!(puts, 2, "{name}: one start and one complete");
+        assert_eq!(patches, 1, "{name}: each Deployment restarted once");
+    }
+}

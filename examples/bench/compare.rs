@@ -103,22 +103,42 @@ pub async fn tool(sim: &SimHandle, dir: &Path) -> ToolRun {
 
 /// Runs `cmd` (stdout and stderr piped) to its end: its output, wall time and peak resident
 /// set in MiB (`VmHWM`, sampled every 20 ms; the last reading before the exit is the peak).
-pub async fn measured(mut cmd: tokio::process::Command) -> (std::process::Output, Duration, f64) {
+pub async fn measured(cmd: tokio::process::Command) -> (std::process::Output, Duration, f64) {
+    let (out, wall, rss, _) = measured_cpu(cmd).await;
+    (out, wall, rss)
+}
+
+/// [`measured`], and the CPU seconds (user + system) the process had used at the last sample.
+pub async fn measured_cpu(
+    mut cmd: tokio::process::Command,
+) -> (std::process::Output, Duration, f64, f64) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let t = Instant::now();
     let child = cmd.spawn().expect("run asm-canary");
     let pid = child.id().expect("pid");
     let mut output = tokio::spawn(child.wait_with_output());
     let mut peak_kib = 0u64;
+    let mut cpu = 0.0f64;
     let out = loop {
         tokio::select! {
             done = &mut output => break done.expect("join").expect("wait"),
             _ = tokio::time::sleep(Duration::from_millis(20)) => {
                 peak_kib = peak_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+                cpu = cpu_seconds(pid).unwrap_or(cpu);
             }
         }
     };
-    (out, t.elapsed(), peak_kib as f64 / 1024.0)
+    (out, t.elapsed(), peak_kib as f64 / 1024.0, cpu)
+}
+
+/// utime + stime of `/proc/PID/stat`, in seconds (at 100 ticks per second, Linux's USER_HZ).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// `VmHWM` of `/proc/PID/status`, in KiB.
