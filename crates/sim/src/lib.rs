@@ -70,6 +70,39 @@ pub struct RequestRecord {
     pub order: u64,
 }
 
+/// What reaches a simulator, a cluster's or a fleet's: ARM, the token endpoint, the identity,
+/// the CA and the pace.
+pub(crate) struct Reach<'a> {
+    pub arm_endpoint: &'a str,
+    pub authority_host: &'a str,
+    pub tenant_id: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub ca_file: Option<&'a std::path::Path>,
+    pub arm_poll_interval_ms: u64,
+    pub sim_token: &'a str,
+}
+
+/// `KEY=value` lines for [`Reach`], in the names asm-canary reads.
+pub(crate) fn reach_lines(r: &Reach<'_>) -> Vec<(String, String)> {
+    let mut lines = vec![
+        ("ASM_CANARY_ARM_ENDPOINT", r.arm_endpoint.to_string()),
+        ("AZURE_AUTHORITY_HOST", r.authority_host.to_string()),
+        ("AZURE_TENANT_ID", r.tenant_id.to_string()),
+        ("AZURE_CLIENT_ID", r.client_id.to_string()),
+        ("AZURE_CLIENT_SECRET", r.client_secret.to_string()),
+    ];
+    if let Some(ca) = r.ca_file {
+        lines.push(("ASM_CANARY_CA_FILE", ca.display().to_string()));
+    }
+    lines.push((
+        "ASM_CANARY_ARM_POLL_INTERVAL",
+        format!("{}ms", r.arm_poll_interval_ms),
+    ));
+    lines.push(("ASM_CANARY_SIM_TOKEN", r.sim_token.to_string()));
+    lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
 /// Append-only log of mutating requests (never reads: GET, LIST and WATCH are not logged),
 /// and a count of every request, reads included, by API and method (for benchmarks).
 #[derive(Default)]
@@ -152,25 +185,25 @@ pub struct ConnectionInfo {
 impl ConnectionInfo {
     /// `KEY=value` lines, in the order a person reads them.
     pub fn env_lines(&self) -> Vec<(String, String)> {
-        let mut lines = vec![
-            ("ASM_CANARY_SUBSCRIPTION", self.subscription.clone()),
-            ("ASM_CANARY_RESOURCE_GROUP", self.resource_group.clone()),
-            ("ASM_CANARY_CLUSTER", self.cluster.clone()),
-            ("ASM_CANARY_ARM_ENDPOINT", self.arm_endpoint.clone()),
-            ("AZURE_AUTHORITY_HOST", self.authority_host.clone()),
-            ("AZURE_TENANT_ID", self.tenant_id.clone()),
-            ("AZURE_CLIENT_ID", self.client_id.clone()),
-            ("AZURE_CLIENT_SECRET", self.client_secret.clone()),
-        ];
-        if let Some(ca) = &self.ca_file {
-            lines.push(("ASM_CANARY_CA_FILE", ca.display().to_string()));
-        }
-        lines.push((
-            "ASM_CANARY_ARM_POLL_INTERVAL",
-            format!("{}ms", self.arm_poll_interval_ms),
-        ));
-        lines.push(("ASM_CANARY_SIM_TOKEN", self.sim_token.clone()));
-        lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        let mut lines: Vec<(String, String)> = [
+            ("ASM_CANARY_SUBSCRIPTION", &self.subscription),
+            ("ASM_CANARY_RESOURCE_GROUP", &self.resource_group),
+            ("ASM_CANARY_CLUSTER", &self.cluster),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        lines.extend(reach_lines(&Reach {
+            arm_endpoint: &self.arm_endpoint,
+            authority_host: &self.authority_host,
+            tenant_id: &self.tenant_id,
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            ca_file: self.ca_file.as_deref(),
+            arm_poll_interval_ms: self.arm_poll_interval_ms,
+            sim_token: &self.sim_token,
+        }));
+        lines
     }
 
     /// The cluster's ARM resource id.

@@ -96,22 +96,16 @@ impl FleetConnectionInfo {
     /// `KEY=value` lines: the single-cluster ones without the cluster's own
     /// subscription, resource group and name.
     pub fn env_lines(&self) -> Vec<(String, String)> {
-        let mut lines = vec![
-            ("ASM_CANARY_ARM_ENDPOINT", self.arm_endpoint.clone()),
-            ("AZURE_AUTHORITY_HOST", self.authority_host.clone()),
-            ("AZURE_TENANT_ID", self.tenant_id.clone()),
-            ("AZURE_CLIENT_ID", self.client_id.clone()),
-            ("AZURE_CLIENT_SECRET", self.client_secret.clone()),
-        ];
-        if let Some(ca) = &self.ca_file {
-            lines.push(("ASM_CANARY_CA_FILE", ca.display().to_string()));
-        }
-        lines.push((
-            "ASM_CANARY_ARM_POLL_INTERVAL",
-            format!("{}ms", self.arm_poll_interval_ms),
-        ));
-        lines.push(("ASM_CANARY_SIM_TOKEN", self.sim_token.clone()));
-        lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+        crate::reach_lines(&crate::Reach {
+            arm_endpoint: &self.arm_endpoint,
+            authority_host: &self.authority_host,
+            tenant_id: &self.tenant_id,
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            ca_file: self.ca_file.as_deref(),
+            arm_poll_interval_ms: self.arm_poll_interval_ms,
+            sim_token: &self.sim_token,
+        })
     }
 
     /// The members as a table: ring, cluster id, state (one line each, a header first).
