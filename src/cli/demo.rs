@@ -70,9 +70,6 @@ pub fn timings() -> serde_json::Map<String, serde_json::Value> {
 }
 
 pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
-    if asm_canary_sim::fleet::FLEET_BUILTIN.contains(&args.scenario.as_str()) {
-        return super::fleet_demo::demo_fleet(args).await;
-    }
     let DemoArgs {
         scenario,
         upgrade,

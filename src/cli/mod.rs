@@ -136,6 +136,9 @@ fn finish(who: &str, result: Result<u8, CliError>) -> ExitCode {
 async fn dispatch(command: Command) -> Result<u8, CliError> {
     crate::azure::ensure_ring_provider();
     match command {
+        Command::Demo(a) if asm_canary_sim::fleet::FLEET_BUILTIN.contains(&a.scenario.as_str()) => {
+            fleet_demo::demo_fleet(a).await
+        }
         Command::Demo(a) => demo::demo(a).await,
         Command::Plan(a) => plan::plan(a).await,
         Command::Upgrade(a) => run::upgrade(a).await,

@@ -10,54 +10,12 @@
 
 use std::collections::BTreeMap;
 
-use super::observe::{IstioKind, Observed};
+use super::observe::{IstioKind, Observed, ProxyStats};
 use crate::contract::doctor::{Finding, Severity};
 use crate::istio::ISTIO_NAMESPACE;
 
 const BLACKHOLE: &str = "BlackHoleCluster";
 const SHARED_PREFIX: &str = "istio-shared-configmap-";
-
-/// One proxy's stats, read for the egress check.
-#[derive(Debug, Clone)]
-pub struct ProxyStats {
-    pub namespace: String,
-    pub pod: String,
-    /// The workload the pod belongs to (its Deployment's name), or the pod's name.
-    pub workload: String,
-    /// The Prometheus text of `/stats/prometheus`, or why it could not be read.
-    pub stats: Result<String, String>,
-}
-
-/// What the egress check reads: the installed revisions whose MeshConfig says `REGISTRY_ONLY`,
-/// and one proxy's stats per workload running on them.
-#[derive(Debug, Clone, Default)]
-pub struct EgressFacts {
-    pub registry_only: Vec<String>,
-    pub proxies: Vec<ProxyStats>,
-    /// Workloads on those revisions whose proxies were not read (over the doctor's limit).
-    pub unread: usize,
-}
-
-/// The installed revisions whose shared MeshConfig sets `outboundTrafficPolicy.mode:
-/// REGISTRY_ONLY`.
-pub fn registry_only_revisions(o: &Observed) -> Vec<String> {
-    o.installed
-        .iter()
-        .filter(|rev| {
-            o.configmaps.iter().any(|cm| {
-                cm.metadata.name.as_deref() == Some(&format!("{SHARED_PREFIX}{rev}"))
-                    && cm
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get("mesh"))
-                        .and_then(|m| crate::istio::meshconfig::outbound_traffic_mode(m))
-                        .as_deref()
-                        == Some("REGISTRY_ONLY")
-            })
-        })
-        .cloned()
-        .collect()
-}
 
 /// One series of Prometheus's text format: name, labels, value. `None` for comments and
 /// lines it cannot read.
@@ -282,6 +240,7 @@ fn finding(p: &ProxyStats, holes: &BTreeMap<Option<String>, f64>, revs: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::observe::EgressFacts;
 
     #[test]
     fn series_are_read_with_their_labels() {

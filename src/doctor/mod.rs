@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 
-pub use egress::{EgressFacts, ProxyStats};
+pub use observe::{EgressFacts, ProxyStats};
 pub use observe::{IstioKind, IstioObject, Observed, SupportFacts, observe};
 
 use crate::contract::doctor::{CheckResult, DoctorDoc, Finding};

@@ -8,13 +8,54 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 
-use super::egress::{EgressFacts, ProxyStats, registry_only_revisions};
 use crate::azure::ClusterDoc;
 use crate::azure::profiles::MeshRevisionProfile;
 use crate::istio::{INGRESS_NAMESPACE, ISTIO_NAMESPACE, ProxyStatus};
 use crate::k8s::{K8sError, list_paged};
 use crate::steps::Env;
 use crate::steps::plan::UpgradeChoice;
+
+/// One proxy's stats, read for the egress check.
+#[derive(Debug, Clone)]
+pub struct ProxyStats {
+    pub namespace: String,
+    pub pod: String,
+    /// The workload the pod belongs to (its Deployment's name), or the pod's name.
+    pub workload: String,
+    /// The Prometheus text of `/stats/prometheus`, or why it could not be read.
+    pub stats: Result<String, String>,
+}
+
+/// What the egress check reads: the installed revisions whose MeshConfig says `REGISTRY_ONLY`,
+/// and one proxy's stats per workload running on them.
+#[derive(Debug, Clone, Default)]
+pub struct EgressFacts {
+    pub registry_only: Vec<String>,
+    pub proxies: Vec<ProxyStats>,
+    /// Workloads on those revisions whose proxies were not read (over the doctor's limit).
+    pub unread: usize,
+}
+
+/// The installed revisions whose shared MeshConfig sets `outboundTrafficPolicy.mode:
+/// REGISTRY_ONLY`.
+pub fn registry_only_revisions(o: &Observed) -> Vec<String> {
+    o.installed
+        .iter()
+        .filter(|rev| {
+            o.configmaps.iter().any(|cm| {
+                cm.metadata.name.as_deref() == Some(&format!("istio-shared-configmap-{rev}"))
+                    && cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("mesh"))
+                        .and_then(|m| crate::istio::meshconfig::outbound_traffic_mode(m))
+                        .as_deref()
+                        == Some("REGISTRY_ONLY")
+            })
+        })
+        .cloned()
+        .collect()
+}
 
 /// An Istio custom resource the checks read, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
