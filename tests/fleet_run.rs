@@ -3,6 +3,8 @@
 //! rolled back and the rest halted, approvals that pause and resume, and a fleet run killed
 //! mid-stage that resumes without repeating any cluster's side effects.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -59,18 +61,7 @@ impl Fleet {
     }
 
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
-        cmd.args(args);
-        for (k, v) in self.handle.info.env_lines() {
-            cmd.env(k, v);
-        }
-        cmd.env("ASM_CANARY_CA_FILE", &self.ca_file)
-            .env("ASM_CANARY_AUTH", "client-secret")
-            .env("ASM_CANARY_ARM_POLL_INTERVAL", "100ms")
-            .env_remove("ASM_CANARY_LOG")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        common::binary_for(args, self.handle.info.env_lines(), &self.ca_file)
     }
 
     async fn fleet_run(&self, fleet: &Path, extra: &[&str]) -> Output {
@@ -88,6 +79,45 @@ impl Fleet {
         ];
         args.extend_from_slice(extra);
         self.command(&args).output().await.unwrap()
+    }
+
+    /// `fleet run` of `fleet` in the background, JSON Lines, unattended; its stderr goes to
+    /// `run.err` in the test's folder (a pipe nobody reads would stall it).
+    fn spawn_run(&self, fleet: &Path) -> tokio::process::Child {
+        let err = std::fs::File::create(self.dir.path().join("run.err")).unwrap();
+        let state = self.state();
+        self.command(&[
+            "fleet",
+            "run",
+            "--fleet",
+            fleet.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+    }
+
+    /// Waits until `cluster` has sent its first ARM PUT (its canary start): it has begun
+    /// changing its cluster.
+    async fn until_started(&self, cluster: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let started = |rs: &Vec<FleetRequest>| {
+            rs.iter()
+                .any(|r| r.record.api == "arm" && r.record.method == "PUT")
+        };
+        while !self.requests_by_cluster().get(cluster).is_some_and(started) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{cluster} never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn status(&self) -> Value {
@@ -357,41 +387,11 @@ fn side_effects(by: &BTreeMap<String, Vec<FleetRequest>>) -> BTreeMap<String, (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_run_killed_mid_stage_resumes_without_repeating_side_effects() {
     let fleet = Fleet::start(two_rings()).await;
-    let file = fleet.fleet_file(
-        TWO_RINGS
-            .replace("    after: {approval: true}\n", "")
-            .as_str(),
-    );
+    let file = fleet.fleet_file(&TWO_RINGS.replace("    after: {approval: true}\n", ""));
     let state = fleet.state();
-    let mut child = fleet
-        .command(&[
-            "fleet",
-            "run",
-            "--fleet",
-            file.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-            "--unattended",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once a ring-b cluster has begun changing its cluster (its start PUT sent).
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let by = fleet.requests_by_cluster();
-        if by.get("aks-b-2").is_some_and(|r| {
-            r.iter()
-                .any(|r| r.record.api == "arm" && r.record.method == "PUT")
-        }) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "ring b never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = fleet.spawn_run(&file);
+    // Kill it once a ring-b cluster has begun changing its cluster.
+    fleet.until_started("aks-b-2").await;
     child.start_kill().unwrap();
     let _ = child.wait().await;
     let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
@@ -631,44 +631,18 @@ async fn fleet_status_without_a_fleet_checkpoint_says_which_file_to_give() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_run_stopped_by_sigterm_pauses_its_clusters_and_resumes_them() {
     let fleet = Fleet::start(two_rings()).await;
-    let file = fleet.fleet_file(
-        TWO_RINGS
-            .replace("    after: {approval: true}\n", "")
-            .as_str(),
-    );
-    let state = fleet.state();
-    let child = fleet
-        .command(&[
-            "fleet",
-            "run",
-            "--fleet",
-            file.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-            "--unattended",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let file = fleet.fleet_file(&TWO_RINGS.replace("    after: {approval: true}\n", ""));
+    let child = fleet.spawn_run(&file);
     let pid = child.id().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !fleet.requests_by_cluster().get("aks-a-0").is_some_and(|r| {
-        r.iter()
-            .any(|r| r.record.api == "arm" && r.record.method == "PUT")
-    }) {
-        assert!(std::time::Instant::now() < deadline, "ring a never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fleet.until_started("aks-a-0").await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let code = child.wait_with_output().await.unwrap().status.code();
+    let err = std::fs::read_to_string(fleet.dir.path().join("run.err")).unwrap();
+    assert_eq!(code, Some(4), "{err}");
     let status = fleet.status().await;
     assert_eq!(status["state"], "paused", "{status}");
     assert_eq!(

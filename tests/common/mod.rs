@@ -48,6 +48,25 @@ pub fn fast_day2() -> Vec<&'static str> {
         .collect()
 }
 
+/// The binary with `args`, a simulator's (or a fleet's) settings in its environment, its CA
+/// trusted, signing in with the service principal, ARM polled every 100 ms; stdin closed.
+pub fn binary_for(
+    args: &[&str],
+    env: Vec<(String, String)>,
+    ca_file: &std::path::Path,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
+    cmd.args(args)
+        .envs(env)
+        .env("ASM_CANARY_CA_FILE", ca_file)
+        .env("ASM_CANARY_AUTH", "client-secret")
+        .env("ASM_CANARY_ARM_POLL_INTERVAL", "100ms")
+        .env_remove("ASM_CANARY_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 impl TestSim {
     pub async fn start(scenario: &str) -> Self {
         let scenario = Scenario::builtin(scenario).expect("built-in scenario");
@@ -73,18 +92,7 @@ impl TestSim {
 
     /// The binary with the simulator's connection settings in its environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
-        cmd.args(args);
-        for (k, v) in self.handle.info.env_lines() {
-            cmd.env(k, v);
-        }
-        cmd.env("ASM_CANARY_CA_FILE", &self.ca_file)
-            .env("ASM_CANARY_AUTH", "client-secret")
-            .env("ASM_CANARY_ARM_POLL_INTERVAL", "100ms")
-            .env_remove("ASM_CANARY_LOG")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        binary_for(args, self.handle.info.env_lines(), &self.ca_file)
     }
 
     pub async fn run(&self, args: &[&str]) -> Output {
