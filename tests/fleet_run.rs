@@ -662,3 +662,32 @@ async fn a_fleet_run_stopped_by_sigterm_pauses_its_clusters_and_resumes_them() {
         assert_eq!(patches, 1, "{name}: each Deployment restarted once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_cannot_be_reached_pauses_the_fleet_instead_of_halting_it() {
+    let fleet = Fleet::start(two_rings()).await;
+    let missing = "/subscriptions/5ca1ab1e-0000-4000-8000-0000000000aa/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks-gone";
+    let dir = fleet.dir.path();
+    let file = dir.join("fleet.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: asm-canary.fleet/1\nclusters:\n  - id: {missing}\nstages:\n  - name: one\n    selector: {{names: [aks-gone]}}\nupgrade:\n  params: {FAST_PARAMS}\n"
+        ),
+    )
+    .unwrap();
+    let out = fleet.fleet_run(&file, &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let status = fleet.status().await;
+    assert_eq!(status["state"], "paused", "{status}");
+    let gone = status_of(&status, "aks-gone");
+    assert_eq!(gone["status"], "paused", "{status}");
+    assert!(
+        gone["reason"].as_str().unwrap().contains("aks-gone"),
+        "{gone}"
+    );
+    assert!(
+        status["next"].as_str().unwrap().contains("fleet run"),
+        "{status}"
+    );
+}

@@ -4,6 +4,7 @@
 //! cluster's ConfigMap as `upgrade --state-backend kubernetes`), the fleet checkpoint file,
 //! the output and the approvals between stages.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -324,8 +325,6 @@ fn open_log(path: &Path) -> Option<Box<dyn Write + Send>> {
     }
 }
 
-use std::io::Write;
-
 /// The fleet checkpoint file, the output, and the approvals between stages.
 struct CliIo {
     path: PathBuf,
@@ -347,29 +346,21 @@ impl FleetIo for CliIo {
     }
 
     async fn approve(&self, stage: &str, next: &str) -> Option<String> {
+        let who = || {
+            crate::ui::terminal::approver_name(
+                &crate::azure::auth::process_env,
+                crate::ui::terminal::effective_user,
+            )
+        };
         if self.approved.iter().any(|s| s == stage) {
-            return Some(format!(
-                "--approve stage:{stage} ({})",
-                crate::ui::terminal::approver_name(
-                    &crate::azure::auth::process_env,
-                    crate::ui::terminal::effective_user
-                )
-            ));
+            return Some(format!("--approve stage:{stage} ({})", who()));
         }
         if self.guided {
             let question = format!("Stage {stage} is done. Start stage {next}?");
             let yes = tokio::task::spawn_blocking(move || super::confirm(&question))
                 .await
                 .unwrap_or(false);
-            return yes.then(|| {
-                format!(
-                    "{} at the prompt",
-                    crate::ui::terminal::approver_name(
-                        &crate::azure::auth::process_env,
-                        crate::ui::terminal::effective_user
-                    )
-                )
-            });
+            return yes.then(|| format!("{} at the prompt", who()));
         }
         None
     }
@@ -395,11 +386,12 @@ impl ClusterRunner for CliRunner {
     async fn run(&self, job: ClusterJob) -> ClusterResult {
         match self.upgrade(&job).await {
             Ok(r) => r,
+            // The cluster could not be reached, or another run holds it: nothing of this run
+            // changed it, and running the fleet again tries again. Anything else needs a person.
             Err(e) => ClusterResult {
-                status: if e.exit_code() == exit::LOCKED {
-                    ClusterStatus::Paused
-                } else {
-                    ClusterStatus::Failed
+                status: match e.exit_code() {
+                    exit::INTERNAL | exit::LOCKED => ClusterStatus::Paused,
+                    _ => ClusterStatus::Failed,
                 },
                 exit_code: Some(e.exit_code()),
                 reason: Some(e.chain()),
