@@ -31,7 +31,7 @@ pub enum ClusterStatus {
     /// Nothing to do: already at the target (no upgrade offered).
     UpToDate,
     /// Not upgraded, and not a failure: not ready, a stale canary, another run's checkpoint —
-    /// the reason says what a person does.
+    /// the reason says what a person does; running the fleet again judges it again.
     Blocked,
     /// Its gates failed and it was rolled back: halts the fleet.
     RolledBack,
@@ -50,9 +50,13 @@ impl ClusterStatus {
         )
     }
 
-    /// Whether a fleet run that is run again leaves this cluster alone.
+    /// Whether a fleet run that is run again leaves this cluster alone. A blocked cluster is
+    /// judged again (read-only), so one fixed since is upgraded then.
     pub fn settled(self) -> bool {
-        self.lets_fleet_go_on() || self == ClusterStatus::RolledBack
+        matches!(
+            self,
+            ClusterStatus::Completed | ClusterStatus::UpToDate | ClusterStatus::RolledBack
+        )
     }
 }
 

@@ -35,9 +35,12 @@ pub fn markdown(state: &FleetState) -> String {
                 a.at.format("%H:%M:%S UTC")
             );
         }
+        if stage.soak_until.is_some() || stage.approved.is_some() {
+            out.push('\n');
+        }
         let _ = writeln!(
             out,
-            "\n| cluster | status | run id | started | finished | why |\n|---|---|---|---|---|---|"
+            "| cluster | status | run id | started | finished | why |\n|---|---|---|---|---|---|"
         );
         for c in state.clusters.iter().filter(|c| c.stage == stage.name) {
             let _ = writeln!(out, "{}", row(c));

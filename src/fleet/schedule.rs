@@ -290,6 +290,10 @@ fn finish_cluster(
 ) -> Result<(), SaveError> {
     let fleet_id = state.fleet_run_id.clone();
     if let Some(rec) = cluster(state, id) {
+        if result.exit_code.is_none() {
+            // Judged and left alone: no run of it exists.
+            rec.run_id = None;
+        }
         rec.status = result.status;
         rec.exit_code = result.exit_code;
         rec.reason = result.reason.clone();

@@ -62,11 +62,12 @@ impl ClusterRunner for Fake {
             .unwrap_or(&ClusterStatus::Completed);
         ClusterResult {
             status,
-            exit_code: Some(match status {
-                ClusterStatus::RolledBack => exit::ROLLED_BACK,
-                ClusterStatus::Paused => exit::PAUSED,
-                _ => exit::OK,
-            }),
+            exit_code: match status {
+                ClusterStatus::RolledBack => Some(exit::ROLLED_BACK),
+                ClusterStatus::Paused => Some(exit::PAUSED),
+                ClusterStatus::Blocked | ClusterStatus::UpToDate => None,
+                _ => Some(exit::OK),
+            },
             reason: None,
         }
     }
@@ -279,6 +280,14 @@ async fn blocked_and_up_to_date_clusters_do_not_halt_the_fleet() {
     };
     assert_eq!(go(&rings, &mut state, &fake, &io).await, exit::OK);
     assert_eq!(fake.ran().len(), 8);
+    let e2 = member("e2", "").id.to_string();
+    assert_eq!(state.cluster(&e2).unwrap().run_id, None, "judged, never run");
+
+    // Run again: only the blocked cluster is judged again (it may have been fixed since).
+    let again = Arc::new(Fake::default());
+    assert_eq!(go(&rings, &mut state, &again, &io).await, exit::OK);
+    assert_eq!(again.ran(), ["e2"]);
+    assert_eq!(state.cluster(&e2).unwrap().status, ClusterStatus::Completed);
 }
 
 #[tokio::test]
