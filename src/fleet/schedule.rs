@@ -466,14 +466,16 @@ async fn between_stages(
         if fresh {
             save(state, io)?;
         }
-        io.event(
-            &fleet_id,
-            FleetEvent::SoakStarted {
-                stage: name.clone(),
-                until,
-            },
-        );
         let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        if !left.is_zero() {
+            io.event(
+                &fleet_id,
+                FleetEvent::SoakStarted {
+                    stage: name.clone(),
+                    until,
+                },
+            );
+        }
         tokio::select! {
             _ = tokio::time::sleep(left) => {}
             _ = cancel.cancelled() => {
