@@ -269,8 +269,8 @@ pub fn render_status(doc: &FleetStatusDoc) -> String {
     for stage in &doc.stages {
         out += &format!("\nstage {}\n", stage.name);
         for c in doc.clusters.iter().filter(|c| c.record.stage == stage.name) {
-            out += &format!(
-                "  {:<24} {:<12}{}\n",
+            let line = format!(
+                "  {:<24} {:<12}{}",
                 c.record.id.rsplit('/').next().unwrap_or(&c.record.id),
                 crate::ui::fleet::status_word(c.record.status),
                 c.record
@@ -279,6 +279,8 @@ pub fn render_status(doc: &FleetStatusDoc) -> String {
                     .map(|r| format!(" {r}"))
                     .unwrap_or_default()
             );
+            out += line.trim_end();
+            out.push('\n');
             if let Some(next) = c
                 .next
                 .as_ref()
@@ -293,4 +295,72 @@ pub fn render_status(doc: &FleetStatusDoc) -> String {
         None => out += "\nnothing to do: every stage ran\n",
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A fleet halted in stage early: canary done and approved, aks-early-2 rolled back,
+    /// aks-early-4 blocked, prod pending.
+    fn halted() -> FleetState {
+        let id = |n: &str| {
+            format!(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/{n}"
+            )
+        };
+        serde_json::from_value(json!({
+            "schema": "asm-canary.fleet-state/1", "fleet_run_id": "f-1", "fleet_file": "fleet.yaml",
+            "fleet_digest": "d", "state": "halted",
+            "reason": "stage early: cluster aks-early-2 failed its gates and was rolled back",
+            "started_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:10:00Z",
+            "stages": [
+                {"name": "canary", "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:02:00Z",
+                 "soak_until": "2026-01-01T00:03:00Z", "approved": {"by": "--approve stage:canary (ops)", "at": "2026-01-01T00:04:00Z"}},
+                {"name": "early", "started_at": "2026-01-01T00:04:00Z"},
+                {"name": "prod"}
+            ],
+            "clusters": [
+                {"id": id("aks-canary-1"), "stage": "canary", "status": "completed", "run_id": "r-1", "exit_code": 0,
+                 "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:02:00Z"},
+                {"id": id("aks-early-2"), "stage": "early", "status": "rolled_back", "run_id": "r-2", "exit_code": 3,
+                 "reason": "step \"start\" failed", "started_at": "2026-01-01T00:04:00Z", "finished_at": "2026-01-01T00:08:00Z"},
+                {"id": id("aks-early-4"), "stage": "early", "status": "blocked",
+                 "reason": "aks-early-4 is Failed, not Succeeded"},
+                {"id": id("aks-prod-1"), "stage": "prod", "status": "pending"}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn fleet_status_document_of_a_halted_fleet() {
+        let doc = status_doc(&halted(), std::path::Path::new("fleet-run.json"));
+        insta::assert_json_snapshot!("fleet_status_halted", doc);
+        insta::assert_snapshot!("fleet_status_halted_text", render_status(&doc));
+    }
+
+    #[test]
+    fn a_paused_fleet_awaiting_an_approval_names_the_flag() {
+        let mut state = halted();
+        state.state = FleetRunState::Paused;
+        state.reason = Some("stage canary is done; stage early waits for its approval: run fleet run again with --approve stage:canary".into());
+        state.stages[0].approved = None;
+        let doc = status_doc(&state, std::path::Path::new("fleet-run.json"));
+        assert_eq!(
+            doc.next.as_deref(),
+            Some(
+                "asm-canary fleet run --fleet fleet.yaml --state fleet-run.json --approve stage:canary"
+            )
+        );
+    }
+
+    #[test]
+    fn fleet_report_has_a_table_per_stage_and_a_timeline() {
+        insta::assert_snapshot!(
+            "fleet_report_halted",
+            crate::fleet::report::markdown(&halted())
+        );
+    }
 }

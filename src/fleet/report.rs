@@ -25,12 +25,12 @@ pub fn markdown(state: &FleetState) -> String {
     for stage in &state.stages {
         let _ = writeln!(out, "## Stage {}\n", stage.name);
         if let Some(until) = stage.soak_until {
-            let _ = writeln!(out, "Soak until {}.", until.format("%H:%M:%S UTC"));
+            let _ = writeln!(out, "- soak until {}", until.format("%H:%M:%S UTC"));
         }
         if let Some(a) = &stage.approved {
             let _ = writeln!(
                 out,
-                "Next stage approved by {} at {}.",
+                "- next stage approved by {} at {}",
                 a.by,
                 a.at.format("%H:%M:%S UTC")
             );

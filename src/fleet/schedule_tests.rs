@@ -281,7 +281,11 @@ async fn blocked_and_up_to_date_clusters_do_not_halt_the_fleet() {
     assert_eq!(go(&rings, &mut state, &fake, &io).await, exit::OK);
     assert_eq!(fake.ran().len(), 8);
     let e2 = member("e2", "").id.to_string();
-    assert_eq!(state.cluster(&e2).unwrap().run_id, None, "judged, never run");
+    assert_eq!(
+        state.cluster(&e2).unwrap().run_id,
+        None,
+        "judged, never run"
+    );
 
     // Run again: only the blocked cluster is judged again (it may have been fixed since).
     let again = Arc::new(Fake::default());
