@@ -6,7 +6,8 @@
 //!
 //! `cargo build --release && cargo run --release --example upgrade_bench [-- NAMESPACES...]`
 //! (default 20 50 200; the `large` scenario is 200 namespaces × 10 Deployments × 5 replicas =
-//! 10,000 pods). `--unbounded-only` skips the side-by-side part.
+//! 10,000 pods). `--unbounded-only` skips the side-by-side part; `--tool-only` runs only the
+//! binary at its defaults (wall time and peak RSS), `$ASM_CANARY_BIN` naming another build.
 //!
 //! The critical path is what no client could beat: the two ARM operations (start, complete)
 //! plus the slowest wave's rollouts. The run restarts every Deployment in one wave
@@ -305,6 +306,23 @@ async fn by_hand_and_defaults(namespaces: u32) {
     );
 }
 
+/// The binary at its defaults on a fresh simulator, alone.
+async fn tool_only(namespaces: u32) {
+    let (_, per_ns) = compare::large(namespaces);
+    let deployments = u64::from(namespaces * per_ns);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sim, _) = compare::fresh_sim(namespaces, dir.path()).await;
+    let tool = compare::tool(&sim, dir.path()).await;
+    sim.shutdown().await;
+    println!(
+        "{namespaces:>4} ns {deployments:>5} deploys | asm-canary at defaults {:.2}s (exit {}) | requests {:.1} per Deployment | peak RSS {:.0} MiB",
+        tool.wall.as_secs_f64(),
+        tool.exit,
+        tool.requests as f64 / deployments as f64,
+        tool.peak_rss_mib,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     asm_canary::azure::ensure_ring_provider();
@@ -317,6 +335,12 @@ async fn main() {
     } else {
         sizes
     };
+    if std::env::args().any(|a| a == "--tool-only") {
+        for n in sizes {
+            tool_only(n).await;
+        }
+        return;
+    }
     let side_by_side = !std::env::args().any(|a| a == "--unbounded-only");
     if side_by_side {
         println!("kubectl: {}", compare::kubectl_version());

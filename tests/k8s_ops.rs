@@ -368,6 +368,81 @@ async fn paged_slim_pod_list_matches_the_full_list() {
 /// The board's verdicts are `wait_rollout`'s (done, timed out with the last status, does not
 /// exist, deleted while waiting), and a wave of many workloads costs one list and one watch
 /// per kind, not a list and a watch per workload.
+/// Regression: a cluster-wide watch the API server refuses (RBAC granting only namespaced
+/// Roles: 403 on the cluster-wide watch, or on the list and the watch) left every waiter of a
+/// large wave waiting out its whole rollout timeout. The board now gives that watch up, says
+/// so once, and each waiter waits for its own workload with a namespaced watch.
+#[tokio::test]
+async fn a_failing_cluster_wide_watch_does_not_wait_out_the_rollout_timeout() {
+    for verbs in [vec!["watch"], vec!["list", "watch"]] {
+        let mut scenario = healthy();
+        scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+            namespaces: 4,
+            deployments_per_namespace: 5,
+            replicas: 1,
+            revision_label: "prod".into(),
+        });
+        scenario.kube.cluster_wide_forbidden = vec![asm_canary_sim::kube::ClusterWideForbidden {
+            resource: "deployments".into(),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        }];
+        let (_sim, client) = start(scenario).await;
+        let wave: Vec<WorkloadRef> = (0..4)
+            .flat_map(|i| {
+                (0..5).map(move |j| {
+                    WorkloadRef::new(
+                        WorkloadKind::Deployment,
+                        format!("app-{i:03}"),
+                        format!("svc-{j:02}"),
+                    )
+                })
+            })
+            .collect();
+        let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = notices.clone();
+        let board = asm_canary::k8s::RolloutBoard::follow_noting(
+            &client,
+            wave.clone(),
+            Box::new(move |kind, why| seen.lock().unwrap().push(format!("{kind}: {why}"))),
+        );
+        // Untouched, the first workload is rolled out: the board has read what it can.
+        let first = board.wait(&wave[0], None, Duration::from_secs(20)).await;
+        assert!(first.unwrap().done, "{verbs:?}");
+        let started = std::time::Instant::now();
+        let mut waits = Vec::new();
+        for w in &wave {
+            let generation = restart(&client, w, now()).await.generation;
+            let board = &board;
+            waits.push(async move {
+                (
+                    w.clone(),
+                    board.wait(w, generation, Duration::from_secs(20)).await,
+                )
+            });
+        }
+        for (w, result) in futures::future::join_all(waits).await {
+            assert!(
+                result.as_ref().is_ok_and(|p| p.done),
+                "{verbs:?} {w}: {result:?}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{verbs:?}: {:?}",
+            started.elapsed()
+        );
+        let notices = notices.lock().unwrap().clone();
+        assert_eq!(notices.len(), 1, "{verbs:?}: {notices:?}");
+        assert!(
+            notices[0].contains("403")
+                && notices[0].contains("cannot ")
+                && notices[0].contains("at the cluster scope")
+                && notices[0].contains("with its own watch instead"),
+            "{notices:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_rollout_board_watch_per_kind_gives_each_workloads_verdict() {
     let mut scenario = healthy();

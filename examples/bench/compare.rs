@@ -36,8 +36,12 @@ pub async fn fresh_sim(namespaces: u32, dir: &Path) -> (SimHandle, PathBuf) {
     (asm_canary_sim::start(opts).await.expect("sim"), ca_file)
 }
 
-/// The `asm-canary` binary built next to this example (`cargo build --release` first).
+/// The `asm-canary` binary built next to this example (`cargo build --release` first), or
+/// `$ASM_CANARY_BIN` (to compare two builds).
 pub fn tool_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ASM_CANARY_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
         .parent()

@@ -180,48 +180,117 @@ pub fn parse_syncz(
     istiod_pod: &str,
     istiod_revision: Option<&str>,
 ) -> Result<Vec<ProxyStatus>, SynczError> {
-    // istiod answers `null` when nothing is connected.
-    let entries: Option<Vec<SyncStatusEntry>> =
-        serde_json::from_slice(body).map_err(|source| SynczError {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    rows_from(&mut de, istiod_pod, istiod_revision)
+}
+
+/// [`parse_syncz`] from a reader. Either way each entry of the array becomes its row as soon
+/// as it is read: the full entries are never held all at once (the syncz of ten thousand
+/// proxies is about 8 MB of JSON and more than that again as entries).
+pub fn parse_syncz_from(
+    body: impl std::io::Read,
+    istiod_pod: &str,
+    istiod_revision: Option<&str>,
+) -> Result<Vec<ProxyStatus>, SynczError> {
+    let mut de = serde_json::Deserializer::from_reader(body);
+    rows_from(&mut de, istiod_pod, istiod_revision)
+}
+
+fn rows_from<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    istiod_pod: &str,
+    istiod_revision: Option<&str>,
+) -> Result<Vec<ProxyStatus>, SynczError> {
+    use serde::de::DeserializeSeed;
+    let seed = Rows {
+        istiod: istiod_pod,
+        revision: istiod_revision,
+    };
+    let mut rows = seed
+        .deserialize(&mut *de)
+        .and_then(|rows| de.end().map(|()| rows))
+        .map_err(|source| SynczError {
             istiod: istiod_pod.to_string(),
             source,
         })?;
-    let mut rows: Vec<ProxyStatus> = entries
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| {
-            let (pod, namespace) = match e.proxy.rsplit_once('.') {
-                Some((p, n)) => (p.to_string(), n.to_string()),
-                None => (e.proxy.clone(), String::new()),
-            };
-            ProxyStatus {
-                cds: status_of(&e, TYPE_CDS, &e.cluster_sent, &e.cluster_acked),
-                lds: status_of(&e, TYPE_LDS, &e.listener_sent, &e.listener_acked),
-                eds: status_of(&e, TYPE_EDS, &e.endpoint_sent, &e.endpoint_acked),
-                rds: status_of(&e, TYPE_RDS, &e.route_sent, &e.route_acked),
-                ecds: status_of(
-                    &e,
-                    TYPE_ECDS,
-                    &e.extensionconfig_sent,
-                    &e.extensionconfig_acked,
-                ),
-                version: if e.istio_version.is_empty() {
-                    e.proxy_version.clone()
-                } else {
-                    e.istio_version.clone()
-                },
-                proxy: e.proxy,
-                pod,
-                namespace,
-                cluster: e.cluster_id,
-                proxy_type: e.proxy_type,
-                istiod: istiod_pod.to_string(),
-                istiod_revision: istiod_revision.map(str::to_string),
-            }
-        })
-        .collect();
     rows.sort_by(|a, b| a.proxy.cmp(&b.proxy));
     Ok(rows)
+}
+
+/// The syncz array (or `null`: istiod answers it when nothing is connected), read entry by
+/// entry into rows.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    istiod: &'a str,
+    revision: Option<&'a str>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Rows<'_> {
+    type Value = Vec<ProxyStatus>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Rows<'_> {
+    type Value = Vec<ProxyStatus>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sequence")
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(entry) = seq.next_element::<SyncStatusEntry>()? {
+            rows.push(row_of(entry, self.istiod, self.revision));
+        }
+        Ok(rows)
+    }
+}
+
+/// One entry as its row of the table.
+fn row_of(e: SyncStatusEntry, istiod_pod: &str, istiod_revision: Option<&str>) -> ProxyStatus {
+    let (pod, namespace) = match e.proxy.rsplit_once('.') {
+        Some((p, n)) => (p.to_string(), n.to_string()),
+        None => (e.proxy.clone(), String::new()),
+    };
+    ProxyStatus {
+        cds: status_of(&e, TYPE_CDS, &e.cluster_sent, &e.cluster_acked),
+        lds: status_of(&e, TYPE_LDS, &e.listener_sent, &e.listener_acked),
+        eds: status_of(&e, TYPE_EDS, &e.endpoint_sent, &e.endpoint_acked),
+        rds: status_of(&e, TYPE_RDS, &e.route_sent, &e.route_acked),
+        ecds: status_of(
+            &e,
+            TYPE_ECDS,
+            &e.extensionconfig_sent,
+            &e.extensionconfig_acked,
+        ),
+        version: if e.istio_version.is_empty() {
+            e.proxy_version
+        } else {
+            e.istio_version
+        },
+        proxy: e.proxy,
+        pod,
+        namespace,
+        cluster: e.cluster_id,
+        proxy_type: e.proxy_type,
+        istiod: istiod_pod.to_string(),
+        istiod_revision: istiod_revision.map(str::to_string),
+    }
 }
 
 /// The table as istioctl's pre-1.27 default layout prints it (columns
@@ -350,6 +419,70 @@ mod tests {
         assert!(parse_syncz(b"[]", "i", None).unwrap().is_empty());
         let err = parse_syncz(b"<html>", "istiod-x", None).unwrap_err();
         assert!(err.to_string().contains("istiod istiod-x"));
+    }
+
+    /// A reader that gives at most `step` bytes a call, as a body arriving in pieces.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_body_read_in_pieces_gives_the_same_rows_and_errors_as_a_whole_one() {
+        let body = serde_json::to_vec(&serde_json::json!([
+            mk_entry("web-7c9.shop", ("c1", "c1"), ("e2", "e1")),
+            mk_entry("api-1.pay", ("c1", "c1"), ("e1", "e1")),
+        ]))
+        .unwrap();
+        let bodies: [&[u8]; 8] = [
+            &body,
+            b"null",
+            b" [ ] ",
+            b"<html>",
+            b"{}",
+            br#"[{"proxy":"a.b"},"#,
+            br#"[{"proxy":"a.b"}] x"#,
+            br#"[{"proxy":7}]"#,
+        ];
+        for body in bodies {
+            let whole = parse_syncz(body, "istiod-x", Some("asm-1-28"));
+            for step in [1, 3, 4096] {
+                let pieces =
+                    parse_syncz_from(Trickle { data: body, step }, "istiod-x", Some("asm-1-28"));
+                match (&whole, &pieces) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b),
+                    // serde_json's reader may place an error one column off its slice's.
+                    (Err(a), Err(b)) => {
+                        let what = |e: &SynczError| {
+                            e.to_string().split(" at line").next().map(str::to_string)
+                        };
+                        assert_eq!(what(a), what(b));
+                    }
+                    _ => panic!("{}: {whole:?} vs {pieces:?}", String::from_utf8_lossy(body)),
+                }
+            }
+        }
+        let rows = parse_syncz_from(
+            Trickle {
+                data: &body,
+                step: 5,
+            },
+            "i",
+            None,
+        )
+        .unwrap();
+        assert_eq!(rows[0].proxy, "api-1.pay");
+        assert!(parse_syncz(b"<html>", "i", None).is_err());
+        assert!(parse_syncz(br#"[{"proxy":"a.b"}] x"#, "i", None).is_err());
     }
 
     #[test]

@@ -5,11 +5,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, ListParams};
 
-use super::portforward::http_get_via_portforward;
+use super::portforward::{Parsed, http_get_parsed_via_portforward};
 use super::{K8sError, target};
-use crate::istio::{
-    ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector, parse_syncz,
-};
+use crate::istio::syncz::parse_syncz_from;
+use crate::istio::{ISTIO_NAMESPACE, ISTIOD_MONITORING_PORT, ProxyStatus, istiod_selector};
 
 /// The monitoring port of an istiod pod: its `prometheus.io/port` annotation, else 15014
 /// (istioctl's `FindIstiodMonitoringPort`).
@@ -96,27 +95,27 @@ pub async fn proxy_status(
     for pod in &pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let port = monitoring_port(pod);
-        let resp = http_get_via_portforward(client, ISTIO_NAMESPACE, &name, port, &path).await?;
-        if resp.status != 200 {
-            return Err(K8sError::PortForward {
-                target: target(ISTIO_NAMESPACE, &name),
-                port,
-                message: format!(
-                    "GET {path} answered {}: {}",
-                    resp.status,
-                    String::from_utf8_lossy(&resp.body)
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                ),
-            });
-        }
-        let parsed =
-            parse_syncz(&resp.body, &name, Some(revision)).map_err(|e| K8sError::PortForward {
-                target: target(ISTIO_NAMESPACE, &name),
-                port,
-                message: e.to_string(),
-            })?;
+        // The syncz of ten thousand proxies is megabytes of JSON: each entry becomes its row
+        // as it is read, from the chunks as received (no copy into one buffer).
+        let parse = |body: &mut dyn std::io::Read| {
+            parse_syncz_from(std::io::BufReader::new(body), &name, Some(revision))
+        };
+        let answer =
+            http_get_parsed_via_portforward(client, (ISTIO_NAMESPACE, &name, port), &path, parse)
+                .await?;
+        let fail = |message: String| K8sError::PortForward {
+            target: target(ISTIO_NAMESPACE, &name),
+            port,
+            message,
+        };
+        let parsed = match answer {
+            Parsed::Ok(parsed) => parsed.map_err(|e| fail(e.to_string()))?,
+            Parsed::NotOk(resp) => {
+                let body = String::from_utf8_lossy(&resp.body);
+                let head: String = body.chars().take(300).collect();
+                return Err(fail(format!("GET {path} answered {}: {head}", resp.status)));
+            }
+        };
         rows.extend(parsed);
     }
     rows.sort_by(|a, b| a.proxy.cmp(&b.proxy));

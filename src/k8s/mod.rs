@@ -36,7 +36,9 @@ pub use lease::{LeaseDeletion, delete_leases};
 pub use mesh::{istiod_pods, proxy_status};
 pub use patch::{DriftedWorkload, PatchDrift, find_patch_drift};
 pub use pods::{Owner, PodInfo, is_application_namespace, namespaces_by_label, owner_of};
-pub use portforward::{HttpResponse, http_get_via_portforward};
+pub use portforward::{
+    HttpResponse, Parsed, http_get_parsed_via_portforward, http_get_via_portforward,
+};
 pub use rollout::{
     RestartOutcome, RolloutError, RolloutProgress, WorkloadKind, WorkloadRef, daemonset_status,
     deployment_status, restart_patch, restart_stamp, restart_timestamp, rollout_status,

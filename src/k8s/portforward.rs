@@ -2,8 +2,9 @@
 //! only answers unauthenticated debug requests from loopback, which a port-forward is and the
 //! API server's pod proxy is not.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -20,6 +21,14 @@ pub struct HttpResponse {
     pub body: Bytes,
 }
 
+/// What [`http_get_parsed_via_portforward`] got: the body as parsed, or, when the status was
+/// not 200, the whole answer (the body up to [`MAX_BODY`]) unparsed.
+#[derive(Debug)]
+pub enum Parsed<T> {
+    Ok(T),
+    NotOk(HttpResponse),
+}
+
 /// GETs `path` (with its query) from `port` of pod `namespace/pod` over a port-forward.
 pub async fn http_get_via_portforward(
     client: &Client,
@@ -28,6 +37,59 @@ pub async fn http_get_via_portforward(
     port: u16,
     path: &str,
 ) -> Result<HttpResponse, K8sError> {
+    get_with(client, namespace, pod, port, path, collect).await
+}
+
+/// GETs `path` like [`http_get_via_portforward`] and hands a 200's body to `parse` as a
+/// reader over the chunks as they were received, never copied into one buffer (the body of
+/// a large mesh's syncz is megabytes: `parse` can turn it into what it keeps as it reads).
+pub async fn http_get_parsed_via_portforward<T>(
+    client: &Client,
+    (namespace, pod, port): (&str, &str, u16),
+    path: &str,
+    parse: impl FnOnce(&mut dyn std::io::Read) -> T,
+) -> Result<Parsed<T>, K8sError> {
+    get_with(
+        client,
+        namespace,
+        pod,
+        port,
+        path,
+        async move |status, body| {
+            let chunks = Limited::new(body, MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            if status != 200 {
+                let body = chunks.to_bytes();
+                return Ok(Parsed::NotOk(HttpResponse { status, body }));
+            }
+            Ok(Parsed::Ok(parse(&mut chunks.aggregate().reader())))
+        },
+    )
+    .await
+}
+
+/// The whole body, up to [`MAX_BODY`].
+async fn collect(status: u16, body: Incoming) -> Result<HttpResponse, String> {
+    let body = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(HttpResponse { status, body })
+}
+
+/// Opens the port-forward, sends the GET and gives the answer's status and body to `read`
+/// (whose error is reported as a failure to read the body), then closes the forward.
+async fn get_with<T>(
+    client: &Client,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+    read: impl AsyncFnOnce(u16, Incoming) -> Result<T, String>,
+) -> Result<T, K8sError> {
     let who = target(namespace, pod);
     let fail = |message: String| K8sError::PortForward {
         target: who.clone(),
@@ -69,12 +131,9 @@ pub async fn http_get_via_portforward(
             .await
             .map_err(|e| fail(format!("GET {path} failed: {e}")))?;
         let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
+        read(status, response.into_body())
             .await
-            .map_err(|e| fail(format!("reading the body of GET {path} failed: {e}")))?
-            .to_bytes();
-        Ok::<_, K8sError>(HttpResponse { status, body })
+            .map_err(|e| fail(format!("reading the body of GET {path} failed: {e}")))
     }
     .await;
     drop(sender);

@@ -906,7 +906,7 @@ async fn run_wave(
     };
     let total = records.len() as u64;
     let finished = std::sync::atomic::AtomicU64::new(0);
-    let waits = Rollouts::for_wave(&env.kube, records);
+    let waits = Rollouts::for_wave(&env.kube, records, &ctx.events);
     let requests = tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT);
     let tasks: Vec<_> = records
         .iter()
@@ -999,23 +999,34 @@ async fn patch_once(
     Ok(Some((generation, current.replaces_pods_on_restart())))
 }
 
+/// Waves that wait for more workloads than this share one watch per kind
+/// ([`RolloutBoard`]); smaller ones open a watch per workload.
+pub const SHARED_WATCH_ABOVE: usize = 16;
+
 /// How a wave waits for its rollouts: a watch each for a few workloads, one shared watch
 /// per kind ([`RolloutBoard`]) for more (a thousand watch connections held at once cost
-/// memory on both ends and a list and a watch request per workload).
+/// memory on both ends and a list and a watch request per workload). The board says in the
+/// events when it falls back to a watch each (a cluster-wide watch refused or failing).
 enum Rollouts<'a> {
     Each(&'a kube::Client),
     Board(RolloutBoard),
 }
 
 impl<'a> Rollouts<'a> {
-    fn for_wave(client: &'a kube::Client, records: &[Restarted]) -> Self {
+    fn for_wave(
+        client: &'a kube::Client,
+        records: &[Restarted],
+        events: &asm_canary_engine::Emitter,
+    ) -> Self {
         let followed: Vec<WorkloadRef> = records
             .iter()
             .filter(|r| !r.pod_by_pod)
             .map(Restarted::workload)
             .collect();
-        if followed.len() > NAMESPACE_FANOUT {
-            Rollouts::Board(RolloutBoard::follow(client, followed))
+        if followed.len() > SHARED_WATCH_ABOVE {
+            let events = events.clone();
+            let notice = Box::new(move |_: WorkloadKind, why: &str| events.warn(why));
+            Rollouts::Board(RolloutBoard::follow_noting(client, followed, notice))
         } else {
             Rollouts::Each(client)
         }

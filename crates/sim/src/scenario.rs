@@ -413,49 +413,7 @@ impl Scenario {
                 t.revision.clone(),
             ));
         }
-        let traffic = &kube.traffic;
-        if !(traffic.rps_per_pod.is_finite() && (0.0..=1e6).contains(&traffic.rps_per_pod)) {
-            return bad(
-                vec![K("kube"), K("traffic"), K("rps_per_pod")],
-                format!(
-                    "kube.traffic.rps_per_pod must be between 0 and 1000000, not {}",
-                    traffic.rps_per_pod
-                ),
-            );
-        }
-        let share_ok = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
-        if !share_ok(traffic.error_rate) {
-            return bad(
-                vec![K("kube"), K("traffic"), K("error_rate")],
-                format!(
-                    "kube.traffic.error_rate must be between 0 and 1, not {}",
-                    traffic.error_rate
-                ),
-            );
-        }
-        for (i, f) in traffic.faults.iter().enumerate() {
-            let at = |k: &'static str| vec![K("kube"), K("traffic"), K("faults"), I(i), K(k)];
-            if !share_ok(f.error_rate) {
-                return bad(
-                    at("error_rate"),
-                    format!("error_rate must be between 0 and 1, not {}", f.error_rate),
-                );
-            }
-            if !(f.latency_factor.is_finite() && f.latency_factor > 0.0 && f.latency_factor <= 1e4)
-            {
-                return bad(
-                    at("latency_factor"),
-                    format!(
-                        "latency_factor must be above 0 and at most 10000, not {}",
-                        f.latency_factor
-                    ),
-                );
-            }
-            named.extend(list(
-                &[K("kube"), K("traffic"), K("faults"), I(i), K("revisions")],
-                &f.revisions,
-            ));
-        }
+        named.extend(check_traffic(&kube.traffic)?);
         for (key, items) in [
             ("crashloop_revisions", &kube.crashloop_revisions),
             ("stale_revisions", &kube.stale_revisions),
@@ -463,6 +421,11 @@ impl Scenario {
             ("never_ready_revisions", &kube.never_ready_revisions),
         ] {
             named.extend(list(&[K("kube"), K(key)], items));
+        }
+        for (i, f) in kube.cluster_wide_forbidden.iter().enumerate() {
+            if let Err(message) = check_forbidden(f) {
+                return bad(vec![K("kube"), K("cluster_wide_forbidden"), I(i)], message);
+            }
         }
         for (i, obj) in kube.objects.iter().enumerate() {
             if let Err(message) = check_object(obj) {
@@ -488,6 +451,88 @@ pub const PROVISIONING_STATES: &[&str] = &["Succeeded", "Failed", "Canceled"];
 pub const MAX_TIME_SCALE: f64 = 1000.0;
 /// The longest duration a scenario may give (30 days), in simulated or real seconds.
 pub const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// A value where it is in the scenario: a path of keys and indexes, and the value or why it
+/// is out of range.
+type Named = (Vec<Seg>, String);
+
+/// The traffic model's shares and factors in range; the revisions its faults name, with
+/// where each is, for the revision-name check.
+fn check_traffic(traffic: &crate::kube::TrafficShape) -> Result<Vec<Named>, Named> {
+    use Seg::{Index as I, Key as K};
+    let bad = |path: Vec<Seg>, message: String| Err((path, message));
+    let mut named = Vec::new();
+    if !(traffic.rps_per_pod.is_finite() && (0.0..=1e6).contains(&traffic.rps_per_pod)) {
+        return bad(
+            vec![K("kube"), K("traffic"), K("rps_per_pod")],
+            format!(
+                "kube.traffic.rps_per_pod must be between 0 and 1000000, not {}",
+                traffic.rps_per_pod
+            ),
+        );
+    }
+    let share_ok = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+    if !share_ok(traffic.error_rate) {
+        return bad(
+            vec![K("kube"), K("traffic"), K("error_rate")],
+            format!(
+                "kube.traffic.error_rate must be between 0 and 1, not {}",
+                traffic.error_rate
+            ),
+        );
+    }
+    for (i, f) in traffic.faults.iter().enumerate() {
+        let at = |k: &'static str| vec![K("kube"), K("traffic"), K("faults"), I(i), K(k)];
+        if !share_ok(f.error_rate) {
+            return bad(
+                at("error_rate"),
+                format!("error_rate must be between 0 and 1, not {}", f.error_rate),
+            );
+        }
+        if !(f.latency_factor.is_finite() && f.latency_factor > 0.0 && f.latency_factor <= 1e4) {
+            return bad(
+                at("latency_factor"),
+                format!(
+                    "latency_factor must be above 0 and at most 10000, not {}",
+                    f.latency_factor
+                ),
+            );
+        }
+        for (j, r) in f.revisions.iter().enumerate() {
+            named.push((
+                at("revisions").into_iter().chain([I(j)]).collect(),
+                r.clone(),
+            ));
+        }
+    }
+    Ok(named)
+}
+
+/// A [`ClusterWideForbidden`](crate::kube::scenario::ClusterWideForbidden) names a
+/// namespaced resource the simulator serves and only the verbs a cluster-wide read has.
+fn check_forbidden(f: &crate::kube::scenario::ClusterWideForbidden) -> Result<(), String> {
+    use crate::kube::scenario::FORBIDDEN_VERBS;
+    let known = crate::kube::resources::RESOURCES
+        .iter()
+        .any(|r| r.namespaced && r.plural == f.resource);
+    if !known {
+        return Err(format!(
+            "resource must be the plural of a namespaced resource (e.g. deployments), not {:?}",
+            f.resource
+        ));
+    }
+    match f
+        .verbs
+        .iter()
+        .find(|v| !FORBIDDEN_VERBS.contains(&v.as_str()))
+    {
+        Some(v) => Err(format!(
+            "verbs may be {}, not {v:?}",
+            FORBIDDEN_VERBS.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
 
 fn check_seconds(name: &str, secs: f64) -> Result<(), String> {
     if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) {

@@ -253,7 +253,16 @@ async fn resource_request(
     let method = req.method().clone();
     match (&method, &t.name, t.sub.as_deref()) {
         (&Method::GET, None, _) => {
-            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+            let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+            let verb = if watch { "watch" } else { "list" };
+            if t.rt.namespaced
+                && t.ns.is_none()
+                && shared.scenario.kube.forbids_cluster_wide(t.rt.plural, verb)
+            {
+                let user = &shared.info.client_id;
+                return Err(ApiError::forbidden_cluster_wide(t.rt, verb, user));
+            }
+            if watch {
                 watch_resource(shared, &t, &q)
             } else {
                 list(shared, &t, &q)

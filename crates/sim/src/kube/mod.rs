@@ -51,7 +51,8 @@ use tokio::sync::watch as tokio_watch;
 
 pub use egress::EgressCall;
 pub use scenario::{
-    GeneratedShape, KubeScenario, NamespaceShape, SidecarRestart, TagShape, WorkloadShape,
+    ClusterWideForbidden, GeneratedShape, KubeScenario, NamespaceShape, SidecarRestart, TagShape,
+    WorkloadShape,
 };
 pub use state::KubeState;
 pub use store::{Event, EventType, Obj, Store, Stored};

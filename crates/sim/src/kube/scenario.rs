@@ -54,6 +54,40 @@ pub struct KubeScenario {
     /// Sidecars that were killed and restarted before the start: their pods' `istio-proxy`
     /// status shows the restarts and the last termination's reason.
     pub sidecar_restarts: Vec<SidecarRestart>,
+    /// Cluster-wide requests the caller's RBAC refuses (`403 Forbidden`, as for a user whose
+    /// Roles are all namespaced): a list or watch of a namespaced resource across all
+    /// namespaces. The same request in one namespace is answered.
+    pub cluster_wide_forbidden: Vec<ClusterWideForbidden>,
+}
+
+/// The cluster-wide `verbs` (`list`, `watch`) refused on `resource` (a plural, e.g.
+/// `deployments`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterWideForbidden {
+    pub resource: String,
+    pub verbs: Vec<String>,
+}
+
+impl Default for ClusterWideForbidden {
+    fn default() -> Self {
+        Self {
+            resource: String::new(),
+            verbs: vec!["list".into(), "watch".into()],
+        }
+    }
+}
+
+/// The verbs [`ClusterWideForbidden`] may name.
+pub const FORBIDDEN_VERBS: &[&str] = &["list", "watch"];
+
+impl KubeScenario {
+    /// Whether the caller may not `verb` the namespaced resource `plural` cluster-wide.
+    pub fn forbids_cluster_wide(&self, plural: &str, verb: &str) -> bool {
+        self.cluster_wide_forbidden
+            .iter()
+            .any(|f| f.resource == plural && f.verbs.iter().any(|v| v == verb))
+    }
 }
 
 /// The `istio-proxy` containers of a workload's pods restarted `restarts` times, last for
@@ -198,6 +232,7 @@ impl Default for KubeScenario {
             pending_load_balancers: Vec::new(),
             unready_workloads: Vec::new(),
             sidecar_restarts: Vec::new(),
+            cluster_wide_forbidden: Vec::new(),
         }
     }
 }

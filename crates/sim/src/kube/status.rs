@@ -127,6 +127,21 @@ impl ApiError {
         }
     }
 
+    /// What RBAC answers a request it does not allow at the cluster scope.
+    pub fn forbidden_cluster_wide(rt: &ResourceType, verb: &str, user: &str) -> Self {
+        Self {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "{} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" at the cluster scope",
+                rt.group_resource(),
+                rt.plural,
+                rt.group
+            ),
+            details: details(rt, ""),
+        }
+    }
+
     pub fn method_not_allowed(rt: &ResourceType) -> Self {
         Self {
             code: 405,
