@@ -157,8 +157,6 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
     }
 }
 
-/// Writes a command's result to stdout. A reader that went away (`| head`) is not an error: the
-/// rest is dropped quietly, as other Unix tools do (`println!` would panic, exit 101).
 /// Asks a yes/no question on the terminal; anything but y/yes is no.
 pub(crate) fn confirm(question: &str) -> bool {
     use std::io::Write;
@@ -171,6 +169,8 @@ pub(crate) fn confirm(question: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
+/// Writes a command's result to stdout. A reader that went away (`| head`) is not an error: the
+/// rest is dropped quietly, as other Unix tools do (`println!` would panic, exit 101).
 pub fn print_stdout(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
