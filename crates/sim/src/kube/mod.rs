@@ -27,6 +27,7 @@ mod api;
 mod client;
 mod controllers;
 mod discovery;
+mod due;
 mod egress;
 mod gc;
 mod istio;

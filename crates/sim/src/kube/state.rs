@@ -24,8 +24,8 @@ pub struct KubeState {
     pub(crate) clock: Clock,
     /// How often an idle watch gets a bookmark (real time).
     pub(crate) bookmark_every: Duration,
-    /// Pods waiting to turn Ready: (when, namespace, name, uid).
-    pub(crate) ready_timers: Mutex<Vec<(Instant, String, String, String)>>,
+    /// Pods waiting to turn Ready: (namespace, name, uid), each due when its delay is over.
+    pub(crate) ready_timers: Mutex<super::due::DueQueue<(String, String, String)>>,
     /// When each proxy (pod uid) connected to istiod; absent = since the start.
     pub(crate) proxies: Mutex<HashMap<String, Instant>>,
     /// Revisions at start (the installed ones), for "new revision" faults.
@@ -48,7 +48,7 @@ impl KubeState {
             admission: Admission::new(webhooks),
             clock: Clock::new(scenario.time_scale),
             bookmark_every: Duration::from_secs(1),
-            ready_timers: Mutex::new(Vec::new()),
+            ready_timers: Default::default(),
             proxies: Mutex::new(HashMap::new()),
             initial_revisions: scenario.cluster.revisions.clone(),
             traffic: Default::default(),

@@ -170,8 +170,8 @@ pub struct Store {
     cache: std::sync::Mutex<HashMap<&'static str, CachedTable>>,
     /// Real seconds per simulated second, for pods' termination grace periods.
     time_scale: f64,
-    /// Pods terminating gracefully: (when they go, namespace, name, uid).
-    terminating: std::sync::Mutex<Vec<(std::time::Instant, String, String, String)>>,
+    /// Pods terminating gracefully: (namespace, name, uid), each due when its grace is over.
+    terminating: std::sync::Mutex<super::due::DueQueue<(String, String, String)>>,
     /// Bumped by [`Store::interrupt_watches`]: every open watch ends (`.1`: with a 410 first).
     interrupts: tokio::sync::watch::Sender<(u64, bool)>,
 }
@@ -225,7 +225,7 @@ impl Store {
             topics: std::sync::Mutex::new(HashMap::new()),
             cache: std::sync::Mutex::new(HashMap::new()),
             time_scale: 0.0,
-            terminating: std::sync::Mutex::new(Vec::new()),
+            terminating: Default::default(),
             interrupts: tokio::sync::watch::channel((0, false)).0,
         }
     }
@@ -615,7 +615,7 @@ impl Store {
         self.terminating
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((when, ns.to_string(), name.to_string(), uid.to_string()));
+            .push(when, (ns.to_string(), name.to_string(), uid.to_string()));
     }
 
     /// Subscribes to the live events of one resource in one namespace (`None`: all) and
@@ -673,15 +673,14 @@ impl Store {
     /// Removes the pods whose termination grace period is over; returns them.
     pub fn reap_terminated(&self) -> Vec<Obj> {
         let now = std::time::Instant::now();
-        let due: Vec<_> = {
-            let mut t = self.terminating.lock().unwrap_or_else(|e| e.into_inner());
-            let (due, keep): (Vec<_>, Vec<_>) = t.drain(..).partition(|x| x.0 <= now);
-            *t = keep;
-            due
-        };
+        let due = self
+            .terminating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_due(now);
         let pods = by_plural("pods");
         due.into_iter()
-            .filter_map(|(_, ns, name, uid)| {
+            .filter_map(|(ns, name, uid)| {
                 self.delete_with_grace(pods, &ns, &name, Some(&uid), None, Some(0))
                     .ok()
                     .filter(|(_, gone)| *gone)

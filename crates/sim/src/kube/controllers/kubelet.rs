@@ -78,7 +78,7 @@ impl Ctl<'_> {
                 .ready_timers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((when, ns, name, uid));
+                .push(when, (ns, name, uid));
         }
         Ok(())
     }
@@ -96,25 +96,20 @@ impl Ctl<'_> {
     /// Turns Running the pods whose readiness delay is over.
     pub(super) fn fire_timers(&self) {
         let now = Instant::now();
-        let due: Vec<(Instant, String, String, String)> = {
-            let mut timers = self
-                .kube
-                .ready_timers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let (due, keep): (Vec<_>, Vec<_>) = timers.drain(..).partition(|t| t.0 <= now);
-            *timers = keep;
-            due
-        };
-        for (_, ns, name, uid) in due {
+        let due = self
+            .kube
+            .ready_timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_due(now);
+        for (ns, name, uid) in due {
             let Some(pod) = self.client.get(rt("pods"), &ns, &name) else {
                 continue;
             };
             if uid_of(&pod) != uid {
                 continue;
             }
-            let workload = self.workload_of(&pod);
-            self.make_ready_or_not(&ns, &name, &uid, &workload);
+            self.make_ready_or_not(&pod, &uid);
         }
     }
 
@@ -129,13 +124,13 @@ impl Ctl<'_> {
         }
     }
 
-    /// Moves a pod to Running: Ready, or (for faults) running but never ready.
-    fn make_ready_or_not(&self, ns: &str, name: &str, uid: &str, workload: &str) {
-        let Some(pod) = self.client.get(rt("pods"), ns, name) else {
-            return;
-        };
-        let rev = label(&pod, "istio.io/rev").unwrap_or("").to_string();
-        let crashloop = is_istiod(&pod) && self.kube.scenario.crashloop_revisions.contains(&rev);
+    /// Moves `pod` (as just read, its uid `uid`) to Running: Ready, or (for faults) running
+    /// but never ready.
+    fn make_ready_or_not(&self, pod: &Value, uid: &str) {
+        let (ns, name) = (ns_of(pod), name_of(pod));
+        let workload = self.workload_of(pod);
+        let rev = label(pod, "istio.io/rev").unwrap_or("").to_string();
+        let crashloop = is_istiod(pod) && self.kube.scenario.crashloop_revisions.contains(&rev);
         // Stuck only where the scenario says: on the revisions it names (the new proxy is
         // the culprit, so a rollback to the old one recovers), or everywhere when it names none.
         let injected = pod
@@ -150,11 +145,11 @@ impl Ctl<'_> {
                 .never_ready
                 .iter()
                 .any(|w| *w == format!("{ns}/{workload}"));
-        let faults = self.faults_of(&pod);
+        let faults = self.faults_of(pod);
         let ready = !crashloop && !stuck && !faults.unready;
         let now = now_rfc3339();
         let pod_ip = format!("10.244.{}.{}", random_index(250), random_index(250) + 2);
-        let status = pod_status(&pod, ready, crashloop, &now, &pod_ip, faults.restart);
+        let status = pod_status(pod, ready, crashloop, &now, &pod_ip, faults.restart);
         let _ = self.client.update(rt("pods"), ns, name, |cur| {
             if uid_of(cur) != uid {
                 return Ok(None);
@@ -163,7 +158,7 @@ impl Ctl<'_> {
             n["status"] = status;
             Ok(Some(n))
         });
-        if ready && pod_revision(&pod).is_some() {
+        if ready && pod_revision(pod).is_some() {
             self.kube
                 .proxies
                 .lock()
