@@ -65,6 +65,8 @@ pub struct ToolRun {
     /// Peak resident set of the binary, in MiB.
     pub peak_rss_mib: f64,
     pub requests: u64,
+    /// The binary's JSON Lines events.
+    pub events: Vec<serde_json::Value>,
 }
 
 /// Runs `asm-canary upgrade` unattended at its defaults against `sim`.
@@ -81,11 +83,11 @@ pub async fn tool(sim: &SimHandle, dir: &Path) -> ToolRun {
         .arg(&state)
         .envs(sim.info.env_lines());
     let (out, wall, peak_rss_mib) = measured(cmd).await;
-    let last = String::from_utf8_lossy(&out.stdout)
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .unwrap_or_default();
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let last = events.last().cloned().unwrap_or_default();
     let field = |k: &str| last[k].as_str().unwrap_or("?").to_string();
     let exit = out.status.code().unwrap_or(-1);
     if exit != 0 {
@@ -102,7 +104,47 @@ pub async fn tool(sim: &SimHandle, dir: &Path) -> ToolRun {
         target: field("target"),
         peak_rss_mib,
         requests: requests(sim) - before,
+        events,
     }
+}
+
+/// Each step's seconds from `step_started` to its end, and each wave's (`side_effect`
+/// `restart-wave`, journaled to done), from a run's events.
+pub fn timeline(events: &[serde_json::Value]) -> String {
+    let ts = |e: &serde_json::Value| {
+        e["ts"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let mut open: std::collections::HashMap<String, chrono::DateTime<chrono::FixedOffset>> =
+        Default::default();
+    let mut out = Vec::new();
+    for e in events {
+        let Some(at) = ts(e) else { continue };
+        let key = match e["event"].as_str() {
+            Some("step_started") => Some((e["step"].to_string(), true)),
+            Some("step_succeeded" | "step_failed" | "step_skipped") => {
+                Some((e["step"].to_string(), false))
+            }
+            Some("side_effect") if e["kind"] == "restart-wave" => {
+                Some((format!("{} {}", e["kind"], e["target"]), e["done"] == false))
+            }
+            _ => None,
+        };
+        match key {
+            Some((k, true)) => {
+                open.insert(k, at);
+            }
+            Some((k, false)) => {
+                if let Some(t0) = open.remove(&k) {
+                    let secs = (at - t0).num_milliseconds() as f64 / 1000.0;
+                    out.push(format!("{} {secs:.2}s", k.replace('"', "")));
+                }
+            }
+            None => {}
+        }
+    }
+    out.join(", ")
 }
 
 /// Runs `cmd` (stdout and stderr piped) to its end: its output, wall time and peak resident
