@@ -271,6 +271,44 @@ async fn demo_bad_canary_stops_in_the_canary_wave_chosen_by_its_label() {
     assert_eq!(last_event(&out)["outcome"], "rolled_back");
 }
 
+/// Without `--state`, the demo's checkpoint and report live in a temporary directory removed at
+/// the end. With `--output json` the report's path was printed on stderr and nothing said it was
+/// gone: the note follows the path in every output mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_in_json_says_its_printed_report_path_was_removed() {
+    common::prometheus::require().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args(["demo", "--scenario", "bad-canary", "--unattended"])
+        .args(["--output", "json"])
+        .current_dir(dir.path())
+        .env_remove("ASM_CANARY_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("binary runs");
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{}", stderr(&out));
+    let err = stderr(&out);
+    let report = err
+        .lines()
+        .position(|l| l.starts_with("report: "))
+        .expect("the report's path is printed");
+    let path = err
+        .lines()
+        .nth(report)
+        .unwrap()
+        .trim_start_matches("report: ");
+    assert!(!std::path::Path::new(path).exists(), "{path} was removed");
+    assert!(
+        err.lines()
+            .skip(report + 1)
+            .any(|l| l.contains("in a temporary directory, removed now")
+                && l.contains("--state FILE")),
+        "stderr:\n{err}"
+    );
+}
+
 /// `--analysis-checks FILE`: the user's own PromQL checks judge every wave instead of the
 /// default two. A request-volume ceiling the healthy canary's traffic exceeds fails the canary
 /// wave under the custom check's name.

@@ -144,7 +144,10 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         say(line);
     }
     if run.checkpoint.state.is_none() {
-        say("(the checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary status/report --state FILE)".to_string());
+        // on stderr in every output mode: the report's path was just printed there
+        eprintln!(
+            "(the checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary status/report --state FILE)"
+        );
     }
     sim.shutdown().await;
     Ok(code)

@@ -103,9 +103,12 @@ pub async fn demo_fleet(args: DemoArgs) -> Result<u8, CliError> {
     let code = run_fleet(args, connect, super::demo::timings()).await?;
     if text {
         show_status(&state);
-        if run.checkpoint.state.is_none() {
-            say("(the fleet checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary fleet status --state FILE)".into());
-        }
+    }
+    if run.checkpoint.state.is_none() {
+        // on stderr in every output mode: the report's path was just printed there
+        eprintln!(
+            "(the fleet checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary fleet status --state FILE)"
+        );
     }
     sim.shutdown().await;
     Ok(code)
