@@ -458,7 +458,7 @@ type Named = (Vec<Seg>, String);
 
 /// The traffic model's shares and factors in range; the revisions its faults name, with
 /// where each is, for the revision-name check.
-fn check_traffic(traffic: &crate::kube::TrafficShape) -> Result<Vec<Named>, Named> {
+fn check_traffic(traffic: &crate::kube::traffic::TrafficShape) -> Result<Vec<Named>, Named> {
     use Seg::{Index as I, Key as K};
     let bad = |path: Vec<Seg>, message: String| Err((path, message));
     let mut named = Vec::new();

@@ -31,6 +31,7 @@ mod due;
 mod egress;
 mod gc;
 mod istio;
+mod metrics;
 mod object;
 mod patch;
 mod portforward;
@@ -43,14 +44,14 @@ mod status;
 mod store;
 mod summary;
 mod table;
-mod traffic;
+pub(crate) mod traffic;
 mod watch;
 
 use std::sync::Arc;
 
 use tokio::sync::watch as tokio_watch;
 
-pub use egress::EgressCall;
+pub use egress::calls::EgressCall;
 pub use scenario::{
     ClusterWideForbidden, GeneratedShape, KubeScenario, NamespaceShape, SidecarRestart, TagShape,
     WorkloadShape,
@@ -133,7 +134,7 @@ pub fn metrics_router(shared: Arc<Shared>) -> axum::Router {
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    shared.kube.metrics_text(),
+                    metrics::page(&shared.kube),
                 )
             }
         }),

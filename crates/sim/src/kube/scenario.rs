@@ -296,7 +296,7 @@ impl KubeScenario {
         self.shared_mesh_config = Some(
             "accessLogFile: /dev/stdout\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n".into(),
         );
-        let call = |workload: &str, host: &str| super::egress::EgressCall {
+        let call = |workload: &str, host: &str| super::egress::calls::EgressCall {
             workload: workload.into(),
             host: host.into(),
             ..Default::default()

@@ -11,7 +11,6 @@ use super::client::Client;
 use super::resources;
 use super::scenario::KubeScenario;
 use super::store::Store;
-use super::traffic::{Serving, workload_of};
 use crate::clock::Clock;
 use crate::scenario::Scenario;
 
@@ -33,7 +32,7 @@ pub struct KubeState {
     /// The application traffic's counters.
     pub(crate) traffic: super::traffic::Traffic,
     /// Each proxy's egress counters (Envoy's: they count since the proxy started).
-    pub(crate) egress: super::egress::ProxyCounters,
+    pub(crate) egress: super::egress::calls::ProxyCounters,
     /// The Istio patch each revision runs (the add-on and its injector share it).
     pub(crate) patches: super::addon::versions::Patches,
 }
@@ -70,41 +69,5 @@ impl KubeState {
             .create(resources::by_plural(plural), obj)
             .map(|_| ())
             .map_err(|e| e.message)
-    }
-}
-
-impl KubeState {
-    /// The sidecars' metrics page ([`super::traffic`]): every Ready, injected application pod
-    /// serves traffic between scrapes.
-    pub fn metrics_text(&self) -> String {
-        use super::istio::{INGRESS_NS, ISTIO_NS};
-        let (pods, _) = self.store.list_raw(resources::by_plural("pods"), None);
-        let serving: Vec<Serving> = pods
-            .iter()
-            .filter_map(|pod| {
-                let facts = pod.pod.as_ref()?;
-                let revision = facts.revision.clone()?;
-                let app = ![ISTIO_NS, INGRESS_NS].contains(&&*pod.namespace);
-                let workload = workload_of(&pod.controller, &pod.name);
-                let egress = super::egress::calls_of(self, &pod.namespace, &workload)
-                    .map(|c| {
-                        let route = super::egress::route(self, &pod.namespace, &revision, c);
-                        (c.clone(), route)
-                    })
-                    .collect();
-                (facts.ready && !pod.deleting && app).then(|| Serving {
-                    namespace: pod.namespace.clone(),
-                    workload,
-                    revision,
-                    egress,
-                })
-            })
-            .collect();
-        self.traffic.scrape(
-            &serving,
-            &self.scenario.traffic,
-            &self.initial_revisions,
-            self.clock.scale(),
-        )
     }
 }

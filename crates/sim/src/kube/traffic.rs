@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::egress::{EgressCall, Route};
+use super::egress::calls::{EgressCall, Route};
 use super::istio::INGRESS_NS;
 
 /// Envoy's default histogram buckets (milliseconds), which Istio's request duration uses
@@ -295,7 +295,7 @@ impl Traffic {
                 .find(|c| c.host == *host && c.port == *port && c.protocol == *protocol)
                 .cloned()
                 .unwrap_or_default();
-            let line = super::egress::series(ns, wl, &call, route, count.max(1.0));
+            let line = super::egress::calls::series(ns, wl, &call, route, count.max(1.0));
             if line.starts_with("istio_requests_total{") {
                 http.push_str(&line);
             } else {
