@@ -292,6 +292,49 @@ pub async fn list_pods(
     .await
 }
 
+/// Namespaces read at once when a step looks at many (a bounded fan-out, not one at a time).
+pub const NAMESPACE_FANOUT: usize = 16;
+
+/// The pods of each namespace; results in the namespaces' order. A few namespaces are read
+/// one list each, concurrently; more than [`NAMESPACE_FANOUT`] are read as one paged list of
+/// every pod (fewer requests, the same bytes).
+pub async fn pods_of_namespaces(
+    client: &Client,
+    namespaces: Vec<String>,
+) -> Result<Vec<(String, Vec<PodInfo>)>, K8sError> {
+    use futures::{StreamExt, TryStreamExt, stream};
+    if namespaces.len() > NAMESPACE_FANOUT {
+        let all = list_pods(client, None, None).await?;
+        let mut by_ns: std::collections::HashMap<String, Vec<PodInfo>> = namespaces
+            .iter()
+            .map(|ns| (ns.clone(), Vec::new()))
+            .collect();
+        for p in all {
+            if let Some(list) = by_ns.get_mut(&p.namespace) {
+                list.push(p);
+            }
+        }
+        return Ok(namespaces
+            .into_iter()
+            .map(|ns| {
+                let pods = by_ns.remove(&ns).unwrap_or_default();
+                (ns, pods)
+            })
+            .collect());
+    }
+    let reads: Vec<_> = namespaces
+        .into_iter()
+        .map(|ns| async move {
+            let pods = list_pods(client, Some(&ns), None).await?;
+            Ok::<_, K8sError>((ns, pods))
+        })
+        .collect();
+    stream::iter(reads)
+        .buffered(NAMESPACE_FANOUT)
+        .try_collect()
+        .await
+}
+
 /// Namespaces matching a label selector (e.g. `istio.io/rev=prod`), sorted by name.
 pub async fn namespaces_by_label(
     client: &Client,

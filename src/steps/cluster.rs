@@ -18,8 +18,8 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
 
+use super::adoption::older_newer;
 use super::plan::{MeshState, PlanError, RunClass, choose_upgrade, observe, preflight_warnings};
-use super::recover::older_newer;
 use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::azure::ClusterDoc;
 use crate::istio::tag::tag_revision;
@@ -107,7 +107,7 @@ async fn classify_run(
         {
             let (older, newer) = older_newer(revisions)
                 .ok_or_else(|| StepError::refused(state.explain(&env.cluster.name)))?;
-            super::recover::adopt(env, ctx, &older, &newer).await?;
+            super::adoption::adopt(env, ctx, &older, &newer).await?;
             if let Some(does) = state.what_it_does(class, to) {
                 ctx.events.info(does);
             }
@@ -445,7 +445,7 @@ impl Action for StartCanary {
 /// for it (the intent is journaled before the PUT is sent).
 fn installed_by_this_run(ctx: &ActionCtx, target: &str) -> bool {
     let journal = ctx.journal.all();
-    super::recover::adopted(&journal, target)
+    super::adoption::adopted(&journal, target)
         || journal.iter().any(|e| {
             e.kind == KIND_PUT
                 && e.details["revisions"]

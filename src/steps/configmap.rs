@@ -154,11 +154,10 @@ impl Action for DeleteTargetConfigMap {
         let source: Option<String> = ctx.input_opt("source")?;
         if !created
             && let Some(older) =
-                source.filter(|_| super::recover::adopted(&ctx.journal.all(), &target))
+                source.filter(|_| super::adoption::adopted(&ctx.journal.all(), &target))
         {
             // An adopted canary's ConfigMap is a copy of the older one's, if that has one.
-            let removed =
-                super::recover::delete_canary_configmap(&self.0, ctx, &older, &target).await?;
+            let removed = delete_canary_configmap(&self.0, ctx, &older, &target).await?;
             return Ok(ActionOutcome::done(super::outputs([(
                 "removed",
                 serde_json::json!(removed),
@@ -212,6 +211,32 @@ pub(crate) async fn delete_configmap(
     ctx.events
         .info(format!("deleted ConfigMap {ISTIO_NAMESPACE}/{name}"));
     Ok(ActionOutcome::done(outputs([("deleted", json!(name))])))
+}
+
+/// Deletes the canary's shared ConfigMap when the older revision has one (then the canary's
+/// is a copy of it, made for the canary); journaled. What was deleted.
+pub async fn delete_canary_configmap(
+    env: &Env,
+    ctx: &ActionCtx,
+    older: &str,
+    canary: &str,
+) -> Result<Vec<String>, StepError> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(env.kube.clone(), ISTIO_NAMESPACE);
+    let older_cm = shared_configmap_name(older);
+    let has = api
+        .get_opt(&older_cm)
+        .await
+        .map_err(|e| kube_err(format!("reading ConfigMap {older_cm}"), e))?
+        .is_some();
+    if !has {
+        return Ok(vec![]);
+    }
+    let cm = shared_configmap_name(canary);
+    match delete_configmap(env, ctx, &cm).await? {
+        ActionOutcome::Done { .. } => Ok(vec![format!("configmap/{cm}")]),
+        _ => Ok(vec![]),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! | onboard-preflight, label-namespaces, onboard-restart, unlabel-namespaces | actions (onboarding) | [`onboard`] |
 //! | workloads-without-sidecar | gate (onboarding's rollback) | [`restart`] |
 
+pub mod adoption;
 pub mod analysis;
 pub mod cluster;
 pub mod configmap;

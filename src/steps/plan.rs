@@ -446,11 +446,11 @@ impl MeshState {
                 RunClass::Upgrade
             }
             MeshState::NotReady { .. } => RunClass::Skip,
-            MeshState::MidUpgrade { revisions } => match super::recover::older_newer(revisions) {
+            MeshState::MidUpgrade { revisions } => match super::adoption::older_newer(revisions) {
                 Some((_, newer)) if to == Some(newer.as_str()) => RunClass::ResumeCanary,
                 _ => RunClass::Refuse,
             },
-            MeshState::StaleCanary { revisions } => match super::recover::older_newer(revisions) {
+            MeshState::StaleCanary { revisions } => match super::adoption::older_newer(revisions) {
                 Some((older, _)) if to.is_none_or(|t| newer_than(t, &older)) => {
                     RunClass::Consolidate
                 }
@@ -464,7 +464,7 @@ impl MeshState {
     pub fn what_it_does(&self, class: RunClass, to: Option<&str>) -> Option<String> {
         let (older, newer) = match self {
             MeshState::MidUpgrade { revisions } | MeshState::StaleCanary { revisions } => {
-                super::recover::older_newer(revisions)?
+                super::adoption::older_newer(revisions)?
             }
             _ => return None,
         };
@@ -763,9 +763,9 @@ impl Decisions {
                 let target = u.choice.target.as_ref().ok()?;
                 Some((u.source.clone(), target.to_string()))
             }
-            RunClass::ResumeCanary => super::recover::older_newer(self.state.revisions()?),
+            RunClass::ResumeCanary => super::adoption::older_newer(self.state.revisions()?),
             RunClass::Consolidate => {
-                let (older, _) = super::recover::older_newer(self.state.revisions()?)?;
+                let (older, _) = super::adoption::older_newer(self.state.revisions()?)?;
                 Some((older, self.to.clone()?))
             }
             _ => None,

@@ -27,6 +27,7 @@ use super::wave::CanaryChoice;
 use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::podbypod::replace_pods_one_by_one;
+use crate::k8s::pods::NAMESPACE_FANOUT;
 use crate::k8s::rollout::{
     RolloutProgress, Workload, get_workload, list_workloads, list_workloads_where, patch_restart,
     restart_stamp, wait_rollout,
@@ -210,50 +211,14 @@ pub async fn restart_blockers(
     Ok(out)
 }
 
-/// Namespaces read at once when a step looks at many (a bounded fan-out, not one at a time).
-pub const NAMESPACE_FANOUT: usize = 16;
-
-/// The pods of each namespace; results in the namespaces' order. A few namespaces are read
-/// one list each, concurrently; more than [`NAMESPACE_FANOUT`] are read as one paged list of
-/// every pod (fewer requests, the same bytes).
-pub async fn pods_of_namespaces(
+/// The pods of each namespace, as [`crate::k8s::pods::pods_of_namespaces`] reads them.
+async fn pods_of_namespaces(
     env: &Env,
     namespaces: Vec<String>,
 ) -> Result<Vec<(String, Vec<PodInfo>)>, StepError> {
-    if namespaces.len() > NAMESPACE_FANOUT {
-        let all = crate::k8s::pods::list_pods(&env.kube, None, None)
-            .await
-            .map_err(|e| k8s_err("listing pods", e))?;
-        let mut by_ns: std::collections::HashMap<String, Vec<PodInfo>> = namespaces
-            .iter()
-            .map(|ns| (ns.clone(), Vec::new()))
-            .collect();
-        for p in all {
-            if let Some(list) = by_ns.get_mut(&p.namespace) {
-                list.push(p);
-            }
-        }
-        return Ok(namespaces
-            .into_iter()
-            .map(|ns| {
-                let pods = by_ns.remove(&ns).unwrap_or_default();
-                (ns, pods)
-            })
-            .collect());
-    }
-    let reads: Vec<_> = namespaces
-        .into_iter()
-        .map(|ns| async move {
-            let pods = crate::k8s::pods::list_pods(&env.kube, Some(&ns), None)
-                .await
-                .map_err(|e| k8s_err(format!("listing pods in {ns}"), e))?;
-            Ok::<_, StepError>((ns, pods))
-        })
-        .collect();
-    stream::iter(reads)
-        .buffered(NAMESPACE_FANOUT)
-        .try_collect()
+    crate::k8s::pods::pods_of_namespaces(&env.kube, namespaces)
         .await
+        .map_err(|e| k8s_err("listing pods", e))
 }
 
 /// The namespaces whose workloads this run migrates.
@@ -1073,8 +1038,8 @@ impl Action for RestartBack {
             }
         }
         // A canary this run adopted is wholly its own: whatever runs on it goes back too.
-        if let Some(a) = super::recover::adoption(&ctx.journal.all()) {
-            for w in super::recover::workloads_on(env, &a.newer).await? {
+        if let Some(a) = super::adoption::adoption(&ctx.journal.all()) {
+            for w in super::adoption::workloads_on(env, &a.newer).await? {
                 if !moved.contains(&w) {
                     moved.push(w);
                 }

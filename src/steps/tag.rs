@@ -162,7 +162,7 @@ async fn move_tag(
         }
         // Done only if this run did it: its own move, or the canary it adopted (whose tags
         // its rollback restores). A move nobody journaled would never be put back.
-        if mine.is_none() && super::recover::adoption(&ctx.journal.all()).is_none() {
+        if mine.is_none() && super::adoption::adoption(&ctx.journal.all()).is_none() {
             return Err(StepError::refused(format!(
                 "tag {tag} already points at {to}, but this run did not move it (someone else did, by hand or with another tool): nothing was changed; point the tag back at {from} and resume, or roll back"
             )));
@@ -275,7 +275,7 @@ impl Action for RestoreTag {
         let journal = ctx.journal.all();
         let tag_moves: Vec<_> = journal.iter().filter(|e| e.kind == KIND_TAG).collect();
         let labels = original_labels(&journal, &source);
-        let adopted = super::recover::adoption(&journal);
+        let adopted = super::adoption::adoption(&journal);
         if tag_moves.is_empty() && labels.is_empty() && adopted.is_none() {
             return Ok(ActionOutcome::skipped(
                 "this run did not move the tag or relabel any namespace",
@@ -328,10 +328,8 @@ impl Action for RestoreTag {
         }
         // A canary this run adopted: every tag and label still on it goes back to the older.
         if let Some(a) = adopted {
-            let label_to = super::recover::label_back_to(&self.0, ctx, &a.older, &a.newer).await?;
-            restored.extend(
-                super::recover::tags_back(&self.0, ctx, &a.older, &a.newer, &label_to).await?,
-            );
+            let label_to = label_back_to(&self.0, ctx, &a.older, &a.newer).await?;
+            restored.extend(tags_back(&self.0, ctx, &a.older, &a.newer, &label_to).await?);
         }
         Ok(ActionOutcome::done(outputs([(
             "restored",
@@ -395,6 +393,69 @@ impl Gate for TagPointsAt {
             }
         }
     }
+}
+
+/// Points every tag webhook on `newer` back at `older` and relabels every namespace labelled
+/// with `newer` to `label_to` (the older revision, or a tag on it), each journaled first;
+/// what was moved.
+pub async fn tags_back(
+    env: &Env,
+    ctx: &ActionCtx,
+    older: &str,
+    newer: &str,
+    label_to: &str,
+) -> Result<Vec<String>, StepError> {
+    let mut moved = Vec::new();
+    for tag in super::adoption::tags_pointing_at(env, newer).await? {
+        let name = crate::istio::tag_webhook_name(&tag, ISTIO_NAMESPACE);
+        let id = ctx
+            .journal
+            .intent("tag-restore", &name, json!({ "tag": tag, "to": older }))
+            .await?;
+        apply_tag(env, &tag, older).await?;
+        ctx.journal.done(id, None).await?;
+        ctx.events.info(format!(
+            "tag {tag} points at {older} again (it was on {newer})"
+        ));
+        moved.push(name);
+    }
+    let sel = format!("{REV_LABEL}={newer}");
+    let nss = Api::<Namespace>::all(env.kube.clone())
+        .list(&ListParams::default().labels(&sel))
+        .await
+        .map_err(|e| kube_err(format!("listing namespaces {sel}"), e))?;
+    for ns in nss.items.into_iter().filter_map(|n| n.metadata.name) {
+        let id = ctx
+            .journal
+            .intent("namespace-restore", &ns, json!({ "to": label_to }))
+            .await?;
+        set_namespace_rev(env, &ns, label_to).await?;
+        ctx.journal.done(id, None).await?;
+        moved.push(format!("namespace/{ns}"));
+    }
+    Ok(moved)
+}
+
+/// What a namespace labelled with an adopted canary is labelled with once it is consolidated or
+/// rolled back: in tag mode the run's tag, when it points at the older revision (then it moves
+/// with the tag again, as tag mode asks, and a next run does not meet it labelled with the
+/// source revision itself); else the older revision.
+pub(super) async fn label_back_to(
+    env: &Env,
+    ctx: &ActionCtx,
+    older: &str,
+    canary: &str,
+) -> Result<String, StepError> {
+    let mode = mode_of(ctx.input_opt("mode")?)?;
+    let tag: Option<String> = ctx.input_opt("tag")?;
+    if let (Mode::Tag, Some(tag)) = (mode, tag) {
+        // A tag on the canary is moved back onto the older first.
+        let on = current_tag_revision(env, &tag).await?;
+        if on.as_deref() == Some(older) || on.as_deref() == Some(canary) {
+            return Ok(tag);
+        }
+    }
+    Ok(older.to_string())
 }
 
 #[cfg(test)]

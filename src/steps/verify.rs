@@ -67,10 +67,11 @@ pub async fn synced_status(
         });
     }
     // What istiod reports and the pods that should be there, read at once.
-    let (rows, listed) = futures::try_join!(
-        proxy_status(env, revision),
-        super::restart::pods_of_namespaces(env, namespaces),
-    )?;
+    let (rows, listed) = futures::try_join!(proxy_status(env, revision), async {
+        crate::k8s::pods::pods_of_namespaces(&env.kube, namespaces)
+            .await
+            .map_err(|e| k8s_err("listing pods", e))
+    },)?;
     let by_proxy: BTreeMap<&str, &ProxyStatus> =
         rows.iter().map(|r| (r.proxy.as_str(), r)).collect();
     // Every running, injected pod of the migrated namespaces must be connected and synced.
