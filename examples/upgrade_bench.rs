@@ -105,37 +105,7 @@ async fn one(namespaces: u32) {
     let rollout = t.elapsed();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (arm0, kube0) = totals(&sim);
-    let (runbook, registry) = load_runbook(None, env.clone()).expect("runbook");
-    let events = Arc::new(MemorySink::new());
-    let executor = Executor::new(
-        runbook,
-        registry,
-        FileStore::new(dir.path().join("run.json")),
-    )
-    .with_events(events.clone())
-    .with_approver(Arc::new(PreApproved::new(["start", "complete"])));
-    let mut params = serde_json::Map::new();
-    for (k, v) in [
-        ("soak", json!("1s")),
-        ("wave_soak", json!("1s")),
-        ("poll_interval", json!("200ms")),
-        ("parallelism", json!(deployments.max(1))),
-        ("rollout_timeout", json!("10m")),
-        ("control_plane_timeout", json!("2m")),
-        ("verify_timeout", json!("5m")),
-    ] {
-        params.insert(k.into(), v);
-    }
-    let t = Instant::now();
-    let report = executor
-        .run(RunRequest {
-            target: env.cluster.to_string(),
-            params,
-            run_id: None,
-        })
-        .await
-        .expect("run");
-    let wall = t.elapsed();
+    let (report, wall, events) = run_unbounded(&env, dir.path(), deployments).await;
     let (arm1, kube1) = totals(&sim);
     // The same wave again with nothing but the restart and the watch, in the same conditions
     // (pods injected by the target revision): the simulator's own floor for restarting every
@@ -203,11 +173,54 @@ async fn one(namespaces: u32) {
         plan_critical.as_secs_f64(),
         wall.as_secs_f64() / plan_critical.as_secs_f64(),
     );
-    // Where the time went: each step from start to success.
-    let records = events.records();
+    print_where_the_time_went(&events.records());
+    sim.shutdown().await;
+}
+
+/// The upgrade through the engine, every wave at once (parallelism = all Deployments), the
+/// policy waits at their minimum: its report, wall time and events.
+async fn run_unbounded(
+    env: &Arc<asm_canary::steps::Env>,
+    dir: &std::path::Path,
+    deployments: u64,
+) -> (asm_canary_engine::RunReport, Duration, Arc<MemorySink>) {
+    let (runbook, registry) = load_runbook(None, env.clone()).expect("runbook");
+    let events = Arc::new(MemorySink::new());
+    let executor = Executor::new(runbook, registry, FileStore::new(dir.join("run.json")))
+        .with_events(events.clone())
+        .with_approver(Arc::new(PreApproved::new(["start", "complete"])));
+    let mut params = serde_json::Map::new();
+    for (k, v) in [
+        ("soak", json!("1s")),
+        ("wave_soak", json!("1s")),
+        ("poll_interval", json!("200ms")),
+        ("parallelism", json!(deployments.max(1))),
+        ("rollout_timeout", json!("10m")),
+        ("control_plane_timeout", json!("2m")),
+        ("verify_timeout", json!("5m")),
+    ] {
+        params.insert(k.into(), v);
+    }
+    let t = Instant::now();
+    let report = executor
+        .run(RunRequest {
+            target: env.cluster.to_string(),
+            params,
+            run_id: None,
+        })
+        .await
+        .expect("run");
+    let wall = t.elapsed();
+    (report, wall, events)
+}
+
+/// Where the run's time went: each step from start to success, and inside restart the
+/// planning before the first patch, the waves (first patch to the last workload rolled out)
+/// and the gate after the last.
+fn print_where_the_time_went(records: &[asm_canary_engine::EventRecord]) {
     let mut started_at = std::collections::BTreeMap::new();
     let mut line = Vec::new();
-    for r in &records {
+    for r in records {
         match &r.event {
             Event::StepStarted { step, .. } => {
                 started_at.insert(step.clone(), r.ts);
@@ -224,7 +237,7 @@ async fn one(namespaces: u32) {
         }
     }
     println!("      steps: {}", line.join(", "));
-    for r in &records {
+    for r in records {
         if let Event::StepFailed { step, error, .. } = &r.event {
             println!("      FAILED {step}: {error}");
         }
@@ -262,7 +275,6 @@ async fn one(namespaces: u32) {
             s(c, d)
         );
     }
-    sim.shutdown().await;
 }
 
 /// Restarts `all` at once as a bare client would (patch, then watch each rollout): its wall
