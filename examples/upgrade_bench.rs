@@ -252,10 +252,14 @@ fn print_where_the_time_went(records: &[asm_canary_engine::EventRecord]) {
         &|e| matches!(e, Event::StepStarted { step, .. } if step == "restart"),
         false,
     );
-    let first_patch = ts_of(
-        &|e| matches!(e, Event::SideEffect { kind, done: false, .. } if kind == "restart-wave"),
-        false,
-    );
+    // the first wave of the restart step itself (the canary's wave is its own step's)
+    let first_patch = records
+        .iter()
+        .filter(|r| step_start.is_some_and(|t| r.ts >= t))
+        .find(|r| {
+            matches!(&r.event, Event::SideEffect { kind, done: false, .. } if kind == "restart-wave")
+        })
+        .map(|r| r.ts);
     let last_rolled = ts_of(
         &|e| matches!(e, Event::SideEffect { kind, done: true, .. } if kind == "restart-wave"),
         true,
