@@ -200,18 +200,11 @@ pub fn status_doc(state: &FleetState, path: &std::path::Path) -> FleetStatusDoc 
         state.fleet_file,
         path.display()
     );
-    let awaited = state
-        .stages
-        .iter()
-        .rev()
-        .find(|s| s.finished_at.is_some() && s.approved.is_none());
     let next = match state.state {
         FleetRunState::Completed => None,
-        FleetRunState::Paused | FleetRunState::Running => Some(match (&state.reason, awaited) {
-            (Some(r), Some(s)) if r.contains("--approve") => {
-                format!("{again} --approve stage:{}", s.name)
-            }
-            _ => again.clone(),
+        FleetRunState::Paused | FleetRunState::Running => Some(match &state.awaiting_approval {
+            Some(stage) => format!("{again} --approve stage:{stage}"),
+            None => again.clone(),
         }),
         FleetRunState::Halted => Some(
             "look at the failed cluster's run (its line above), fix the cause, then start a new fleet run with another --state"
@@ -345,14 +338,30 @@ mod tests {
     fn a_paused_fleet_awaiting_an_approval_names_the_flag() {
         let mut state = halted();
         state.state = FleetRunState::Paused;
-        state.reason = Some("stage canary is done; stage early waits for its approval: run fleet run again with --approve stage:canary".into());
+        state.reason = Some("stage canary is done; stage early waits for its approval".into());
         state.stages[0].approved = None;
+        state.awaiting_approval = Some("canary".into());
         let doc = status_doc(&state, std::path::Path::new("fleet-run.json"));
         assert_eq!(
             doc.next.as_deref(),
             Some(
                 "asm-canary fleet run --fleet fleet.yaml --state fleet-run.json --approve stage:canary"
             )
+        );
+    }
+
+    /// `fleet status` read the awaited approval from the reason's words: a fleet paused for
+    /// another cause, whose reason quoted `--approve`, was told to approve a stage.
+    #[test]
+    fn a_paused_fleet_not_awaiting_an_approval_is_not_told_to_approve() {
+        let mut state = halted();
+        state.state = FleetRunState::Paused;
+        state.reason = Some("cluster aks-early-1 paused: its run awaits --approve complete".into());
+        state.stages[0].approved = None;
+        let doc = status_doc(&state, std::path::Path::new("fleet-run.json"));
+        assert_eq!(
+            doc.next.as_deref(),
+            Some("asm-canary fleet run --fleet fleet.yaml --state fleet-run.json")
         );
     }
 

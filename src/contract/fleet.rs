@@ -130,6 +130,9 @@ pub struct FleetState {
     pub state: FleetRunState,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The stage whose approval the fleet waits for (`--approve stage:NAME`), while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<String>,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub stages: Vec<StageRecord>,

@@ -76,6 +76,7 @@ pub fn new_state(rings: &Rings, fleet_file: &str, digest: &str) -> FleetState {
         fleet_digest: digest.to_string(),
         state: FleetRunState::Running,
         reason: None,
+        awaiting_approval: None,
         started_at: now,
         updated_at: now,
         stages: Vec::new(),
@@ -493,6 +494,7 @@ async fn between_stages(
                 by: by.clone(),
                 at: Utc::now(),
             });
+            state.awaiting_approval = None;
             save(state, io)?;
             io.event(&fleet_id, FleetEvent::Approved { stage: name, by });
             Ok(None)
@@ -510,6 +512,7 @@ async fn between_stages(
             let why = format!(
                 "stage {name} is done; stage {next} waits for its approval: run fleet run again with {approve}"
             );
+            state.awaiting_approval = Some(name);
             stop(state, io, FleetRunState::Paused, exit::PAUSED, why).map(Some)
         }
     }

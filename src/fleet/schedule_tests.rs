@@ -120,6 +120,7 @@ async fn stages_run_in_order_within_their_concurrency_and_pause_for_the_approval
     assert_eq!(go(&rings, &mut state, &fake, &io).await, exit::PAUSED);
     assert_eq!(fake.ran(), ["c1"]);
     assert_eq!(state.state, FleetRunState::Paused);
+    assert_eq!(state.awaiting_approval.as_deref(), Some("canary"));
     assert!(
         io.events
             .lock()
@@ -142,6 +143,7 @@ async fn stages_run_in_order_within_their_concurrency_and_pause_for_the_approval
     assert!(early_done < prod_first, "{ran:?}");
     assert!(fake.peak.load(Ordering::SeqCst) <= 4);
     assert_eq!(state.state, FleetRunState::Completed);
+    assert_eq!(state.awaiting_approval, None);
     assert!(
         state
             .clusters
