@@ -15,16 +15,20 @@ pub fn page(kube: &KubeState) -> String {
         .iter()
         .filter_map(|pod| {
             let facts = pod.pod.as_ref()?;
-            let revision = facts.revision.clone()?;
             let app = ![ISTIO_NS, INGRESS_NS].contains(&&*pod.namespace);
+            if !facts.ready || pod.deleting || !app {
+                return None;
+            }
+            let revision = facts.revision.clone()?;
             let workload = workload_of(&pod.controller, &pod.name);
+            // routes only for the pods that serve: each reads the mesh config and ServiceEntries
             let egress = egress::calls_of(kube, &pod.namespace, &workload)
                 .map(|c| {
                     let route = egress::route(kube, &pod.namespace, &revision, c);
                     (c.clone(), route)
                 })
                 .collect();
-            (facts.ready && !pod.deleting && app).then(|| Serving {
+            Some(Serving {
                 namespace: pod.namespace.clone(),
                 workload,
                 revision,
