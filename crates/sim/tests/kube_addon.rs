@@ -197,10 +197,9 @@ async fn injection_follows_tags_and_revisions_and_ignores_legacy_labels() {
     );
 }
 
-#[tokio::test]
-async fn a_webhook_without_its_istiod_fails_pod_creation_and_the_replicaset_records_it() {
-    let (_sim, client) = start("healthy").await;
-    // a tag pointing at a revision that is not installed
+/// A tag `canary` pointing at asm-1-28, which is not installed, and a namespace `canary-ns`
+/// on it: its pods' injector has no istiod.
+async fn tag_canary_on_a_missing_revision(client: &kube::Client) {
     let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let mut tag = serde_json::to_value(
         mwcs.get("istio-revision-tag-prod-aks-istio-system")
@@ -226,7 +225,13 @@ async fn a_webhook_without_its_istiod_fails_pod_creation_and_the_replicaset_reco
     )
     .await
     .unwrap();
-    make_ns(&client, "canary-ns", json!({"istio.io/rev": "canary"})).await;
+    make_ns(client, "canary-ns", json!({"istio.io/rev": "canary"})).await;
+}
+
+#[tokio::test]
+async fn a_webhook_without_its_istiod_fails_pod_creation_and_the_replicaset_records_it() {
+    let (_sim, client) = start("healthy").await;
+    tag_canary_on_a_missing_revision(&client).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "canary-ns");
     let err = pods
         .create(&PostParams::default(), &bare_pod("x", json!({})))
@@ -296,6 +301,51 @@ async fn a_webhook_without_its_istiod_fails_pod_creation_and_the_replicaset_reco
     })
     .await;
     assert_eq!(dep.status.unwrap().available_replicas, None);
+}
+
+/// Regression: a ReplicaSet whose pods the injector refused was not synced again until an
+/// unrelated event or the five-minute resync, so a restart made just before the new istiod
+/// turned Ready stalled (kube-controller-manager requeues a failed sync with backoff).
+#[tokio::test]
+async fn a_replicaset_refused_by_a_webhook_retries_and_creates_its_pods_once_istiod_answers() {
+    let (sim, client) = start("healthy").await;
+    tag_canary_on_a_missing_revision(&client).await;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "canary-ns");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "app"}},
+                 "template": {"metadata": {"labels": {"app": "app"}}, "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}
+    }))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let refused = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure"))
+    };
+    eventually(3, || async {
+        refused(&deps.get("app").await.unwrap()).then_some(())
+    })
+    .await;
+    // the revision the tag names is installed; nothing touches the ReplicaSet or its Deployment
+    sim.shared
+        .mesh
+        .send_modify(|m| m.revisions = vec!["asm-1-27".into(), "asm-1-28".into()]);
+    let d = eventually(10, || async {
+        let d = deps.get("app").await.unwrap();
+        (d.status.as_ref()?.available_replicas == Some(2)).then_some(d)
+    })
+    .await;
+    assert!(!refused(&d), "the ReplicaFailure condition is cleared");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "canary-ns");
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        let status = p.metadata.annotations.unwrap_or_default();
+        assert!(
+            status["sidecar.istio.io/status"].contains("asm-1-28"),
+            "injected by the new revision: {status:?}"
+        );
+    }
 }
 
 #[tokio::test]

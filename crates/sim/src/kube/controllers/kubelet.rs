@@ -53,6 +53,15 @@ impl Ctl<'_> {
     /// Creates a pod; it turns Ready after the scenario's delay (at once, running, while the
     /// starting cluster settles).
     pub(super) fn create_pod(&self, pod: Value) -> Result<(), ApiError> {
+        let created = self.create_pod_now(pod);
+        if created.is_err() {
+            self.refused.set(true);
+        }
+        created
+    }
+
+    /// [`Ctl::create_pod`], without noting a refusal.
+    fn create_pod_now(&self, pod: Value) -> Result<(), ApiError> {
         if self.instant {
             // the starting cluster's pods are created running (one version, not two)
             let crashloop_revs = &self.kube.scenario.crashloop_revisions;

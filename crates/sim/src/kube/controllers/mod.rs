@@ -10,6 +10,7 @@
 //! its objects through a typed view (`DeploymentView`, …) and talks to the cluster through one
 //! [`Client`].
 
+mod backoff;
 mod common;
 mod daemonset;
 mod deployment;
@@ -18,6 +19,7 @@ mod replicaset;
 mod seed;
 mod statefulset;
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +40,7 @@ use deployment::Progress;
 /// The controllers' field manager.
 const MANAGER: &str = CONTROLLER_MANAGER;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Key {
     Deploy(String, String),
     Rs(String, String),
@@ -128,6 +130,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             last_resync = Instant::now();
             dirty.extend(ctl.unfinished.iter().cloned());
         }
+        dirty.extend(ctl.backoff.due(Instant::now()));
         for key in std::mem::take(&mut dirty) {
             ctl.reconcile(&key);
         }
@@ -150,6 +153,10 @@ struct Ctl<'a> {
     unfinished: BTreeSet<Key>,
     /// The clock progress deadlines are judged by.
     clock: LagClock,
+    /// Set when admission refuses a pod the controller creates, during one reconcile.
+    refused: Cell<bool>,
+    /// Workloads whose last sync was refused a pod, and when to look at them again.
+    backoff: backoff::Backoff,
 }
 
 /// The clock progress deadlines are judged by: real time less the time the controllers spent
@@ -191,6 +198,8 @@ impl<'a> Ctl<'a> {
             progress: HashMap::new(),
             unfinished: BTreeSet::new(),
             clock: LagClock::new(PASS_BUDGET),
+            refused: Cell::new(false),
+            backoff: backoff::Backoff::default(),
         }
     }
 
@@ -260,12 +269,19 @@ impl<'a> Ctl<'a> {
         }
     }
 
+    /// Syncs one workload; one that was refused a pod is requeued with backoff.
     fn reconcile(&mut self, key: &Key) {
+        self.refused.set(false);
         match key {
             Key::Deploy(ns, n) => self.deployment(ns, n),
             Key::Rs(ns, n) => self.replicaset(ns, n),
             Key::Sts(ns, n) => self.statefulset(ns, n),
             Key::Ds(ns, n) => self.daemonset(ns, n),
+        }
+        if self.refused.take() {
+            self.backoff.failed(key, Instant::now(), &self.kube.clock);
+        } else {
+            self.backoff.succeeded(key);
         }
     }
 }
