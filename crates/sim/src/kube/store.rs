@@ -807,7 +807,7 @@ fn set_create_meta(rt: &ResourceType, obj: &mut Value, name: &str, ns: &str, rv:
 /// An update keeps the server's fields of `old`: identity, generation, deletionTimestamp,
 /// resourceVersion (until the write sets the new one), apiVersion and kind.
 fn keep_server_fields(rt: &ResourceType, old: &Value, new: &mut Value) {
-    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let old_meta = &old["metadata"];
     let meta = metadata_mut(new);
     for k in [
         "name",

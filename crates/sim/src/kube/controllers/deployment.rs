@@ -354,14 +354,18 @@ impl Ctl<'_> {
         let _ = self
             .client
             .update(rt("deployments"), &d.namespace, &d.name, |cur| {
+                let revision = revision
+                    .as_ref()
+                    .filter(|r| annotation(cur, REVISION) != Some(r.as_str()));
+                if cur["status"] == status && revision.is_none() {
+                    return Ok(None);
+                }
                 let mut n = cur.clone();
                 n["status"] = status;
-                if let Some(r) = &revision
-                    && annotation(cur, REVISION) != Some(r.as_str())
-                {
+                if let Some(r) = revision {
                     n["metadata"]["annotations"][REVISION] = json!(r);
                 }
-                if n == *cur { Ok(None) } else { Ok(Some(n)) }
+                Ok(Some(n))
             });
     }
 
