@@ -381,3 +381,64 @@ async fn the_plan_shows_the_canary_first_and_each_waves_blast_radius() {
     assert!(text.contains("Wave 1/3    canary: 1 workload(s)"), "{text}");
     assert!(text.contains("% of the mesh"), "{text}");
 }
+
+/// Regression: `--canary-namespaces` naming no namespace the run migrates (a typo) was only
+/// warned about by the canary step — after `start` had installed the canary control plane —
+/// which then chose another canary. A new run refuses it (exit 2) before anything is written:
+/// no checkpoint, no ARM or Kubernetes write; so does `--param canary_namespaces=…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_namespace_the_run_would_not_migrate_is_refused_before_any_change() {
+    let sim = TestSim::start("healthy").await;
+    let before = sim.pods_by_revision().await;
+    let configmaps_before = configmaps(&sim).await;
+    for flags in [
+        ["--canary-namespaces", "payments,paymnets"],
+        ["--param", "canary_namespaces=paymnets, payments"],
+    ] {
+        let mut args = vec!["--approve", "start", "--approve", "complete"];
+        args.extend(flags);
+        let out = sim.upgrade(&args).await;
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{err}");
+        assert!(
+            err.contains("--canary-namespaces paymnets: not a namespace this run migrates")
+                && err.contains("istio.io/rev=prod: frontend, logging, orders, payments")
+                && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert!(!sim.state_file().exists(), "no checkpoint was written");
+    }
+    // Only reads, the sign-in, and the shared ConfigMap's copy as a server-side dry run.
+    let writes: Vec<_> = sim
+        .handle
+        .shared
+        .requests
+        .snapshot()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {} {}", r.api, r.method, r.path))
+        .filter(|w| {
+            !w.ends_with("/oauth2/v2.0/token")
+                && !w.ends_with("/listClusterUserCredential")
+                && w != "kube POST /api/v1/namespaces/aks-istio-system/configmaps"
+        })
+        .collect();
+    assert_eq!(writes, Vec::<String>::new(), "no write to the cluster");
+    assert_eq!(configmaps(&sim).await, configmaps_before);
+    assert_eq!(sim.revisions().await, vec![SOURCE]);
+    labels_are_as_before(&sim).await;
+    assert_eq!(sim.pods_by_revision().await, before);
+}
+
+/// The ConfigMaps of aks-istio-system, by name.
+async fn configmaps(sim: &TestSim) -> Vec<String> {
+    let api = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        sim.kube().await,
+        "aks-istio-system",
+    );
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect()
+}

@@ -4,7 +4,8 @@
 //! The refusals are the plan's ([`crate::steps::plan::refusals`]): `--to` older than (or
 //! equal to) the installed revision, a `--to` that ARM does not offer, and a shared ConfigMap
 //! the add-on's admission would reject when copied to the target (a server-side dry-run
-//! create, so the real webhook decides), and a `--tag` nothing uses (without `--create-tag`).
+//! create, so the real webhook decides), a `--tag` nothing uses (without `--create-tag`), and
+//! `--canary-namespaces` naming a namespace the run would not migrate.
 //! Everything else (cluster not ready, mid-upgrade, …) is preflight's, with its own outcome. A
 //! mesh no new run can start from (two revisions that no run owns, the add-on disabled) is
 //! refused here too: waiting or resuming cannot help.
@@ -13,7 +14,7 @@ use super::error::CliError;
 use super::request::UpgradeOptions;
 use crate::istio::Revision;
 use crate::steps::Env;
-use crate::steps::plan::{Decisions, PlanError, decide, refusals_of};
+use crate::steps::plan::{Decisions, PlanError, RunClass, decide, refusals_of};
 use crate::steps::tag::mode_of;
 use crate::steps::traps::TrapRequest;
 
@@ -56,7 +57,41 @@ pub async fn validate_new_run(
         return Err(CliError::bad(format!("{refusal}; nothing was changed")));
     }
     traps(env, upgrade, &decisions).await?;
+    unknown_canaries(env, upgrade, &decisions).await?;
     Ok(NewRun::Go)
+}
+
+/// Refuses a new upgrade whose `--canary-namespaces` name a namespace it would not migrate
+/// (a typo, or a namespace on another revision): the canary step would otherwise warn and
+/// choose another canary after the control plane was installed. Only a fresh upgrade: a
+/// canary resumed from the cluster has its namespaces relabelled already.
+async fn unknown_canaries(
+    env: &Env,
+    upgrade: &UpgradeOptions,
+    decisions: &Decisions,
+) -> Result<(), CliError> {
+    let (Some(u), RunClass::Upgrade) = (&decisions.upgrade, decisions.class()) else {
+        return Ok(());
+    };
+    // as the runbook reads it: a list, or a comma-separated `--param` string
+    let requested: Vec<String> = upgrade
+        .params()?
+        .get("canary_namespaces")
+        .and_then(|v| asm_canary_engine::ParamType::StringList.coerce(v).ok())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let mode = mode_of(Some(upgrade.mode.clone())).map_err(|e| CliError::bad(e.to_string()))?;
+    let label = crate::steps::restart::label_before(mode, &upgrade.tag, &u.source);
+    match crate::steps::restart::unknown_canaries(env, &label, &requested).await {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(CliError::bad(format!(
+            "{why}; nothing was changed: name one of them, or leave --canary-namespaces out to let the run choose"
+        ))),
+        Err(e) => Err(CliError::connect(
+            "cannot read the namespaces to migrate",
+            e,
+        )),
+    }
 }
 
 /// Refuses a new run whose namespaces hold what would block `complete` later (paused

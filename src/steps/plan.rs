@@ -940,12 +940,9 @@ async fn plan_waves(
     // Before the run, the namespaces to migrate carry the tag (or, in label mode, the source).
     let label = super::restart::label_before(req.mode, &req.tag, source);
     let nss = mesh_namespaces(env, Mode::Tag, &label, target).await?;
-    for c in &req.canary_namespaces {
-        if !nss.contains(c) {
-            plan.warnings.push(format!(
-                "--canary-namespaces {c}: not a namespace this run migrates (none labelled istio.io/rev={label})"
-            ));
-        }
+    if let Some(why) = super::restart::unknown_canaries(env, &label, &req.canary_namespaces).await?
+    {
+        plan.warnings.push(format!("{why}; `upgrade` refuses it"));
     }
     let mut moves: Vec<(String, MovePlan)> = plan_each(env, &nss, target).await?;
     moves.sort_by(|a, b| a.0.cmp(&b.0));

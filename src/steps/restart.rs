@@ -293,6 +293,37 @@ pub async fn decide_canary(
     Ok((canary, choice, counts))
 }
 
+/// What is wrong with requested canary namespaces that the run would not migrate (a typo, or
+/// a namespace on another revision: not labelled `istio.io/rev=<label>`), if anything. A new
+/// run refuses them; the plan warns.
+pub async fn unknown_canaries(
+    env: &Env,
+    label: &str,
+    requested: &[String],
+) -> Result<Option<String>, StepError> {
+    if requested.is_empty() {
+        return Ok(None);
+    }
+    let mut nss = mesh_namespaces(env, Mode::Tag, label, "").await?;
+    nss.sort();
+    let unknown: Vec<&str> = requested
+        .iter()
+        .filter(|r| !nss.contains(r))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(None);
+    }
+    let these = match nss.is_empty() {
+        true => "none".to_string(),
+        false => super::first_few(&nss, 8, "namespaces"),
+    };
+    Ok(Some(format!(
+        "--canary-namespaces {}: not a namespace this run migrates (it migrates the namespaces labelled {REV_LABEL}={label}: {these})",
+        unknown.join(","),
+    )))
+}
+
 /// What every wave step reads first: the revisions, the injection mode, and the label the
 /// namespaces to migrate carry before the run.
 struct WaveInputs {
