@@ -147,6 +147,11 @@ impl UpgradeOptions {
         }
         map.insert("tag".into(), json!(tag));
         map.insert("injection_mode".into(), json!(mode));
+        // `--canary-namespaces ""` (an empty pipeline variable) is no choice: the tool picks
+        let canary_namespaces: Vec<&str> = (canary_namespaces.iter())
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .collect();
         map.insert("canary_namespaces".into(), json!(canary_namespaces));
         // Only when given: the runbook's defaults otherwise (a --runbook need not declare them).
         if let Some(p) = parallelism {
@@ -260,5 +265,36 @@ pub fn check_approvals(runbook: &Runbook, approve: &[String]) -> Result<(), CliE
                 approvable.join(", ")
             }
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        upgrade: UpgradeOptions,
+    }
+
+    fn canaries(args: &[&str]) -> Value {
+        let cmd = Cmd::try_parse_from(std::iter::once("upgrade").chain(args.iter().copied()))
+            .expect("parses");
+        cmd.upgrade.params().expect("params")["canary_namespaces"].clone()
+    }
+
+    /// Regression: `--canary-namespaces ""` (an empty pipeline variable) asked for a canary
+    /// named "", which a new run refuses; it is no choice, as `--param canary_namespaces=`.
+    #[test]
+    fn empty_canary_namespaces_are_no_choice() {
+        assert_eq!(canaries(&["--canary-namespaces", ""]), json!([]));
+        assert_eq!(canaries(&["--canary-namespaces", ",,"]), json!([]));
+        assert_eq!(
+            canaries(&["--canary-namespaces", " payments, ,orders"]),
+            json!(["payments", "orders"])
+        );
+        assert_eq!(canaries(&[]), json!([]));
     }
 }
