@@ -425,6 +425,14 @@ async fn a_canary_namespace_the_run_would_not_migrate_is_refused_before_any_chan
         .collect();
     assert_eq!(writes, Vec::<String>::new(), "no write to the cluster");
     assert_eq!(configmaps(&sim).await, configmaps_before);
+    // The plan says so, and changes nothing either.
+    let plan = sim.run(&["plan", "--canary-namespaces", "paymnets"]).await;
+    let text = format!("{}{}", String::from_utf8_lossy(&plan.stdout), stderr(&plan));
+    assert!(
+        text.contains("--canary-namespaces paymnets: not a namespace this run migrates")
+            && text.contains("`upgrade` refuses it"),
+        "{text}"
+    );
     assert_eq!(sim.revisions().await, vec![SOURCE]);
     labels_are_as_before(&sim).await;
     assert_eq!(sim.pods_by_revision().await, before);

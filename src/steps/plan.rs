@@ -940,7 +940,7 @@ async fn plan_waves(
     // Before the run, the namespaces to migrate carry the tag (or, in label mode, the source).
     let label = super::restart::label_before(req.mode, &req.tag, source);
     let nss = mesh_namespaces(env, Mode::Tag, &label, target).await?;
-    if let Some(why) = super::restart::unknown_canaries(env, &label, &req.canary_namespaces).await?
+    if let Some(why) = super::restart::unknown_canaries_among(&nss, &label, &req.canary_namespaces)
     {
         plan.warnings.push(format!("{why}; `upgrade` refuses it"));
     }

@@ -304,24 +304,30 @@ pub async fn unknown_canaries(
     if requested.is_empty() {
         return Ok(None);
     }
-    let mut nss = mesh_namespaces(env, Mode::Tag, label, "").await?;
-    nss.sort();
+    let nss = mesh_namespaces(env, Mode::Tag, label, "").await?;
+    Ok(unknown_canaries_among(&nss, label, requested))
+}
+
+/// [`unknown_canaries`], given the namespaces the run migrates (`nss`).
+pub fn unknown_canaries_among(nss: &[String], label: &str, requested: &[String]) -> Option<String> {
     let unknown: Vec<&str> = requested
         .iter()
         .filter(|r| !nss.contains(r))
         .map(String::as_str)
         .collect();
     if unknown.is_empty() {
-        return Ok(None);
+        return None;
     }
+    let mut nss = nss.to_vec();
+    nss.sort();
     let these = match nss.is_empty() {
         true => "none".to_string(),
         false => super::first_few(&nss, 8, "namespaces"),
     };
-    Ok(Some(format!(
+    Some(format!(
         "--canary-namespaces {}: not a namespace this run migrates (it migrates the namespaces labelled {REV_LABEL}={label}: {these})",
         unknown.join(","),
-    )))
+    ))
 }
 
 /// What every wave step reads first: the revisions, the injection mode, and the label the
