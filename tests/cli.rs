@@ -861,3 +861,21 @@ async fn proxy_status_gives_up_on_an_istiod_that_never_answers_syncz() {
         "{err}"
     );
 }
+
+/// Regression: `proxy-status --namespace` naming no namespace (a typo) printed an empty table
+/// and exited 0, as if every proxy there were SYNCED; it is bad input (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_refuses_a_namespace_that_does_not_exist() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.run(&["proxy-status", "--namespace", "paymnets"]).await;
+    assert_eq!(code(&out), 2, "stdout: {}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--namespace paymnets: no such namespace in aks-sim"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    let out = sim.run(&["proxy-status", "--namespace", "payments"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("payments"), "{}", stdout(&out));
+}

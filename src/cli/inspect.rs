@@ -31,6 +31,9 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
         output,
     } = args;
     let env = connect(&cluster, Pace::Real).await?.env;
+    if let Some(ns) = &namespace {
+        refuse_missing_namespace(&env, ns).await?;
+    }
     let revisions = match revision {
         Some(r) => vec![r],
         None => env
@@ -66,6 +69,18 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
     } else {
         crate::contract::exit::PAUSED
     })
+}
+
+/// `--namespace` naming no namespace (a typo) is bad input, not an empty table.
+async fn refuse_missing_namespace(env: &crate::steps::Env, ns: &str) -> Result<(), CliError> {
+    match crate::k8s::pods::namespace_exists(&env.kube, ns).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(CliError::bad(format!(
+            "--namespace {ns}: no such namespace in {}",
+            env.cluster.name
+        ))),
+        Err(e) => Err(CliError::connect(format!("cannot read namespace {ns}"), e)),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, Default, PartialEq, Eq)]

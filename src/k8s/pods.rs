@@ -335,6 +335,20 @@ pub async fn pods_of_namespaces(
         .await
 }
 
+/// Whether the namespace `name` exists.
+pub async fn namespace_exists(client: &Client, name: &str) -> Result<bool, K8sError> {
+    Api::<Namespace>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map(|n| n.is_some())
+        .map_err(|source| K8sError::Api {
+            action: "get",
+            kind: "Namespace",
+            target: name.to_string(),
+            source,
+        })
+}
+
 /// Namespaces matching a label selector (e.g. `istio.io/rev=prod`), sorted by name.
 pub async fn namespaces_by_label(
     client: &Client,
