@@ -450,3 +450,25 @@ async fn configmaps(sim: &TestSim) -> Vec<String> {
         .filter_map(|c| c.metadata.name)
         .collect()
 }
+
+/// Regression: `demo` skips the refusals a new `upgrade` makes (its scenarios show traps on
+/// purpose), so `demo --canary-namespaces paymnets` still ran with another canary after
+/// installing the new control plane; it refuses the unknown canary too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_refuses_a_canary_namespace_it_would_not_migrate() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .args(["demo", "--unattended", "--output", "json"])
+        .args(["--canary-namespaces", "paymnets"])
+        .env_remove("ASM_CANARY_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("--canary-namespaces paymnets: not a namespace this run migrates"),
+        "{err}"
+    );
+}

@@ -135,8 +135,12 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         ));
         let plan = super::day2::day2_plan(&connected.env, &run, &params).await?;
         say(crate::steps::day2::render(&plan, super::plan::render_gate));
-    } else if super::run::interactive(&run) {
-        super::plan::show_plan(&connected.env, &upgrade, &params, run.runbook.as_deref()).await?;
+    } else {
+        super::validate::refuse_unknown_canaries(&connected.env, &upgrade).await?;
+        if super::run::interactive(&run) {
+            super::plan::show_plan(&connected.env, &upgrade, &params, run.runbook.as_deref())
+                .await?;
+        }
     }
     let code = execute(connected.env, &run, Mode::Run(params), location).await?;
 

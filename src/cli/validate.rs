@@ -61,6 +61,16 @@ pub async fn validate_new_run(
     Ok(NewRun::Go)
 }
 
+/// [`unknown_canaries`] on its own, for a run that skips the other refusals (`demo`, whose
+/// scenarios show traps on purpose). A cluster that cannot be read is preflight's to report.
+pub async fn refuse_unknown_canaries(env: &Env, upgrade: &UpgradeOptions) -> Result<(), CliError> {
+    let to = (upgrade.to.as_deref()).and_then(|t| t.parse::<Revision>().ok());
+    match decide(env, to, false).await {
+        Ok(decisions) => unknown_canaries(env, upgrade, &decisions).await,
+        Err(_) => Ok(()),
+    }
+}
+
 /// Refuses a new upgrade whose `--canary-namespaces` name a namespace it would not migrate
 /// (a typo, or a namespace on another revision): the canary step would otherwise warn and
 /// choose another canary after the control plane was installed. Only a fresh upgrade: a
