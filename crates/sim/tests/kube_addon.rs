@@ -197,6 +197,14 @@ async fn injection_follows_tags_and_revisions_and_ignores_legacy_labels() {
     );
 }
 
+/// The Deployment carries a ReplicaFailure condition (its ReplicaSet was refused a pod).
+fn replica_failure(d: &Deployment) -> bool {
+    d.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure"))
+}
+
 /// A tag `canary` pointing at asm-1-28, which is not installed, and a namespace `canary-ns`
 /// on it: its pods' injector has no istiod.
 async fn tag_canary_on_a_missing_revision(client: &kube::Client) {
@@ -293,11 +301,7 @@ async fn a_webhook_without_its_istiod_fails_pod_creation_and_the_replicaset_reco
     }));
     let dep = eventually(3, || async {
         let d = deps.get("app").await.unwrap();
-        d.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure"))
-            .then_some(d)
+        replica_failure(&d).then_some(d)
     })
     .await;
     assert_eq!(dep.status.unwrap().available_replicas, None);
@@ -318,14 +322,8 @@ async fn a_replicaset_refused_by_a_webhook_retries_and_creates_its_pods_once_ist
     }))
     .unwrap();
     deps.create(&PostParams::default(), &d).await.unwrap();
-    let refused = |d: &Deployment| {
-        d.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure"))
-    };
     eventually(3, || async {
-        refused(&deps.get("app").await.unwrap()).then_some(())
+        replica_failure(&deps.get("app").await.unwrap()).then_some(())
     })
     .await;
     // the revision the tag names is installed; nothing touches the ReplicaSet or its Deployment
@@ -337,7 +335,10 @@ async fn a_replicaset_refused_by_a_webhook_retries_and_creates_its_pods_once_ist
         (d.status.as_ref()?.available_replicas == Some(2)).then_some(d)
     })
     .await;
-    assert!(!refused(&d), "the ReplicaFailure condition is cleared");
+    assert!(
+        !replica_failure(&d),
+        "the ReplicaFailure condition is cleared"
+    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), "canary-ns");
     for p in pods.list(&ListParams::default()).await.unwrap().items {
         let status = p.metadata.annotations.unwrap_or_default();
