@@ -365,6 +365,73 @@ async fn paged_slim_pod_list_matches_the_full_list() {
     }
 }
 
+/// Regression: the pods of more than 16 namespaces were always read as one list of every pod
+/// in the cluster, so the gate after a wave of 32 of `large`'s 200 namespaces read all 10,000
+/// pods on every poll. A few of the cluster's namespaces are now read one list each; most of
+/// them still as one paged list of everything.
+#[tokio::test]
+async fn a_wave_of_a_few_namespaces_reads_their_pods_not_the_whole_clusters() {
+    use asm_canary::k8s::pods::{NAMESPACE_FANOUT, pods_of_namespaces};
+    let mut scenario = healthy();
+    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+        namespaces: 60,
+        deployments_per_namespace: 1,
+        replicas: 1,
+        revision_label: "prod".into(),
+    });
+    let (sim, client) = start(scenario).await;
+    let all = namespaces_by_label(&client, "istio.io/rev=prod")
+        .await
+        .unwrap();
+    let names: Vec<String> = all.iter().filter_map(|n| n.metadata.name.clone()).collect();
+    assert!(names.len() >= 60, "{} namespaces", names.len());
+    // The simulator logs GETs as counts only: one list per namespace, or one paged list of
+    // every pod (under 500 here: one page), each beside one list of the namespaces.
+    let gets = |sim: &SimHandle| {
+        sim.shared
+            .requests
+            .totals()
+            .get(&("kube".to_string(), "GET".to_string()))
+            .copied()
+            .unwrap_or_default()
+    };
+
+    let few: Vec<String> = names[..NAMESPACE_FANOUT * 2].to_vec();
+    let before = gets(&sim);
+    let read = pods_of_namespaces(&client, few.clone()).await.unwrap();
+    assert!(
+        gets(&sim) - before > few.len() as u64,
+        "a few of the cluster's namespaces: one list each ({} GETs for {})",
+        gets(&sim) - before,
+        few.len()
+    );
+    assert_eq!(
+        read.iter().map(|(ns, _)| ns.clone()).collect::<Vec<_>>(),
+        few,
+        "in the namespaces' order"
+    );
+    for (ns, pods) in &read {
+        assert!(!pods.is_empty(), "{ns}: its pods");
+        assert!(
+            pods.iter().all(|p| &p.namespace == ns),
+            "{ns}: only its pods"
+        );
+    }
+
+    let before = gets(&sim);
+    let read = pods_of_namespaces(&client, names.clone()).await.unwrap();
+    assert_eq!(
+        gets(&sim) - before,
+        2,
+        "most of the cluster: one list of every pod"
+    );
+    assert_eq!(read.len(), names.len());
+    assert!(
+        read.iter()
+            .all(|(ns, pods)| !pods.is_empty() && pods.iter().all(|p| &p.namespace == ns))
+    );
+}
+
 /// The board's verdicts are `wait_rollout`'s (done, timed out with the last status, does not
 /// exist, deleted while waiting), and a wave of many workloads costs one list and one watch
 /// per kind, not a list and a watch per workload.

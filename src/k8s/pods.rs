@@ -295,15 +295,16 @@ pub async fn list_pods(
 /// Namespaces read at once when a step looks at many (a bounded fan-out, not one at a time).
 pub const NAMESPACE_FANOUT: usize = 16;
 
-/// The pods of each namespace; results in the namespaces' order. A few namespaces are read
-/// one list each, concurrently; more than [`NAMESPACE_FANOUT`] are read as one paged list of
-/// every pod (fewer requests, the same bytes).
+/// The pods of each namespace; results in the namespaces' order. Namespaces are read one list
+/// each, [`NAMESPACE_FANOUT`] at once, unless they are more than that and at least half of the
+/// cluster's: then as one paged list of every pod (fewer requests, about the same bytes). A
+/// wave's gate reads its own namespaces, not the whole cluster's pods on every poll.
 pub async fn pods_of_namespaces(
     client: &Client,
     namespaces: Vec<String>,
 ) -> Result<Vec<(String, Vec<PodInfo>)>, K8sError> {
     use futures::{StreamExt, TryStreamExt, stream};
-    if namespaces.len() > NAMESPACE_FANOUT {
+    if namespaces.len() > NAMESPACE_FANOUT && most_of_the_cluster(client, namespaces.len()).await? {
         let all = list_pods(client, None, None).await?;
         let mut by_ns: std::collections::HashMap<String, Vec<PodInfo>> = namespaces
             .iter()
@@ -333,6 +334,20 @@ pub async fn pods_of_namespaces(
         .buffered(NAMESPACE_FANOUT)
         .try_collect()
         .await
+}
+
+/// Whether `count` namespaces are at least half of the cluster's.
+async fn most_of_the_cluster(client: &Client, count: usize) -> Result<bool, K8sError> {
+    let all = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| K8sError::Api {
+            action: "list",
+            kind: "Namespace",
+            target: "*".to_string(),
+            source,
+        })?;
+    Ok(count * 2 >= all.items.len())
 }
 
 /// Whether the namespace `name` exists.
