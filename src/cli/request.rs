@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use asm_canary_engine::checkpoint::RunbookRef;
 use asm_canary_engine::{Registry, Runbook};
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -243,6 +244,47 @@ pub fn load_builtin_or(
         }
     };
     Ok((runbook, registry))
+}
+
+/// The runbook a resumed run goes on with, and a note to say when it is not this build's:
+/// `--runbook FILE`, else the built-in `builtin` — unless `kept` (the checkpoint's runbook) is
+/// another version of that built-in runbook. Then the copy the checkpoint kept: a run paused
+/// under one asm-canary version finishes under the next with the steps it started with. A
+/// checkpoint without a copy (written before 1.1) is left to the executor, which refuses it
+/// unless `--force`.
+pub fn load_for_resume(
+    path: Option<&Path>,
+    builtin: Builtin,
+    kept: Option<&RunbookRef>,
+    env: Arc<Env>,
+) -> Result<(Runbook, Registry, Option<String>), CliError> {
+    let (runbook, registry) = load_builtin_or(path, builtin, env)?;
+    let Some((kept, text)) = kept
+        .filter(|k| path.is_none() && k.name == builtin.name() && k.sha256 != runbook.sha256)
+        .and_then(|k| Some((k, k.kept_text()?)))
+    else {
+        return Ok((runbook, registry, None));
+    };
+    let short = |sha: &str| sha.get(..12).unwrap_or(sha).to_string();
+    let origin = format!("{} (the copy kept in the checkpoint)", builtin.source().1);
+    let started = Runbook::parse(text, &origin, &registry).map_err(|e| {
+        CliError::bad_because(
+            format!(
+                "this run started with another version of the built-in runbook {} (sha256 {}), kept in its checkpoint, and this asm-canary cannot run it: {e}; continue the run with the asm-canary version that started it, or pass --force to go on with this version's runbook (sha256 {}; steps are matched by id)",
+                kept.name,
+                short(&kept.sha256),
+                short(&runbook.sha256)
+            ),
+            e,
+        )
+    })?;
+    let note = format!(
+        "this run started with another version of the built-in runbook {} (sha256 {}; this asm-canary's is {}): it goes on with that one, kept in its checkpoint",
+        kept.name,
+        short(&kept.sha256),
+        short(&runbook.sha256)
+    );
+    Ok((started, registry, Some(note)))
 }
 
 /// Refuses `--approve` names that are not steps of `runbook` asking for approval: a typo would

@@ -175,8 +175,25 @@ pub async fn execute_with(
     if member.is_none() {
         eprintln!("asm-canary: {analysis_line}");
     }
-    let (runbook, registry) =
-        super::request::load_builtin_or(run.runbook.as_deref(), run.builtin, env.clone())?;
+    let kept = match mode {
+        Mode::Resume { force: false } | Mode::Rollback { force: false } => location
+            .store
+            .load(Access::ReadOnly)
+            .await
+            .ok()
+            .flatten()
+            .map(|cp| cp.runbook),
+        _ => None,
+    };
+    let (runbook, registry, note) = super::request::load_for_resume(
+        run.runbook.as_deref(),
+        run.builtin,
+        kept.as_ref(),
+        env.clone(),
+    )?;
+    if let Some(note) = note {
+        eprintln!("asm-canary: {note}");
+    }
     check_approvals(&runbook, &run.approve)?;
     let mode = remember_prometheus(mode, &runbook, &run.prometheus);
     if let Some(file) = &location.file {

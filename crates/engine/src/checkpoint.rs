@@ -20,9 +20,9 @@ use crate::approval::ApprovalRecord;
 use crate::journal::JournalEntry;
 
 /// The checkpoint format this build writes.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 const MAJOR: u32 = 1;
-const MINOR: u32 = 0;
+const MINOR: u32 = 1;
 /// The `kind` field: tells a checkpoint from any other JSON file.
 pub const CHECKPOINT_KIND: &str = "asm-canary/checkpoint";
 
@@ -113,6 +113,29 @@ pub struct RunbookRef {
     pub sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The runbook's text (schema 1.1; absent from checkpoints written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl RunbookRef {
+    /// The reference to `runbook`, its text included.
+    pub fn of(runbook: &crate::Runbook) -> Self {
+        Self {
+            name: runbook.name.clone(),
+            sha256: runbook.sha256.clone(),
+            origin: Some(runbook.origin.clone()),
+            text: Some(runbook.text.clone()),
+        }
+    }
+
+    /// The runbook text this checkpoint kept, if it has one whose sha256 is the recorded one
+    /// (a copy edited by hand is not the runbook the run started with).
+    pub fn kept_text(&self) -> Option<&str> {
+        self.text
+            .as_deref()
+            .filter(|t| crate::runbook::sha256_hex(t.as_bytes()) == self.sha256)
+    }
 }
 
 /// The checkpoint document.

@@ -272,11 +272,7 @@ impl Executor {
             kind: CHECKPOINT_KIND.to_string(),
             run_id,
             target: req.target,
-            runbook: RunbookRef {
-                name: self.runbook.name.clone(),
-                sha256: self.runbook.sha256.clone(),
-                origin: Some(self.runbook.origin.clone()),
-            },
+            runbook: RunbookRef::of(&self.runbook),
             params,
             state: RunState::Running,
             reason: None,
@@ -401,11 +397,7 @@ impl Executor {
                 .into());
             }
             // --force: adopt the new runbook, keeping the records of steps that still exist.
-            cp.runbook = RunbookRef {
-                name: self.runbook.name.clone(),
-                sha256: self.runbook.sha256.clone(),
-                origin: Some(self.runbook.origin.clone()),
-            };
+            cp.runbook = RunbookRef::of(&self.runbook);
             let take = |old: &[StepRecord], specs: &[StepSpec]| -> Vec<StepRecord> {
                 specs
                     .iter()
@@ -419,6 +411,9 @@ impl Executor {
             };
             cp.steps = take(&cp.steps, &self.runbook.steps);
             cp.rollback = take(&cp.rollback, &self.runbook.rollback);
+        } else if cp.runbook.text.is_none() {
+            // Written before checkpoints kept the runbook (schema 1.0): keep it from now on.
+            cp.runbook = RunbookRef::of(&self.runbook);
         }
         // A newer minor without unknown fields was accepted: it is rewritten in this format.
         cp.schema_version = SCHEMA_VERSION.to_string();

@@ -80,6 +80,9 @@ pub struct Runbook {
     pub origin: String,
     /// sha256 of the file's bytes, hex.
     pub sha256: String,
+    /// The file's text, as parsed (a checkpoint keeps it, so that a run can be continued with
+    /// the runbook it started with).
+    pub text: String,
 }
 
 /// A typed parameter.
@@ -471,7 +474,8 @@ impl Runbook {
             registry,
             param_types: HashMap::new(),
         };
-        let rb = v.build(raw, origin, sha256);
+        let mut rb = v.build(raw, origin, sha256);
+        rb.text = text.to_string();
         if v.problems.is_empty() {
             Ok(rb)
         } else {
@@ -758,6 +762,7 @@ impl Validator<'_> {
             summary,
             origin: origin.to_string(),
             sha256,
+            text: String::new(),
         }
     }
 

@@ -44,10 +44,17 @@ async fn checkpoint_is_written_0600_atomically_with_the_documented_fields() {
         "no temp file left behind"
     );
     let v: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], "1.0");
+    assert_eq!(v["schema_version"], "1.1");
     assert_eq!(v["kind"], "asm-canary/checkpoint");
     assert_eq!(v["run_id"], "run-1");
     assert_eq!(v["runbook"]["name"], "three");
+    assert!(
+        v["runbook"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("name: three")),
+        "the checkpoint keeps the runbook's text: {}",
+        v["runbook"]
+    );
     assert_eq!(v["runbook"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(v["params"], json!({"tag": "prod"}));
     assert_eq!(v["state"], "paused");
@@ -205,7 +212,7 @@ async fn newer_schema_rule() {
     assert_eq!(e.exit_code(), 2);
     assert!(
         e.to_string()
-            .contains("has schema 2.0, newer than this asm-canary supports (1.0)"),
+            .contains("has schema 2.0, newer than this asm-canary supports (1.1)"),
         "{e}"
     );
 
@@ -234,7 +241,29 @@ async fn newer_schema_rule() {
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::Paused);
-    assert_eq!(load(&state).schema_version, "1.0");
+    assert_eq!(load(&state).schema_version, "1.1");
+}
+
+/// A checkpoint written before checkpoints kept the runbook's text (schema 1.0) gets it when
+/// a resume rewrites it, so that the next asm-canary version can go on with that runbook.
+#[tokio::test]
+async fn a_resumed_checkpoint_of_schema_1_0_keeps_the_runbook_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let (f, yaml) = paused_run(&state).await;
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    v["schema_version"] = json!("1.0");
+    v["runbook"].as_object_mut().unwrap().remove("text");
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let ev = Arc::new(MemorySink::new());
+    let r = executor(&yaml, &f, &state, &ev)
+        .resume(ResumeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Paused);
+    let cp = load(&state);
+    assert_eq!(cp.schema_version, "1.1");
+    assert_eq!(cp.runbook.kept_text(), Some(yaml.as_str()));
 }
 
 #[tokio::test]
