@@ -165,6 +165,65 @@ async fn create_get_update_delete_with_the_real_errors() {
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
 }
 
+/// The API server refuses a ConfigMap whose data is over 1 MiB in all (`core.MaxSecretSize`),
+/// on create and on every kind of update, with 422 `[]: Too long`; exactly 1 MiB is accepted.
+/// A client that keeps state in a ConfigMap (asm-canary's in-cluster checkpoint) meets this
+/// limit on a real cluster, so the simulator enforces it too.
+#[tokio::test]
+async fn a_configmap_over_one_mebibyte_is_refused_as_the_api_server_does() {
+    let (_sim, client) = start("healthy").await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let sized = |name: &str, a: usize, b: usize| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "data": {"a": "x".repeat(a), "b": "y".repeat(b)}}))
+        .unwrap()
+    };
+    let limit = 1024 * 1024;
+    let too_long = |s: kube::core::Status| {
+        assert_eq!(s.code, 422, "{s:?}");
+        assert_eq!(s.reason, "Invalid", "{s:?}");
+        assert!(
+            s.message.contains(
+                "ConfigMap \"big\" is invalid: []: Too long: may not be more than 1048576 bytes"
+            ),
+            "{}",
+            s.message
+        );
+    };
+    let e = api
+        .create(&PostParams::default(), &sized("big", limit, 1))
+        .await
+        .unwrap_err();
+    too_long(api_err(e));
+    assert!(
+        api.get_opt("big").await.unwrap().is_none(),
+        "nothing stored"
+    );
+
+    let at_limit = api
+        .create(&PostParams::default(), &sized("big", limit - 10, 10))
+        .await
+        .unwrap();
+    let mut grown = at_limit.clone();
+    grown.data.as_mut().unwrap().insert("c".into(), "z".into());
+    too_long(api_err(
+        api.replace("big", &PostParams::default(), &grown)
+            .await
+            .unwrap_err(),
+    ));
+    let patch = json!({"data": {"c": "z"}});
+    too_long(api_err(
+        api.patch("big", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_err(),
+    ));
+    let kept = api.get("big").await.unwrap();
+    assert_eq!(
+        kept.metadata.resource_version,
+        at_limit.metadata.resource_version
+    );
+}
+
 #[tokio::test]
 async fn generation_moves_with_spec_and_annotations_not_labels_or_status() {
     let (_sim, client) = start("healthy").await;

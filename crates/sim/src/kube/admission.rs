@@ -59,6 +59,7 @@ impl Admission {
                 obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
             }
             "Service" => service_defaults(obj),
+            "ConfigMap" | "Secret" => validate_data_size(rt, obj)?,
             _ => {}
         }
         self.webhooks.validate(rt, obj)
@@ -94,6 +95,7 @@ impl Admission {
                     ));
                 }
             }
+            "ConfigMap" | "Secret" => validate_data_size(rt, new)?,
             _ => {}
         }
         self.webhooks.validate(rt, new)
@@ -309,6 +311,44 @@ fn workload_defaults(rt: &ResourceType, obj: &mut Value) {
     {
         pod_spec_defaults(&mut spec["template"]["spec"]);
     }
+}
+
+/// The API server's limit on a ConfigMap's or Secret's data, all keys together
+/// (`core.MaxSecretSize`).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// A ConfigMap's `data` and `binaryData`, or a Secret's `data` and `stringData`, at most
+/// [`MAX_DATA_BYTES`] in all (values only; binary values counted decoded), as
+/// `ValidateConfigMap` and `ValidateSecret` refuse: 422 `[]: Too long`.
+fn validate_data_size(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    use base64::Engine;
+    let values = |key: &str| obj[key].as_object().into_iter().flat_map(|m| m.values());
+    let decoded = |v: &Value| {
+        v.as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .map_or(0, |b| b.len())
+    };
+    let plain = |v: &Value| v.as_str().map_or(0, str::len);
+    let total: usize = match rt.kind {
+        "Secret" => {
+            values("data").map(decoded).sum::<usize>()
+                + values("stringData").map(plain).sum::<usize>()
+        }
+        _ => {
+            values("data").map(plain).sum::<usize>()
+                + values("binaryData").map(decoded).sum::<usize>()
+        }
+    };
+    if total <= MAX_DATA_BYTES {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        rt,
+        name_of(obj),
+        "[]",
+        "FieldValueTooLong",
+        &format!("Too long: may not be more than {MAX_DATA_BYTES} bytes"),
+    ))
 }
 
 fn validate_workload(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
