@@ -385,6 +385,76 @@ async fn kubernetes_backend_write_is_guarded_by_resource_version() {
     );
 }
 
+/// Regression: the in-cluster checkpoint was one text key of a ConfigMap, and a run over about
+/// 2,000 workloads journals more than the 1 MiB a ConfigMap holds (`large`: 1.1 MB): the API
+/// server refused the write (422 Too long) and the run stopped there. Past 1 MiB the checkpoint
+/// is now kept gzipped in `binaryData`; `resume` and `state show` read it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_cluster_checkpoint_over_one_mebibyte_is_kept_gzipped() {
+    use asm_canary::k8s::state::{CONFIGMAP_MAX_BYTES, ConfigMapStore, STATE_KEY, STATE_KEY_GZ};
+    use asm_canary_engine::CheckpointStore;
+    let sim = TestSim::start("healthy").await;
+    let k8s = ["--state-backend", "kubernetes"];
+    let mut args = vec![
+        "upgrade",
+        "--unattended",
+        "--output",
+        "json",
+        "--approve",
+        "start",
+    ];
+    args.extend_from_slice(&k8s);
+    args.extend_from_slice(common::FAST);
+    let out = sim.run(&args).await;
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+
+    // The paused run's checkpoint, grown as a journal of thousands of workloads grows it.
+    let store = ConfigMapStore::new(sim.kube().await, "aks-sim");
+    let mut cp: Value = serde_json::from_slice(&store.read().await.unwrap().unwrap()).unwrap();
+    let records: Vec<Value> = (0..12_000)
+        .map(|i| serde_json::json!({"kind": "Deployment", "namespace": format!("app-{:03}", i / 10),
+            "name": format!("svc-{:02}", i % 10), "uid": format!("{i:08}-62c8-49a0-96da-6fb6c8d3d331"),
+            "restarted_at": "2026-12-01T14:00:36Z"}))
+        .collect();
+    cp["steps"][0]["outputs"]["history"] = records.into();
+    let big = serde_json::to_vec_pretty(&cp).unwrap();
+    assert!(big.len() > CONFIGMAP_MAX_BYTES, "{} bytes", big.len());
+    store.write(&big).await.expect("written, gzipped");
+    let cm = Api::<ConfigMap>::namespaced(sim.kube().await, NS)
+        .get("asm-canary-run-aks-sim")
+        .await
+        .unwrap();
+    assert!(
+        cm.data.is_none_or(|d| !d.contains_key(STATE_KEY)),
+        "not as text"
+    );
+    assert!(
+        cm.binary_data.is_some_and(|d| d.contains_key(STATE_KEY_GZ)),
+        "gzipped"
+    );
+
+    let out = sim.run(&[&["state", "show"][..], &k8s].concat()).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(out.stdout, big, "shown whole");
+    assert!(stderr(&out).contains("is Paused"), "{}", stderr(&out));
+
+    let mut args = vec!["resume", "--unattended", "--output", "json"];
+    args.extend_from_slice(&["--approve", "complete"]);
+    args.extend_from_slice(&k8s);
+    let out = sim.run(&args).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(last_event(&out)["outcome"], "completed");
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+    let done: Value = serde_json::from_slice(&store.read().await.unwrap().unwrap()).unwrap();
+    assert_eq!(done["state"], "completed");
+    assert_eq!(
+        done["steps"][0]["outputs"]["history"]
+            .as_array()
+            .map(Vec::len),
+        Some(12_000)
+    );
+}
+
 #[tokio::test]
 async fn status_with_the_kubernetes_backend_and_no_run_says_so() {
     let sim = TestSim::start("healthy").await;

@@ -12,7 +12,7 @@ use super::error::CliError;
 use super::state::{StateArgs, StateBackend};
 use crate::contract::exit;
 use crate::k8s::lock::{Holder, LockError, LockOptions, RunLock};
-use crate::k8s::state::{ConfigMapStore, STATE_KEY, STATE_NAMESPACE};
+use crate::k8s::state::{ConfigMapStore, STATE_KEY, STATE_KEY_GZ, STATE_NAMESPACE, stored_text};
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
@@ -45,7 +45,7 @@ pub async fn state(command: StateCommand) -> Result<u8, CliError> {
         StateCommand::Show(args) => {
             let (_, store, cm) = read(&args).await?;
             describe(&store, &cm);
-            let raw = cm.data.and_then(|mut d| d.remove(STATE_KEY));
+            let raw = stored_text(&cm).ok().flatten();
             super::print_stdout(&raw.unwrap_or_default());
             Ok(exit::OK)
         }
@@ -78,12 +78,15 @@ async fn read(
 /// Where the checkpoint is, and whether a run could use it, on stderr.
 fn describe(store: &ConfigMapStore, cm: &ConfigMap) {
     let rv = cm.metadata.resource_version.as_deref().unwrap_or("?");
-    let usable = match cm.data.as_ref().and_then(|d| d.get(STATE_KEY)) {
-        None => format!("it holds no {STATE_KEY} key"),
-        Some(text) => match Checkpoint::from_json(text.as_bytes(), STATE_KEY, Access::ReadWrite) {
-            Ok(cp) => format!("run {} is {:?}", cp.run_id, cp.state),
-            Err(e) => format!("unusable: {e}"),
-        },
+    let usable = match stored_text(cm) {
+        Ok(None) => format!("it holds neither {STATE_KEY} nor {STATE_KEY_GZ}"),
+        Err(e) => format!("unusable: {e}"),
+        Ok(Some(text)) => {
+            match Checkpoint::from_json(text.as_bytes(), STATE_KEY, Access::ReadWrite) {
+                Ok(cp) => format!("run {} is {:?}", cp.run_id, cp.state),
+                Err(e) => format!("unusable: {e}"),
+            }
+        }
     };
     eprintln!(
         "configmap {STATE_NAMESPACE}/{} (resourceVersion {rv}): {usable}",
@@ -129,10 +132,9 @@ async fn archive(args: &StoredArgs, yes: bool) -> Result<u8, CliError> {
     }
     let archived = result.map_err(|e| CliError::connect("cannot archive the checkpoint", e))?;
     // The archived run can no longer be continued: its owner record goes too.
-    let run_id = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(STATE_KEY))
+    let run_id = stored_text(&cm)
+        .ok()
+        .flatten()
         .and_then(|text| Checkpoint::from_json(text.as_bytes(), STATE_KEY, Access::ReadOnly).ok())
         .map(|cp| cp.run_id);
     if let Some(run_id) = run_id {

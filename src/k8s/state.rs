@@ -18,6 +18,67 @@ use tokio::sync::Mutex;
 pub const STATE_NAMESPACE: &str = crate::istio::ISTIO_NAMESPACE;
 /// The data key holding the checkpoint JSON.
 pub const STATE_KEY: &str = "checkpoint.json";
+/// The binaryData key holding the checkpoint JSON gzipped, once its text outgrows a ConfigMap.
+pub const STATE_KEY_GZ: &str = "checkpoint.json.gz";
+/// What the API server lets a ConfigMap's values hold in all (`core.MaxSecretSize`).
+pub const CONFIGMAP_MAX_BYTES: usize = 1024 * 1024;
+/// A stored checkpoint that unpacks to more than this is refused (asm-canary writes none so
+/// large; a gzip bomb in the cluster does not fill this process's memory).
+const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The checkpoint text a ConfigMap holds: `data[checkpoint.json]`, else
+/// `binaryData[checkpoint.json.gz]` unpacked; `Ok(None)` when it holds neither. `Err` says why
+/// what it holds is not a checkpoint's text.
+pub fn stored_text(cm: &ConfigMap) -> Result<Option<String>, String> {
+    use std::io::Read;
+    if let Some(text) = cm.data.as_ref().and_then(|d| d.get(STATE_KEY)) {
+        return Ok(Some(text.clone()));
+    }
+    let Some(packed) = cm.binary_data.as_ref().and_then(|d| d.get(STATE_KEY_GZ)) else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(packed.0.as_slice())
+        .take(MAX_UNPACKED_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{STATE_KEY_GZ} does not unpack: {e}"))?;
+    if text.len() as u64 > MAX_UNPACKED_BYTES {
+        return Err(format!(
+            "{STATE_KEY_GZ} unpacks to more than {} MiB",
+            MAX_UNPACKED_BYTES >> 20
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// The ConfigMap's `data` or `binaryData` for checkpoint `text`: as text while it fits, gzipped
+/// beyond (a run over thousands of workloads journals more than 1 MiB). `Err`: not even
+/// gzipped does it fit.
+fn packed(text: String) -> Result<ConfigMap, String> {
+    use std::io::Write;
+    if text.len() <= CONFIGMAP_MAX_BYTES {
+        return Ok(ConfigMap {
+            data: Some([(STATE_KEY.to_string(), text)].into()),
+            ..Default::default()
+        });
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let gz = gz
+        .write_all(text.as_bytes())
+        .and_then(|()| gz.finish())
+        .map_err(|e| format!("cannot gzip the checkpoint: {e}"))?;
+    if gz.len() > CONFIGMAP_MAX_BYTES {
+        return Err(format!(
+            "the checkpoint is {} bytes ({} gzipped), more than a ConfigMap holds ({CONFIGMAP_MAX_BYTES} bytes); run with --state-backend file",
+            text.len(),
+            gz.len()
+        ));
+    }
+    Ok(ConfigMap {
+        binary_data: Some([(STATE_KEY_GZ.to_string(), k8s_openapi::ByteString(gz))].into()),
+        ..Default::default()
+    })
+}
 
 /// The ConfigMap name for a cluster: `asm-canary-run-<cluster>`, lower-cased and cut to a
 /// valid object name.
@@ -155,10 +216,12 @@ impl CheckpointStore for ConfigMapStore {
         match self.api.get_opt(&self.name).await {
             Ok(Some(cm)) => {
                 *seen = cm.metadata.resource_version.clone();
-                Ok(cm
-                    .data
-                    .and_then(|mut d| d.remove(STATE_KEY))
-                    .map(String::into_bytes))
+                let text = stored_text(&cm).map_err(|e| CheckpointError::Io {
+                    path: self.location(),
+                    op: "unpack",
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+                Ok(text.map(String::into_bytes))
             }
             Ok(None) => {
                 *seen = None;
@@ -174,21 +237,22 @@ impl CheckpointStore for ConfigMapStore {
             op: "encode",
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
+        let mut cm = packed(text).map_err(|e| CheckpointError::Io {
+            path: self.location(),
+            op: "encode",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
         let mut seen = self.seen.lock().await;
-        let mut cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                namespace: Some(STATE_NAMESPACE.into()),
-                labels: Some(
-                    [(
-                        "app.kubernetes.io/managed-by".to_string(),
-                        "asm-canary".to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            data: Some([(STATE_KEY.to_string(), text)].into()),
+        cm.metadata = ObjectMeta {
+            name: Some(self.name.clone()),
+            namespace: Some(STATE_NAMESPACE.into()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "asm-canary".to_string(),
+                )]
+                .into(),
+            ),
             ..Default::default()
         };
         let written = match seen.clone() {
@@ -207,5 +271,43 @@ impl CheckpointStore for ConfigMapStore {
         };
         *seen = written.metadata.resource_version;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_is_kept_as_text_while_it_fits_and_gzipped_beyond() {
+        let small = "{\"run_id\":\"r\"}".to_string();
+        let cm = packed(small.clone()).unwrap();
+        assert!(cm.binary_data.is_none());
+        assert_eq!(stored_text(&cm), Ok(Some(small)));
+
+        let big = format!("[{}]", vec!["{\"kind\":\"Deployment\"}"; 80_000].join(","));
+        assert!(big.len() > CONFIGMAP_MAX_BYTES);
+        let cm = packed(big.clone()).unwrap();
+        assert!(cm.data.is_none());
+        let gz = &cm.binary_data.as_ref().unwrap()[STATE_KEY_GZ].0;
+        assert!(gz.len() < CONFIGMAP_MAX_BYTES / 10, "{} bytes", gz.len());
+        assert_eq!(stored_text(&cm), Ok(Some(big)));
+    }
+
+    #[test]
+    fn a_stored_checkpoint_that_does_not_unpack_says_so() {
+        let cm = ConfigMap {
+            binary_data: Some(
+                [(
+                    STATE_KEY_GZ.to_string(),
+                    k8s_openapi::ByteString(b"not gzip".to_vec()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let e = stored_text(&cm).unwrap_err();
+        assert!(e.starts_with("checkpoint.json.gz does not unpack"), "{e}");
+        assert_eq!(stored_text(&ConfigMap::default()), Ok(None));
     }
 }
