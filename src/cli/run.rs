@@ -175,25 +175,7 @@ pub async fn execute_with(
     if member.is_none() {
         eprintln!("asm-canary: {analysis_line}");
     }
-    let kept = match mode {
-        Mode::Resume { force: false } | Mode::Rollback { force: false } => location
-            .store
-            .load(Access::ReadOnly)
-            .await
-            .ok()
-            .flatten()
-            .map(|cp| cp.runbook),
-        _ => None,
-    };
-    let (runbook, registry, note) = super::request::load_for_resume(
-        run.runbook.as_deref(),
-        run.builtin,
-        kept.as_ref(),
-        env.clone(),
-    )?;
-    if let Some(note) = note {
-        eprintln!("asm-canary: {note}");
-    }
+    let (runbook, registry) = runbook_for(run, &mode, &location, env.clone()).await?;
     check_approvals(&runbook, &run.approve)?;
     let mode = remember_prometheus(mode, &runbook, &run.prometheus);
     if let Some(file) = &location.file {
@@ -264,6 +246,33 @@ pub async fn execute_with(
         write_report(&executor, file, &run_id).await;
     }
     Ok(code)
+}
+
+/// The runbook the run goes on with ([`super::request::load_for_resume`]): for a resume or a
+/// rollback without `--force`, the checkpoint's copy of an older built-in runbook, said on
+/// stderr.
+async fn runbook_for(
+    run: &RunArgs,
+    mode: &Mode,
+    location: &RunLocation,
+    env: Arc<Env>,
+) -> Result<(asm_canary_engine::Runbook, asm_canary_engine::Registry), CliError> {
+    let kept = match mode {
+        Mode::Resume { force: false } | Mode::Rollback { force: false } => location
+            .store
+            .load(Access::ReadOnly)
+            .await
+            .ok()
+            .flatten()
+            .map(|cp| cp.runbook),
+        _ => None,
+    };
+    let (runbook, registry, note) =
+        super::request::load_for_resume(run.runbook.as_deref(), run.builtin, kept.as_ref(), env)?;
+    if let Some(note) = note {
+        eprintln!("asm-canary: {note}");
+    }
+    Ok((runbook, registry))
 }
 
 /// The cluster lock for run `id`, then the upgrade's owner record, claimed under the lock

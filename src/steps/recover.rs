@@ -117,7 +117,7 @@ pub fn rollback_seed(
         kind: asm_canary_engine::checkpoint::CHECKPOINT_KIND.to_string(),
         run_id: run_id.to_string(),
         target: target.to_string(),
-        runbook: asm_canary_engine::checkpoint::RunbookRef::of(runbook),
+        runbook: runbook.reference(),
         params,
         state: RunState::Paused,
         reason: Some(format!(

@@ -118,23 +118,20 @@ pub struct RunbookRef {
     pub text: Option<String>,
 }
 
-impl RunbookRef {
-    /// The reference to `runbook`, its text included.
-    pub fn of(runbook: &crate::Runbook) -> Self {
-        Self {
-            name: runbook.name.clone(),
-            sha256: runbook.sha256.clone(),
-            origin: Some(runbook.origin.clone()),
-            text: Some(runbook.text.clone()),
-        }
-    }
+/// The hex sha256 of `bytes`: how a checkpoint names the runbook text it was made with.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
 
+impl RunbookRef {
     /// The runbook text this checkpoint kept, if it has one whose sha256 is the recorded one
     /// (a copy edited by hand is not the runbook the run started with).
     pub fn kept_text(&self) -> Option<&str> {
         self.text
             .as_deref()
-            .filter(|t| crate::runbook::sha256_hex(t.as_bytes()) == self.sha256)
+            .filter(|t| sha256_hex(t.as_bytes()) == self.sha256)
     }
 }
 

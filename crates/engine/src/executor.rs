@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::approval::{ApprovalDecision, ApprovalRecord, ApprovalRequest, Approver, PreApproved};
 use crate::checkpoint::{
-    Access, CHECKPOINT_KIND, Checkpoint, CheckpointError, CheckpointStore, RunState, RunbookRef,
+    Access, CHECKPOINT_KIND, Checkpoint, CheckpointError, CheckpointStore, RunState,
     SCHEMA_VERSION, StepRecord, StepStatus,
 };
 use crate::duration::format_duration;
@@ -272,7 +272,7 @@ impl Executor {
             kind: CHECKPOINT_KIND.to_string(),
             run_id,
             target: req.target,
-            runbook: RunbookRef::of(&self.runbook),
+            runbook: self.runbook.reference(),
             params,
             state: RunState::Running,
             reason: None,
@@ -397,7 +397,7 @@ impl Executor {
                 .into());
             }
             // --force: adopt the new runbook, keeping the records of steps that still exist.
-            cp.runbook = RunbookRef::of(&self.runbook);
+            cp.runbook = self.runbook.reference();
             let take = |old: &[StepRecord], specs: &[StepSpec]| -> Vec<StepRecord> {
                 specs
                     .iter()
@@ -413,7 +413,7 @@ impl Executor {
             cp.rollback = take(&cp.rollback, &self.runbook.rollback);
         } else if cp.runbook.text.is_none() {
             // Written before checkpoints kept the runbook (schema 1.0): keep it from now on.
-            cp.runbook = RunbookRef::of(&self.runbook);
+            cp.runbook = self.runbook.reference();
         }
         // A newer minor without unknown fields was accepted: it is rewritten in this format.
         cp.schema_version = SCHEMA_VERSION.to_string();

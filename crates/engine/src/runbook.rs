@@ -39,8 +39,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
-use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{RunbookRef, sha256_hex};
 use crate::duration::parse_duration;
 use crate::step::Registry;
 use crate::template::{self, Ref};
@@ -441,6 +441,16 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Runbook {
+    /// What a checkpoint records of this runbook: name, sha256, origin and text.
+    pub fn reference(&self) -> RunbookRef {
+        RunbookRef {
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+            origin: Some(self.origin.clone()),
+            text: Some(self.text.clone()),
+        }
+    }
+
     /// Reads and validates the runbook at `path` against `registry`.
     pub fn load(path: &Path, registry: &Registry) -> Result<Runbook, RunbookError> {
         let text = std::fs::read_to_string(path).map_err(|source| RunbookError::Read {
@@ -574,11 +584,6 @@ fn first_line(s: &str) -> String {
         return msg.to_string();
     }
     rest.to_string()
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Validator<'a> {
