@@ -432,6 +432,87 @@ async fn a_wave_of_a_few_namespaces_reads_their_pods_not_the_whole_clusters() {
     );
 }
 
+/// A wave's workloads are read with one list per kind of their own namespaces, not of the
+/// whole cluster (each wave of `large` read all 2,000 Deployments to restart 20 of them), and
+/// with one list of the cluster's when they span most of its namespaces. A workload that is gone
+/// is absent from the answer.
+#[tokio::test]
+async fn a_waves_workloads_are_read_from_their_own_namespaces() {
+    use asm_canary::k8s::rollout::read_workloads;
+    let mut scenario = healthy();
+    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+        namespaces: 30,
+        deployments_per_namespace: 10,
+        replicas: 1,
+        revision_label: "prod".into(),
+    });
+    let (sim, client) = start(scenario).await;
+    let gets = || {
+        sim.shared
+            .requests
+            .totals()
+            .get(&("kube".to_string(), "GET".to_string()))
+            .copied()
+            .unwrap_or_default()
+    };
+    let all = Api::<k8s_openapi::api::apps::v1::Deployment>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let refs: Vec<WorkloadRef> = all
+        .iter()
+        .map(|d| {
+            WorkloadRef::new(
+                WorkloadKind::Deployment,
+                d.metadata.namespace.as_deref().unwrap(),
+                d.metadata.name.as_deref().unwrap(),
+            )
+        })
+        .collect();
+    // Two of the generated namespaces, of 10 Deployments each.
+    let mut namespaces: Vec<&str> = refs
+        .iter()
+        .map(|w| w.namespace.as_str())
+        .filter(|ns| refs.iter().filter(|w| w.namespace == *ns).count() == 10)
+        .collect();
+    namespaces.dedup();
+    let two: Vec<WorkloadRef> = refs
+        .iter()
+        .filter(|w| w.namespace == namespaces[0] || w.namespace == namespaces[1])
+        .cloned()
+        .chain([WorkloadRef::new(
+            WorkloadKind::Deployment,
+            namespaces[0],
+            "gone",
+        )])
+        .collect();
+    assert!(two.len() > 16, "{} workloads", two.len());
+
+    let before = gets();
+    let read = read_workloads(&client, &two).await.unwrap();
+    assert_eq!(gets() - before, 2, "one list per namespace");
+    assert_eq!(
+        read.len(),
+        two.len() - 1,
+        "every one but the one that is gone"
+    );
+    assert!(
+        two[..two.len() - 1]
+            .iter()
+            .all(|w| read[w].reference() == *w)
+    );
+
+    let before = gets();
+    let read = read_workloads(&client, &refs).await.unwrap();
+    assert_eq!(
+        gets() - before,
+        2,
+        "the namespaces, then one list of the cluster's"
+    );
+    assert_eq!(read.len(), refs.len());
+}
+
 /// The board's verdicts are `wait_rollout`'s (done, timed out with the last status, does not
 /// exist, deleted while waiting), and a wave of many workloads costs one list and one watch
 /// per kind, not a list and a watch per workload.

@@ -338,7 +338,7 @@ pub async fn pods_of_namespaces(
 
 /// Whether `count` namespaces are at least half of the cluster's; not when the namespaces
 /// cannot be listed (then each is read on its own, which needs no cluster-wide right).
-async fn most_of_the_cluster(client: &Client, count: usize) -> bool {
+pub(crate) async fn most_of_the_cluster(client: &Client, count: usize) -> bool {
     Api::<Namespace>::all(client.clone())
         .list(&ListParams::default())
         .await

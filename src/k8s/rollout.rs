@@ -9,6 +9,7 @@
 //! messages (without the trailing newline). The wait watches the one object
 //! (`metadata.name=<name>`) and re-evaluates on every event, bounded by a timeout.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -431,6 +432,7 @@ pub async fn get_workload(client: &Client, w: &WorkloadRef) -> Result<Workload, 
 async fn list_typed<K>(
     client: &Client,
     kind: WorkloadKind,
+    namespace: Option<&str>,
     wrap: fn(K) -> Workload,
     wanted: &(dyn Fn(&WorkloadRef) -> bool + Sync),
 ) -> Result<Vec<Workload>, K8sError>
@@ -440,8 +442,12 @@ where
         + DeserializeOwned
         + fmt::Debug,
 {
-    let api = Api::<K>::all(client.clone());
-    super::list_paged_map(&api, Default::default(), kind_str(kind), "*", |k| {
+    let api = match namespace {
+        Some(ns) => Api::<K>::namespaced(client.clone(), ns),
+        None => Api::<K>::all(client.clone()),
+    };
+    let what = namespace.unwrap_or("*");
+    super::list_paged_map(&api, Default::default(), kind_str(kind), what, |k| {
         let w = wrap(k);
         wanted(&w.reference()).then_some(w)
     })
@@ -454,29 +460,104 @@ pub async fn list_workloads(
     client: &Client,
     kind: WorkloadKind,
 ) -> Result<Vec<Workload>, K8sError> {
-    list_workloads_where(client, kind, &|_| true).await
+    list_workloads_where(client, kind, None, &|_| true).await
 }
 
-/// [`list_workloads`], keeping only those `wanted` accepts as each page arrives.
+/// [`list_workloads`] (of `namespace` only, when given), keeping only those `wanted` accepts
+/// as each page arrives.
 pub async fn list_workloads_where(
     client: &Client,
     kind: WorkloadKind,
+    namespace: Option<&str>,
     wanted: &(dyn Fn(&WorkloadRef) -> bool + Sync),
 ) -> Result<Vec<Workload>, K8sError> {
+    use WorkloadKind::*;
     match kind {
-        WorkloadKind::Deployment => {
-            list_typed::<Deployment>(client, kind, |d| Workload::Deployment(Box::new(d)), wanted)
-                .await
+        Deployment => {
+            list_typed(
+                client,
+                kind,
+                namespace,
+                |d| Workload::Deployment(Box::new(d)),
+                wanted,
+            )
+            .await
         }
-        WorkloadKind::StatefulSet => {
-            list_typed::<StatefulSet>(client, kind, |s| Workload::StatefulSet(Box::new(s)), wanted)
-                .await
+        StatefulSet => {
+            list_typed(
+                client,
+                kind,
+                namespace,
+                |s| Workload::StatefulSet(Box::new(s)),
+                wanted,
+            )
+            .await
         }
-        WorkloadKind::DaemonSet => {
-            list_typed::<DaemonSet>(client, kind, |d| Workload::DaemonSet(Box::new(d)), wanted)
-                .await
+        DaemonSet => {
+            list_typed(
+                client,
+                kind,
+                namespace,
+                |d| Workload::DaemonSet(Box::new(d)),
+                wanted,
+            )
+            .await
         }
     }
+}
+
+/// The workloads of `todo` as they are now, read the cheapest way: one read each for a few;
+/// for many, one list per kind of their namespaces ([`super::pods::NAMESPACE_FANOUT`] at
+/// once), or of the whole cluster when they span most of its namespaces. A workload that no
+/// longer exists is absent from the answer.
+pub async fn read_workloads(
+    client: &Client,
+    todo: &[WorkloadRef],
+) -> Result<HashMap<WorkloadRef, Workload>, K8sError> {
+    use super::pods::{NAMESPACE_FANOUT, most_of_the_cluster};
+    use futures::{StreamExt, TryStreamExt, stream};
+    if todo.len() <= NAMESPACE_FANOUT {
+        let reads: Vec<_> = todo
+            .iter()
+            .map(|w| async move {
+                match get_workload(client, w).await {
+                    Ok(current) => Ok(Some((w.clone(), current))),
+                    Err(K8sError::Api {
+                        source: kube::Error::Api(s),
+                        ..
+                    }) if s.code == 404 => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect();
+        let read: Vec<Option<(WorkloadRef, Workload)>> = stream::iter(reads)
+            .buffered(NAMESPACE_FANOUT)
+            .try_collect()
+            .await?;
+        return Ok(read.into_iter().flatten().collect());
+    }
+    let namespaces: BTreeSet<&str> = todo.iter().map(|w| w.namespace.as_str()).collect();
+    let whole =
+        namespaces.len() > NAMESPACE_FANOUT && most_of_the_cluster(client, namespaces.len()).await;
+    let lists: BTreeSet<(WorkloadKind, Option<&str>)> = todo
+        .iter()
+        .map(|w| (w.kind, (!whole).then_some(w.namespace.as_str())))
+        .collect();
+    let wanted: HashSet<&WorkloadRef> = todo.iter().collect();
+    let wanted = &|w: &WorkloadRef| wanted.contains(w);
+    let reads: Vec<_> = lists
+        .into_iter()
+        .map(|(kind, ns)| list_workloads_where(client, kind, ns, wanted))
+        .collect();
+    let listed: Vec<Vec<Workload>> = stream::iter(reads)
+        .buffered(NAMESPACE_FANOUT)
+        .try_collect()
+        .await?;
+    Ok(listed
+        .into_iter()
+        .flatten()
+        .map(|w| (w.reference(), w))
+        .collect())
 }
 
 async fn patch_typed<K>(

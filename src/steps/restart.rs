@@ -27,10 +27,9 @@ use super::wave::CanaryChoice;
 use super::{Env, k8s_err, outputs};
 use crate::istio::REV_LABEL;
 use crate::k8s::podbypod::replace_pods_one_by_one;
-use crate::k8s::pods::NAMESPACE_FANOUT;
 use crate::k8s::rollout::{
-    RolloutProgress, Workload, get_workload, list_workloads, list_workloads_where, patch_restart,
-    restart_stamp, wait_rollout,
+    RolloutProgress, Workload, get_workload, list_workloads, patch_restart, restart_stamp,
+    wait_rollout,
 };
 use crate::k8s::{
     K8sError, Owner, PodInfo, RolloutBoard, WorkloadKind, WorkloadRef, namespaces_by_label,
@@ -780,54 +779,20 @@ async fn prepare(
     wave: usize,
     pod_by_pod: bool,
 ) -> Result<Vec<Restarted>, StepError> {
-    let read: Vec<Option<(WorkloadRef, Workload)>> = if todo.len() > NAMESPACE_FANOUT {
-        // Many workloads: one paged list per kind instead of one read each.
-        let mut kinds: Vec<WorkloadKind> = todo.iter().map(|w| w.kind).collect();
-        kinds.sort();
-        kinds.dedup();
-        let mut current: std::collections::HashMap<WorkloadRef, Workload> =
-            std::collections::HashMap::new();
-        let wanted: std::collections::HashSet<&WorkloadRef> = todo.iter().collect();
-        for kind in kinds {
-            let listed = list_workloads_where(&env.kube, kind, &|w| wanted.contains(w))
-                .await
-                .map_err(|e| k8s_err(format!("listing {kind}s"), e))?;
-            current.extend(listed.into_iter().map(|w| (w.reference(), w)));
-        }
-        todo.iter()
-            .map(|w| match current.remove(w) {
-                Some(c) => Some((w.clone(), c)),
-                None => {
-                    ctx.events
-                        .warn(format!("{w} no longer exists; not restarted"));
-                    None
-                }
-            })
-            .collect()
-    } else {
-        let reads: Vec<_> = todo
-            .iter()
-            .cloned()
-            .map(|w| async move {
-                match get_workload(&env.kube, &w).await {
-                    Ok(current) => Ok::<_, StepError>(Some((w, current))),
-                    Err(K8sError::Api {
-                        source: kube::Error::Api(s),
-                        ..
-                    }) if s.code == 404 => {
-                        ctx.events
-                            .warn(format!("{w} no longer exists; not restarted"));
-                        Ok(None)
-                    }
-                    Err(e) => Err(k8s_err(format!("reading {w}"), e)),
-                }
-            })
-            .collect();
-        stream::iter(reads)
-            .buffered(NAMESPACE_FANOUT)
-            .try_collect()
-            .await?
-    };
+    let mut current = crate::k8s::rollout::read_workloads(&env.kube, todo)
+        .await
+        .map_err(|e| k8s_err("reading the wave's workloads", e))?;
+    let read: Vec<Option<(WorkloadRef, Workload)>> = todo
+        .iter()
+        .map(|w| match current.remove(w) {
+            Some(c) => Some((w.clone(), c)),
+            None => {
+                ctx.events
+                    .warn(format!("{w} no longer exists; not restarted"));
+                None
+            }
+        })
+        .collect();
     let now = now_local();
     let mut records = Vec::with_capacity(read.len());
     for (w, current) in read.into_iter().flatten() {
