@@ -471,9 +471,8 @@ pub async fn list_workloads_where(
     namespace: Option<&str>,
     wanted: &(dyn Fn(&WorkloadRef) -> bool + Sync),
 ) -> Result<Vec<Workload>, K8sError> {
-    use WorkloadKind::*;
     match kind {
-        Deployment => {
+        WorkloadKind::Deployment => {
             list_typed(
                 client,
                 kind,
@@ -483,7 +482,7 @@ pub async fn list_workloads_where(
             )
             .await
         }
-        StatefulSet => {
+        WorkloadKind::StatefulSet => {
             list_typed(
                 client,
                 kind,
@@ -493,7 +492,7 @@ pub async fn list_workloads_where(
             )
             .await
         }
-        DaemonSet => {
+        WorkloadKind::DaemonSet => {
             list_typed(
                 client,
                 kind,
