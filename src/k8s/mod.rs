@@ -17,6 +17,7 @@
 pub mod board;
 pub mod client;
 pub mod configmap;
+pub mod fanout;
 pub mod lease;
 pub mod limit;
 pub mod lock;

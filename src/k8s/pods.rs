@@ -9,6 +9,8 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 
+pub use super::fanout::NAMESPACE_FANOUT;
+use super::fanout::most_of_the_cluster;
 use super::rollout::{WorkloadKind, WorkloadRef};
 use super::{K8sError, target};
 use crate::istio::{PodRevision, pod_revision};
@@ -292,9 +294,6 @@ pub async fn list_pods(
     .await
 }
 
-/// Namespaces read at once when a step looks at many (a bounded fan-out, not one at a time).
-pub const NAMESPACE_FANOUT: usize = 16;
-
 /// The pods of each namespace; results in the namespaces' order. Namespaces are read one list
 /// each, [`NAMESPACE_FANOUT`] at once, unless they are more than that and at least half of the
 /// cluster's: then as one paged list of every pod (fewer requests, about the same bytes). A
@@ -334,15 +333,6 @@ pub async fn pods_of_namespaces(
         .buffered(NAMESPACE_FANOUT)
         .try_collect()
         .await
-}
-
-/// Whether `count` namespaces are at least half of the cluster's; not when the namespaces
-/// cannot be listed (then each is read on its own, which needs no cluster-wide right).
-pub(crate) async fn most_of_the_cluster(client: &Client, count: usize) -> bool {
-    Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .is_ok_and(|all| count * 2 >= all.items.len())
 }
 
 /// Whether the namespace `name` exists.

@@ -506,14 +506,14 @@ pub async fn list_workloads_where(
 }
 
 /// The workloads of `todo` as they are now, read the cheapest way: one read each for a few;
-/// for many, one list per kind of their namespaces ([`super::pods::NAMESPACE_FANOUT`] at
+/// for many, one list per kind of their namespaces ([`super::fanout::NAMESPACE_FANOUT`] at
 /// once), or of the whole cluster when they span most of its namespaces. A workload that no
 /// longer exists is absent from the answer.
 pub async fn read_workloads(
     client: &Client,
     todo: &[WorkloadRef],
 ) -> Result<HashMap<WorkloadRef, Workload>, K8sError> {
-    use super::pods::{NAMESPACE_FANOUT, most_of_the_cluster};
+    use super::fanout::{NAMESPACE_FANOUT, most_of_the_cluster};
     use futures::{StreamExt, TryStreamExt, stream};
     if todo.len() <= NAMESPACE_FANOUT {
         let reads: Vec<_> = todo
