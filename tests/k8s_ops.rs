@@ -37,6 +37,29 @@ fn healthy() -> Scenario {
     Scenario::builtin("healthy").unwrap()
 }
 
+/// `healthy` and `namespaces` more, labelled for the `prod` tag, each with `deployments` of
+/// `replicas` pods.
+fn healthy_with(namespaces: u32, deployments: u32, replicas: u32) -> Scenario {
+    let mut scenario = healthy();
+    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
+        namespaces,
+        deployments_per_namespace: deployments,
+        replicas,
+        revision_label: "prod".into(),
+    });
+    scenario
+}
+
+/// The Kubernetes GETs (reads, lists, watches) the simulator has answered so far.
+fn kube_gets(sim: &SimHandle) -> u64 {
+    sim.shared
+        .requests
+        .totals()
+        .get(&("kube".to_string(), "GET".to_string()))
+        .copied()
+        .unwrap_or_default()
+}
+
 fn now() -> chrono::DateTime<chrono::FixedOffset> {
     chrono::Local::now().fixed_offset()
 }
@@ -313,32 +336,18 @@ async fn orphaned_leases_are_deleted_once() {
 /// the same revision, owner, phase and readiness. More than one page, so paging is exercised.
 #[tokio::test]
 async fn paged_slim_pod_list_matches_the_full_list() {
-    let mut scenario = healthy();
-    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
-        namespaces: 11,
-        deployments_per_namespace: 10,
-        replicas: 5,
-        revision_label: "prod".into(),
-    });
-    let (sim, client) = start(scenario).await;
-    let before = sim.shared.requests.totals();
+    let (sim, client) = start(healthy_with(11, 10, 5)).await;
+    let before = kube_gets(&sim);
     let slim = asm_canary::k8s::pods::list_pods(&client, None, None)
         .await
         .unwrap();
-    let after = sim.shared.requests.totals();
-    let lists = |t: &std::collections::BTreeMap<(String, String), u64>| {
-        t.iter()
-            .filter(|((api, method), _)| api == "kube" && method == "GET")
-            .map(|(_, n)| *n)
-            .sum::<u64>()
-    };
+    let pages = kube_gets(&sim) - before;
     let full = Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone())
         .list(&Default::default())
         .await
         .unwrap()
         .items;
     assert!(full.len() > 550, "{} pods", full.len());
-    let pages = lists(&after) - lists(&before);
     assert_eq!(
         pages,
         full.len()
@@ -372,14 +381,7 @@ async fn paged_slim_pod_list_matches_the_full_list() {
 #[tokio::test]
 async fn a_wave_of_a_few_namespaces_reads_their_pods_not_the_whole_clusters() {
     use asm_canary::k8s::pods::{NAMESPACE_FANOUT, pods_of_namespaces};
-    let mut scenario = healthy();
-    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
-        namespaces: 60,
-        deployments_per_namespace: 1,
-        replicas: 1,
-        revision_label: "prod".into(),
-    });
-    let (sim, client) = start(scenario).await;
+    let (sim, client) = start(healthy_with(60, 1, 1)).await;
     let all = namespaces_by_label(&client, "istio.io/rev=prod")
         .await
         .unwrap();
@@ -387,22 +389,14 @@ async fn a_wave_of_a_few_namespaces_reads_their_pods_not_the_whole_clusters() {
     assert!(names.len() >= 60, "{} namespaces", names.len());
     // The simulator logs GETs as counts only: one list per namespace, or one paged list of
     // every pod (under 500 here: one page), each beside one list of the namespaces.
-    let gets = |sim: &SimHandle| {
-        sim.shared
-            .requests
-            .totals()
-            .get(&("kube".to_string(), "GET".to_string()))
-            .copied()
-            .unwrap_or_default()
-    };
 
     let few: Vec<String> = names[..NAMESPACE_FANOUT * 2].to_vec();
-    let before = gets(&sim);
+    let before = kube_gets(&sim);
     let read = pods_of_namespaces(&client, few.clone()).await.unwrap();
     assert!(
-        gets(&sim) - before > few.len() as u64,
+        kube_gets(&sim) - before > few.len() as u64,
         "a few of the cluster's namespaces: one list each ({} GETs for {})",
-        gets(&sim) - before,
+        kube_gets(&sim) - before,
         few.len()
     );
     assert_eq!(
@@ -418,10 +412,10 @@ async fn a_wave_of_a_few_namespaces_reads_their_pods_not_the_whole_clusters() {
         );
     }
 
-    let before = gets(&sim);
+    let before = kube_gets(&sim);
     let read = pods_of_namespaces(&client, names.clone()).await.unwrap();
     assert_eq!(
-        gets(&sim) - before,
+        kube_gets(&sim) - before,
         2,
         "most of the cluster: one list of every pod"
     );
@@ -439,22 +433,7 @@ async fn a_wave_of_a_few_namespaces_reads_their_pods_not_the_whole_clusters() {
 #[tokio::test]
 async fn a_waves_workloads_are_read_from_their_own_namespaces() {
     use asm_canary::k8s::rollout::read_workloads;
-    let mut scenario = healthy();
-    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
-        namespaces: 30,
-        deployments_per_namespace: 10,
-        replicas: 1,
-        revision_label: "prod".into(),
-    });
-    let (sim, client) = start(scenario).await;
-    let gets = || {
-        sim.shared
-            .requests
-            .totals()
-            .get(&("kube".to_string(), "GET".to_string()))
-            .copied()
-            .unwrap_or_default()
-    };
+    let (sim, client) = start(healthy_with(30, 10, 1)).await;
     let all = Api::<k8s_openapi::api::apps::v1::Deployment>::all(client.clone())
         .list(&Default::default())
         .await
@@ -489,9 +468,9 @@ async fn a_waves_workloads_are_read_from_their_own_namespaces() {
         .collect();
     assert!(two.len() > 16, "{} workloads", two.len());
 
-    let before = gets();
+    let before = kube_gets(&sim);
     let read = read_workloads(&client, &two).await.unwrap();
-    assert_eq!(gets() - before, 2, "one list per namespace");
+    assert_eq!(kube_gets(&sim) - before, 2, "one list per namespace");
     assert_eq!(
         read.len(),
         two.len() - 1,
@@ -503,10 +482,10 @@ async fn a_waves_workloads_are_read_from_their_own_namespaces() {
             .all(|w| read[w].reference() == *w)
     );
 
-    let before = gets();
+    let before = kube_gets(&sim);
     let read = read_workloads(&client, &refs).await.unwrap();
     assert_eq!(
-        gets() - before,
+        kube_gets(&sim) - before,
         2,
         "the namespaces, then one list of the cluster's"
     );
@@ -523,13 +502,7 @@ async fn a_waves_workloads_are_read_from_their_own_namespaces() {
 #[tokio::test]
 async fn a_failing_cluster_wide_watch_does_not_wait_out_the_rollout_timeout() {
     for verbs in [vec!["watch"], vec!["list", "watch"]] {
-        let mut scenario = healthy();
-        scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
-            namespaces: 4,
-            deployments_per_namespace: 5,
-            replicas: 1,
-            revision_label: "prod".into(),
-        });
+        let mut scenario = healthy_with(4, 5, 1);
         scenario.kube.cluster_wide_forbidden = vec![asm_canary_sim::kube::ClusterWideForbidden {
             resource: "deployments".into(),
             verbs: verbs.iter().map(|v| v.to_string()).collect(),
@@ -593,13 +566,7 @@ async fn a_failing_cluster_wide_watch_does_not_wait_out_the_rollout_timeout() {
 
 #[tokio::test]
 async fn one_rollout_board_watch_per_kind_gives_each_workloads_verdict() {
-    let mut scenario = healthy();
-    scenario.kube.generated = Some(asm_canary_sim::kube::GeneratedShape {
-        namespaces: 5,
-        deployments_per_namespace: 6,
-        replicas: 1,
-        revision_label: "prod".into(),
-    });
+    let mut scenario = healthy_with(5, 6, 1);
     scenario.kube.never_ready = vec!["payments/api".into()];
     let (sim, client) = start(scenario).await;
     let listed = asm_canary::k8s::rollout::list_workloads(&client, WorkloadKind::Deployment)
@@ -614,8 +581,7 @@ async fn one_rollout_board_watch_per_kind_gives_each_workloads_verdict() {
     let missing = WorkloadRef::new(WorkloadKind::Deployment, "payments", "nope");
     let doomed = WorkloadRef::new(WorkloadKind::Deployment, "payments", "worker");
     let stuck = WorkloadRef::new(WorkloadKind::Deployment, "payments", "api");
-    let gets = |sim: &SimHandle| sim.shared.requests.totals()[&("kube".into(), "GET".into())];
-    let before = gets(&sim);
+    let before = kube_gets(&sim);
     let board = asm_canary::k8s::RolloutBoard::follow(
         &client,
         wave.iter().cloned().chain([missing.clone()]),
@@ -657,7 +623,7 @@ async fn one_rollout_board_watch_per_kind_gives_each_workloads_verdict() {
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     // Reads: the restarts' own reads (one per workload), plus one paged list and one watch.
-    let reads = gets(&sim) - before;
+    let reads = kube_gets(&sim) - before;
     let restarted = wave.len() as u64 - 1;
     assert!(
         reads <= restarted + 3,
