@@ -70,22 +70,17 @@ async fn unattended_run_pauses_for_approval_and_resumes_in_a_later_job() {
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
 }
 
-/// Rewrites the paused run's checkpoint as an earlier asm-canary version would have written
-/// it: the same steps, a built-in runbook whose text (and so sha256) differs from this build's.
-/// `edited`: the kept text then edited by hand (no longer the one its sha256 names).
-fn as_if_started_by_another_version(sim: &TestSim, edited: bool) {
+/// Rewrites the paused run's checkpoint as another asm-canary version would have written it:
+/// the built-in runbook `older`, its sha256, and as the kept copy `older` — or, `edited`, that
+/// copy edited by hand afterwards (no longer the text its sha256 names).
+fn as_if_started_by_another_version(sim: &TestSim, older: &str, edited: bool) {
     use sha2::Digest;
     let path = sim.state_file();
     let mut cp: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let text = cp["runbook"]["text"]
-        .as_str()
-        .expect("the checkpoint keeps the runbook text")
-        .trim_start_matches("# as shipped by an earlier asm-canary\n");
-    let older = format!("# as shipped by an earlier asm-canary\n{text}");
     cp["runbook"]["sha256"] = format!("{:x}", sha2::Sha256::digest(older.as_bytes())).into();
     cp["runbook"]["text"] = match edited {
         true => format!("{older}# edited by hand\n"),
-        false => older,
+        false => older.to_string(),
     }
     .into();
     std::fs::write(&path, serde_json::to_vec_pretty(&cp).unwrap()).unwrap();
@@ -95,26 +90,41 @@ fn as_if_started_by_another_version(sim: &TestSim, edited: bool) {
 /// back by a version whose built-in runbook differs (the checkpoint's sha256 no longer matched
 /// the built-in one), short of `--force`, which swaps the run's steps mid-run. The checkpoint
 /// now keeps the runbook's text, and the run goes on with the runbook it started with. A kept
-/// copy that does not match its sha256 is not trusted: refused as before.
+/// copy that does not match its sha256 is not trusted, and one this build cannot run (an action
+/// it no longer has) is not run: both refused as before, with `--force` offered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_paused_under_another_built_in_runbook_resumes_with_the_runbook_it_started_with() {
     let sim = TestSim::start("healthy").await;
     let out = sim.upgrade(&["--approve", "start"]).await;
     assert_eq!(code(&out), 4, "stderr: {}", stderr(&out));
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sim.state_file()).unwrap()).unwrap();
+    let this = cp["runbook"]["text"]
+        .as_str()
+        .expect("the checkpoint keeps the runbook text")
+        .to_string();
+    let older = format!("# as shipped by an earlier asm-canary\n{this}");
+    // An action this build no longer has: the kept copy cannot run here.
+    let retired = this.replacen("action: preflight", "action: preflight-v0", 1);
+    for (text, edited, why) in [
+        (&older, true, "--force"),
+        (&retired, false, "this asm-canary cannot run it"),
+    ] {
+        as_if_started_by_another_version(&sim, text, edited);
+        let before = std::fs::read(sim.state_file()).unwrap();
+        let out = sim.resume(&["--approve", "complete"]).await;
+        assert_eq!(code(&out), 2, "refused: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+        assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read(sim.state_file()).unwrap(),
+            before,
+            "checkpoint untouched"
+        );
+        assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+    }
 
-    as_if_started_by_another_version(&sim, true);
-    let before = std::fs::read(sim.state_file()).unwrap();
-    let out = sim.resume(&["--approve", "complete"]).await;
-    assert_eq!(code(&out), 2, "an edited copy is refused: {}", stderr(&out));
-    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
-    assert_eq!(
-        std::fs::read(sim.state_file()).unwrap(),
-        before,
-        "checkpoint untouched"
-    );
-    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
-
-    as_if_started_by_another_version(&sim, false);
+    as_if_started_by_another_version(&sim, &older, false);
     let kept: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sim.state_file()).unwrap()).unwrap();
     let out = sim.resume(&["--approve", "complete"]).await;
