@@ -146,21 +146,13 @@ pub fn read_fleet(path: &Path) -> Result<(FleetFile, String), CliError> {
         )
     })?;
     let file = FleetFile::load(path).map_err(|e| CliError::bad_because(e.to_string(), e))?;
-    Ok((file, hex_sha256(&bytes)))
+    Ok((file, asm_canary_engine::sha256_hex(&bytes)))
 }
 
 /// The rings of the clusters ARM lists for the fleet's sources.
 pub async fn rings_of(file: &FleetFile, azure: &Azure) -> Result<Rings, CliError> {
     let members = discover(azure, file).await?;
     assign(file, &members).map_err(|e| CliError::bad_because(e.to_string(), e))
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `fleet run`.

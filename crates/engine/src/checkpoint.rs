@@ -118,8 +118,9 @@ pub struct RunbookRef {
     pub text: Option<String>,
 }
 
-/// The hex sha256 of `bytes`: how a checkpoint names the runbook text it was made with.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+/// The hex sha256 of `bytes`: how a checkpoint names the runbook text it was made with (and a
+/// fleet checkpoint its fleet file).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()

@@ -100,7 +100,7 @@ pub use approval::{
 };
 pub use checkpoint::{
     Access, Checkpoint, CheckpointError, CheckpointStore, FileStore, RunState, StepRecord,
-    StepStatus,
+    StepStatus, sha256_hex,
 };
 pub use events::{
     ChannelSink, EVENTS_SCHEMA, Emitter, Event, EventRecord, EventSink, FanOut, Level,
