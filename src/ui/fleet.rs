@@ -99,14 +99,25 @@ impl EventSink for ClusterSink {
         {
             *f = Some((*outcome, reason.clone()));
         }
-        let mut value = serde_json::to_value(record).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("cluster".into(), self.cluster.clone().into());
-            obj.insert("stage".into(), self.stage.clone().into());
-        }
+        let tagged = Tagged {
+            record,
+            cluster: &self.cluster,
+            stage: &self.stage,
+        };
+        let line = serde_json::to_string(&tagged).unwrap_or_default();
         let text = super::text::line(&record.event, None).map(|l| format!("[{}] {l}", self.short));
-        self.out.write(&value.to_string(), text);
+        self.out.write(&line, text);
     }
+}
+
+/// A cluster's event as `--output json` of `upgrade` writes it, with its cluster and stage
+/// after its own fields, serialized in one pass.
+#[derive(serde::Serialize)]
+struct Tagged<'a> {
+    #[serde(flatten)]
+    record: &'a EventRecord,
+    cluster: &'a str,
+    stage: &'a str,
 }
 
 fn short(id: &str) -> &str {
@@ -204,5 +215,48 @@ pub fn status_word(s: ClusterStatus) -> &'static str {
         ClusterStatus::RolledBack => "rolled back",
         ClusterStatus::Paused => "paused",
         ClusterStatus::Failed => "FAILED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asm_canary_engine::events::Level;
+
+    /// A `Write` whose bytes the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_clusters_event_is_its_upgrade_event_with_cluster_and_stage_last() {
+        let log = Shared::default();
+        let out = FleetOutput::new(false, Some(Box::new(log.clone())));
+        let sink = out.cluster_sink("/subscriptions/s/rg/aks-1", "aks-1", "canary");
+        let record = EventRecord {
+            schema: asm_canary_engine::events::EVENTS_SCHEMA.to_string(),
+            ts: Utc::now(),
+            run_id: "r-1".into(),
+            event: Event::Message {
+                step: Some("start".into()),
+                level: Level::Info,
+                text: "hello".into(),
+            },
+        };
+        sink.emit(&record);
+        let line = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let mut want = serde_json::to_value(&record).unwrap();
+        let obj = want.as_object_mut().unwrap();
+        obj.insert("cluster".into(), "/subscriptions/s/rg/aks-1".into());
+        obj.insert("stage".into(), "canary".into());
+        assert_eq!(line, format!("{want}\n"));
     }
 }
