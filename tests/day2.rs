@@ -384,3 +384,116 @@ async fn onboard_refuses_bad_namespaces_and_leaves_meshed_ones_alone() {
     assert_eq!(restart_stamps(&kube).await, before);
     assert_eq!(rev_label(&kube, "shop").await, None);
 }
+
+/// A scenario's extra namespace `name` with `labels` and one Deployment.
+fn labelled_namespace(name: &str, labels: &[(&str, &str)]) -> asm_canary_sim::kube::NamespaceShape {
+    use asm_canary_sim::kube::{NamespaceShape, WorkloadShape};
+    NamespaceShape {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        deployments: vec![WorkloadShape {
+            name: "app".into(),
+            replicas: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+async fn all_labels(kube: &kube::Client) -> BTreeMap<String, BTreeMap<String, String>> {
+    Api::<Namespace>::all(kube.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| {
+            (
+                n.metadata.name.unwrap_or_default(),
+                n.metadata.labels.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Onboard used to call a namespace "already in the mesh, left alone" (exit 0) when its labels
+/// inject nothing: `istio-injection=enabled` (the add-on ignores it), `istio-injection=disabled`
+/// (an opt-out) or `istio.io/rev` naming no installed revision or tag. Each is refused with the
+/// fix, nothing changed; so is a name that is no namespace name (it went into the URL as is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboard_refuses_namespaces_whose_labels_inject_nothing_instead_of_calling_them_meshed() {
+    let mut scenario = asm_canary_sim::Scenario::builtin("healthy").unwrap();
+    scenario.kube.namespaces.extend([
+        labelled_namespace("shop3", &[("istio-injection", "enabled")]),
+        labelled_namespace("shop4", &[("istio.io/rev", "asm-1-25")]),
+        labelled_namespace("shop5", &[("istio-injection", "disabled")]),
+    ]);
+    let sim = TestSim::start_with(scenario).await;
+    let kube = sim.kube().await;
+    let labels = all_labels(&kube).await;
+    let stamps = restart_stamps(&kube).await;
+    for (ns, says) in [
+        ("shop3", "istio-injection=enabled: the AKS add-on ignores"),
+        (
+            "shop4",
+            "istio.io/rev=asm-1-25, which names no installed revision",
+        ),
+        ("shop5", "istio-injection=disabled: it was opted out"),
+        ("Shop", "is not a namespace name"),
+        ("shop?a=b", "is not a namespace name"),
+        ("", "is not a namespace name"),
+    ] {
+        let out = day2(&sim, &["onboard", "-n", ns]).await;
+        assert_eq!(out.status.code(), Some(2), "{ns}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{ns}: {}", stderr(&out));
+        assert!(!sim.state_file().exists(), "{ns}: no checkpoint written");
+    }
+    let out = day2(&sim, &["onboard", "-n", "shop3", "--plan"]).await;
+    assert!(
+        stderr(&out).contains("kubectl label ns shop3 istio-injection-"),
+        "the fix: {}",
+        stderr(&out)
+    );
+    assert_eq!(all_labels(&kube).await, labels, "no label changed");
+    assert_eq!(restart_stamps(&kube).await, stamps, "nothing restarted");
+}
+
+/// `patch-restart -n` with a typo, a namespace not in the mesh or the system's used to plan
+/// "no sidecar runs an older proxy" and exit 0 with every other namespace drifted; `-n
+/// payments,nope` dropped `nope` silently. Each is refused (exit 2), nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_restart_refuses_a_namespace_it_would_find_nothing_in() {
+    let mut scenario = asm_canary_sim::Scenario::builtin("patch-rolled").unwrap();
+    scenario
+        .kube
+        .namespaces
+        .push(labelled_namespace("plain", &[]));
+    let sim = TestSim::start_with(scenario).await;
+    let kube = sim.kube().await;
+    let stamps = restart_stamps(&kube).await;
+    assert_eq!(drifted(&kube).await.len(), 6, "patch-rolled: six behind");
+    for (ns, says) in [
+        ("nope", "namespace nope does not exist"),
+        ("payments,nope", "namespace nope does not exist"),
+        ("plain", "namespace plain is not in the mesh"),
+        ("kube-system", "belongs to the cluster or the mesh add-on"),
+        ("Payments", "is not a namespace name"),
+    ] {
+        for plan in [true, false] {
+            let mut args = vec!["patch-restart", "-n", ns];
+            if plan {
+                args.push("--plan");
+            }
+            let out = day2(&sim, &args).await;
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+            assert!(!sim.state_file().exists(), "{args:?}: no checkpoint");
+        }
+    }
+    assert_eq!(restart_stamps(&kube).await, stamps, "nothing restarted");
+    let out = day2(&sim, &["patch-restart", "-n", "payments", "--plan"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

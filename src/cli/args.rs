@@ -78,3 +78,44 @@ pub enum OutputArg {
     /// JSON Lines on stdout, one event per line.
     Json,
 }
+
+/// `-n`/`--namespace` values: a namespace name, checked before any request carries it (a
+/// typo such as `Payments` or `shop?x` is refused, exit 2, instead of reaching the API server
+/// as another name or failing there).
+pub fn namespace_name(value: &str) -> Result<String, String> {
+    let ns = value.trim();
+    if crate::k8s::is_namespace_name(ns) {
+        return Ok(ns.to_string());
+    }
+    Err(format!(
+        "{value:?} is not a namespace name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+    ))
+}
+
+/// `--canary-namespaces` values: as [`namespace_name`], but an empty item (an empty pipeline
+/// variable) stays empty and means no choice.
+pub fn canary_namespace_name(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "" => Ok(String::new()),
+        _ => namespace_name(value),
+    }
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_flag_refuses_what_is_no_namespace_name() {
+        for bad in [
+            "", " ", "Payments", "shop?a=b", "shop#x", "-shop", "shop-", "a.b",
+        ] {
+            assert!(namespace_name(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(namespace_name(&"a".repeat(64)).is_err());
+        assert_eq!(namespace_name(" shop7 ").unwrap(), "shop7");
+        assert_eq!(namespace_name("app-000").unwrap(), "app-000");
+        assert_eq!(canary_namespace_name(" ").unwrap(), "");
+        assert!(canary_namespace_name("Payments").is_err());
+    }
+}

@@ -80,7 +80,8 @@ pub struct PatchRestartArgs {
         short = 'n',
         long = "namespace",
         value_delimiter = ',',
-        value_name = "NS"
+        value_name = "NS",
+        value_parser = super::args::namespace_name
     )]
     pub namespaces: Vec<String>,
     #[command(flatten)]
@@ -99,6 +100,7 @@ pub struct OnboardArgs {
         long = "namespace",
         value_delimiter = ',',
         value_name = "NS",
+        value_parser = super::args::namespace_name,
         required = true
     )]
     pub namespaces: Vec<String>,

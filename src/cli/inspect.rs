@@ -17,7 +17,7 @@ pub struct ProxyStatusArgs {
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
     /// Only proxies of this namespace.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = super::args::namespace_name)]
     pub namespace: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,

@@ -78,7 +78,7 @@ pub struct UpgradeOptions {
     /// The canary wave's namespaces (comma-separated or repeated): relabelled to the target
     /// and restarted while the tag still names the source; default: the namespace with the
     /// fewest workloads to move.
-    #[arg(long, value_delimiter = ',', value_name = "NS")]
+    #[arg(long, value_delimiter = ',', value_name = "NS", value_parser = super::args::canary_namespace_name)]
     pub canary_namespaces: Vec<String>,
     /// Workloads restarted at once within a wave: a count (4) or a percentage of the wave
     /// (25%); default: the runbook's (100%: the wave is the blast radius, its gate the check).

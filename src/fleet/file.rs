@@ -440,17 +440,6 @@ fn valid_stage_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// A Kubernetes namespace name (RFC 1123 label).
-fn valid_namespace(ns: &str) -> bool {
-    let b = ns.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
 /// A CI environment name: letters, digits, `-`, `_` and `.`.
 fn valid_environment(name: &str) -> bool {
     !name.is_empty()
@@ -817,7 +806,10 @@ impl Validator {
                 };
         }
         if let Some(nss) = &raw.canary_namespaces {
-            for ns in nss.iter().filter(|ns| !valid_namespace(&ns.value)) {
+            for ns in nss
+                .iter()
+                .filter(|ns| !crate::k8s::is_namespace_name(&ns.value))
+            {
                 self.problem(Pos::from(ns), format!(
                     "canary_namespaces: {:?} is not a namespace name (lower-case letters, digits and '-', at most 63)",
                     ns.value

@@ -14,6 +14,19 @@
 //!   limit       response bodies capped: a whole answer, or each event of a watch
 //! ```
 
+/// A Kubernetes namespace name (an RFC 1123 label: lowercase letters, digits and `-`, starting
+/// and ending with a letter or digit, at most 63 characters). Anything else is refused before
+/// it goes into a request's path.
+pub fn is_namespace_name(ns: &str) -> bool {
+    let b = ns.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
 pub mod board;
 pub mod client;
 pub mod configmap;

@@ -8,8 +8,13 @@ use serde_json::{Map, Value};
 use super::patch::{Drifted, counts_by_namespace, single_revision};
 use super::plan::{GateLine, gate_lines};
 use super::wave::{Growth, first_then_growing, parallelism_line};
-use super::{Env, k8s_err};
+use super::{Env, k8s_err, kube_err};
+use crate::istio::REV_LABEL;
+use crate::k8s::pods::is_application_namespace;
 use asm_canary_engine::{Runbook, StepError};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{ListParams, ResourceExt};
 
 /// The schema of `patch-restart --plan --output json` and `onboard --plan --output json`.
 pub const DAY2_PLAN_SCHEMA: &str = "asm-canary.day2-plan/1.0";
@@ -84,6 +89,7 @@ pub async fn patch_plan(
         .get("namespaces")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
+    refuse_unmeshed(env, &only).await?;
     let scope = (!only.is_empty()).then_some(only.as_slice());
     let drift =
         crate::k8s::patch::find_patch_drift(&env.kube, std::slice::from_ref(&revision), scope)
@@ -106,6 +112,42 @@ pub async fn patch_plan(
             .map(|u| format!("will not restart {u}"))
             .collect(),
     })
+}
+
+/// `-n` of a patch restart names namespaces in the mesh, each: a typo, a system namespace or
+/// one never onboarded is refused, never read as "no sidecar there is behind".
+async fn refuse_unmeshed(env: &Env, only: &[String]) -> Result<(), StepError> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    let api: Api<Namespace> = Api::all(env.kube.clone());
+    let all = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| kube_err("listing namespaces", e))?;
+    for ns in only {
+        let why = if !crate::k8s::is_namespace_name(ns) {
+            format!("{ns:?} is not a namespace name")
+        } else if !is_application_namespace(ns) {
+            format!(
+                "namespace {ns} belongs to the cluster or the mesh add-on; patch-restart restarts application workloads"
+            )
+        } else {
+            let found = all
+                .items
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(ns.as_str()));
+            match found.map(|n| n.labels().contains_key(REV_LABEL)) {
+                None => format!("namespace {ns} does not exist in {}", env.cluster.name),
+                Some(false) => format!(
+                    "namespace {ns} is not in the mesh (no {REV_LABEL} label): no sidecar there can be behind; bring it in with asm-canary onboard -n {ns}"
+                ),
+                Some(true) => continue,
+            }
+        };
+        return Err(StepError::msg(format!("-n {why}")));
+    }
+    Ok(())
 }
 
 /// The onboarding's plan: the namespaces to label and their waves; `Ok(Err)` is a refusal.

@@ -58,16 +58,43 @@ pub fn is_system_namespace(ns: &str) -> bool {
         )
 }
 
-/// Why a namespace already is in the mesh: its `istio.io/rev` label, or the legacy
-/// `istio-injection=enabled` (which the add-on ignores, but a person put it there).
-fn meshed_by(ns: &Namespace) -> Option<String> {
-    let labels = ns.metadata.labels.as_ref()?;
-    if let Some(rev) = labels.get(REV_LABEL) {
-        return Some(format!("{REV_LABEL}={rev}"));
+/// What a namespace's injection labels mean for an onboarding: `Ok(None)` not in the mesh (to
+/// onboard), `Ok(Some(label))` in the mesh already through a revision or tag that is there
+/// (left alone), `Err(why)` labels through which the add-on injects nothing, refused with the
+/// fix: `istio-injection` (ignored by the add-on, and its revision injectors skip namespaces
+/// that carry it; `disabled` is an explicit opt-out) or an `istio.io/rev` naming nothing.
+async fn mesh_labels(
+    env: &Env,
+    installed: &[String],
+    ns: &Namespace,
+) -> Result<Result<Option<String>, String>, StepError> {
+    let name = ns.metadata.name.as_deref().unwrap_or_default();
+    let Some(labels) = ns.metadata.labels.as_ref() else {
+        return Ok(Ok(None));
+    };
+    if let Some(v) = labels.get(INJECTION_LABEL) {
+        let why = match v.as_str() {
+            "disabled" => "it was opted out of injection".to_string(),
+            _ => "the AKS add-on ignores that label and its injectors skip namespaces that carry it, so its pods get no sidecar".to_string(),
+        };
+        return Ok(Err(format!(
+            "namespace {name} is labelled {INJECTION_LABEL}={v}: {why}; if it belongs in the mesh, remove that label (kubectl label ns {name} {INJECTION_LABEL}-) and run onboard again"
+        )));
     }
-    labels
-        .get(INJECTION_LABEL)
-        .map(|v| format!("{INJECTION_LABEL}={v}"))
+    let Some(rev) = labels.get(REV_LABEL) else {
+        return Ok(Ok(None));
+    };
+    let live = installed.contains(rev)
+        || super::tag::current_tag_revision(env, rev)
+            .await?
+            .is_some_and(|r| installed.contains(&r));
+    if live {
+        return Ok(Ok(Some(format!("{REV_LABEL}={rev}"))));
+    }
+    Ok(Err(format!(
+        "namespace {name} is labelled {REV_LABEL}={rev}, which names no installed revision ({}) and no tag, so its pods get no sidecar; remove the label (kubectl label ns {name} {REV_LABEL}-) and run onboard again",
+        installed.join(", ")
+    )))
 }
 
 /// Decides an onboarding of `namespaces` for `tag`, or for `revision` when given: `Ok(Err)`
@@ -81,6 +108,14 @@ pub async fn onboard_scope(
 ) -> Result<Result<OnboardScope, String>, StepError> {
     if namespaces.is_empty() {
         return Ok(Err("name at least one namespace (-n NS)".into()));
+    }
+    if let Some(bad) = namespaces
+        .iter()
+        .find(|n| !crate::k8s::is_namespace_name(n))
+    {
+        return Ok(Err(format!(
+            "{bad:?} is not a namespace name (lowercase letters, digits and '-')"
+        )));
     }
     if let Some(sys) = namespaces.iter().find(|n| is_system_namespace(n)) {
         return Ok(Err(format!(
@@ -123,13 +158,14 @@ pub async fn onboard_scope(
             .get_opt(ns)
             .await
             .map_err(|e| kube_err(format!("reading namespace {ns}"), e))?;
-        match found {
-            None => return Ok(Err(format!("namespace {ns} does not exist"))),
-            Some(n) => match meshed_by(&n) {
-                Some(why) => scope.already.push((ns.clone(), why)),
-                None if !scope.namespaces.contains(ns) => scope.namespaces.push(ns.clone()),
-                None => {}
-            },
+        let Some(n) = found else {
+            return Ok(Err(format!("namespace {ns} does not exist")));
+        };
+        match mesh_labels(env, &installed, &n).await? {
+            Err(why) => return Ok(Err(why)),
+            Ok(Some(label)) => scope.already.push((ns.clone(), label)),
+            Ok(None) if !scope.namespaces.contains(ns) => scope.namespaces.push(ns.clone()),
+            Ok(None) => {}
         }
     }
     Ok(Ok(scope))
