@@ -436,12 +436,43 @@ fn with_advice(e: CheckpointError, advice: Option<String>) -> CheckpointError {
     }
 }
 
+/// Whether a new file may be renamed over `path`: nothing is there, a symbolic link (replaced
+/// by the file, never written through: a planted link redirects nothing), or a regular file
+/// that is not read-only. A rename would replace a device node (`/dev/null`), a FIFO or a
+/// socket rather than write into it, and a read-only file was protected by someone: each is
+/// refused, the error saying what is there.
+pub fn replaceable(path: &Path) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) => m,
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_symlink() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if !kind.is_file() {
+        "not a regular file (a device, FIFO or socket)"
+    } else if meta.permissions().readonly() {
+        "read-only (make it writable if it is to be replaced)"
+    } else {
+        return Ok(());
+    };
+    Err(std::io::Error::other(format!(
+        "{} is {what}; nothing was written",
+        path.display()
+    )))
+}
+
 /// Replaces `path` with `bytes` atomically and durably, mode 0600: a temp file of an
 /// unpredictable name in the same directory, created exclusively (a planted file or symlink
 /// cannot redirect the write), written, fsynced, renamed over `path`, the directory fsynced.
 /// A crash leaves the old or the new file, never a mix; on an error the temp file is removed.
-/// The error names the operation that failed.
+/// Only a missing path or a writable regular file is replaced ([`replaceable`]). The error
+/// names the operation that failed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
+    replaceable(path).map_err(|e| ("check what is there", e))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

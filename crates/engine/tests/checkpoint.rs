@@ -421,3 +421,48 @@ fn a_symlink_at_an_atomically_written_path_is_replaced_not_followed() {
     );
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "# report");
 }
+
+/// `fleet pipeline --output /dev/null` renamed its temp file over the device node: `/dev/null`
+/// became a regular file for every process on the machine. An atomic write now replaces only
+/// a missing path, a regular writable file or a symlink; a socket, FIFO or device, a
+/// directory and a read-only file are refused, left as they were, and no temp file is left.
+#[cfg(unix)]
+#[test]
+fn an_atomic_write_refuses_to_replace_what_is_no_writable_regular_file() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("socket");
+    let _listener = UnixListener::bind(&socket).unwrap();
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let protected = dir.path().join("protected.yml");
+    std::fs::write(&protected, "kept").unwrap();
+    std::fs::set_permissions(&protected, std::fs::Permissions::from_mode(0o444)).unwrap();
+    for (path, says) in [
+        (&socket, "not a regular file"),
+        (&folder, "a directory"),
+        (&protected, "read-only"),
+    ] {
+        let (op, e) = checkpoint::write_atomic(path, b"new").unwrap_err();
+        assert_eq!(op, "check what is there");
+        assert!(e.to_string().contains(says), "{}: {e}", path.display());
+    }
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    assert!(folder.is_dir());
+    assert_eq!(std::fs::read_to_string(&protected).unwrap(), "kept");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "no temp file left: {left:?}");
+    let fresh = dir.path().join("fresh.yml");
+    checkpoint::write_atomic(&fresh, b"new").unwrap();
+    assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "new");
+}
