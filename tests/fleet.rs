@@ -234,6 +234,88 @@ fn output_replaces_the_file_whole_and_leaves_no_temp_file() {
     assert_eq!(names, [std::ffi::OsString::from("fleet.yml")]);
 }
 
+/// `--output /dev/null` renamed the pipeline over the device node (it became a regular file
+/// for the whole machine) and `--output -` wrote a file named `-`. A socket, FIFO or device
+/// and a read-only file are now refused (exit 2, left as they were); `-` is stdout.
+#[cfg(unix)]
+#[test]
+fn output_onto_a_socket_or_a_read_only_file_is_refused_and_dash_is_stdout() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fleet.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let protected = dir.path().join("protected.yml");
+    std::fs::write(&protected, "kept").unwrap();
+    std::fs::set_permissions(&protected, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let pipeline = |output: &str| {
+        asm_canary(&[
+            "fleet",
+            "pipeline",
+            "--fleet",
+            FLEET,
+            "--clusters",
+            CLUSTERS,
+            "--format",
+            "github",
+            "--output",
+            output,
+        ])
+    };
+    for (path, says) in [(&socket, "not a regular file"), (&protected, "read-only")] {
+        let out = pipeline(path.to_str().unwrap());
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    let kind = std::fs::symlink_metadata(&socket).unwrap().file_type();
+    assert!(kind.is_socket(), "the socket is still a socket");
+    assert_eq!(std::fs::read_to_string(&protected).unwrap(), "kept");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .current_dir(dir.path())
+        .args(["fleet", "pipeline", "--fleet"])
+        .arg(std::fs::canonicalize(FLEET).unwrap())
+        .arg("--clusters")
+        .arg(std::fs::canonicalize(CLUSTERS).unwrap())
+        .args(["--format", "github", "--output", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("jobs:"), "the pipeline on stdout");
+    assert!(!dir.path().join("-").exists(), "no file named -");
+}
+
+/// `fleet run … 2>&1 | head -4` crashed mid-upgrade: `eprintln!` panics once stderr is
+/// closed, and a cluster's run died holding its lock. The tool's lines to a closed stderr are
+/// now dropped: here `fleet pipeline --output`'s closing line, which panicked the same way
+/// (exit 101).
+#[test]
+fn a_closed_stderr_does_not_crash_the_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("fleet.yml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+        .current_dir(root())
+        .args([
+            "fleet",
+            "pipeline",
+            "--fleet",
+            FLEET,
+            "--clusters",
+            CLUSTERS,
+        ])
+        .args(["--format", "github", "--output"])
+        .arg(&target)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        generate("github")
+    );
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();

@@ -193,7 +193,7 @@ pub fn connect_azure(
         ArmClient::connect(options, &auth, extra, &crate::azure::auth::process_env)
             .map_err(|e| CliError::bad_because(e.to_string(), e))?;
     // Say which credential was used: with `--auth auto` a person must be able to tell.
-    eprintln!(
+    crate::say!(
         "asm-canary: Azure credential: {} ({})",
         credential.mode.as_str(),
         credential.reason

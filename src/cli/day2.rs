@@ -193,13 +193,13 @@ async fn start(
     }
     if plan.nothing_to_do {
         for w in &plan.warnings {
-            eprintln!("asm-canary: {w}");
+            crate::say!("asm-canary: {w}");
         }
-        eprintln!("asm-canary: {}; nothing was changed", plan.verdict);
+        crate::say!("asm-canary: {}; nothing was changed", plan.verdict);
         return Ok(crate::contract::exit::OK);
     }
     if interactive(&run) {
-        eprintln!("{text}");
+        crate::say!("{text}");
     }
     let location = run.checkpoint.locate(
         &env,

@@ -93,7 +93,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     let text = run.output == OutputArg::Text;
     let say = move |line: String| {
         if text {
-            eprintln!("{line}");
+            crate::say!("{line}");
         }
     };
     say(format!(
@@ -149,7 +149,7 @@ pub async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     }
     if run.checkpoint.state.is_none() {
         // on stderr in every output mode: the report's path was just printed there
-        eprintln!(
+        crate::say!(
             "(the checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary status/report --state FILE)"
         );
     }
@@ -166,7 +166,7 @@ async fn local_prometheus(
     let text = run.output == OutputArg::Text;
     let say = |line: String| {
         if text {
-            eprintln!("{line}");
+            crate::say!("{line}");
         }
     };
     if run.prometheus.prometheus.is_some() {

@@ -49,7 +49,8 @@ pub struct PipelineArgs {
     /// the fleet file lists every cluster by id.
     #[arg(long, value_name = "FILE")]
     pub clusters: Option<PathBuf>,
-    /// Write the pipeline to this file (replaced whole, never half-written) instead of stdout.
+    /// Write the pipeline to this file (replaced whole, never half-written) instead of stdout
+    /// (`-`: stdout). A device, FIFO, folder or read-only file there is refused.
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }
@@ -86,7 +87,7 @@ fn pipeline_command(args: PipelineArgs) -> Result<u8, CliError> {
     }
     let yaml = pipeline::render(&rings, format, &command)
         .map_err(|e| CliError::bad_because(e.to_string(), e))?;
-    match output {
+    match output.filter(|p| p.as_os_str() != "-") {
         None => super::print_stdout(&yaml),
         Some(path) => {
             write_output(&path, &yaml)?;
@@ -103,7 +104,7 @@ fn pipeline_command(args: PipelineArgs) -> Result<u8, CliError> {
             if !empty.is_empty() {
                 said += &format!("; stages with no cluster: {}", empty.join(", "));
             }
-            eprintln!("{said}");
+            crate::say!("{said}");
         }
     }
     Ok(exit::OK)
@@ -158,6 +159,7 @@ fn write_output(path: &Path, text: &str) -> Result<(), CliError> {
     let fail = |op: &str, e: std::io::Error| {
         CliError::bad_because(format!("--output {}: cannot {op}: {e}", path.display()), e)
     };
+    asm_canary_engine::checkpoint::replaceable(path).map_err(|e| fail("replace it", e))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".asm-canary-pipeline.")
         .suffix(".tmp")

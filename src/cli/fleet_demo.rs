@@ -46,7 +46,7 @@ pub async fn demo_fleet(args: DemoArgs) -> Result<u8, CliError> {
     let text = run.output == OutputArg::Text;
     let say = |line: String| {
         if text {
-            eprintln!("{line}");
+            crate::say!("{line}");
         }
     };
     let fleet = asm_canary_sim::FleetScenario::builtin(&scenario)
@@ -106,7 +106,7 @@ pub async fn demo_fleet(args: DemoArgs) -> Result<u8, CliError> {
     }
     if run.checkpoint.state.is_none() {
         // on stderr in every output mode: the report's path was just printed there
-        eprintln!(
+        crate::say!(
             "(the fleet checkpoint and its report were in a temporary directory, removed now; keep them with --state FILE, then try asm-canary fleet status --state FILE)"
         );
     }
@@ -117,7 +117,7 @@ pub async fn demo_fleet(args: DemoArgs) -> Result<u8, CliError> {
 fn show_status(state: &Path) {
     if let Ok(Some(s)) = read_state(state) {
         let doc = super::fleet_view::status_doc(&s, state);
-        eprint!("\n{}", super::fleet_view::render_status(&doc));
+        crate::say_part!("\n{}", super::fleet_view::render_status(&doc));
     }
 }
 

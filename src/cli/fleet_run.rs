@@ -243,8 +243,8 @@ fn write_fleet_report(path: &Path, state: &FleetState) {
     let md = crate::fleet::report::markdown(state);
     let report = crate::report::report_path(path);
     match asm_canary_engine::checkpoint::write_atomic(&report, md.as_bytes()) {
-        Ok(()) => eprintln!("fleet report: {}", report.display()),
-        Err((_, e)) => eprintln!(
+        Ok(()) => crate::say!("fleet report: {}", report.display()),
+        Err((_, e)) => crate::say!(
             "asm-canary: warning: cannot write the fleet report {}: {e}; asm-canary fleet status --state {} shows the same",
             report.display(),
             path.display()
@@ -308,7 +308,7 @@ fn open_log(path: &Path) -> Option<Box<dyn Write + Send>> {
     match opts.open(path) {
         Ok(f) => Some(Box::new(f)),
         Err(e) => {
-            eprintln!(
+            crate::say!(
                 "asm-canary: warning: cannot append to the fleet event log {}: {e}",
                 path.display()
             );

@@ -126,7 +126,7 @@ pub async fn report(args: ReportArgs) -> Result<u8, CliError> {
                     )
                 },
             )?;
-            eprintln!("report: {}", path.display());
+            crate::say!("report: {}", path.display());
         }
         None => super::print_stdout(&text),
     }

@@ -127,7 +127,7 @@ fn finish(who: &str, result: Result<u8, CliError>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{who}: {}", e.chain());
+            crate::say!("{who}: {}", e.chain());
             ExitCode::from(e.exit_code())
         }
     }
@@ -160,7 +160,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
 /// Asks a yes/no question on the terminal; anything but y/yes is no.
 pub(crate) fn confirm(question: &str) -> bool {
     use std::io::Write;
-    eprint!("{question} [y/N] ");
+    crate::say_part!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     if std::io::stdin().read_line(&mut answer).is_err() {

@@ -164,7 +164,7 @@ pub async fn claim_owner(
                         prev.checkpoint
                     ),
                 };
-                eprintln!("asm-canary: warning: {text}");
+                crate::say!("asm-canary: warning: {text}");
                 return Ok((me, Some(text)));
             }
             Ok(Claimed::New | Claimed::Own) => return Ok((me, None)),
@@ -205,7 +205,7 @@ pub async fn settle_owner(env: &Env, executor: &Executor, mut me: Owner) {
     // No checkpoint: the engine refused the run before writing one, so it changed nothing.
     let Ok(cp) = executor.checkpoint().await else {
         if let Err(e) = owner::release(&env.kube, &me.run_id).await {
-            eprintln!("asm-canary: warning: {e}");
+            crate::say!("asm-canary: warning: {e}");
         }
         return;
     };
@@ -220,6 +220,6 @@ pub async fn settle_owner(env: &Env, executor: &Executor, mut me: Owner) {
         owner::update(&env.kube, &me).await
     };
     if let Err(e) = result {
-        eprintln!("asm-canary: warning: {e}");
+        crate::say!("asm-canary: warning: {e}");
     }
 }

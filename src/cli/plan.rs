@@ -56,7 +56,7 @@ pub async fn show_plan(
     runbook: Option<&Path>,
 ) -> Result<(), CliError> {
     let plan = full_plan(env, upgrade, params, runbook).await?;
-    eprintln!("{}", render_plan(&plan));
+    crate::say!("{}", render_plan(&plan));
     Ok(())
 }
 

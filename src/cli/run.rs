@@ -173,7 +173,7 @@ pub async fn execute_with(
     // Whether the analysis gate judges anything, said before the run starts.
     let (env, analysis_line) = super::metrics::attach_metrics(env, &run.prometheus)?;
     if member.is_none() {
-        eprintln!("asm-canary: {analysis_line}");
+        crate::say!("asm-canary: {analysis_line}");
     }
     let (runbook, registry) = runbook_for(run, &mode, &location, env.clone()).await?;
     check_approvals(&runbook, &run.approve)?;
@@ -238,7 +238,7 @@ pub async fn execute_with(
     if let Some(lock) = lock
         && let Err(e) = lock.release().await
     {
-        eprintln!("asm-canary: warning: {e}; it expires by itself");
+        crate::say!("asm-canary: warning: {e}; it expires by itself");
     }
     let (run_id, code) = outcome?;
     let code = rolled_back_to_one_revision(&env, &executor, code).await;
@@ -270,7 +270,7 @@ async fn runbook_for(
     let (runbook, registry, note) =
         super::request::load_for_resume(run.runbook.as_deref(), run.builtin, kept.as_ref(), env)?;
     if let Some(note) = note {
-        eprintln!("asm-canary: {note}");
+        crate::say!("asm-canary: {note}");
     }
     Ok((runbook, registry))
 }
@@ -398,11 +398,11 @@ fn renderers(
         let path = crate::report::events_path(file);
         match open_event_log(&path) {
             Ok(log) => sinks.push(Arc::new(ui::JsonLines::new(log))),
-            Err(e) if is_symlink(&path) => eprintln!(
+            Err(e) if is_symlink(&path) => crate::say!(
                 "asm-canary: warning: the event log {} is a symbolic link; asm-canary does not write through one, so this run's events are not logged ({e}) — remove it; the report will lack gate details",
                 path.display()
             ),
-            Err(e) => eprintln!(
+            Err(e) => crate::say!(
                 "asm-canary: warning: cannot append to the event log {}: {e}; the report will lack gate details",
                 path.display()
             ),
@@ -504,8 +504,8 @@ async fn write_report(executor: &Executor, file: &Path, run_id: &str) {
     let md = crate::report::markdown(&crate::report::Timeline::build(cp, &events));
     let path = crate::report::report_path(file);
     match asm_canary_engine::checkpoint::write_atomic(&path, md.as_bytes()) {
-        Ok(()) => eprintln!("report: {}", path.display()),
-        Err((_, e)) => eprintln!(
+        Ok(()) => crate::say!("report: {}", path.display()),
+        Err((_, e)) => crate::say!(
             "asm-canary: warning: cannot write the report {}: {e}; run asm-canary report --state {}",
             path.display(),
             file.display()
@@ -524,14 +524,14 @@ async fn rolled_back_to_one_revision(env: &Env, executor: &Executor, code: u8) -
     let revisions = match env.arm.get_cluster(&env.cluster).await {
         Ok(doc) => doc.revisions(),
         Err(e) => {
-            eprintln!("asm-canary: warning: cannot check the revisions after the rollback: {e}");
+            crate::say!("asm-canary: warning: cannot check the revisions after the rollback: {e}");
             return code;
         }
     };
     if revisions.len() < 2 {
         return code;
     }
-    eprintln!(
+    crate::say!(
         "asm-canary: this run's changes are rolled back, but {} still runs [{}]: this run did not install that canary, so it left it; a person must look (finish or roll it back where it was started, or az aks mesh upgrade complete|rollback) (exit {})",
         env.cluster.name,
         revisions.join(", "),
@@ -578,10 +578,10 @@ async fn take_lock(env: &Env, run: &RunArgs, run_id: &str) -> Result<RunLock, Cl
     };
     match &lock.acquired {
         Acquired::Created | Acquired::OwnStale(_) => {}
-        Acquired::Expired(h) => eprintln!(
+        Acquired::Expired(h) => crate::say!(
             "asm-canary: warning: took over the expired cluster lock of {h} (Lease {LOCK_NAMESPACE}/{LOCK_NAME})"
         ),
-        Acquired::Broken(h) => eprintln!(
+        Acquired::Broken(h) => crate::say!(
             "asm-canary: warning: broke the live cluster lock of {h} (Lease {LOCK_NAMESPACE}/{LOCK_NAME}) on --break-lock"
         ),
     }
@@ -613,7 +613,7 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
     refuse_existing(&location.store).await?;
     refuse_if_owned(&env, run.take_over).await?;
     if let NewRun::Skip(why) = validate_new_run(&env, &upgrade, skip_if_not_ready).await? {
-        eprintln!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
+        crate::say!("asm-canary: skipped, nothing changed (--skip-if-not-ready): {why}");
         return Ok(asm_canary_engine::exit::OK);
     }
     if interactive(&run) {
@@ -713,7 +713,7 @@ pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
         .map_err(|e| CliError::connect("cannot read the cluster", e))?;
     let adoption = match found {
         FromCluster::Nothing(revisions) => {
-            eprintln!(
+            crate::say!(
                 "asm-canary: nothing to roll back: {} runs only [{}]; nothing was changed",
                 env.cluster.name,
                 revisions.join(", ")
@@ -725,7 +725,7 @@ pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
         }
         FromCluster::Canary(a) => a,
     };
-    eprintln!(
+    crate::say!(
         "asm-canary: rolling back from the cluster: {}",
         adoption.describe()
     );

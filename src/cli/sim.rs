@@ -135,7 +135,7 @@ async fn serve_until_stopped(
     let info = handle.info.clone();
     if let Some(dir) = rehearsal {
         let env = super::rehearsal::write(dir, &info).map_err(|source| write_error(dir, source))?;
-        eprintln!(
+        crate::say!(
             "asm-canary sim: rehearsal folder {}: `source {}`, then az and kubectl talk to the simulator",
             dir.display(),
             env.display()
@@ -143,7 +143,7 @@ async fn serve_until_stopped(
     }
     let stop = StopSignals::listen();
     publish_env(&info.env_lines(), env_file)?;
-    eprintln!(
+    crate::say!(
         "asm-canary sim: scenario {scenario}; ARM and token endpoint {}, Kubernetes API {}, CA {}{}",
         info.arm_endpoint,
         info.kube_server,
@@ -155,13 +155,13 @@ async fn serve_until_stopped(
             .map(|p| format!(", settings in {}", p.display()))
             .unwrap_or_default()
     );
-    eprintln!(
+    crate::say!(
         "asm-canary sim: the sidecars' metrics (a Prometheus scrape target, plain HTTP): {}",
         info.metrics_url
     );
-    eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
+    crate::say!("asm-canary sim: serving until Ctrl-C or SIGTERM");
     stop.wait().await;
-    eprintln!("asm-canary sim: stopping");
+    crate::say!("asm-canary sim: stopping");
     handle.shutdown().await;
     Ok(())
 }
@@ -183,16 +183,16 @@ async fn serve_fleet(
         let info = &handle.info;
         let stop = StopSignals::listen();
         publish_env(&info.env_lines(), env_file.as_deref())?;
-        eprintln!(
+        crate::say!(
             "asm-canary sim: fleet {name}: {} clusters in {} subscriptions; ARM and token endpoint {}",
             info.members.len(),
             info.subscriptions.len(),
             info.arm_endpoint
         );
-        eprint!("{}", info.member_table());
-        eprintln!("asm-canary sim: serving until Ctrl-C or SIGTERM");
+        crate::say_part!("{}", info.member_table());
+        crate::say!("asm-canary sim: serving until Ctrl-C or SIGTERM");
         stop.wait().await;
-        eprintln!("asm-canary sim: stopping");
+        crate::say!("asm-canary sim: stopping");
         handle.shutdown().await;
         Ok(())
     }

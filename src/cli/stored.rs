@@ -88,7 +88,7 @@ fn describe(store: &ConfigMapStore, cm: &ConfigMap) {
             }
         }
     };
-    eprintln!(
+    crate::say!(
         "configmap {STATE_NAMESPACE}/{} (resourceVersion {rv}): {usable}",
         store.name()
     );
@@ -128,7 +128,7 @@ async fn archive(args: &StoredArgs, yes: bool) -> Result<u8, CliError> {
     };
     let result = store.archive(&cm, chrono::Utc::now()).await;
     if let Err(e) = lock.release().await {
-        eprintln!("asm-canary: warning: {e}; it expires by itself");
+        crate::say!("asm-canary: warning: {e}; it expires by itself");
     }
     let archived = result.map_err(|e| CliError::connect("cannot archive the checkpoint", e))?;
     // The archived run can no longer be continued: its owner record goes too.
@@ -139,12 +139,12 @@ async fn archive(args: &StoredArgs, yes: bool) -> Result<u8, CliError> {
         .map(|cp| cp.run_id);
     if let Some(run_id) = run_id {
         match crate::k8s::owner::release(&env.kube, &run_id).await {
-            Ok(true) => eprintln!("released the owner record of run {run_id}"),
+            Ok(true) => crate::say!("released the owner record of run {run_id}"),
             Ok(false) => {}
-            Err(e) => eprintln!("asm-canary: warning: {e}"),
+            Err(e) => crate::say!("asm-canary: warning: {e}"),
         }
     }
-    eprintln!(
+    crate::say!(
         "archived to configmap {STATE_NAMESPACE}/{archived}; a new run can start (asm-canary upgrade --state-backend kubernetes)"
     );
     Ok(exit::OK)

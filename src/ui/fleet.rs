@@ -40,7 +40,7 @@ impl FleetOutput {
             let _ = writeln!(out, "{json_line}");
             let _ = out.flush();
         } else if let Some(text) = text {
-            eprintln!("{text}");
+            crate::say!("{text}");
         }
     }
 

@@ -450,7 +450,7 @@ impl FailureDecider for TerminalDecider {
             };
             if choice == FailureDecision::Halt {
                 let s = hint.as_deref().unwrap_or("--state FILE");
-                eprintln!(
+                crate::say!(
                     "halted: step {:?} failed and nothing more was changed (exit 4); retry it with: asm-canary resume {s}   or roll back with: asm-canary rollback {s}",
                     request.step
                 );

@@ -2,6 +2,7 @@
 //! write in progress, marks the step interrupted and pauses: exit 4); the second aborts the
 //! process at once with exit 130.
 
+use std::io::Write as _;
 use tokio_util::sync::CancellationToken;
 
 /// The exit code of a process aborted by a second signal (128 + SIGINT).
@@ -23,12 +24,17 @@ pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<tokio::tas
             }
             seen += 1;
             if seen == 1 {
-                eprintln!(
+                // Not eprintln!: it panics when stderr is closed (`2>&1 | head`).
+                let _ = writeln!(
+                    std::io::stderr(),
                     "asm-canary: interrupted; finishing the current checkpoint write, then pausing (press Ctrl-C again to abort)"
                 );
                 token.cancel();
             } else {
-                eprintln!("asm-canary: aborted; resume from the checkpoint to continue");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "asm-canary: aborted; resume from the checkpoint to continue"
+                );
                 std::process::exit(ABORTED);
             }
         }
