@@ -390,3 +390,61 @@ async fn repoint_tag_refuses_a_tag_moved_by_someone_else() {
         "nothing removed"
     );
 }
+
+/// `onboard --take-over --yes` during a paused upgrade adopted that upgrade, onboarded, then
+/// gave the cluster up as finished: the half-done canary had no owner, the upgrade's checkpoint
+/// resumed as if nothing happened, and the onboarded pods on the canary's revision blocked its
+/// rollback. A day-2 run never adopts another kind of run: refused (exit 5), nothing changed,
+/// the upgrade still the owner and still resumable to completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_onboarding_never_takes_over_a_paused_upgrade() {
+    use asm_canary_sim::kube::{NamespaceShape, WorkloadShape};
+    let mut scenario = asm_canary_sim::Scenario::builtin("healthy").unwrap();
+    scenario.kube.namespaces.push(NamespaceShape {
+        name: "shop".into(),
+        deployments: vec![WorkloadShape {
+            name: "web".into(),
+            replicas: 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let sim = TestSim::start_with(scenario).await;
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "paused before complete: {}", stderr(&out));
+    let a = last_event(&out)["run_id"].as_str().unwrap().to_string();
+    let state = sim.dir.path().join("onboard.json");
+    let mut args = vec![
+        "onboard",
+        "-n",
+        "shop",
+        "--take-over",
+        "--yes",
+        "--unattended",
+        "--output",
+        "json",
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend(common::fast_day2());
+    let out = sim.run(&args).await;
+    assert_eq!(code(&out), 5, "refused: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("never takes over a run of asm-canary-upgrade"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(owner_run_id(&sim).await.as_deref(), Some(a.as_str()));
+    let labels = Api::<k8s_openapi::api::core::v1::Namespace>::all(sim.kube().await)
+        .get("shop")
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert!(!labels.contains_key("istio.io/rev"), "shop not labelled");
+    assert!(!state.exists(), "the onboarding left no checkpoint");
+    let out = sim.resume(&["--approve", "complete"]).await;
+    assert_eq!(code(&out), 0, "the upgrade completes: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
+}

@@ -136,6 +136,7 @@ impl TakeOver {
 pub async fn claim_owner(
     env: &Env,
     ask: TakeOver,
+    runbook: &str,
     run_id: &str,
     checkpoint: String,
     known: Option<&Checkpoint>,
@@ -149,8 +150,11 @@ pub async fn claim_owner(
         phase: "running".into(),
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         took_over: None,
+        runbook: Some(runbook.to_string()),
     };
-    let mut confirmed = ask.asked && ask.yes;
+    // The record is read first even with --take-over --yes: whose run it is decides whether
+    // this one may adopt it at all.
+    let mut confirmed = false;
     let mut gone = None;
     loop {
         match owner::claim(&env.kube, &mut me, confirmed).await {
@@ -169,8 +173,9 @@ pub async fn claim_owner(
             }
             Ok(Claimed::New | Claimed::Own) => return Ok((me, None)),
             Err(OwnerError::Owned { owner: theirs }) if !confirmed => {
+                refuse_foreign(&me, &theirs)?;
                 gone = checkpoint_gone(env, &theirs).await;
-                if gone.is_none() {
+                if gone.is_none() && !(ask.asked && ask.yes) {
                     ask.confirm(theirs)?;
                 }
                 confirmed = true;
@@ -181,6 +186,28 @@ pub async fn claim_owner(
             Err(e) => return Err(CliError::connect("cannot claim the cluster's upgrade", e)),
         }
     }
+}
+
+/// The day-2 runbooks: each finishes and gives the cluster up, so it adopts only a run of its
+/// own kind.
+const DAY2_RUNBOOKS: [&str; 2] = ["asm-canary-onboard", "asm-canary-patch-restart"];
+
+/// A run adopts only a run of its own runbook when either is a day-2 one: an onboarding that
+/// took over a paused upgrade finished, gave the cluster up and left that upgrade half done
+/// with no owner. A record without a runbook (written before it was kept) is an upgrade's.
+fn refuse_foreign(me: &Owner, theirs: &Owner) -> Result<(), CliError> {
+    let mine = me.runbook.as_deref().unwrap_or("asm-canary-upgrade");
+    let their = theirs.runbook.as_deref().unwrap_or("asm-canary-upgrade");
+    if mine == their || !(DAY2_RUNBOOKS.contains(&mine) || DAY2_RUNBOOKS.contains(&their)) {
+        return Ok(());
+    }
+    let e = OwnerError::Owned {
+        owner: theirs.clone(),
+    };
+    Err(CliError::locked(
+        format!("{e}; a run of {mine} never takes over a run of {their}, --take-over or not"),
+        None,
+    ))
 }
 
 /// A warning of the run `run_id` in its events (the take-over), before the engine's own.

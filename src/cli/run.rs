@@ -292,7 +292,8 @@ async fn hold_cluster(
         yes: run.yes,
         can_prompt: interactive(run),
     };
-    match claim_owner(env, ask, id, owner_checkpoint, known.as_ref()).await {
+    let runbook = &executor.runbook().name;
+    match claim_owner(env, ask, runbook, id, owner_checkpoint, known.as_ref()).await {
         Ok((me, note)) => Ok((lock, me, note)),
         Err(e) => {
             let _ = lock.release().await;

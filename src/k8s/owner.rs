@@ -37,6 +37,9 @@ pub struct Owner {
     pub since: String,
     /// The run this one took over with `--take-over`, if any.
     pub took_over: Option<String>,
+    /// The runbook's name (`asm-canary-upgrade`, `asm-canary-onboard`, …); absent from
+    /// records written before it was kept.
+    pub runbook: Option<String>,
 }
 
 impl Owner {
@@ -54,6 +57,7 @@ impl Owner {
             ("source", &self.source),
             ("target", &self.target),
             ("took-over", &self.took_over),
+            ("runbook", &self.runbook),
         ] {
             if let Some(v) = v {
                 put(k, v);
@@ -73,6 +77,7 @@ impl Owner {
             phase: get("phase").unwrap_or_default(),
             since: get("since").unwrap_or_default(),
             took_over: get("took-over"),
+            runbook: get("runbook"),
         }
     }
 
@@ -141,7 +146,7 @@ pub enum Claimed {
     /// The record was already this run's (a resumed run).
     Own,
     /// Another run's record, replaced on `--take-over`.
-    TookOver(Owner),
+    TookOver(Box<Owner>),
 }
 
 fn api(client: &Client) -> Api<ConfigMap> {
@@ -212,7 +217,7 @@ pub async fn claim(
             Claimed::Own
         } else if take_over {
             me.took_over = Some(theirs.run_id.clone());
-            Claimed::TookOver(theirs)
+            Claimed::TookOver(Box::new(theirs))
         } else {
             return Err(OwnerError::Owned { owner: theirs });
         };
@@ -287,6 +292,7 @@ mod tests {
             phase: "paused".into(),
             since: "2026-11-30T09:00:00Z".into(),
             took_over: Some("r0".into()),
+            runbook: Some("asm-canary-onboard".into()),
         };
         assert_eq!(Owner::from_data(&o.to_data()), o);
         assert!(!o.to_data().contains_key("target"), "absent stays absent");
@@ -303,6 +309,7 @@ mod tests {
             phase: "paused".into(),
             since: "2026-11-30T09:00:00Z".into(),
             took_over: None,
+            runbook: None,
         };
         let m = OwnerError::Owned { owner: o }.to_string();
         for want in [
