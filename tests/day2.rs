@@ -226,6 +226,24 @@ async fn patch_restart_resumes_after_it_was_killed_mid_wave() {
     let cp: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert_ne!(cp["state"], "completed");
     let stamps_at_kill = restart_stamps(&kube).await;
+    // `rollback` of it said "rolled back" (exit 0), undid nothing and ended the run: a patch
+    // restart has no rollback steps. Refused, the checkpoint as it was.
+    let kept = std::fs::read(&state).unwrap();
+    let out = sim
+        .run(&[
+            "rollback",
+            "--state",
+            state.to_str().unwrap(),
+            "--unattended",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has nothing to roll back"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), kept, "checkpoint untouched");
     tokio::time::sleep(Duration::from_secs(3)).await; // the dead run's lock expires
 
     let out = sim.resume(&[]).await;

@@ -327,6 +327,15 @@ async fn preflight(
         Mode::Resume { force } => executor.check_resume(&opts(force), false).await?,
         Mode::Rollback { force } => executor.check_resume(&opts(force), true).await?,
     };
+    if matches!(mode, Mode::Rollback { .. })
+        && !finished(&cp)
+        && executor.runbook().rollback.is_empty()
+    {
+        return Err(CliError::bad(format!(
+            "run {} ({}) has nothing to roll back: its runbook has no rollback steps (a patch restart only restarts workloads onto the revision they already use); continue it with `asm-canary resume` and the same checkpoint flags, or leave it as it is; nothing was changed",
+            cp.run_id, cp.runbook.name
+        )));
+    }
     Ok((!finished(&cp)).then_some(cp.run_id))
 }
 
