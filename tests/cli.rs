@@ -879,3 +879,31 @@ async fn proxy_status_refuses_a_namespace_that_does_not_exist() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("payments"), "{}", stdout(&out));
 }
+
+/// Regression: `proxy-status --revision` with a revision not installed (`asm-1-28`) or not a
+/// revision at all (`ASM-1-27`, `prod`) exited 1 asking whether that control plane was
+/// healthy; `-n ''` or `-n Payments` exited 1 from the client library. Bad input: exit 2,
+/// naming what is installed, nothing on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_refuses_a_revision_that_is_not_installed_or_no_revision() {
+    let sim = TestSim::start("healthy").await;
+    for (args, says) in [
+        (
+            &["--revision", "asm-1-28"][..],
+            "--revision asm-1-28: not installed in aks-sim (installed: asm-1-27)",
+        ),
+        (&["--revision", "ASM-1-27"][..], "--revision \"ASM-1-27\""),
+        (&["--revision", "prod"][..], "--revision \"prod\""),
+        (&["-n", ""][..], "is not a namespace name"),
+        (&["-n", "Payments"][..], "is not a namespace name"),
+    ] {
+        let mut argv = vec!["proxy-status"];
+        argv.extend_from_slice(args);
+        let out = sim.run(&argv).await;
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+    }
+    let out = sim.run(&["proxy-status", "--revision", "asm-1-27"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

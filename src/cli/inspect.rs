@@ -30,20 +30,30 @@ pub async fn proxy_status(args: ProxyStatusArgs) -> Result<u8, CliError> {
         namespace,
         output,
     } = args;
+    if let Some(r) = &revision {
+        r.parse::<crate::istio::Revision>()
+            .map_err(|e| CliError::bad_because(format!("--revision {r:?}: {e}"), e))?;
+    }
     let env = connect(&cluster, Pace::Real).await?.env;
     if let Some(ns) = &namespace {
         refuse_missing_namespace(&env, ns).await?;
     }
+    let installed = env
+        .arm
+        .get_cluster(&env.cluster)
+        .await
+        .map_err(|e| CliError::connect(format!("cannot read the cluster {}", env.cluster.name), e))?
+        .revisions();
     let revisions = match revision {
+        Some(r) if !installed.contains(&r) => {
+            return Err(CliError::bad(format!(
+                "--revision {r}: not installed in {} (installed: {})",
+                env.cluster.name,
+                installed.join(", ")
+            )));
+        }
         Some(r) => vec![r],
-        None => env
-            .arm
-            .get_cluster(&env.cluster)
-            .await
-            .map_err(|e| {
-                CliError::connect(format!("cannot read the cluster {}", env.cluster.name), e)
-            })?
-            .revisions(),
+        None => installed,
     };
     let mut rows = Vec::new();
     for rev in &revisions {
