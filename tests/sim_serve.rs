@@ -44,6 +44,14 @@ async fn sim_serve_prints_and_writes_the_settings_and_stops_on_sigterm() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("sim.env");
+    // An env file left from before, readable by all: it keeps the secrets of this run, so it
+    // is made 0600 too (it kept 0644).
+    std::fs::write(&env_file, "OLD=1\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let mut child = serve_command()
         .args(["--scenario", "healthy", "--env-file"])
         .arg(&env_file)
@@ -259,4 +267,40 @@ async fn sim_serve_fleet_prints_the_shared_settings_and_the_member_table() {
         early.starts_with("early") && early.contains("fails its gates"),
         "{early}"
     );
+}
+
+/// `--env-file` in a folder that does not exist, or naming a folder, exited 1 blaming the CA
+/// certificate, after writing `<name>-ca.pem` beside a folder. Bad input: exit 2, the reason,
+/// nothing written.
+#[tokio::test]
+async fn an_env_file_in_a_missing_folder_or_naming_a_folder_is_refused_before_anything_is_written()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    for (env_file, says) in [
+        (dir.path().join("missing").join("sim.env"), "does not exist"),
+        (folder.clone(), "is a directory"),
+    ] {
+        let out = serve_command()
+            .args(["--scenario", "healthy", "--env-file"])
+            .arg(&env_file)
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", env_file.display());
+        assert!(err.contains(says), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        [std::ffi::OsString::from("folder")],
+        "nothing written"
+    );
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
 }

@@ -93,6 +93,7 @@ fn ca_path(env_file: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), CliErr
     if let Some(env) = env_file {
         // Absolute, so the env file works from any directory.
         let env = std::path::absolute(env).map_err(|source| write_error(env, source))?;
+        check_env_file(&env)?;
         let stem = env
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -103,6 +104,27 @@ fn ca_path(env_file: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>), CliErr
     let dir = std::env::temp_dir().join(format!("asm-canary-sim-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| write_error(&dir, source))?;
     Ok((dir.join("ca.pem"), Some(dir)))
+}
+
+/// `--env-file` names a file (or nothing yet) in a folder that exists: checked before the CA
+/// is written beside it, so a typo leaves nothing behind.
+fn check_env_file(env: &Path) -> Result<(), CliError> {
+    let shown = env.display();
+    let dir = env.parent().unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(CliError::bad(format!(
+            "--env-file {shown}: the folder {} does not exist; create it first",
+            dir.display()
+        )));
+    }
+    let what = match std::fs::symlink_metadata(env) {
+        Ok(m) if m.is_dir() => "a directory; name a file in it",
+        Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
+            "not a regular file (a device, FIFO or socket)"
+        }
+        _ => return Ok(()),
+    };
+    Err(CliError::bad(format!("--env-file {shown} is {what}")))
 }
 
 async fn serve_async(

@@ -413,6 +413,7 @@ impl Scenario {
                 t.revision.clone(),
             ));
         }
+        check_shape(kube)?;
         named.extend(check_traffic(&kube.traffic)?);
         for (key, items) in [
             ("crashloop_revisions", &kube.crashloop_revisions),
@@ -455,6 +456,47 @@ pub const MAX_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
 /// A value where it is in the scenario: a path of keys and indexes, and the value or why it
 /// is out of range.
 type Named = (Vec<Seg>, String);
+
+/// The most pods a scenario may hold: ten times `large` (10,000), about 2.5 GB of simulator.
+pub const MAX_PODS: u64 = 100_000;
+
+/// The cluster's shape fits one machine (at most [`MAX_PODS`] pods, generated and listed
+/// together: a scenario of 4 billion namespaces ran the simulator out of memory) and names
+/// each namespace once (a second `payments` was dropped without a word).
+fn check_shape(kube: &crate::kube::KubeScenario) -> Result<(), Named> {
+    use Seg::{Index as I, Key as K};
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pods: u64 = 0;
+    for (i, ns) in kube.namespaces.iter().enumerate() {
+        if !seen.insert(ns.name.as_str()) {
+            return Err((
+                vec![K("kube"), K("namespaces"), I(i), K("name")],
+                format!(
+                    "namespace {:?} is listed twice; give each namespace once, with all its workloads",
+                    ns.name
+                ),
+            ));
+        }
+        for w in ns.deployments.iter().chain(&ns.statefulsets) {
+            pods = pods.saturating_add(u64::from(w.replicas));
+        }
+    }
+    if let Some(g) = &kube.generated {
+        let generated = u64::from(g.namespaces)
+            .saturating_mul(u64::from(g.deployments_per_namespace))
+            .saturating_mul(u64::from(g.replicas).max(1));
+        pods = pods.saturating_add(generated);
+    }
+    if pods > MAX_PODS {
+        return Err((
+            vec![K("kube")],
+            format!(
+                "the scenario holds {pods} pods; the simulator runs at most {MAX_PODS} (large is 10000: 200 namespaces × 10 Deployments × 5 replicas)"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// The traffic model's shares and factors in range; the revisions its faults name, with
 /// where each is, for the revision-name check.
@@ -787,6 +829,31 @@ mod tests {
         match Scenario::from_yaml("s.yaml", yaml) {
             Err(e @ ScenarioError::Parse { .. }) => e.to_string(),
             other => panic!("expected an error at a position, got {other:?}"),
+        }
+    }
+
+    /// A generated shape of 4294967295³ pods aborted the simulator out of memory, and a
+    /// namespace listed twice kept the first and dropped the second without a word: both are
+    /// refused where they are written.
+    #[test]
+    fn a_scenario_too_large_for_the_machine_or_naming_a_namespace_twice_is_refused() {
+        let err = refused_at(
+            "name: x\nkube:\n  generated: {namespaces: 4294967295, deployments_per_namespace: 4294967295, replicas: 4294967295}\n",
+        );
+        assert!(
+            err.starts_with("s.yaml:3:3: the scenario holds 18446744073709551615 pods; the simulator runs at most 100000"),
+            "{err}"
+        );
+        let err = refused_at(
+            "name: x\nkube:\n  namespaces:\n    - {name: payments}\n    - {name: orders}\n    - {name: payments}\n",
+        );
+        assert!(
+            err.starts_with("s.yaml:6:14: namespace \"payments\" is listed twice"),
+            "{err}"
+        );
+        let ok = "name: x\nkube:\n  generated: {namespaces: 1000, deployments_per_namespace: 10, replicas: 5}\n";
+        if let Err(e) = Scenario::from_yaml("s.yaml", ok) {
+            panic!("{e}");
         }
     }
 
