@@ -907,3 +907,123 @@ async fn proxy_status_refuses_a_revision_that_is_not_installed_or_no_revision() 
     let out = sim.run(&["proxy-status", "--revision", "asm-1-27"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// Regression: `report --state run.json --out run.json` replaced the paused run's checkpoint
+/// with Markdown (exit 0): the run could no longer be resumed or rolled back. `--out` naming
+/// the run's checkpoint, event log or lock, or any file holding JSON, is refused (exit 2) and
+/// left as it was; a report over an earlier report is fine.
+#[test]
+fn report_out_never_replaces_a_checkpoint_or_an_event_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run.json");
+    let checkpoint = serde_json::json!({
+        "schema_version": "1.0", "kind": "asm-canary/checkpoint", "run_id": "r-1",
+        "target": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-sim/providers/Microsoft.ContainerService/managedClusters/aks-sim",
+        "runbook": {"name": "asm-canary-upgrade", "sha256": "abc"},
+        "params": {}, "state": "paused", "reason": "awaiting approval of complete",
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        "steps": [], "rollback": [], "journal": [], "summary": {}
+    });
+    let bytes = serde_json::to_vec_pretty(&checkpoint).unwrap();
+    std::fs::write(&state, &bytes).unwrap();
+    let events = dir.path().join("run.json.events.jsonl");
+    std::fs::write(&events, "{\"event\":\"run_started\"}\n").unwrap();
+    let copy = dir.path().join("copy.json");
+    std::fs::write(&copy, &bytes).unwrap();
+    let report = |out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+            .arg("report")
+            .arg("--state")
+            .arg(&state)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    for (out, says) in [
+        (&state, "is a file of the run itself"),
+        (&events, "is a file of the run itself"),
+        (&copy, "holds JSON"),
+    ] {
+        let before = std::fs::read(out).unwrap();
+        let res = report(out);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{}: {err}", out.display());
+        assert!(err.contains(says), "{err}");
+        assert_eq!(
+            std::fs::read(out).unwrap(),
+            before,
+            "{} changed",
+            out.display()
+        );
+    }
+    let md = dir.path().join("run.md");
+    for _ in 0..2 {
+        let res = report(&md);
+        assert_eq!(
+            res.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+    }
+    assert!(
+        std::fs::read_to_string(&md)
+            .unwrap()
+            .starts_with("# asm-canary run r-1")
+    );
+}
+
+/// Regression: `resume --state link.json` (a symlink to the real checkpoint) replaced the link
+/// with a new file at the first checkpoint write: the real checkpoint stayed behind as a stale
+/// copy, and the two paths had two locks. A symbolic link, a socket or a FIFO as `--state` is
+/// refused (exit 2) before anything is read, taken or written.
+#[cfg(unix)]
+#[test]
+fn a_state_path_that_is_a_link_or_no_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.json");
+    std::fs::write(&real, "{}").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let socket = dir.path().join("run.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    for (command, path, says) in [
+        ("upgrade", &link, "is a symbolic link to"),
+        ("resume", &link, "is a symbolic link to"),
+        ("rollback", &link, "is a symbolic link to"),
+        ("upgrade", &socket, "is not a regular file"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"))
+            .args([command, "--unattended", "--state"])
+            .arg(path)
+            .env_remove("ASM_CANARY_LOG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command} {}: {err}",
+            path.display()
+        );
+        assert!(err.contains(says), "{command}: {err}");
+    }
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "{}");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["link.json", "real.json", "run.sock"],
+        "nothing created"
+    );
+}

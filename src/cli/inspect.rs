@@ -128,6 +128,7 @@ pub async fn report(args: ReportArgs) -> Result<u8, CliError> {
     };
     match out {
         Some(path) => {
+            refuse_run_file(&path, &state)?;
             asm_canary_engine::checkpoint::write_atomic(&path, text.as_bytes()).map_err(
                 |(_, e)| {
                     CliError::bad_because(
@@ -141,4 +142,48 @@ pub async fn report(args: ReportArgs) -> Result<u8, CliError> {
         None => super::print_stdout(&text),
     }
     Ok(crate::contract::exit::OK)
+}
+
+/// `report --out` never replaces a file of a run: the checkpoint, its event log or lock (`--out
+/// run.json` replaced the run's checkpoint with Markdown, exit 0), nor any file that holds JSON
+/// (a report is Markdown, HTML or SVG; JSON there is another run's checkpoint or events).
+fn refuse_run_file(out: &std::path::Path, state: &std::path::Path) -> Result<(), CliError> {
+    let same = |a: &std::path::Path, b: &std::path::Path| match (
+        std::fs::canonicalize(a),
+        std::fs::canonicalize(b),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let mut siblings = vec![state.to_path_buf()];
+    for suffix in [".events.jsonl", ".lock"] {
+        let mut p = state.as_os_str().to_owned();
+        p.push(suffix);
+        siblings.push(p.into());
+    }
+    let shown = out.display();
+    if siblings.iter().any(|s| same(out, s)) {
+        return Err(CliError::bad(format!(
+            "--out {shown} is a file of the run itself (its checkpoint, event log or lock); write the report elsewhere, e.g. --out {}.report.md",
+            state.display()
+        )));
+    }
+    let mut head = [0u8; 64];
+    // Only a regular file is opened (a FIFO would block the open).
+    let read = match std::fs::metadata(out) {
+        Ok(m) if m.is_file() => std::fs::File::open(out)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .unwrap_or(0),
+        _ => 0,
+    };
+    if head[..read]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{' || *b == b'[')
+    {
+        return Err(CliError::bad(format!(
+            "--out {shown} holds JSON (a checkpoint or an event log?), not a report; nothing was written: name another file"
+        )));
+    }
+    Ok(())
 }

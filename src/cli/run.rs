@@ -344,6 +344,24 @@ async fn preflight(
 /// probe file is removed at once).
 pub fn check_state_path(file: &Path) -> Result<(), CliError> {
     let shown = file.display();
+    // A link would be replaced by the first checkpoint written (the file it names left as it
+    // was, a stale copy), and the lock beside it is per path: two names, two runs.
+    if std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink()) {
+        let target = std::fs::canonicalize(file)
+            .map(|t| format!(" to {}", t.display()))
+            .unwrap_or_default();
+        return Err(CliError::bad(format!(
+            "--state {shown} is a symbolic link{target}; pass the checkpoint file itself"
+        )));
+    }
+    if let Ok(m) = std::fs::metadata(file)
+        && !m.is_file()
+        && !m.is_dir()
+    {
+        return Err(CliError::bad(format!(
+            "--state {shown} is not a regular file (a device, FIFO or socket); give the path of a checkpoint file"
+        )));
+    }
     if file.is_dir() {
         return Err(CliError::bad(format!(
             "--state {shown} is a directory; give the path of a checkpoint file, e.g. {}",

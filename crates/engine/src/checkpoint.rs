@@ -517,6 +517,9 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for Box<S> {
     }
 }
 
+/// The largest checkpoint file read: far above any run's (1.1 MB on the `large` scenario).
+pub const MAX_CHECKPOINT_BYTES: u64 = 256 << 20;
+
 /// Checkpoints in a file, with `<file>.lock` beside it.
 ///
 /// Writes go to a temp file in the same directory (mode 0600), which is fsynced, renamed over
@@ -567,12 +570,36 @@ impl FileStore {
         write_atomic(&self.path, bytes).map_err(|(op, e)| self.io(op)(e))
     }
 
+    /// The checkpoint's bytes: only from a regular file of at most [`MAX_CHECKPOINT_BYTES`]
+    /// (`--state /dev/zero` read gigabytes into memory, a FIFO blocked forever).
     pub fn read_sync(&self) -> Result<Option<Vec<u8>>, CheckpointError> {
-        match std::fs::read(&self.path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io("read")(e)),
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("read")(e)),
+        };
+        let refuse = |advice: String| CheckpointError::NotACheckpoint {
+            path: self.path.display().to_string(),
+            advice,
+        };
+        if !meta.is_file() {
+            return Err(refuse(
+                "it is not a regular file (a folder, device, FIFO or socket): name the checkpoint file".into(),
+            ));
         }
+        let mut bytes = Vec::new();
+        if meta.len() <= MAX_CHECKPOINT_BYTES {
+            File::open(&self.path)
+                .and_then(|f| f.take(MAX_CHECKPOINT_BYTES + 1).read_to_end(&mut bytes))
+                .map_err(self.io("read"))?;
+        }
+        if meta.len() > MAX_CHECKPOINT_BYTES || bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+            return Err(refuse(format!(
+                "it is larger than any checkpoint ({} MiB at most)",
+                MAX_CHECKPOINT_BYTES >> 20
+            )));
+        }
+        Ok(Some(bytes))
     }
 
     pub fn lock_sync(&self) -> Result<FileLock, CheckpointError> {

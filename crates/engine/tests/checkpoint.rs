@@ -466,3 +466,42 @@ fn an_atomic_write_refuses_to_replace_what_is_no_writable_regular_file() {
     checkpoint::write_atomic(&fresh, b"new").unwrap();
     assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "new");
 }
+
+/// `--state /dev/full` read the device into memory without end (gigabytes in seconds), and a
+/// FIFO blocked the read forever. A checkpoint is read only from a regular file of at most
+/// `MAX_CHECKPOINT_BYTES`; anything else is refused as not a checkpoint (exit 2), left as it was.
+#[cfg(unix)]
+#[test]
+fn a_checkpoint_is_read_only_from_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let huge = dir.path().join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(checkpoint::MAX_CHECKPOINT_BYTES + 1)
+        .unwrap();
+    for (path, says) in [
+        (&socket, "not a regular file"),
+        (&dir.path().to_path_buf(), "not a regular file"),
+        (&huge, "larger than any checkpoint"),
+    ] {
+        let err = FileStore::new(path).read_sync().unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::NotACheckpoint { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert_eq!(
+        std::fs::metadata(&huge).unwrap().len(),
+        checkpoint::MAX_CHECKPOINT_BYTES + 1
+    );
+    assert_eq!(
+        FileStore::new(dir.path().join("none.json"))
+            .read_sync()
+            .unwrap(),
+        None
+    );
+}
