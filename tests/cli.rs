@@ -668,16 +668,30 @@ fn cluster_flags_naming_another_cluster_than_the_checkpoint_are_refused() {
 
 /// `--parallelism 0`, `--param parallelism=-1` and huge counts were accepted; a negative one
 /// stored in the checkpoint then failed restart-back, making the rollback impossible. Integer
-/// params are bounded when parsed: exit 2 naming the param and the allowed range.
+/// params are bounded when parsed: exit 2 naming the param and the allowed range; so are the
+/// timeouts and the poll interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_integer_params_are_refused_naming_the_param_and_range() {
     let sim = TestSim::start("healthy").await;
     let state = sim.state_file();
     let s = state.to_str().unwrap();
-    for extra in [
-        &["--parallelism", "0"][..],
-        &["--param", "parallelism=-1"],
-        &["--param", "parallelism=9223372036854775807"],
+    for (extra, says) in [
+        (&["--parallelism", "0"][..], "allowed 1..=10000"),
+        (&["--param", "parallelism=-1"], "allowed 1..=10000"),
+        (
+            &["--param", "parallelism=9223372036854775807"],
+            "allowed 1..=10000",
+        ),
+        // A zero timeout failed every gate at once, the rollback's too: the cluster stayed
+        // on two revisions with a rollback that could never pass.
+        (
+            &["--param", "verify_timeout=0s"],
+            "0s is shorter than the minimum, 1s",
+        ),
+        (
+            &["--param", "poll_interval=0ms"],
+            "0ms is shorter than the minimum, 50ms",
+        ),
     ] {
         let mut args = vec![
             "upgrade",
@@ -691,8 +705,12 @@ async fn out_of_range_integer_params_are_refused_naming_the_param_and_range() {
         let out = sim.run(&args).await;
         assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
         let err = stderr(&out);
+        let name = match extra[0] {
+            "--param" => extra[1].split('=').next().unwrap(),
+            flag => flag.trim_start_matches("--"),
+        };
         assert!(
-            err.contains("param \"parallelism\"") && err.contains("allowed 1..=10000"),
+            err.contains(&format!("param \"{name}\"")) && err.contains(says),
             "{extra:?}: {err}"
         );
         assert!(

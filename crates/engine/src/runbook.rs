@@ -97,6 +97,9 @@ pub struct ParamSpec {
     /// The values an integer param may take (`min`/`max` in the runbook, else
     /// [`DEFAULT_INTEGER_RANGE`]); `None` for the other types.
     pub range: Option<RangeInclusive<i64>>,
+    /// The durations a duration param may take (`min`/`max` in the runbook, e.g. `min: 1s` for
+    /// a timeout: `0s` made every gate fail at once, the rollback's too); `None`: any.
+    pub durations: Option<RangeInclusive<std::time::Duration>>,
 }
 
 /// The range of an integer param whose runbook declares no `min`/`max`: integers in a runbook
@@ -107,6 +110,21 @@ impl ParamSpec {
     /// Checks `v` against the type and the range, converting strings given on a command line.
     pub fn check(&self, v: &Value) -> Result<Value, String> {
         let v = self.kind.coerce(v)?;
+        if let (Some(range), Value::String(text)) = (&self.durations, &v) {
+            let d = crate::duration::parse_duration(text)?;
+            if !range.contains(&d) {
+                let min = crate::duration::format_duration(*range.start());
+                return Err(match *range.end() {
+                    std::time::Duration::MAX => {
+                        format!("{text} is shorter than the minimum, {min}")
+                    }
+                    max => format!(
+                        "{text} is out of range: allowed {min}..={}",
+                        crate::duration::format_duration(max)
+                    ),
+                });
+            }
+        }
         if let (Some(range), Value::Number(n)) = (&self.range, &v) {
             let inside = n.as_i64().is_some_and(|i| range.contains(&i));
             if !inside {
@@ -387,11 +405,12 @@ struct RawParam {
     required: bool,
     #[serde(default)]
     description: Option<String>,
-    /// Integer params: the smallest and largest value allowed.
+    /// Integer params: the smallest and largest value allowed; duration params: the shortest
+    /// and longest (`1s`).
     #[serde(default)]
-    min: Option<Spanned<i64>>,
+    min: Option<Spanned<Value>>,
     #[serde(default)]
-    max: Option<Spanned<i64>>,
+    max: Option<Spanned<Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -811,6 +830,7 @@ impl Validator<'_> {
             required: p.value.required,
             description: p.value.description.clone(),
             range: self.param_range(name, kind, &p.value),
+            durations: self.duration_range(name, kind, &p.value),
         };
         spec.default = p.value.default.as_ref().and_then(|d| {
             spec.check(&d.value)
@@ -828,29 +848,72 @@ impl Validator<'_> {
         p: &RawParam,
     ) -> Option<RangeInclusive<i64>> {
         if !matches!(kind, ParamType::Integer | ParamType::CountOrPercent) {
-            for bound in [&p.min, &p.max].into_iter().flatten() {
-                self.problem(
-                    Pos::from(bound),
-                    format!(
-                        "param {name:?}: min and max apply to integer and count_or_percent params only"
-                    ),
-                );
+            if kind != ParamType::Duration {
+                for bound in [&p.min, &p.max].into_iter().flatten() {
+                    self.problem(
+                        Pos::from(bound),
+                        format!(
+                            "param {name:?}: min and max apply to integer, count_or_percent and duration params only"
+                        ),
+                    );
+                }
             }
             return None;
         }
-        let min = p
-            .min
-            .as_ref()
-            .map_or(*DEFAULT_INTEGER_RANGE.start(), |m| m.value);
-        let max = p
-            .max
-            .as_ref()
-            .map_or(*DEFAULT_INTEGER_RANGE.end(), |m| m.value);
+        let mut bound = |b: &Option<Spanned<Value>>, default: i64| match b {
+            None => default,
+            Some(v) => v.value.as_i64().unwrap_or_else(|| {
+                self.problem(
+                    Pos::from(v),
+                    format!("param {name:?}: min and max of an integer param are integers"),
+                );
+                default
+            }),
+        };
+        let min = bound(&p.min, *DEFAULT_INTEGER_RANGE.start());
+        let max = bound(&p.max, *DEFAULT_INTEGER_RANGE.end());
         if min > max {
             let at = p.max.as_ref().or(p.min.as_ref()).map(Pos::from);
             self.problem(
                 at.unwrap_or_default(),
                 format!("param {name:?}: min {min} is greater than max {max}"),
+            );
+        }
+        Some(min..=max)
+    }
+
+    /// A duration param's `min`/`max` (durations such as `1s`); `None` when it declares none.
+    fn duration_range(
+        &mut self,
+        name: &str,
+        kind: ParamType,
+        p: &RawParam,
+    ) -> Option<RangeInclusive<std::time::Duration>> {
+        if kind != ParamType::Duration || (p.min.is_none() && p.max.is_none()) {
+            return None;
+        }
+        let mut bound = |b: &Option<Spanned<Value>>, default: std::time::Duration| match b {
+            None => default,
+            Some(v) => match v.value.as_str().map(crate::duration::parse_duration) {
+                Some(Ok(d)) => d,
+                _ => {
+                    self.problem(
+                        Pos::from(v),
+                        format!(
+                            "param {name:?}: min and max of a duration param are durations such as 1s"
+                        ),
+                    );
+                    default
+                }
+            },
+        };
+        let min = bound(&p.min, std::time::Duration::ZERO);
+        let max = bound(&p.max, std::time::Duration::MAX);
+        if min > max {
+            let at = p.max.as_ref().or(p.min.as_ref()).map(Pos::from);
+            self.problem(
+                at.unwrap_or_default(),
+                format!("param {name:?}: min is longer than max"),
             );
         }
         Some(min..=max)

@@ -421,8 +421,43 @@ fn integer_bounds_are_checked_where_written() {
     );
     assert!(
         msgs.iter().any(|m| m.contains(
-            "param \"c\": min and max apply to integer and count_or_percent params only"
+            "param \"c\": min and max apply to integer, count_or_percent and duration params only"
         )),
+        "{p:?}"
+    );
+}
+
+/// `--param verify_timeout=0s` was taken: every gate timed out at once, the rollback's too,
+/// and the cluster stayed on two revisions. A duration param's `min`/`max` (durations) bound
+/// what it takes; a bound that is no duration is a problem at its line.
+#[test]
+fn duration_params_out_of_their_min_and_max_are_refused() {
+    let fakes = Fakes::new();
+    let yaml = format!(
+        "{HEAD}params:\n  t: {{ type: duration, default: 10m, min: 1s }}\n  s: {{ type: duration, default: 1s, min: 100ms, max: 1h }}\nsteps:\n  - id: a\n    action: echo\n"
+    );
+    let rb = Runbook::parse(&yaml, "rb.yaml", &fakes.registry()).unwrap();
+    let bind = |k: &str, v: &str| rb.bind_params(serde_json::json!({ k: v }).as_object().unwrap());
+    let err = bind("t", "0s").unwrap_err();
+    assert!(
+        err.contains("param \"t\": 0s is shorter than the minimum, 1s"),
+        "{err}"
+    );
+    let err = bind("s", "2h").unwrap_err();
+    assert!(
+        err.contains("2h is out of range: allowed 100ms..=1h"),
+        "{err}"
+    );
+    assert!(bind("t", "1s").is_ok());
+    assert!(bind("s", "100ms").is_ok());
+    let p = problems(&format!(
+        "{HEAD}params:\n  t: {{ type: duration, min: 5 }}\n  u: {{ type: string, min: 1s }}\nsteps:\n  - id: a\n    action: echo\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].2.contains("durations such as 1s"), "{p:?}");
+    assert!(
+        p[1].2
+            .contains("integer, count_or_percent and duration params only"),
         "{p:?}"
     );
 }
