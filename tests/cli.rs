@@ -1045,3 +1045,34 @@ fn a_state_path_that_is_a_link_or_no_regular_file_is_refused() {
         "nothing created"
     );
 }
+
+/// Regression: `--lock-duration 0` became a 1 s Lease and `--lock-duration
+/// 18446744073709551615` one of 68 years (a dead run's lock that never expires, exit 5 for
+/// every later run). The flag (or `ASM_CANARY_LOCK_DURATION`) takes 1 to 3600 s; else exit 2.
+#[test]
+fn a_lock_duration_out_of_range_is_refused() {
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
+        cmd.args(args).env_remove("ASM_CANARY_LOCK_DURATION");
+        if let Some(v) = env {
+            cmd.env("ASM_CANARY_LOCK_DURATION", v);
+        }
+        cmd.output().unwrap()
+    };
+    for (args, env) in [
+        (&["upgrade", "--lock-duration", "0"][..], None),
+        (&["upgrade", "--lock-duration", "3601"], None),
+        (&["resume", "--lock-duration", "18446744073709551615"], None),
+        (&["upgrade"], Some("0")),
+        (
+            &["fleet", "run", "--fleet", "f.yaml", "--lock-duration", "0"],
+            None,
+        ),
+    ] {
+        let out = run(args, env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains("--lock-duration"), "{args:?}: {err}");
+        assert!(err.contains("1..=3600"), "{args:?}: {err}");
+    }
+}

@@ -46,8 +46,9 @@ pub struct FleetRunArgs {
     /// `text` for people (stderr), `json` for pipelines (JSON Lines on stdout).
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
-    /// How long each cluster's lock lasts without renewal, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// How long each cluster's lock lasts without renewal, in seconds (1 to 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(super::run::LOCK_SECONDS))]
     pub lock_duration: u64,
     #[command(flatten)]
     pub azure: ClusterArgs,

@@ -30,6 +30,10 @@ use crate::k8s::owner::Owner;
 use crate::steps::Env;
 use crate::ui;
 
+/// `--lock-duration`: a Lease of 0 s was taken as 1 s and one of 2^64 s as 68 years (a dead
+/// run's lock that never expires).
+pub const LOCK_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
+
 /// Flags shared by everything that runs the runbook.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -58,12 +62,14 @@ pub struct RunArgs {
     /// Answer yes to the confirmation of `--break-lock` and `--take-over`.
     #[arg(long)]
     pub yes: bool,
-    /// How long the cluster lock lasts without renewal, in seconds (renewed every third).
+    /// How long the cluster lock lasts without renewal, in seconds (renewed every third;
+    /// 1 to 3600).
     #[arg(
         long,
         value_name = "SECS",
         default_value_t = 60,
-        env = "ASM_CANARY_LOCK_DURATION"
+        env = "ASM_CANARY_LOCK_DURATION",
+        value_parser = clap::value_parser!(u64).range(LOCK_SECONDS)
     )]
     pub lock_duration: u64,
     #[command(flatten)]
