@@ -918,7 +918,11 @@ impl Run {
                 }
             }
         }
-        self.update(|cp| cp.state = RunState::RolledBack).await?;
+        self.update(|cp| {
+            cp.state = RunState::RolledBack;
+            cp.reason = Some(rollback_cause(cp));
+        })
+        .await?;
         self.emitter.emit(Event::RollbackFinished {
             ok: true,
             error: None,
@@ -1653,6 +1657,26 @@ pub async fn read_checkpoint(store: &dyn CheckpointStore) -> Result<Checkpoint, 
         }
         .into()
     })
+}
+
+/// Why a finished rollback was made: the forward step that failed (its error), or the
+/// request; never what interrupted or failed the rollback on the way ("rollback interrupted at
+/// step …", "rollback step … failed: … a person must look"), which a finished rollback is past.
+fn rollback_cause(cp: &Checkpoint) -> String {
+    let transient = cp.reason.as_deref().is_none_or(|r| {
+        r.starts_with("rollback interrupted at step") || r.starts_with("rollback step ")
+    });
+    if !transient {
+        return cp.reason.clone().unwrap_or_default();
+    }
+    let failed = cp.failed_step.as_deref().and_then(|id| {
+        let rec = cp.steps.iter().find(|r| r.id == id)?;
+        Some(match &rec.error {
+            Some(error) => format!("step {id:?} failed: {error}"),
+            None => format!("step {id:?} failed"),
+        })
+    });
+    failed.unwrap_or_else(|| "rollback requested".into())
 }
 
 /// Asks every forward step that has started whether the run may still be rolled back

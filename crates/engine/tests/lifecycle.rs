@@ -981,6 +981,12 @@ async fn interrupted_during_rollback_resume_continues_the_rollback() {
         .unwrap();
     assert_eq!(r.outcome, Outcome::Paused);
     assert_eq!(load(&state).state, RunState::RollingBack);
+    assert!(
+        r.reason
+            .as_deref()
+            .is_some_and(|t| t.starts_with("rollback interrupted at step \"undo-more\"")),
+        "{r:?}"
+    );
     f.effect.clear_interrupt();
     let r = executor(&yaml, &f, &state, &ev)
         .resume(ResumeOptions::default())
@@ -988,6 +994,13 @@ async fn interrupted_during_rollback_resume_continues_the_rollback() {
         .unwrap();
     assert_eq!(r.outcome, Outcome::RolledBack);
     assert_eq!(r.exit_code(), 3);
+    // The finished rollback says why it was made, not what interrupted it on the way (the
+    // report and `status` showed "rollback interrupted" for a clean rollback).
+    assert_eq!(r.reason.as_deref(), Some("step \"c\" failed: boom"));
+    assert_eq!(
+        load(&state).reason.as_deref(),
+        Some("step \"c\" failed: boom")
+    );
     assert_eq!(
         (
             f.world.count("undo:a"),
