@@ -515,3 +515,49 @@ async fn patch_restart_refuses_a_namespace_it_would_find_nothing_in() {
     let out = day2(&sim, &["patch-restart", "-n", "payments", "--plan"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Onboarding while the injecting istiod had no ready pod planned as usual, labelled, restarted
+/// and failed its gates (the injector refused every pod) before rolling back. It is refused
+/// up front (exit 2), nothing labelled or restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboard_refuses_while_the_injecting_istiod_has_no_ready_pod() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let sim = sim_with_shop(false).await;
+    let kube = sim.kube().await;
+    let deployments = Api::<Deployment>::namespaced(kube.clone(), "aks-istio-system");
+    let scale = serde_json::json!({ "spec": { "replicas": 0 } });
+    deployments
+        .patch(
+            &format!("istiod-{REV}"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&scale),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !asm_canary::k8s::mesh::istiod_pods(&kube, REV)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "istiod scaled to 0");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stamps = restart_stamps(&kube).await;
+    for plan in [true, false] {
+        let mut args = vec!["onboard", "-n", "shop"];
+        if plan {
+            args.push("--plan");
+        }
+        let out = day2(&sim, &args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("istiod of asm-1-27 has no ready pod"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!sim.state_file().exists(), "no checkpoint");
+    }
+    assert_eq!(rev_label(&kube, "shop").await, None, "shop not labelled");
+    assert_eq!(restart_stamps(&kube).await, stamps, "nothing restarted");
+}

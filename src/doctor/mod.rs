@@ -179,12 +179,7 @@ pub(crate) fn is_running(pod: &Pod) -> bool {
 
 /// The pod's Ready condition is True.
 pub(crate) fn is_ready(pod: &Pod) -> bool {
-    is_running(pod)
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    is_running(pod) && crate::k8s::mesh::pod_ready(pod)
 }
 
 /// `kubectl rollout restart deployment/api -n payments`.

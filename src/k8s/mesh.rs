@@ -21,6 +21,14 @@ pub fn monitoring_port(pod: &Pod) -> u16 {
         .unwrap_or(ISTIOD_MONITORING_PORT)
 }
 
+/// Whether a pod's `Ready` condition is `True`.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Running istiod pods of `revision` in `aks-istio-system`, sorted by name.
 pub async fn istiod_pods(client: &Client, revision: &str) -> Result<Vec<Pod>, K8sError> {
     let selector = istiod_selector(revision);

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::restart::{WaveSpec, plan_each, restart_in_waves};
 use super::tag::{KIND_RELABEL_SET, relabel_set};
-use super::{Env, arm_err, kube_err, outputs};
+use super::{Env, arm_err, k8s_err, kube_err, outputs};
 use crate::istio::{INJECTION_LABEL, REV_LABEL};
 
 pub struct OnboardPreflight(pub Arc<Env>);
@@ -146,6 +146,16 @@ pub async fn onboard_scope(
             }
         },
     };
+    // Its injector refuses every pod while its istiod has no ready pod: the restarted
+    // workloads would not come back (the run failed its gates and rolled back).
+    let istiods = crate::k8s::mesh::istiod_pods(&env.kube, &injects)
+        .await
+        .map_err(|e| k8s_err(format!("reading istiod of {injects}"), e))?;
+    if !istiods.iter().any(crate::k8s::mesh::pod_ready) {
+        return Ok(Err(format!(
+            "istiod of {injects} has no ready pod, so its injector refuses every pod it matches: the restarted workloads would not come back; see `asm-canary doctor`, and onboard once istiod is ready"
+        )));
+    }
     let api: Api<Namespace> = Api::all(env.kube.clone());
     let mut scope = OnboardScope {
         namespaces: Vec::new(),
