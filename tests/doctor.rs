@@ -242,6 +242,33 @@ async fn legacy_and_unknown_revision_labels_are_named() {
     assert_eq!(warned[0].1, vec!["legacy"]);
 }
 
+/// The `prod` tag's webhook gone while namespaces still carry `istio.io/rev=prod`: the doctor
+/// told each namespace to be relabelled to a revision and restarted (pinning it off the tag,
+/// restarting pods that had their sidecars). It is one finding now, fixed by restoring the tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_labelled_for_a_missing_tag_are_fixed_by_restoring_the_tag() {
+    let mut s = healthy();
+    s.kube.tags.clear();
+    let (code, doc) = doctor(s).await;
+    assert_eq!(code, 3, "{doc:#}");
+    let broken = findings(&doc, "namespace-labels", "broken");
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    let (message, objects, fix) = &broken[0];
+    assert!(message.contains("but tag prod does not exist"), "{message}");
+    assert!(objects.contains(&"payments".to_string()), "{objects:?}");
+    assert!(
+        objects.len() >= 2,
+        "every namespace of the tag: {objects:?}"
+    );
+    assert!(
+        fix.starts_with(
+            "istioctl tag set prod --revision asm-1-27 --istioNamespace aks-istio-system"
+        ),
+        "{fix}"
+    );
+    assert!(!fix.contains("kubectl label"), "{fix}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_at_a_removed_revision_is_broken() {
     let mut s = healthy();

@@ -103,6 +103,7 @@ pub fn labels(o: &Observed) -> Vec<Finding> {
         if let Some(value) = labels.get(REV_LABEL)
             && !o.installed.contains(value)
             && !tags.contains_key(value)
+            && value.parse::<crate::istio::Revision>().is_ok()
         {
             out.push(Finding::broken(
                 format!(
@@ -114,7 +115,47 @@ pub fn labels(o: &Observed) -> Vec<Finding> {
             ));
         }
     }
+    out.extend(missing_tags(o, &tags));
     out
+}
+
+/// `istio.io/rev` values that are no revision name and no tag: a tag whose webhook is gone
+/// (deleted by hand, or never created). One finding per tag, with the command that restores
+/// it; relabelling each namespace to a revision (the fix given before) pinned them off the tag
+/// and restarted pods that already had their sidecars.
+fn missing_tags(o: &Observed, tags: &BTreeMap<String, (String, Option<String>)>) -> Vec<Finding> {
+    let mut by_tag: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ns in &o.namespaces {
+        if let Some(value) = ns_labels(ns).get(REV_LABEL)
+            && !o.installed.contains(value)
+            && !tags.contains_key(value)
+            && value.parse::<crate::istio::Revision>().is_err()
+        {
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            by_tag.entry(value.clone()).or_default().push(name);
+        }
+    }
+    let revision = o
+        .installed
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "<revision>".into());
+    by_tag
+        .into_iter()
+        .map(|(tag, namespaces)| {
+            Finding::broken(
+                format!(
+                    "{} namespace(s) are labelled istio.io/rev={tag}, but tag {tag} does not exist (no revision-tag webhook): new pods there get no sidecar ({})",
+                    namespaces.len(),
+                    namespaces.join(", ")
+                ),
+                namespaces,
+                format!(
+                    "istioctl tag set {tag} --revision {revision} --istioNamespace {ISTIO_NAMESPACE} (restores the tag; pods that have their sidecar need no restart)"
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Tags whose webhook sends pods to a revision that is not installed: pod creation in their
