@@ -412,3 +412,39 @@ fn a_bad_clusters_file_says_where() {
         stderr(&out)
     );
 }
+
+/// Regression: a fleet file whose upgrade settings the runbook refuses (`params:
+/// {nonsense_param: 3}`, `soak: abc`) passed `fleet plan` (every cluster "ready") and `fleet
+/// run` halted at its first cluster for good. Both refuse it before ARM is asked anything:
+/// exit 2, the file, the stage and the runbook's words; no fleet checkpoint.
+#[test]
+fn upgrade_settings_the_runbook_refuses_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for (params, says) in [
+        ("{nonsense_param: 3}", "unknown param \"nonsense_param\""),
+        ("{soak: abc}", "param \"soak\""),
+        ("{verify_timeout: 0s}", "0s is shorter than the minimum, 1s"),
+    ] {
+        let fleet = write(
+            dir.path(),
+            "fleet.yaml",
+            &format!(
+                "apiVersion: asm-canary.fleet/1\nclusters:\n  - subscription: 11111111-1111-1111-1111-111111111111\nstages:\n  - name: canary\n    selector: {{tags: {{asm-canary/ring: canary}}}}\n    upgrade:\n      params: {params}\n"
+            ),
+        );
+        let state = dir.path().join("fleet-state.json");
+        for command in ["plan", "run"] {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_asm-canary"));
+            cmd.args(["fleet", command, "--fleet", &fleet]);
+            if command == "run" {
+                cmd.arg("--state").arg(&state);
+            }
+            let out = cmd.env_remove("ASM_CANARY_LOG").output().unwrap();
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command} {params}: {err}");
+            assert!(err.contains("stage \"canary\""), "{command}: {err}");
+            assert!(err.contains(says), "{command}: {err}");
+            assert!(!state.exists(), "{command}: no fleet checkpoint");
+        }
+    }
+}

@@ -128,6 +128,9 @@ pub async fn patch_restart(args: PatchRestartArgs) -> Result<u8, CliError> {
         params.insert("namespaces".into(), json!(namespaces));
     }
     run.builtin = Builtin::PatchRestart;
+    if run.runbook.is_none() {
+        run.builtin.check_params(&params)?;
+    }
     let env = connect(&cluster, Pace::Real).await?.env;
     start(env, run, params, options.plan).await
 }
@@ -150,6 +153,9 @@ pub async fn onboard(args: OnboardArgs) -> Result<u8, CliError> {
     params.insert("tag".into(), json!(tag));
     params.insert("revision".into(), json!(revision.unwrap_or_default()));
     run.builtin = Builtin::Onboard;
+    if run.runbook.is_none() {
+        run.builtin.check_params(&params)?;
+    }
     let env = connect(&cluster, Pace::Real).await?.env;
     start(env, run, params, options.plan).await
 }

@@ -78,6 +78,31 @@ pub fn stage_options(
     Ok((flags.upgrade, flags.approve))
 }
 
+/// Every stage's upgrade settings, as the runs of its clusters will get them (over `base`),
+/// checked against the upgrade runbook's params before ARM is asked anything: a name or value
+/// the runbook refuses (`nonsense_param: 3`, `soak: abc`) halted the fleet at its first
+/// cluster, for good.
+pub fn check_stage_params(
+    file: &FleetFile,
+    base: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), CliError> {
+    for stage in &file.stages {
+        let mut params = base.clone();
+        params.extend(stage_options(&stage.upgrade)?.0.params()?);
+        super::request::Builtin::Upgrade
+            .check_params(&params)
+            .map_err(|e| {
+                CliError::bad(format!(
+                    "{}: stage {:?}: the upgrade settings: {}; nothing was started",
+                    file.origin,
+                    stage.name,
+                    e.chain()
+                ))
+            })?;
+    }
+    Ok(())
+}
+
 /// The stages `--approve stage:NAME` names; anything else is refused.
 pub fn stage_approvals(given: &[String], file: &FleetFile) -> Result<Vec<String>, CliError> {
     given
@@ -185,9 +210,7 @@ pub async fn run_fleet(
     // What can be refused locally is, before ARM is asked anything.
     let (file, digest) = read_fleet(&args.fleet)?;
     let approved = stage_approvals(&args.approve, &file)?;
-    for stage in &file.stages {
-        stage_options(&stage.upgrade)?.0.params()?;
-    }
+    check_stage_params(&file, &params)?;
     super::run::check_state_path(&args.state)?;
     let store = FileStore::new(&args.state);
     let _lock = store.lock().await.map_err(EngineError::from)?;

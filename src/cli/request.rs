@@ -53,6 +53,18 @@ impl Builtin {
         }
     }
 
+    /// Checks `params` against this runbook's declared params (names, types, ranges) without
+    /// connecting: a bad value is refused (exit 2) before Azure is asked anything, with the
+    /// engine's words.
+    pub fn check_params(self, params: &Map<String, Value>) -> Result<(), CliError> {
+        let (text, origin) = self.source();
+        let rb = asm_canary_engine::Runbook::parse_params(text, origin)
+            .map_err(|e| CliError::internal("the built-in runbook", e))?;
+        rb.bind_params(params).map(drop).map_err(|detail| {
+            CliError::bad(format!("bad params for runbook {}: {detail}", rb.name))
+        })
+    }
+
     /// The built-in runbook called `name`.
     pub fn named(name: &str) -> Option<Builtin> {
         Self::ALL.into_iter().find(|b| b.name() == name)

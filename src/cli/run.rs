@@ -630,7 +630,11 @@ pub async fn upgrade(args: UpgradeArgs) -> Result<u8, CliError> {
         skip_if_not_ready,
     } = args;
     let params = upgrade.params()?;
-    // A checkpoint file given is checked before connecting: bad local input is refused first.
+    // Bad local input is refused before connecting: the params (when the runbook is the
+    // built-in one), then a checkpoint file given.
+    if run.runbook.is_none() {
+        run.builtin.check_params(&params)?;
+    }
     if let (StateBackend::File, Some(file)) = (run.checkpoint.state_backend, &run.checkpoint.state)
     {
         check_state_path(file)?;

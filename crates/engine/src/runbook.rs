@@ -481,39 +481,44 @@ impl Runbook {
 
     /// Parses and validates runbook text; `origin` names it in errors (a file path).
     pub fn parse(text: &str, origin: &str, registry: &Registry) -> Result<Runbook, RunbookError> {
-        let sha256 = sha256_hex(text.as_bytes());
-        let raw: RawRunbook = serde_saphyr::from_str(text).map_err(|e| {
-            let pos = e
-                .location()
-                .map(|l| Pos {
-                    line: l.line() as u32,
-                    column: l.column() as u32,
-                })
-                .unwrap_or_default();
-            RunbookError::Invalid {
-                origin: origin.to_string(),
-                problems: vec![Problem {
-                    pos,
-                    message: first_line(&e.to_string()),
-                }],
-            }
-        })?;
+        let raw = raw_runbook(text, origin)?;
         let mut v = Validator {
             problems: Vec::new(),
             registry,
             param_types: HashMap::new(),
         };
-        let mut rb = v.build(raw, origin, sha256);
+        let mut rb = v.build(raw, origin, sha256_hex(text.as_bytes()));
         rb.text = text.to_string();
-        if v.problems.is_empty() {
-            Ok(rb)
-        } else {
-            v.problems.sort_by_key(|p| (p.pos.line, p.pos.column));
-            Err(RunbookError::Invalid {
-                origin: origin.to_string(),
-                problems: v.problems,
-            })
-        }
+        v.finish(rb, origin)
+    }
+
+    /// The runbook's name and params alone, its steps left out (their actions and gates are
+    /// not looked up, so no registry is needed): to check param values (`--param`, a fleet
+    /// file's settings) before anything is connected. [`Runbook::bind_params`] on it checks
+    /// exactly as on the whole runbook.
+    pub fn parse_params(text: &str, origin: &str) -> Result<Runbook, RunbookError> {
+        let raw = raw_runbook(text, origin)?;
+        let registry = Registry::new();
+        let mut v = Validator {
+            problems: Vec::new(),
+            registry: &registry,
+            param_types: HashMap::new(),
+        };
+        let params = (raw.params.iter())
+            .map(|(name, p)| v.param(name, p))
+            .collect();
+        let rb = Runbook {
+            name: raw.name.value,
+            description: raw.description,
+            params,
+            steps: Vec::new(),
+            rollback: Vec::new(),
+            summary: Vec::new(),
+            origin: origin.to_string(),
+            sha256: sha256_hex(text.as_bytes()),
+            text: text.to_string(),
+        };
+        v.finish(rb, origin)
     }
 
     /// Forward steps, then rollback steps.
@@ -587,6 +592,26 @@ impl Runbook {
             Err(problems.join("; "))
         }
     }
+}
+
+/// The runbook's YAML, parsed into its raw shape; a syntax error at its position.
+fn raw_runbook(text: &str, origin: &str) -> Result<RawRunbook, RunbookError> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line() as u32,
+                column: l.column() as u32,
+            })
+            .unwrap_or_default();
+        RunbookError::Invalid {
+            origin: origin.to_string(),
+            problems: vec![Problem {
+                pos,
+                message: first_line(&e.to_string()),
+            }],
+        }
+    })
 }
 
 /// The first line of a YAML error, without the `error: line L column C:` prefix (the
@@ -788,6 +813,18 @@ impl Validator<'_> {
             sha256,
             text: String::new(),
         }
+    }
+
+    /// The runbook, or every problem found, in file order.
+    fn finish(mut self, rb: Runbook, origin: &str) -> Result<Runbook, RunbookError> {
+        if self.problems.is_empty() {
+            return Ok(rb);
+        }
+        self.problems.sort_by_key(|p| (p.pos.line, p.pos.column));
+        Err(RunbookError::Invalid {
+            origin: origin.to_string(),
+            problems: self.problems,
+        })
     }
 
     /// `apiVersion`, and at least one step.

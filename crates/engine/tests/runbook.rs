@@ -461,3 +461,27 @@ fn duration_params_out_of_their_min_and_max_are_refused() {
         "{p:?}"
     );
 }
+
+/// `Runbook::parse_params` reads the params alone (no registry: the steps' actions are not
+/// looked up) and binds values exactly as the whole runbook does: the CLI checks `--param`
+/// and a fleet file's settings with it before connecting.
+#[test]
+fn the_params_alone_bind_as_the_whole_runbook_does() {
+    let yaml = format!(
+        "{HEAD}params:\n  t: {{ type: duration, default: 10m, min: 1s }}\n  n: {{ type: integer, default: 3, min: 1, max: 5 }}\nsteps:\n  - id: a\n    action: no-such-action\n"
+    );
+    let rb = Runbook::parse_params(&yaml, "rb.yaml").unwrap();
+    assert!(rb.steps.is_empty());
+    let bind = |v: serde_json::Value| rb.bind_params(v.as_object().unwrap());
+    assert_eq!(bind(serde_json::json!({})).unwrap()["n"], 3);
+    let err = bind(serde_json::json!({"n": 9, "x": 1})).unwrap_err();
+    assert!(err.contains("unknown param \"x\""), "{err}");
+    assert!(
+        err.contains("param \"n\": 9 is out of range: allowed 1..=5"),
+        "{err}"
+    );
+    let err = bind(serde_json::json!({"t": "0s"})).unwrap_err();
+    assert!(err.contains("shorter than the minimum"), "{err}");
+    let bad = format!("{HEAD}params:\n  t: {{ type: nope }}\nsteps: []\n");
+    assert!(Runbook::parse_params(&bad, "rb.yaml").is_err());
+}
