@@ -448,3 +448,43 @@ async fn an_onboarding_never_takes_over_a_paused_upgrade() {
     assert_eq!(code(&out), 0, "the upgrade completes: {}", stderr(&out));
     assert_eq!(sim.revisions().await, vec!["asm-1-29"]);
 }
+
+/// `rollback --from-cluster --take-over` without `--yes` (unattended) while a paused run owns
+/// the canary was refused (exit 5) only after it had written its adoption's checkpoint; the
+/// retry with `--yes` was then refused as "checkpoint already exists". The unconfirmed
+/// take-over is refused before anything is written, and the retry goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_take_over_from_the_cluster_writes_nothing() {
+    let sim = TestSim::start("healthy").await;
+    let out = sim.upgrade(&["--approve", "start"]).await;
+    assert_eq!(code(&out), 4, "paused before complete: {}", stderr(&out));
+    let a = last_event(&out)["run_id"].as_str().unwrap().to_string();
+    let fc = sim.dir.path().join("fc.json");
+    let rollback = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "rollback",
+            "--from-cluster",
+            "--take-over",
+            "--unattended",
+            "--state",
+            fc.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(common::FAST);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = rollback(&[]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sim.run(&argv).await;
+    assert_eq!(code(&out), 5, "unconfirmed: {}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(!fc.exists(), "no checkpoint written by a refused command");
+    assert_eq!(owner_run_id(&sim).await.as_deref(), Some(a.as_str()));
+    assert_eq!(sim.revisions().await, vec!["asm-1-27", "asm-1-29"]);
+
+    let args = rollback(&["--yes"]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sim.run(&argv).await;
+    assert_eq!(code(&out), 0, "confirmed: {}", stderr(&out));
+    assert_eq!(sim.revisions().await, vec!["asm-1-27"]);
+}

@@ -65,6 +65,25 @@ pub async fn refuse_if_owned(env: &Env, take_over: bool) -> Result<(), CliError>
     }
 }
 
+/// `--take-over` that cannot be confirmed (no `--yes`, no person to ask) while another run's
+/// record stands: refused (exit 5) before anything is written — `rollback --from-cluster`
+/// wrote its adoption's checkpoint first and left it behind when the claim was refused.
+pub async fn refuse_unconfirmed_take_over(env: &Env, ask: TakeOver) -> Result<(), CliError> {
+    if !ask.asked || ask.yes || ask.can_prompt {
+        return Ok(());
+    }
+    match owner::read(&env.kube).await {
+        Ok(Some((theirs, _))) if checkpoint_gone(env, &theirs).await.is_none() => {
+            ask.confirm(theirs)
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(CliError::connect(
+            "cannot read the cluster's owner record",
+            e,
+        )),
+    }
+}
+
 /// Why `theirs` is a record no command can continue, if it is: its checkpoint does not exist
 /// (the run was stopped between its claim and its first checkpoint, or its checkpoint was
 /// archived). Only what this process can see is judged: a checkpoint file on another host,

@@ -745,6 +745,12 @@ pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
     }
     refuse_existing(&location.store).await?;
     refuse_if_owned(&env, run.take_over).await?;
+    let ask = TakeOver {
+        asked: run.take_over,
+        yes: run.yes,
+        can_prompt: interactive(&run),
+    };
+    super::owner::refuse_unconfirmed_take_over(&env, ask).await?;
     use crate::steps::recover::{FromCluster, from_cluster, rollback_seed};
     let found = from_cluster(&env)
         .await
