@@ -358,6 +358,19 @@ async fn an_approval_between_stages_pauses_the_fleet_until_approve_stage_is_give
     let status = fleet.status().await;
     assert_eq!(status["state"], "completed");
     assert!(status["next"].is_null());
+    // The clusters it upgraded keep their finished checkpoints: the next plan called them
+    // blocked ("set it aside with state archive"), though they are at their target.
+    let out = fleet
+        .command(&["fleet", "plan", "--fleet", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["aks-a-0", "aks-b-2"] {
+        let line = text.lines().find(|l| l.contains(name)).unwrap_or_default();
+        assert!(line.contains("at target"), "{name}: {text}");
+    }
 }
 
 /// ARM PUTs of each cluster (start and complete: two per upgrade) and restart PATCHes per
@@ -455,9 +468,36 @@ async fn fleet_plan_shows_each_cluster_with_its_verdict_and_changes_nothing() {
     assert_eq!(verdicts["aks-canary-3"].1, "at-target");
     assert_eq!(verdicts["aks-early-4"].1, "blocked");
     assert_eq!(verdicts["aks-prod-4"].1, "stale-canary");
+    // A canary namespace no cluster of the stage has: the plan said "ready" and the run then
+    // skipped each cluster as blocked. The plan says blocked, with the run's reason.
+    let typo = THREE_RINGS.replace(
+        "    after: {approval: true}\n",
+        "    after: {approval: true}\n    upgrade:\n      canary_namespaces: [nosuchns]\n",
+    );
+    let file = fleet.fleet_file(&typo);
+    let out = fleet
+        .command(&["fleet", "plan", "--fleet", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("aks-canary-1"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("blocked") && line.contains("nosuchns"),
+        "{text}"
+    );
+    // The refusals include the server-side dry run of the shared ConfigMap's copy, a POST
+    // the simulator's log cannot tell from a create (as tests/e2e_traps.rs allows it).
     assert!(
         fleet.handle.requests().iter().all(|r| r.cluster.is_none()
-            || r.record.method == "POST" && r.record.path.contains("listClusterUserCredential")),
+            || r.record.method == "POST" && r.record.path.contains("listClusterUserCredential")
+            || r.record.api == "kube"
+                && r.record.method == "POST"
+                && r.record.path.ends_with("/configmaps")),
         "fleet plan changed nothing"
     );
 }

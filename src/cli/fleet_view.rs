@@ -49,6 +49,7 @@ pub struct FleetStatusArgs {
 /// `fleet plan`: reads only (ARM's list and each cluster), changes nothing.
 pub async fn plan(args: FleetPlanArgs) -> Result<u8, CliError> {
     let (file, _) = read_fleet(&args.fleet)?;
+    super::fleet_run::check_stage_params(&file, &Default::default())?;
     let azure = super::connect::connect_azure(&args.azure, Pace::Real, None)?;
     let rings = rings_of(&file, &azure).await?;
     let mut stages = Vec::new();
@@ -113,7 +114,20 @@ async fn plan_cluster(azure: &Azure, ring: &Ring, id: crate::azure::ClusterId) -
             }),
             _ => owner_run(&env, "").await?,
         };
-        judged(&env, &upgrade, found.as_ref()).await
+        let mut j = judged(&env, &upgrade, found.as_ref()).await?;
+        // What `fleet run` refuses before a cluster's first change (a `canary_namespaces` it
+        // would not migrate, a tag nothing uses, …) is its verdict here too: the plan said
+        // "ready" for clusters the run then skipped as blocked.
+        if j.verdict == Verdict::Ready
+            && let Err(e) = super::validate::validate_new_run(&env, &upgrade, false).await
+        {
+            if e.exit_code() != exit::BAD_INPUT {
+                return Err(e);
+            }
+            j.verdict = Verdict::Blocked;
+            j.detail = e.chain();
+        }
+        Ok::<_, CliError>(j)
     };
     match read.await {
         Ok(j) => PlanCluster {

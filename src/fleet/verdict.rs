@@ -44,7 +44,20 @@ pub fn judge(decisions: &Decisions, name: &str, found: Option<&FoundRun>) -> Jud
                 ),
             );
         }
+        // Upgraded before (by the fleet, or a pipeline with the in-cluster checkpoint): at
+        // its target is the truth; the checkpoint matters only to its next upgrade.
         Some(run) => {
+            let without = judge(decisions, name, None);
+            if without.verdict == Verdict::AtTarget {
+                return judged(
+                    Verdict::AtTarget,
+                    without.target,
+                    format!(
+                        "{}; the finished checkpoint of run {} stays in it until its next upgrade (asm-canary state archive --state-backend kubernetes sets it aside)",
+                        without.detail, run.run_id
+                    ),
+                );
+            }
             return judged(
                 Verdict::Blocked,
                 None,
