@@ -463,7 +463,7 @@ pub const MAX_PODS: u64 = 100_000;
 /// The cluster's shape fits one machine (at most [`MAX_PODS`] pods, generated and listed
 /// together: a scenario of 4 billion namespaces ran the simulator out of memory) and names
 /// each namespace once (a second `payments` was dropped without a word).
-fn check_shape(kube: &crate::kube::KubeScenario) -> Result<(), Named> {
+fn check_shape(kube: &KubeScenario) -> Result<(), Named> {
     use Seg::{Index as I, Key as K};
     let mut seen = std::collections::BTreeSet::new();
     let mut pods: u64 = 0;
