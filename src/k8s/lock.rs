@@ -170,7 +170,21 @@ fn expires_text(lease: &Lease) -> String {
 /// True when the holder is a process on this host that no longer exists.
 fn holder_process_gone(h: &Holder) -> bool {
     let me = Holder::this_process(&h.run_id);
-    h.host == me.host && h.pid != 0 && !std::path::Path::new(&format!("/proc/{}", h.pid)).exists()
+    h.host == me.host && h.pid != 0 && !process_alive(h.pid)
+}
+
+/// Whether process `pid` runs on this host: it is in `/proc` and not a zombie (a process
+/// killed with -9 whose parent has not reaped it yet stays in `/proc` in state `Z`; it was
+/// taken for a live holder, and the same run, resumed, was refused its own lock).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // `pid (comm) S …`: the state follows the last `)` (comm may hold one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+    }
 }
 
 fn desired(holder: &Holder, duration: Duration, base: Option<&Lease>) -> Lease {
@@ -367,5 +381,30 @@ async fn renew_loop(
             // A transient failure: try again at the next tick (the Lease lasts 3 ticks).
             Err(e) => tracing::warn!("cannot renew the cluster lock: {e}; retrying"),
         }
+    }
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::process_alive;
+
+    /// A holder killed with -9 and not yet reaped is a zombie: gone, not alive.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_holder_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "true never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "still unreaped: a zombie in /proc"
+        );
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
     }
 }
