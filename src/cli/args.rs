@@ -75,7 +75,8 @@ pub enum OutputArg {
     /// Human-readable text (stderr for progress).
     #[default]
     Text,
-    /// JSON Lines on stdout, one event per line.
+    /// JSON on stdout: JSON Lines, one event per line, from a command that runs a runbook;
+    /// one document from `plan`, `status`, `proxy-status` and `doctor`.
     Json,
 }
 
