@@ -1076,3 +1076,23 @@ fn a_lock_duration_out_of_range_is_refused() {
         assert!(err.contains("1..=3600"), "{args:?}: {err}");
     }
 }
+
+/// Regression: `plan --cluster nope` exited 1 ("cannot get a kubeconfig … 404
+/// ResourceNotFound; pass --kubeconfig to use your own"), as if Azure were unreachable and
+/// another kubeconfig could help. A cluster ARM does not know is bad input: exit 2, the flags
+/// to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_does_not_exist_is_bad_input() {
+    let sim = TestSim::start("healthy").await;
+    for command in ["plan", "doctor", "proxy-status"] {
+        let out = sim.run(&[command, "--cluster", "nope"]).await;
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{command}: {err}");
+        assert!(err.contains("aks") || err.contains("nope"), "{err}");
+        assert!(
+            err.contains("does not exist (ARM answered 404"),
+            "{command}: {err}"
+        );
+        assert!(!err.contains("--kubeconfig"), "{command}: {err}");
+    }
+}

@@ -245,6 +245,19 @@ async fn kube_client(
             .map_err(|e| CliError::bad_because(format!("--kubeconfig {}: {e}", path.display()), e)),
         None => {
             let bytes = arm.list_cluster_user_kubeconfig(cluster).await.map_err(|source| {
+                // No such cluster (or resource group, or subscription): the flags are wrong,
+                // and another kubeconfig would not help.
+                if let crate::azure::ArmError::Api {
+                    status: 404, code, ..
+                } = &source
+                {
+                    return CliError::bad_because(
+                        format!(
+                            "{cluster} does not exist (ARM answered 404 {code}); check --subscription, --resource-group and --cluster (or --cluster-id), and their ASM_CANARY_* variables"
+                        ),
+                        source,
+                    );
+                }
                 let e = source.to_string();
                 let hint = match &source {
                     // Another credential would fail the same way: the message says the fix.
