@@ -249,17 +249,36 @@ impl Checkpoint {
                 path: origin.to_string(),
                 detail: e.to_string(),
             })?;
-        if minor > MINOR && access == Access::ReadWrite {
+        if access == Access::ReadWrite {
             let back = serde_json::to_value(&cp).unwrap_or(Value::Null);
             let mut lost = Vec::new();
             unknown_fields(&value, &back, "", &mut lost);
-            if !lost.is_empty() {
+            if !lost.is_empty() && minor > MINOR {
                 return Err(CheckpointError::NewerSchema {
                     path: origin.to_string(),
                     found: format!("{version} (with fields {})", lost.join(", ")),
                     supported: SCHEMA_VERSION.to_string(),
                 });
             }
+            // A field this version does not write (a hand repair's typo such as
+            // `rollback_requestd`) was dropped at the next write without a word.
+            if !lost.is_empty() {
+                return Err(CheckpointError::Corrupt {
+                    advice: FILE_CORRUPT_ADVICE.into(),
+                    path: origin.to_string(),
+                    detail: format!(
+                        "it has fields no asm-canary {version} checkpoint has: {} (a hand edit? fix their names or remove them)",
+                        lost.join(", ")
+                    ),
+                });
+            }
+        }
+        if cp.run_id.trim().is_empty() {
+            return Err(CheckpointError::Corrupt {
+                advice: FILE_CORRUPT_ADVICE.into(),
+                path: origin.to_string(),
+                detail: "run_id is empty".into(),
+            });
         }
         Ok(cp)
     }

@@ -167,6 +167,27 @@ async fn corrupt_truncated_and_foreign_files_are_refused_untouched() {
     let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
     assert!(e.to_string().contains("is corrupt: invalid type"), "{e}");
 
+    // A field this version does not write (a hand repair's typo) was dropped at the next
+    // write without a word; an empty run id answered as an owner-record conflict (exit 5).
+    let mut v: Value = serde_json::from_slice(&good).unwrap();
+    v["rollback_requestd"] = json!(true);
+    v["steps"][0]["bar"] = json!(2);
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string().contains(
+            "has fields no asm-canary 1.1 checkpoint has: steps[0].bar, rollback_requestd"
+        ),
+        "{e}"
+    );
+    let mut v: Value = serde_json::from_slice(&good).unwrap();
+    v["run_id"] = json!("");
+    std::fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = refuse(&state, &yaml, &f, ResumeOptions::default()).await;
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("run_id is empty"), "{e}");
+
     // A fresh run refuses to overwrite even a corrupt file.
     std::fs::write(&state, b"garbage").unwrap();
     let ev = Arc::new(MemorySink::new());
