@@ -677,6 +677,8 @@ async fn out_of_range_integer_params_are_refused_naming_the_param_and_range() {
     let s = state.to_str().unwrap();
     for (extra, says) in [
         (&["--parallelism", "0"][..], "allowed 1..=10000"),
+        // clap took -1 for a flag: "unexpected argument '-1' found"
+        (&["--parallelism", "-1"][..], "allowed 1..=10000"),
         (&["--param", "parallelism=-1"], "allowed 1..=10000"),
         (
             &["--param", "parallelism=9223372036854775807"],
@@ -1094,5 +1096,33 @@ async fn a_cluster_that_does_not_exist_is_bad_input() {
             "{command}: {err}"
         );
         assert!(!err.contains("--kubeconfig"), "{command}: {err}");
+    }
+}
+
+/// Regression: `rollback --from-cluster --param nosuch=1` (or `soak=-1s`) on a cluster with one
+/// revision said "nothing to roll back" and exited 0: the params were never checked. They are
+/// checked first (exit 2), as every run's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_from_the_cluster_checks_its_params_first() {
+    let sim = TestSim::start("healthy").await;
+    let state = sim.state_file();
+    for (param, says) in [
+        ("nosuch=1", "unknown param \"nosuch\""),
+        ("soak=-1s", "param \"soak\""),
+    ] {
+        let out = sim
+            .run(&[
+                "rollback",
+                "--from-cluster",
+                "--unattended",
+                "--state",
+                state.to_str().unwrap(),
+                "--param",
+                param,
+            ])
+            .await;
+        assert_eq!(code(&out), 2, "{param}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{param}: {}", stderr(&out));
+        assert!(!state.exists());
     }
 }

@@ -94,7 +94,7 @@ pub struct UpgradeOptions {
     pub canary_namespaces: Vec<String>,
     /// Workloads restarted at once within a wave: a count (4) or a percentage of the wave
     /// (25%); default: the runbook's (100%: the wave is the blast radius, its gate the check).
-    #[arg(long, value_name = "N|P%")]
+    #[arg(long, value_name = "N|P%", allow_hyphen_values = true)]
     pub parallelism: Option<String>,
     /// How the waves after the canary grow: a factor (x2, the default) or cumulative
     /// percentages of the remaining workloads (10%,30%,100%).

@@ -731,6 +731,9 @@ pub async fn resume(args: ResumeArgs, rollback: bool) -> Result<u8, CliError> {
 pub async fn rollback_from_cluster(args: RollbackArgs) -> Result<u8, CliError> {
     let ResumeArgs { cluster, run, .. } = args.resume;
     let given = super::request::param_pairs(&args.params)?;
+    if run.runbook.is_none() {
+        run.builtin.check_params(&given)?;
+    }
     if let (StateBackend::File, Some(file)) = (run.checkpoint.state_backend, &run.checkpoint.state)
     {
         check_state_path(file)?;
