@@ -192,10 +192,13 @@ pub async fn claim_owner(
             }
             Ok(Claimed::New | Claimed::Own) => return Ok((me, None)),
             Err(OwnerError::Owned { owner: theirs }) if !confirmed => {
-                refuse_foreign(&me, &theirs)?;
+                // A record whose checkpoint is gone is dead: any run adopts it, as before.
                 gone = checkpoint_gone(env, &theirs).await;
-                if gone.is_none() && !(ask.asked && ask.yes) {
-                    ask.confirm(theirs)?;
+                if gone.is_none() {
+                    refuse_foreign(&me, &theirs)?;
+                    if !(ask.asked && ask.yes) {
+                        ask.confirm(theirs)?;
+                    }
                 }
                 confirmed = true;
             }
@@ -211,9 +214,10 @@ pub async fn claim_owner(
 /// own kind.
 const DAY2_RUNBOOKS: [&str; 2] = ["asm-canary-onboard", "asm-canary-patch-restart"];
 
-/// A run adopts only a run of its own runbook when either is a day-2 one: an onboarding that
-/// took over a paused upgrade finished, gave the cluster up and left that upgrade half done
-/// with no owner. A record without a runbook (written before it was kept) is an upgrade's.
+/// A run adopts only a run of its own runbook when either is a day-2 one (unless that run's
+/// checkpoint is gone): an onboarding that took over a paused upgrade finished, gave the
+/// cluster up and left that upgrade half done with no owner. A record without a runbook
+/// (written before it was kept) is an upgrade's.
 fn refuse_foreign(me: &Owner, theirs: &Owner) -> Result<(), CliError> {
     let mine = me.runbook.as_deref().unwrap_or("asm-canary-upgrade");
     let their = theirs.runbook.as_deref().unwrap_or("asm-canary-upgrade");
