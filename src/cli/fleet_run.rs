@@ -418,7 +418,18 @@ impl ClusterRunner for CliRunner {
 
 impl CliRunner {
     async fn upgrade(&self, job: &ClusterJob) -> Result<ClusterResult, CliError> {
-        let env = self.azure.cluster(job.cluster.clone()).await?;
+        // A member ARM answers 404 for is bad input to a single-cluster command; in a fleet it
+        // is a cluster that cannot be reached now (deleted, or not yet there): it pauses the
+        // fleet, as any unreachable cluster does, rather than end it as bad input.
+        let env = match self.azure.cluster(job.cluster.clone()).await {
+            Err(CliError::BadInput { message, source }) => {
+                return Err(CliError::Connect {
+                    context: message,
+                    source,
+                });
+            }
+            r => r?,
+        };
         let (upgrade, approve) = stage_options(&job.stage.upgrade)?;
         let run = RunArgs {
             unattended: true,
