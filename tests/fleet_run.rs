@@ -606,6 +606,14 @@ async fn fleet_run_refuses_an_approval_that_is_not_a_stage() {
         "has no stage \"canary\"",
     )
     .await;
+    // The last stage: no stage follows it to let start; it was accepted without a word.
+    refused(
+        ONE_STAGE,
+        None,
+        &["--approve", "stage:prod"],
+        "prod is the last stage",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -126,6 +126,14 @@ pub fn stage_approvals(given: &[String], file: &FleetFile) -> Result<Vec<String>
                     names.join(", ")
                 )));
             }
+            // No stage follows the last one: approving it holds nothing back (a typo for an
+            // earlier stage, most likely), as the file refuses an approval after it.
+            if file.stages.last().is_some_and(|s| s.name == name) {
+                return Err(CliError::bad(format!(
+                    "--approve {a:?}: {name} is the last stage of {}; --approve stage:NAME lets the stage after NAME start, and none follows it",
+                    file.origin
+                )));
+            }
             Ok(name.to_string())
         })
         .collect()
