@@ -120,6 +120,17 @@ impl Fleet {
         }
     }
 
+    /// `fleet plan` of `fleet` as text (exit 0).
+    async fn plan_text(&self, fleet: &Path) -> String {
+        let out = self
+            .command(&["fleet", "plan", "--fleet", fleet.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     async fn status(&self) -> Value {
         let state = self.state();
         let out = self
@@ -360,13 +371,7 @@ async fn an_approval_between_stages_pauses_the_fleet_until_approve_stage_is_give
     assert!(status["next"].is_null());
     // The clusters it upgraded keep their finished checkpoints: the next plan called them
     // blocked ("set it aside with state archive"), though they are at their target.
-    let out = fleet
-        .command(&["fleet", "plan", "--fleet", file.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = fleet.plan_text(&file).await;
     for name in ["aks-a-0", "aks-b-2"] {
         let line = text.lines().find(|l| l.contains(name)).unwrap_or_default();
         assert!(line.contains("at target"), "{name}: {text}");
@@ -475,13 +480,7 @@ async fn fleet_plan_shows_each_cluster_with_its_verdict_and_changes_nothing() {
         "    after: {approval: true}\n    upgrade:\n      canary_namespaces: [nosuchns]\n",
     );
     let file = fleet.fleet_file(&typo);
-    let out = fleet
-        .command(&["fleet", "plan", "--fleet", file.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = fleet.plan_text(&file).await;
     let line = text
         .lines()
         .find(|l| l.contains("aks-canary-1"))

@@ -581,7 +581,7 @@ fn finished(cp: &Checkpoint) -> bool {
 /// Takes the cluster's Lease for `run_id`, asking before breaking a live one.
 async fn take_lock(env: &Env, run: &RunArgs, run_id: &str) -> Result<RunLock, CliError> {
     let mut opts = LockOptions {
-        duration: std::time::Duration::from_secs(run.lock_duration.max(1)),
+        duration: std::time::Duration::from_secs(run.lock_duration),
         break_lock: run.break_lock,
         confirmed: run.break_lock && run.yes,
     };

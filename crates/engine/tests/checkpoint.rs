@@ -376,11 +376,7 @@ fn a_symlink_at_the_old_temp_name_does_not_redirect_the_write() {
         std::fs::read_to_string(dir.path().join("run.json")).unwrap(),
         "{\"checkpoint\": true}"
     );
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect();
+    let left = temp_files(dir.path());
     assert!(left.is_empty(), "no temp file left: {left:?}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("run.json"))
@@ -477,11 +473,7 @@ fn an_atomic_write_refuses_to_replace_what_is_no_writable_regular_file() {
     );
     assert!(folder.is_dir());
     assert_eq!(std::fs::read_to_string(&protected).unwrap(), "kept");
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect();
+    let left = temp_files(dir.path());
     assert!(left.is_empty(), "no temp file left: {left:?}");
     let fresh = dir.path().join("fresh.yml");
     checkpoint::write_atomic(&fresh, b"new").unwrap();
@@ -525,4 +517,13 @@ fn a_checkpoint_is_read_only_from_a_regular_file_of_bounded_size() {
             .unwrap(),
         None
     );
+}
+
+/// The temp files an atomic write left in `dir` (none, after any write or refusal).
+fn temp_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
 }
